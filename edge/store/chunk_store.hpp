@@ -1,0 +1,265 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "edge/core/errc.hpp"
+#include "edge/core/sha256.hpp"
+#include "edge/store/database.hpp"
+#include "edge/store/lru_cache.hpp"
+
+namespace edge::store {
+
+class IoRing;
+struct BatchState;
+class SegmentFile;
+
+namespace detail {
+// The commit thread's view of one segment (persisted in the `segments` column family).
+struct SegmentMeta {
+  bool sealed = false;
+  std::uint64_t bytes = 0;       // committed size of the file
+  std::uint64_t live_bytes = 0;  // bodies still indexed
+  std::uint64_t live_chunks = 0;
+  std::shared_ptr<SegmentFile> file;
+};
+// Persisted counters (meta key "chunk_counters").
+struct Counters {
+  std::uint64_t chunks = 0, blobs = 0, bytes_live = 0, evicted_segments = 0, evicted_chunks = 0,
+                relocated_chunks = 0;
+};
+}  // namespace detail
+
+/// An open segment file. The descriptor stays open as long as anyone holds the object,
+/// so a reader (or an in-flight sendfile) finishes normally after the segment is evicted
+/// and unlinked (DESIGN §3).
+class SegmentFile {
+ public:
+  SegmentFile(std::uint64_t id, int fd, std::filesystem::path path)
+      : id_(id), fd_(fd), path_(std::move(path)) {}
+  ~SegmentFile();
+  SegmentFile(const SegmentFile&) = delete;
+  SegmentFile& operator=(const SegmentFile&) = delete;
+
+  std::uint64_t id() const noexcept { return id_; }
+  int fd() const noexcept { return fd_; }
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::uint64_t id_;
+  int fd_;
+  std::filesystem::path path_;
+};
+
+/// Where a chunk's bytes are: `length` bytes at `offset` of `segment->fd()`, ready for
+/// pread or sendfile. Holding it keeps the descriptor open.
+struct ChunkLocation {
+  std::shared_ptr<const SegmentFile> segment;
+  std::uint64_t offset = 0;  ///< of the body (the record header precedes it)
+  std::uint32_t length = 0;
+};
+
+/// The index entry of a chunk: the record starts at `record_offset` of segment `segment`.
+struct IndexEntry {
+  std::uint64_t segment = 0;
+  std::uint64_t record_offset = 0;
+  std::uint32_t length = 0;
+  friend bool operator==(const IndexEntry&, const IndexEntry&) = default;
+};
+
+/// Says which chunks must survive eviction (DESIGN §3: chunks of releases that a channel
+/// or rollout points at). Called from the store's commit thread; must be thread-safe.
+class PinSet {
+ public:
+  virtual ~PinSet() = default;
+  virtual bool pinned(const Sha256& id) const = 0;
+};
+
+/// A PinSet over a fixed set of ids.
+class HashPinSet final : public PinSet {
+ public:
+  explicit HashPinSet(std::unordered_set<Sha256, Sha256Hash> ids) : ids_(std::move(ids)) {}
+  bool pinned(const Sha256& id) const override { return ids_.contains(id); }
+
+ private:
+  std::unordered_set<Sha256, Sha256Hash> ids_;
+};
+
+struct ChunkStoreOptions {
+  std::uint64_t segment_bytes = 256ULL << 20;  ///< a segment is sealed past this size
+  std::uint64_t max_bytes = 0;          ///< budget for segment files; 0 = never evict (origin role)
+  std::size_t cache_entries = 1 << 18;  ///< hot index entries kept in memory
+  std::size_t max_batch_bytes = 16ULL << 20;  ///< group commit: bytes per fdatasync
+  std::size_t max_batch_jobs = 4096;          ///< group commit: operations per fdatasync
+};
+
+/// Figures for /metrics and tests.
+struct StoreStats {
+  std::uint64_t chunks = 0;         ///< chunks in the index
+  std::uint64_t blobs = 0;          ///< recipes
+  std::uint64_t bytes_live = 0;     ///< sum of indexed chunk lengths
+  std::uint64_t bytes_on_disk = 0;  ///< sum of segment file sizes
+  std::uint64_t segments = 0;
+  std::uint64_t evicted_segments = 0;
+  std::uint64_t evicted_chunks = 0;
+  std::uint64_t relocated_chunks = 0;  ///< pinned chunks copied forward by eviction
+};
+
+/// What open() found and mended. `problems` has one human-readable line per damaged
+/// segment (missing file, bad magic, truncation) naming the segment and what was dropped.
+struct RecoveryReport {
+  std::uint64_t segments_scanned = 0;
+  std::uint64_t records_reindexed = 0;  ///< durable records found past the committed offset
+  std::uint64_t bytes_truncated = 0;    ///< torn tails cut off open segments
+  std::uint64_t entries_dropped = 0;    ///< index entries that pointed at lost bytes
+  std::vector<std::string> problems;
+};
+
+struct ScrubReport {
+  std::uint64_t segments = 0;
+  std::uint64_t records = 0;
+  std::uint64_t bytes = 0;
+  std::vector<Sha256> erased;  ///< chunks whose bytes failed verification (now unindexed)
+};
+
+/// Content-addressed chunk storage (DESIGN §3): append-only segment files hold the bytes,
+/// RocksDB holds the index. Writes are group-committed on one commit thread: records are
+/// appended and fdatasync()ed through io_uring, then the index batch that points at them
+/// is committed (sync), then completions are posted. So the index never points at bytes
+/// that are not durable, and an acknowledged put survives kill -9.
+///
+/// Thread-safety: every public method may be called from any thread, except that the
+/// blocking forms must not be called from a completion handler that runs on the store's
+/// own thread (an empty executor). Index lookups (find) are synchronous and cheap (LRU in
+/// front of RocksDB); everything that touches the disk is asynchronous or blocking-by-name.
+class ChunkStore {
+ public:
+  /// `inserted` is false when the chunk (or recipe) was already present.
+  using PutHandler = std::function<void(boost::system::error_code ec, bool inserted)>;
+  using ReadHandler = std::function<void(boost::system::error_code ec, std::vector<std::uint8_t>)>;
+  using Executor = boost::asio::any_io_executor;
+
+  /// Opens the store whose segments live in `dir` and whose index lives in `db`; runs
+  /// recovery (see RecoveryReport). Throws StoreError on errors that stop start-up (an
+  /// unusable directory, io_uring refused, a database error).
+  static std::unique_ptr<ChunkStore> open(Database& db, const std::filesystem::path& dir,
+                                          const ChunkStoreOptions& options = {});
+  ~ChunkStore();  ///< finishes queued work, then stops
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  /// Stores `bytes` as chunk `id`. The SHA-256 is verified on the calling thread first
+  /// (Errc::kChecksumMismatch: nothing is written); bodies above 1 MiB are Errc::kTooLarge.
+  /// The handler runs on `ex` (or on the store's thread if `ex` is empty) once the chunk
+  /// is durable and indexed.
+  void async_put(const Sha256& id, std::vector<std::uint8_t> bytes, const Executor& ex,
+                 PutHandler handler);
+  /// Blocking form of async_put; returns whether the chunk was inserted.
+  Result<bool> put(const Sha256& id, std::span<const std::uint8_t> bytes);
+
+  /// Where chunk `id` is. Errc::kNotFound if it is not indexed (or its segment is gone).
+  Result<ChunkLocation> find(const Sha256& id) const;
+  /// The index entry of `id` (segment id and record offset).
+  Result<IndexEntry> find_entry(const Sha256& id) const;
+  bool contains(const Sha256& id) const { return find_entry(id).has_value(); }
+
+  /// Reads chunk `id` through io_uring and checks its record (XXH3): Errc::kCorrupt if
+  /// the bytes at rest are damaged, never the damaged bytes.
+  void async_read(const Sha256& id, const Executor& ex, ReadHandler handler) const;
+  Result<std::vector<std::uint8_t>> read(const Sha256& id) const;
+
+  /// Removes `id` from the index (its bytes become garbage in their segment).
+  Result<void> erase(const Sha256& id);
+
+  /// Commits the recipe of blob `id` (used by BlobStore): fails with Errc::kNotFound if any
+  /// chunk of `needs` is not indexed at commit time. Group-committed like chunks.
+  void async_put_blob(const Sha256& id, std::string encoded_recipe, std::vector<Sha256> needs,
+                      const Executor& ex, PutHandler handler);
+  /// The encoded recipe of blob `id`, or Errc::kNotFound.
+  Result<std::string> get_blob(const Sha256& id) const;
+
+  /// Replaces the pin set consulted by eviction (nullptr: nothing pinned).
+  void set_pin_set(std::shared_ptr<const PinSet> pins);
+  /// Runs eviction now (it also runs after every commit while over budget). Blocking.
+  Result<void> evict_now();
+
+  /// Re-verifies every record of sealed segment `id` (header CRC, id, XXH3), erasing
+  /// damaged chunks from the index. Blocking; reads go through io_uring.
+  Result<ScrubReport> scrub_segment(std::uint64_t id);
+  /// Scrubs every sealed segment, at most `bytes_per_second` (0 = unlimited).
+  Result<ScrubReport> scrub(std::uint64_t bytes_per_second = 0);
+
+  /// Reads and SHA-256-verifies every indexed chunk; returns the ids that failed. For
+  /// tests and `fsck`-style tools: it reads the whole store.
+  Result<std::vector<Sha256>> verify_index() const;
+
+  StoreStats stats() const;
+  const RecoveryReport& recovery() const noexcept { return recovery_; }
+  /// Ids of sealed segments, oldest first.
+  std::vector<std::uint64_t> sealed_segments() const;
+  std::filesystem::path segment_path(std::uint64_t id) const;
+
+  /// Blocks until everything queued before the call has been committed.
+  void flush();
+
+ private:
+  struct Job;
+
+  ChunkStore(Database& db, std::filesystem::path dir, const ChunkStoreOptions& options);
+  void recover();
+  void enqueue(Job job);
+  void commit_loop();
+  void run_batch(std::vector<Job>& jobs);
+  void evict_over_budget();
+  Result<std::optional<IndexEntry>> staged_lookup(BatchState& b, const Sha256& id) const;
+  Result<IndexEntry> stage_append(BatchState& b, const Sha256& id,
+                                  std::span<const std::uint8_t> body);
+  Result<void> stage_roll(BatchState& b);
+  void stage_erase(BatchState& b, const Sha256& id, const IndexEntry& entry);
+  Result<void> flush_pending(BatchState& b);
+  Result<void> commit(BatchState& b);
+  Result<std::vector<std::uint8_t>> read_record(const SegmentFile& file, const IndexEntry& e,
+                                                const Sha256& id) const;
+  std::shared_ptr<SegmentFile> segment_file(std::uint64_t id) const;
+
+  Database& db_;
+  std::filesystem::path dir_;
+  ChunkStoreOptions options_;
+  std::unique_ptr<IoRing> ring_;
+  mutable LruCache<Sha256, IndexEntry, Sha256Hash> cache_;
+  RecoveryReport recovery_;
+
+  // Published state: written by the commit thread after each commit, read by anyone.
+  mutable std::shared_mutex state_mutex_;
+  std::map<std::uint64_t, detail::SegmentMeta> segments_;
+  detail::Counters counters_;
+  std::shared_ptr<const PinSet> pins_;
+
+  // Commit-thread state.
+  std::uint64_t next_segment_id_ = 1;
+  std::uint64_t open_segment_ = 0;  // 0: none yet; created on the first append
+
+  std::mutex queue_mutex_;
+  std::condition_variable queue_cv_;
+  std::deque<Job> queue_;
+  bool stop_ = false;
+  std::thread committer_;
+};
+
+}  // namespace edge::store

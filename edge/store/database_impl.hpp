@@ -1,0 +1,81 @@
+#pragma once
+
+// Private to edge/store: the only header that includes RocksDB.
+
+#include <array>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include "edge/store/database.hpp"
+
+namespace edge::store {
+
+enum Cf : std::size_t {
+  kCfDefault = 0,
+  kCfMeta,
+  kCfChunks,         // sha256 -> ChunkEntry (segment, offset, length)
+  kCfSegmentChunks,  // be64(segment) be64(offset) -> sha256 + be32(length)
+  kCfSegments,       // be64(segment) -> SegmentEntry
+  kCfBlobs,          // sha256 -> encoded recipe
+  kCfCount
+};
+
+struct Database::Impl {
+  std::filesystem::path path;
+  std::unique_ptr<rocksdb::DB> db;
+  std::array<rocksdb::ColumnFamilyHandle*, kCfCount> cf{};
+  rocksdb::ColumnFamilyHandle* handle(Cf c) const { return cf[c]; }
+  ~Impl();
+};
+
+/// The one place where a rocksdb::Status becomes an error code (STYLE.md, Errors).
+inline boost::system::error_code to_error(const rocksdb::Status& s) {
+  if (s.ok())
+    return {};
+  if (s.IsNotFound())
+    return make_error_code(Errc::kNotFound);
+  if (s.IsCorruption())
+    return make_error_code(Errc::kCorrupt);
+  if (s.IsIOError())
+    return make_error_code(Errc::kIo);
+  return make_error_code(Errc::kDatabase);
+}
+
+inline rocksdb::Slice as_slice(const void* p, std::size_t n) {
+  return {static_cast<const char*>(p), n};
+}
+
+// Big-endian integers in keys keep RocksDB's bytewise order equal to numeric order.
+inline void put_be64(char* out, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8)
+    out[i] = static_cast<char>(v & 0xff);
+}
+inline std::uint64_t get_be64(const char* in) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v = v << 8 | static_cast<std::uint8_t>(in[i]);
+  return v;
+}
+inline void put_le64(char* out, std::uint64_t v) {
+  std::memcpy(out, &v, 8);
+}
+inline std::uint64_t get_le64(const char* in) {
+  std::uint64_t v;
+  std::memcpy(&v, in, 8);
+  return v;
+}
+inline void put_le32(char* out, std::uint32_t v) {
+  std::memcpy(out, &v, 4);
+}
+inline std::uint32_t get_le32(const char* in) {
+  std::uint32_t v;
+  std::memcpy(&v, in, 4);
+  return v;
+}
+
+}  // namespace edge::store
