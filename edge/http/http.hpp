@@ -1,0 +1,71 @@
+#pragma once
+
+// Pure HTTP helpers (DESIGN §1 edge/http): parsing and formatting of the header fields the
+// blob routes need. No I/O; every function is safe on any input bytes.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "edge/core/errc.hpp"
+
+namespace edge::http {
+
+/// At most this many ranges are honoured in one request (more: the Range is ignored).
+inline constexpr std::size_t kMaxRanges = 16;
+
+/// One byte-range-spec of RFC 9110 §14.1.1, as written by the client.
+struct RangeSpec {
+  enum class Kind { kFromTo, kFrom, kSuffix };
+  Kind kind = Kind::kFromTo;
+  std::uint64_t first = 0;   ///< kFromTo, kFrom
+  std::uint64_t last = 0;    ///< kFromTo (inclusive)
+  std::uint64_t suffix = 0;  ///< kSuffix: the last `suffix` bytes
+};
+
+/// A resolved range: bytes [first, first + length) of the representation.
+struct ByteRange {
+  std::uint64_t first = 0;
+  std::uint64_t length = 0;
+  friend bool operator==(const ByteRange&, const ByteRange&) = default;
+};
+
+/// Parses a Range field value. Returns nullopt when the field must be ignored: not the
+/// `bytes` unit, a syntax error, an empty set, or more than kMaxRanges specs. RFC 9110
+/// §14.2 lets a server ignore a Range it cannot parse; we do, and answer 200.
+std::optional<std::vector<RangeSpec>> parse_range(std::string_view value);
+
+/// Resolves specs against the representation's size: unsatisfiable specs are dropped,
+/// `last` is clamped, and overlapping or adjacent ranges are coalesced (RFC 9110 §14.2
+/// permits it; it also defeats many-small-overlapping-ranges amplification). The result
+/// is sorted. Returns Errc::kRangeNotSatisfiable (-> 416) if no spec is satisfiable.
+Result<std::vector<ByteRange>> resolve_ranges(const std::vector<RangeSpec>& specs,
+                                              std::uint64_t size);
+
+/// `"<tag>"`: a strong entity tag.
+std::string format_etag(std::string_view tag);
+
+/// True if an If-None-Match value matches the strong tag `etag` (already quoted): `*`, or
+/// any listed tag, compared weakly as RFC 9110 §13.1.2 requires (W/ prefixes ignored).
+bool if_none_match(std::string_view value, std::string_view etag);
+
+/// True if an If-Range value permits a partial response for `etag` (quoted): only an exact
+/// strong match does (RFC 9110 §13.1.5); an HTTP-date or a weak tag never matches here,
+/// because content-addressed bytes have no useful Last-Modified.
+bool if_range_matches(std::string_view value, std::string_view etag);
+
+/// `bytes <first>-<last>/<size>`.
+std::string format_content_range(const ByteRange& r, std::uint64_t size);
+/// `bytes */<size>` (for 416).
+std::string format_unsatisfied_range(std::uint64_t size);
+
+/// A Content-Type from the file name's extension (case-insensitive); default
+/// `application/octet-stream`.
+std::string_view content_type_for(std::string_view file_name);
+
+/// Splits a request target at '?': the path part only (query strings are ignored).
+std::string_view path_of(std::string_view target);
+
+}  // namespace edge::http

@@ -1,0 +1,23 @@
+// Range, If-None-Match and If-Range values come straight from clients.
+#include <cstdint>
+#include <string_view>
+
+#include "edge/http/http.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  if (auto specs = edge::http::parse_range(text)) {
+    for (std::uint64_t n : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{1} << 40}) {
+      if (auto r = edge::http::resolve_ranges(*specs, n)) {
+        for (const auto& br : *r) {
+          if (br.length == 0 || br.first + br.length > n)
+            __builtin_trap();
+        }
+      }
+    }
+  }
+  (void)edge::http::if_none_match(text, "\"x\"");
+  (void)edge::http::if_range_matches(text, "\"x\"");
+  (void)edge::http::content_type_for(text);
+  return 0;
+}

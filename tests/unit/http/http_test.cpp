@@ -1,0 +1,84 @@
+#include "edge/http/http.hpp"
+
+#include <gtest/gtest.h>
+
+namespace edge::http {
+namespace {
+
+std::vector<ByteRange> ranges(std::string_view header, std::uint64_t size) {
+  auto specs = parse_range(header);
+  EXPECT_TRUE(specs) << header;
+  if (!specs)
+    return {};
+  auto r = resolve_ranges(*specs, size);
+  return r ? *r : std::vector<ByteRange>{};
+}
+
+TEST(Range, SingleForms) {
+  EXPECT_EQ(ranges("bytes=0-99", 1000), (std::vector<ByteRange>{{0, 100}}));
+  EXPECT_EQ(ranges("bytes=900-", 1000), (std::vector<ByteRange>{{900, 100}}));
+  EXPECT_EQ(ranges("bytes=-100", 1000), (std::vector<ByteRange>{{900, 100}}));
+  EXPECT_EQ(ranges("bytes=-5000", 1000), (std::vector<ByteRange>{{0, 1000}})) << "suffix > size";
+  EXPECT_EQ(ranges("bytes=500-5000", 1000), (std::vector<ByteRange>{{500, 500}})) << "clamped";
+  EXPECT_EQ(ranges("Bytes = 1-1 ", 10), (std::vector<ByteRange>{{1, 1}}));
+}
+
+TEST(Range, ManyAreCoalescedAndSorted) {
+  EXPECT_EQ(ranges("bytes=500-599,0-99", 1000), (std::vector<ByteRange>{{0, 100}, {500, 100}}));
+  EXPECT_EQ(ranges("bytes=0-99,50-149", 1000), (std::vector<ByteRange>{{0, 150}}));
+  EXPECT_EQ(ranges("bytes=0-99,100-199", 1000), (std::vector<ByteRange>{{0, 200}})) << "adjacent";
+  EXPECT_EQ(ranges("bytes=0-0,-1,,", 10), (std::vector<ByteRange>{{0, 1}, {9, 1}}));
+  std::string sixteen = "bytes=";
+  for (int i = 0; i < 16; ++i)
+    sixteen += std::to_string(i * 10) + "-" + std::to_string(i * 10) + ",";
+  EXPECT_EQ(ranges(sixteen, 1000).size(), 16U);
+  EXPECT_FALSE(parse_range(sixteen + "999-999")) << "17 ranges: ignored";
+}
+
+TEST(Range, SyntaxErrorsMeanIgnore) {
+  for (const char* bad : {"", "bytes", "bytes=", "items=0-1", "bytes=a-b", "bytes=5-1", "bytes=-",
+                          "bytes=1-2-3", "bytes=0-1,x", "bytes=99999999999999999999-", "bytes= - 5",
+                          "bytes=+1-2", "bytes=0x10-20"}) {
+    EXPECT_FALSE(parse_range(bad)) << bad;
+  }
+}
+
+TEST(Range, Unsatisfiable) {
+  auto specs = parse_range("bytes=1000-2000,-0");
+  ASSERT_TRUE(specs);
+  EXPECT_EQ(resolve_ranges(*specs, 1000).error(), Errc::kRangeNotSatisfiable);
+  EXPECT_EQ(resolve_ranges(*parse_range("bytes=0-"), 0).error(), Errc::kRangeNotSatisfiable);
+  EXPECT_EQ(resolve_ranges(*parse_range("bytes=-10"), 0).error(), Errc::kRangeNotSatisfiable);
+  EXPECT_EQ(ranges("bytes=2000-3000,5-6", 1000), (std::vector<ByteRange>{{5, 2}}))
+      << "unsatisfiable specs are dropped, the rest served";
+}
+
+TEST(Conditional, EtagsAndPreconditions) {
+  const std::string etag = format_etag("abc");
+  EXPECT_EQ(etag, "\"abc\"");
+  EXPECT_TRUE(if_none_match("\"abc\"", etag));
+  EXPECT_TRUE(if_none_match("\"x\", \"abc\"", etag));
+  EXPECT_TRUE(if_none_match("W/\"abc\"", etag)) << "If-None-Match uses weak comparison";
+  EXPECT_TRUE(if_none_match(" * ", etag));
+  EXPECT_FALSE(if_none_match("\"abcd\"", etag));
+  EXPECT_FALSE(if_none_match("", etag));
+  EXPECT_TRUE(if_range_matches("\"abc\"", etag));
+  EXPECT_FALSE(if_range_matches("W/\"abc\"", etag)) << "If-Range needs a strong match";
+  EXPECT_FALSE(if_range_matches("Wed, 21 Oct 2015 07:28:00 GMT", etag));
+}
+
+TEST(Format, ContentRangeAndTypes) {
+  EXPECT_EQ(format_content_range({0, 100}, 1000), "bytes 0-99/1000");
+  EXPECT_EQ(format_unsatisfied_range(1000), "bytes */1000");
+  EXPECT_EQ(content_type_for("bundle.zip"), "application/zip");
+  EXPECT_EQ(content_type_for("assets/app.JS"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(content_type_for("index.html"), "text/html; charset=utf-8");
+  EXPECT_EQ(content_type_for("noext"), "application/octet-stream");
+  EXPECT_EQ(content_type_for("trailing."), "application/octet-stream");
+  EXPECT_EQ(content_type_for(".hidden.unknownext"), "application/octet-stream");
+  EXPECT_EQ(path_of("/v1/blobs/x?device_id=1"), "/v1/blobs/x");
+  EXPECT_EQ(path_of("/a"), "/a");
+}
+
+}  // namespace
+}  // namespace edge::http
