@@ -110,6 +110,8 @@ struct BlobWriter::State {
   std::size_t outstanding = 0;
   error_code first_error;
   std::function<void()> on_drained;  // set by finish()
+  std::function<void()> waiter;      // set by async_wait_in_flight_below()
+  std::uint64_t wait_limit = 0;
 };
 
 BlobWriter::BlobWriter(ChunkStore& chunks, const FastCdc& cdc)
@@ -150,6 +152,26 @@ void BlobWriter::put_chunk(std::span<const std::uint8_t> chunk) {
 std::uint64_t BlobWriter::bytes_in_flight() const {
   std::lock_guard lock(state_->mutex);
   return state_->in_flight;
+}
+
+void BlobWriter::async_wait_in_flight_below(std::uint64_t limit, const ChunkStore::Executor& ex,
+                                            std::function<void()> handler) {
+  auto run = [ex, h = std::move(handler)]() mutable {
+    if (ex) {
+      boost::asio::post(ex, std::move(h));
+    } else {
+      h();
+    }
+  };
+  {
+    std::lock_guard lock(state_->mutex);
+    if (state_->in_flight > limit) {
+      state_->wait_limit = limit;
+      state_->waiter = std::move(run);
+      return;
+    }
+  }
+  run();
 }
 
 void BlobWriter::wait_in_flight_below(std::uint64_t limit) const {

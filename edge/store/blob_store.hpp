@@ -84,6 +84,10 @@ class BlobWriter {
               FinishHandler handler);
   /// Chunk bytes handed to the store that are not durable yet.
   std::uint64_t bytes_in_flight() const;
+  /// Calls `handler` on `ex` once bytes_in_flight() <= limit (at once if it already is).
+  /// One waiter at a time: the event-loop way to pause reading an upload.
+  void async_wait_in_flight_below(std::uint64_t limit, const ChunkStore::Executor& ex,
+                                  std::function<void()> handler);
   /// Blocks until bytes_in_flight() <= limit. For threads that may block.
   void wait_in_flight_below(std::uint64_t limit) const;
   std::uint64_t size() const noexcept { return size_; }

@@ -882,6 +882,19 @@ void ChunkStore::async_read(const Sha256& id, const Executor& ex, ReadHandler ha
       });
 }
 
+void ChunkStore::async_warm(std::shared_ptr<const SegmentFile> file, std::uint64_t offset,
+                            std::uint64_t length, const Executor& ex,
+                            std::function<void(error_code)> handler) const {
+  constexpr std::uint64_t kMaxWarm = 2 << 20;
+  auto buf = std::make_shared<std::vector<std::uint8_t>>(std::min(length, kMaxWarm));
+  auto* data = buf->data();
+  const std::size_t size = buf->size();
+  const int fd = file->fd();
+  ring_->async_read(fd, offset, data, size,
+                    [ex, file = std::move(file), buf, h = std::move(handler)](
+                        error_code ec, std::size_t) mutable { complete_on(ex, std::move(h), ec); });
+}
+
 Result<std::vector<std::uint8_t>> ChunkStore::read(const Sha256& id) const {
   auto e = find_entry(id);
   if (!e)

@@ -1,0 +1,369 @@
+#include "edge/api/api.hpp"
+
+#include <atomic>
+#include <cstdio>
+
+#include "edge/http/http.hpp"
+
+#include <openssl/crypto.h>
+
+namespace edge::api {
+namespace {
+
+namespace bhttp = boost::beast::http;
+
+constexpr std::string_view kCacheControl = "public, max-age=31536000, immutable, no-transform";
+
+std::string_view field(const RequestHeader& req, bhttp::field f) {
+  const auto it = req.find(f);
+  return it == req.end() ? std::string_view()
+                         : std::string_view(it->value().data(), it->value().size());
+}
+
+// "<sha256>[/<name>]" -> id and name; nullopt id if malformed.
+std::pair<Result<Sha256>, std::string_view> split_id(std::string_view rest) {
+  const auto slash = rest.find('/');
+  const auto id_text = rest.substr(0, slash);
+  const auto name = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+  return {Sha256::parse(id_text), name};
+}
+
+Response bad_id(std::string_view what, std::string_view text, Route route) {
+  const auto shown = text.substr(0, 80);
+  return error_response(400, "bad_id",
+                        std::string(what) + " id must be 64 hex characters, got '" +
+                            std::string(shown) + (text.size() > 80 ? "...'" : "'"),
+                        route);
+}
+
+Response method_not_allowed(std::string_view allow, Route route) {
+  Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow), route);
+  r.set("Allow", std::string(allow));
+  return r;
+}
+
+std::string boundary() {
+  static std::atomic<std::uint64_t> counter{0x5eed};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "bundle-edge-%016llx",
+                static_cast<unsigned long long>(counter.fetch_add(0x9e3779b97f4a7c15ULL) ^
+                                                0xa5a5a5a5a5a5ULL));
+  return buf;
+}
+
+void set_entity_headers(Response& r, const std::string& etag, const Sha256& id) {
+  r.set("ETag", etag);
+  r.set("Accept-Ranges", "bytes");
+  r.set("Cache-Control", std::string(kCacheControl));
+  r.set("X-Checksum-Sha256", id.hex());
+}
+
+}  // namespace
+
+bool Upload::write(std::span<const std::uint8_t> bytes) {
+  received_ += bytes.size();
+  if (received_ > max_bytes_)
+    return false;
+  writer_->write(bytes);
+  return true;
+}
+
+void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Response)> done) {
+  const auto expected = expected_;
+  writer_->finish(
+      expected, ex,
+      [expected, done = std::move(done)](boost::system::error_code ec, store::BlobInfo info) {
+        if (ec == Errc::kChecksumMismatch) {
+          done(error_response(400, "checksum_mismatch",
+                              "X-Content-Sha256 is " + expected->hex() +
+                                  " but the body hashes to " + info.id.hex() +
+                                  "; nothing was stored",
+                              Route::kUpload));
+          return;
+        }
+        if (ec) {
+          done(error_response(500, "store_error", "storing the blob failed: " + ec.message(),
+                              Route::kUpload));
+          return;
+        }
+        Response r;
+        r.route = Route::kUpload;
+        r.status = info.inserted ? 201 : 200;
+        r.set("Content-Type", "application/json");
+        r.body = "{\"sha256\":\"" + info.id.hex() + "\",\"size\":" + std::to_string(info.size) +
+                 ",\"chunks\":" + std::to_string(info.chunks) + "}";
+        done(std::move(r));
+      });
+}
+
+Api::Api(store::ChunkStore& chunks, store::BlobStore& blobs, Metrics& metrics, ApiOptions options)
+    : chunks_(chunks), blobs_(blobs), metrics_(metrics), options_(std::move(options)) {}
+
+Response Api::health(bool ready_check) const {
+  Response r;
+  r.route = ready_check ? Route::kReady : Route::kHealth;
+  r.set("Content-Type", "application/json");
+  r.set("Cache-Control", "no-store");
+  if (ready_check && !ready_.load(std::memory_order_relaxed)) {
+    r.status = 503;
+    r.body = "{\"status\":\"starting\"}";
+  } else {
+    r.body = "{\"status\":\"ok\"}";
+  }
+  return r;
+}
+
+Response Api::handle_public(const RequestHeader& req) const {
+  const std::string_view target(req.target().data(), req.target().size());
+  const std::string_view path = http::path_of(target);
+  const bool get = req.method() == bhttp::verb::get;
+  const bool head = req.method() == bhttp::verb::head;
+  const auto route_of = [&](std::string_view prefix, Route route) -> std::optional<Route> {
+    return path.starts_with(prefix) ? std::optional(route) : std::nullopt;
+  };
+  Response r;
+  if (auto rt = route_of("/v1/blobs/", Route::kBlob)) {
+    r = (get || head) ? serve_blob(req, path.substr(10), head)
+                      : method_not_allowed("GET, HEAD", *rt);
+  } else if (auto rc = route_of("/v1/chunks/", Route::kChunk)) {
+    r = (get || head) ? serve_chunk(req, path.substr(11), head)
+                      : method_not_allowed("GET, HEAD", *rc);
+  } else if (auto rr = route_of("/v1/recipes/", Route::kRecipe)) {
+    r = (get || head) ? serve_recipe(path.substr(12), head) : method_not_allowed("GET, HEAD", *rr);
+  } else if (path == "/healthz" || path == "/readyz") {
+    r = (get || head) ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
+  } else {
+    r = error_response(404, "not_found", "no route for " + std::string(path.substr(0, 200)));
+  }
+  r.head_only = head;
+  return r;
+}
+
+bool Api::authorized(const RequestHeader& req) const {
+  const std::string_view auth = field(req, bhttp::field::authorization);
+  constexpr std::string_view kBearer = "Bearer ";
+  if (options_.admin_token.empty() || !auth.starts_with(kBearer))
+    return false;
+  const std::string_view token = auth.substr(kBearer.size());
+  // Constant-time compare: the length is not secret, the bytes are.
+  return token.size() == options_.admin_token.size() &&
+         CRYPTO_memcmp(token.data(), options_.admin_token.data(), token.size()) == 0;
+}
+
+Response Api::handle_admin(const RequestHeader& req) const {
+  const std::string_view target(req.target().data(), req.target().size());
+  const std::string_view path = http::path_of(target);
+  const bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+  Response r;
+  if (path == "/healthz" || path == "/readyz") {
+    r = get ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
+  } else if (!authorized(req)) {
+    r = error_response(401, "unauthorized", "missing or wrong 'Authorization: Bearer <token>'");
+    r.set("WWW-Authenticate", "Bearer");
+  } else if (path == "/metrics") {
+    if (!get) {
+      r = method_not_allowed("GET, HEAD", Route::kMetrics);
+    } else {
+      r.route = Route::kMetrics;
+      r.set("Content-Type", "text/plain; version=0.0.4");
+      r.body = metrics_.render(chunks_.stats());
+    }
+  } else if (path == "/v1/admin/blobs") {
+    r = method_not_allowed("PUT", Route::kUpload);
+  } else {
+    r = error_response(404, "not_found", "no admin route for " + std::string(path.substr(0, 200)));
+  }
+  r.head_only = req.method() == bhttp::verb::head;
+  return r;
+}
+
+bool Api::is_upload(const RequestHeader& req) {
+  const std::string_view target(req.target().data(), req.target().size());
+  return req.method() == bhttp::verb::put && http::path_of(target) == "/v1/admin/blobs";
+}
+
+std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
+    const RequestHeader& req, std::optional<std::uint64_t> content_length) const {
+  if (!authorized(req)) {
+    Response r = error_response(401, "unauthorized",
+                                "missing or wrong 'Authorization: Bearer <token>'", Route::kUpload);
+    r.set("WWW-Authenticate", "Bearer");
+    r.close = true;  // the body was not read
+    return r;
+  }
+  std::optional<Sha256> expected;
+  if (const auto it = req.find("X-Content-Sha256"); it != req.end()) {
+    const std::string_view v(it->value().data(), it->value().size());
+    auto id = Sha256::parse(v);
+    if (!id) {
+      Response r = bad_id("X-Content-Sha256: blob", v, Route::kUpload);
+      r.close = true;
+      return r;
+    }
+    expected = *id;
+  }
+  if (content_length && *content_length > options_.max_upload_bytes) {
+    Response r = error_response(413, "too_large",
+                                "body of " + std::to_string(*content_length) +
+                                    " bytes exceeds admin.max_upload_bytes (" +
+                                    std::to_string(options_.max_upload_bytes) + ")",
+                                Route::kUpload);
+    r.close = true;
+    return r;
+  }
+  return std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes);
+}
+
+void Api::warm(const store::Piece& piece, const store::ChunkStore::Executor& ex,
+               std::function<void(boost::system::error_code)> done) const {
+  metrics_.warmed();
+  chunks_.async_warm(piece.segment, piece.offset, piece.length, ex, std::move(done));
+}
+
+Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool head) const {
+  auto [id, name] = split_id(rest);
+  if (!id)
+    return bad_id("blob", rest.substr(0, rest.find('/')), Route::kBlob);
+  auto recipe = blobs_.recipe(*id);
+  if (!recipe) {
+    if (recipe.error() == Errc::kNotFound) {
+      return error_response(404, "not_found", "no blob " + id->hex() + " on this node",
+                            Route::kBlob);
+    }
+    return error_response(500, "store_error", "blob " + id->hex() + ": " + recipe.error().message(),
+                          Route::kBlob);
+  }
+  const auto& rec = **recipe;
+  const std::string etag = http::format_etag(id->hex());
+  Response r;
+  r.route = Route::kBlob;
+  if (const auto inm = field(req, bhttp::field::if_none_match);
+      !inm.empty() && http::if_none_match(inm, etag)) {
+    r.status = 304;
+    r.set("ETag", etag);
+    r.set("Cache-Control", std::string(kCacheControl));
+    return r;
+  }
+  set_entity_headers(r, etag, *id);
+  const std::string content_type(http::content_type_for(name));
+
+  // Which ranges? None (200) unless a parseable Range survives If-Range.
+  std::vector<http::ByteRange> ranges;
+  if (const auto range = field(req, bhttp::field::range); !range.empty()) {
+    const auto if_range = field(req, bhttp::field::if_range);
+    const bool honour = if_range.empty() || http::if_range_matches(if_range, etag);
+    if (auto specs = honour ? http::parse_range(range) : std::nullopt) {
+      auto resolved = http::resolve_ranges(*specs, rec.size);
+      if (!resolved) {
+        Response u = error_response(
+            416, "range_not_satisfiable",
+            "blob " + id->hex() + " has " + std::to_string(rec.size) + " bytes", Route::kBlob);
+        u.set("Content-Range", http::format_unsatisfied_range(rec.size));
+        u.set("ETag", etag);
+        u.set("Accept-Ranges", "bytes");
+        return u;
+      }
+      ranges = std::move(*resolved);
+    }
+  }
+  // A chunk missing here is filled from upstream on an edge (issue #5); until then, 503.
+  const auto pieces_for = [&](std::uint64_t first, std::uint64_t length) {
+    return blobs_.resolve(rec, first, length);
+  };
+  const auto missing_chunk = [&]() {
+    return error_response(503, "chunk_unavailable",
+                          "a chunk of blob " + id->hex() + " is not stored on this node",
+                          Route::kBlob);
+  };
+  if (ranges.empty()) {
+    r.status = 200;
+    r.set("Content-Type", content_type);
+    auto p = pieces_for(0, rec.size);
+    if (!p)
+      return missing_chunk();
+    r.parts.push_back({std::string(), std::move(*p)});
+    return r;
+  }
+  if (ranges.size() == 1) {
+    r.status = 206;
+    r.set("Content-Type", content_type);
+    r.set("Content-Range", http::format_content_range(ranges[0], rec.size));
+    auto p = pieces_for(ranges[0].first, ranges[0].length);
+    if (!p)
+      return missing_chunk();
+    r.parts.push_back({std::string(), std::move(*p)});
+    return r;
+  }
+  // RFC 9110 §14.6: multipart/byteranges, one part per range.
+  const std::string b = boundary();
+  r.status = 206;
+  r.set("Content-Type", "multipart/byteranges; boundary=" + b);
+  for (const auto& range : ranges) {
+    auto p = pieces_for(range.first, range.length);
+    if (!p)
+      return missing_chunk();
+    std::string prefix =
+        (r.parts.empty() ? "--" : "\r\n--") + b + "\r\nContent-Type: " + content_type +
+        "\r\nContent-Range: " + http::format_content_range(range, rec.size) + "\r\n\r\n";
+    r.parts.push_back({std::move(prefix), std::move(*p)});
+  }
+  r.body = "\r\n--" + b + "--\r\n";
+  (void)head;
+  return r;
+}
+
+Response Api::serve_chunk(const RequestHeader& req, std::string_view rest, bool head) const {
+  auto [id, name] = split_id(rest);
+  if (!id)
+    return bad_id("chunk", rest, Route::kChunk);
+  auto loc = chunks_.find(*id);
+  if (!loc)
+    return error_response(404, "not_found", "no chunk " + id->hex() + " on this node",
+                          Route::kChunk);
+  const std::string etag = http::format_etag(id->hex());
+  Response r;
+  r.route = Route::kChunk;
+  if (const auto inm = field(req, bhttp::field::if_none_match);
+      !inm.empty() && http::if_none_match(inm, etag)) {
+    r.status = 304;
+    r.set("ETag", etag);
+    return r;
+  }
+  set_entity_headers(r, etag, *id);
+  r.set("Content-Type", "application/octet-stream");
+  r.parts.push_back(
+      {std::string(), {store::Piece{std::move(loc->segment), loc->offset, loc->length}}});
+  (void)head;
+  (void)name;
+  return r;
+}
+
+Response Api::serve_recipe(std::string_view rest, bool head) const {
+  auto [id, name] = split_id(rest);
+  if (!id)
+    return bad_id("blob", rest, Route::kRecipe);
+  auto recipe = blobs_.recipe(*id);
+  if (!recipe)
+    return error_response(404, "not_found", "no blob " + id->hex() + " on this node",
+                          Route::kRecipe);
+  Response r;
+  r.route = Route::kRecipe;
+  r.set("Content-Type", "application/json");
+  r.set("ETag", http::format_etag(id->hex()));
+  r.set("Cache-Control", std::string(kCacheControl));
+  std::string body = "{\"sha256\":\"" + id->hex() +
+                     "\",\"size\":" + std::to_string((*recipe)->size) + ",\"chunks\":[";
+  bool first = true;
+  for (const auto& c : (*recipe)->chunks) {
+    body += first ? "" : ",";
+    body += "{\"sha256\":\"" + c.id.hex() + "\",\"size\":" + std::to_string(c.length) + "}";
+    first = false;
+  }
+  body += "]}";
+  r.body = std::move(body);
+  (void)head;
+  (void)name;
+  return r;
+}
+
+}  // namespace edge::api

@@ -1,0 +1,96 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+
+#include <boost/beast/http/message.hpp>
+
+#include "edge/api/metrics.hpp"
+#include "edge/api/response.hpp"
+#include "edge/store/blob_store.hpp"
+
+namespace edge::api {
+
+using RequestHeader = boost::beast::http::request_header<>;
+
+struct ApiOptions {
+  std::string admin_token;                      ///< bearer token of the admin listener
+  std::uint64_t max_upload_bytes = 2ULL << 30;  ///< admin.max_upload_bytes
+};
+
+/// A streaming upload into the BlobStore (PUT /v1/admin/blobs). The server feeds body bytes
+/// as they arrive and pauses reading while bytes_in_flight() is high; the body is never
+/// buffered whole. Not thread-safe: one connection drives it.
+class Upload {
+ public:
+  Upload(std::unique_ptr<store::BlobWriter> writer, std::optional<Sha256> expected,
+         std::uint64_t max_bytes)
+      : writer_(std::move(writer)), expected_(expected), max_bytes_(max_bytes) {}
+  /// Feeds bytes; false once the total passes the limit (answer 413 then).
+  bool write(std::span<const std::uint8_t> bytes);
+  std::uint64_t bytes_in_flight() const { return writer_->bytes_in_flight(); }
+  void async_wait_below(std::uint64_t limit, const store::ChunkStore::Executor& ex,
+                        std::function<void()> fn) {
+    writer_->async_wait_in_flight_below(limit, ex, std::move(fn));
+  }
+  /// Ends the upload; `done` gets 201/200 with {"sha256","size","chunks"}, or 400 when the
+  /// body does not hash to X-Content-Sha256 (no recipe is stored then), or 500.
+  void finish(const store::ChunkStore::Executor& ex, std::function<void(Response)> done);
+
+ private:
+  std::unique_ptr<store::BlobWriter> writer_;
+  std::optional<Sha256> expected_;
+  std::uint64_t max_bytes_;
+  std::uint64_t received_ = 0;
+};
+
+/// Request -> response for the blob routes, health, metrics and the admin API. No sockets:
+/// edge/server parses, calls these, and writes what they return. Every method may be called
+/// from any event-loop thread at once; none blocks on the disk (index lookups are cached).
+class Api {
+ public:
+  Api(store::ChunkStore& chunks, store::BlobStore& blobs, Metrics& metrics, ApiOptions options);
+
+  /// Routes of the public listener: GET|HEAD /v1/blobs/<sha256>[/<name>], /v1/chunks/<sha256>,
+  /// /v1/recipes/<sha256>, /healthz, /readyz.
+  Response handle_public(const RequestHeader& req) const;
+
+  /// Routes of the admin listener except uploads: /metrics, /healthz, /readyz (and 401/404).
+  Response handle_admin(const RequestHeader& req) const;
+
+  /// True if `req` is PUT /v1/admin/blobs on the admin listener.
+  static bool is_upload(const RequestHeader& req);
+
+  /// Starts an upload after checking the token, X-Content-Sha256 and the declared length:
+  /// an error Response (401, 400, 413) or the Upload to feed.
+  std::variant<Response, std::unique_ptr<Upload>> begin_upload(
+      const RequestHeader& req, std::optional<std::uint64_t> content_length) const;
+
+  /// Warms a cold file range through io_uring (see ChunkStore::async_warm).
+  void warm(const store::Piece& piece, const store::ChunkStore::Executor& ex,
+            std::function<void(boost::system::error_code)> done) const;
+
+  void set_ready(bool ready) { ready_.store(ready, std::memory_order_relaxed); }
+  Metrics& metrics() const { return metrics_; }
+
+ private:
+  Response serve_blob(const RequestHeader& req, std::string_view rest, bool head) const;
+  Response serve_chunk(const RequestHeader& req, std::string_view rest, bool head) const;
+  Response serve_recipe(std::string_view rest, bool head) const;
+  Response health(bool ready_check) const;
+  bool authorized(const RequestHeader& req) const;
+
+  store::ChunkStore& chunks_;
+  store::BlobStore& blobs_;
+  Metrics& metrics_;
+  ApiOptions options_;
+  std::atomic<bool> ready_{false};
+};
+
+}  // namespace edge::api

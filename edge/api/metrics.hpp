@@ -1,0 +1,46 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "edge/api/response.hpp"
+#include "edge/store/chunk_store.hpp"
+
+namespace edge::api {
+
+/// Process-wide counters for GET /metrics (Prometheus text format 0.0.4). Updates are
+/// relaxed atomics: any thread, no locks on the data plane.
+class Metrics {
+ public:
+  /// Status codes with their own series; others are counted under "other".
+  static constexpr std::array<unsigned, 18> kStatuses = {
+      200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 413, 416, 422, 431, 500, 503};
+  /// Latency buckets, seconds (upper bounds; +Inf is implied).
+  static constexpr std::array<double, 10> kBuckets = {0.0001, 0.0005, 0.001, 0.0025, 0.005,
+                                                      0.01,   0.05,   0.1,   0.5,    1.0};
+
+  void record(Route route, unsigned status, std::uint64_t body_bytes, double seconds);
+  void connection_opened() { connections_.fetch_add(1, std::memory_order_relaxed); }
+  void connection_closed() { connections_.fetch_sub(1, std::memory_order_relaxed); }
+  void connection_refused() { refused_.fetch_add(1, std::memory_order_relaxed); }
+  void warmed() { warms_.fetch_add(1, std::memory_order_relaxed); }
+  std::int64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+
+  /// The exposition text, store figures included.
+  std::string render(const store::StoreStats& stats) const;
+
+ private:
+  static constexpr std::size_t kRoutes = static_cast<std::size_t>(Route::kCount);
+  static constexpr std::size_t kStatusSlots = kStatuses.size() + 1;
+  std::array<std::atomic<std::uint64_t>, kRoutes * kStatusSlots> requests_{};
+  std::array<std::atomic<std::uint64_t>, kRoutes> bytes_{};
+  std::array<std::atomic<std::uint64_t>, kBuckets.size() + 1> latency_{};
+  std::atomic<std::uint64_t> latency_sum_us_{0};
+  std::atomic<std::int64_t> connections_{0};
+  std::atomic<std::uint64_t> refused_{0};
+  std::atomic<std::uint64_t> warms_{0};
+};
+
+}  // namespace edge::api

@@ -1,0 +1,65 @@
+#include "edge/api/response.hpp"
+
+#include <cstdio>
+
+namespace edge::api {
+
+std::string_view route_name(Route r) {
+  switch (r) {
+    case Route::kBlob: return "blob";
+    case Route::kChunk: return "chunk";
+    case Route::kRecipe: return "recipe";
+    case Route::kHealth: return "healthz";
+    case Route::kReady: return "readyz";
+    case Route::kMetrics: return "metrics";
+    case Route::kUpload: return "admin_blob_upload";
+    case Route::kOther:
+    case Route::kCount: break;
+  }
+  return "other";
+}
+
+std::uint64_t Response::content_length() const {
+  std::uint64_t n = body.size();
+  for (const auto& p : parts) {
+    n += p.prefix.size();
+    for (const auto& piece : p.pieces)
+      n += piece.length;
+  }
+  return n;
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (const char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+Response error_response(unsigned status, std::string_view code, std::string_view message,
+                        Route route) {
+  Response r;
+  r.status = status;
+  r.route = route;
+  r.set("Content-Type", "application/json");
+  r.body = "{\"error\":\"" + json_escape(code) + "\",\"message\":\"" + json_escape(message) + "\"}";
+  return r;
+}
+
+}  // namespace edge::api

@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "edge/store/blob_store.hpp"
+
+namespace edge::api {
+
+/// Routes, as labels for metrics and logs.
+enum class Route { kBlob, kChunk, kRecipe, kHealth, kReady, kMetrics, kUpload, kOther, kCount };
+std::string_view route_name(Route r);
+
+/// A part of a file-backed body: `prefix` bytes (e.g. a multipart part header) followed by
+/// file pieces to send with sendfile.
+struct FilePart {
+  std::string prefix;
+  std::vector<store::Piece> pieces;
+};
+
+/// What a handler answers. The server adds Content-Length, Connection and Date-less
+/// framing; handlers never touch sockets. A file-backed body is `parts` followed by
+/// `body` (the multipart closing delimiter); otherwise `body` is the whole body.
+struct Response {
+  unsigned status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::vector<FilePart> parts;
+  bool head_only = false;  ///< HEAD: send the header with the GET's Content-Length
+  bool close = false;      ///< close the connection after this response
+  Route route = Route::kOther;
+
+  /// Bytes of the body as framed (Content-Length).
+  std::uint64_t content_length() const;
+  void set(std::string name, std::string value) {
+    headers.emplace_back(std::move(name), std::move(value));
+  }
+};
+
+/// A JSON error body `{"error":code,"message":text}` with the given status.
+Response error_response(unsigned status, std::string_view code, std::string_view message,
+                        Route route = Route::kOther);
+
+/// Escapes a string for a JSON string literal (without the quotes).
+std::string json_escape(std::string_view s);
+
+}  // namespace edge::api
