@@ -1,0 +1,292 @@
+#include "edge/config.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <toml++/toml.h>
+
+namespace edge {
+namespace {
+
+// Every key the file may hold, as "table.key". Anything else is an error that names it.
+const std::set<std::string>& known_keys() {
+  static const std::set<std::string> keys = {"node.role",
+                                             "node.data_dir",
+                                             "node.public_url",
+                                             "server.listen",
+                                             "server.threads",
+                                             "server.max_connections",
+                                             "server.header_limit",
+                                             "server.json_body_limit",
+                                             "server.header_timeout_ms",
+                                             "server.idle_timeout_ms",
+                                             "server.request_timeout_ms",
+                                             "server.send_timeout_ms",
+                                             "server.shutdown_grace_ms",
+                                             "server.send_mode",
+                                             "server.warm_cold_ranges",
+                                             "server.access_log",
+                                             "admin.listen",
+                                             "admin.token",
+                                             "admin.max_upload",
+                                             "store.segment_size",
+                                             "store.index_cache_entries",
+                                             "store.block_cache",
+                                             "cache.max_bytes",
+                                             "log.level"};
+  return keys;
+}
+
+std::string describe(const toml::node& n) {
+  std::ostringstream out;
+  n.visit([&](const auto& v) {
+    if constexpr (toml::is_string<decltype(v)>) {
+      out << "'" << v.get() << "'";
+    } else if constexpr (toml::is_table<decltype(v)>) {
+      out << "a table";
+    } else if constexpr (toml::is_array<decltype(v)>) {
+      out << "an array";
+    } else {
+      out << v;
+    }
+  });
+  return out.str();
+}
+
+struct Reader {
+  const toml::table& root;
+  const std::string& file;
+
+  const toml::node* get(const std::string& key) const { return root.at_path(key).node(); }
+  [[noreturn]] void bad(const std::string& key, const std::string& expected,
+                        const toml::node& n) const {
+    throw ConfigError(file + ": " + key + ": expected " + expected + ", got " + describe(n));
+  }
+  void string(const std::string& key, std::string& out) const {
+    if (const auto* n = get(key)) {
+      if (!n->is_string())
+        bad(key, "a string", *n);
+      out = n->as_string()->get();
+    }
+  }
+  void boolean(const std::string& key, bool& out) const {
+    if (const auto* n = get(key)) {
+      if (!n->is_boolean())
+        bad(key, "true or false", *n);
+      out = n->as_boolean()->get();
+    }
+  }
+  template <class T>
+  void integer(const std::string& key, T& out, std::int64_t lo, std::int64_t hi) const {
+    if (const auto* n = get(key)) {
+      if (!n->is_integer())
+        bad(key, "an integer " + std::to_string(lo) + ".." + std::to_string(hi), *n);
+      const std::int64_t v = n->as_integer()->get();
+      if (v < lo || v > hi)
+        bad(key, "an integer " + std::to_string(lo) + ".." + std::to_string(hi), *n);
+      out = static_cast<T>(v);
+    }
+  }
+  template <class T>
+  void size(const std::string& key, T& out) const {
+    if (const auto* n = get(key)) {
+      if (n->is_integer() && n->as_integer()->get() >= 0) {
+        out = static_cast<T>(n->as_integer()->get());
+      } else if (n->is_string()) {
+        out = static_cast<T>(parse_size(key, n->as_string()->get()));
+      } else {
+        bad(key, "a size like 10GiB", *n);
+      }
+    }
+  }
+};
+
+void check_unknown(const toml::table& root, const std::string& file) {
+  for (const auto& [table_key, table_node] : root) {
+    const std::string table(table_key.str());
+    if (!table_node.is_table()) {
+      throw ConfigError(file + ": unknown top-level key '" + table +
+                        "' (keys live in tables such as [server])");
+    }
+    for (const auto& [key, node] : *table_node.as_table()) {
+      const std::string full = table + "." + std::string(key.str());
+      if (!known_keys().contains(full)) {
+        throw ConfigError(file + ": unknown key '" + full +
+                          "' (see conf/bundle-edge.toml for every key)");
+      }
+    }
+  }
+}
+
+std::uint32_t to_u32(const std::string& key, const std::string& text) {
+  std::uint32_t v = 0;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size()) {
+    throw ConfigError(key + ": expected a non-negative integer, got '" + text + "'");
+  }
+  return v;
+}
+
+}  // namespace
+
+std::uint64_t parse_size(const std::string& key, const std::string& text) {
+  const auto fail = [&]() -> std::uint64_t {
+    throw ConfigError(key + ": expected a size like 10GiB, got '" + text + "'");
+  };
+  std::size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
+  if (i == 0)
+    return fail();
+  double number = 0;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + i, number);
+  if (ec != std::errc() || p != text.data() + i)
+    return fail();
+  std::string unit = text.substr(i);
+  while (!unit.empty() && unit.front() == ' ')
+    unit.erase(0, 1);
+  static const std::vector<std::pair<std::string, double>> kUnits = {{"", 1},
+                                                                     {"B", 1},
+                                                                     {"KiB", 1024.0},
+                                                                     {"MiB", 1048576.0},
+                                                                     {"GiB", 1073741824.0},
+                                                                     {"TiB", 1099511627776.0},
+                                                                     {"KB", 1e3},
+                                                                     {"MB", 1e6},
+                                                                     {"GB", 1e9},
+                                                                     {"TB", 1e12}};
+  for (const auto& [name, scale] : kUnits) {
+    if (unit == name) {
+      const double bytes = number * scale;
+      if (bytes > 1.8e19 || bytes != std::floor(bytes))
+        return fail();
+      return static_cast<std::uint64_t>(bytes);
+    }
+  }
+  return fail();
+}
+
+std::pair<std::string, std::uint16_t> parse_host_port(const std::string& key,
+                                                      const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    throw ConfigError(key + ": expected host:port such as 127.0.0.1:8080, got '" + text + "'");
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  const std::string port_text = text.substr(colon + 1);
+  std::uint32_t port = 0;
+  const auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || ec != std::errc() || p != port_text.data() + port_text.size() ||
+      port > 65535) {
+    throw ConfigError(key + ": expected a port 0..65535 after ':', got '" + text + "'");
+  }
+  return {host, static_cast<std::uint16_t>(port)};
+}
+
+Config load_config(const ConfigOverrides& o) {
+  Config c;
+  std::string listen = "127.0.0.1:8080";
+  std::string admin_listen = "127.0.0.1:9090";
+  std::string send_mode = "sendfile";
+  std::string data_dir = c.data_dir.string();
+  unsigned threads = 0;
+  if (o.config_file) {
+    const std::string file = o.config_file->string();
+    toml::table root;
+    try {
+      root = toml::parse_file(file);
+    } catch (const toml::parse_error& e) {
+      throw ConfigError(file + ":" + std::to_string(e.source().begin.line) + ": " +
+                        std::string(e.description()));
+    }
+    check_unknown(root, file);
+    const Reader r{root, file};
+    r.string("node.role", c.role);
+    r.string("node.data_dir", data_dir);
+    r.string("node.public_url", c.public_url);
+    r.string("server.listen", listen);
+    r.integer("server.threads", threads, 0, 1024);
+    r.integer("server.max_connections", c.server.max_connections, 1, 10'000'000);
+    r.size("server.header_limit", c.server.header_limit_bytes);
+    r.size("server.json_body_limit", c.server.json_body_limit_bytes);
+    r.integer("server.header_timeout_ms", c.server.header_timeout_ms, 1, 86'400'000);
+    r.integer("server.idle_timeout_ms", c.server.idle_timeout_ms, 1, 86'400'000);
+    r.integer("server.request_timeout_ms", c.server.request_timeout_ms, 1, 86'400'000);
+    r.integer("server.send_timeout_ms", c.server.send_timeout_ms, 1, 86'400'000);
+    r.integer("server.shutdown_grace_ms", c.server.shutdown_grace_ms, 0, 3'600'000);
+    r.string("server.send_mode", send_mode);
+    r.boolean("server.warm_cold_ranges", c.server.warm_cold_ranges);
+    r.boolean("server.access_log", c.server.access_log);
+    r.string("admin.listen", admin_listen);
+    r.string("admin.token", c.admin_token);
+    r.size("admin.max_upload", c.max_upload_bytes);
+    r.size("store.segment_size", c.store.segment_bytes);
+    r.integer("store.index_cache_entries", c.store.cache_entries, 16, 1'000'000'000);
+    r.size("store.block_cache", c.block_cache_bytes);
+    r.size("cache.max_bytes", c.store.max_bytes);
+    r.string("log.level", c.log_level);
+  }
+  if (o.role)
+    c.role = *o.role;
+  if (o.listen)
+    listen = *o.listen;
+  if (o.admin_listen)
+    admin_listen = *o.admin_listen;
+  if (o.data_dir)
+    data_dir = *o.data_dir;
+  if (o.admin_token)
+    c.admin_token = *o.admin_token;
+  if (o.threads)
+    threads = to_u32("--threads", *o.threads);
+
+  if (c.role == "edge") {
+    throw ConfigError("node.role: 'edge' is not implemented yet (issue #5); use 'origin'");
+  }
+  if (c.role != "origin")
+    throw ConfigError("node.role: expected 'origin' or 'edge', got '" + c.role + "'");
+  if (data_dir.empty())
+    throw ConfigError("node.data_dir: must not be empty");
+  c.data_dir = data_dir;
+  std::tie(c.server.listen_host, c.server.listen_port) = parse_host_port("server.listen", listen);
+  std::tie(c.server.admin_host, c.server.admin_port) =
+      parse_host_port("admin.listen", admin_listen);
+  if (send_mode != "sendfile" && send_mode != "copy") {
+    throw ConfigError("server.send_mode: expected 'sendfile' or 'copy', got '" + send_mode + "'");
+  }
+  c.server.use_sendfile = send_mode == "sendfile";
+  c.server.threads = threads == 0 ? std::max(1U, std::thread::hardware_concurrency()) : threads;
+  if (c.server.header_limit_bytes < 1024 || c.server.header_limit_bytes > (1U << 20)) {
+    throw ConfigError("server.header_limit: expected 1KiB..1MiB, got " +
+                      std::to_string(c.server.header_limit_bytes));
+  }
+  if (c.store.segment_bytes < (2ULL << 20)) {
+    throw ConfigError("store.segment_size: expected at least 2MiB, got " +
+                      std::to_string(c.store.segment_bytes));
+  }
+  if (c.store.max_bytes != 0 && c.store.max_bytes < 2 * c.store.segment_bytes) {
+    throw ConfigError("cache.max_bytes: expected 0 (no limit) or at least two segments (" +
+                      std::to_string(2 * c.store.segment_bytes) + " bytes), got " +
+                      std::to_string(c.store.max_bytes));
+  }
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
+  if (!kLevels.contains(c.log_level)) {
+    throw ConfigError("log.level: expected trace|debug|info|warn|error|off, got '" + c.log_level +
+                      "'");
+  }
+  if (c.public_url.empty()) {
+    c.public_url = "http://" + listen;
+  } else if (!c.public_url.starts_with("http://") && !c.public_url.starts_with("https://")) {
+    throw ConfigError("node.public_url: expected an http:// or https:// URL, got '" + c.public_url +
+                      "'");
+  }
+  while (c.public_url.ends_with("/"))
+    c.public_url.pop_back();
+  return c;
+}
+
+}  // namespace edge

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "edge/server/server.hpp"
+#include "edge/store/chunk_store.hpp"
+
+namespace edge {
+
+/// A bad config file, key or flag. The message names the key and the bad value.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Everything `bundle-edge` reads from TOML and flags. Defaults are the ones documented in
+/// conf/bundle-edge.toml: an origin on 127.0.0.1:8080, admin on 127.0.0.1:9090, data in ./var.
+struct Config {
+  std::string role = "origin";
+  std::filesystem::path data_dir = "./var";
+  std::string public_url;  ///< empty: http://<server.listen>
+  server::ServerOptions server;
+  std::string admin_token;  ///< empty: read or create <data_dir>/admin.token
+  std::uint64_t max_upload_bytes = 2ULL << 30;
+  store::ChunkStoreOptions store;
+  std::uint64_t block_cache_bytes = 64ULL << 20;
+  std::string log_level = "info";
+};
+
+/// Command-line values that override the file (unset: keep the file's or the default).
+struct ConfigOverrides {
+  std::optional<std::filesystem::path> config_file;
+  std::optional<std::string> role, listen, admin_listen, data_dir, admin_token;
+  std::optional<std::string> threads;
+};
+
+/// Loads `overrides.config_file` (if any), applies the overrides, validates. Throws
+/// ConfigError on unknown keys, wrong types and out-of-range values.
+Config load_config(const ConfigOverrides& overrides);
+
+/// Parses a size: an integer number of bytes, or a number with B, KiB, MiB, GiB, TiB (or
+/// KB, MB, GB, TB: powers of 1000). Throws ConfigError naming `key`.
+std::uint64_t parse_size(const std::string& key, const std::string& text);
+
+/// Splits "host:port" ("[v6]:port" too). Throws ConfigError naming `key`.
+std::pair<std::string, std::uint16_t> parse_host_port(const std::string& key,
+                                                      const std::string& text);
+
+}  // namespace edge

@@ -1,0 +1,147 @@
+// bundle-edge: wiring only (DESIGN §1). Reads the config, opens the stores, serves.
+// Control plane: exceptions are allowed here, caught below, logged, exit 1 (2 for config).
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include <boost/program_options.hpp>
+
+#include "edge/api/api.hpp"
+#include "edge/config.hpp"
+#include "edge/server/server.hpp"
+#include "edge/store/blob_store.hpp"
+#include "edge/store/database.hpp"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace po = boost::program_options;
+
+namespace {
+
+// The admin token: configured, or kept in <data>/admin.token (created 0600 on first start).
+std::string admin_token(const edge::Config& c) {
+  if (!c.admin_token.empty())
+    return c.admin_token;
+  const auto path = c.data_dir / "admin.token";
+  if (std::ifstream in(path); in) {
+    std::string token;
+    std::getline(in, token);
+    if (!token.empty()) {
+      spdlog::info("admin token: read from {}", path.string());
+      return token;
+    }
+  }
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  const std::string token = edge::to_hex(raw);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, token.data(), token.size()) != static_cast<ssize_t>(token.size()) ||
+      ::fsync(fd) != 0) {
+    throw std::runtime_error("cannot write " + path.string());
+  }
+  ::close(fd);
+  spdlog::info("admin token: generated and written to {} (mode 0600)", path.string());
+  return token;
+}
+
+int run(const edge::Config& c) {
+  std::filesystem::create_directories(c.data_dir);
+  const std::string token = admin_token(c);
+
+  edge::store::DatabaseOptions db_options;
+  db_options.block_cache_bytes = c.block_cache_bytes;
+  auto db = edge::store::Database::open(c.data_dir / "db", db_options);
+  auto chunks = edge::store::ChunkStore::open(*db, c.data_dir / "segments", c.store);
+  const auto& rec = chunks->recovery();
+  for (const auto& problem : rec.problems)
+    spdlog::warn("recovery: {}", problem);
+  if (rec.records_reindexed > 0 || rec.bytes_truncated > 0) {
+    spdlog::info("recovery: re-indexed {} records, truncated {} torn bytes", rec.records_reindexed,
+                 rec.bytes_truncated);
+  }
+  edge::store::BlobStore blobs(*chunks);
+  edge::api::Metrics metrics;
+  edge::api::Api api(*chunks, blobs, metrics, {token, c.max_upload_bytes});
+
+  edge::server::Server server(c.server, api);
+  api.set_ready(true);  // origin: ready once recovery is done
+  const auto st = chunks->stats();
+  spdlog::info("bundle-edge {} role={} data={} chunks={} blobs={} threads={} send_mode={}", "0.1.0",
+               c.role, c.data_dir.string(), st.chunks, st.blobs, c.server.threads,
+               c.server.use_sendfile ? "sendfile" : "copy");
+  spdlog::info("public listener on {}:{}", c.server.listen_host, server.public_port());
+  spdlog::info("admin listener on {}:{}", c.server.admin_host, server.admin_port());
+  server.run();
+  spdlog::info("stopped: closing the store");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // sendfile(2) has no MSG_NOSIGNAL: a peer reset must not kill the process.
+  ::signal(SIGPIPE, SIG_IGN);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  edge::ConfigOverrides o;
+  po::options_description desc(
+      "bundle-edge: OTA bundle origin/edge node\n\nWith no arguments: an origin on "
+      "127.0.0.1:8080, admin on 127.0.0.1:9090, data in ./var.\nOptions");
+  std::string config, role, listen, admin_listen, data, token, threads;
+  desc.add_options()("help,h", "show this help")(
+      "config", po::value(&config), "TOML config file (every key: conf/bundle-edge.toml)")(
+      "role", po::value(&role), "origin | edge (overrides node.role)")(
+      "listen", po::value(&listen), "public host:port (overrides server.listen)")(
+      "admin-listen", po::value(&admin_listen), "admin host:port (overrides admin.listen)")(
+      "data", po::value(&data), "data directory (overrides node.data_dir)")(
+      "admin-token", po::value(&token), "admin bearer token (overrides admin.token)")(
+      "threads", po::value(&threads),
+      "event-loop threads, 0 = one per core (overrides server.threads)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "bundle-edge: " << e.what() << "\n" << desc << "\n";
+    return 2;
+  }
+  if (vm.count("help") != 0) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (vm.count("config") != 0)
+    o.config_file = config;
+  if (vm.count("role") != 0)
+    o.role = role;
+  if (vm.count("listen") != 0)
+    o.listen = listen;
+  if (vm.count("admin-listen") != 0)
+    o.admin_listen = admin_listen;
+  if (vm.count("data") != 0)
+    o.data_dir = data;
+  if (vm.count("admin-token") != 0)
+    o.admin_token = token;
+  if (vm.count("threads") != 0)
+    o.threads = threads;
+
+  edge::Config c;
+  try {
+    c = edge::load_config(o);
+  } catch (const edge::ConfigError& e) {
+    std::cerr << "bundle-edge: config error: " << e.what() << "\n";
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(c.log_level));
+  try {
+    return run(c);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,743 @@
+#include "edge/server/server.hpp"
+
+#include <array>
+#include <chrono>
+#include <optional>
+#include <stdexcept>
+#include <unordered_set>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace edge::server {
+namespace {
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kMaxSendfileCall = 2 << 20;  // nginx's sendfile_max_chunk
+constexpr std::size_t kTurnBudget = 4 << 20;       // then yield to other connections
+constexpr std::size_t kCopyBuffer = 256 << 10;
+constexpr std::uint64_t kUploadPauseAbove = 32 << 20;
+constexpr std::uint64_t kUploadResumeBelow = 8 << 20;
+constexpr std::size_t kUploadReadBuffer = 256 << 10;
+
+using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+std::string_view reason(unsigned status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 416: return "Range Not Satisfiable";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+  }
+}
+
+}  // namespace
+
+class Session;
+
+// Per-io_context state: only its own thread touches it.
+struct Worker {
+  asio::io_context io{1};
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<tcp::acceptor> admin;
+  std::unordered_set<Session*> sessions;
+  asio::steady_timer retry{io};
+};
+
+struct Server::Impl {
+  ServerOptions options;
+  api::Api& api;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::atomic<bool> draining{false};
+  std::atomic<std::int64_t> connections{0};
+  std::optional<asio::signal_set> signals;
+  std::optional<asio::steady_timer> grace;
+  std::uint16_t public_port = 0;
+  std::uint16_t admin_port = 0;
+
+  Impl(ServerOptions o, api::Api& a) : options(std::move(o)), api(a) {}
+  void accept(Worker& w, bool admin);
+  void drain_worker(Worker& w);
+  void stop();
+  void all_closed();
+};
+
+// One connection: read a request, answer it, repeat (keep-alive; pipelined requests wait in
+// the buffer and are answered in order).
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, Worker& worker, Server::Impl& server, bool admin)
+      : socket_(std::move(socket)),
+        timer_(worker.io),
+        worker_(worker),
+        server_(server),
+        admin_(admin) {
+    buffer_.max_size(server_.options.header_limit_bytes + kUploadReadBuffer);
+  }
+  ~Session() {
+    worker_.sessions.erase(this);
+    server_.api.metrics().connection_closed();
+    if (server_.connections.fetch_sub(1, std::memory_order_relaxed) == 1 &&
+        server_.draining.load(std::memory_order_relaxed)) {
+      server_.all_closed();
+    }
+  }
+
+  void start() {
+    worker_.sessions.insert(this);
+    error_code ec;
+    socket_.set_option(tcp::no_delay(true), ec);
+    socket_.native_non_blocking(true, ec);
+    read_request();
+  }
+
+  // Called on shutdown: idle connections close now; busy ones after their response.
+  void drain() {
+    if (idle_) {
+      error_code ec;
+      socket_.close(ec);
+    }
+  }
+
+ private:
+  enum class Timeout { kNone, kIdle, kHeader, kRequest, kSend };
+
+  const ServerOptions& opt() const { return server_.options; }
+
+  void arm(Timeout what, std::uint32_t ms) {
+    timeout_ = Timeout::kNone;
+    const std::uint64_t gen = ++timer_gen_;
+    timer_.expires_after(std::chrono::milliseconds(ms));
+    timer_.async_wait([self = shared_from_this(), what, gen](error_code ec) {
+      if (ec || gen != self->timer_gen_)
+        return;
+      self->timeout_ = what;
+      error_code ignored;
+      self->socket_.cancel(ignored);
+    });
+  }
+  void disarm() {
+    ++timer_gen_;
+    timer_.cancel();
+  }
+
+  void read_request() {
+    if (server_.draining.load(std::memory_order_relaxed) && buffer_.size() == 0)
+      return close();
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(opt().header_limit_bytes));
+    // The admin listener takes uploads far above the JSON limit; which limit applies is
+    // known once the target is (read_small_body, begin_upload).
+    if (admin_) {
+      parser_->body_limit(boost::none);
+    } else {
+      parser_->body_limit(opt().json_body_limit_bytes);
+    }
+    if (buffer_.size() == 0) {
+      // Idle keep-alive: wait for the first byte under the idle timeout, then the header
+      // timeout runs from there.
+      idle_ = true;
+      arm(Timeout::kIdle, opt().idle_timeout_ms);
+      socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+        self->idle_ = false;
+        if (ec || self->timeout_ != Timeout::kNone)
+          return self->close();
+        self->read_header();
+      });
+      return;
+    }
+    read_header();
+  }
+
+  void read_header() {
+    arm(Timeout::kHeader, opt().header_timeout_ms);
+    bhttp::async_read_header(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  void on_header(error_code ec) {
+    if (timeout_ == Timeout::kHeader) {
+      return fail(408, "request_timeout",
+                  "the request header did not arrive within header_timeout_ms");
+    }
+    if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+      return close();
+    }
+    if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
+      return fail(431, "header_too_large",
+                  "request header exceeds " + std::to_string(opt().header_limit_bytes) + " bytes");
+    }
+    if (ec == bhttp::error::body_limit) {
+      return fail(413, "too_large",
+                  "request body exceeds " + std::to_string(opt().json_body_limit_bytes) + " bytes");
+    }
+    if (ec)
+      return fail(400, "bad_request", "malformed request: " + ec.message());
+    started_ = Clock::now();
+    const auto& req = parser_->get();
+    keep_alive_ = req.keep_alive();
+    if (admin_ && api::Api::is_upload(req))
+      return begin_upload();
+    if (!parser_->is_done())
+      return read_small_body();
+    respond(admin_ ? server_.api.handle_admin(req) : server_.api.handle_public(req));
+  }
+
+  // A non-upload request with a body: read it (bounded by json_body_limit_bytes).
+  void read_small_body() {
+    if (const auto n = parser_->content_length(); n && *n > opt().json_body_limit_bytes) {
+      return fail(413, "too_large",
+                  "request body of " + std::to_string(*n) + " bytes exceeds " +
+                      std::to_string(opt().json_body_limit_bytes));
+    }
+    string_parser_.emplace(std::move(*parser_));
+    string_parser_->body_limit(opt().json_body_limit_bytes);
+    arm(Timeout::kRequest, opt().request_timeout_ms);
+    send_continue_if_expected(string_parser_->get());
+    bhttp::async_read(
+        socket_, buffer_, *string_parser_, [self = shared_from_this()](error_code ec, std::size_t) {
+          if (self->timeout_ == Timeout::kRequest) {
+            return self->fail(408, "request_timeout",
+                              "the request body did not arrive within request_timeout_ms");
+          }
+          if (ec == bhttp::error::body_limit) {
+            return self->fail(413, "too_large",
+                              "request body exceeds " +
+                                  std::to_string(self->opt().json_body_limit_bytes) + " bytes");
+          }
+          if (ec)
+            return self->fail(400, "bad_request", "malformed request body: " + ec.message());
+          const auto& req = self->string_parser_->get();
+          self->respond(self->admin_ ? self->server_.api.handle_admin(req)
+                                     : self->server_.api.handle_public(req));
+        });
+  }
+
+  template <class Message>
+  void send_continue_if_expected(const Message& req) {
+    const auto it = req.find(bhttp::field::expect);
+    if (it == req.end() || !boost::beast::iequals(it->value(), "100-continue"))
+      return;
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    // Tiny and the socket is writable right after a request: a blocking-free best effort.
+    (void)::send(socket_.native_handle(), kContinue.data(), kContinue.size(), MSG_NOSIGNAL);
+  }
+
+  // --- uploads (admin listener) --------------------------------------------------------
+
+  void begin_upload() {
+    const auto& req = parser_->get();
+    std::optional<std::uint64_t> length;
+    if (const auto n = parser_->content_length())
+      length = *n;
+    auto started = server_.api.begin_upload(req, length);
+    if (auto* err = std::get_if<api::Response>(&started)) {
+      keep_alive_ = false;
+      return respond(std::move(*err));
+    }
+    upload_ = std::move(std::get<std::unique_ptr<api::Upload>>(started));
+    upload_parser_.emplace(std::move(*parser_));
+    upload_parser_->body_limit(boost::none);  // the Upload enforces max_upload_bytes itself
+    upload_buf_.resize(kUploadReadBuffer);
+    arm(Timeout::kRequest, opt().request_timeout_ms);
+    send_continue_if_expected(upload_parser_->get());
+    read_upload();
+  }
+
+  void read_upload() {
+    if (upload_parser_->is_done())
+      return finish_upload();
+    if (upload_->bytes_in_flight() > kUploadPauseAbove) {
+      // Backpressure: stop reading the socket until the store has caught up.
+      upload_->async_wait_below(kUploadResumeBelow, worker_.io.get_executor(),
+                                [self = shared_from_this()] { self->read_upload(); });
+      return;
+    }
+    auto& body = upload_parser_->get().body();
+    body.data = upload_buf_.data();
+    body.size = upload_buf_.size();
+    bhttp::async_read_some(
+        socket_, buffer_, *upload_parser_,
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_upload_read(ec); });
+  }
+
+  void on_upload_read(error_code ec) {
+    if (timeout_ == Timeout::kRequest) {
+      return fail(408, "request_timeout", "the upload did not complete within request_timeout_ms");
+    }
+    if (ec == bhttp::error::need_buffer)
+      ec = {};
+    if (ec)
+      return fail(400, "bad_request", "upload aborted: " + ec.message());
+    auto& body = upload_parser_->get().body();
+    const std::size_t n = upload_buf_.size() - body.size;
+    if (!upload_->write(std::span(upload_buf_.data(), n))) {
+      upload_.reset();
+      return fail(413, "too_large", "upload exceeds admin.max_upload_bytes");
+    }
+    read_upload();
+  }
+
+  void finish_upload() {
+    disarm();
+    upload_->finish(worker_.io.get_executor(), [self = shared_from_this()](api::Response r) {
+      self->upload_.reset();
+      self->upload_parser_.reset();
+      self->respond(std::move(r));
+    });
+  }
+
+  // --- responses -----------------------------------------------------------------------
+
+  // An error before (or instead of) a routed response: answer and close.
+  void fail(unsigned status, std::string_view code, const std::string& message) {
+    api::Response r = api::error_response(status, code, message);
+    keep_alive_ = false;
+    if (started_ == Clock::time_point{})
+      started_ = Clock::now();
+    respond(std::move(r));
+  }
+
+  void respond(api::Response r) {
+    if (r.close || server_.draining.load(std::memory_order_relaxed))
+      keep_alive_ = false;
+    status_ = r.status;
+    route_ = r.route;
+    const std::uint64_t length = r.content_length();
+    body_bytes_ = r.head_only ? 0 : length;
+    std::string& head = out_head_;
+    head.clear();
+    head += "HTTP/1.1 ";
+    head += std::to_string(r.status);
+    head += ' ';
+    head += reason(r.status);
+    head += "\r\n";
+    for (const auto& [name, value] : r.headers) {
+      head += name;
+      head += ": ";
+      head += value;
+      head += "\r\n";
+    }
+    if (r.status != 304) {
+      head += "Content-Length: ";
+      head += std::to_string(length);
+      head += "\r\n";
+    }
+    if (!keep_alive_)
+      head += "Connection: close\r\n";
+    head += "\r\n";
+    items_.clear();
+    items_.push_back({&out_head_, nullptr});
+    if (!r.head_only && r.status != 304) {
+      out_parts_ = std::move(r.parts);
+      out_tail_ = std::move(r.body);
+      for (auto& part : out_parts_) {
+        if (!part.prefix.empty())
+          items_.push_back({&part.prefix, nullptr});
+        for (auto& piece : part.pieces)
+          items_.push_back({nullptr, &piece});
+      }
+      if (!out_tail_.empty())
+        items_.push_back({&out_tail_, nullptr});
+    }
+    item_ = 0;
+    item_pos_ = 0;
+    warmed_ = false;
+    copy_len_ = copy_pos_ = 0;
+    arm(Timeout::kSend, opt().send_timeout_ms);
+    write_loop();
+  }
+
+  // Sends items_ with non-blocking syscalls; waits for writability on EAGAIN.
+  void write_loop() {
+    if (timeout_ == Timeout::kSend)
+      return close();
+    const int fd = socket_.native_handle();
+    std::size_t turn = 0;
+    while (item_ < items_.size()) {
+      const bool more = item_ + 1 < items_.size();
+      const Item& it = items_[item_];
+      ssize_t n = 0;
+      if (it.text != nullptr) {
+        const std::string& s = *it.text;
+        // MSG_MORE holds the header back until the body follows (nginx's tcp_nopush).
+        n = ::send(fd, s.data() + item_pos_, s.size() - item_pos_,
+                   MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+        if (n > 0) {
+          item_pos_ += static_cast<std::size_t>(n);
+          if (item_pos_ == s.size())
+            next_item();
+        }
+      } else {
+        const store::Piece& p = *it.piece;
+        if (p.length == 0) {
+          next_item();
+          continue;
+        }
+        if (opt().use_sendfile) {
+          if (!warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p)) {
+            warmed_ = true;
+            server_.api.warm(p, worker_.io.get_executor(),
+                             [self = shared_from_this()](error_code) { self->write_loop(); });
+            return;
+          }
+          off_t off = static_cast<off_t>(p.offset + item_pos_);
+          const std::size_t want = std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall);
+          n = ::sendfile(fd, p.segment->fd(), &off, want);
+          if (n == 0)
+            return close();  // file shorter than the index says: headers are out
+        } else {
+          n = copy_send(fd, p);
+        }
+        if (n > 0) {
+          item_pos_ += static_cast<std::size_t>(n);
+          if (item_pos_ == p.length)
+            next_item();
+        }
+      }
+      if (n < 0) {
+        if (errno == EINTR)
+          continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          socket_.async_wait(tcp::socket::wait_write, [self = shared_from_this()](error_code ec) {
+            if (ec)
+              return self->close();
+            self->arm(Timeout::kSend, self->opt().send_timeout_ms);
+            self->write_loop();
+          });
+          return;
+        }
+        return close();
+      }
+      turn += static_cast<std::size_t>(n);
+      if (turn >= kTurnBudget) {
+        // Fairness: one fast reader must not starve the other connections of this thread.
+        asio::post(worker_.io, [self = shared_from_this()] { self->write_loop(); });
+        return;
+      }
+    }
+    on_sent();
+  }
+
+  void next_item() {
+    ++item_;
+    item_pos_ = 0;
+    warmed_ = false;
+  }
+
+  // Copy path: pread into a buffer, send from it (what the benchmark compares against).
+  ssize_t copy_send(int fd, const store::Piece& p) {
+    if (copy_pos_ == copy_len_) {
+      if (copy_buf_.empty())
+        copy_buf_.resize(kCopyBuffer);
+      const std::size_t want = std::min<std::uint64_t>(p.length - item_pos_, copy_buf_.size());
+      const ssize_t r = ::pread(p.segment->fd(), copy_buf_.data(), want,
+                                static_cast<off_t>(p.offset + item_pos_));
+      if (r <= 0) {
+        errno = EIO;
+        return -1;
+      }
+      copy_len_ = static_cast<std::size_t>(r);
+      copy_pos_ = 0;
+    }
+    const ssize_t n = ::send(fd, copy_buf_.data() + copy_pos_, copy_len_ - copy_pos_, MSG_NOSIGNAL);
+    if (n > 0)
+      copy_pos_ += static_cast<std::size_t>(n);
+    if (copy_pos_ == copy_len_)
+      copy_len_ = copy_pos_ = 0;
+    return n;
+  }
+
+  // True if the first page of the piece is not in the page cache: sendfile would block on
+  // the disk, so read it through io_uring first (DESIGN §4).
+  static bool is_cold(const store::Piece& p) {
+    char byte;
+    iovec iov{&byte, 1};
+    const ssize_t r = ::preadv2(p.segment->fd(), &iov, 1, static_cast<off_t>(p.offset), RWF_NOWAIT);
+    return r < 0 && errno == EAGAIN;
+  }
+
+  void on_sent() {
+    disarm();
+    const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
+    server_.api.metrics().record(route_, status_, body_bytes_, secs);
+    if (opt().access_log) {
+      spdlog::info("access {} {} {} {}B {:.3f}ms", admin_ ? "admin" : "public",
+                   api::route_name(route_), status_, body_bytes_, secs * 1000);
+    }
+    started_ = {};
+    out_parts_.clear();
+    out_tail_.clear();
+    items_.clear();
+    string_parser_.reset();
+    if (!keep_alive_)
+      return linger_close();
+    read_request();
+  }
+
+  // Closing with unread request bytes makes the kernel send RST, which can destroy the
+  // response before the client reads it (e.g. a 431 for a huge header). So: shut down our
+  // side, then read and discard for a short while, as nginx's lingering_close does.
+  void linger_close() {
+    error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    if (ec)
+      return close();
+    arm(Timeout::kIdle, 2000);
+    linger_buf_.resize(4096);
+    linger_read();
+  }
+  void linger_read() {
+    socket_.async_read_some(asio::buffer(linger_buf_),
+                            [self = shared_from_this()](error_code ec, std::size_t) {
+                              if (ec || self->timeout_ != Timeout::kNone)
+                                return self->close();
+                              self->linger_read();
+                            });
+  }
+
+  void close() {
+    disarm();
+    error_code ec;
+    socket_.close(ec);
+  }
+
+  struct Item {
+    const std::string* text;
+    const store::Piece* piece;
+  };
+
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  Worker& worker_;
+  Server::Impl& server_;
+  bool admin_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::empty_body>> parser_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> string_parser_;
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> upload_parser_;
+  std::unique_ptr<api::Upload> upload_;
+  std::vector<std::uint8_t> upload_buf_;
+  Timeout timeout_ = Timeout::kNone;
+  std::uint64_t timer_gen_ = 0;
+  bool idle_ = false;
+  bool keep_alive_ = true;
+  Clock::time_point started_{};
+  unsigned status_ = 0;
+  api::Route route_ = api::Route::kOther;
+  std::uint64_t body_bytes_ = 0;
+  std::string out_head_;
+  std::string out_tail_;
+  std::vector<api::FilePart> out_parts_;
+  std::vector<Item> items_;
+  std::size_t item_ = 0;
+  std::size_t item_pos_ = 0;
+  bool warmed_ = false;
+  std::vector<char> copy_buf_;
+  std::vector<char> linger_buf_;
+  std::size_t copy_len_ = 0;
+  std::size_t copy_pos_ = 0;
+};
+
+void Server::Impl::accept(Worker& w, bool admin) {
+  auto& acceptor = admin ? *w.admin : *w.acceptor;
+  acceptor.async_accept(w.io, [this, &w, admin](error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || draining.load())
+      return;
+    if (ec) {
+      // EMFILE and friends: back off briefly instead of spinning.
+      spdlog::warn("accept failed: {}", ec.message());
+      w.retry.expires_after(std::chrono::milliseconds(100));
+      w.retry.async_wait([this, &w, admin](error_code) { accept(w, admin); });
+      return;
+    }
+    if (connections.load(std::memory_order_relaxed) >=
+        static_cast<std::int64_t>(options.max_connections)) {
+      static constexpr std::string_view kBusy =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: "
+          "62\r\n"
+          "Connection: close\r\nRetry-After: 1\r\n\r\n"
+          "{\"error\":\"busy\",\"message\":\"server.max_connections reached\"}\n\n";
+      socket.native_non_blocking(true, ec);
+      (void)::send(socket.native_handle(), kBusy.data(), kBusy.size(), MSG_NOSIGNAL);
+      api.metrics().connection_refused();
+      socket.close(ec);
+    } else {
+      connections.fetch_add(1, std::memory_order_relaxed);
+      api.metrics().connection_opened();
+      std::make_shared<Session>(std::move(socket), w, *this, admin)->start();
+    }
+    accept(w, admin);
+  });
+}
+
+void Server::Impl::drain_worker(Worker& w) {
+  error_code ec;
+  if (w.acceptor)
+    w.acceptor->close(ec);
+  if (w.admin)
+    w.admin->close(ec);
+  w.retry.cancel();
+  // Copy: drain() may close sockets, whose handlers run later and erase from the set.
+  const std::vector<Session*> sessions(w.sessions.begin(), w.sessions.end());
+  for (Session* s : sessions)
+    s->drain();
+}
+
+void Server::Impl::stop() {
+  if (draining.exchange(true))
+    return;
+  spdlog::info("shutting down: no new connections; in-flight responses get {} ms",
+               options.shutdown_grace_ms);
+  for (auto& w : workers)
+    asio::post(w->io, [this, wp = w.get()] { drain_worker(*wp); });
+  asio::post(workers[0]->io, [this] {
+    if (signals)
+      signals->cancel();
+    if (connections.load() == 0)
+      return;  // nothing in flight: run() returns now
+    grace.emplace(workers[0]->io, std::chrono::milliseconds(options.shutdown_grace_ms));
+    grace->async_wait([this](error_code ec) {
+      if (ec)
+        return;
+      spdlog::warn("shutdown grace period over: closing {} connections",
+                   connections.load(std::memory_order_relaxed));
+      for (auto& w : workers)
+        w->io.stop();
+    });
+  });
+}
+
+void Server::Impl::all_closed() {
+  asio::post(workers[0]->io, [this] {
+    if (grace)
+      grace->cancel();
+  });
+}
+
+namespace {
+
+tcp::acceptor make_acceptor(asio::io_context& io, const std::string& host, std::uint16_t port,
+                            bool reuse_port, const char* what) {
+  error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  if (ec)
+    throw std::runtime_error(std::string(what) + ": '" + host + "' is not an IP address");
+  tcp::acceptor a(io);
+  const tcp::endpoint ep(address, port);
+  a.open(ep.protocol(), ec);
+  if (!ec)
+    a.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec && reuse_port)
+    a.set_option(ReusePort(true), ec);
+  if (!ec)
+    a.bind(ep, ec);
+  if (!ec)
+    a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw std::runtime_error(std::string(what) + ": cannot listen on " + host + ":" +
+                             std::to_string(port) + ": " + ec.message());
+  }
+  return a;
+}
+
+}  // namespace
+
+Server::Server(ServerOptions options, api::Api& api)
+    : impl_(std::make_unique<Impl>(std::move(options), api)) {
+  auto& o = impl_->options;
+  if (o.threads == 0)
+    o.threads = 1;
+  for (unsigned i = 0; i < o.threads; ++i)
+    impl_->workers.push_back(std::make_unique<Worker>());
+  // With port 0 the first listener picks a port; the others share it through SO_REUSEPORT.
+  std::uint16_t port = o.listen_port;
+  for (auto& w : impl_->workers) {
+    w->acceptor.emplace(make_acceptor(w->io, o.listen_host, port, true, "server.listen"));
+    port = w->acceptor->local_endpoint().port();
+  }
+  impl_->public_port = port;
+  auto& w0 = *impl_->workers[0];
+  w0.admin.emplace(make_acceptor(w0.io, o.admin_host, o.admin_port, false, "admin.listen"));
+  impl_->admin_port = w0.admin->local_endpoint().port();
+}
+
+Server::~Server() = default;
+
+std::uint16_t Server::public_port() const {
+  return impl_->public_port;
+}
+std::uint16_t Server::admin_port() const {
+  return impl_->admin_port;
+}
+
+void Server::stop() {
+  impl_->stop();
+}
+
+void Server::run() {
+  auto& impl = *impl_;
+  for (auto& w : impl.workers)
+    impl.accept(*w, false);
+  impl.accept(*impl.workers[0], true);
+  impl.signals.emplace(impl.workers[0]->io, SIGINT, SIGTERM);
+  impl.signals->async_wait([this](error_code ec, int sig) {
+    if (ec)
+      return;
+    spdlog::info("received signal {}", sig);
+    stop();
+  });
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < impl.workers.size(); ++i) {
+    threads.emplace_back([w = impl.workers[i].get()] { w->io.run(); });
+  }
+  impl.workers[0]->io.run();
+  for (auto& t : threads)
+    t.join();
+}
+
+}  // namespace edge::server

@@ -1,0 +1,63 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "edge/api/api.hpp"
+
+namespace edge::server {
+
+/// Listener, limit and timeout settings (the [server] and [admin] tables of the config).
+struct ServerOptions {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;  ///< 0: any free port (tests); see public_port()
+  std::string admin_host = "127.0.0.1";
+  std::uint16_t admin_port = 9090;
+  unsigned threads = 1;                           ///< io_contexts, one per thread
+  std::size_t max_connections = 10000;            ///< beyond: 503 and close
+  std::size_t header_limit_bytes = 16 * 1024;     ///< beyond: 431
+  std::uint64_t json_body_limit_bytes = 1 << 20;  ///< request bodies other than uploads: 413
+  std::uint32_t header_timeout_ms = 10'000;       ///< first byte to end of header: 408
+  std::uint32_t idle_timeout_ms = 60'000;         ///< keep-alive wait for the next request
+  std::uint32_t request_timeout_ms = 300'000;     ///< reading a request body (uploads): 408
+  std::uint32_t send_timeout_ms = 60'000;         ///< no write progress for this long: close
+  std::uint32_t shutdown_grace_ms = 10'000;       ///< in-flight responses get this long
+  bool use_sendfile = true;                       ///< false: pread + send copy path
+  bool warm_cold_ranges = true;                   ///< io_uring read before sendfile if cold
+  bool access_log = false;
+};
+
+/// The HTTP/1.1 server (DESIGN §4): one io_context per thread, each with its own
+/// SO_REUSEPORT listener, so there is no shared run queue; keep-alive and pipelining; file
+/// bodies with non-blocking sendfile(2) (or the copy path); limits and timeouts answered
+/// with 400/408/413/431/503 and a closed connection. The admin listener runs on thread 0.
+///
+/// The constructor binds (throws std::runtime_error naming the address on failure);
+/// run() serves until SIGINT/SIGTERM or stop(), then drains in-flight responses.
+class Server {
+ public:
+  Server(ServerOptions options, api::Api& api);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  std::uint16_t public_port() const;
+  std::uint16_t admin_port() const;
+
+  /// Serves on the calling thread plus threads-1 others; returns after a graceful stop.
+  void run();
+  /// Stops accepting, lets responses in flight finish (bounded by shutdown_grace_ms),
+  /// closes idle keep-alive connections. Thread-safe; idempotent.
+  void stop();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edge::server

@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Integration test of the serving node (issue #3): starts the real bundle-edge binary on
+free loopback ports and drives it with curl and raw sockets. Hermetic: temp dir, port 0,
+127.0.0.1 only; the server is stopped by its pid.
+
+Usage: serve_test.py <path-to-bundle-edge>"""
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+BINARY = os.path.abspath(sys.argv[1])
+TMP = tempfile.mkdtemp(prefix="edge-it-")
+results = {"passed": 0, "failed": 0}
+
+
+class Node:
+    def __init__(self, config_text):
+        self.dir = tempfile.mkdtemp(dir=TMP)
+        self.conf = os.path.join(self.dir, "node.toml")
+        with open(self.conf, "w") as f:
+            f.write(config_text)
+        self.log_path = os.path.join(self.dir, "log.txt")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [BINARY, "--config", self.conf, "--data", os.path.join(self.dir, "var"),
+             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--threads", "2"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        self.port = self.admin = None
+        while time.time() < deadline and (self.port is None or self.admin is None):
+            text = open(self.log_path).read()
+            m = re.search(r"public listener on 127\.0\.0\.1:(\d+)", text)
+            a = re.search(r"admin listener on 127\.0\.0\.1:(\d+)", text)
+            if m and a:
+                self.port, self.admin = int(m.group(1)), int(a.group(1))
+            elif self.proc.poll() is not None:
+                raise RuntimeError("node exited: " + text)
+            time.sleep(0.05)
+        if self.port is None:
+            raise RuntimeError("node did not start: " + open(self.log_path).read())
+        self.token = open(os.path.join(self.dir, "var", "admin.token")).read().strip()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.admin_url = "http://127.0.0.1:%d" % self.admin
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise RuntimeError("node did not stop within 15 s of SIGTERM")
+        return self.proc.returncode
+
+
+def curl(*args, data=None):
+    """Runs curl; returns (status, headers-text, body-bytes)."""
+    hdr = tempfile.NamedTemporaryFile(dir=TMP, delete=False)
+    hdr.close()
+    out = subprocess.run(["curl", "-sS", "-D", hdr.name, "-o", "-", *args],
+                         input=data, capture_output=True, timeout=120)
+    headers = open(hdr.name, encoding="latin-1").read()
+    os.unlink(hdr.name)
+    statuses = re.findall(r"^HTTP/1\.1 (\d+)", headers, re.M)
+    # Skip interim responses (100 Continue).
+    final = [int(s) for s in statuses if not s.startswith("1")]
+    return (final[-1] if final else 0), headers, out.stdout
+
+
+def header(headers, name):
+    blocks = [b for b in headers.split("\r\n\r\n") if b.strip()]
+    last = blocks[-1] if blocks else ""
+    m = re.search(r"^" + re.escape(name) + r":\s*(.*?)\r?$", last, re.M | re.I)
+    return m.group(1) if m else None
+
+
+def upload(node, path, extra=()):
+    return curl("-X", "PUT", "--data-binary", "@" + path, "-H",
+                "Authorization: Bearer " + node.token, *extra, node.admin_url + "/v1/admin/blobs")
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def raw(port, payload, read_until_close=True, timeout=10):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(payload)
+    chunks = []
+    try:
+        while True:
+            d = s.recv(1 << 16)
+            if not d:
+                break
+            chunks.append(d)
+            if not read_until_close:
+                break
+    except socket.timeout:
+        pass
+    s.close()
+    return b"".join(chunks)
+
+
+def check(name, fn):
+    t0 = time.time()
+    try:
+        fn()
+        results["passed"] += 1
+        print("PASS %-45s %.2fs" % (name, time.time() - t0), flush=True)
+    except Exception:
+        results["failed"] += 1
+        print("FAIL %s\n%s" % (name, traceback.format_exc()), flush=True)
+
+
+def main():
+    node = Node("""
+[server]
+header_timeout_ms = 1500
+idle_timeout_ms = 5000
+[admin]
+max_upload = "48MiB"
+""")
+    files = {}
+    for name, size in [("empty", 0), ("one", 1), ("mib", 1 << 20), ("big", 40 << 20)]:
+        data = os.urandom(size)
+        path = os.path.join(TMP, name + ".bin")
+        with open(path, "wb") as f:
+            f.write(data)
+        files[name] = (path, data)
+
+    def t_upload():
+        for name, (path, data) in files.items():
+            st, h, body = upload(node, path)
+            assert st == 201, (name, st, body)
+            assert ('"sha256":"%s"' % sha(data)).encode() in body, body
+            assert ('"size":%d' % len(data)).encode() in body, body
+        st, _, _ = upload(node, files["mib"][0])
+        assert st == 200, "re-upload answers 200"
+
+    def blob_url(name, suffix="/bundle.zip"):
+        return node.url + "/v1/blobs/" + sha(files[name][1]) + suffix
+
+    def t_download_whole():
+        for name, (_, data) in files.items():
+            st, h, body = curl(blob_url(name) + "?device_id=abc")
+            assert st == 200, (name, st)
+            assert body == data, name
+            assert header(h, "ETag") == '"%s"' % sha(data)
+            assert header(h, "Accept-Ranges") == "bytes"
+            assert "immutable" in header(h, "Cache-Control") and "no-transform" in header(h, "Cache-Control")
+            assert header(h, "X-Checksum-Sha256") == sha(data)
+            assert header(h, "Content-Type") == "application/zip"
+
+    def t_ranges():
+        data = files["big"][1]
+        for spec, lo, hi in [("0-0", 0, 0), ("1000-99999", 1000, 99999), ("-1000", len(data) - 1000, len(data) - 1),
+                             ("%d-" % (len(data) - 5), len(data) - 5, len(data) - 1),
+                             ("12345678-99999999999", 12345678, len(data) - 1)]:
+            st, h, body = curl("-H", "Range: bytes=" + spec, blob_url("big"))
+            assert st == 206, (spec, st)
+            assert body == data[lo:hi + 1], spec
+            assert header(h, "Content-Range") == "bytes %d-%d/%d" % (lo, hi, len(data)), header(h, "Content-Range")
+
+    def t_resume():
+        data = files["big"][1]
+        out = os.path.join(TMP, "resume.bin")
+        with open(out, "wb") as f:
+            f.write(data[:7_000_001])  # a cut download
+        r = subprocess.run(["curl", "-sS", "-C", "-", "-o", out, blob_url("big")], capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert open(out, "rb").read() == data
+
+    def t_head():
+        out = raw(node.port, ("HEAD /v1/blobs/%s/a.zip HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                              % sha(files["mib"][1])).encode())
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"Content-Length: %d" % (1 << 20) in head
+        assert body == b"", "HEAD has no body"
+
+    def t_304_and_if_range():
+        etag = '"%s"' % sha(files["mib"][1])
+        st, h, body = curl("-H", "If-None-Match: " + etag, blob_url("mib"))
+        assert st == 304 and body == b"", st
+        assert header(h, "ETag") == etag
+        st, _, body = curl("-H", 'If-None-Match: "other"', blob_url("mib"))
+        assert st == 200 and len(body) == 1 << 20
+        st, _, body = curl("-H", "Range: bytes=10-19", "-H", "If-Range: " + etag, blob_url("mib"))
+        assert st == 206 and body == files["mib"][1][10:20]
+        st, _, body = curl("-H", "Range: bytes=10-19", "-H", 'If-Range: "stale"', blob_url("mib"))
+        assert st == 200 and body == files["mib"][1], "If-Range mismatch: the whole entity"
+
+    def t_416():
+        st, h, _ = curl("-H", "Range: bytes=%d-" % (1 << 20), blob_url("mib"))
+        assert st == 416, st
+        assert header(h, "Content-Range") == "bytes */%d" % (1 << 20)
+
+    def t_multipart():
+        data = files["mib"][1]
+        st, h, body = curl("-H", "Range: bytes=0-9,500-599,-7", blob_url("mib", "/app.js"))
+        assert st == 206, st
+        ctype = header(h, "Content-Type")
+        m = re.match(r"multipart/byteranges; boundary=(\S+)", ctype)
+        assert m, ctype
+        boundary = m.group(1).encode()
+        parts = body.split(b"--" + boundary)
+        assert parts[-1].strip() == b"--", parts[-1][:20]
+        got = []
+        for p in parts[1:-1]:
+            head, _, payload = p.partition(b"\r\n\r\n")
+            assert b"Content-Type: text/javascript" in head
+            cr = re.search(rb"Content-Range: bytes (\d+)-(\d+)/(\d+)", head)
+            lo, hi = int(cr.group(1)), int(cr.group(2))
+            payload = payload[:-2] if payload.endswith(b"\r\n") else payload
+            assert payload == data[lo:hi + 1], (lo, hi)
+            got.append((lo, hi))
+        assert got == [(0, 9), (500, 599), (len(data) - 7, len(data) - 1)], got
+        assert int(header(h, "Content-Length")) == len(body)
+
+    def t_bad_range_is_200():
+        for bad in ["bytes=5-1", "bytes=abc", "items=0-1", "bytes=" + ",".join("%d-%d" % (i, i) for i in range(17))]:
+            st, _, body = curl("-H", "Range: " + bad, blob_url("mib"))
+            assert st == 200 and len(body) == 1 << 20, (bad, st)
+
+    def t_ids():
+        st, h, body = curl(node.url + "/v1/blobs/" + "0" * 64)
+        assert st == 404 and b"not_found" in body, st
+        st, _, body = curl(node.url + "/v1/blobs/xyz")
+        assert st == 400 and b"bad_id" in body and b"xyz" in body, body
+        st, _, _ = curl(node.url + "/v1/blobs/" + "g" * 64)
+        assert st == 400
+        st, _, _ = curl("-X", "POST", "--data", "x", blob_url("one"))
+        assert st == 405
+        st, _, _ = curl(node.url + "/nope")
+        assert st == 404
+
+    def t_chunks_and_recipes():
+        st, _, body = curl(node.url + "/v1/recipes/" + sha(files["mib"][1]))
+        assert st == 200, st
+        import json
+        recipe = json.loads(body)
+        assert recipe["size"] == 1 << 20
+        joined = b""
+        for c in recipe["chunks"]:
+            st, _, chunk = curl(node.url + "/v1/chunks/" + c["sha256"])
+            assert st == 200 and sha(chunk) == c["sha256"] and len(chunk) == c["size"]
+            joined += chunk
+        assert joined == files["mib"][1]
+
+    def t_parallel():
+        errors = []
+
+        def one(i):
+            st, _, body = curl(blob_url("mib" if i % 2 else "big"))
+            want = files["mib" if i % 2 else "big"][1]
+            if st != 200 or body != want:
+                errors.append((i, st, len(body)))
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert not errors, errors
+
+    def t_pipelined():
+        path = "/v1/blobs/%s" % sha(files["one"][1])
+        req = ("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+               "HEAD %s HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (path, path)).encode()
+        out = raw(node.port, req)
+        statuses = re.findall(rb"HTTP/1\.1 (\d+)", out)
+        assert statuses == [b"200"] * 4, out[:500]
+        assert files["one"][1] in out
+        assert out.count(b'{"status":"ok"}') == 2
+
+    def t_slow_reader_and_disconnect():
+        big = files["big"][1]
+        mib = files["mib"][1]
+        # A reader that takes 16 KiB every 10 ms, in a thread...
+        slow_result = {}
+
+        def slow_reader():
+            s = socket.create_connection(("127.0.0.1", node.port), timeout=30)
+            s.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % sha(mib)).encode())
+            buf = bytearray()
+            while True:
+                d = s.recv(16384)
+                if not d:
+                    break
+                buf += d
+                time.sleep(0.01)
+            s.close()
+            slow_result["body"] = bytes(buf).partition(b"\r\n\r\n")[2]
+        t = threading.Thread(target=slow_reader)
+        t.start()
+        # ... one that disconnects mid-body...
+        quitter = socket.create_connection(("127.0.0.1", node.port))
+        quitter.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % sha(big)).encode())
+        quitter.recv(100000)
+        quitter.close()
+        # ... and everyone else is served normally meanwhile.
+        for _ in range(3):
+            st, _, body = curl(blob_url("big"))
+            assert st == 200 and body == big
+            st, _, _ = curl(node.url + "/healthz")
+            assert st == 200
+        t.join(60)
+        assert slow_result.get("body") == mib, len(slow_result.get("body", b""))
+
+    def t_431():
+        big_header = "X-Junk: " + "a" * (64 * 1024)
+        out = raw(node.port, ("GET /healthz HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % big_header).encode())
+        assert out.startswith(b"HTTP/1.1 431"), out[:100]
+
+    def t_408_slow_header():
+        s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+        t0 = time.time()
+        got = b""
+        try:
+            for ch in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+                s.send(bytes([ch]))
+                time.sleep(1.0)
+                s.setblocking(False)
+                try:
+                    got += s.recv(4096)
+                except BlockingIOError:
+                    pass
+                s.setblocking(True)
+                if got:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        s.settimeout(5)
+        try:
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                got += d
+        except (socket.timeout, ConnectionResetError):
+            pass
+        assert got.startswith(b"HTTP/1.1 408"), got[:100]
+        assert time.time() - t0 < 6, "answered soon after header_timeout_ms (1.5 s)"
+
+    def t_upload_errors():
+        st, h, body = curl("-X", "PUT", "--data-binary", "@" + files["one"][0], node.admin_url + "/v1/admin/blobs")
+        assert st == 401, st
+        st, _, _ = curl("-X", "PUT", "--data-binary", "@" + files["one"][0], "-H", "Authorization: Bearer wrong",
+                        node.admin_url + "/v1/admin/blobs")
+        assert st == 401
+        # Wrong X-Content-Sha256: 400 and nothing stored.
+        data = os.urandom(300000)
+        p = os.path.join(TMP, "mismatch.bin")
+        open(p, "wb").write(data)
+        st, _, body = upload(node, p, ("-H", "X-Content-Sha256: " + "ab" * 32))
+        assert st == 400 and b"checksum_mismatch" in body, (st, body)
+        st, _, _ = curl(node.url + "/v1/blobs/" + sha(data))
+        assert st == 404, "nothing stored"
+        st, _, body = upload(node, p, ("-H", "X-Content-Sha256: nothex"))
+        assert st == 400, st
+        # The right one is accepted.
+        st, _, _ = upload(node, p, ("-H", "X-Content-Sha256: " + sha(data)))
+        assert st == 201, st
+        # Past admin.max_upload (48 MiB here): 413, nothing stored.
+        big = os.urandom(50 << 20)
+        p2 = os.path.join(TMP, "toobig.bin")
+        open(p2, "wb").write(big)
+        st, _, body = upload(node, p2)
+        assert st == 413 and b"max_upload" in body, (st, body)
+        st, _, _ = curl(node.url + "/v1/blobs/" + sha(big))
+        assert st == 404
+        # Chunked (no Content-Length) past the limit: 413 as well.
+        st, _, _ = upload(node, p2, ("-H", "Transfer-Encoding: chunked"))
+        assert st == 413, st
+        st, _, _ = curl(node.url + "/v1/blobs/" + sha(big))
+        assert st == 404
+
+    def t_metrics():
+        st, _, _ = curl(node.admin_url + "/metrics")
+        assert st == 401
+        st, _, body = curl("-H", "Authorization: Bearer " + node.token, node.admin_url + "/metrics")
+        assert st == 200, st
+        text = body.decode()
+        assert re.search(r'edge_http_requests_total\{route="blob",status="200"\} \d+', text), text[:2000]
+        assert re.search(r'edge_http_requests_total\{route="blob",status="416"\} 1', text)
+        assert "edge_http_request_duration_seconds_bucket" in text
+        assert re.search(r"edge_store_blobs [1-9]", text)
+        st, _, body = curl(node.admin_url + "/healthz")
+        assert st == 200
+        st, _, body = curl(node.url + "/readyz")
+        assert st == 200
+
+    for name, fn in [("upload 0 B, 1 B, 1 MiB, 40 MiB", t_upload), ("download whole", t_download_whole),
+                     ("ranges", t_ranges), ("resume with curl -C -", t_resume), ("HEAD", t_head),
+                     ("304 and If-Range", t_304_and_if_range), ("416", t_416), ("multipart/byteranges", t_multipart),
+                     ("bad Range syntax -> 200", t_bad_range_is_200), ("unknown and malformed ids", t_ids),
+                     ("chunks and recipes", t_chunks_and_recipes), ("parallel downloads", t_parallel),
+                     ("pipelined requests", t_pipelined),
+                     ("slow reader, disconnect mid-body", t_slow_reader_and_disconnect),
+                     ("64 KiB header -> 431", t_431), ("one byte a second -> 408", t_408_slow_header),
+                     ("upload: 401, wrong sha 400, 413", t_upload_errors), ("metrics and health", t_metrics)]:
+        check(name, fn)
+
+    def t_shutdown():
+        # An in-flight download finishes; then the process exits 0 on SIGTERM.
+        s = socket.create_connection(("127.0.0.1", node.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % sha(files["big"][1])).encode())
+        s.recv(100)
+        idle = socket.create_connection(("127.0.0.1", node.port))  # idle keep-alive: closed
+        os.kill(node.proc.pid, signal.SIGTERM)
+        got = bytearray()
+        s.settimeout(20)
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += d
+        rc = node.proc.wait(timeout=20)
+        assert rc == 0, rc
+        assert len(got) > (40 << 20) - 200000, len(got)
+        assert idle.recv(10) == b""
+
+    check("graceful shutdown on SIGTERM", t_shutdown)
+
+    def t_config_errors():
+        for text, needle in [("[server]\nthreds = 2\n", "server.threds"),
+                             ("[cache]\nmax_bytes = \"10 gigs\"\n", "cache.max_bytes"),
+                             ("[server]\nsend_mode = \"zerocopy\"\n", "server.send_mode"),
+                             ("[server]\nthreads = \"two\"\n", "server.threads")]:
+            conf = os.path.join(TMP, "bad.toml")
+            open(conf, "w").write(text)
+            r = subprocess.run([BINARY, "--config", conf, "--data", os.path.join(TMP, "badvar")],
+                               capture_output=True, text=True, timeout=20)
+            assert r.returncode == 2, (text, r.returncode, r.stderr)
+            assert needle in r.stderr, (needle, r.stderr)
+
+    check("config errors name the key", t_config_errors)
+    if node.proc.poll() is None:
+        node.stop()
+    print("%d passed, %d failed" % (results["passed"], results["failed"]))
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        subprocess.run(["rm", "-rf", TMP])

@@ -1,0 +1,96 @@
+#include "edge/config.hpp"
+
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "../store/test_util.hpp"
+
+namespace edge {
+namespace {
+
+Config load_text(const std::string& text, ConfigOverrides o = {}) {
+  store::testing::TempDir tmp;
+  const auto path = tmp.path() / "c.toml";
+  std::ofstream(path) << text;
+  o.config_file = path;
+  return load_config(o);
+}
+
+std::string error_of(const std::string& text) {
+  try {
+    load_text(text);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Config, DefaultsAreAStandaloneOrigin) {
+  const Config c = load_config({});
+  EXPECT_EQ(c.role, "origin");
+  EXPECT_EQ(c.data_dir, "./var");
+  EXPECT_EQ(c.server.listen_host, "127.0.0.1");
+  EXPECT_EQ(c.server.listen_port, 8080);
+  EXPECT_EQ(c.server.admin_port, 9090);
+  EXPECT_EQ(c.public_url, "http://127.0.0.1:8080");
+  EXPECT_EQ(c.store.max_bytes, 0U);
+  EXPECT_TRUE(c.server.use_sendfile);
+  EXPECT_GE(c.server.threads, 1U);
+}
+
+TEST(Config, FileAndFlagOverrides) {
+  ConfigOverrides o;
+  o.listen = "0.0.0.0:80";
+  o.threads = "3";
+  const Config c = load_text(R"(
+[server]
+listen = "127.0.0.1:1234"
+header_limit = "32KiB"
+send_mode = "copy"
+[cache]
+max_bytes = "10GiB"
+[admin]
+max_upload = 1048576
+)",
+                             o);
+  EXPECT_EQ(c.server.listen_host, "0.0.0.0") << "flags win over the file";
+  EXPECT_EQ(c.server.listen_port, 80);
+  EXPECT_EQ(c.server.threads, 3U);
+  EXPECT_EQ(c.server.header_limit_bytes, 32U * 1024);
+  EXPECT_FALSE(c.server.use_sendfile);
+  EXPECT_EQ(c.store.max_bytes, 10ULL << 30);
+  EXPECT_EQ(c.max_upload_bytes, 1U << 20);
+}
+
+TEST(Config, ErrorsNameTheKeyAndValue) {
+  EXPECT_NE(error_of("[server]\nthreds = 1\n").find("unknown key 'server.threds'"),
+            std::string::npos);
+  EXPECT_NE(error_of("[cache]\nmax_bytes = \"10 gigs\"\n")
+                .find("cache.max_bytes: expected a size like 10GiB, got '10 gigs'"),
+            std::string::npos);
+  EXPECT_NE(error_of("[server]\nthreads = \"two\"\n").find("server.threads"), std::string::npos);
+  EXPECT_NE(error_of("[server]\nlisten = \"localhost\"\n").find("server.listen"),
+            std::string::npos);
+  EXPECT_NE(error_of("[server]\nlisten = \"1.2.3.4:99999\"\n").find("server.listen"),
+            std::string::npos);
+  EXPECT_NE(error_of("[node]\nrole = \"cdn\"\n").find("node.role"), std::string::npos);
+  EXPECT_NE(error_of("[log]\nlevel = \"loud\"\n").find("log.level"), std::string::npos);
+  EXPECT_NE(error_of("nonsense = 1\n").find("unknown top-level key 'nonsense'"), std::string::npos);
+  EXPECT_NE(error_of("[server\n").find("c.toml:"), std::string::npos)
+      << "syntax errors give the line";
+}
+
+TEST(Config, Sizes) {
+  EXPECT_EQ(parse_size("k", "0"), 0U);
+  EXPECT_EQ(parse_size("k", "1KiB"), 1024U);
+  EXPECT_EQ(parse_size("k", "1.5MiB"), 1572864U);
+  EXPECT_EQ(parse_size("k", "2 GB"), 2000000000U);
+  EXPECT_THROW(parse_size("k", "1.5B"), ConfigError);
+  EXPECT_THROW(parse_size("k", "12XB"), ConfigError);
+  EXPECT_THROW(parse_size("k", "-1"), ConfigError);
+  EXPECT_THROW(parse_size("k", ""), ConfigError);
+}
+
+}  // namespace
+}  // namespace edge
