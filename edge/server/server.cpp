@@ -43,6 +43,7 @@ constexpr std::size_t kCopyBuffer = 256 << 10;
 constexpr std::uint64_t kUploadPauseAbove = 32 << 20;
 constexpr std::uint64_t kUploadResumeBelow = 8 << 20;
 constexpr std::size_t kUploadReadBuffer = 256 << 10;
+constexpr int kSweepMs = 100;  // deadline check period: the resolution of every timeout
 
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
@@ -84,6 +85,7 @@ struct Worker {
   std::optional<tcp::acceptor> admin;
   std::unordered_set<Session*> sessions;
   asio::steady_timer retry{io};
+  asio::steady_timer sweep{io};
 };
 
 struct Server::Impl {
@@ -100,6 +102,7 @@ struct Server::Impl {
   Impl(ServerOptions o, api::Api& a) : options(std::move(o)), api(a) {}
   void accept(Worker& w, bool admin);
   void drain_worker(Worker& w);
+  void sweep(Worker& w);
   void stop();
   void all_closed();
 };
@@ -109,11 +112,7 @@ struct Server::Impl {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, Worker& worker, Server::Impl& server, bool admin)
-      : socket_(std::move(socket)),
-        timer_(worker.io),
-        worker_(worker),
-        server_(server),
-        admin_(admin) {
+      : socket_(std::move(socket)), worker_(worker), server_(server), admin_(admin) {
     buffer_.max_size(server_.options.header_limit_bytes + kUploadReadBuffer);
   }
   ~Session() {
@@ -146,23 +145,37 @@ class Session : public std::enable_shared_from_this<Session> {
 
   const ServerOptions& opt() const { return server_.options; }
 
+  // Timeouts are deadlines checked by the worker's sweep (every kSweepMs), not one Asio
+  // timer per phase: re-arming a timer per request costs allocations and timerfd syscalls
+  // on the hot path, and second-scale timeouts do not need millisecond precision.
   void arm(Timeout what, std::uint32_t ms) {
     timeout_ = Timeout::kNone;
-    const std::uint64_t gen = ++timer_gen_;
-    timer_.expires_after(std::chrono::milliseconds(ms));
-    timer_.async_wait([self = shared_from_this(), what, gen](error_code ec) {
-      if (ec || gen != self->timer_gen_)
-        return;
-      self->timeout_ = what;
-      error_code ignored;
-      self->socket_.cancel(ignored);
-    });
+    armed_ = what;
+    deadline_ = Clock::now() + std::chrono::milliseconds(ms);
   }
-  void disarm() {
-    ++timer_gen_;
-    timer_.cancel();
+  void disarm() { armed_ = Timeout::kNone; }
+
+ public:
+  // Called by the sweep on this session's thread.
+  void check_deadline(Clock::time_point now) {
+    if (armed_ == Timeout::kNone)
+      return;
+    if (armed_ == Timeout::kIdle && idle_ && buffer_.size() > 0) {
+      // The first bytes of the next request arrived: the header timeout runs from here.
+      idle_ = false;
+      armed_ = Timeout::kHeader;
+      deadline_ = now + std::chrono::milliseconds(opt().header_timeout_ms);
+      return;
+    }
+    if (now < deadline_)
+      return;
+    timeout_ = armed_;
+    armed_ = Timeout::kNone;
+    error_code ignored;
+    socket_.cancel(ignored);
   }
 
+ private:
   void read_request() {
     if (server_.draining.load(std::memory_order_relaxed) && buffer_.size() == 0)
       return close();
@@ -175,30 +188,27 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       parser_->body_limit(opt().json_body_limit_bytes);
     }
-    if (buffer_.size() == 0) {
-      // Idle keep-alive: wait for the first byte under the idle timeout, then the header
-      // timeout runs from there.
-      idle_ = true;
+    // Idle keep-alive (nothing buffered): the idle timeout runs until the first byte, then
+    // the header timeout (check_deadline switches).
+    idle_ = buffer_.size() == 0;
+    if (idle_) {
       arm(Timeout::kIdle, opt().idle_timeout_ms);
-      socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
-        self->idle_ = false;
-        if (ec || self->timeout_ != Timeout::kNone)
-          return self->close();
-        self->read_header();
-      });
-      return;
+    } else {
+      arm(Timeout::kHeader, opt().header_timeout_ms);
     }
     read_header();
   }
 
   void read_header() {
-    arm(Timeout::kHeader, opt().header_timeout_ms);
     bhttp::async_read_header(
         socket_, buffer_, *parser_,
         [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
   }
 
   void on_header(error_code ec) {
+    idle_ = false;
+    if (timeout_ == Timeout::kIdle)
+      return close();  // an idle keep-alive connection
     if (timeout_ == Timeout::kHeader) {
       return fail(408, "request_timeout",
                   "the request header did not arrive within header_timeout_ms");
@@ -552,7 +562,8 @@ class Session : public std::enable_shared_from_this<Session> {
   };
 
   tcp::socket socket_;
-  asio::steady_timer timer_;
+  Timeout armed_ = Timeout::kNone;
+  Clock::time_point deadline_{};
   Worker& worker_;
   Server::Impl& server_;
   bool admin_;
@@ -563,7 +574,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<api::Upload> upload_;
   std::vector<std::uint8_t> upload_buf_;
   Timeout timeout_ = Timeout::kNone;
-  std::uint64_t timer_gen_ = 0;
   bool idle_ = false;
   bool keep_alive_ = true;
   Clock::time_point started_{};
@@ -612,6 +622,22 @@ void Server::Impl::accept(Worker& w, bool admin) {
       std::make_shared<Session>(std::move(socket), w, *this, admin)->start();
     }
     accept(w, admin);
+  });
+}
+
+void Server::Impl::sweep(Worker& w) {
+  w.sweep.expires_after(std::chrono::milliseconds(kSweepMs));
+  w.sweep.async_wait([this, &w](error_code ec) {
+    if (ec)
+      return;
+    const auto now = Clock::now();
+    // Copy: a check may close a socket, and the session may leave the set later.
+    const std::vector<Session*> sessions(w.sessions.begin(), w.sessions.end());
+    for (Session* s : sessions)
+      s->check_deadline(now);
+    // Once draining and empty, stop ticking so that io_context::run() can return.
+    if (!(draining.load(std::memory_order_relaxed) && w.sessions.empty()))
+      sweep(w);
   });
 }
 
@@ -721,8 +747,10 @@ void Server::stop() {
 
 void Server::run() {
   auto& impl = *impl_;
-  for (auto& w : impl.workers)
+  for (auto& w : impl.workers) {
     impl.accept(*w, false);
+    impl.sweep(*w);
+  }
   impl.accept(*impl.workers[0], true);
   impl.signals.emplace(impl.workers[0]->io, SIGINT, SIGTERM);
   impl.signals->async_wait([this](error_code ec, int sig) {

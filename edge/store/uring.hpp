@@ -53,6 +53,7 @@ class IoRing {
   void on_complete(Op* op, int res, bool fsync_part);
 
   io_uring* ring_;
+  int event_fd_ = -1;  // registered with the ring: one count per completion
   unsigned capacity_;
   std::mutex mutex_;         // guards the SQ side and the overflow queue
   std::deque<Op*> waiting_;  // ops that did not fit the ring yet

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Load benchmark (issue #3): bundle-edge vs nginx on the same bytes, same wrk settings, same
+# run. Prints one markdown table: req/s, MB/s, p99 latency, server CPU per response
+# (utime+stime of the server processes from /proc, divided by responses), our/nginx ratios,
+# and the sendfile-vs-copy ratio. Everything runs on 127.0.0.1 and stops by itself.
+#
+# Usage: bench/load/compare-nginx.sh [--binary PATH] [--duration SECONDS] [--connections N]
+#                                    [--threads N]
+# Defaults: build/release/bundle-edge, 10 s per row, 32 connections, 1 server thread
+# (and 1 nginx worker): on 2 cores wrk takes the other one.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=build/release/bundle-edge
+DURATION=10
+CONNS=32
+THREADS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --binary) BIN=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$BIN" ] || { echo "no binary at $BIN: cmake --preset release && cmake --build --preset release" >&2; exit 2; }
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx: tools/setup.sh" >&2; exit 2; }
+
+WORK=$(mktemp -d /tmp/edge-load-XXXXXX)
+chmod 755 "$WORK"  # nginx workers run as an unprivileged user
+EDGE_PID=""; NGINX_PID=""
+cleanup() {
+  [ -n "$EDGE_PID" ] && kill "$EDGE_PID" 2>/dev/null && wait "$EDGE_PID" 2>/dev/null || true
+  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null || true
+  sleep 0.2; rm -rf "$WORK"
+}
+trap cleanup EXIT
+HZ=$(getconf CLK_TCK)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+# CPU ticks (utime+stime) of a process and its direct children (nginx workers).
+cpu_ticks() {
+  local pid=$1 total=0 p
+  for p in $pid $(pgrep -P "$pid" || true); do
+    [ -r /proc/$p/stat ] || continue
+    total=$((total + $(awk '{print $14 + $15}' /proc/$p/stat)))
+  done
+  echo $total
+}
+
+start_edge() {  # $1: send_mode
+  local port admin
+  port=$(free_port); admin=$(free_port)
+  cat > "$WORK/edge.toml" <<TOML
+[server]
+send_mode = "$1"
+max_connections = 100000
+[log]
+level = "warn"
+TOML
+  "$BIN" --config "$WORK/edge.toml" --data "$WORK/var" --listen 127.0.0.1:$port \
+    --admin-listen 127.0.0.1:$admin --threads "$THREADS" --admin-token bench-token >"$WORK/edge.log" 2>&1 &
+  EDGE_PID=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+  EDGE=http://127.0.0.1:$port; ADMIN=http://127.0.0.1:$admin
+}
+stop_edge() { kill "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""; }
+
+mkdir -p "$WORK/www"
+head -c $((64 * 1024)) /dev/urandom > "$WORK/www/64k.bin"
+head -c $((1024 * 1024)) /dev/urandom > "$WORK/www/1m.bin"
+head -c $((16 * 1024 * 1024)) /dev/urandom > "$WORK/www/16m.bin"
+
+NGINX_PORT=$(free_port)
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes $THREADS;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 65536; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 100000000;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport;
+    root $WORK/www;
+    location = /healthz { return 200 '{"status":"ok"}'; }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -p "$WORK" &
+NGINX_PID=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+NGINX=http://127.0.0.1:$NGINX_PORT
+
+start_edge sendfile
+declare -A SHA
+for f in 64k 1m 16m; do
+  SHA[$f]=$(curl -sf -X PUT --data-binary @"$WORK/www/$f.bin" -H "Authorization: Bearer bench-token" \
+    "$ADMIN/v1/admin/blobs" | sed -E 's/.*"sha256":"([0-9a-f]+)".*/\1/')
+done
+
+# Runs wrk; prints "reqs req/s MB/s p99_ms cpu_us_per_response".
+measure() {  # $1 pid, $2 url, rest: extra wrk args
+  local pid=$1 url=$2; shift 2
+  local before after out reqs rps mbs p99
+  before=$(cpu_ticks "$pid")
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
+  after=$(cpu_ticks "$pid")
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  mbs=$(echo "$out" | awk '/Transfer\/sec/ {v=$2; if (v ~ /GB/) {sub("GB","",v); v*=1024} else if (v ~ /MB/) {sub("MB","",v)} else if (v ~ /KB/) {sub("KB","",v); v/=1024} else {sub("B","",v); v/=1048576} print v*1.048576}')
+  p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us/) {sub("us","",v); v/=1000} else if (v ~ /ms/) {sub("ms","",v)} else if (v ~ /s/) {sub("s","",v); v*=1000} print v}')
+  if echo "$out" | grep -q "Non-2xx"; then echo "wrk saw non-2xx responses at $url: the figures would be wrong" >&2; exit 1; fi
+  echo "$reqs $rps $mbs $p99 $(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')"
+}
+
+ROWS=()
+row() {  # $1 label, $2 our url, $3 nginx url, rest: wrk args
+  local label=$1 ours=$2 theirs=$3; shift 3
+  local n e
+  n=$(measure "$NGINX_PID" "$theirs" "$@")
+  e=$(measure "$EDGE_PID" "$ours" "$@")
+  ROWS+=("$label|$e|$n")
+  echo "measured: $label" >&2
+}
+
+row "blob GET 64 KiB" "$EDGE/v1/blobs/${SHA[64k]}/64k.bin" "$NGINX/64k.bin"
+row "blob GET 1 MiB" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin" "$NGINX/1m.bin"
+row "blob GET 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin"
+row "64 KiB Range of 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin" -s bench/load/range.lua
+row "tiny (/healthz vs return 200)" "$EDGE/healthz" "$NGINX/healthz"
+
+# Copy path, for what zero-copy buys.
+stop_edge
+start_edge copy
+COPY_1M=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin")
+COPY_64K=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[64k]}/64k.bin")
+
+echo
+echo "$(date -u +%F) $(nproc) cores, $(uname -r), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk -t1 -c$CONNS -d${DURATION}s, server threads=$THREADS"
+echo
+echo "| workload | ours req/s | nginx req/s | ours MB/s | nginx MB/s | ours p99 ms | nginx p99 ms | ours CPU µs/resp | nginx CPU µs/resp | req/s ratio | CPU/resp ratio |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for r in "${ROWS[@]}"; do
+  IFS='|' read -r label e n <<<"$r"
+  read -r _ ers emb ep99 ecpu <<<"$e"
+  read -r _ nrs nmb np99 ncpu <<<"$n"
+  awk -v l="$label" -v ers="$ers" -v nrs="$nrs" -v emb="$emb" -v nmb="$nmb" -v ep="$ep99" -v np="$np99" \
+      -v ec="$ecpu" -v nc="$ncpu" 'BEGIN {printf "| %s | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.1f | %.1f | %.2fx | %.2fx |\n", l, ers, nrs, emb, nmb, ep, np, ec, nc, ers/nrs, ec/nc}'
+done
+read -r _ crs _ _ ccpu <<<"$COPY_1M"
+read -r _ c64rs _ _ c64cpu <<<"$COPY_64K"
+for r in "${ROWS[@]}"; do
+  IFS='|' read -r label e n <<<"$r"
+  read -r _ ers _ _ ecpu <<<"$e"
+  case "$label" in
+    "blob GET 1 MiB") awk -v a="$ers" -v b="$crs" -v c="$ecpu" -v d="$ccpu" 'BEGIN {printf "\nsendfile vs copy, 1 MiB GET: req/s %.2fx, CPU/resp %.2fx (copy: %.0f req/s, %.1f µs/resp)\n", a/b, c/d, b, d}' ;;
+    "blob GET 64 KiB") awk -v a="$ers" -v b="$c64rs" -v c="$ecpu" -v d="$c64cpu" 'BEGIN {printf "sendfile vs copy, 64 KiB GET: req/s %.2fx, CPU/resp %.2fx (copy: %.0f req/s, %.1f µs/resp)\n", a/b, c/d, b, d}' ;;
+  esac
+done
