@@ -36,6 +36,12 @@ cleanup() {
 }
 trap cleanup EXIT
 HZ=$(getconf CLK_TCK)
+# On 2+ cores, pin the servers to core 0 and wrk to the others, so that runs do not depend
+# on where the scheduler happens to put them (much less noise on a 2-core machine).
+SERVER_CPU=(); CLIENT_CPU=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  SERVER_CPU=(taskset -c 0-$((THREADS - 1))); CLIENT_CPU=(taskset -c "$THREADS-$(($(nproc) - 1))")
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -59,7 +65,7 @@ max_connections = 100000
 [log]
 level = "warn"
 TOML
-  "$BIN" --config "$WORK/edge.toml" --data "$WORK/var" --listen 127.0.0.1:$port \
+  "${SERVER_CPU[@]}" "$BIN" --config "$WORK/edge.toml" --data "$WORK/var" --listen 127.0.0.1:$port \
     --admin-listen 127.0.0.1:$admin --threads "$THREADS" --admin-token bench-token >"$WORK/edge.log" 2>&1 &
   EDGE_PID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -93,7 +99,7 @@ http {
   }
 }
 NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK" &
+"${SERVER_CPU[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
 NGINX=http://127.0.0.1:$NGINX_PORT
@@ -110,7 +116,7 @@ measure() {  # $1 pid, $2 url, rest: extra wrk args
   local pid=$1 url=$2; shift 2
   local before after out reqs rps mbs p99
   before=$(cpu_ticks "$pid")
-  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
+  out=$("${CLIENT_CPU[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
   after=$(cpu_ticks "$pid")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')

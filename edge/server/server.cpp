@@ -398,9 +398,12 @@ class Session : public std::enable_shared_from_this<Session> {
     item_pos_ = 0;
     warmed_ = false;
     copy_len_ = copy_pos_ = 0;
+    // No TCP_CORK around multi-piece bodies: measured on loopback it more than doubled the
+    // CPU per 1 MiB response (800 vs 300 us); MSG_MORE on the header is enough.
     arm(Timeout::kSend, opt().send_timeout_ms);
     write_loop();
   }
+
 
   // Sends items_ with non-blocking syscalls; waits for writability on EAGAIN.
   void write_loop() {
