@@ -244,6 +244,17 @@ std::unique_ptr<BlobWriter> BlobStore::begin() {
   return std::unique_ptr<BlobWriter>(new BlobWriter(chunks_, cdc_));
 }
 
+// Ends a blocking put: waits for the recipe commit on the calling thread.
+static Result<BlobInfo> finish_blocking(BlobWriter& w, std::optional<Sha256> expected) {
+  std::promise<std::pair<error_code, BlobInfo>> p;
+  auto f = p.get_future();
+  w.finish(expected, {}, [&p](error_code ec, BlobInfo info) { p.set_value({ec, info}); });
+  auto [ec, info] = f.get();
+  if (ec)
+    return ec;
+  return info;
+}
+
 Result<BlobInfo> BlobStore::put(std::span<const std::uint8_t> bytes,
                                 std::optional<Sha256> expected) {
   auto w = begin();
@@ -252,13 +263,7 @@ Result<BlobInfo> BlobStore::put(std::span<const std::uint8_t> bytes,
     w->write(bytes.subspan(off, std::min(kSlice, bytes.size() - off)));
     w->wait_in_flight_below(kPutInFlightLimit);
   }
-  std::promise<std::pair<error_code, BlobInfo>> p;
-  auto f = p.get_future();
-  w->finish(expected, {}, [&p](error_code ec, BlobInfo info) { p.set_value({ec, info}); });
-  auto [ec, info] = f.get();
-  if (ec)
-    return ec;
-  return info;
+  return finish_blocking(*w, expected);
 }
 
 Result<BlobInfo> BlobStore::put(std::istream& in, std::optional<Sha256> expected) {
@@ -274,13 +279,7 @@ Result<BlobInfo> BlobStore::put(std::istream& in, std::optional<Sha256> expected
   }
   if (in.bad())
     return Errc::kIo;
-  std::promise<std::pair<error_code, BlobInfo>> p;
-  auto f = p.get_future();
-  w->finish(expected, {}, [&p](error_code ec, BlobInfo info) { p.set_value({ec, info}); });
-  auto [ec, info] = f.get();
-  if (ec)
-    return ec;
-  return info;
+  return finish_blocking(*w, expected);
 }
 
 Result<std::shared_ptr<const Recipe>> BlobStore::recipe(const Sha256& id) const {

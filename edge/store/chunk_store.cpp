@@ -604,7 +604,7 @@ Result<void> ChunkStore::commit(BatchState& b) {
   return {};
 }
 
-void ChunkStore::run_batch(std::vector<Job>& jobs) {
+BatchState ChunkStore::begin_batch() const {
   BatchState b;
   {
     std::shared_lock lock(state_mutex_);
@@ -613,6 +613,11 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
   }
   b.open_segment = open_segment_;
   b.next_segment_id = next_segment_id_;
+  return b;
+}
+
+void ChunkStore::run_batch(std::vector<Job>& jobs) {
+  BatchState b = begin_batch();
 
   // Each job's outcome before the commit; the commit's error overrides success.
   std::vector<std::pair<error_code, bool>> outcome(jobs.size());
@@ -714,14 +719,7 @@ void ChunkStore::evict_over_budget() {
   // land in newer segments, so a store full of pinned chunks cannot loop forever.
   const std::uint64_t horizon = open_segment_;
   while (true) {
-    BatchState b;
-    {
-      std::shared_lock lock(state_mutex_);
-      b.segs = segments_;
-      b.counters = counters_;
-    }
-    b.open_segment = open_segment_;
-    b.next_segment_id = next_segment_id_;
+    BatchState b = begin_batch();
     std::uint64_t on_disk = 0;
     for (const auto& [seg, m] : b.segs)
       on_disk += m.bytes;

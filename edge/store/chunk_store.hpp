@@ -232,6 +232,7 @@ class ChunkStore {
   void recover();
   void enqueue(Job job);
   void commit_loop();
+  BatchState begin_batch() const;  // a staged copy of the published state (commit thread)
   void run_batch(std::vector<Job>& jobs);
   void evict_over_budget();
   Result<std::optional<IndexEntry>> staged_lookup(BatchState& b, const Sha256& id) const;
