@@ -38,7 +38,7 @@ Response bad_id(std::string_view what, std::string_view text, Route route) {
 
 Response method_not_allowed(std::string_view allow, Route route) {
   Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow), route);
-  r.set("Allow", std::string(allow));
+  r.set("Allow", allow);
   return r;
 }
 
@@ -54,7 +54,7 @@ std::string boundary() {
 void set_entity_headers(Response& r, const std::string& etag, const Sha256& id) {
   r.set("ETag", etag);
   r.set("Accept-Ranges", "bytes");
-  r.set("Cache-Control", std::string(kCacheControl));
+  r.set("Cache-Control", kCacheControl);
   r.set("X-Checksum-Sha256", id.hex());
 }
 
@@ -241,7 +241,7 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool h
       !inm.empty() && http::if_none_match(inm, etag)) {
     r.status = 304;
     r.set("ETag", etag);
-    r.set("Cache-Control", std::string(kCacheControl));
+    r.set("Cache-Control", kCacheControl);
     return r;
   }
   set_entity_headers(r, etag, *id);
@@ -350,7 +350,7 @@ Response Api::serve_recipe(std::string_view rest, bool head) const {
   r.route = Route::kRecipe;
   r.set("Content-Type", "application/json");
   r.set("ETag", http::format_etag(id->hex()));
-  r.set("Cache-Control", std::string(kCacheControl));
+  r.set("Cache-Control", kCacheControl);
   std::string body = "{\"sha256\":\"" + id->hex() +
                      "\",\"size\":" + std::to_string((*recipe)->size) + ",\"chunks\":[";
   bool first = true;

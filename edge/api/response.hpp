@@ -26,7 +26,9 @@ struct FilePart {
 /// `body` (the multipart closing delimiter); otherwise `body` is the whole body.
 struct Response {
   unsigned status = 200;
-  std::vector<std::pair<std::string, std::string>> headers;
+  /// Header fields, already framed ("Name: value\r\n" each): one buffer instead of a
+  /// vector of string pairs keeps the tiny-response path to one allocation.
+  std::string headers;
   std::string body;
   std::vector<FilePart> parts;
   bool head_only = false;  ///< HEAD: send the header with the GET's Content-Length
@@ -35,8 +37,11 @@ struct Response {
 
   /// Bytes of the body as framed (Content-Length).
   std::uint64_t content_length() const;
-  void set(std::string name, std::string value) {
-    headers.emplace_back(std::move(name), std::move(value));
+  /// Appends a header field. Names and values come from handlers, never raw from clients.
+  void set(std::string_view name, std::string_view value) {
+    if (headers.capacity() < 256)
+      headers.reserve(256);  // one allocation for all fields
+    headers.append(name).append(": ").append(value).append("\r\n");
   }
 };
 

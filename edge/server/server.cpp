@@ -366,12 +366,7 @@ class Session : public std::enable_shared_from_this<Session> {
     head += ' ';
     head += reason(r.status);
     head += "\r\n";
-    for (const auto& [name, value] : r.headers) {
-      head += name;
-      head += ": ";
-      head += value;
-      head += "\r\n";
-    }
+    head += r.headers;
     if (r.status != 304) {
       head += "Content-Length: ";
       head += std::to_string(length);
@@ -382,7 +377,9 @@ class Session : public std::enable_shared_from_this<Session> {
     head += "\r\n";
     items_.clear();
     items_.push_back({&out_head_, nullptr});
-    if (!r.head_only && r.status != 304) {
+    if (!r.head_only && r.status != 304 && r.parts.empty()) {
+      head += r.body;  // an in-memory body leaves with its header: one send(2)
+    } else if (!r.head_only && r.status != 304) {
       out_parts_ = std::move(r.parts);
       out_tail_ = std::move(r.body);
       for (auto& part : out_parts_) {
@@ -403,7 +400,6 @@ class Session : public std::enable_shared_from_this<Session> {
     arm(Timeout::kSend, opt().send_timeout_ms);
     write_loop();
   }
-
 
   // Sends items_ with non-blocking syscalls; waits for writability on EAGAIN.
   void write_loop() {
