@@ -111,12 +111,23 @@ struct Server::Impl {
 // the buffer and are answered in order).
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, Worker& worker, Server::Impl& server, bool admin)
-      : socket_(std::move(socket)), worker_(worker), server_(server), admin_(admin) {
+  // `counted`: the connection holds one of server.max_connections (a refused one does not).
+  Session(tcp::socket socket, Worker& worker, Server::Impl& server, bool admin, bool counted)
+      : socket_(std::move(socket)),
+        worker_(worker),
+        server_(server),
+        admin_(admin),
+        counted_(counted) {
     buffer_.max_size(server_.options.header_limit_bytes + kUploadReadBuffer);
+    if (counted_) {
+      server_.connections.fetch_add(1, std::memory_order_relaxed);
+      server_.api.metrics().connection_opened();
+    }
   }
   ~Session() {
     worker_.sessions.erase(this);
+    if (!counted_)
+      return;
     server_.api.metrics().connection_closed();
     if (server_.connections.fetch_sub(1, std::memory_order_relaxed) == 1 &&
         server_.draining.load(std::memory_order_relaxed)) {
@@ -130,6 +141,21 @@ class Session : public std::enable_shared_from_this<Session> {
     socket_.set_option(tcp::no_delay(true), ec);
     socket_.native_non_blocking(true, ec);
     read_request();
+  }
+
+  // Over server.max_connections: answer 503 at once and close (lingering, so the answer is
+  // not lost to a reset when the client's request is still unread).
+  void refuse() {
+    worker_.sessions.insert(this);
+    error_code ec;
+    socket_.native_non_blocking(true, ec);
+    api::Response r = api::error_response(
+        503, "busy",
+        "server.max_connections (" + std::to_string(opt().max_connections) + ") reached");
+    r.set("Retry-After", "1");
+    keep_alive_ = false;
+    started_ = Clock::now();
+    respond(std::move(r));
   }
 
   // Called on shutdown: idle connections close now; busy ones after their response.
@@ -566,6 +592,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Worker& worker_;
   Server::Impl& server_;
   bool admin_;
+  bool counted_;
   boost::beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::empty_body>> parser_;
   std::optional<bhttp::request_parser<bhttp::string_body>> string_parser_;
@@ -606,19 +633,10 @@ void Server::Impl::accept(Worker& w, bool admin) {
     }
     if (connections.load(std::memory_order_relaxed) >=
         static_cast<std::int64_t>(options.max_connections)) {
-      static constexpr std::string_view kBusy =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: "
-          "62\r\n"
-          "Connection: close\r\nRetry-After: 1\r\n\r\n"
-          "{\"error\":\"busy\",\"message\":\"server.max_connections reached\"}\n\n";
-      socket.native_non_blocking(true, ec);
-      (void)::send(socket.native_handle(), kBusy.data(), kBusy.size(), MSG_NOSIGNAL);
       api.metrics().connection_refused();
-      socket.close(ec);
+      std::make_shared<Session>(std::move(socket), w, *this, admin, false)->refuse();
     } else {
-      connections.fetch_add(1, std::memory_order_relaxed);
-      api.metrics().connection_opened();
-      std::make_shared<Session>(std::move(socket), w, *this, admin)->start();
+      std::make_shared<Session>(std::move(socket), w, *this, admin, true)->start();
     }
     accept(w, admin);
   });

@@ -462,6 +462,26 @@ max_upload = "48MiB"
             assert needle in r.stderr, (needle, r.stderr)
 
     check("config errors name the key", t_config_errors)
+
+    def t_max_connections():
+        small = Node("[server]\nmax_connections = 2\n")
+        try:
+            held = []
+            for _ in range(2):
+                c = socket.create_connection(("127.0.0.1", small.port))
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert c.recv(1000).startswith(b"HTTP/1.1 200")
+                held.append(c)
+            out = raw(small.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 503") and b"max_connections" in out, out[:200]
+            held[0].close()
+            time.sleep(0.3)
+            st, _, _ = curl(small.url + "/healthz")
+            assert st == 200, "a slot freed up"
+        finally:
+            assert small.stop() == 0
+
+    check("max_connections -> 503", t_max_connections)
     if node.proc.poll() is None:
         node.stop()
     print("%d passed, %d failed" % (results["passed"], results["failed"]))
