@@ -81,6 +81,20 @@ TEST(Config, ErrorsNameTheKeyAndValue) {
       << "syntax errors give the line";
 }
 
+TEST(Config, ShippedConfigsLoad) {
+  // The documented files must stay in step with the keys the loader knows.
+  for (const char* name : {"bundle-edge.toml", "origin.toml"}) {
+    ConfigOverrides o;
+    o.config_file = std::filesystem::path(EDGE_SOURCE_DIR) / "conf" / name;
+    EXPECT_NO_THROW(load_config(o)) << name;
+  }
+  ConfigOverrides o;
+  o.config_file = std::filesystem::path(EDGE_SOURCE_DIR) / "conf" / "origin.toml";
+  const Config c = load_config(o);
+  EXPECT_EQ(c.public_url, "https://updates.example.com");
+  EXPECT_EQ(c.server.listen_host, "0.0.0.0");
+}
+
 TEST(Config, Sizes) {
   EXPECT_EQ(parse_size("k", "0"), 0U);
   EXPECT_EQ(parse_size("k", "1KiB"), 1024U);
