@@ -31,6 +31,15 @@ Filled fill(Node& n, int count, std::size_t size, std::uint64_t seed) {
   return f;
 }
 
+// Appends a well-formed record to a segment file behind the store's back.
+void append_record(const std::filesystem::path& path, const Sha256& id,
+                   const std::vector<std::uint8_t>& body) {
+  std::ofstream out(path, std::ios::app | std::ios::binary);
+  const auto hdr = encode_record_header(id, body);
+  out.write(reinterpret_cast<const char*>(hdr.data()), hdr.size());
+  out.write(reinterpret_cast<const char*>(body.data()), static_cast<std::streamsize>(body.size()));
+}
+
 std::string joined(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v)
@@ -73,13 +82,7 @@ TEST(Recovery, DurableRecordsPastTheCommittedOffsetAreReindexed) {
   // As if the process died after fdatasync and before the index commit.
   const auto body = random_bytes(7777, 123);
   const auto id = sha256_of(body);
-  {
-    std::ofstream out(path, std::ios::app | std::ios::binary);
-    const auto hdr = encode_record_header(id, body);
-    out.write(reinterpret_cast<const char*>(hdr.data()), hdr.size());
-    out.write(reinterpret_cast<const char*>(body.data()),
-              static_cast<std::streamsize>(body.size()));
-  }
+  append_record(path, id, body);
   n.reopen();
   EXPECT_EQ(n.chunks->recovery().records_reindexed, 1U);
   EXPECT_EQ(*n.chunks->read(id), body);
@@ -94,13 +97,7 @@ TEST(Recovery, RecordWithWrongIdIsNotReindexed) {
   n.close();
   const auto body = random_bytes(5000, 7);
   const auto lie = sha256_of(random_bytes(5000, 8));  // valid XXH3, wrong SHA-256
-  {
-    std::ofstream out(path, std::ios::app | std::ios::binary);
-    const auto hdr = encode_record_header(lie, body);
-    out.write(reinterpret_cast<const char*>(hdr.data()), hdr.size());
-    out.write(reinterpret_cast<const char*>(body.data()),
-              static_cast<std::streamsize>(body.size()));
-  }
+  append_record(path, lie, body);
   n.reopen();
   EXPECT_EQ(n.chunks->recovery().records_reindexed, 0U);
   EXPECT_FALSE(n.chunks->find(lie));
