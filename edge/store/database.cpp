@@ -12,8 +12,9 @@
 namespace edge::store {
 namespace {
 
-constexpr std::array<const char*, kCfCount> kCfNames = {"default",        "meta",     "chunks",
-                                                        "segment_chunks", "segments", "blobs"};
+constexpr std::array<const char*, kCfCount> kCfNames = {
+    "default", "meta",     "chunks",   "segment_chunks", "segments", "blobs",
+    "apps",    "releases", "channels", "devices",        "changelog"};
 
 constexpr std::string_view kSchemaKey = "schema_version";
 

@@ -22,6 +22,11 @@ enum Cf : std::size_t {
   kCfSegmentChunks,  // be64(segment) be64(offset) -> sha256 + be32(length)
   kCfSegments,       // be64(segment) -> SegmentEntry
   kCfBlobs,          // sha256 -> encoded recipe
+  kCfApps,           // app_id -> JSON          (StateStore)
+  kCfReleases,       // app_id \0 name -> JSON
+  kCfChannels,       // app_id \0 name -> JSON
+  kCfDevices,        // app_id \0 device_id -> JSON
+  kCfChangelog,      // be64(seq) -> encoded change
   kCfCount
 };
 

@@ -1,0 +1,86 @@
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "edge/core/errc.hpp"
+#include "edge/store/database.hpp"
+
+namespace edge::store {
+
+/// The kinds of control state (DESIGN §5). Values are stable: they are in the changelog.
+enum class StateKind : std::uint8_t { kApp = 1, kRelease = 2, kChannel = 3, kDevice = 4 };
+std::string_view state_kind_name(StateKind kind);
+
+/// One entry of the changelog: what an admin write did, with its sequence number. The sync
+/// feed (issue #5) streams these to edges in order. `value` is the new JSON document, empty
+/// for a deletion.
+struct Change {
+  std::uint64_t seq = 0;
+  StateKind kind = StateKind::kApp;
+  bool deleted = false;
+  std::string app_id;
+  std::string key;  ///< release/channel name or device id; empty for an app
+  std::string value;
+  friend bool operator==(const Change&, const Change&) = default;
+};
+
+/// Apps, releases, channels and device overrides, stored as JSON documents that the control
+/// module defines, plus the changelog (DESIGN §3, §5). Every write gets the next sequence
+/// number, and the document, its changelog entry and the new last sequence number are
+/// committed in one synced RocksDB batch: a write is either wholly there with its number or
+/// not at all.
+///
+/// Thread-safety: all methods may be called from any thread; writes are serialised.
+/// Status: the storage layer of issue #4; the admin API and device endpoints that use it
+/// are not written yet.
+class StateStore {
+ public:
+  /// Reads the last sequence number. Throws StoreError if the meta entry is damaged.
+  explicit StateStore(Database& db);
+
+  /// A group of writes committed atomically, each with its own sequence number (for
+  /// example "make this channel public" and "demote the other public one").
+  class Batch {
+   public:
+    void put(StateKind kind, std::string_view app_id, std::string_view key, std::string value);
+    void erase(StateKind kind, std::string_view app_id, std::string_view key);
+    bool empty() const { return changes_.empty(); }
+
+   private:
+    friend class StateStore;
+    std::vector<Change> changes_;
+  };
+
+  /// Commits a batch; returns the sequence number of its last change. Errc::kInvalidArgument
+  /// for an app id or key containing a NUL byte, or an empty batch.
+  Result<std::uint64_t> commit(Batch& batch);
+  /// One-write conveniences.
+  Result<std::uint64_t> put(StateKind kind, std::string_view app_id, std::string_view key,
+                            std::string value);
+  Result<std::uint64_t> erase(StateKind kind, std::string_view app_id, std::string_view key);
+
+  /// The document, or nullopt if absent.
+  Result<std::optional<std::string>> get(StateKind kind, std::string_view app_id,
+                                         std::string_view key) const;
+  /// Every (key, document) of one app and kind, ordered by key. For kApp: every app,
+  /// (app_id, document), and `app_id` is ignored.
+  Result<std::vector<std::pair<std::string, std::string>>> list(StateKind kind,
+                                                                std::string_view app_id) const;
+  /// Up to `limit` changes with seq > `after`, in order.
+  Result<std::vector<Change>> changes_after(std::uint64_t after, std::size_t limit) const;
+  /// The newest sequence number (0 before the first write).
+  std::uint64_t last_seq() const;
+
+ private:
+  Database& db_;
+  mutable std::mutex write_mutex_;
+  std::uint64_t last_seq_ = 0;  // guarded by write_mutex_
+};
+
+}  // namespace edge::store
