@@ -1,0 +1,73 @@
+#pragma once
+
+// The JSON documents of the control state (DESIGN §5): what the admin API accepts, what the
+// StateStore keeps and what the changelog carries. Parsing is strict (unknown fields and
+// wrong types are errors naming the field) because these come from publishers' requests.
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "edge/control/decision.hpp"
+#include "edge/core/sha256.hpp"
+
+namespace edge::control {
+
+/// What was wrong with a document: the field (dotted path) and why.
+struct FieldError {
+  std::string field;
+  std::string message;
+};
+
+template <class T>
+using Parsed = std::variant<T, FieldError>;
+
+struct AppSettings {
+  bool expose_metadata = false;
+  bool allow_device_custom_id = false;
+};
+
+struct ManifestEntry {
+  std::string file_name;
+  std::string file_hash;
+  Sha256 blob;
+};
+
+/// A release as stored. `checksum` defaults to the zip blob's SHA-256 (the admin API fills it).
+struct ReleaseDoc {
+  std::optional<Sha256> zip;
+  std::string checksum;
+  std::string session_key;
+  std::string key_id;
+  std::vector<ManifestEntry> manifest;
+  std::string min_update_version;  ///< "" = null
+  std::string link;
+  std::string comment;
+  bool deleted = false;
+};
+
+/// A device override: the channel a device is pinned to.
+struct DeviceOverride {
+  std::string channel;
+};
+
+Parsed<AppSettings> parse_app(std::string_view json);
+Parsed<ReleaseDoc> parse_release(std::string_view json);
+/// A channel document; fields left out take Capgo's defaults. `name` is set by the caller.
+Parsed<Channel> parse_channel(std::string_view json);
+Parsed<DeviceOverride> parse_device(std::string_view json);
+
+std::string to_json(const AppSettings& app);
+std::string to_json(const ReleaseDoc& release);
+std::string to_json(const Channel& channel);  ///< without the name (it is the key)
+std::string to_json(const DeviceOverride& device);
+
+/// The decision's view of a stored release.
+Release to_release(std::string name, const ReleaseDoc& doc);
+
+std::string_view policy_name(AutoUpdatePolicy policy);
+std::optional<AutoUpdatePolicy> parse_policy(std::string_view text);
+
+}  // namespace edge::control

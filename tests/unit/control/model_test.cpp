@@ -1,0 +1,84 @@
+#include "edge/control/model.hpp"
+
+#include <gtest/gtest.h>
+
+namespace edge::control {
+namespace {
+
+template <class T>
+const T& ok(const Parsed<T>& p) {
+  if (const auto* e = std::get_if<FieldError>(&p))
+    ADD_FAILURE() << e->field << ": " << e->message;
+  static const T empty{};
+  return std::holds_alternative<T>(p) ? std::get<T>(p) : empty;
+}
+
+template <class T>
+FieldError err(const Parsed<T>& p) {
+  EXPECT_TRUE(std::holds_alternative<FieldError>(p));
+  return std::holds_alternative<FieldError>(p) ? std::get<FieldError>(p) : FieldError{};
+}
+
+const std::string kSha = std::string(64, 'a');
+
+TEST(Model, ChannelDefaultsAreCapgos) {
+  const Channel c = ok(parse_channel("{}"));
+  EXPECT_TRUE(c.release.empty()) << "null release: builtin";
+  EXPECT_FALSE(c.is_public);
+  EXPECT_TRUE(c.ios && c.android && c.electron);
+  EXPECT_FALSE(c.allow_device_self_set);
+  EXPECT_TRUE(c.allow_emulator && c.allow_device && c.allow_dev && c.allow_prod);
+  EXPECT_EQ(c.disable_auto_update, AutoUpdatePolicy::kMajor);
+  EXPECT_TRUE(c.disable_auto_update_under_native);
+  EXPECT_FALSE(c.rollout);
+}
+
+TEST(Model, ChannelRoundTrip) {
+  const Channel c = ok(parse_channel(
+      R"({"release":"1.2.4","public":true,"android":false,"disable_auto_update":"version_number",
+          "rollout":{"release":"1.2.5","bps":2500,"enabled":true,"paused":false,"id":"r1"}})"));
+  EXPECT_EQ(c.release, "1.2.4");
+  EXPECT_TRUE(c.is_public);
+  EXPECT_FALSE(c.android);
+  ASSERT_TRUE(c.rollout);
+  EXPECT_EQ(c.rollout->bps, 2500U);
+  const Channel again = ok(parse_channel(to_json(c)));
+  EXPECT_EQ(to_json(again), to_json(c));
+}
+
+TEST(Model, ErrorsNameTheField) {
+  EXPECT_EQ(err(parse_channel(R"({"publik":true})")).field, "publik");
+  EXPECT_EQ(err(parse_channel(R"({"public":"yes"})")).field, "public");
+  EXPECT_EQ(err(parse_channel(R"({"disable_auto_update":"sometimes"})")).field,
+            "disable_auto_update");
+  EXPECT_EQ(err(parse_channel(R"({"rollout":{"release":"x","bps":10001}})")).field, "rollout.bps");
+  EXPECT_EQ(err(parse_channel(R"({"rollout":{"bps":1}})")).field, "rollout.release");
+  EXPECT_EQ(err(parse_channel("[1]")).field, "");
+  EXPECT_EQ(err(parse_channel("{")).field, "");
+  EXPECT_EQ(err(parse_release(R"({"zip":"nothex"})")).field, "zip");
+  EXPECT_EQ(err(parse_release(R"({"key_id":"123456789012345678901"})")).field, "key_id");
+  EXPECT_EQ(err(parse_release(R"({"min_update_version":"one"})")).field, "min_update_version");
+  EXPECT_EQ(err(parse_release(R"({"manifest":[{"file_name":"a.js","file_hash":"h"}]})")).field,
+            "manifest[0].blob");
+  EXPECT_EQ(err(parse_device("{}")).field, "channel");
+  EXPECT_EQ(err(parse_app(R"({"expose_metadata":1})")).field, "expose_metadata");
+}
+
+TEST(Model, ReleaseRoundTripAndDecisionView) {
+  const std::string text = R"({"zip":")" + kSha + R"(","checksum":"c","key_id":"k",
+      "manifest":[{"file_name":"a.js","file_hash":"h1","blob":")" +
+                           kSha + R"("}],
+      "min_update_version":"1.0.0","link":"https://x","comment":null})";
+  const ReleaseDoc r = ok(parse_release(text));
+  ASSERT_TRUE(r.zip);
+  EXPECT_EQ(r.manifest.size(), 1U);
+  EXPECT_TRUE(r.comment.empty());
+  EXPECT_EQ(to_json(ok(parse_release(to_json(r)))), to_json(r));
+  const Release view = to_release("1.2.4", r);
+  EXPECT_TRUE(view.has_zip);
+  EXPECT_EQ(view.manifest_entries, 1U);
+  EXPECT_EQ(view.min_update_version, "1.0.0");
+}
+
+}  // namespace
+}  // namespace edge::control
