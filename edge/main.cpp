@@ -11,6 +11,7 @@
 #include "edge/server/server.hpp"
 #include "edge/store/blob_store.hpp"
 #include "edge/store/database.hpp"
+#include "edge/store/state_store.hpp"
 
 #include <fcntl.h>
 #include <openssl/rand.h>
@@ -66,15 +67,20 @@ int run(const edge::Config& c) {
                  rec.bytes_truncated);
   }
   edge::store::BlobStore blobs(*chunks);
+  edge::store::StateStore state(*db);
+  edge::api::ControlService control(state, blobs);
   edge::api::Metrics metrics;
   edge::api::Api api(*chunks, blobs, metrics, {token, c.max_upload_bytes});
+  api.set_control(&control);
 
   edge::server::Server server(c.server, api);
   api.set_ready(true);  // origin: ready once recovery is done
   const auto st = chunks->stats();
-  spdlog::info("bundle-edge {} role={} data={} chunks={} blobs={} threads={} send_mode={}", "0.1.0",
-               c.role, c.data_dir.string(), st.chunks, st.blobs, c.server.threads,
-               c.server.use_sendfile ? "sendfile" : "copy");
+  spdlog::info(
+      "bundle-edge {} role={} data={} chunks={} blobs={} apps={} change_seq={} threads={} "
+      "send_mode={}",
+      "0.1.0", c.role, c.data_dir.string(), st.chunks, st.blobs, control.snapshot()->apps().size(),
+      state.last_seq(), c.server.threads, c.server.use_sendfile ? "sendfile" : "copy");
   spdlog::info("public listener on {}:{}", c.server.listen_host, server.public_port());
   spdlog::info("admin listener on {}:{}", c.server.admin_host, server.admin_port());
   server.run();

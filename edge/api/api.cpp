@@ -113,7 +113,7 @@ Response Api::health(bool ready_check) const {
   return r;
 }
 
-Response Api::handle_public(const RequestHeader& req) const {
+Response Api::handle_public(const RequestHeader& req, std::string_view /*body*/) const {
   const std::string_view target(req.target().data(), req.target().size());
   const std::string_view path = http::path_of(target);
   const bool get = req.method() == bhttp::verb::get;
@@ -150,7 +150,7 @@ bool Api::authorized(const RequestHeader& req) const {
          CRYPTO_memcmp(token.data(), options_.admin_token.data(), token.size()) == 0;
 }
 
-Response Api::handle_admin(const RequestHeader& req) const {
+Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
   const std::string_view target(req.target().data(), req.target().size());
   const std::string_view path = http::path_of(target);
   const bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
@@ -168,6 +168,9 @@ Response Api::handle_admin(const RequestHeader& req) const {
       r.set("Content-Type", "text/plain; version=0.0.4");
       r.body = metrics_.render(chunks_.stats());
     }
+  } else if (control_ != nullptr &&
+             (path == "/v1/admin/apps" || path.starts_with("/v1/admin/apps/"))) {
+    r = control_->handle(req, path, body);
   } else if (path == "/v1/admin/blobs") {
     r = method_not_allowed("PUT", Route::kUpload);
   } else {

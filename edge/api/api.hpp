@@ -11,6 +11,7 @@
 
 #include <boost/beast/http/message.hpp>
 
+#include "edge/api/control_service.hpp"
 #include "edge/api/metrics.hpp"
 #include "edge/api/response.hpp"
 #include "edge/store/blob_store.hpp"
@@ -59,10 +60,14 @@ class Api {
 
   /// Routes of the public listener: GET|HEAD /v1/blobs/<sha256>[/<name>], /v1/chunks/<sha256>,
   /// /v1/recipes/<sha256>, /healthz, /readyz.
-  Response handle_public(const RequestHeader& req) const;
+  Response handle_public(const RequestHeader& req, std::string_view body = {}) const;
 
-  /// Routes of the admin listener except uploads: /metrics, /healthz, /readyz (and 401/404).
-  Response handle_admin(const RequestHeader& req) const;
+  /// Routes of the admin listener except uploads: /metrics, /healthz, /readyz, and the
+  /// control API under /v1/admin/apps when a ControlService is attached (401/404 otherwise).
+  Response handle_admin(const RequestHeader& req, std::string_view body = {}) const;
+
+  /// Attaches the control API (releases, channels, devices). Call before serving.
+  void set_control(ControlService* control) { control_ = control; }
 
   /// True if `req` is PUT /v1/admin/blobs on the admin listener.
   static bool is_upload(const RequestHeader& req);
@@ -91,6 +96,7 @@ class Api {
   Metrics& metrics_;
   ApiOptions options_;
   std::atomic<bool> ready_{false};
+  ControlService* control_ = nullptr;
 };
 
 }  // namespace edge::api

@@ -288,8 +288,9 @@ class Session : public std::enable_shared_from_this<Session> {
           if (ec)
             return self->fail(400, "bad_request", "malformed request body: " + ec.message());
           const auto& req = self->string_parser_->get();
-          self->respond(self->admin_ ? self->server_.api.handle_admin(req)
-                                     : self->server_.api.handle_public(req));
+          const std::string_view body = req.body();
+          self->respond(self->admin_ ? self->server_.api.handle_admin(req, body)
+                                     : self->server_.api.handle_public(req, body));
         });
   }
 

@@ -51,6 +51,8 @@ class StateStore {
     void put(StateKind kind, std::string_view app_id, std::string_view key, std::string value);
     void erase(StateKind kind, std::string_view app_id, std::string_view key);
     bool empty() const { return changes_.empty(); }
+    /// The staged changes (seq is 0 until committed).
+    const std::vector<Change>& changes() const { return changes_; }
 
    private:
     friend class StateStore;

@@ -4,121 +4,16 @@ free loopback ports and drives it with curl and raw sockets. Hermetic: temp dir,
 127.0.0.1 only; the server is stopped by its pid.
 
 Usage: serve_test.py <path-to-bundle-edge>"""
-import hashlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 
-BINARY = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="edge-it-")
-results = {"passed": 0, "failed": 0}
-
-
-class Node:
-    def __init__(self, config_text):
-        self.dir = tempfile.mkdtemp(dir=TMP)
-        self.conf = os.path.join(self.dir, "node.toml")
-        with open(self.conf, "w") as f:
-            f.write(config_text)
-        self.log_path = os.path.join(self.dir, "log.txt")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [BINARY, "--config", self.conf, "--data", os.path.join(self.dir, "var"),
-             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--threads", "2"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        self.port = self.admin = None
-        while time.time() < deadline and (self.port is None or self.admin is None):
-            text = open(self.log_path).read()
-            m = re.search(r"public listener on 127\.0\.0\.1:(\d+)", text)
-            a = re.search(r"admin listener on 127\.0\.0\.1:(\d+)", text)
-            if m and a:
-                self.port, self.admin = int(m.group(1)), int(a.group(1))
-            elif self.proc.poll() is not None:
-                raise RuntimeError("node exited: " + text)
-            time.sleep(0.05)
-        if self.port is None:
-            raise RuntimeError("node did not start: " + open(self.log_path).read())
-        self.token = open(os.path.join(self.dir, "var", "admin.token")).read().strip()
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.admin_url = "http://127.0.0.1:%d" % self.admin
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                raise RuntimeError("node did not stop within 15 s of SIGTERM")
-        return self.proc.returncode
-
-
-def curl(*args, data=None):
-    """Runs curl; returns (status, headers-text, body-bytes)."""
-    hdr = tempfile.NamedTemporaryFile(dir=TMP, delete=False)
-    hdr.close()
-    out = subprocess.run(["curl", "-sS", "-D", hdr.name, "-o", "-", *args],
-                         input=data, capture_output=True, timeout=120)
-    headers = open(hdr.name, encoding="latin-1").read()
-    os.unlink(hdr.name)
-    statuses = re.findall(r"^HTTP/1\.1 (\d+)", headers, re.M)
-    # Skip interim responses (100 Continue).
-    final = [int(s) for s in statuses if not s.startswith("1")]
-    return (final[-1] if final else 0), headers, out.stdout
-
-
-def header(headers, name):
-    blocks = [b for b in headers.split("\r\n\r\n") if b.strip()]
-    last = blocks[-1] if blocks else ""
-    m = re.search(r"^" + re.escape(name) + r":\s*(.*?)\r?$", last, re.M | re.I)
-    return m.group(1) if m else None
-
-
-def upload(node, path, extra=()):
-    return curl("-X", "PUT", "--data-binary", "@" + path, "-H",
-                "Authorization: Bearer " + node.token, *extra, node.admin_url + "/v1/admin/blobs")
-
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
-
-
-def raw(port, payload, read_until_close=True, timeout=10):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.sendall(payload)
-    chunks = []
-    try:
-        while True:
-            d = s.recv(1 << 16)
-            if not d:
-                break
-            chunks.append(d)
-            if not read_until_close:
-                break
-    except socket.timeout:
-        pass
-    s.close()
-    return b"".join(chunks)
-
-
-def check(name, fn):
-    t0 = time.time()
-    try:
-        fn()
-        results["passed"] += 1
-        print("PASS %-45s %.2fs" % (name, time.time() - t0), flush=True)
-    except Exception:
-        results["failed"] += 1
-        print("FAIL %s\n%s" % (name, traceback.format_exc()), flush=True)
+from harness import BINARY, TMP, Node, check, curl, header, raw, results, sha, upload
 
 
 def main():

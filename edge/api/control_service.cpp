@@ -1,0 +1,425 @@
+#include "edge/api/control_service.hpp"
+
+#include <cctype>
+
+#include <boost/json.hpp>
+
+namespace edge::api {
+namespace {
+
+namespace json = boost::json;
+namespace bhttp = boost::beast::http;
+using control::ControlState;
+using store::StateKind;
+
+constexpr std::string_view kPrefix = "/v1/admin/apps";
+
+ControlState::Kind to_control(StateKind k) {
+  switch (k) {
+    case StateKind::kApp: return ControlState::Kind::kApp;
+    case StateKind::kRelease: return ControlState::Kind::kRelease;
+    case StateKind::kChannel: return ControlState::Kind::kChannel;
+    case StateKind::kDevice: return ControlState::Kind::kDevice;
+  }
+  return ControlState::Kind::kApp;
+}
+
+Response json_response(unsigned status, const json::value& v) {
+  Response r;
+  r.status = status;
+  r.set("Content-Type", "application/json");
+  r.body = json::serialize(v);
+  return r;
+}
+
+Response field_error(const control::FieldError& e) {
+  return error_response(400, "invalid_body",
+                        e.field.empty() ? e.message : e.field + ": " + e.message);
+}
+
+// A stored document with its name added in front.
+json::value named(std::string_view key_name, std::string_view key, std::string_view doc) {
+  json::object o;
+  o[key_name] = key;
+  boost::system::error_code ec;
+  json::value v = json::parse(doc, ec);
+  if (!ec && v.is_object()) {
+    for (auto& kv : v.get_object())
+      o[kv.key()] = kv.value();
+  }
+  return o;
+}
+
+// Release, channel and device names are path segments: printable, no '/', bounded.
+bool valid_name(std::string_view s) {
+  if (s.empty() || s.size() > 128)
+    return false;
+  for (const char c : s) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == '/' || c == 0x7f || c == '%')
+      return false;
+  }
+  return true;
+}
+
+bool overlaps(const control::Channel& a, const control::Channel& b) {
+  return (a.ios && b.ios) || (a.android && b.android) || (a.electron && b.electron);
+}
+
+}  // namespace
+
+bool valid_app_id(std::string_view id) {
+  // ^[a-z0-9]+(\.[\w-]+)+$ (case-insensitive)
+  std::size_t i = 0;
+  while (i < id.size() && std::isalnum(static_cast<unsigned char>(id[i])))
+    ++i;
+  if (i == 0)
+    return false;
+  int groups = 0;
+  while (i < id.size()) {
+    if (id[i] != '.')
+      return false;
+    ++i;
+    const std::size_t start = i;
+    while (i < id.size() &&
+           (std::isalnum(static_cast<unsigned char>(id[i])) || id[i] == '_' || id[i] == '-'))
+      ++i;
+    if (i == start)
+      return false;
+    ++groups;
+  }
+  return groups > 0 && id.size() <= 255;
+}
+
+bool valid_device_id(std::string_view id) {
+  if (id.size() != 36)
+    return false;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? id[i] != '-' : !std::isxdigit(static_cast<unsigned char>(id[i])))
+      return false;
+  }
+  return true;
+}
+
+ControlService::ControlService(store::StateStore& state, store::BlobStore& blobs)
+    : store_(state), blobs_(blobs) {
+  ControlState s;
+  const auto load = [&](StateKind kind, std::string_view app_id) {
+    auto docs = store_.list(kind, app_id);
+    if (!docs)
+      throw store::StoreError(Errc::kDatabase, "loading control state: " + docs.error().message());
+    for (const auto& [key, doc] : *docs) {
+      const std::string_view app = kind == StateKind::kApp ? std::string_view(key) : app_id;
+      const std::string_view k =
+          kind == StateKind::kApp ? std::string_view() : std::string_view(key);
+      auto next = s.apply(to_control(kind), app, k, doc);
+      if (auto* e = std::get_if<control::FieldError>(&next)) {
+        throw store::StoreError(Errc::kCorrupt,
+                                "stored " + std::string(store::state_kind_name(kind)) + " " +
+                                    std::string(app) + "/" + std::string(k) +
+                                    " does not parse: " + e->field + ": " + e->message);
+      }
+      s = std::move(std::get<ControlState>(next));
+    }
+  };
+  load(StateKind::kApp, "");
+  std::vector<std::string> ids;
+  for (const auto& [id, app] : s.apps())
+    ids.push_back(id);
+  for (const auto& id : ids) {
+    load(StateKind::kRelease, id);
+    load(StateKind::kChannel, id);
+    load(StateKind::kDevice, id);
+  }
+  state_.store(std::make_shared<const ControlState>(std::move(s)));
+}
+
+Response ControlService::commit(store::StateStore::Batch& batch, unsigned status,
+                                std::string body) {
+  // Caller holds write_mutex_. Validate the resulting state before anything is written.
+  auto current = state_.load();
+  ControlState next = *current;
+  for (const auto& c : batch.changes()) {
+    auto applied =
+        next.apply(to_control(c.kind), c.app_id, c.key, c.deleted ? std::string_view() : c.value);
+    if (auto* e = std::get_if<control::FieldError>(&applied))
+      return field_error(*e);
+    next = std::move(std::get<ControlState>(applied));
+  }
+  auto seq = store_.commit(batch);
+  if (!seq)
+    return error_response(500, "store_error",
+                          "writing the change failed: " + seq.error().message());
+  state_.store(std::make_shared<const ControlState>(std::move(next)));
+  Response r;
+  r.status = status;
+  r.set("Content-Type", "application/json");
+  r.set("X-Change-Seq", std::to_string(*seq));
+  r.body = std::move(body);
+  return r;
+}
+
+Response ControlService::put_app(const std::string& app_id, std::string_view body) {
+  auto p = control::parse_app(body.empty() ? std::string_view("{}") : body);
+  if (auto* e = std::get_if<control::FieldError>(&p))
+    return field_error(*e);
+  const std::string doc = control::to_json(std::get<control::AppSettings>(p));
+  const bool existed = state_.load()->app(app_id) != nullptr;
+  store::StateStore::Batch b;
+  b.put(StateKind::kApp, app_id, "", doc);
+  return commit(b, existed ? 200 : 201, json::serialize(named("app_id", app_id, doc)));
+}
+
+Response ControlService::put_release(const control::AppState& app, const std::string& name,
+                                     std::string_view body) {
+  auto p = control::parse_release(body);
+  if (auto* e = std::get_if<control::FieldError>(&p))
+    return field_error(*e);
+  auto& doc = std::get<control::ReleaseDoc>(p);
+  // Every referenced blob must be stored here already: a device must never be offered a
+  // download that 404s.
+  const auto missing = [&](const Sha256& id, const std::string& what) {
+    return error_response(
+        422, "missing_blob",
+        what + " blob " + id.hex() +
+            " is not stored on this node; upload it first with PUT /v1/admin/blobs");
+  };
+  if (doc.zip && !blobs_.recipe(*doc.zip))
+    return missing(*doc.zip, "zip");
+  for (std::size_t i = 0; i < doc.manifest.size(); ++i) {
+    if (!blobs_.recipe(doc.manifest[i].blob)) {
+      return missing(doc.manifest[i].blob,
+                     "manifest[" + std::to_string(i) + "] (" + doc.manifest[i].file_name + ")");
+    }
+  }
+  if (!doc.zip && doc.manifest.empty()) {
+    return error_response(400, "invalid_body", "a release needs a zip, a manifest, or both");
+  }
+  if (doc.checksum.empty() && doc.zip)
+    doc.checksum = doc.zip->hex();
+  const std::string text = control::to_json(doc);
+  store::StateStore::Batch b;
+  b.put(StateKind::kRelease, app.app_id, name, text);
+  return commit(b, app.releases.contains(name) ? 200 : 201,
+                json::serialize(named("name", name, text)));
+}
+
+Response ControlService::delete_release(const control::AppState& app, const std::string& name) {
+  const auto it = app.releases.find(name);
+  if (it == app.releases.end()) {
+    return error_response(404, "not_found", "no release '" + name + "' in app " + app.app_id);
+  }
+  // Capgo keeps deleted versions as rows with deleted=true; channels pointing at them stop
+  // resolving (capgo-protocol.md §5 step 3).
+  control::ReleaseDoc doc = it->second;
+  doc.deleted = true;
+  const std::string text = control::to_json(doc);
+  store::StateStore::Batch b;
+  b.put(StateKind::kRelease, app.app_id, name, text);
+  return commit(b, 200, json::serialize(named("name", name, text)));
+}
+
+Response ControlService::put_channel(const control::AppState& app, const std::string& name,
+                                     std::string_view body) {
+  auto p = control::parse_channel(body);
+  if (auto* e = std::get_if<control::FieldError>(&p))
+    return field_error(*e);
+  auto& c = std::get<control::Channel>(p);
+  c.name = name;
+  const auto release_ok = [&](const std::string& r) {
+    const auto it = app.releases.find(r);
+    return it != app.releases.end() && !it->second.deleted;
+  };
+  if (!c.release.empty() && c.release != "builtin" && !release_ok(c.release)) {
+    return error_response(
+        422, "unknown_release",
+        "release: '" + c.release + "' is not a live release of app " + app.app_id);
+  }
+  if (c.release == "builtin")
+    c.release.clear();
+  if (c.rollout) {
+    if (!release_ok(c.rollout->release)) {
+      return error_response(422, "unknown_release",
+                            "rollout.release: '" + c.rollout->release +
+                                "' is not a live release of app " + app.app_id);
+    }
+    if (c.rollout->id.empty())
+      c.rollout->id = name + ":" + c.rollout->release;
+  }
+  store::StateStore::Batch b;
+  const std::string text = control::to_json(c);
+  b.put(StateKind::kChannel, app.app_id, name, text);
+  // At most one public channel per platform: a new public channel demotes the ones it
+  // overlaps (as Capgo does).
+  json::array demoted;
+  if (c.is_public) {
+    for (const auto& [other_name, other] : app.channels) {
+      if (other_name == name || !other.is_public || !overlaps(c, other))
+        continue;
+      control::Channel d = other;
+      d.is_public = false;
+      b.put(StateKind::kChannel, app.app_id, other_name, control::to_json(d));
+      demoted.push_back(json::value(other_name));
+    }
+  }
+  json::value out = named("name", name, text);
+  out.get_object()["demoted"] = std::move(demoted);
+  return commit(b, app.channels.contains(name) ? 200 : 201, json::serialize(out));
+}
+
+Response ControlService::put_device(const control::AppState& app, const std::string& device,
+                                    std::string_view body) {
+  auto p = control::parse_device(body);
+  if (auto* e = std::get_if<control::FieldError>(&p))
+    return field_error(*e);
+  const auto& d = std::get<control::DeviceOverride>(p);
+  if (!app.channels.contains(d.channel)) {
+    return error_response(422, "unknown_channel",
+                          "channel: '" + d.channel + "' is not a channel of app " + app.app_id);
+  }
+  const std::string text = control::to_json(d);
+  store::StateStore::Batch b;
+  b.put(StateKind::kDevice, app.app_id, device, text);
+  return commit(b, app.overrides.contains(device) ? 200 : 201,
+                json::serialize(named("device_id", device, text)));
+}
+
+Response ControlService::handle(const bhttp::request_header<>& req, std::string_view path,
+                                std::string_view body) {
+  std::vector<std::string> segs;
+  for (std::string_view rest = path.substr(kPrefix.size()); !rest.empty();) {
+    if (rest.front() == '/') {
+      rest.remove_prefix(1);
+      continue;
+    }
+    const auto slash = rest.find('/');
+    segs.emplace_back(rest.substr(0, slash));
+    rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+  }
+  const auto method = req.method();
+  const bool get = method == bhttp::verb::get || method == bhttp::verb::head;
+  const bool put = method == bhttp::verb::put;
+  const bool del = method == bhttp::verb::delete_;
+  const auto not_allowed = [](std::string_view allow) {
+    Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow));
+    r.set("Allow", allow);
+    return r;
+  };
+  std::unique_lock lock(write_mutex_, std::defer_lock);
+  if (!get)
+    lock.lock();  // writes read-validate-commit under one lock
+  const auto state = state_.load();
+
+  if (segs.empty()) {
+    if (!get)
+      return not_allowed("GET");
+    json::array apps;
+    for (const auto& [id, app] : state->apps())
+      apps.push_back(named("app_id", id, control::to_json(app->settings)));
+    return json_response(200, json::object{{"apps", std::move(apps)}});
+  }
+  const std::string& app_id = segs[0];
+  if (!valid_app_id(app_id)) {
+    return error_response(
+        400, "invalid_app_id",
+        "app id must be reverse-domain like com.example.app, got '" + app_id.substr(0, 100) + "'");
+  }
+  const auto app = state->app(app_id);
+  if (segs.size() == 1) {
+    if (put)
+      return put_app(app_id, body);
+    if (!get)
+      return not_allowed("GET, PUT");
+    if (!app)
+      return error_response(404, "not_found", "no app " + app_id);
+    return json_response(200, named("app_id", app_id, control::to_json(app->settings)));
+  }
+  if (!app) {
+    return error_response(404, "not_found",
+                          "no app " + app_id + "; create it with PUT /v1/admin/apps/" + app_id);
+  }
+  const std::string& coll = segs[1];
+  if (segs.size() > 3 || (coll != "releases" && coll != "channels" && coll != "devices")) {
+    return error_response(404, "not_found",
+                          "no admin route for " + std::string(path.substr(0, 200)));
+  }
+  if (segs.size() == 2) {
+    if (!get)
+      return not_allowed("GET");
+    json::array items;
+    if (coll == "releases") {
+      for (const auto& [n, d] : app->releases)
+        items.push_back(named("name", n, control::to_json(d)));
+    } else if (coll == "channels") {
+      for (const auto& [n, c] : app->channels)
+        items.push_back(named("name", n, control::to_json(c)));
+    } else {
+      for (const auto& [n, ch] : app->overrides) {
+        items.push_back(json::object{{"device_id", n}, {"channel", ch}});
+      }
+    }
+    return json_response(200, json::object{{coll, std::move(items)}});
+  }
+  std::string key = segs[2];
+  if (coll == "devices") {
+    for (char& c : key)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!valid_device_id(key)) {
+      return error_response(400, "invalid_device_id",
+                            "device id must be a UUID, got '" + key.substr(0, 100) + "'");
+    }
+  } else if (!valid_name(key)) {
+    return error_response(400, "invalid_name",
+                          coll.substr(0, coll.size() - 1) +
+                              " name must be 1-128 printable characters without '/' or '%'");
+  }
+  if (coll == "releases") {
+    if (put)
+      return put_release(*app, key, body);
+    if (del)
+      return delete_release(*app, key);
+    if (!get)
+      return not_allowed("GET, PUT, DELETE");
+    const auto it = app->releases.find(key);
+    if (it == app->releases.end())
+      return error_response(404, "not_found", "no release '" + key + "' in app " + app_id);
+    return json_response(200, named("name", key, control::to_json(it->second)));
+  }
+  if (coll == "channels") {
+    if (put)
+      return put_channel(*app, key, body);
+    if (del) {
+      if (!app->channels.contains(key))
+        return error_response(404, "not_found", "no channel '" + key + "' in app " + app_id);
+      store::StateStore::Batch b;
+      b.erase(StateKind::kChannel, app_id, key);
+      return commit(b, 200, json::serialize(json::object{{"name", key}, {"deleted", true}}));
+    }
+    if (!get)
+      return not_allowed("GET, PUT, DELETE");
+    const auto it = app->channels.find(key);
+    if (it == app->channels.end())
+      return error_response(404, "not_found", "no channel '" + key + "' in app " + app_id);
+    return json_response(200, named("name", key, control::to_json(it->second)));
+  }
+  // devices
+  if (put)
+    return put_device(*app, key, body);
+  if (del) {
+    if (!app->overrides.contains(key))
+      return error_response(404, "not_found", "no override for device " + key);
+    store::StateStore::Batch b;
+    b.erase(StateKind::kDevice, app_id, key);
+    return commit(b, 200, json::serialize(json::object{{"device_id", key}, {"deleted", true}}));
+  }
+  if (!get)
+    return not_allowed("GET, PUT, DELETE");
+  const auto it = app->overrides.find(key);
+  json::object out{
+      {"device_id", key},
+      {"channel", it == app->overrides.end() ? json::value(nullptr) : json::value(it->second)},
+      {"last_checkin", nullptr}};  // check-ins are not recorded yet
+  return json_response(200, out);
+}
+
+}  // namespace edge::api
