@@ -278,9 +278,9 @@ Config load_config(const ConfigOverrides& o) {
     throw ConfigError("log.level: expected trace|debug|info|warn|error|off, got '" + c.log_level +
                       "'");
   }
-  if (c.public_url.empty()) {
-    c.public_url = "http://" + listen;
-  } else if (!c.public_url.starts_with("http://") && !c.public_url.starts_with("https://")) {
+  // Empty public_url: main derives it from the bound listener (port 0 picks a port).
+  if (!c.public_url.empty() && !c.public_url.starts_with("http://") &&
+      !c.public_url.starts_with("https://")) {
     throw ConfigError("node.public_url: expected an http:// or https:// URL, got '" + c.public_url +
                       "'");
   }

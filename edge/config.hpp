@@ -23,7 +23,7 @@ class ConfigError : public std::runtime_error {
 struct Config {
   std::string role = "origin";
   std::filesystem::path data_dir = "./var";
-  std::string public_url;  ///< empty: http://<server.listen>
+  std::string public_url;  ///< empty: http://<listen host>:<bound port>, set by main
   server::ServerOptions server;
   std::string admin_token;  ///< empty: read or create <data_dir>/admin.token
   std::uint64_t max_upload_bytes = 2ULL << 30;

@@ -72,8 +72,15 @@ int run(const edge::Config& c) {
   edge::api::Metrics metrics;
   edge::api::Api api(*chunks, blobs, metrics, {token, c.max_upload_bytes});
   api.set_control(&control);
-
   edge::server::Server server(c.server, api);
+  const bool v6 = c.server.listen_host.find(':') != std::string::npos;
+  const std::string public_url =
+      !c.public_url.empty()
+          ? c.public_url
+          : "http://" + (v6 ? "[" + c.server.listen_host + "]" : c.server.listen_host) + ":" +
+                std::to_string(server.public_port());
+  edge::api::DeviceApi device(control, public_url);
+  api.set_device(&device);
   api.set_ready(true);  // origin: ready once recovery is done
   const auto st = chunks->stats();
   spdlog::info(
@@ -81,7 +88,8 @@ int run(const edge::Config& c) {
       "send_mode={}",
       "0.1.0", c.role, c.data_dir.string(), st.chunks, st.blobs, control.snapshot()->apps().size(),
       state.last_seq(), c.server.threads, c.server.use_sendfile ? "sendfile" : "copy");
-  spdlog::info("public listener on {}:{}", c.server.listen_host, server.public_port());
+  spdlog::info("public listener on {}:{} (public_url {})", c.server.listen_host,
+               server.public_port(), public_url);
   spdlog::info("admin listener on {}:{}", c.server.admin_host, server.admin_port());
   server.run();
   spdlog::info("stopped: closing the store");

@@ -113,7 +113,7 @@ Response Api::health(bool ready_check) const {
   return r;
 }
 
-Response Api::handle_public(const RequestHeader& req, std::string_view /*body*/) const {
+Response Api::handle_public(const RequestHeader& req, std::string_view body) const {
   const std::string_view target(req.target().data(), req.target().size());
   const std::string_view path = http::path_of(target);
   const bool get = req.method() == bhttp::verb::get;
@@ -132,6 +132,10 @@ Response Api::handle_public(const RequestHeader& req, std::string_view /*body*/)
     r = (get || head) ? serve_recipe(path.substr(12), head) : method_not_allowed("GET, HEAD", *rr);
   } else if (path == "/healthz" || path == "/readyz") {
     r = (get || head) ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
+  } else if (device_ != nullptr && path == "/updates") {
+    const bool post = req.method() == bhttp::verb::post;
+    r = (post || get) ? device_->updates(post, body)
+                      : method_not_allowed("GET, POST", Route::kUpdates);
   } else {
     r = error_response(404, "not_found", "no route for " + std::string(path.substr(0, 200)));
   }
@@ -171,6 +175,7 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
   } else if (control_ != nullptr &&
              (path == "/v1/admin/apps" || path.starts_with("/v1/admin/apps/"))) {
     r = control_->handle(req, path, body);
+    r.route = Route::kAdmin;
   } else if (path == "/v1/admin/blobs") {
     r = method_not_allowed("PUT", Route::kUpload);
   } else {

@@ -12,6 +12,7 @@
 #include <boost/beast/http/message.hpp>
 
 #include "edge/api/control_service.hpp"
+#include "edge/api/device.hpp"
 #include "edge/api/metrics.hpp"
 #include "edge/api/response.hpp"
 #include "edge/store/blob_store.hpp"
@@ -68,6 +69,8 @@ class Api {
 
   /// Attaches the control API (releases, channels, devices). Call before serving.
   void set_control(ControlService* control) { control_ = control; }
+  /// Attaches the device endpoints (/updates). Call before serving.
+  void set_device(const DeviceApi* device) { device_ = device; }
 
   /// True if `req` is PUT /v1/admin/blobs on the admin listener.
   static bool is_upload(const RequestHeader& req);
@@ -97,6 +100,7 @@ class Api {
   ApiOptions options_;
   std::atomic<bool> ready_{false};
   ControlService* control_ = nullptr;
+  const DeviceApi* device_ = nullptr;
 };
 
 }  // namespace edge::api

@@ -13,6 +13,8 @@ std::string_view route_name(Route r) {
     case Route::kReady: return "readyz";
     case Route::kMetrics: return "metrics";
     case Route::kUpload: return "admin_blob_upload";
+    case Route::kUpdates: return "updates";
+    case Route::kAdmin: return "admin_control";
     case Route::kOther:
     case Route::kCount: break;
   }

@@ -11,7 +11,19 @@
 namespace edge::api {
 
 /// Routes, as labels for metrics and logs.
-enum class Route { kBlob, kChunk, kRecipe, kHealth, kReady, kMetrics, kUpload, kOther, kCount };
+enum class Route {
+  kBlob,
+  kChunk,
+  kRecipe,
+  kHealth,
+  kReady,
+  kMetrics,
+  kUpload,
+  kUpdates,
+  kAdmin,
+  kOther,
+  kCount
+};
 std::string_view route_name(Route r);
 
 /// A part of a file-backed body: `prefix` bytes (e.g. a multipart part header) followed by

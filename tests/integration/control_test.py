@@ -125,8 +125,75 @@ def main():
         st, _, doc = admin("GET", app + "/devices/0a1b2c3d-1111-4222-8333-444455556666")
         assert doc["channel"] == "beta"
 
+    def t_updates():
+        # A fresh app: release 1.2.4 with a zip and a two-file manifest on a public channel.
+        dapp = "/v1/admin/apps/com.example.devices"
+        assert admin("PUT", dapp, {"expose_metadata": True})[0] == 201
+        manifest = [{"file_name": n, "file_hash": blobs[n], "blob": blobs[n]} for n in ["index.html", "app.js"]]
+        st, _, _ = admin("PUT", dapp + "/releases/1.2.4", {"zip": blobs["bundle.zip"], "manifest": manifest,
+                                                           "link": "https://example.com/notes", "comment": "fixes"})
+        assert st == 201
+        assert admin("PUT", dapp + "/channels/production", {"release": "1.2.4", "public": True})[0] == 201
+        android = {"platform": "android", "device_id": "0a1b2c3d-1111-4222-8333-444455556666",
+                   "app_id": "com.example.devices", "custom_id": "", "version_build": "1.2.0", "version_code": "120",
+                   "version_os": "14", "version_name": "1.2.3", "plugin_version": "8.51.23", "is_emulator": False,
+                   "is_prod": True, "install_source": "google_play", "defaultChannel": ""}
+
+        def post(body, raw_text=None):
+            data = raw_text if raw_text is not None else json.dumps(body)
+            st, h, out = curl("-X", "POST", "-H", "Content-Type: application/json; charset=utf-8",
+                              "--data-binary", data, node.url + "/updates")
+            return st, json.loads(out)
+
+        st, doc = post(android)
+        assert st == 200 and doc["version"] == "1.2.4" and "error" not in doc, doc
+        assert doc["session_key"] == "" and doc["checksum"] == blobs["bundle.zip"]
+        assert doc["link"] == "https://example.com/notes" and doc["comment"] == "fixes"
+        st, _, zipbytes = curl(doc["url"])
+        assert st == 200 and sha(zipbytes) == doc["checksum"], "the url serves the zip the checksum names"
+        assert len(doc["manifest"]) == 2
+        for m in doc["manifest"]:
+            st, _, b = curl(m["download_url"])
+            assert st == 200 and sha(b) == m["file_hash"], m
+        st, doc = post(dict(android, version_name="1.2.4"))
+        assert doc == {"error": "no_new_version_available", "message": "No new version available",
+                       "kind": "up_to_date"}, doc
+        ios = {k: v for k, v in android.items() if k not in ("defaultChannel", "install_source")}
+        st, doc = post(dict(ios, platform="ios", version_name="builtin"))
+        assert st == 200 and doc["version"] == "1.2.4", doc
+        st, doc = post(dict(android, version_build="1.2"))
+        assert st == 200 and doc["version"] == "1.2.4", "1.2 is coerced to 1.2.0"
+        st, doc = post(dict(android, plugin_version="7.0.34"))
+        assert "manifest" not in doc and "link" not in doc, doc
+        st, doc = post(dict(android, plugin_version="5.10.0"))
+        assert len(doc["manifest"]) == 2 and "link" not in doc, doc
+        st, doc = post(dict(android, plugin_version="8.35.0-beta.1"))
+        assert "link" not in doc, "a prerelease of 8.35.0 counts as older"
+        st, doc = post(dict(android, version_build="2.0.0"))
+        assert doc["error"] == "disable_auto_update_under_native" and doc["kind"] == "blocked", doc
+        # Errors and statuses.
+        st, doc = post(dict(android, app_id="com.unknown.app"))
+        assert st == 429 and doc == {"error": "on_premise_app", "message": "On-premise app detected"}, doc
+        st, doc = post(None, raw_text="{not json")
+        assert st == 400 and doc["error"] == "invalid_json_parse_body"
+        st, doc = post({})
+        assert st == 400 and doc["error"] == "invalid_json_body"
+        st, doc = post({k: v for k, v in android.items() if k != "device_id"})
+        assert st == 400 and doc["error"] == "missing_device_id"
+        st, doc = post(dict(android, app_id=""))
+        assert st == 400 and doc["error"] == "missing_app_id"
+        st, doc = post(dict(android, version_build="not.a.version"))
+        assert st == 400 and doc["error"] == "semver_error" and "kind" not in doc, doc
+        for field, bad in [("platform", "windows"), ("device_id", "nope"), ("plugin_version", "x"),
+                           ("is_prod", "yes"), ("key_id", "k" * 21), ("version_name", "")]:
+            st, doc = post(dict(android, **{field: bad}))
+            assert st == 400 and doc["error"] == "invalid_json_body", (field, doc)
+        st, _, out = curl(node.url + "/updates")
+        assert st == 200 and json.loads(out) == {"status": "ok"}
+
     for name, fn in [("apps", t_apps), ("releases", t_releases), ("channels", t_channels),
-                     ("device overrides", t_devices), ("delete release, restart", t_delete_release_and_restart)]:
+                     ("device overrides", t_devices), ("delete release, restart", t_delete_release_and_restart),
+                     ("/updates with plugin bodies", t_updates)]:
         check(name, fn)
     assert node.stop() == 0
     print("%d passed, %d failed" % (results["passed"], results["failed"]))

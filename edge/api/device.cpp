@@ -1,0 +1,266 @@
+#include "edge/api/device.hpp"
+
+#include <cctype>
+#include <charconv>
+
+#include <boost/json.hpp>
+
+#include "edge/control/decision.hpp"
+
+namespace edge::api {
+namespace {
+
+namespace json = boost::json;
+using control::Decision;
+using control::Kind;
+
+Response json_body(unsigned status, const json::object& o) {
+  Response r;
+  r.status = status;
+  r.route = Route::kUpdates;
+  r.set("Content-Type", "application/json");
+  r.body = json::serialize(o);
+  return r;
+}
+
+// Thrown-error shape of the Capgo backend (§2.2): no `kind`.
+Response bad_request(std::string_view code, std::string_view message, json::object more = {}) {
+  return json_body(
+      400, json::object{{"error", code}, {"message", message}, {"moreInfo", std::move(more)}});
+}
+
+Response schema_error(std::string_view field) {
+  return bad_request("invalid_json_body", "Cannot parse body",
+                     json::object{{"parseResult", json::object{{"field", field}}}});
+}
+
+bool at_least(const SemVer& v, std::uint64_t major, std::uint64_t minor, std::uint64_t patch) {
+  SemVer t;
+  t.major = major;
+  t.minor = minor;
+  t.patch = patch;
+  return !(v < t);
+}
+
+// Manifest in responses: plugin >= 5.10.0 / 6.25.0 / 7.0.35 / any 8.x (§2.3 a).
+bool supports_manifest(const SemVer& p) {
+  switch (p.major) {
+    case 5: return at_least(p, 5, 10, 0);
+    case 6: return at_least(p, 6, 25, 0);
+    case 7: return at_least(p, 7, 0, 35);
+    default: return p.major >= 8;
+  }
+}
+
+// link/comment: plugin >= M.35.0 for M in 5..8 (a prerelease of M.35.0 counts as older).
+bool supports_metadata(const SemVer& p) {
+  if (p.major < 5)
+    return false;
+  if (p.major > 8)
+    return true;
+  return at_least(p, p.major, 35, 0);
+}
+
+bool is_uuid(std::string_view id) {
+  return valid_device_id(id);
+}
+
+}  // namespace
+
+std::optional<SemVer> coerce_version_build(std::string_view text) {
+  if (auto v = SemVer::parse(text))
+    return *v;
+  if (text == "builtin" || text == "unknown")
+    return SemVer{};
+  // "1" or "1.2": numeric parts without leading zeros.
+  SemVer v;
+  std::uint64_t* parts[] = {&v.major, &v.minor};
+  std::size_t n = 0;
+  std::string_view rest = text;
+  while (!rest.empty() && n < 2) {
+    const auto dot = rest.find('.');
+    const auto part = rest.substr(0, dot);
+    if (part.empty() || (part.size() > 1 && part[0] == '0'))
+      return std::nullopt;
+    const auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), *parts[n]);
+    if (ec != std::errc() || p != part.data() + part.size())
+      return std::nullopt;
+    ++n;
+    if (dot == std::string_view::npos) {
+      rest = {};
+    } else {
+      rest.remove_prefix(dot + 1);
+      if (rest.empty())
+        return std::nullopt;
+    }
+  }
+  if (n == 0 || !rest.empty())
+    return std::nullopt;
+  return v;
+}
+
+std::string encode_path(std::string_view path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char ch : path) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+      out += ch;
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+Response DeviceApi::updates(bool post, std::string_view body) const {
+  if (!post)
+    return json_body(200, json::object{{"status", "ok"}});
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec)
+    return bad_request("invalid_json_parse_body", "Invalid JSON body");
+  if (!v.is_object() || v.get_object().empty())
+    return bad_request("invalid_json_body", "Cannot parse body");
+  const json::object& o = v.get_object();
+  const auto str = [&](std::string_view key) -> const json::string* {
+    const auto* p = o.if_contains(key);
+    return p != nullptr && p->is_string() ? &p->get_string() : nullptr;
+  };
+  // Order of checks as in the Capgo backend (§2.2).
+  const auto* device = str("device_id");
+  if (o.if_contains("device_id") == nullptr || (device != nullptr && device->empty())) {
+    return bad_request("missing_device_id", "Cannot find device_id");
+  }
+  const auto* app_id = str("app_id");
+  if (o.if_contains("app_id") == nullptr || (app_id != nullptr && app_id->empty())) {
+    return bad_request("missing_app_id", "Cannot find app_id");
+  }
+  const auto* build = str("version_build");
+  std::optional<SemVer> version_build;
+  if (build != nullptr && !build->empty()) {
+    version_build = coerce_version_build(*build);
+    if (!version_build) {
+      return bad_request("semver_error", "Native version: " + std::string(*build) +
+                                             " doesn't follow semver convention, please check "
+                                             "https://capgo.app/semver_tester/ to learn more about "
+                                             "semver usage in Capgo");
+    }
+  }
+  // Schema (plugin_validation.ts): every failure is the same 400, naming the field here.
+  if (device == nullptr || device->size() > 36 || !is_uuid(*device))
+    return schema_error("device_id");
+  if (app_id == nullptr || !valid_app_id(*app_id))
+    return schema_error("app_id");
+  const auto* platform_text = str("platform");
+  const auto platform = platform_text ? control::parse_platform(*platform_text) : std::nullopt;
+  if (!platform)
+    return schema_error("platform");
+  const auto* plugin_text = str("plugin_version");
+  const auto plugin =
+      plugin_text ? SemVer::parse(*plugin_text) : Result<SemVer>(Errc::kInvalidArgument);
+  if (!plugin)
+    return schema_error("plugin_version");
+  const auto* name = str("version_name");
+  if (name == nullptr || name->empty())
+    return schema_error("version_name");
+  if (!version_build)
+    return schema_error("version_build");
+  bool is_emulator = false;
+  bool is_prod = true;
+  for (auto [key, out] : {std::pair{"is_emulator", &is_emulator}, {"is_prod", &is_prod}}) {
+    if (const auto* b = o.if_contains(key)) {
+      if (!b->is_bool())
+        return schema_error(key);
+      *out = b->get_bool();
+    }
+  }
+  std::string key_id;
+  if (const auto* k = o.if_contains("key_id")) {
+    if (!k->is_string() || k->get_string().size() > 20)
+      return schema_error("key_id");
+    key_id = std::string(k->get_string());
+  }
+  if (const auto* s = o.if_contains("install_source")) {
+    if (!s->is_string() || s->get_string().size() > 64)
+      return schema_error("install_source");
+  }
+  std::string default_channel;
+  if (const auto* d = o.if_contains("defaultChannel")) {
+    if (!d->is_string())
+      return schema_error("defaultChannel");
+    default_channel = std::string(d->get_string());
+  }
+
+  // Step 1: an app this node does not know is answered as Capgo answers an on-prem app.
+  const auto state = control_.snapshot();
+  const auto app = state->app(std::string_view(*app_id));
+  if (!app) {
+    Response r = json_body(
+        429, json::object{{"error", "on_premise_app"}, {"message", "On-premise app detected"}});
+    return r;
+  }
+
+  control::UpdateRequest req;
+  req.device_id = std::string(*device);
+  for (char& c : req.device_id)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  req.platform = *platform;
+  req.version_build = *version_build;
+  // "builtin" is rewritten to the native version before use (§1.1).
+  req.version_name = *name == "builtin" ? version_build->to_string() : std::string(*name);
+  req.plugin_version = *plugin;
+  req.is_emulator = is_emulator;
+  req.is_prod = is_prod;
+  req.default_channel = std::move(default_channel);
+  req.key_id = std::move(key_id);
+
+  const control::AppStateView view(*app);
+  const Decision d = control::decide(req, view);
+  if (d.kind != Kind::kUpdate) {
+    json::object out{{"error", d.error}, {"message", d.message}};
+    if (d.major)
+      out["major"] = true;
+    if (d.version)
+      out["version"] = *d.version;
+    if (d.old)
+      out["old"] = *d.old;
+    if (!d.device_key_id.empty()) {
+      out["deviceKeyId"] = d.device_key_id;
+      out["bundleKeyId"] = d.bundle_key_id;
+    }
+    out["kind"] = control::kind_name(d.kind);
+    return json_body(200, out);
+  }
+
+  const auto& doc = app->releases.at(d.release->name);
+  json::object out;
+  out["version"] = d.release->name;
+  // Manifest-only bundles still need a syntactically valid url (§2.4 item 6).
+  out["url"] = doc.zip ? public_url_ + "/v1/blobs/" + doc.zip->hex() + "/" +
+                             encode_path(d.release->name) + ".zip"
+                       : public_url_ + "/v1/blobs/no-zip/no.zip";
+  out["session_key"] = doc.session_key;
+  out["checksum"] = doc.checksum;
+  if (!doc.manifest.empty() && supports_manifest(*plugin)) {
+    json::array manifest;
+    for (const auto& m : doc.manifest) {
+      manifest.push_back(json::object{{"file_name", m.file_name},
+                                      {"file_hash", m.file_hash},
+                                      {"download_url", public_url_ + "/v1/blobs/" + m.blob.hex() +
+                                                           "/" + encode_path(m.file_name)}});
+    }
+    out["manifest"] = std::move(manifest);
+  }
+  if (app->settings.expose_metadata && supports_metadata(*plugin)) {
+    if (!doc.link.empty())
+      out["link"] = doc.link;
+    if (!doc.comment.empty())
+      out["comment"] = doc.comment;
+  }
+  return json_body(200, out);
+}
+
+}  // namespace edge::api

@@ -1,0 +1,37 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "edge/api/control_service.hpp"
+#include "edge/api/response.hpp"
+
+namespace edge::api {
+
+/// The device endpoints of capgo-protocol.md (the unmodified @capgo/capacitor-updater
+/// plugin). Pure request -> response over the ControlService's snapshot.
+///
+/// Status (issue #4, in progress): POST/GET /updates. Not yet: /stats, /channel_self,
+/// /updates/manifest_size, and the check-in records every call must produce.
+class DeviceApi {
+ public:
+  /// `public_url`: this node's URL as devices reach it (update and manifest URLs).
+  DeviceApi(const ControlService& control, std::string public_url)
+      : control_(control), public_url_(std::move(public_url)) {}
+
+  /// POST /updates with the plugin's info object (§2.1-2.3); GET /updates -> {"status":"ok"}.
+  Response updates(bool post, std::string_view body) const;
+
+ private:
+  const ControlService& control_;
+  std::string public_url_;
+};
+
+/// Capgo's version_build coercion (§1.1): strict SemVer as is; "1" -> 1.0.0, "1.2" -> 1.2.0,
+/// "builtin"/"unknown" -> 0.0.0; anything else is nullopt (-> 400 semver_error).
+std::optional<SemVer> coerce_version_build(std::string_view text);
+
+/// Percent-encodes a manifest file name for a URL path, keeping '/' and RFC 3986 unreserved.
+std::string encode_path(std::string_view path);
+
+}  // namespace edge::api
