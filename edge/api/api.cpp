@@ -132,6 +132,14 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body) con
     r = (get || head) ? serve_recipe(path.substr(12), head) : method_not_allowed("GET, HEAD", *rr);
   } else if (path == "/healthz" || path == "/readyz") {
     r = (get || head) ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
+  } else if (device_ != nullptr && path == "/channel_self") {
+    const auto q = target.find('?');
+    const std::string_view query =
+        q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+    const std::string_view m(req.method_string().data(), req.method_string().size());
+    r = (m == "GET" || m == "PUT" || m == "POST" || m == "DELETE")
+            ? device_->channel_self(m, query, body)
+            : method_not_allowed("GET, PUT, POST, DELETE", Route::kChannelSelf);
   } else if (device_ != nullptr && path == "/updates") {
     const bool post = req.method() == bhttp::verb::post;
     r = (post || get) ? device_->updates(post, body)

@@ -70,7 +70,7 @@ class Api {
   /// Attaches the control API (releases, channels, devices). Call before serving.
   void set_control(ControlService* control) { control_ = control; }
   /// Attaches the device endpoints (/updates). Call before serving.
-  void set_device(const DeviceApi* device) { device_ = device; }
+  void set_device(DeviceApi* device) { device_ = device; }
 
   /// True if `req` is PUT /v1/admin/blobs on the admin listener.
   static bool is_upload(const RequestHeader& req);
@@ -100,7 +100,7 @@ class Api {
   ApiOptions options_;
   std::atomic<bool> ready_{false};
   ControlService* control_ = nullptr;
-  const DeviceApi* device_ = nullptr;
+  DeviceApi* device_ = nullptr;
 };
 
 }  // namespace edge::api

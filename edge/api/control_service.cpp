@@ -159,6 +159,19 @@ Response ControlService::commit(store::StateStore::Batch& batch, unsigned status
   return r;
 }
 
+bool ControlService::set_device_override(std::string_view app_id, std::string_view device_id,
+                                         const std::optional<std::string>& channel) {
+  std::lock_guard lock(write_mutex_);
+  store::StateStore::Batch b;
+  if (channel) {
+    b.put(StateKind::kDevice, app_id, device_id,
+          control::to_json(control::DeviceOverride{*channel}));
+  } else {
+    b.erase(StateKind::kDevice, app_id, device_id);
+  }
+  return commit(b, 200, {}).status == 200;
+}
+
 Response ControlService::put_app(const std::string& app_id, std::string_view body) {
   auto p = control::parse_app(body.empty() ? std::string_view("{}") : body);
   if (auto* e = std::get_if<control::FieldError>(&p))

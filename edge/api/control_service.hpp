@@ -28,6 +28,11 @@ class ControlService {
 
   std::shared_ptr<const control::ControlState> snapshot() const { return state_.load(); }
 
+  /// Sets (channel) or removes (nullopt) a device override, as old plugins' /channel_self
+  /// does. False if the write failed (logged by the caller as a 200 override_not_allowed).
+  bool set_device_override(std::string_view app_id, std::string_view device_id,
+                           const std::optional<std::string>& channel);
+
   /// Routes under /v1/admin/apps (the caller checked the token).
   Response handle(const boost::beast::http::request_header<>& req, std::string_view path,
                   std::string_view body);

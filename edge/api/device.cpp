@@ -264,3 +264,310 @@ Response DeviceApi::updates(bool post, std::string_view body) const {
 }
 
 }  // namespace edge::api
+
+namespace edge::api {
+namespace {
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+std::string url_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 &&
+               hex_digit(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_digit(s[i + 1]) << 4 | hex_digit(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// "new" plugins keep the channel on the device (§4): >= 5.34.0 / 6.34.0 / 7.34.0 / 8.0.0.
+bool stores_channel_locally(const std::optional<SemVer>& p) {
+  if (!p)
+    return true;  // missing plugin_version parses as 0.0.0, which counts as new
+  SemVer t;
+  t.major = p->major;
+  t.minor = 34;
+  switch (p->major) {
+    case 5:
+    case 6:
+    case 7: return !(*p < t);
+    default: return p->major >= 8 || (p->major == 0 && p->minor == 0 && p->patch == 0);
+  }
+}
+
+// A stable numeric id for a channel (the plugin needs a number; Android throws otherwise):
+// 48 bits of SHA-256(app, name), exact in a JavaScript number.
+std::uint64_t channel_number(std::string_view app_id, std::string_view name) {
+  Sha256Hasher h;
+  h.update(app_id);
+  h.update(std::string_view("\n"));
+  h.update(name);
+  const Sha256 d = h.finish();
+  std::uint64_t v = 0;
+  for (int i = 0; i < 6; ++i)
+    v = v << 8 | d.bytes[i];
+  return v;
+}
+
+Response channel_json(unsigned status, const json::object& o) {
+  Response r;
+  r.status = status;
+  r.route = Route::kChannelSelf;
+  r.set("Content-Type", "application/json");
+  r.body = json::serialize(o);
+  return r;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto item = query.substr(0, amp);
+    if (!item.empty()) {
+      const auto eq = item.find('=');
+      out.emplace_back(url_decode(item.substr(0, eq)), eq == std::string_view::npos
+                                                           ? std::string()
+                                                           : url_decode(item.substr(eq + 1)));
+    }
+    if (amp == std::string_view::npos)
+      break;
+    query.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+Response DeviceApi::channel_self(std::string_view method, std::string_view query,
+                                 std::string_view body) const {
+  // GET and DELETE carry the info object in the query string (booleans as "true"/"false").
+  json::object o;
+  if (method == "GET" || method == "DELETE") {
+    const auto params = parse_query(query);
+    if (params.empty()) {
+      return channel_json(400, json::object{{"error", "invalid_query_parameters"},
+                                            {"message", "Invalid query parameters"},
+                                            {"moreInfo", json::object{}}});
+    }
+    for (const auto& [k, v] : params)
+      o[k] = v;
+    o["is_emulator"] = o.contains("is_emulator") && o["is_emulator"] == "true";
+    o["is_prod"] = !o.contains("is_prod") || o["is_prod"] == "true";
+  } else {
+    boost::system::error_code ec;
+    json::value v = json::parse(body, ec);
+    if (ec)
+      return channel_json(400, json::object{{"error", "invalid_json_parse_body"},
+                                            {"message", "Invalid JSON body"},
+                                            {"moreInfo", json::object{}}});
+    if (!v.is_object() || v.get_object().empty()) {
+      return channel_json(400, json::object{{"error", "invalid_json_body"},
+                                            {"message", "Cannot parse body"},
+                                            {"moreInfo", json::object{}}});
+    }
+    o = std::move(v.get_object());
+  }
+  const bool query_form = method == "GET" || method == "DELETE";
+  const auto bad = [&](std::string_view code, std::string_view message, std::string_view field) {
+    return channel_json(400, json::object{{"error", query_form && code == "invalid_json_body"
+                                                        ? "invalid_query_parameters"
+                                                        : code},
+                                          {"message", message},
+                                          {"moreInfo", json::object{{"field", field}}}});
+  };
+  const auto str = [&](std::string_view key) -> std::optional<std::string> {
+    const auto* p = o.if_contains(key);
+    if (p == nullptr || !p->is_string())
+      return std::nullopt;
+    return std::string(p->get_string());
+  };
+  const auto device = str("device_id");
+  if (!query_form && (!device || device->empty()))
+    return bad("missing_device_id", "Cannot find device_id", "device_id");
+  const auto app_id = str("app_id");
+  if (!app_id || app_id->empty())
+    return bad("missing_app_id", "Cannot find app_id", "app_id");
+  if (!valid_app_id(*app_id))
+    return bad("invalid_json_body", "Cannot parse body", "app_id");
+  const auto platform = str("platform") ? control::parse_platform(*str("platform")) : std::nullopt;
+  if (!platform)
+    return bad("invalid_json_body", "Cannot parse body", "platform");
+  std::string device_id = device.value_or("");
+  for (char& c : device_id)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if ((!query_form || !device_id.empty()) && !valid_device_id(device_id)) {
+    return bad("invalid_json_body", "Cannot parse body", "device_id");
+  }
+  for (const char* flag : {"is_emulator", "is_prod"}) {
+    if (const auto* b = o.if_contains(flag); b != nullptr && !b->is_bool())
+      return bad("invalid_json_body", "Cannot parse body", flag);
+  }
+  if (const auto k = o.if_contains("key_id");
+      k != nullptr && (!k->is_string() || k->get_string().size() > 20)) {
+    return bad("invalid_json_body", "Cannot parse body", "key_id");
+  }
+  std::optional<SemVer> plugin;
+  if (const auto p = str("plugin_version"); p && !p->empty()) {
+    auto parsed = SemVer::parse(*p);
+    if (!parsed)
+      return bad("invalid_json_body", "Cannot parse body", "plugin_version");
+    plugin = *parsed;
+  }
+  const bool is_emulator = o.contains("is_emulator") && o["is_emulator"].as_bool();
+  const bool is_prod = !o.contains("is_prod") || o["is_prod"].as_bool();
+  const std::string default_channel = str("defaultChannel").value_or("");
+  const bool local = stores_channel_locally(plugin);
+
+  const auto state = control_.snapshot();
+  const auto app = state->app(*app_id);
+  if (!app)
+    return channel_json(
+        429, json::object{{"error", "on_premise_app"}, {"message", "On-premise app detected"}});
+  const auto enabled = [&](const control::Channel& c) {
+    switch (*platform) {
+      case control::Platform::kIos: return c.ios;
+      case control::Platform::kAndroid: return c.android;
+      case control::Platform::kElectron: return c.electron;
+    }
+    return false;
+  };
+  const auto public_for_platform = [&]() -> const control::Channel* {
+    for (const auto& [n, c] : app->channels) {
+      if (c.is_public && enabled(c))
+        return &c;
+    }
+    return nullptr;
+  };
+  const auto override_it = app->overrides.find(device_id);
+  const control::Channel* overridden = nullptr;
+  if (override_it != app->overrides.end()) {
+    const auto c = app->channels.find(override_it->second);
+    if (c != app->channels.end())
+      overridden = &c->second;
+  }
+
+  if (method == "GET") {  // listChannels
+    json::array out;
+    for (const auto& [n, c] : app->channels) {
+      if (!(c.allow_device_self_set || c.is_public) || !enabled(c))
+        continue;
+      if (!(is_emulator ? c.allow_emulator : c.allow_device))
+        continue;
+      if (!(is_prod ? c.allow_prod : c.allow_dev))
+        continue;
+      out.push_back(json::object{{"id", channel_number(*app_id, n)},
+                                 {"name", n},
+                                 {"public", c.is_public},
+                                 {"allow_self_set", c.allow_device_self_set}});
+    }
+    Response r;
+    r.route = Route::kChannelSelf;
+    r.set("Content-Type", "application/json");
+    r.body = json::serialize(out);
+    return r;
+  }
+  if (method == "PUT") {  // getChannel
+    if (local) {
+      if (const auto ch = str("channel")) {
+        return channel_json(
+            200, json::object{{"channel", *ch}, {"status", "override"}, {"allowSet", true}});
+      }
+      return channel_json(
+          200, json::object{{"channel", default_channel.empty() ? "production" : default_channel},
+                            {"status", "default"}});
+    }
+    if (overridden != nullptr) {
+      return channel_json(200, json::object{{"channel", overridden->name},
+                                            {"status", "override"},
+                                            {"allowSet", overridden->allow_device_self_set}});
+    }
+    const control::Channel* c = nullptr;
+    if (!default_channel.empty()) {
+      const auto it = app->channels.find(default_channel);
+      if (it != app->channels.end())
+        c = &it->second;
+    } else {
+      c = public_for_platform();
+    }
+    if (c == nullptr)
+      return channel_json(
+          200, json::object{{"error", "channel_not_found"}, {"message", "Cannot find channel"}});
+    return channel_json(200, json::object{{"channel", c->name}, {"status", "default"}});
+  }
+  if (method == "DELETE") {  // unset (old plugins)
+    if (local)
+      return channel_json(200, json::object{{"status", "ok"}});
+    if (override_it == app->overrides.end() ||
+        (overridden != nullptr && !overridden->allow_device_self_set)) {
+      return channel_json(
+          200, json::object{
+                   {"error", "cannot_override"},
+                   {"message", "Cannot change device override current channel don't allow it"}});
+    }
+    if (!control_.set_device_override(*app_id, device_id, std::nullopt)) {
+      return channel_json(200, json::object{{"error", "override_not_allowed"},
+                                            {"message", "Cannot remove the override"}});
+    }
+    return channel_json(200, json::object{{"status", "ok"}});
+  }
+  // POST: setChannel
+  const auto requested = str("channel");
+  if (!requested)
+    return channel_json(200, json::object{{"error", "missing_channel"},
+                                          {"message", "Cannot find channel in body"}});
+  const auto it = app->channels.find(*requested);
+  if (it == app->channels.end()) {
+    return channel_json(200, json::object{{"error", "channel_not_found"},
+                                          {"message", "Cannot find channel"},
+                                          {"channel", *requested},
+                                          {"app_id", *app_id}});
+  }
+  const control::Channel& target = it->second;
+  if (!target.allow_device_self_set) {
+    return channel_json(
+        200,
+        target.is_public
+            ? json::object{{"error", "public_channel_self_set_not_allowed"},
+                           {"message", "This channel does not allow devices to self associate"}}
+            : json::object{{"error", "channel_self_set_not_allowed"},
+                           {"message", "This channel does not allow devices to self associate"}});
+  }
+  if (local)
+    return channel_json(200, json::object{{"status", "ok"}, {"allowSet", true}});
+  if (overridden != nullptr && !overridden->allow_device_self_set) {
+    return channel_json(
+        200,
+        json::object{{"error", "cannot_override"},
+                     {"message", "Cannot change device override current channel don't allow it"}});
+  }
+  const control::Channel* pub = public_for_platform();
+  std::optional<std::string> next = target.name;
+  if (pub != nullptr && pub->name == target.name)
+    next.reset();  // back to the public channel
+  if (next && override_it != app->overrides.end() && override_it->second == *next) {
+    return channel_json(200, json::object{{"status", "ok"}});
+  }
+  if (!next && override_it == app->overrides.end())
+    return channel_json(200, json::object{{"status", "ok"}});
+  if (!control_.set_device_override(*app_id, device_id, next)) {
+    return channel_json(200, json::object{{"error", "override_not_allowed"},
+                                          {"message", "Cannot set the override"}});
+  }
+  return channel_json(200, json::object{{"status", "ok"}});
+}
+
+}  // namespace edge::api

@@ -2,6 +2,8 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "edge/api/control_service.hpp"
 #include "edge/api/response.hpp"
@@ -11,19 +13,25 @@ namespace edge::api {
 /// The device endpoints of capgo-protocol.md (the unmodified @capgo/capacitor-updater
 /// plugin). Pure request -> response over the ControlService's snapshot.
 ///
-/// Status (issue #4, in progress): POST/GET /updates. Not yet: /stats, /channel_self,
+/// Status (issue #4, in progress): /updates and /channel_self. Not yet: /stats,
 /// /updates/manifest_size, and the check-in records every call must produce.
 class DeviceApi {
  public:
   /// `public_url`: this node's URL as devices reach it (update and manifest URLs).
-  DeviceApi(const ControlService& control, std::string public_url)
+  DeviceApi(ControlService& control, std::string public_url)
       : control_(control), public_url_(std::move(public_url)) {}
 
   /// POST /updates with the plugin's info object (§2.1-2.3); GET /updates -> {"status":"ok"}.
   Response updates(bool post, std::string_view body) const;
 
+  /// /channel_self (§4): POST = setChannel, PUT = getChannel, GET = listChannels (info
+  /// object in the query string), DELETE = unset for old plugins. `query` is the part of
+  /// the target after '?'.
+  Response channel_self(std::string_view method, std::string_view query,
+                        std::string_view body) const;
+
  private:
-  const ControlService& control_;
+  ControlService& control_;
   std::string public_url_;
 };
 
@@ -33,5 +41,8 @@ std::optional<SemVer> coerce_version_build(std::string_view text);
 
 /// Percent-encodes a manifest file name for a URL path, keeping '/' and RFC 3986 unreserved.
 std::string encode_path(std::string_view path);
+
+/// Decodes an application/x-www-form-urlencoded query into key/value pairs ('+' is a space).
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query);
 
 }  // namespace edge::api

@@ -14,6 +14,7 @@ std::string_view route_name(Route r) {
     case Route::kMetrics: return "metrics";
     case Route::kUpload: return "admin_blob_upload";
     case Route::kUpdates: return "updates";
+    case Route::kChannelSelf: return "channel_self";
     case Route::kAdmin: return "admin_control";
     case Route::kOther:
     case Route::kCount: break;

@@ -20,6 +20,7 @@ enum class Route {
   kMetrics,
   kUpload,
   kUpdates,
+  kChannelSelf,
   kAdmin,
   kOther,
   kCount

@@ -191,9 +191,80 @@ def main():
         st, _, out = curl(node.url + "/updates")
         assert st == 200 and json.loads(out) == {"status": "ok"}
 
+    def t_channel_self():
+        capp = "/v1/admin/apps/com.example.chan"
+        assert admin("PUT", capp, {})[0] == 201
+        assert admin("PUT", capp + "/releases/1.0.0", {"zip": blobs["bundle.zip"]})[0] == 201
+        assert admin("PUT", capp + "/channels/production", {"release": "1.0.0", "public": True})[0] == 201
+        assert admin("PUT", capp + "/channels/beta", {"release": "1.0.0", "allow_device_self_set": True})[0] == 201
+        assert admin("PUT", capp + "/channels/internal", {"release": "1.0.0"})[0] == 201
+        assert admin("PUT", capp + "/channels/ios-beta", {"release": "1.0.0", "allow_device_self_set": True,
+                                                          "android": False})[0] == 201
+        dev = "0a1b2c3d-1111-4222-8333-444455556677"
+        info = {"platform": "android", "device_id": dev, "app_id": "com.example.chan", "custom_id": "",
+                "version_build": "1.0.0", "version_code": "1", "version_os": "14", "version_name": "builtin",
+                "plugin_version": "8.51.23", "is_emulator": False, "is_prod": True, "defaultChannel": ""}
+
+        def call(method, body=None, query=None):
+            args = ["-X", method]
+            url = node.url + "/channel_self"
+            if query is not None:
+                url += "?" + query
+            if body is not None:
+                args += ["--data-binary", json.dumps(body)]
+            st, _, out = curl(*args, url)
+            return st, json.loads(out)
+
+        # New plugin: nothing stored server-side.
+        st, doc = call("POST", dict(info, channel="beta"))
+        assert (st, doc) == (200, {"status": "ok", "allowSet": True}), doc
+        st, doc = call("POST", dict(info, channel="internal"))
+        assert doc["error"] == "channel_self_set_not_allowed", doc
+        st, doc = call("POST", dict(info, channel="production"))
+        assert doc["error"] == "public_channel_self_set_not_allowed", doc
+        st, doc = call("POST", dict(info, channel="nope"))
+        assert doc["error"] == "channel_not_found" and doc["channel"] == "nope", doc
+        st, doc = call("POST", info)
+        assert doc["error"] == "missing_channel", doc
+        st, doc = call("PUT", info)
+        assert doc == {"channel": "production", "status": "default"}, doc
+        st, doc = call("PUT", dict(info, defaultChannel="beta"))
+        assert doc == {"channel": "beta", "status": "default"}, doc
+        st, doc = call("DELETE", query="app_id=com.example.chan&platform=android&device_id=" + dev + "&plugin_version=8.51.23")
+        assert doc == {"status": "ok"}, doc
+        # listChannels with the info object in the query string.
+        q = "&".join("%s=%s" % (k, str(v).lower() if isinstance(v, bool) else v) for k, v in info.items())
+        st, doc = call("GET", query=q)
+        assert st == 200 and [c["name"] for c in doc] == ["beta", "production"], doc
+        assert all(isinstance(c["id"], int) for c in doc)
+        st, doc = call("GET", query=q.replace("platform=android", "platform=ios"))
+        assert [c["name"] for c in doc] == ["beta", "ios-beta", "production"], doc
+        st, doc = call("GET", query="")
+        assert st == 400 and doc["error"] == "invalid_query_parameters", doc
+        st, doc = call("GET", query="platform=android")
+        assert st == 400 and doc["error"] == "missing_app_id", doc
+        st, doc = call("POST", dict(info, app_id="com.unknown.app", channel="beta"))
+        assert st == 429 and doc["error"] == "on_premise_app"
+        # Old plugin (7.0.0 < 7.34.0): the override lives on the server, and /updates follows it.
+        old = dict(info, plugin_version="7.0.0")
+        st, doc = call("POST", dict(old, channel="beta"))
+        assert doc == {"status": "ok"}, doc
+        st, _, o = admin("GET", capp + "/devices/" + dev)
+        assert o["channel"] == "beta", o
+        st, doc = call("PUT", old)
+        assert doc == {"channel": "beta", "status": "override", "allowSet": True}, doc
+        st, doc = call("POST", dict(old, channel="production"))
+        assert doc["error"] == "public_channel_self_set_not_allowed", doc
+        st, doc = call("DELETE", query="app_id=com.example.chan&platform=android&device_id=" + dev + "&plugin_version=7.0.0")
+        assert doc == {"status": "ok"}, doc
+        st, _, o = admin("GET", capp + "/devices/" + dev)
+        assert o["channel"] is None, o
+        st, doc = call("DELETE", query="app_id=com.example.chan&platform=android&device_id=" + dev + "&plugin_version=7.0.0")
+        assert doc["error"] == "cannot_override", doc
+
     for name, fn in [("apps", t_apps), ("releases", t_releases), ("channels", t_channels),
                      ("device overrides", t_devices), ("delete release, restart", t_delete_release_and_restart),
-                     ("/updates with plugin bodies", t_updates)]:
+                     ("/updates with plugin bodies", t_updates), ("/channel_self", t_channel_self)]:
         check(name, fn)
     assert node.stop() == 0
     print("%d passed, %d failed" % (results["passed"], results["failed"]))
