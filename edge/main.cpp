@@ -10,6 +10,7 @@
 #include "edge/config.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/blob_store.hpp"
+#include "edge/store/checkin_store.hpp"
 #include "edge/store/database.hpp"
 #include "edge/store/state_store.hpp"
 
@@ -69,6 +70,8 @@ int run(const edge::Config& c) {
   edge::store::BlobStore blobs(*chunks);
   edge::store::StateStore state(*db);
   edge::api::ControlService control(state, blobs);
+  edge::store::CheckinStore checkins(*db);
+  control.set_checkins(&checkins);
   edge::api::Metrics metrics;
   edge::api::Api api(*chunks, blobs, metrics, {token, c.max_upload_bytes});
   api.set_control(&control);
@@ -79,7 +82,7 @@ int run(const edge::Config& c) {
           ? c.public_url
           : "http://" + (v6 ? "[" + c.server.listen_host + "]" : c.server.listen_host) + ":" +
                 std::to_string(server.public_port());
-  edge::api::DeviceApi device(control, public_url);
+  edge::api::DeviceApi device(control, public_url, &checkins);
   api.set_device(&device);
   api.set_ready(true);  // origin: ready once recovery is done
   const auto st = chunks->stats();

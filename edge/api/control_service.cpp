@@ -352,6 +352,28 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
                           "no app " + app_id + "; create it with PUT /v1/admin/apps/" + app_id);
   }
   const std::string& coll = segs[1];
+  if (coll == "stats" && segs.size() == 2) {
+    if (!get)
+      return not_allowed("GET");
+    if (checkins_ == nullptr)
+      return error_response(404, "not_found", "check-ins are not kept on this node");
+    auto days = checkins_->stats(app_id);
+    if (!days)
+      return error_response(500, "store_error", "reading stats: " + days.error().message());
+    json::array out;
+    for (const auto& [day, st] : *days) {
+      json::object releases, actions;
+      for (const auto& [n, c] : st.releases)
+        releases[n] = c;
+      for (const auto& [n, c] : st.actions)
+        actions[n] = c;
+      out.push_back(json::object{{"day", day},
+                                 {"devices", st.devices},
+                                 {"releases", std::move(releases)},
+                                 {"actions", std::move(actions)}});
+    }
+    return json_response(200, json::object{{"app_id", app_id}, {"days", std::move(out)}});
+  }
   if (segs.size() > 3 || (coll != "releases" && coll != "channels" && coll != "devices")) {
     return error_response(404, "not_found",
                           "no admin route for " + std::string(path.substr(0, 200)));
@@ -431,7 +453,18 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   json::object out{
       {"device_id", key},
       {"channel", it == app->overrides.end() ? json::value(nullptr) : json::value(it->second)},
-      {"last_checkin", nullptr}};  // check-ins are not recorded yet
+      {"last_checkin", nullptr}};
+  if (checkins_ != nullptr) {
+    if (auto last = checkins_->last(app_id, key); last && *last) {
+      const auto& c = **last;
+      out["last_checkin"] = json::object{{"time_ms", c.time_ms},
+                                         {"platform", c.platform},
+                                         {"version_name", c.version_name},
+                                         {"version_build", c.version_build},
+                                         {"action", c.action},
+                                         {"decision", c.decision}};
+    }
+  }
   return json_response(200, out);
 }
 

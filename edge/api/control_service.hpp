@@ -10,6 +10,7 @@
 #include "edge/api/response.hpp"
 #include "edge/control/state.hpp"
 #include "edge/store/blob_store.hpp"
+#include "edge/store/checkin_store.hpp"
 #include "edge/store/state_store.hpp"
 
 namespace edge::api {
@@ -27,6 +28,9 @@ class ControlService {
   ControlService(store::StateStore& state, store::BlobStore& blobs);
 
   std::shared_ptr<const control::ControlState> snapshot() const { return state_.load(); }
+
+  /// Serves GET .../stats and the devices' last check-in from this store (may be null).
+  void set_checkins(const store::CheckinStore* checkins) { checkins_ = checkins; }
 
   /// Sets (channel) or removes (nullopt) a device override, as old plugins' /channel_self
   /// does. False if the write failed (logged by the caller as a 200 override_not_allowed).
@@ -51,6 +55,7 @@ class ControlService {
 
   store::StateStore& store_;
   store::BlobStore& blobs_;
+  const store::CheckinStore* checkins_ = nullptr;
   std::mutex write_mutex_;
   std::atomic<std::shared_ptr<const control::ControlState>> state_;
 };

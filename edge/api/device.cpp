@@ -1,7 +1,9 @@
 #include "edge/api/device.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 
 #include <boost/json.hpp>
 
@@ -63,6 +65,12 @@ bool supports_metadata(const SemVer& p) {
 
 bool is_uuid(std::string_view id) {
   return valid_device_id(id);
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace
@@ -219,6 +227,11 @@ Response DeviceApi::updates(bool post, std::string_view body) const {
 
   const control::AppStateView view(*app);
   const Decision d = control::decide(req, view);
+  if (checkins_ != nullptr) {
+    checkins_->record({std::string(*app_id), req.device_id, std::string(*platform_text),
+                       req.version_name, version_build->to_string(), "updates",
+                       d.kind == Kind::kUpdate ? "update" : d.error, now_ms()});
+  }
   if (d.kind != Kind::kUpdate) {
     json::object out{{"error", d.error}, {"message", d.message}};
     if (d.major)
@@ -568,6 +581,283 @@ Response DeviceApi::channel_self(std::string_view method, std::string_view query
                                           {"message", "Cannot set the override"}});
   }
   return channel_json(200, json::object{{"status", "ok"}});
+}
+
+}  // namespace edge::api
+
+namespace edge::api {
+namespace {
+
+// The backend's allow-list of stats actions (capgo-protocol.md §3.2).
+constexpr std::string_view kActions[] = {"ping",
+                                         "delete",
+                                         "reset",
+                                         "set",
+                                         "get",
+                                         "set_fail",
+                                         "update_fail",
+                                         "download_fail",
+                                         "windows_path_fail",
+                                         "canonical_path_fail",
+                                         "directory_path_fail",
+                                         "unzip_fail",
+                                         "low_mem_fail",
+                                         "download_0",
+                                         "download_10",
+                                         "download_20",
+                                         "download_30",
+                                         "download_40",
+                                         "download_50",
+                                         "download_60",
+                                         "download_70",
+                                         "download_80",
+                                         "download_90",
+                                         "download_complete",
+                                         "download_manifest_start",
+                                         "download_manifest_complete",
+                                         "download_zip_start",
+                                         "download_zip_complete",
+                                         "download_manifest_file_fail",
+                                         "download_manifest_checksum_fail",
+                                         "download_manifest_brotli_fail",
+                                         "finish_download_fail",
+                                         "manifest_path_fail",
+                                         "decrypt_fail",
+                                         "checksum_required",
+                                         "insufficient_disk_space",
+                                         "app_moved_to_foreground",
+                                         "app_moved_to_background",
+                                         "app_launch_start",
+                                         "app_launch_ready",
+                                         "app_launch_timeout",
+                                         "uninstall",
+                                         "needPlanUpgrade",
+                                         "missingBundle",
+                                         "noNew",
+                                         "disablePlatformIos",
+                                         "disablePlatformAndroid",
+                                         "disableAutoUpdateToMajor",
+                                         "cannotUpdateViaPrivateChannel",
+                                         "disableAutoUpdateToMinor",
+                                         "disableAutoUpdateToPatch",
+                                         "channelMisconfigured",
+                                         "disableAutoUpdateMetadata",
+                                         "disableAutoUpdateUnderNative",
+                                         "disableDevBuild",
+                                         "disableProdBuild",
+                                         "disableEmulator",
+                                         "disableDevice",
+                                         "cannotGetBundle",
+                                         "checksum_fail",
+                                         "NoChannelOrOverride",
+                                         "setChannel",
+                                         "getChannel",
+                                         "rateLimited",
+                                         "rate_limit_reached",
+                                         "disableAutoUpdate",
+                                         "keyMismatch",
+                                         "InvalidIp",
+                                         "blocked_by_server_url",
+                                         "backend_refusal",
+                                         "disablePlatformElectron",
+                                         "customIdBlocked",
+                                         "app_crash",
+                                         "app_crash_native",
+                                         "app_anr",
+                                         "app_killed_low_memory",
+                                         "app_killed_excessive_resource_usage",
+                                         "app_initialization_failure",
+                                         "app_memory_warning",
+                                         "webview_javascript_error",
+                                         "webview_unhandled_rejection",
+                                         "webview_resource_error",
+                                         "webview_security_policy_violation",
+                                         "webview_unclean_restart",
+                                         "webview_render_process_gone",
+                                         "webview_content_process_terminated",
+                                         "webview_dom_content_loaded",
+                                         "webview_page_loaded",
+                                         "set_next",
+                                         "os_version_changed",
+                                         "native_app_version_changed"};
+
+bool allowed_action(std::string_view a) {
+  return std::find(std::begin(kActions), std::end(kActions), a) != std::end(kActions);
+}
+
+Response stats_json(unsigned status, const json::value& v) {
+  Response r;
+  r.status = status;
+  r.route = Route::kStats;
+  r.set("Content-Type", "application/json");
+  r.body = json::serialize(v);
+  return r;
+}
+
+struct EventError {
+  std::string code;
+  std::string message;
+};
+
+// statsRequestSchema (§3.3). Returns the error of the first bad field, if any.
+std::optional<EventError> check_event(const json::object& e) {
+  const auto bad = [](std::string field) {
+    return EventError{"invalid_json_body", "Cannot parse body: " + field};
+  };
+  const auto* device = e.if_contains("device_id");
+  if (device == nullptr || !device->is_string() || device->get_string().empty()) {
+    return EventError{"missing_device_id", "Cannot find device_id"};
+  }
+  if (device->get_string().size() > 36)
+    return bad("device_id");
+  for (const char* required : {"platform", "version_name", "version_os"}) {
+    const auto* v = e.if_contains(required);
+    if (v == nullptr || !v->is_string())
+      return bad(required);
+  }
+  for (const char* flag : {"is_emulator", "is_prod"}) {
+    if (const auto* v = e.if_contains(flag); v != nullptr && !v->is_bool())
+      return bad(flag);
+  }
+  for (const char* opt :
+       {"defaultChannel", "channel", "old_version_name", "version_code", "plugin_version",
+        "version_build", "install_source", "custom_id", "key_id"}) {
+    if (const auto* v = e.if_contains(opt); v != nullptr && !v->is_string())
+      return bad(opt);
+  }
+  const auto len = [&](const char* k) {
+    const auto* v = e.if_contains(k);
+    return v == nullptr ? 0 : v->get_string().size();
+  };
+  if (len("install_source") > 64)
+    return bad("install_source");
+  if (len("custom_id") > 36)
+    return bad("custom_id");
+  if (len("key_id") > 20)
+    return bad("key_id");
+  if (const auto* b = e.if_contains("version_build");
+      b != nullptr && !b->get_string().empty() && !coerce_version_build(b->get_string())) {
+    return EventError{"semver_error", "Native version: " + std::string(b->get_string()) +
+                                          " doesn't follow semver convention"};
+  }
+  const auto* action = e.if_contains("action");
+  if (action == nullptr || !action->is_string() || !allowed_action(action->get_string()))
+    return bad("action");
+  if (const auto* m = e.if_contains("metadata")) {
+    if (!m->is_object() || m->get_object().size() > 30)
+      return bad("metadata");
+    for (const auto& kv : m->get_object()) {
+      if (kv.key().size() > 64 || !kv.value().is_string() ||
+          kv.value().get_string().size() > 2048) {
+        return bad("metadata");
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Response DeviceApi::stats(bool post, std::string_view body) const {
+  if (!post)
+    return stats_json(200, json::object{{"status", "ok"}});
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec)
+    return stats_json(400, json::object{{"error", "invalid_json_parse_body"},
+                                        {"message", "Invalid JSON body"},
+                                        {"moreInfo", json::object{}}});
+  const bool batch = v.is_array();
+  if (batch && v.get_array().empty())
+    return stats_json(200, json::object{{"status", "ok"}, {"results", json::array{}}});
+  if (!batch && !v.is_object()) {
+    return stats_json(400, json::object{{"error", "invalid_json_body"},
+                                        {"message", "Cannot parse body"},
+                                        {"moreInfo", json::object{}}});
+  }
+  std::vector<const json::object*> events;
+  if (batch) {
+    for (const auto& e : v.get_array())
+      events.push_back(e.is_object() ? &e.get_object() : nullptr);
+  } else {
+    events.push_back(&v.get_object());
+  }
+  // The first event decides the app; its app id errors are 400, later ones 200 (§3.3).
+  std::string app_id;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const json::value* a = events[i] != nullptr ? events[i]->if_contains("app_id") : nullptr;
+    const bool present = a != nullptr && a->is_string() && !a->get_string().empty();
+    const bool valid = present && valid_app_id(a->get_string());
+    if (!valid) {
+      const std::string message =
+          present ? "App ID must be a reverse domain string" : "App ID is required";
+      return stats_json(i == 0 ? 400 : 200,
+                        json::object{{"error", "invalid_app_id"}, {"message", message}});
+    }
+    if (i == 0) {
+      app_id = std::string(a->get_string());
+    } else if (a->get_string() != app_id) {
+      return stats_json(
+          200, json::object{{"error", "mixed_app_ids"},
+                            {"message", "All events in a batch must have the same app_id"}});
+    }
+  }
+  const auto state = control_.snapshot();
+  const auto app = state->app(app_id);
+  if (!app && !batch)
+    return stats_json(
+        429, json::object{{"error", "on_premise_app"}, {"message", "On-premise app detected"}});
+
+  json::array results;
+  std::optional<Response> single;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const json::object& e = *events[i];
+    std::optional<EventError> err = check_event(e);
+    json::object extra;
+    if (!err && !app)
+      err = EventError{"on_premise_app", "On-premise app detected"};
+    std::string version_name;
+    if (!err) {
+      version_name = std::string(e.at("version_name").get_string());
+      // The version is the part before ':' (per-file manifest failures); builtin and unknown
+      // are placeholders that always exist.
+      const std::string version = version_name.substr(0, version_name.find(':'));
+      if (!version.empty() && version != "builtin" && version != "unknown" &&
+          !app->releases.contains(version)) {
+        err = EventError{"version_not_found", "Version not found"};
+        extra = json::object{{"app_id", app_id}, {"version_name", version_name}};
+      }
+    }
+    if (err) {
+      if (!batch) {
+        const bool soft = err->code == "version_not_found";
+        json::object o{{"error", err->code}, {"message", err->message}};
+        for (auto& kv : extra)
+          o[kv.key()] = kv.value();
+        if (!soft)
+          o["moreInfo"] = json::object{};
+        single = stats_json(soft ? 200 : 400, o);
+      } else {
+        results.push_back(json::object{
+            {"status", "error"}, {"error", err->code}, {"message", err->message}, {"index", i}});
+      }
+      continue;
+    }
+    if (checkins_ != nullptr) {
+      std::string device(e.at("device_id").get_string());
+      for (char& c : device)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const auto* build = e.if_contains("version_build");
+      checkins_->record({app_id, device, std::string(e.at("platform").get_string()), version_name,
+                         build != nullptr ? std::string(build->get_string()) : std::string(),
+                         std::string(e.at("action").get_string()), "", now_ms()});
+    }
+    if (batch)
+      results.push_back(json::object{{"status", "ok"}, {"index", i}});
+  }
+  if (!batch)
+    return single ? *single : stats_json(200, json::object{{"status", "ok"}});
+  return stats_json(200, json::object{{"status", "ok"}, {"results", std::move(results)}});
 }
 
 }  // namespace edge::api

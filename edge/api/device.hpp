@@ -7,19 +7,25 @@
 
 #include "edge/api/control_service.hpp"
 #include "edge/api/response.hpp"
+#include "edge/store/checkin_store.hpp"
 
 namespace edge::api {
 
 /// The device endpoints of capgo-protocol.md (the unmodified @capgo/capacitor-updater
 /// plugin). Pure request -> response over the ControlService's snapshot.
 ///
-/// Status (issue #4, in progress): /updates and /channel_self. Not yet: /stats,
-/// /updates/manifest_size, and the check-in records every call must produce.
+/// Status (issue #4, in progress): /updates, /stats and /channel_self, with check-ins
+/// recorded on the origin. Not yet: /updates/manifest_size.
 class DeviceApi {
  public:
   /// `public_url`: this node's URL as devices reach it (update and manifest URLs).
-  DeviceApi(ControlService& control, std::string public_url)
-      : control_(control), public_url_(std::move(public_url)) {}
+  /// `checkins` may be null (then nothing is recorded).
+  DeviceApi(ControlService& control, std::string public_url,
+            store::CheckinStore* checkins = nullptr)
+      : control_(control), public_url_(std::move(public_url)), checkins_(checkins) {}
+
+  /// POST /stats: one event or a batch (§3); GET /stats -> {"status":"ok"}.
+  Response stats(bool post, std::string_view body) const;
 
   /// POST /updates with the plugin's info object (§2.1-2.3); GET /updates -> {"status":"ok"}.
   Response updates(bool post, std::string_view body) const;
@@ -33,6 +39,7 @@ class DeviceApi {
  private:
   ControlService& control_;
   std::string public_url_;
+  store::CheckinStore* checkins_;
 };
 
 /// Capgo's version_build coercion (§1.1): strict SemVer as is; "1" -> 1.0.0, "1.2" -> 1.2.0,

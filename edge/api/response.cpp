@@ -15,6 +15,7 @@ std::string_view route_name(Route r) {
     case Route::kUpload: return "admin_blob_upload";
     case Route::kUpdates: return "updates";
     case Route::kChannelSelf: return "channel_self";
+    case Route::kStats: return "stats";
     case Route::kAdmin: return "admin_control";
     case Route::kOther:
     case Route::kCount: break;

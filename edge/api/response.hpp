@@ -21,6 +21,7 @@ enum class Route {
   kUpload,
   kUpdates,
   kChannelSelf,
+  kStats,
   kAdmin,
   kOther,
   kCount

@@ -27,6 +27,10 @@ enum Cf : std::size_t {
   kCfChannels,       // app_id \0 name -> JSON
   kCfDevices,        // app_id \0 device_id -> JSON
   kCfChangelog,      // be64(seq) -> encoded change
+  kCfCheckins,       // be64(seq) -> encoded check-in       (CheckinStore)
+  kCfDeviceSeen,     // app \0 device -> last check-in
+  kCfDaily,  // app \0 day \0 kind \0 name -> le64 count (kind d: device seen, r: release, a:
+             // action)
   kCfCount
 };
 

@@ -262,9 +262,60 @@ def main():
         st, doc = call("DELETE", query="app_id=com.example.chan&platform=android&device_id=" + dev + "&plugin_version=7.0.0")
         assert doc["error"] == "cannot_override", doc
 
+    def t_stats():
+        dapp = "/v1/admin/apps/com.example.devices"  # made by t_updates: release 1.2.4
+        dev = "0a1b2c3d-1111-4222-8333-444455556666"
+        event = {"platform": "android", "device_id": dev, "app_id": "com.example.devices", "custom_id": "",
+                 "version_build": "1.2.0", "version_code": "120", "version_os": "14", "version_name": "1.2.4",
+                 "plugin_version": "8.51.23", "is_emulator": False, "is_prod": True, "action": "set",
+                 "old_version_name": "1.2.3", "timestamp": 1764115200000}
+
+        def post(body, raw_text=None):
+            st, _, out = curl("-X", "POST", "--data-binary", raw_text if raw_text is not None else json.dumps(body),
+                              node.url + "/stats")
+            return st, json.loads(out)
+
+        assert post(event) == (200, {"status": "ok"})
+        st, doc = post([event, dict(event, action="download_complete"), dict(event, action="not_an_action"),
+                        dict(event, version_name="1.2.4:assets/app.js", action="download_manifest_file_fail")])
+        assert st == 200 and [r["status"] for r in doc["results"]] == ["ok", "ok", "error", "ok"], doc
+        assert doc["results"][2]["index"] == 2
+        assert post([]) == (200, {"status": "ok", "results": []})
+        st, doc = post(dict(event, action="session_key_required"))
+        assert st == 400 and doc["error"] == "invalid_json_body", "not in the backend allow-list"
+        st, doc = post(dict(event, version_name="9.9.9"))
+        assert st == 200 and doc["error"] == "version_not_found" and doc["version_name"] == "9.9.9", doc
+        st, doc = post({k: v for k, v in event.items() if k != "app_id"})
+        assert st == 400 and doc["error"] == "invalid_app_id", doc
+        st, doc = post([event, {k: v for k, v in event.items() if k != "app_id"}])
+        assert st == 200 and doc["error"] == "invalid_app_id", doc
+        st, doc = post([event, dict(event, app_id="com.example.chan")])
+        assert st == 200 and doc["error"] == "mixed_app_ids", doc
+        st, doc = post(dict(event, app_id="com.unknown.app"))
+        assert st == 429 and doc["error"] == "on_premise_app"
+        st, doc = post(None, raw_text="nope")
+        assert st == 400 and doc["error"] == "invalid_json_parse_body"
+        st, _, out = curl(node.url + "/stats")
+        assert json.loads(out) == {"status": "ok"}
+        # The check-ins of /updates and /stats show in the app's stats and on the device.
+        import time
+        deadline = time.time() + 5
+        while True:
+            st, _, doc = admin("GET", dapp + "/stats")
+            day = doc["days"][-1] if doc["days"] else {"actions": {}}
+            if day["actions"].get("set", 0) >= 2 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert st == 200 and day["actions"]["set"] == 2, doc
+        assert day["actions"]["updates"] >= 1 and day["devices"] >= 1, doc
+        assert day["releases"]["1.2.4"] >= 3, doc
+        st, _, doc = admin("GET", dapp + "/devices/" + dev)
+        assert doc["last_checkin"]["action"] in ("set", "download_complete", "download_manifest_file_fail"), doc
+
     for name, fn in [("apps", t_apps), ("releases", t_releases), ("channels", t_channels),
                      ("device overrides", t_devices), ("delete release, restart", t_delete_release_and_restart),
-                     ("/updates with plugin bodies", t_updates), ("/channel_self", t_channel_self)]:
+                     ("/updates with plugin bodies", t_updates), ("/channel_self", t_channel_self),
+                     ("/stats and check-ins", t_stats)]:
         check(name, fn)
     assert node.stop() == 0
     print("%d passed, %d failed" % (results["passed"], results["failed"]))
