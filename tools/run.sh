@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
 # The README's "run" command: set up, build the release preset, start a standalone origin
-# (public 127.0.0.1:8080, admin 127.0.0.1:9090, data ./var) with the documented defaults.
-# Extra arguments go to bundle-edge, e.g. tools/run.sh --listen 127.0.0.1:8081
+# (public 127.0.0.1:8080, admin 127.0.0.1:9090, data ./var), publish the small sample bundle
+# in tools/sample-bundle as release 1.0.1 of com.example.app on the public channel
+# "production", and print the request a device would make. Ctrl-C stops the node.
+# Extra arguments go to bundle-edge, e.g. tools/run.sh --threads 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 cmake --preset release
 cmake --build --preset release -j "$(nproc)" --target bundle-edge
-echo "run: starting build/release/bundle-edge --config conf/bundle-edge.toml $*"
-echo "run: upload a file with:"
-echo "  curl -X PUT --data-binary @FILE -H \"Authorization: Bearer \$(cat var/admin.token)\" http://127.0.0.1:9090/v1/admin/blobs"
-echo "run: then download it from http://127.0.0.1:8080/v1/blobs/<sha256>/<name>"
-exec build/release/bundle-edge --config conf/bundle-edge.toml "$@"
+
+build/release/bundle-edge --config conf/bundle-edge.toml "$@" &
+NODE=$!
+trap 'kill -TERM $NODE 2>/dev/null; wait $NODE' INT TERM
+for _ in $(seq 100); do
+  curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+  kill -0 $NODE 2>/dev/null || { echo "run: bundle-edge exited; see the log above" >&2; exit 1; }
+  sleep 0.1
+done
+
+BUNDLE_EDGE_TOKEN=$(cat var/admin.token) tools/bundle-edge-ctl publish --app com.example.app \
+  --version 1.0.1 --dir tools/sample-bundle --delta --channel production --public
+
+cat <<'MSG'
+
+run: the node is up. A device (the @capgo/capacitor-updater plugin with updateUrl set to
+http://127.0.0.1:8080/updates) would ask:
+
+  curl -s -X POST http://127.0.0.1:8080/updates -H 'Content-Type: application/json' -d '{"platform":"android","device_id":"0a1b2c3d-1111-4222-8333-444455556666","app_id":"com.example.app","version_build":"1.0.0","version_name":"builtin","plugin_version":"8.51.23","is_emulator":false,"is_prod":true,"defaultChannel":""}'
+
+Publish your own:  BUNDLE_EDGE_TOKEN=$(cat var/admin.token) tools/bundle-edge-ctl publish --app ID --version X --dir DIST --channel production
+Ctrl-C stops the node.
+MSG
+wait $NODE
