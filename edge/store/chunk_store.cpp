@@ -402,6 +402,12 @@ void ChunkStore::recover() {
       std::filesystem::remove(segment_path(seg), ec);
       continue;
     }
+    // Created, then the process died before its header was durable: it never held an
+    // acknowledged record (those need the header and a committed table row). Not damage.
+    if (std::filesystem::file_size(segment_path(seg), ec) < kSegmentHeaderBytes && !ec) {
+      std::filesystem::remove(segment_path(seg), ec);
+      continue;
+    }
     std::string problem;
     const int fd = open_file(seg, problem);
     if (fd < 0) {

@@ -142,7 +142,8 @@ TEST(Crash, KillNineLosesNothingAcknowledged) {
 
     Node n(tmp.path());
     max_reindexed = std::max<std::size_t>(max_reindexed, n.chunks->recovery().records_reindexed);
-    EXPECT_TRUE(n.chunks->recovery().problems.empty());
+    EXPECT_TRUE(n.chunks->recovery().problems.empty())
+        << (n.chunks->recovery().problems.empty() ? "" : n.chunks->recovery().problems[0]);
     for (std::size_t i = before; i < acked.size(); ++i)
       verify(n, acked[i]);
     auto bad = n.chunks->verify_index();

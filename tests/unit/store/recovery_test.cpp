@@ -166,6 +166,22 @@ TEST(Recovery, WrongMagicQuarantinesTheSegment) {
   EXPECT_TRUE(n.chunks->read(more.ids[2]));
 }
 
+TEST(Recovery, NewSegmentWithoutItsHeaderIsNotDamage) {
+  TempDir tmp;
+  Node n(tmp.path());
+  auto f = fill(n, 3, 10000, 1);
+  n.close();
+  // kill -9 between creating the next segment file and writing its header.
+  { std::ofstream(tmp.path() / "segments" / "999.seg", std::ios::binary).write("BESEG", 5); }
+  n.reopen();
+  EXPECT_TRUE(n.chunks->recovery().problems.empty()) << n.chunks->recovery().problems[0];
+  EXPECT_FALSE(std::filesystem::exists(tmp.path() / "segments" / "999.seg"));
+  for (std::size_t i = 0; i < f.ids.size(); ++i)
+    EXPECT_EQ(*n.chunks->read(f.ids[i]), f.bodies[i]);
+  auto more = fill(n, 2, 1000, 77);  // and the store goes on
+  EXPECT_TRUE(n.chunks->read(more.ids[1]));
+}
+
 TEST(Recovery, MissingSegmentFileDropsItsEntries) {
   TempDir tmp;
   Node n(tmp.path());
