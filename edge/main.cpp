@@ -82,7 +82,7 @@ int run(const edge::Config& c) {
           ? c.public_url
           : "http://" + (v6 ? "[" + c.server.listen_host + "]" : c.server.listen_host) + ":" +
                 std::to_string(server.public_port());
-  edge::api::DeviceApi device(control, public_url, &checkins);
+  edge::api::DeviceApi device(control, public_url, &checkins, &blobs);
   api.set_device(&device);
   api.set_ready(true);  // origin: ready once recovery is done
   const auto st = chunks->stats();

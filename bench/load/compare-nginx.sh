@@ -141,6 +141,11 @@ row "blob GET 1 MiB" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin" "$NGINX/1m.bin"
 row "blob GET 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin"
 row "64 KiB Range of 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin" -s bench/load/range.lua
 row "tiny (/healthz vs return 200)" "$EDGE/healthz" "$NGINX/healthz"
+# /updates: a real decision and a check-in per request, next to nginx's tiny response.
+mkdir -p "$WORK/bundle" && echo '<html>bench</html>' > "$WORK/bundle/index.html"
+BUNDLE_EDGE_URL=$ADMIN BUNDLE_EDGE_TOKEN=bench-token tools/bundle-edge-ctl publish --app com.bench.app \
+  --version 1.0.1 --dir "$WORK/bundle" --delta --channel production --public >/dev/null
+row "/updates (decision + check-in) vs tiny" "$EDGE/updates" "$NGINX/healthz" -s bench/load/updates.lua
 
 # Copy path, for what zero-copy buys.
 stop_edge

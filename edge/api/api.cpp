@@ -140,6 +140,9 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body) con
     r = (m == "GET" || m == "PUT" || m == "POST" || m == "DELETE")
             ? device_->channel_self(m, query, body)
             : method_not_allowed("GET, PUT, POST, DELETE", Route::kChannelSelf);
+  } else if (device_ != nullptr && path == "/updates/manifest_size") {
+    r = req.method() == bhttp::verb::post ? device_->manifest_size(body)
+                                          : method_not_allowed("POST", Route::kUpdates);
   } else if (device_ != nullptr && path == "/stats") {
     const bool post = req.method() == bhttp::verb::post;
     r = (post || get) ? device_->stats(post, body) : method_not_allowed("GET, POST", Route::kStats);

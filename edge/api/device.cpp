@@ -861,3 +861,74 @@ Response DeviceApi::stats(bool post, std::string_view body) const {
 }
 
 }  // namespace edge::api
+
+namespace edge::api {
+
+Response DeviceApi::manifest_size(std::string_view body) const {
+  const auto reply = [](unsigned status, const json::value& v) {
+    Response r;
+    r.status = status;
+    r.route = Route::kUpdates;
+    r.set("Content-Type", "application/json");
+    r.body = json::serialize(v);
+    return r;
+  };
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec)
+    return reply(400, json::object{{"error", "invalid_json_parse_body"},
+                                   {"message", "Invalid JSON body"},
+                                   {"moreInfo", json::object{}}});
+  const auto* manifest = v.is_object() ? v.get_object().if_contains("manifest") : nullptr;
+  if (manifest == nullptr || !manifest->is_array()) {
+    return reply(400, json::object{{"error", "invalid_json_body"},
+                                   {"message", "Cannot parse body"},
+                                   {"moreInfo", json::object{{"field", "manifest"}}}});
+  }
+  // Entries are de-duplicated by (file_name, file_hash), as the Capgo backend does.
+  std::vector<std::pair<std::string, std::string>> seen;
+  json::array files;
+  std::uint64_t total = 0;
+  std::uint64_t known = 0;
+  std::uint64_t unknown = 0;
+  const std::string prefix = public_url_ + "/v1/blobs/";
+  for (const auto& e : manifest->get_array()) {
+    if (!e.is_object())
+      continue;
+    const auto& o = e.get_object();
+    const auto text = [&](std::string_view k) {
+      const auto* p = o.if_contains(k);
+      return p != nullptr && p->is_string() ? std::string(p->get_string()) : std::string();
+    };
+    const std::string name = text("file_name");
+    const std::string hash = text("file_hash");
+    const std::string url = text("download_url");
+    if (std::find(seen.begin(), seen.end(), std::pair{name, hash}) != seen.end())
+      continue;
+    seen.emplace_back(name, hash);
+    json::object f{{"file_name", name}, {"file_hash", hash}, {"download_url", url}};
+    std::optional<std::uint64_t> size;
+    if (blobs_ != nullptr && url.starts_with(prefix)) {
+      const std::string_view rest = std::string_view(url).substr(prefix.size());
+      if (auto id = Sha256::parse(rest.substr(0, rest.find('/')))) {
+        if (auto r = blobs_->recipe(*id))
+          size = (*r)->size;
+      }
+    }
+    if (size) {
+      f["size"] = *size;
+      total += *size;
+      ++known;
+    } else {
+      f["error"] = "size_unknown";
+      ++unknown;
+    }
+    files.push_back(std::move(f));
+  }
+  return reply(200, json::object{{"totalSize", total},
+                                 {"knownFiles", known},
+                                 {"unknownFiles", unknown},
+                                 {"files", std::move(files)}});
+}
+
+}  // namespace edge::api

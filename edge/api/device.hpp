@@ -14,15 +14,19 @@ namespace edge::api {
 /// The device endpoints of capgo-protocol.md (the unmodified @capgo/capacitor-updater
 /// plugin). Pure request -> response over the ControlService's snapshot.
 ///
-/// Status (issue #4, in progress): /updates, /stats and /channel_self, with check-ins
-/// recorded on the origin. Not yet: /updates/manifest_size.
+/// Covers /updates, /updates/manifest_size, /stats and /channel_self; check-ins are recorded
+/// on the origin (an edge's durable outbox is issue #5).
 class DeviceApi {
  public:
   /// `public_url`: this node's URL as devices reach it (update and manifest URLs).
-  /// `checkins` may be null (then nothing is recorded).
+  /// `checkins` may be null (nothing is recorded); `blobs` serves manifest_size.
   DeviceApi(ControlService& control, std::string public_url,
-            store::CheckinStore* checkins = nullptr)
-      : control_(control), public_url_(std::move(public_url)), checkins_(checkins) {}
+            store::CheckinStore* checkins = nullptr, const store::BlobStore* blobs = nullptr)
+      : control_(control), public_url_(std::move(public_url)), checkins_(checkins), blobs_(blobs) {}
+
+  /// POST /updates/manifest_size (§2.8): the download size of each manifest entry, from the
+  /// blob its download_url names on this node.
+  Response manifest_size(std::string_view body) const;
 
   /// POST /stats: one event or a batch (§3); GET /stats -> {"status":"ok"}.
   Response stats(bool post, std::string_view body) const;
@@ -40,6 +44,7 @@ class DeviceApi {
   ControlService& control_;
   std::string public_url_;
   store::CheckinStore* checkins_;
+  const store::BlobStore* blobs_;
 };
 
 /// Capgo's version_build coercion (§1.1): strict SemVer as is; "1" -> 1.0.0, "1.2" -> 1.2.0,

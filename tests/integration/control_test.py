@@ -190,6 +190,14 @@ def main():
             assert st == 400 and doc["error"] == "invalid_json_body", (field, doc)
         st, _, out = curl(node.url + "/updates")
         assert st == 200 and json.loads(out) == {"status": "ok"}
+        # manifest_size: sizes of the files a manifest names, from this node's blobs.
+        st, doc = post(android)
+        ms = dict(android, version="1.2.4", manifest=doc["manifest"] + doc["manifest"][:1] + [
+            {"file_name": "x.js", "file_hash": "h", "download_url": "https://elsewhere.example/x.js"}])
+        st, _, out = curl("-X", "POST", "--data-binary", json.dumps(ms), node.url + "/updates/manifest_size")
+        size = json.loads(out)
+        assert st == 200 and size["knownFiles"] == 2 and size["unknownFiles"] == 1, size
+        assert size["totalSize"] == 100000 and size["files"][2]["error"] == "size_unknown", size
 
     def t_channel_self():
         capp = "/v1/admin/apps/com.example.chan"
