@@ -16,13 +16,17 @@ namespace json = boost::json;
 using control::Decision;
 using control::Kind;
 
-Response json_body(unsigned status, const json::object& o) {
+Response json_reply(unsigned status, Route route, const json::value& v) {
   Response r;
   r.status = status;
-  r.route = Route::kUpdates;
+  r.route = route;
   r.set("Content-Type", "application/json");
-  r.body = json::serialize(o);
+  r.body = json::serialize(v);
   return r;
+}
+
+Response json_body(unsigned status, const json::object& o) {
+  return json_reply(status, Route::kUpdates, o);
 }
 
 // Thrown-error shape of the Capgo backend (§2.2): no `kind`.
@@ -34,14 +38,6 @@ Response bad_request(std::string_view code, std::string_view message, json::obje
 Response schema_error(std::string_view field) {
   return bad_request("invalid_json_body", "Cannot parse body",
                      json::object{{"parseResult", json::object{{"field", field}}}});
-}
-
-bool at_least(const SemVer& v, std::uint64_t major, std::uint64_t minor, std::uint64_t patch) {
-  SemVer t;
-  t.major = major;
-  t.minor = minor;
-  t.patch = patch;
-  return !(v < t);
 }
 
 // Manifest in responses: plugin >= 5.10.0 / 6.25.0 / 7.0.35 / any 8.x (§2.3 a).
@@ -337,12 +333,7 @@ std::uint64_t channel_number(std::string_view app_id, std::string_view name) {
 }
 
 Response channel_json(unsigned status, const json::object& o) {
-  Response r;
-  r.status = status;
-  r.route = Route::kChannelSelf;
-  r.set("Content-Type", "application/json");
-  r.body = json::serialize(o);
-  return r;
+  return json_reply(status, Route::kChannelSelf, o);
 }
 
 }  // namespace
@@ -686,12 +677,7 @@ bool allowed_action(std::string_view a) {
 }
 
 Response stats_json(unsigned status, const json::value& v) {
-  Response r;
-  r.status = status;
-  r.route = Route::kStats;
-  r.set("Content-Type", "application/json");
-  r.body = json::serialize(v);
-  return r;
+  return json_reply(status, Route::kStats, v);
 }
 
 struct EventError {
@@ -866,12 +852,7 @@ namespace edge::api {
 
 Response DeviceApi::manifest_size(std::string_view body) const {
   const auto reply = [](unsigned status, const json::value& v) {
-    Response r;
-    r.status = status;
-    r.route = Route::kUpdates;
-    r.set("Content-Type", "application/json");
-    r.body = json::serialize(v);
-    return r;
+    return json_reply(status, Route::kUpdates, v);
   };
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);

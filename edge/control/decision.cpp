@@ -32,15 +32,6 @@ Decision fail(Kind kind, std::string error, std::string message) {
   return d;
 }
 
-// Plugin version thresholds of the form "x.y.z for major M": true if v >= threshold.
-bool at_least(const SemVer& v, std::uint64_t major, std::uint64_t minor, std::uint64_t patch) {
-  SemVer t;
-  t.major = major;
-  t.minor = minor;
-  t.patch = patch;
-  return !(v < t);
-}
-
 }  // namespace
 
 std::optional<Platform> parse_platform(std::string_view text) {

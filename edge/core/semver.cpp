@@ -122,4 +122,13 @@ std::strong_ordering operator<=>(const SemVer& a, const SemVer& b) noexcept {
   return a.prerelease.size() <=> b.prerelease.size();
 }
 
+bool at_least(const SemVer& v, std::uint64_t major, std::uint64_t minor,
+              std::uint64_t patch) noexcept {
+  SemVer t;
+  t.major = major;
+  t.minor = minor;
+  t.patch = patch;
+  return !(v < t);
+}
+
 }  // namespace edge

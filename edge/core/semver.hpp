@@ -36,4 +36,9 @@ struct SemVer {
   }
 };
 
+/// True if `v` has at least the precedence of major.minor.patch (a prerelease of that
+/// version counts as older), e.g. plugin-version thresholds.
+bool at_least(const SemVer& v, std::uint64_t major, std::uint64_t minor,
+              std::uint64_t patch) noexcept;
+
 }  // namespace edge

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from harness import TMP, Node, check, curl, results, sha
+from harness import run, TMP, Node, check, curl, results, sha
 
 CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bundle-edge-ctl")
 
@@ -86,12 +86,7 @@ def main():
                      ("deterministic zips, channel/device/release/stats commands", t_deterministic_and_commands)]:
         check(name, fn)
     assert node.stop() == 0
-    print("%d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    finally:
-        subprocess.run(["rm", "-rf", TMP])
+    run(main)

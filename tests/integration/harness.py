@@ -125,3 +125,13 @@ def check(name, fn):
         print("FAIL %s\n%s" % (name, traceback.format_exc()), flush=True)
 
 
+
+
+def run(main):
+    """Runs a test file's main(), prints the closing count line, removes the temp dir."""
+    try:
+        main()
+        print("%d passed, %d failed" % (results["passed"], results["failed"]))
+        sys.exit(1 if results["failed"] else 0)
+    finally:
+        subprocess.run(["rm", "-rf", TMP])

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from harness import BINARY, TMP, Node, check, curl, header, raw, results, sha, upload
+from harness import run, BINARY, TMP, Node, check, curl, header, raw, results, sha, upload
 
 
 def main():
@@ -379,12 +379,7 @@ max_upload = "48MiB"
     check("max_connections -> 503", t_max_connections)
     if node.proc.poll() is None:
         node.stop()
-    print("%d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    finally:
-        subprocess.run(["rm", "-rf", TMP])
+    run(main)
