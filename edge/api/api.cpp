@@ -123,13 +123,11 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body) con
   };
   Response r;
   if (auto rt = route_of("/v1/blobs/", Route::kBlob)) {
-    r = (get || head) ? serve_blob(req, path.substr(10), head)
-                      : method_not_allowed("GET, HEAD", *rt);
+    r = (get || head) ? serve_blob(req, path.substr(10)) : method_not_allowed("GET, HEAD", *rt);
   } else if (auto rc = route_of("/v1/chunks/", Route::kChunk)) {
-    r = (get || head) ? serve_chunk(req, path.substr(11), head)
-                      : method_not_allowed("GET, HEAD", *rc);
+    r = (get || head) ? serve_chunk(req, path.substr(11)) : method_not_allowed("GET, HEAD", *rc);
   } else if (auto rr = route_of("/v1/recipes/", Route::kRecipe)) {
-    r = (get || head) ? serve_recipe(path.substr(12), head) : method_not_allowed("GET, HEAD", *rr);
+    r = (get || head) ? serve_recipe(path.substr(12)) : method_not_allowed("GET, HEAD", *rr);
   } else if (path == "/healthz" || path == "/readyz") {
     r = (get || head) ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
   } else if (device_ != nullptr && path == "/channel_self") {
@@ -242,7 +240,7 @@ void Api::warm(const store::Piece& piece, const store::ChunkStore::Executor& ex,
   chunks_.async_warm(piece.segment, piece.offset, piece.length, ex, std::move(done));
 }
 
-Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool head) const {
+Response Api::serve_blob(const RequestHeader& req, std::string_view rest) const {
   auto [id, name] = split_id(rest);
   if (!id)
     return bad_id("blob", rest.substr(0, rest.find('/')), Route::kBlob);
@@ -330,12 +328,11 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool h
     r.parts.push_back({std::move(prefix), std::move(*p)});
   }
   r.body = "\r\n--" + b + "--\r\n";
-  (void)head;
   return r;
 }
 
-Response Api::serve_chunk(const RequestHeader& req, std::string_view rest, bool head) const {
-  auto [id, name] = split_id(rest);
+Response Api::serve_chunk(const RequestHeader& req, std::string_view rest) const {
+  auto id = split_id(rest).first;
   if (!id)
     return bad_id("chunk", rest, Route::kChunk);
   auto loc = chunks_.find(*id);
@@ -355,13 +352,11 @@ Response Api::serve_chunk(const RequestHeader& req, std::string_view rest, bool 
   r.set("Content-Type", "application/octet-stream");
   r.parts.push_back(
       {std::string(), {store::Piece{std::move(loc->segment), loc->offset, loc->length}}});
-  (void)head;
-  (void)name;
   return r;
 }
 
-Response Api::serve_recipe(std::string_view rest, bool head) const {
-  auto [id, name] = split_id(rest);
+Response Api::serve_recipe(std::string_view rest) const {
+  auto id = split_id(rest).first;
   if (!id)
     return bad_id("blob", rest, Route::kRecipe);
   auto recipe = blobs_.recipe(*id);
@@ -383,8 +378,6 @@ Response Api::serve_recipe(std::string_view rest, bool head) const {
   }
   body += "]}";
   r.body = std::move(body);
-  (void)head;
-  (void)name;
   return r;
 }
 

@@ -88,9 +88,9 @@ class Api {
   Metrics& metrics() const { return metrics_; }
 
  private:
-  Response serve_blob(const RequestHeader& req, std::string_view rest, bool head) const;
-  Response serve_chunk(const RequestHeader& req, std::string_view rest, bool head) const;
-  Response serve_recipe(std::string_view rest, bool head) const;
+  Response serve_blob(const RequestHeader& req, std::string_view rest) const;
+  Response serve_chunk(const RequestHeader& req, std::string_view rest) const;
+  Response serve_recipe(std::string_view rest) const;
   Response health(bool ready_check) const;
   bool authorized(const RequestHeader& req) const;
 

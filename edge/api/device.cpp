@@ -277,24 +277,14 @@ Response DeviceApi::updates(bool post, std::string_view body) const {
 namespace edge::api {
 namespace {
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 std::string url_decode(std::string_view s) {
   std::string out;
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '+') {
       out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 &&
-               hex_digit(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex_digit(s[i + 1]) << 4 | hex_digit(s[i + 2]));
+    } else if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 &&
+               hex_value(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(s[i + 1]) << 4 | hex_value(s[i + 2]));
       i += 2;
     } else {
       out += s[i];
@@ -325,11 +315,7 @@ std::uint64_t channel_number(std::string_view app_id, std::string_view name) {
   h.update(app_id);
   h.update(std::string_view("\n"));
   h.update(name);
-  const Sha256 d = h.finish();
-  std::uint64_t v = 0;
-  for (int i = 0; i < 6; ++i)
-    v = v << 8 | d.bytes[i];
-  return v;
+  return h.finish().leading_u64() >> 16;
 }
 
 Response channel_json(unsigned status, const json::object& o) {

@@ -63,11 +63,7 @@ bool rollout_selects(std::string_view rollout_id, std::string_view device_id, st
   h.update(rollout_id);
   h.update(std::string_view(":"));
   h.update(device_id);
-  const Sha256 d = h.finish();
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i)
-    v = v << 8 | d.bytes[i];
-  return v % 10000 < bps;
+  return h.finish().leading_u64() % 10000 < bps;
 }
 
 Decision decide(const UpdateRequest& req, const AppView& app) {

@@ -10,6 +10,12 @@
 namespace edge {
 namespace {
 
+EVP_MD_CTX* as_ctx(void* p) noexcept {
+  return static_cast<EVP_MD_CTX*>(p);
+}
+
+}  // namespace
+
 int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9')
     return c - '0';
@@ -20,11 +26,12 @@ int hex_value(char c) noexcept {
   return -1;
 }
 
-EVP_MD_CTX* as_ctx(void* p) noexcept {
-  return static_cast<EVP_MD_CTX*>(p);
+std::uint64_t Sha256::leading_u64() const noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v = v << 8 | bytes[i];
+  return v;
 }
-
-}  // namespace
 
 Result<Sha256> Sha256::parse(std::string_view hex) noexcept {
   if (hex.size() != kSize * 2)

@@ -27,6 +27,8 @@ struct Sha256 {
   /// 64 lower-case hex characters.
   std::string hex() const;
   std::span<const std::uint8_t, kSize> span() const noexcept { return bytes; }
+  /// The first 8 bytes as a big-endian integer: a uniform number for bucketing.
+  std::uint64_t leading_u64() const noexcept;
 
   friend bool operator==(const Sha256&, const Sha256&) = default;
   friend auto operator<=>(const Sha256&, const Sha256&) = default;
@@ -65,6 +67,9 @@ Sha256 sha256_of(std::string_view data) noexcept;
 /// XXH3-64 of a buffer (record checksums at rest, in-memory hashing).
 std::uint64_t xxh3_64(std::span<const std::uint8_t> data) noexcept;
 std::uint64_t xxh3_64(const void* data, std::size_t size) noexcept;
+
+/// The value of one hex digit (either case), or -1.
+int hex_value(char c) noexcept;
 
 /// Lower-case hex of any bytes.
 std::string to_hex(std::span<const std::uint8_t> data);
