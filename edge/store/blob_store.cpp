@@ -326,6 +326,36 @@ Result<std::vector<Piece>> BlobStore::resolve(const Recipe& recipe, std::uint64_
   return pieces;
 }
 
+Result<bool> BlobStore::put_recipe(const Recipe& recipe) {
+  Sha256Hasher hasher;
+  std::uint64_t size = 0;
+  std::unordered_set<Sha256, Sha256Hash> seen;
+  std::vector<Sha256> needs;
+  for (const auto& c : recipe.chunks) {
+    auto body = chunks_.read(c.id);
+    if (!body)
+      return body.error();
+    if (body->size() != c.length)
+      return Errc::kChecksumMismatch;
+    hasher.update(*body);
+    size += body->size();
+    if (seen.insert(c.id).second)
+      needs.push_back(c.id);
+  }
+  if (size != recipe.size || hasher.finish() != recipe.id)
+    return Errc::kChecksumMismatch;
+  std::promise<std::pair<error_code, bool>> p;
+  auto f = p.get_future();
+  chunks_.async_put_blob(recipe.id, recipe.encode(), std::move(needs), {},
+                         [&p](error_code ec, bool inserted) {
+                           p.set_value({ec, inserted});
+                         });
+  const auto [ec, inserted] = f.get();
+  if (ec)
+    return ec;
+  return inserted;
+}
+
 Result<std::vector<std::uint8_t>> BlobStore::read(const Sha256& id) const {
   auto r = recipe(id);
   if (!r)

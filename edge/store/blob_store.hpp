@@ -121,6 +121,12 @@ class BlobStore {
                        std::optional<Sha256> expected = std::nullopt);
   Result<BlobInfo> put(std::istream& in, std::optional<Sha256> expected = std::nullopt);
 
+  /// Stores a recipe that came from elsewhere (an edge's fill from upstream, DESIGN §6)
+  /// after checking it: every chunk must be stored, and their bytes in order must hash to
+  /// the blob id (Errc::kChecksumMismatch otherwise; nothing is stored then). Blocking;
+  /// returns whether the recipe was new.
+  Result<bool> put_recipe(const Recipe& recipe);
+
   /// The recipe of blob `id`: Errc::kNotFound if unknown, kCorrupt if undecodable.
   Result<std::shared_ptr<const Recipe>> recipe(const Sha256& id) const;
 

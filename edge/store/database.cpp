@@ -13,8 +13,9 @@ namespace edge::store {
 namespace {
 
 constexpr std::array<const char*, kCfCount> kCfNames = {
-    "default",  "meta",     "chunks",  "segment_chunks", "segments", "blobs",       "apps",
-    "releases", "channels", "devices", "changelog",      "checkins", "device_seen", "daily"};
+    "default",   "meta",     "chunks",      "segment_chunks", "segments",
+    "blobs",     "apps",     "releases",    "channels",       "devices",
+    "changelog", "checkins", "device_seen", "daily",          "outbox"};
 
 constexpr std::string_view kSchemaKey = "schema_version";
 

@@ -29,8 +29,9 @@ enum Cf : std::size_t {
   kCfChangelog,      // be64(seq) -> encoded change
   kCfCheckins,       // be64(seq) -> encoded check-in       (CheckinStore)
   kCfDeviceSeen,     // app \0 device -> last check-in
-  kCfDaily,  // app \0 day \0 kind \0 name -> le64 count (kind d: device seen, r: release, a:
-             // action)
+  kCfDaily,   // app \0 day \0 kind \0 name -> le64 count (kind d: device seen, r: release, a:
+              // action)
+  kCfOutbox,  // be64(outbox seq) -> encoded check-in, waiting to go upstream (edges)
   kCfCount
 };
 

@@ -1,5 +1,6 @@
 #include "edge/store/state_store.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "edge/store/database_impl.hpp"
@@ -8,6 +9,9 @@ namespace edge::store {
 namespace {
 
 constexpr std::string_view kLastSeqKey = "state_last_seq";
+constexpr std::string_view kLogStartKey = "state_log_start";
+constexpr StateKind kKinds[] = {StateKind::kApp, StateKind::kRelease, StateKind::kChannel,
+                                StateKind::kDevice};
 
 Cf cf_of(StateKind kind) {
   switch (kind) {
@@ -73,6 +77,36 @@ bool has_nul(std::string_view s) {
   return s.find('\0') != std::string_view::npos;
 }
 
+void put_meta_u64(Database::Impl& d, rocksdb::WriteBatch& wb, std::string_view key,
+                  std::uint64_t v) {
+  char b[8];
+  put_le64(b, v);
+  wb.Put(d.handle(kCfMeta), key, rocksdb::Slice(b, 8));
+}
+
+void stage_doc(Database::Impl& d, rocksdb::WriteBatch& wb, const Change& c) {
+  const std::string k = key_of(c.kind, c.app_id, c.key);
+  if (c.deleted) {
+    wb.Delete(d.handle(cf_of(c.kind)), k);
+  } else {
+    wb.Put(d.handle(cf_of(c.kind)), k, c.value);
+  }
+}
+
+void stage_log(Database::Impl& d, rocksdb::WriteBatch& wb, const Change& c) {
+  char sk[8];
+  put_be64(sk, c.seq);
+  wb.Put(d.handle(kCfChangelog), rocksdb::Slice(sk, 8), encode_change(c));
+}
+
+Result<void> write_synced(Database::Impl& d, rocksdb::WriteBatch& wb) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  if (auto ec = to_error(d.db->Write(wo, &wb)))
+    return ec;
+  return {};
+}
+
 }  // namespace
 
 std::string_view state_kind_name(StateKind kind) {
@@ -97,6 +131,19 @@ StateStore::StateStore(Database& db) : db_(db) {
   } else if (!s.IsNotFound()) {
     throw StoreError(Errc::kDatabase, "reading meta/state_last_seq: " + s.ToString());
   }
+  log_start_ = 1;
+  if (d.db->Get({}, d.handle(kCfMeta), kLogStartKey, &v).ok() && v.size() == 8)
+    log_start_ = get_le64(v.data());
+}
+
+void StateStore::set_log_retention(std::uint64_t entries) {
+  std::lock_guard lock(write_mutex_);
+  retention_ = entries;
+}
+
+std::uint64_t StateStore::log_start() const {
+  std::lock_guard lock(write_mutex_);
+  return std::min(log_start_, last_seq_ + 1);
 }
 
 void StateStore::Batch::put(StateKind kind, std::string_view app_id, std::string_view key,
@@ -115,31 +162,123 @@ Result<std::uint64_t> StateStore::commit(Batch& batch) {
     if (has_nul(c.app_id) || has_nul(c.key))
       return Errc::kInvalidArgument;
   }
-  auto& d = db_.impl();
   std::lock_guard lock(write_mutex_);
+  std::uint64_t seq = last_seq_;
+  for (auto& c : batch.changes_)
+    c.seq = ++seq;
+  return write_changes_locked(batch.changes_);
+}
+
+Result<std::uint64_t> StateStore::write_changes_locked(const std::vector<Change>& changes) {
+  auto& d = db_.impl();
   rocksdb::WriteBatch wb;
   std::uint64_t seq = last_seq_;
-  for (auto& c : batch.changes_) {
-    c.seq = ++seq;
-    const std::string k = key_of(c.kind, c.app_id, c.key);
-    if (c.deleted) {
-      wb.Delete(d.handle(cf_of(c.kind)), k);
-    } else {
-      wb.Put(d.handle(cf_of(c.kind)), k, c.value);
-    }
-    char sk[8];
-    put_be64(sk, c.seq);
-    wb.Put(d.handle(kCfChangelog), rocksdb::Slice(sk, 8), encode_change(c));
+  for (const auto& c : changes) {
+    if (c.seq <= last_seq_)
+      continue;
+    stage_doc(d, wb, c);
+    stage_log(d, wb, c);
+    seq = c.seq;
   }
-  char last[8];
-  put_le64(last, seq);
-  wb.Put(d.handle(kCfMeta), kLastSeqKey, rocksdb::Slice(last, 8));
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  if (auto ec = to_error(d.db->Write(wo, &wb)))
-    return ec;
+  put_meta_u64(d, wb, kLastSeqKey, seq);
+  // Retention: drop the oldest entries in the same batch.
+  std::uint64_t start = log_start_;
+  if (retention_ > 0 && seq >= retention_ && seq - retention_ + 1 > start) {
+    const std::uint64_t new_start = seq - retention_ + 1;
+    char from[8];
+    char to[8];
+    put_be64(from, start);
+    put_be64(to, new_start);
+    wb.DeleteRange(d.handle(kCfChangelog), rocksdb::Slice(from, 8), rocksdb::Slice(to, 8));
+    put_meta_u64(d, wb, kLogStartKey, new_start);
+    start = new_start;
+  }
+  if (auto r = write_synced(d, wb); !r)
+    return r.error();
   last_seq_ = seq;
+  log_start_ = start;
   return seq;
+}
+
+Result<std::uint64_t> StateStore::apply(const std::vector<Change>& changes) {
+  std::lock_guard lock(write_mutex_);
+  std::uint64_t expect = last_seq_ + 1;
+  for (const auto& c : changes) {
+    if (has_nul(c.app_id) || has_nul(c.key))
+      return Errc::kInvalidArgument;
+    if (c.seq < expect)
+      continue;
+    if (c.seq != expect)
+      return Errc::kInvalidArgument;  // a gap: the follower must pull or take a snapshot
+    ++expect;
+  }
+  if (expect == last_seq_ + 1)
+    return last_seq_;
+  return write_changes_locked(changes);
+}
+
+Result<std::vector<Change>> StateStore::list_all_locked() const {
+  std::vector<Change> docs;
+  auto& d = db_.impl();
+  for (const StateKind kind : kKinds) {
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(cf_of(kind))));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      Change c;
+      c.kind = kind;
+      const std::string k = it->key().ToString();
+      if (kind == StateKind::kApp) {
+        c.app_id = k;
+      } else {
+        const auto nul = k.find('\0');
+        if (nul == std::string::npos)
+          return Errc::kCorrupt;
+        c.app_id = k.substr(0, nul);
+        c.key = k.substr(nul + 1);
+      }
+      c.value = it->value().ToString();
+      docs.push_back(std::move(c));
+    }
+    if (auto ec = to_error(it->status()))
+      return ec;
+  }
+  return docs;
+}
+
+Result<StateStore::Snapshot> StateStore::snapshot() const {
+  std::lock_guard lock(write_mutex_);
+  auto docs = list_all_locked();
+  if (!docs)
+    return docs.error();
+  return Snapshot{last_seq_, std::move(*docs)};
+}
+
+Result<std::uint64_t> StateStore::replace(const Snapshot& snap) {
+  for (const auto& c : snap.docs) {
+    if (has_nul(c.app_id) || has_nul(c.key) || c.deleted)
+      return Errc::kInvalidArgument;
+  }
+  std::lock_guard lock(write_mutex_);
+  auto current = list_all_locked();
+  if (!current)
+    return current.error();
+  auto& d = db_.impl();
+  rocksdb::WriteBatch wb;
+  for (const auto& c : *current)
+    wb.Delete(d.handle(cf_of(c.kind)), key_of(c.kind, c.app_id, c.key));
+  for (const auto& c : snap.docs)
+    wb.Put(d.handle(cf_of(c.kind)), key_of(c.kind, c.app_id, c.key), c.value);
+  char from[8];
+  char to[8];
+  put_be64(from, 0);
+  put_be64(to, ~std::uint64_t{0});
+  wb.DeleteRange(d.handle(kCfChangelog), rocksdb::Slice(from, 8), rocksdb::Slice(to, 8));
+  put_meta_u64(d, wb, kLastSeqKey, snap.seq);
+  put_meta_u64(d, wb, kLogStartKey, snap.seq + 1);
+  if (auto r = write_synced(d, wb); !r)
+    return r.error();
+  last_seq_ = snap.seq;
+  log_start_ = snap.seq + 1;
+  return snap.seq;
 }
 
 Result<std::uint64_t> StateStore::put(StateKind kind, std::string_view app_id, std::string_view key,

@@ -37,8 +37,6 @@ struct Change {
 /// not at all.
 ///
 /// Thread-safety: all methods may be called from any thread; writes are serialised.
-/// Status: the storage layer of issue #4; the admin API and device endpoints that use it
-/// are not written yet.
 class StateStore {
  public:
   /// Reads the last sequence number. Throws StoreError if the meta entry is damaged.
@@ -74,15 +72,46 @@ class StateStore {
   /// (app_id, document), and `app_id` is ignored.
   Result<std::vector<std::pair<std::string, std::string>>> list(StateKind kind,
                                                                 std::string_view app_id) const;
-  /// Up to `limit` changes with seq > `after`, in order.
+  /// Up to `limit` changes with seq > `after`, in order. Check log_start() first: changes
+  /// older than the retained log are gone.
   Result<std::vector<Change>> changes_after(std::uint64_t after, std::size_t limit) const;
   /// The newest sequence number (0 before the first write).
   std::uint64_t last_seq() const;
+  /// The oldest sequence number still in the changelog (last_seq()+1 when it is empty): a
+  /// follower whose cursor is below log_start()-1 must take a snapshot.
+  std::uint64_t log_start() const;
+
+  /// Keeps at most `entries` changelog entries: each commit deletes the older ones in the
+  /// same batch (0 = keep everything, the default).
+  void set_log_retention(std::uint64_t entries);
+
+  /// Applies changes numbered upstream (an edge following its upstream, DESIGN §6): their
+  /// documents, their changelog entries and the new last seq in one synced batch, so the
+  /// follower's cursor (last_seq()) moves atomically with the state. Changes at or below
+  /// last_seq() are skipped (already applied); the rest must be contiguous from
+  /// last_seq()+1, else Errc::kInvalidArgument and nothing is written. Returns last_seq().
+  Result<std::uint64_t> apply(const std::vector<Change>& changes);
+
+  /// The whole state with its sequence number, read consistently (GET /v1/sync/snapshot).
+  /// Each document comes as a Change with seq 0.
+  struct Snapshot {
+    std::uint64_t seq = 0;
+    std::vector<Change> docs;
+  };
+  Result<Snapshot> snapshot() const;
+  /// Replaces every document with `snap.docs`, sets last_seq() to `snap.seq` and empties the
+  /// changelog (log_start() becomes snap.seq+1), in one synced batch.
+  Result<std::uint64_t> replace(const Snapshot& snap);
 
  private:
+  Result<std::vector<Change>> list_all_locked() const;
+  Result<std::uint64_t> write_changes_locked(const std::vector<Change>& changes);
+
   Database& db_;
   mutable std::mutex write_mutex_;
-  std::uint64_t last_seq_ = 0;  // guarded by write_mutex_
+  std::uint64_t last_seq_ = 0;   // guarded by write_mutex_
+  std::uint64_t log_start_ = 1;  // guarded by write_mutex_
+  std::uint64_t retention_ = 0;  // guarded by write_mutex_
 };
 
 }  // namespace edge::store
