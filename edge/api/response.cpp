@@ -17,6 +17,8 @@ std::string_view route_name(Route r) {
     case Route::kChannelSelf: return "channel_self";
     case Route::kStats: return "stats";
     case Route::kAdmin: return "admin_control";
+    case Route::kSync: return "sync";
+    case Route::kCheckins: return "checkins";
     case Route::kOther:
     case Route::kCount: break;
   }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -23,6 +24,8 @@ enum class Route {
   kChannelSelf,
   kStats,
   kAdmin,
+  kSync,      ///< /v1/sync/* (node to node)
+  kCheckins,  ///< POST /v1/checkins (node to node)
   kOther,
   kCount
 };
@@ -48,6 +51,12 @@ struct Response {
   bool head_only = false;  ///< HEAD: send the header with the GET's Content-Length
   bool close = false;      ///< close the connection after this response
   Route route = Route::kOther;
+  /// Set when the answer is not known yet (an edge filling a blob from upstream, a check-in
+  /// that must be durable first, a long poll). The server calls it once with the
+  /// connection's executor and a `reply` to call exactly once, from any thread, with the
+  /// real response; the other fields are ignored.
+  std::function<void(const store::ChunkStore::Executor&, std::function<void(Response)> reply)>
+      later;
 
   /// Bytes of the body as framed (Content-Length).
   std::uint64_t content_length() const;
@@ -65,5 +74,19 @@ Response error_response(unsigned status, std::string_view code, std::string_view
 
 /// Escapes a string for a JSON string literal (without the quotes).
 std::string json_escape(std::string_view s);
+
+}  // namespace edge::api
+
+namespace edge::api {
+
+/// A response that is produced later by `fn(executor, reply)` (see Response::later).
+inline Response deferred(
+    Route route,
+    std::function<void(const store::ChunkStore::Executor&, std::function<void(Response)>)> fn) {
+  Response r;
+  r.route = route;
+  r.later = std::move(fn);
+  return r;
+}
 
 }  // namespace edge::api

@@ -98,6 +98,7 @@ struct Server::Impl {
   std::optional<asio::steady_timer> grace;
   std::uint16_t public_port = 0;
   std::uint16_t admin_port = 0;
+  std::function<void()> on_stop;
 
   Impl(ServerOptions o, api::Api& a) : options(std::move(o)), api(a) {}
   void accept(Worker& w, bool admin);
@@ -380,6 +381,19 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void respond(api::Response r) {
+    if (r.later) {
+      // Deferred: nothing is armed while the handler works (its own timeouts bound it); the
+      // reply comes back to this connection's thread.
+      disarm();
+      auto later = std::move(r.later);
+      later(worker_.io.get_executor(), [self = shared_from_this()](api::Response real) {
+        asio::post(self->worker_.io, [self, real = std::move(real)]() mutable {
+          real.later = nullptr;
+          self->respond(std::move(real));
+        });
+      });
+      return;
+    }
     if (r.close || server_.draining.load(std::memory_order_relaxed))
       keep_alive_ = false;
     status_ = r.status;
@@ -677,6 +691,8 @@ void Server::Impl::stop() {
     return;
   spdlog::info("shutting down: no new connections; in-flight responses get {} ms",
                options.shutdown_grace_ms);
+  if (on_stop)
+    on_stop();  // e.g. answer long polls now rather than at the end of their wait
   for (auto& w : workers)
     asio::post(w->io, [this, wp = w.get()] { drain_worker(*wp); });
   asio::post(workers[0]->io, [this] {
@@ -757,6 +773,10 @@ std::uint16_t Server::public_port() const {
 }
 std::uint16_t Server::admin_port() const {
   return impl_->admin_port;
+}
+
+void Server::set_on_stop(std::function<void()> fn) {
+  impl_->on_stop = std::move(fn);
 }
 
 void Server::stop() {

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -50,6 +51,9 @@ class Server {
 
   /// Serves on the calling thread plus threads-1 others; returns after a graceful stop.
   void run();
+  /// Called once when a stop begins (signal or stop()), on the stopping thread. Set before
+  /// run().
+  void set_on_stop(std::function<void()> fn);
   /// Stops accepting, lets responses in flight finish (bounded by shutdown_grace_ms),
   /// closes idle keep-alive connections. Thread-safe; idempotent.
   void stop();
