@@ -5,8 +5,6 @@
 
 #include "edge/http/http.hpp"
 
-#include <openssl/crypto.h>
-
 namespace edge::api {
 namespace {
 
@@ -123,13 +121,19 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body) con
   };
   Response r;
   if (auto rt = route_of("/v1/blobs/", Route::kBlob)) {
-    r = (get || head) ? serve_blob(req, path.substr(10)) : method_not_allowed("GET, HEAD", *rt);
+    r = (get || head) ? serve_blob(req, path.substr(10), true)
+                      : method_not_allowed("GET, HEAD", *rt);
   } else if (auto rc = route_of("/v1/chunks/", Route::kChunk)) {
-    r = (get || head) ? serve_chunk(req, path.substr(11)) : method_not_allowed("GET, HEAD", *rc);
+    r = (get || head) ? serve_chunk(req, path.substr(11), true)
+                      : method_not_allowed("GET, HEAD", *rc);
   } else if (auto rr = route_of("/v1/recipes/", Route::kRecipe)) {
-    r = (get || head) ? serve_recipe(path.substr(12)) : method_not_allowed("GET, HEAD", *rr);
+    r = (get || head) ? serve_recipe(path.substr(12), true) : method_not_allowed("GET, HEAD", *rr);
   } else if (path == "/healthz" || path == "/readyz") {
     r = (get || head) ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
+  } else if (sync_ != nullptr && SyncApi::handles(path)) {
+    const auto q = target.find('?');
+    r = sync_->handle(
+        req, path, q == std::string_view::npos ? std::string_view() : target.substr(q + 1), body);
   } else if (device_ != nullptr && path == "/channel_self") {
     const auto q = target.find('?');
     const std::string_view query =
@@ -151,19 +155,22 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body) con
   } else {
     r = error_response(404, "not_found", "no route for " + std::string(path.substr(0, 200)));
   }
+  if (head && r.later) {
+    // The deferred answer is a HEAD's too.
+    r.later = [later = std::move(r.later)](const store::ChunkStore::Executor& ex,
+                                           std::function<void(Response)> reply) {
+      later(ex, [reply = std::move(reply)](Response real) {
+        real.head_only = true;
+        reply(std::move(real));
+      });
+    };
+  }
   r.head_only = head;
   return r;
 }
 
 bool Api::authorized(const RequestHeader& req) const {
-  const std::string_view auth = field(req, bhttp::field::authorization);
-  constexpr std::string_view kBearer = "Bearer ";
-  if (options_.admin_token.empty() || !auth.starts_with(kBearer))
-    return false;
-  const std::string_view token = auth.substr(kBearer.size());
-  // Constant-time compare: the length is not secret, the bytes are.
-  return token.size() == options_.admin_token.size() &&
-         CRYPTO_memcmp(token.data(), options_.admin_token.data(), token.size()) == 0;
+  return bearer_matches(req, options_.admin_token);
 }
 
 Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
@@ -211,6 +218,12 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     r.close = true;  // the body was not read
     return r;
   }
+  if (filler_ != nullptr) {
+    Response r = edge_refusal();
+    r.route = Route::kUpload;
+    r.close = true;
+    return r;
+  }
   std::optional<Sha256> expected;
   if (const auto it = req.find("X-Content-Sha256"); it != req.end()) {
     const std::string_view v(it->value().data(), it->value().size());
@@ -240,11 +253,47 @@ void Api::warm(const store::Piece& piece, const store::ChunkStore::Executor& ex,
   chunks_.async_warm(piece.segment, piece.offset, piece.length, ex, std::move(done));
 }
 
-Response Api::serve_blob(const RequestHeader& req, std::string_view rest) const {
+Response Api::fill_then(Route route, const Sha256& id, bool chunk,
+                        std::function<Response()> again) const {
+  return deferred(route, [this, route, id, chunk, again = std::move(again)](
+                             const store::ChunkStore::Executor&,
+                             std::function<void(Response)> reply) {
+    auto done = [route, id, chunk, again, reply = std::move(reply)](boost::system::error_code ec) {
+      const std::string what = (chunk ? "chunk " : "blob ") + id.hex();
+      if (!ec) {
+        reply(again());
+      } else if (ec == Errc::kNotFound) {
+        reply(error_response(404, "not_found", "no " + what + " on this node or its upstream",
+                             route));
+      } else if (ec == Errc::kChecksumMismatch) {
+        reply(error_response(502, "verification_failed",
+                             "bytes of " + what + " from upstream failed SHA-256 verification",
+                             route));
+      } else {
+        reply(error_response(502, "upstream_unavailable",
+                             "fetching " + what + " from upstream failed: " + ec.message(), route));
+      }
+    };
+    if (chunk) {
+      filler_->fill_chunk(id, std::move(done));
+    } else {
+      filler_->fill_blob(id, std::move(done));
+    }
+  });
+}
+
+Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool may_fill) const {
   auto [id, name] = split_id(rest);
   if (!id)
     return bad_id("blob", rest.substr(0, rest.find('/')), Route::kBlob);
+  const auto fill = [&] {
+    return fill_then(Route::kBlob, *id, false, [this, req, rest = std::string(rest)] {
+      return serve_blob(req, rest, false);
+    });
+  };
   auto recipe = blobs_.recipe(*id);
+  if (!recipe && recipe.error() == Errc::kNotFound && may_fill && filler_ != nullptr)
+    return fill();
   if (!recipe) {
     if (recipe.error() == Errc::kNotFound) {
       return error_response(404, "not_found", "no blob " + id->hex() + " on this node",
@@ -286,11 +335,14 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest) const 
       ranges = std::move(*resolved);
     }
   }
-  // A chunk missing here is filled from upstream on an edge (issue #5); until then, 503.
+  // A chunk missing here (evicted, or lost to corruption) is filled from upstream on an
+  // edge; the origin has no upstream: 503.
   const auto pieces_for = [&](std::uint64_t first, std::uint64_t length) {
     return blobs_.resolve(rec, first, length);
   };
   const auto missing_chunk = [&]() {
+    if (may_fill && filler_ != nullptr)
+      return fill();
     return error_response(503, "chunk_unavailable",
                           "a chunk of blob " + id->hex() + " is not stored on this node",
                           Route::kBlob);
@@ -331,11 +383,16 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest) const 
   return r;
 }
 
-Response Api::serve_chunk(const RequestHeader& req, std::string_view rest) const {
+Response Api::serve_chunk(const RequestHeader& req, std::string_view rest, bool may_fill) const {
   auto id = split_id(rest).first;
   if (!id)
     return bad_id("chunk", rest, Route::kChunk);
   auto loc = chunks_.find(*id);
+  if (!loc && may_fill && filler_ != nullptr) {
+    return fill_then(Route::kChunk, *id, true, [this, req, rest = std::string(rest)] {
+      return serve_chunk(req, rest, false);
+    });
+  }
   if (!loc)
     return error_response(404, "not_found", "no chunk " + id->hex() + " on this node",
                           Route::kChunk);
@@ -355,11 +412,15 @@ Response Api::serve_chunk(const RequestHeader& req, std::string_view rest) const
   return r;
 }
 
-Response Api::serve_recipe(std::string_view rest) const {
+Response Api::serve_recipe(std::string_view rest, bool may_fill) const {
   auto id = split_id(rest).first;
   if (!id)
     return bad_id("blob", rest, Route::kRecipe);
   auto recipe = blobs_.recipe(*id);
+  if (!recipe && may_fill && filler_ != nullptr) {
+    return fill_then(Route::kRecipe, *id, false,
+                     [this, rest = std::string(rest)] { return serve_recipe(rest, false); });
+  }
   if (!recipe)
     return error_response(404, "not_found", "no blob " + id->hex() + " on this node",
                           Route::kRecipe);

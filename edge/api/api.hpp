@@ -15,6 +15,7 @@
 #include "edge/api/device.hpp"
 #include "edge/api/metrics.hpp"
 #include "edge/api/response.hpp"
+#include "edge/api/sync.hpp"
 #include "edge/store/blob_store.hpp"
 
 namespace edge::api {
@@ -71,6 +72,12 @@ class Api {
   void set_control(ControlService* control) { control_ = control; }
   /// Attaches the device endpoints (/updates). Call before serving.
   void set_device(DeviceApi* device) { device_ = device; }
+  /// Attaches the node-to-node routes (/v1/sync/*, /v1/checkins). Call before serving.
+  void set_sync(SyncApi* sync) { sync_ = sync; }
+  /// Edges: a blob, recipe or chunk missing here is filled from upstream through `filler`
+  /// and then served (502 if upstream fails or the bytes fail verification, 404 if upstream
+  /// does not have it either); uploads answer 409. Call before serving.
+  void set_filler(Filler* filler) { filler_ = filler; }
 
   /// True if `req` is PUT /v1/admin/blobs on the admin listener.
   static bool is_upload(const RequestHeader& req);
@@ -88,9 +95,13 @@ class Api {
   Metrics& metrics() const { return metrics_; }
 
  private:
-  Response serve_blob(const RequestHeader& req, std::string_view rest) const;
-  Response serve_chunk(const RequestHeader& req, std::string_view rest) const;
-  Response serve_recipe(std::string_view rest) const;
+  // `may_fill`: a miss may go to the filler (false on the retry after a fill).
+  Response serve_blob(const RequestHeader& req, std::string_view rest, bool may_fill) const;
+  Response serve_chunk(const RequestHeader& req, std::string_view rest, bool may_fill) const;
+  Response serve_recipe(std::string_view rest, bool may_fill) const;
+  /// Fills `id` (a blob, or a chunk) from upstream, then answers `again()`.
+  Response fill_then(Route route, const Sha256& id, bool chunk,
+                     std::function<Response()> again) const;
   Response health(bool ready_check) const;
   bool authorized(const RequestHeader& req) const;
 
@@ -101,6 +112,8 @@ class Api {
   std::atomic<bool> ready_{false};
   ControlService* control_ = nullptr;
   DeviceApi* device_ = nullptr;
+  SyncApi* sync_ = nullptr;
+  Filler* filler_ = nullptr;
 };
 
 }  // namespace edge::api

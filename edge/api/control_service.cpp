@@ -67,6 +67,10 @@ bool overlaps(const control::Channel& a, const control::Channel& b) {
 
 }  // namespace
 
+Response edge_refusal() {
+  return error_response(409, "edge_node", "this node is an edge; publish to the origin");
+}
+
 bool valid_app_id(std::string_view id) {
   // ^[a-z0-9]+(\.[\w-]+)+$ (case-insensitive)
   std::size_t i = 0;
@@ -151,6 +155,7 @@ Response ControlService::commit(store::StateStore::Batch& batch, unsigned status
     return error_response(500, "store_error",
                           "writing the change failed: " + seq.error().message());
   state_.store(std::make_shared<const ControlState>(std::move(next)));
+  committed(*seq);
   Response r;
   r.status = status;
   r.set("Content-Type", "application/json");
@@ -159,8 +164,77 @@ Response ControlService::commit(store::StateStore::Batch& batch, unsigned status
   return r;
 }
 
+void ControlService::committed(std::uint64_t seq) const {
+  if (on_commit_)
+    on_commit_(seq);
+}
+
+std::shared_ptr<const ControlState> ControlService::preview(
+    const std::vector<store::Change>& changes) const {
+  const std::uint64_t cursor = store_.last_seq();
+  ControlState next = *state_.load();
+  for (const auto& c : changes) {
+    if (c.seq <= cursor)
+      continue;
+    auto applied =
+        next.apply(to_control(c.kind), c.app_id, c.key, c.deleted ? std::string_view() : c.value);
+    if (std::holds_alternative<control::FieldError>(applied))
+      return nullptr;
+    next = std::move(std::get<ControlState>(applied));
+  }
+  return std::make_shared<const ControlState>(std::move(next));
+}
+
+std::shared_ptr<const ControlState> ControlService::preview(
+    const store::StateStore::Snapshot& snap) {
+  ControlState next;
+  // Apps first: releases, channels and devices need their app.
+  for (const bool apps : {true, false}) {
+    for (const auto& c : snap.docs) {
+      if ((c.kind == StateKind::kApp) != apps)
+        continue;
+      auto applied = next.apply(to_control(c.kind), c.app_id, c.key, c.value);
+      if (std::holds_alternative<control::FieldError>(applied))
+        return nullptr;
+      next = std::move(std::get<ControlState>(applied));
+    }
+  }
+  return std::make_shared<const ControlState>(std::move(next));
+}
+
+Result<std::uint64_t> ControlService::apply_changes(const std::vector<store::Change>& changes) {
+  std::lock_guard lock(write_mutex_);
+  const std::uint64_t cursor = store_.last_seq();
+  auto next = preview(changes);
+  if (!next)
+    return Errc::kInvalidArgument;
+  auto seq = store_.apply(changes);
+  if (!seq)
+    return seq.error();
+  if (*seq != cursor) {
+    state_.store(std::move(next));
+    committed(*seq);
+  }
+  return seq;
+}
+
+Result<std::uint64_t> ControlService::apply_snapshot(const store::StateStore::Snapshot& snap) {
+  std::lock_guard lock(write_mutex_);
+  auto next = preview(snap);
+  if (!next)
+    return Errc::kInvalidArgument;
+  auto seq = store_.replace(snap);
+  if (!seq)
+    return seq.error();
+  state_.store(std::move(next));
+  committed(*seq);
+  return seq;
+}
+
 bool ControlService::set_device_override(std::string_view app_id, std::string_view device_id,
                                          const std::optional<std::string>& channel) {
+  if (read_only_)
+    return false;  // an edge mirrors its upstream's numbered changes; it writes none
   std::lock_guard lock(write_mutex_);
   store::StateStore::Batch b;
   if (channel) {
@@ -318,6 +392,8 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
     r.set("Allow", allow);
     return r;
   };
+  if (!get && read_only_)
+    return edge_refusal();
   std::unique_lock lock(write_mutex_, std::defer_lock);
   if (!get)
     lock.lock();  // writes read-validate-commit under one lock

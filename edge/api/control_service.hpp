@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string_view>
@@ -37,6 +38,32 @@ class ControlService {
   bool set_device_override(std::string_view app_id, std::string_view device_id,
                            const std::optional<std::string>& channel);
 
+  /// Edges: admin writes answer 409 (publish to the origin) and device overrides from
+  /// /channel_self are refused; state changes only through apply_changes/apply_snapshot.
+  void set_read_only(bool read_only) { read_only_ = read_only; }
+  bool read_only() const { return read_only_; }
+
+  /// Called after every commit (admin write or applied changes) with the new last seq, on
+  /// the committing thread: wakes long polls and pushes. Set before serving.
+  void set_on_commit(std::function<void(std::uint64_t seq)> fn) { on_commit_ = std::move(fn); }
+
+  /// Applies changes numbered upstream (DESIGN §6): each document is validated against the
+  /// state first (Errc::kInvalidArgument and nothing written if one does not parse), then
+  /// stored with the cursor in one batch (StateStore::apply), then published. Changes at
+  /// or below the cursor are skipped; a gap is Errc::kInvalidArgument. Returns the cursor.
+  Result<std::uint64_t> apply_changes(const std::vector<store::Change>& changes);
+  /// The state `changes` would produce (changes at or below the cursor skipped), or
+  /// nullptr if one does not parse. Nothing is written. For prefetch before a flip.
+  std::shared_ptr<const control::ControlState> preview(
+      const std::vector<store::Change>& changes) const;
+  /// The state a snapshot would produce, or nullptr.
+  static std::shared_ptr<const control::ControlState> preview(
+      const store::StateStore::Snapshot& snap);
+  /// Replaces the whole state with a snapshot from upstream (validated first).
+  Result<std::uint64_t> apply_snapshot(const store::StateStore::Snapshot& snap);
+  /// The sequence number of the newest applied change (an edge's cursor).
+  std::uint64_t last_seq() const { return store_.last_seq(); }
+
   /// Routes under /v1/admin/apps (the caller checked the token).
   Response handle(const boost::beast::http::request_header<>& req, std::string_view path,
                   std::string_view body);
@@ -56,9 +83,16 @@ class ControlService {
   store::StateStore& store_;
   store::BlobStore& blobs_;
   const store::CheckinStore* checkins_ = nullptr;
+  void committed(std::uint64_t seq) const;
+
   std::mutex write_mutex_;
+  bool read_only_ = false;
+  std::function<void(std::uint64_t)> on_commit_;
   std::atomic<std::shared_ptr<const control::ControlState>> state_;
 };
+
+/// 409 "this node is an edge; publish to the origin": admin writes on an edge.
+Response edge_refusal();
 
 /// Capgo's app id rule: reverse-domain, `/^[a-z0-9]+(\.[\w-]+)+$/i`.
 bool valid_app_id(std::string_view id);

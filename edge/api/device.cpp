@@ -1,6 +1,7 @@
 #include "edge/api/device.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -119,7 +120,8 @@ std::string encode_path(std::string_view path) {
   return out;
 }
 
-Response DeviceApi::updates(bool post, std::string_view body) const {
+Response DeviceApi::updates_now(bool post, std::string_view body,
+                                std::vector<store::Checkin>& pending) const {
   if (!post)
     return json_body(200, json::object{{"status", "ok"}});
   boost::system::error_code ec;
@@ -224,9 +226,10 @@ Response DeviceApi::updates(bool post, std::string_view body) const {
   const control::AppStateView view(*app);
   const Decision d = control::decide(req, view);
   if (checkins_ != nullptr) {
-    checkins_->record({std::string(*app_id), req.device_id, std::string(*platform_text),
-                       req.version_name, version_build->to_string(), "updates",
-                       d.kind == Kind::kUpdate ? "update" : d.error, now_ms()});
+    pending.push_back(store::Checkin{std::string(*app_id), req.device_id,
+                                     std::string(*platform_text), req.version_name,
+                                     version_build->to_string(), "updates",
+                                     d.kind == Kind::kUpdate ? "update" : d.error, now_ms()});
   }
   if (d.kind != Kind::kUpdate) {
     json::object out{{"error", d.error}, {"message", d.message}};
@@ -730,7 +733,8 @@ std::optional<EventError> check_event(const json::object& e) {
 
 }  // namespace
 
-Response DeviceApi::stats(bool post, std::string_view body) const {
+Response DeviceApi::stats_now(bool post, std::string_view body,
+                              std::vector<store::Checkin>& pending) const {
   if (!post)
     return stats_json(200, json::object{{"status", "ok"}});
   boost::system::error_code ec;
@@ -820,7 +824,8 @@ Response DeviceApi::stats(bool post, std::string_view body) const {
       for (char& c : device)
         c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       const auto* build = e.if_contains("version_build");
-      checkins_->record({app_id, device, std::string(e.at("platform").get_string()), version_name,
+      pending.push_back(
+          store::Checkin{app_id, device, std::string(e.at("platform").get_string()), version_name,
                          build != nullptr ? std::string(build->get_string()) : std::string(),
                          std::string(e.at("action").get_string()), "", now_ms()});
     }
@@ -835,6 +840,60 @@ Response DeviceApi::stats(bool post, std::string_view body) const {
 }  // namespace edge::api
 
 namespace edge::api {
+
+Response DeviceApi::updates(bool post, std::string_view body) const {
+  std::vector<store::Checkin> pending;
+  Response r = updates_now(post, body, pending);
+  return record_then(std::move(r), std::move(pending));
+}
+
+Response DeviceApi::stats(bool post, std::string_view body) const {
+  std::vector<store::Checkin> pending;
+  Response r = stats_now(post, body, pending);
+  return record_then(std::move(r), std::move(pending));
+}
+
+Response DeviceApi::record_then(Response r, std::vector<store::Checkin> pending) const {
+  if (pending.empty())
+    return r;
+  if (!durable_) {
+    // The origin: queued for the next group commit, answered now.
+    for (auto& c : pending)
+      checkins_->record(std::move(c));
+    return r;
+  }
+  // An edge: the check-ins go upstream from the outbox, so they must be on disk before
+  // the device hears back (DESIGN §6). One group commit holds them all.
+  const Route route = r.route;
+  return deferred(route, [this, r = std::move(r), pending = std::move(pending)](
+                             const store::ChunkStore::Executor&,
+                             std::function<void(Response)> reply) mutable {
+    struct Join {
+      std::atomic<std::size_t> left;
+      std::atomic<bool> failed{false};
+      Response answer;
+      std::function<void(Response)> reply;
+    };
+    auto join = std::make_shared<Join>();
+    join->left = pending.size();
+    join->answer = std::move(r);
+    join->reply = std::move(reply);
+    for (auto& c : pending) {
+      checkins_->record(std::move(c), [join](bool ok) {
+        if (!ok)
+          join->failed = true;
+        if (join->left.fetch_sub(1) != 1)
+          return;
+        if (join->failed) {
+          join->reply(error_response(503, "store_error", "the check-in could not be stored; retry",
+                                     join->answer.route));
+        } else {
+          join->reply(std::move(join->answer));
+        }
+      });
+    }
+  });
+}
 
 Response DeviceApi::manifest_size(std::string_view body) const {
   const auto reply = [](unsigned status, const json::value& v) {

@@ -14,15 +14,22 @@ namespace edge::api {
 /// The device endpoints of capgo-protocol.md (the unmodified @capgo/capacitor-updater
 /// plugin). Pure request -> response over the ControlService's snapshot.
 ///
-/// Covers /updates, /updates/manifest_size, /stats and /channel_self; check-ins are recorded
-/// on the origin (an edge's durable outbox is issue #5).
+/// Covers /updates, /updates/manifest_size, /stats and /channel_self; every /updates and
+/// /stats event is a check-in (on an edge, durable in the outbox before the answer).
 class DeviceApi {
  public:
   /// `public_url`: this node's URL as devices reach it (update and manifest URLs).
   /// `checkins` may be null (nothing is recorded); `blobs` serves manifest_size.
+  /// `durable`: answer a check-in only once it is committed (edges: the outbox must not
+  /// lose what a device was told was recorded); otherwise it is queued and answered now.
   DeviceApi(ControlService& control, std::string public_url,
-            store::CheckinStore* checkins = nullptr, const store::BlobStore* blobs = nullptr)
-      : control_(control), public_url_(std::move(public_url)), checkins_(checkins), blobs_(blobs) {}
+            store::CheckinStore* checkins = nullptr, const store::BlobStore* blobs = nullptr,
+            bool durable = false)
+      : control_(control),
+        public_url_(std::move(public_url)),
+        checkins_(checkins),
+        blobs_(blobs),
+        durable_(durable) {}
 
   /// POST /updates/manifest_size (§2.8): the download size of each manifest entry, from the
   /// blob its download_url names on this node.
@@ -41,10 +48,17 @@ class DeviceApi {
                         std::string_view body) const;
 
  private:
+  Response updates_now(bool post, std::string_view body,
+                       std::vector<store::Checkin>& pending) const;
+  Response stats_now(bool post, std::string_view body, std::vector<store::Checkin>& pending) const;
+  /// Records `pending` and answers `r` (after the commit when durable_).
+  Response record_then(Response r, std::vector<store::Checkin> pending) const;
+
   ControlService& control_;
   std::string public_url_;
   store::CheckinStore* checkins_;
   const store::BlobStore* blobs_;
+  bool durable_ = false;
 };
 
 /// Capgo's version_build coercion (§1.1): strict SemVer as is; "1" -> 1.0.0, "1.2" -> 1.2.0,

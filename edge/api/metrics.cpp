@@ -1,7 +1,9 @@
 #include "edge/api/metrics.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <functional>
 
 namespace edge::api {
 
@@ -69,11 +71,12 @@ std::string Metrics::render(const store::StoreStats& st) const {
                 static_cast<unsigned long long>(cumulative));
   out += line;
 
-  const auto gauge = [&](const char* name, const char* help, const char* type, std::uint64_t v) {
-    std::snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
-                  type, name, static_cast<unsigned long long>(v));
-    out += line;
-  };
+  const std::function<void(const char*, const char*, const char*, std::uint64_t)> gauge =
+      [&](const char* name, const char* help, const char* type, std::uint64_t v) {
+        std::snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
+                      type, name, static_cast<unsigned long long>(v));
+        out += line;
+      };
   gauge("edge_http_connections", "Open client connections.", "gauge",
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, connections_.load())));
   gauge("edge_http_connections_refused_total", "Connections refused at max_connections (503).",
@@ -90,7 +93,69 @@ std::string Metrics::render(const store::StoreStats& st) const {
   gauge("edge_store_evicted_chunks_total", "Chunks evicted.", "counter", st.evicted_chunks);
   gauge("edge_store_relocated_chunks_total", "Pinned chunks copied forward by eviction.", "counter",
         st.relocated_chunks);
+  if (sync_ != nullptr)
+    render_sync(gauge);
   return out;
+}
+
+void Metrics::render_sync(
+    const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const {
+  const SyncMetrics& m = *sync_;
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const std::uint64_t cursor = cursor_ ? cursor_() : 0;
+  const std::uint64_t upstream = m.upstream_seq.load();
+  gauge("edge_sync_cursor_seq", "Sequence number of the newest applied change.", "gauge", cursor);
+  gauge("edge_sync_upstream_seq", "Newest sequence number the upstream reported.", "gauge",
+        upstream);
+  gauge("edge_sync_lag_seq", "Changes the upstream has that this node has not applied.", "gauge",
+        upstream > cursor ? upstream - cursor : 0);
+  const std::int64_t contact = m.last_contact_ms.load();
+  gauge(
+      "edge_sync_seconds_since_contact",
+      "Seconds since the upstream last answered (0: never contacted).", "gauge",
+      contact > 0 && now_ms > contact ? static_cast<std::uint64_t>((now_ms - contact) / 1000) : 0);
+  gauge("edge_sync_changes_applied_total", "Changes applied from upstream.", "counter",
+        m.changes_applied.load());
+  gauge("edge_sync_snapshots_applied_total", "Snapshots applied from upstream.", "counter",
+        m.snapshots_applied.load());
+  gauge("edge_sync_pushes_received_total", "Pushed change batches received.", "counter",
+        m.pushes_received.load());
+  gauge("edge_sync_pushes_sent_total", "Change batches pushed to edges.", "counter",
+        m.pushes_sent.load());
+  gauge("edge_sync_push_errors_total", "Pushes that failed (the edge pulls instead).", "counter",
+        m.push_errors.load());
+  gauge("edge_fill_fetches_total", "Chunks and recipes fetched from upstream.", "counter",
+        m.fills.load());
+  gauge("edge_fill_bytes_total", "Bytes fetched from upstream.", "counter", m.fill_bytes.load());
+  gauge("edge_fill_errors_total", "Upstream fetches that failed (unreachable, 5xx, timeout).",
+        "counter", m.fill_errors.load());
+  gauge("edge_fill_verification_failures_total",
+        "Chunks or blobs from upstream that did not hash to their id (never stored).", "counter",
+        m.verify_failures.load());
+  gauge("edge_prefetch_blobs_pending", "Blobs being prefetched before a channel flip.", "gauge",
+        m.prefetch_blobs_pending.load());
+  gauge("edge_prefetch_blobs_done_total", "Blobs prefetched.", "counter",
+        m.prefetch_blobs_done.load());
+  gauge("edge_prefetch_deadline_flips_total",
+        "Channel changes applied at the prefetch deadline with chunks still missing.", "counter",
+        m.prefetch_timeouts.load());
+  gauge("edge_checkins_sent_total", "Check-ins acknowledged by the upstream.", "counter",
+        m.checkins_sent.load());
+  gauge("edge_checkin_batches_sent_total", "Check-in batches acknowledged by the upstream.",
+        "counter", m.checkin_batches_sent.load());
+  if (outbox_ != nullptr) {
+    const auto o = outbox_->outbox_stats();
+    gauge("edge_outbox_depth", "Check-ins waiting to go upstream.", "gauge", o.depth);
+    gauge("edge_outbox_bytes", "Bytes of check-ins waiting to go upstream.", "gauge", o.bytes);
+    gauge("edge_outbox_oldest_age_seconds", "Age of the oldest waiting check-in.", "gauge",
+          o.oldest_ms > 0 && now_ms > o.oldest_ms
+              ? static_cast<std::uint64_t>((now_ms - o.oldest_ms) / 1000)
+              : 0);
+    gauge("edge_outbox_dropped_total", "Check-ins dropped because the outbox was full.", "counter",
+          o.dropped);
+  }
 }
 
 }  // namespace edge::api

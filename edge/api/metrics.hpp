@@ -3,9 +3,11 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "edge/api/response.hpp"
+#include "edge/api/sync.hpp"
 #include "edge/store/chunk_store.hpp"
 
 namespace edge::api {
@@ -15,8 +17,9 @@ namespace edge::api {
 class Metrics {
  public:
   /// Status codes with their own series; others are counted under "other".
-  static constexpr std::array<unsigned, 18> kStatuses = {
-      200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 413, 416, 422, 431, 500, 503};
+  static constexpr std::array<unsigned, 20> kStatuses = {200, 201, 204, 206, 304, 400, 401,
+                                                         403, 404, 405, 408, 409, 413, 416,
+                                                         422, 431, 500, 502, 503, 504};
   /// Latency buckets, seconds (upper bounds; +Inf is implied).
   static constexpr std::array<double, 10> kBuckets = {0.0001, 0.0005, 0.001, 0.0025, 0.005,
                                                       0.01,   0.05,   0.1,   0.5,    1.0};
@@ -28,10 +31,25 @@ class Metrics {
   void warmed() { warms_.fetch_add(1, std::memory_order_relaxed); }
   std::int64_t connections() const { return connections_.load(std::memory_order_relaxed); }
 
+  /// Adds the sync figures (edges, and nodes that push): `cursor` gives the applied seq,
+  /// `outbox` the outbox depth (may be null). Call before serving.
+  void set_sync(const SyncMetrics* sync, std::function<std::uint64_t()> cursor,
+                const store::CheckinStore* outbox) {
+    sync_ = sync;
+    cursor_ = std::move(cursor);
+    outbox_ = outbox;
+  }
+
   /// The exposition text, store figures included.
   std::string render(const store::StoreStats& stats) const;
 
  private:
+  void render_sync(
+      const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const;
+
+  const SyncMetrics* sync_ = nullptr;
+  std::function<std::uint64_t()> cursor_;
+  const store::CheckinStore* outbox_ = nullptr;
   static constexpr std::size_t kRoutes = static_cast<std::size_t>(Route::kCount);
   static constexpr std::size_t kStatusSlots = kStatuses.size() + 1;
   std::array<std::atomic<std::uint64_t>, kRoutes * kStatusSlots> requests_{};

@@ -1,5 +1,7 @@
 #include "edge/control/state.hpp"
 
+#include <algorithm>
+
 namespace edge::control {
 
 const Channel* AppStateView::channel(std::string_view name) const {
@@ -90,6 +92,38 @@ Parsed<ControlState> ControlState::apply(Kind kind, std::string_view app_id, std
   }
   next.apps_[std::string(app_id)] = std::move(app);
   return next;
+}
+
+std::vector<Sha256> served_blobs(const AppState& app) {
+  std::vector<Sha256> out;
+  const auto add_release = [&](const std::string& name) {
+    const auto it = app.releases.find(name);
+    if (name.empty() || it == app.releases.end() || it->second.deleted)
+      return;
+    if (it->second.zip)
+      out.push_back(*it->second.zip);
+    for (const auto& m : it->second.manifest)
+      out.push_back(m.blob);
+  };
+  for (const auto& [name, channel] : app.channels) {
+    add_release(channel.release);
+    if (channel.rollout && channel.rollout->enabled)
+      add_release(channel.rollout->release);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<Sha256> served_blobs(const ControlState& state) {
+  std::vector<Sha256> out;
+  for (const auto& [id, app] : state.apps()) {
+    auto blobs = served_blobs(*app);
+    out.insert(out.end(), blobs.begin(), blobs.end());
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 }  // namespace edge::control

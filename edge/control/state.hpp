@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "edge/control/decision.hpp"
 #include "edge/control/model.hpp"
@@ -57,5 +58,13 @@ class ControlState {
  private:
   std::map<std::string, std::shared_ptr<const AppState>, std::less<>> apps_;
 };
+
+/// The blobs devices can be sent to by `state`: the zip and manifest files of every
+/// release a channel points at, its rollout release included (deleted releases excepted).
+/// An edge prefetches them and pins their chunks against eviction (DESIGN §6).
+std::vector<Sha256> served_blobs(const ControlState& state);
+
+/// The same for one app's channels only.
+std::vector<Sha256> served_blobs(const AppState& app);
 
 }  // namespace edge::control

@@ -1,0 +1,162 @@
+#pragma once
+
+// The node-to-node side of DESIGN §6 that every node serves (the origin and, for tiering,
+// every edge): the changes feed with long poll, snapshots, pushed changes and check-in
+// batches from child nodes; plus the interfaces that origin-sync implements (edge/ never
+// includes origin-sync/).
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/beast/http/message.hpp>
+#include <boost/system/error_code.hpp>
+
+#include "edge/api/control_service.hpp"
+#include "edge/api/response.hpp"
+#include "edge/store/checkin_store.hpp"
+#include "edge/store/state_store.hpp"
+
+namespace edge::api {
+
+/// How an edge talks to its upstream (the [upstream] table of the config).
+struct UpstreamOptions {
+  std::string url;                        ///< http://host:port of the upstream's public listener
+  std::string token;                      ///< the upstream's sync token
+  std::uint32_t timeout_ms = 10'000;      ///< per request (connect, send, first byte, body)
+  unsigned retries = 3;                   ///< extra attempts of a failed fill fetch
+  unsigned fill_concurrency = 8;          ///< chunk fetches in flight (fills and prefetch)
+  std::uint32_t poll_wait_ms = 25'000;    ///< long-poll wait of the changes feed
+  std::uint32_t backoff_max_ms = 30'000;  ///< cap of the jittered exponential backoff
+  std::uint32_t prefetch_deadline_ms = 60'000;  ///< a channel flip waits at most this long
+  std::size_t checkin_batch = 500;              ///< check-ins per POST /v1/checkins
+};
+
+/// Where an edge gets bytes it lacks: its upstream (origin-sync's Fetcher).
+class Filler {
+ public:
+  using Done = std::function<void(boost::system::error_code)>;
+  virtual ~Filler() = default;
+  /// Makes blob `id` whole on this node: its recipe and every chunk, fetched from upstream,
+  /// each chunk checked against its SHA-256 and the blob against its own before the recipe
+  /// is stored. Single flight: concurrent calls for one blob or chunk share one fetch.
+  /// `done` runs once, on any thread: {} once stored; Errc::kNotFound if upstream has no
+  /// such blob; Errc::kChecksumMismatch if bytes failed verification (never stored);
+  /// Errc::kIo if upstream could not be reached within the configured retries.
+  virtual void fill_blob(const Sha256& id, Done done) = 0;
+  /// The same for one chunk (GET /v1/chunks on a mid-tier edge).
+  virtual void fill_chunk(const Sha256& id, Done done) = 0;
+};
+
+/// Receives changes the upstream pushes (POST /v1/sync/changes): origin-sync's follower.
+class PushSink {
+ public:
+  virtual ~PushSink() = default;
+  /// Queues a pushed batch; the follower applies it if it follows its cursor, else pulls.
+  /// Never blocks.
+  virtual void offer(std::vector<store::Change> changes, std::uint64_t upstream_seq) = 0;
+};
+
+/// Figures of the sync machinery for /metrics, written by origin-sync (relaxed atomics).
+struct SyncMetrics {
+  std::atomic<std::uint64_t> upstream_seq{0};    ///< newest seq the upstream reported
+  std::atomic<std::int64_t> last_contact_ms{0};  ///< wall clock of the last upstream answer
+  std::atomic<std::uint64_t> changes_applied{0};
+  std::atomic<std::uint64_t> snapshots_applied{0};
+  std::atomic<std::uint64_t> pushes_received{0};
+  std::atomic<std::uint64_t> fills{0};  ///< chunks and recipes fetched
+  std::atomic<std::uint64_t> fill_bytes{0};
+  std::atomic<std::uint64_t> fill_errors{0};      ///< upstream unreachable, 5xx, timeouts
+  std::atomic<std::uint64_t> verify_failures{0};  ///< bytes that did not hash to their id
+  std::atomic<std::uint64_t> prefetch_blobs_pending{0};
+  std::atomic<std::uint64_t> prefetch_blobs_done{0};
+  std::atomic<std::uint64_t> prefetch_timeouts{0};  ///< flips applied at the deadline
+  std::atomic<std::uint64_t> checkins_sent{0};
+  std::atomic<std::uint64_t> checkin_batches_sent{0};
+  std::atomic<std::uint64_t> pushes_sent{0};
+  std::atomic<std::uint64_t> push_errors{0};
+};
+
+// --- wire format (JSON); every parser here has a fuzz target ------------------------------
+
+/// One page of the changes feed: {"last_seq":N,"changes":[...]}, or a snapshot instruction
+/// {"last_seq":N,"snapshot":true} when the cursor is older than the retained log.
+struct ChangesPage {
+  std::uint64_t last_seq = 0;  ///< the sender's newest seq
+  bool snapshot = false;
+  std::vector<store::Change> changes;
+};
+std::string encode_changes(const ChangesPage& page);
+/// nullopt with `error` naming the bad field.
+std::optional<ChangesPage> parse_changes(std::string_view json, std::string* error);
+
+/// {"last_seq":N,"docs":[{"kind","app_id","key","doc"}...]}
+std::string encode_snapshot(const store::StateStore::Snapshot& snap);
+std::optional<store::StateStore::Snapshot> parse_snapshot(std::string_view json,
+                                                          std::string* error);
+
+/// {"checkins":[{"app_id","device_id","platform","version_name","version_build","action",
+/// "decision","time_ms"}...]}
+std::string encode_checkins(const std::vector<store::Checkin>& checkins);
+std::optional<std::vector<store::Checkin>> parse_checkins(std::string_view json,
+                                                          std::string* error);
+
+/// A recipe as GET /v1/recipes answers it: {"sha256","size","chunks":[{"sha256","size"}]}.
+/// Checked: the id is `expected`, chunk sizes are 1 byte..1 MiB and add up to size.
+std::optional<store::Recipe> parse_recipe(std::string_view json, const Sha256& expected,
+                                          std::string* error);
+
+/// "<node-id>:<batch-seq>" (node ids: 1-64 of [A-Za-z0-9._-]).
+std::optional<std::pair<std::string, std::uint64_t>> parse_idempotency_key(std::string_view key);
+
+/// Constant-time check of "Authorization: Bearer <token>"; false if `token` is empty.
+bool bearer_matches(const boost::beast::http::request_header<>& req, std::string_view token);
+
+/// The node-to-node routes, on the public listener, behind the sync token:
+///   GET  /v1/sync/changes?after=<seq>&wait_ms=<n>   long poll (wait_ms <= 60000)
+///   GET  /v1/sync/snapshot
+///   POST /v1/sync/changes                           a push from upstream (edges only)
+///   POST /v1/checkins   (Idempotency-Key)           a child's batch of check-ins
+class SyncApi {
+ public:
+  SyncApi(ControlService& control, store::StateStore& state, store::CheckinStore& checkins,
+          std::string sync_token);
+  ~SyncApi();
+  SyncApi(const SyncApi&) = delete;
+  SyncApi& operator=(const SyncApi&) = delete;
+
+  /// Edges: where pushed changes go (null on the origin: 409).
+  void set_push_sink(PushSink* sink) { push_ = sink; }
+
+  static bool handles(std::string_view path);
+  Response handle(const boost::beast::http::request_header<>& req, std::string_view path,
+                  std::string_view query, std::string_view body);
+
+  /// Wakes the long polls waiting for a seq below `seq`. Any thread.
+  void notify(std::uint64_t seq);
+  /// Answers every long poll now (shutdown).
+  void stop();
+
+ private:
+  struct Waiter;
+  Response changes_now(std::uint64_t after) const;
+  Response long_poll(std::uint64_t after, std::uint32_t wait_ms);
+
+  ControlService& control_;
+  store::StateStore& state_;
+  store::CheckinStore& checkins_;
+  std::string token_;
+  PushSink* push_ = nullptr;
+  std::mutex mutex_;
+  std::vector<std::shared_ptr<Waiter>> waiters_;  // guarded by mutex_
+  bool stopped_ = false;                          // guarded by mutex_
+};
+
+}  // namespace edge::api
