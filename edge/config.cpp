@@ -36,7 +36,21 @@ const std::set<std::string>& known_keys() {
                                              "store.index_cache_entries",
                                              "store.block_cache",
                                              "cache.max_bytes",
-                                             "log.level"};
+                                             "log.level",
+                                             "node.id",
+                                             "upstream.url",
+                                             "upstream.token",
+                                             "upstream.timeout_ms",
+                                             "upstream.retries",
+                                             "upstream.fill_concurrency",
+                                             "upstream.poll_wait_ms",
+                                             "upstream.backoff_max_ms",
+                                             "upstream.prefetch_deadline_ms",
+                                             "upstream.checkin_batch",
+                                             "sync.token",
+                                             "sync.push_to",
+                                             "sync.changelog_keep",
+                                             "outbox.max_bytes"};
   return keys;
 }
 
@@ -230,6 +244,29 @@ Config load_config(const ConfigOverrides& o) {
     r.size("store.block_cache", c.block_cache_bytes);
     r.size("cache.max_bytes", c.store.max_bytes);
     r.string("log.level", c.log_level);
+    r.string("node.id", c.node_id);
+    auto& u = c.upstream;
+    r.string("upstream.url", u.url);
+    r.string("upstream.token", u.token);
+    r.integer("upstream.timeout_ms", u.timeout_ms, 100, 3'600'000);
+    r.integer("upstream.retries", u.retries, 0, 100);
+    r.integer("upstream.fill_concurrency", u.fill_concurrency, 1, 256);
+    r.integer("upstream.poll_wait_ms", u.poll_wait_ms, 0, 60'000);
+    r.integer("upstream.backoff_max_ms", u.backoff_max_ms, 100, 3'600'000);
+    r.integer("upstream.prefetch_deadline_ms", u.prefetch_deadline_ms, 0, 86'400'000);
+    r.integer("upstream.checkin_batch", u.checkin_batch, 1, 10'000);
+    r.string("sync.token", c.sync_token);
+    if (const auto* n = r.get("sync.push_to")) {
+      if (!n->is_array())
+        r.bad("sync.push_to", "an array of URLs", *n);
+      for (const auto& e : *n->as_array()) {
+        if (!e.is_string())
+          r.bad("sync.push_to", "an array of URLs", e);
+        c.push_to.push_back(e.as_string()->get());
+      }
+    }
+    r.integer("sync.changelog_keep", c.changelog_keep, 0, std::int64_t{1} << 62);
+    r.size("outbox.max_bytes", c.outbox_max_bytes);
   }
   if (o.role)
     c.role = *o.role;
@@ -244,10 +281,41 @@ Config load_config(const ConfigOverrides& o) {
   if (o.threads)
     threads = to_u32("--threads", *o.threads);
 
+  if (o.upstream)
+    c.upstream.url = *o.upstream;
+  if (o.sync_token)
+    c.sync_token = *o.sync_token;
+  if (o.node_id)
+    c.node_id = *o.node_id;
+  const auto check_url = [](const std::string& key, std::string& url) {
+    // Node-to-node traffic is plain HTTP (put TLS in front with a proxy if needed).
+    const auto rest = url.starts_with("http://") ? std::string_view(url).substr(7) : "";
+    if (rest.empty() || rest.find_first_of("/?#") < rest.find(':') ||
+        rest.find(':') == std::string_view::npos) {
+      throw ConfigError(key + ": expected http://host:port, got '" + url + "'");
+    }
+    while (url.ends_with("/"))
+      url.pop_back();
+    (void)parse_host_port(key, std::string(url.substr(7)));
+  };
   if (c.role == "edge") {
-    throw ConfigError("node.role: 'edge' is not implemented yet (issue #5); use 'origin'");
+    if (c.upstream.url.empty())
+      throw ConfigError("upstream.url: required when node.role is 'edge' (or --upstream URL)");
+    check_url("upstream.url", c.upstream.url);
+    if (c.upstream.token.empty()) {
+      throw ConfigError(
+          "upstream.token: required when node.role is 'edge' (the upstream's sync.token)");
+    }
   }
-  if (c.role != "origin")
+  for (auto& url : c.push_to)
+    check_url("sync.push_to", url);
+  for (const char ch : c.node_id) {
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-') ||
+        c.node_id.size() > 64) {
+      throw ConfigError("node.id: expected 1-64 of [A-Za-z0-9._-], got '" + c.node_id + "'");
+    }
+  }
+  if (c.role != "origin" && c.role != "edge")
     throw ConfigError("node.role: expected 'origin' or 'edge', got '" + c.role + "'");
   if (data_dir.empty())
     throw ConfigError("node.data_dir: must not be empty");

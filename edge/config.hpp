@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "edge/api/sync.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/chunk_store.hpp"
 
@@ -30,13 +31,20 @@ struct Config {
   store::ChunkStoreOptions store;
   std::uint64_t block_cache_bytes = 64ULL << 20;
   std::string log_level = "info";
+
+  std::string node_id;                     ///< empty: read or create <data_dir>/node.id
+  api::UpstreamOptions upstream;           ///< [upstream]: edges only
+  std::string sync_token;                  ///< [sync] token children and the origin's pushes carry
+  std::vector<std::string> push_to;        ///< [sync] push_to: edges this node pushes changes to
+  std::uint64_t changelog_keep = 100'000;  ///< [sync] changelog_keep (0: keep all)
+  std::uint64_t outbox_max_bytes = 1ULL << 30;  ///< [outbox] max_bytes
 };
 
 /// Command-line values that override the file (unset: keep the file's or the default).
 struct ConfigOverrides {
   std::optional<std::filesystem::path> config_file;
   std::optional<std::string> role, listen, admin_listen, data_dir, admin_token;
-  std::optional<std::string> threads;
+  std::optional<std::string> threads, upstream, sync_token, node_id;
 };
 
 /// Loads `overrides.config_file` (if any), applies the overrides, validates. Throws

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <unordered_set>
 
 #include <boost/program_options.hpp>
 
@@ -13,6 +15,8 @@
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/database.hpp"
 #include "edge/store/state_store.hpp"
+#include "origin-sync/fetcher.hpp"
+#include "origin-sync/sync_tasks.hpp"
 
 #include <fcntl.h>
 #include <openssl/rand.h>
@@ -52,6 +56,43 @@ std::string admin_token(const edge::Config& c) {
   return token;
 }
 
+// This node's id in check-in batch keys: configured, or kept in <data>/node.id. A wiped
+// data directory gets a new id, so its restarted batch numbers never collide upstream.
+std::string node_id(const edge::Config& c) {
+  if (!c.node_id.empty())
+    return c.node_id;
+  const auto path = c.data_dir / "node.id";
+  if (std::ifstream in(path); in) {
+    std::string id;
+    std::getline(in, id);
+    if (!id.empty())
+      return id;
+  }
+  unsigned char raw[8];
+  if (RAND_bytes(raw, sizeof raw) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  const std::string id = "node-" + edge::to_hex(raw);
+  std::ofstream out(path, std::ios::trunc);
+  out << id << "\n";
+  out.flush();
+  if (!out)
+    throw std::runtime_error("cannot write " + path.string());
+  return id;
+}
+
+// Pins the chunks of every blob a channel points at (DESIGN §6: eviction keeps them).
+void update_pins(const edge::api::ControlService& control, edge::store::BlobStore& blobs,
+                 edge::store::ChunkStore& chunks) {
+  std::unordered_set<edge::Sha256, edge::Sha256Hash> ids;
+  for (const auto& blob : edge::control::served_blobs(*control.snapshot())) {
+    if (auto recipe = blobs.recipe(blob)) {
+      for (const auto& ch : (*recipe)->chunks)
+        ids.insert(ch.id);
+    }
+  }
+  chunks.set_pin_set(std::make_shared<edge::store::HashPinSet>(std::move(ids)));
+}
+
 int run(const edge::Config& c) {
   std::filesystem::create_directories(c.data_dir);
   const std::string token = admin_token(c);
@@ -67,24 +108,71 @@ int run(const edge::Config& c) {
     spdlog::info("recovery: re-indexed {} records, truncated {} torn bytes", rec.records_reindexed,
                  rec.bytes_truncated);
   }
+  const bool is_edge = c.role == "edge";
   edge::store::BlobStore blobs(*chunks);
   edge::store::StateStore state(*db);
+  state.set_log_retention(c.changelog_keep);
   edge::api::ControlService control(state, blobs);
-  edge::store::CheckinStore checkins(*db);
+  control.set_read_only(is_edge);
+  edge::store::CheckinStore checkins(*db, {is_edge, c.outbox_max_bytes});
   control.set_checkins(&checkins);
   edge::api::Metrics metrics;
+  edge::api::SyncMetrics sync_metrics;
+  metrics.set_sync(
+      &sync_metrics, [&state] { return state.last_seq(); }, is_edge ? &checkins : nullptr);
   edge::api::Api api(*chunks, blobs, metrics, {token, c.max_upload_bytes});
   api.set_control(&control);
+  edge::api::SyncApi sync(control, state, checkins, c.sync_token);
+  api.set_sync(&sync);
+
+  // The upstream side (edges) and pushes to edges (any node with sync.push_to).
+  std::optional<edge::sync::Fetcher> fetcher;
+  std::optional<edge::sync::Follower> follower;
+  std::optional<edge::sync::Uploader> uploader;
+  std::optional<edge::sync::Pusher> pusher;
+  if (is_edge) {
+    fetcher.emplace(c.upstream, *chunks, blobs, sync_metrics);
+    api.set_filler(&*fetcher);
+    follower.emplace(c.upstream, control, *fetcher, sync_metrics);
+    sync.set_push_sink(&*follower);
+    uploader.emplace(c.upstream, node_id(c), checkins, sync_metrics);
+  }
+  if (!c.push_to.empty())
+    pusher.emplace(c.push_to, c.sync_token, c.upstream.timeout_ms, state, sync_metrics);
+  control.set_on_commit([&](std::uint64_t seq) {
+    sync.notify(seq);
+    if (pusher)
+      pusher->notify(seq);
+    update_pins(control, blobs, *chunks);
+  });
+  update_pins(control, blobs, *chunks);
+
   edge::server::Server server(c.server, api);
+  server.set_on_stop([&sync] { sync.stop(); });
   const bool v6 = c.server.listen_host.find(':') != std::string::npos;
   const std::string public_url =
       !c.public_url.empty()
           ? c.public_url
           : "http://" + (v6 ? "[" + c.server.listen_host + "]" : c.server.listen_host) + ":" +
                 std::to_string(server.public_port());
-  edge::api::DeviceApi device(control, public_url, &checkins, &blobs);
+  edge::api::DeviceApi device(control, public_url, &checkins, &blobs, is_edge);
   api.set_device(&device);
-  api.set_ready(true);  // origin: ready once recovery is done
+  if (is_edge && state.last_seq() == 0) {
+    // A fresh edge has nothing to answer devices with until its first sync.
+    follower->set_on_synced([&api] {
+      api.set_ready(true);
+      spdlog::info("in sync with the upstream: ready");
+    });
+  } else {
+    api.set_ready(true);  // an origin, or an edge with state from an earlier run
+  }
+  if (follower) {
+    follower->start();
+    uploader->start();
+    spdlog::info("edge {} following {}", node_id(c), c.upstream.url);
+  }
+  if (pusher)
+    pusher->start();
   const auto st = chunks->stats();
   spdlog::info(
       "bundle-edge {} role={} data={} chunks={} blobs={} apps={} change_seq={} threads={} "
@@ -95,6 +183,15 @@ int run(const edge::Config& c) {
                server.public_port(), public_url);
   spdlog::info("admin listener on {}:{}", c.server.admin_host, server.admin_port());
   server.run();
+  // Upstream work stops before the server and the stores go away.
+  if (follower)
+    follower->stop();
+  if (uploader)
+    uploader->stop();
+  if (pusher)
+    pusher->stop();
+  if (fetcher)
+    fetcher->stop();
   spdlog::info("stopped: closing the store");
   return 0;
 }
@@ -110,7 +207,7 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "bundle-edge: OTA bundle origin/edge node\n\nWith no arguments: an origin on "
       "127.0.0.1:8080, admin on 127.0.0.1:9090, data in ./var.\nOptions");
-  std::string config, role, listen, admin_listen, data, token, threads;
+  std::string config, role, listen, admin_listen, data, token, threads, upstream, sync_token, node;
   desc.add_options()("help,h", "show this help")(
       "config", po::value(&config), "TOML config file (every key: conf/bundle-edge.toml)")(
       "role", po::value(&role), "origin | edge (overrides node.role)")(
@@ -119,7 +216,12 @@ int main(int argc, char** argv) {
       "data", po::value(&data), "data directory (overrides node.data_dir)")(
       "admin-token", po::value(&token), "admin bearer token (overrides admin.token)")(
       "threads", po::value(&threads),
-      "event-loop threads, 0 = one per core (overrides server.threads)");
+      "event-loop threads, 0 = one per core (overrides server.threads)")(
+      "upstream", po::value(&upstream),
+      "edges: http://host:port of the upstream (overrides upstream.url)")(
+      "sync-token", po::value(&sync_token),
+      "token node-to-node calls to this node carry (overrides sync.token)")(
+      "node-id", po::value(&node), "this node's id in check-in batches (overrides node.id)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -146,6 +248,12 @@ int main(int argc, char** argv) {
     o.admin_token = token;
   if (vm.count("threads") != 0)
     o.threads = threads;
+  if (vm.count("upstream") != 0)
+    o.upstream = upstream;
+  if (vm.count("sync-token") != 0)
+    o.sync_token = sync_token;
+  if (vm.count("node-id") != 0)
+    o.node_id = node;
 
   edge::Config c;
   try {

@@ -1,0 +1,285 @@
+#include "origin-sync/fetcher.hpp"
+
+#include <atomic>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+namespace edge::sync {
+namespace {
+
+using boost::system::error_code;
+
+}  // namespace
+
+Fetcher::Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks,
+                 store::BlobStore& blobs, api::SyncMetrics& metrics)
+    : options_(options), chunks_(chunks), blobs_(blobs), metrics_(metrics) {
+  for (unsigned i = 0; i < std::max(1U, options_.fill_concurrency); ++i) {
+    clients_.push_back(
+        std::make_unique<HttpClient>(options_.url, options_.token, options_.timeout_ms));
+  }
+  for (auto& c : clients_)
+    threads_.emplace_back([this, client = c.get()] { worker(*client); });
+}
+
+Fetcher::~Fetcher() {
+  stop();
+}
+
+void Fetcher::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ && threads_.empty())
+      return;
+    stopping_ = true;
+  }
+  for (auto& c : clients_)
+    c->cancel();
+  cv_.notify_all();
+  for (auto& t : threads_)
+    t.join();
+  threads_.clear();
+  // Whoever still waits hears that no fetch will come.
+  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blobs, chunks;
+  {
+    std::lock_guard lock(mutex_);
+    blobs.swap(blob_waiters_);
+    chunks.swap(chunk_waiters_);
+    jobs_.clear();
+  }
+  for (auto* m : {&blobs, &chunks}) {
+    for (auto& [id, list] : *m) {
+      for (auto& d : list)
+        d(make_error_code(Errc::kShutdown));
+    }
+  }
+}
+
+void Fetcher::submit(Job job) {
+  {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+void Fetcher::worker(HttpClient& client) {
+  while (true) {
+    Job job;
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (stopping_)
+        return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job(client);
+  }
+}
+
+void Fetcher::complete(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
+                       const Sha256& id, error_code ec) {
+  std::vector<Done> list;
+  {
+    std::lock_guard lock(mutex_);
+    const auto it = waiting.find(id);
+    if (it == waiting.end())
+      return;
+    list.swap(it->second);
+    waiting.erase(it);
+  }
+  for (auto& d : list)
+    d(ec);
+}
+
+bool Fetcher::present(const Sha256& blob) const {
+  auto recipe = blobs_.recipe(blob);
+  if (!recipe)
+    return false;
+  for (const auto& c : (*recipe)->chunks) {
+    if (!chunks_.find(c.id))
+      return false;
+  }
+  return true;
+}
+
+Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target) {
+  for (unsigned attempt = 0;; ++attempt) {
+    auto reply = client.request("GET", target);
+    if (reply && reply->status == 200)
+      return reply;
+    if (reply && reply->status == 404)
+      return Errc::kNotFound;
+    if (!reply && reply.error() == Errc::kShutdown)
+      return Errc::kShutdown;
+    metrics_.fill_errors.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("fill: GET {}{}: {}", client.base_url(), target,
+                 reply ? "HTTP " + std::to_string(reply->status) : reply.error().message());
+    if (attempt >= options_.retries)
+      return Errc::kIo;
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(backoff_ms(attempt, 100, options_.backoff_max_ms)));
+  }
+}
+
+void Fetcher::fill_chunk(const Sha256& id, Done done) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) {
+      done(make_error_code(Errc::kShutdown));
+      return;
+    }
+    auto [it, fresh] = chunk_waiters_.try_emplace(id);
+    it->second.push_back(std::move(done));
+    if (!fresh)
+      return;  // a fetch is already on its way: wait for it
+  }
+  submit([this, id](HttpClient& client) { fetch_chunk(client, id); });
+}
+
+void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id) {
+  if (chunks_.find(id))
+    return complete(chunk_waiters_, id, {});
+  auto reply = get(client, "/v1/chunks/" + id.hex());
+  if (!reply)
+    return complete(chunk_waiters_, id, reply.error());
+  metrics_.fills.fetch_add(1, std::memory_order_relaxed);
+  metrics_.fill_bytes.fetch_add(reply->body.size(), std::memory_order_relaxed);
+  const std::span bytes(reinterpret_cast<const std::uint8_t*>(reply->body.data()),
+                        reply->body.size());
+  if (sha256_of(bytes) != id) {
+    metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("fill: chunk {} from {} failed SHA-256 verification ({} bytes); not stored",
+                  id.hex(), client.base_url(), bytes.size());
+    return complete(chunk_waiters_, id, make_error_code(Errc::kChecksumMismatch));
+  }
+  auto put = chunks_.put(id, bytes);  // verifies again and indexes
+  if (!put) {
+    spdlog::error("fill: storing chunk {}: {}", id.hex(), put.error().message());
+    return complete(chunk_waiters_, id, put.error());
+  }
+  complete(chunk_waiters_, id, {});
+}
+
+void Fetcher::fill_blob(const Sha256& id, Done done) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) {
+      done(make_error_code(Errc::kShutdown));
+      return;
+    }
+    auto [it, fresh] = blob_waiters_.try_emplace(id);
+    it->second.push_back(std::move(done));
+    if (!fresh)
+      return;
+  }
+  submit([this, id](HttpClient& client) { fetch_blob(client, id); });
+}
+
+void Fetcher::fetch_blob(HttpClient& client, const Sha256& id) {
+  std::shared_ptr<const store::Recipe> recipe;
+  if (auto local = blobs_.recipe(id)) {
+    recipe = *local;  // a chunk of a known blob went missing (eviction, scrub)
+  } else {
+    auto reply = get(client, "/v1/recipes/" + id.hex());
+    if (!reply)
+      return complete(blob_waiters_, id, reply.error());
+    metrics_.fills.fetch_add(1, std::memory_order_relaxed);
+    std::string error;
+    auto parsed = api::parse_recipe(reply->body, id, &error);
+    if (!parsed) {
+      metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error("fill: recipe of blob {} from {} is invalid: {}", id.hex(), client.base_url(),
+                    error);
+      return complete(blob_waiters_, id, make_error_code(Errc::kChecksumMismatch));
+    }
+    recipe = std::make_shared<const store::Recipe>(std::move(*parsed));
+  }
+  std::vector<Sha256> missing;
+  for (const auto& c : recipe->chunks) {
+    if (!chunks_.find(c.id) && std::find(missing.begin(), missing.end(), c.id) == missing.end())
+      missing.push_back(c.id);
+  }
+  if (missing.empty())
+    return finish_blob(id, recipe, {});
+  struct Join {
+    std::atomic<std::size_t> left;
+    std::mutex mutex;
+    error_code first_error;
+  };
+  auto join = std::make_shared<Join>();
+  join->left = missing.size();
+  for (const auto& c : missing) {
+    fill_chunk(c, [this, join, id, recipe](error_code ec) {
+      if (ec) {
+        std::lock_guard lock(join->mutex);
+        if (!join->first_error)
+          join->first_error = ec;
+      }
+      if (join->left.fetch_sub(1) != 1)
+        return;
+      // The last chunk is in: check and store the recipe on a pool thread.
+      const error_code result = join->first_error;
+      std::lock_guard lock(mutex_);
+      if (stopping_)
+        return;
+      jobs_.push_back([this, id, recipe, result](HttpClient&) { finish_blob(id, recipe, result); });
+      cv_.notify_one();
+    });
+  }
+}
+
+void Fetcher::finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
+                          error_code ec) {
+  if (!ec) {
+    auto put = blobs_.put_recipe(*recipe);
+    if (!put) {
+      ec = put.error();
+      if (ec == Errc::kChecksumMismatch) {
+        metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+        spdlog::error("fill: blob {} does not hash to its id; recipe not stored", id.hex());
+      }
+    }
+  }
+  complete(blob_waiters_, id, ec);
+}
+
+bool Fetcher::prefetch(const std::vector<Sha256>& ids,
+                       std::chrono::steady_clock::time_point deadline) {
+  struct Wait {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::size_t left = 0;
+    bool ok = true;
+  };
+  auto w = std::make_shared<Wait>();
+  std::vector<Sha256> todo;
+  for (const auto& id : ids) {
+    if (!present(id))
+      todo.push_back(id);
+  }
+  if (todo.empty())
+    return true;
+  w->left = todo.size();
+  metrics_.prefetch_blobs_pending.fetch_add(todo.size(), std::memory_order_relaxed);
+  for (const auto& id : todo) {
+    fill_blob(id, [this, w, id](error_code ec) {
+      metrics_.prefetch_blobs_pending.fetch_sub(1, std::memory_order_relaxed);
+      if (!ec)
+        metrics_.prefetch_blobs_done.fetch_add(1, std::memory_order_relaxed);
+      else
+        spdlog::warn("prefetch: blob {}: {}", id.hex(), ec.message());
+      std::lock_guard lock(w->mutex);
+      w->ok = w->ok && !ec;
+      --w->left;
+      w->cv.notify_all();
+    });
+  }
+  std::unique_lock lock(w->mutex);
+  const bool all = w->cv.wait_until(lock, deadline, [&] { return w->left == 0; });
+  return all && w->ok;
+}
+
+}  // namespace edge::sync

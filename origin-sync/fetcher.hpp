@@ -1,0 +1,70 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "edge/api/sync.hpp"
+#include "edge/store/blob_store.hpp"
+#include "origin-sync/http_client.hpp"
+
+namespace edge::sync {
+
+/// The edge's Filler (DESIGN §6): fetches recipes (GET /v1/recipes/<blob>) and chunks
+/// (GET /v1/chunks/<sha256>) from upstream on a pool of `fill_concurrency` threads, each
+/// with its own keep-alive connection; retries with jittered backoff; checks every chunk's
+/// SHA-256 before it is stored and the blob's SHA-256 before its recipe is stored.
+/// Single flight: one fetch per blob and per chunk however many callers wait for it.
+class Fetcher final : public api::Filler {
+ public:
+  Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks, store::BlobStore& blobs,
+          api::SyncMetrics& metrics);
+  ~Fetcher() override;  ///< stops the pool; waiting callers get Errc::kShutdown
+
+  void fill_blob(const Sha256& id, Done done) override;
+  void fill_chunk(const Sha256& id, Done done) override;
+
+  /// Blocks until every blob of `ids` is whole here or `deadline` passes (prefetch before a
+  /// channel flip). Concurrency is the pool's. True if all are whole.
+  bool prefetch(const std::vector<Sha256>& ids, std::chrono::steady_clock::time_point deadline);
+
+  /// True if the blob's recipe and every chunk are stored here.
+  bool present(const Sha256& blob) const;
+
+  void stop();
+
+ private:
+  using Job = std::function<void(HttpClient&)>;
+  void submit(Job job);
+  void worker(HttpClient& client);  ///< owns `client`: one keep-alive connection per thread
+  void fetch_blob(HttpClient& client, const Sha256& id);
+  void finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
+                   boost::system::error_code ec);
+  void fetch_chunk(HttpClient& client, const Sha256& id);
+  /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end).
+  Result<HttpReply> get(HttpClient& client, const std::string& target);
+  void complete(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
+                const Sha256& id, boost::system::error_code ec);
+
+  api::UpstreamOptions options_;
+  store::ChunkStore& chunks_;
+  store::BlobStore& blobs_;
+  api::SyncMetrics& metrics_;
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_;
+  bool stopping_ = false;
+  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blob_waiters_;
+  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> chunk_waiters_;
+  std::vector<std::unique_ptr<HttpClient>> clients_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace edge::sync

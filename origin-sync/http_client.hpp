@@ -1,0 +1,53 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "edge/core/errc.hpp"
+
+namespace edge::sync {
+
+/// What an upstream answered.
+struct HttpReply {
+  unsigned status = 0;
+  std::string body;
+};
+
+/// A blocking HTTP/1.1 client for node-to-node calls: one keep-alive connection to one
+/// upstream (`http://host:port`), reconnected when it drops. Every call is bounded by its
+/// timeout (connect, send, whole reply). One thread drives one client; cancel() may be
+/// called from any other thread to abort the call in progress (shutdown).
+class HttpClient {
+ public:
+  /// `base_url`: http://host:port. `token`: sent as "Authorization: Bearer" when non-empty.
+  HttpClient(std::string base_url, std::string token, std::uint32_t timeout_ms);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  /// One request. Errc::kIo: not connected, timed out, reset or a malformed reply;
+  /// Errc::kShutdown after cancel(). Any HTTP status is a successful call.
+  Result<HttpReply> request(std::string_view method, std::string_view target,
+                            std::string_view body = {},
+                            const std::vector<std::pair<std::string, std::string>>& headers = {},
+                            std::uint32_t timeout_ms = 0);
+  /// Aborts the call in progress and every later one.
+  void cancel();
+  const std::string& base_url() const { return base_url_; }
+
+ private:
+  struct Impl;
+  std::string base_url_;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Sleeps a jittered exponential backoff: attempt 0 -> ~base, doubling up to `cap_ms`
+/// (full jitter in [d/2, d]). Returns the delay chosen, in ms.
+std::uint32_t backoff_ms(unsigned attempt, std::uint32_t base_ms, std::uint32_t cap_ms);
+
+}  // namespace edge::sync

@@ -1,0 +1,398 @@
+#include "origin-sync/sync_tasks.hpp"
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+namespace edge::sync {
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+// --- Follower -------------------------------------------------------------------------------
+
+Follower::Follower(const api::UpstreamOptions& options, api::ControlService& control,
+                   Fetcher& fetcher, api::SyncMetrics& metrics)
+    : options_(options),
+      control_(control),
+      fetcher_(fetcher),
+      metrics_(metrics),
+      client_(options.url, options.token, options.timeout_ms) {}
+
+Follower::~Follower() {
+  stop();
+}
+
+void Follower::start() {
+  pull_ = std::thread([this] { pull_loop(); });
+  push_ = std::thread([this] { push_loop(); });
+}
+
+void Follower::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  client_.cancel();
+  if (pull_.joinable())
+    pull_.join();
+  if (push_.joinable())
+    push_.join();
+}
+
+bool Follower::sleep_for(std::chrono::milliseconds d) {
+  std::unique_lock lock(mutex_);
+  return !cv_.wait_for(lock, d, [&] { return stopping_; });
+}
+
+void Follower::offer(std::vector<store::Change> changes, std::uint64_t upstream_seq) {
+  metrics_.pushes_received.fetch_add(1, std::memory_order_relaxed);
+  std::uint64_t seen = metrics_.upstream_seq.load();
+  while (upstream_seq > seen && !metrics_.upstream_seq.compare_exchange_weak(seen, upstream_seq)) {
+  }
+  metrics_.last_contact_ms = now_ms();
+  {
+    std::lock_guard lock(mutex_);
+    pushed_.push_back(std::move(changes));
+  }
+  cv_.notify_all();
+}
+
+void Follower::push_loop() {
+  while (true) {
+    std::vector<store::Change> batch;
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return stopping_ || !pushed_.empty(); });
+      if (stopping_)
+        return;
+      batch = std::move(pushed_.front());
+      pushed_.pop_front();
+    }
+    // A push that does not follow the cursor is dropped: the long poll brings it in order.
+    (void)apply(batch, "push");
+  }
+}
+
+void Follower::prefetch_for(const control::ControlState& next) {
+  // Fetch-then-flip: every blob the new state can send devices to must be whole first.
+  const auto wanted = control::served_blobs(next);
+  std::vector<Sha256> missing;
+  for (const auto& id : wanted) {
+    if (!fetcher_.present(id))
+      missing.push_back(id);
+  }
+  if (missing.empty())
+    return;
+  spdlog::info("prefetch: {} blob(s) before applying the change", missing.size());
+  const auto started = std::chrono::steady_clock::now();
+  const bool all = fetcher_.prefetch(
+      missing, started + std::chrono::milliseconds(options_.prefetch_deadline_ms));
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - started)
+                      .count();
+  if (all) {
+    spdlog::info("prefetch: {} blob(s) whole in {} ms", missing.size(), ms);
+  } else {
+    metrics_.prefetch_timeouts.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn(
+        "prefetch: not every blob is whole after {} ms; applying the change anyway "
+        "(devices fill on demand)",
+        ms);
+  }
+}
+
+bool Follower::apply(const std::vector<store::Change>& changes, const char* source) {
+  std::lock_guard lock(apply_mutex_);
+  const std::uint64_t cursor = control_.last_seq();
+  std::size_t fresh = 0;
+  for (const auto& c : changes) {
+    if (c.seq > cursor)
+      ++fresh;
+  }
+  if (fresh == 0)
+    return true;
+  if (changes.back().seq - fresh + 1 != cursor + 1) {
+    spdlog::debug("sync: {} batch does not follow cursor {}", source, cursor);
+    return false;
+  }
+  auto next = control_.preview(changes);
+  if (!next) {
+    spdlog::error(
+        "sync: a {} batch after seq {} holds a document that does not parse; "
+        "not applied",
+        source, cursor);
+    return false;
+  }
+  prefetch_for(*next);
+  auto seq = control_.apply_changes(changes);
+  if (!seq) {
+    spdlog::error("sync: applying the {} batch after seq {}: {}", source, cursor,
+                  seq.error().message());
+    return false;
+  }
+  metrics_.changes_applied.fetch_add(fresh, std::memory_order_relaxed);
+  spdlog::info("sync: applied {} change(s) from {}, cursor {}", fresh, source, *seq);
+  return true;
+}
+
+bool Follower::take_snapshot() {
+  auto reply = client_.request("GET", "/v1/sync/snapshot");
+  if (!reply || reply->status != 200)
+    return false;
+  std::string error;
+  auto snap = api::parse_snapshot(reply->body, &error);
+  if (!snap) {
+    spdlog::error("sync: the upstream's snapshot is invalid: {}", error);
+    return false;
+  }
+  std::lock_guard lock(apply_mutex_);
+  auto next = api::ControlService::preview(*snap);
+  if (!next) {
+    spdlog::error("sync: the upstream's snapshot holds a document that does not parse");
+    return false;
+  }
+  prefetch_for(*next);
+  auto seq = control_.apply_snapshot(*snap);
+  if (!seq) {
+    spdlog::error("sync: applying the snapshot: {}", seq.error().message());
+    return false;
+  }
+  metrics_.snapshots_applied.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("sync: applied a snapshot of {} document(s) at seq {}", snap->docs.size(), *seq);
+  return true;
+}
+
+void Follower::pull_loop() {
+  unsigned failures = 0;
+  while (true) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_)
+        return;
+    }
+    const std::uint64_t cursor = control_.last_seq();
+    const std::string target = "/v1/sync/changes?after=" + std::to_string(cursor) +
+                               "&wait_ms=" + std::to_string(options_.poll_wait_ms);
+    auto reply =
+        client_.request("GET", target, {}, {}, options_.poll_wait_ms + options_.timeout_ms);
+    bool ok = false;
+    if (reply && reply->status == 200) {
+      std::string error;
+      auto page = api::parse_changes(reply->body, &error);
+      if (!page) {
+        spdlog::error("sync: the upstream's changes page is invalid: {}", error);
+      } else {
+        metrics_.upstream_seq = page->last_seq;
+        metrics_.last_contact_ms = now_ms();
+        if (page->snapshot) {
+          spdlog::info("sync: cursor {} is older than the upstream's log; taking a snapshot",
+                       cursor);
+          ok = take_snapshot();
+        } else {
+          ok = page->changes.empty() || apply(page->changes, "pull");
+        }
+      }
+    } else if (reply) {
+      spdlog::warn("sync: GET {}{}: HTTP {} {}", options_.url, target, reply->status,
+                   reply->body.substr(0, 200));
+    } else if (reply.error() == Errc::kShutdown) {
+      return;
+    }
+    if (ok) {
+      if (!synced_.exchange(true) && on_synced_)
+        on_synced_();
+      if (failures > 0)
+        spdlog::info("sync: upstream {} reachable again", options_.url);
+      failures = 0;
+      continue;
+    }
+    const auto delay = backoff_ms(failures, 200, options_.backoff_max_ms);
+    if (failures == 0 || failures % 10 == 0) {
+      spdlog::warn("sync: upstream {} failed ({}); retrying in {} ms", options_.url,
+                   reply ? "bad reply" : reply.error().message(), delay);
+    }
+    ++failures;
+    if (!sleep_for(std::chrono::milliseconds(delay)))
+      return;
+  }
+}
+
+// --- Uploader -------------------------------------------------------------------------------
+
+Uploader::Uploader(const api::UpstreamOptions& options, std::string node_id,
+                   store::CheckinStore& checkins, api::SyncMetrics& metrics)
+    : options_(options),
+      node_id_(std::move(node_id)),
+      checkins_(checkins),
+      metrics_(metrics),
+      client_(options.url, options.token, options.timeout_ms) {}
+
+Uploader::~Uploader() {
+  stop();
+}
+
+void Uploader::start() {
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Uploader::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  client_.cancel();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+bool Uploader::sleep_for(std::chrono::milliseconds d) {
+  std::unique_lock lock(mutex_);
+  return !cv_.wait_for(lock, d, [&] { return stopping_; });
+}
+
+void Uploader::loop() {
+  unsigned failures = 0;
+  while (true) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_)
+        return;
+    }
+    auto batch = checkins_.outbox_next(options_.checkin_batch);
+    if (!batch) {
+      spdlog::error("outbox: reading: {}", batch.error().message());
+      if (!sleep_for(std::chrono::seconds(1)))
+        return;
+      continue;
+    }
+    if (batch->checkins.empty()) {
+      if (batch->batch_seq != 0) {
+        (void)checkins_.outbox_ack(*batch);  // an in-flight batch whose entries were dropped
+        continue;
+      }
+      (void)checkins_.outbox_wait(std::chrono::milliseconds(200));
+      continue;
+    }
+    const std::string key = node_id_ + ":" + std::to_string(batch->batch_seq);
+    auto reply = client_.request("POST", "/v1/checkins", api::encode_checkins(batch->checkins),
+                                 {{"Idempotency-Key", key}});
+    if (reply && reply->status >= 200 && reply->status < 300) {
+      if (auto acked = checkins_.outbox_ack(*batch); !acked) {
+        spdlog::error("outbox: deleting batch {}: {}", key, acked.error().message());
+      }
+      metrics_.checkins_sent.fetch_add(batch->checkins.size(), std::memory_order_relaxed);
+      metrics_.checkin_batches_sent.fetch_add(1, std::memory_order_relaxed);
+      metrics_.last_contact_ms = now_ms();
+      if (failures > 0)
+        spdlog::info("outbox: upstream takes check-ins again");
+      failures = 0;
+      continue;
+    }
+    if (!reply && reply.error() == Errc::kShutdown)
+      return;
+    const auto delay = backoff_ms(failures, 200, options_.backoff_max_ms);
+    if (failures == 0 || failures % 10 == 0) {
+      spdlog::warn("outbox: POST /v1/checkins ({}, {} check-ins) failed: {}; retrying in {} ms",
+                   key, batch->checkins.size(),
+                   reply
+                       ? "HTTP " + std::to_string(reply->status) + " " + reply->body.substr(0, 200)
+                       : reply.error().message(),
+                   delay);
+    }
+    ++failures;
+    if (!sleep_for(std::chrono::milliseconds(delay)))
+      return;
+  }
+}
+
+// --- Pusher ---------------------------------------------------------------------------------
+
+struct Pusher::Target {
+  Target(std::string url, std::string token, std::uint32_t timeout_ms)
+      : client(std::move(url), std::move(token), timeout_ms) {}
+  HttpClient client;
+  std::uint64_t sent = 0;
+  std::thread thread;
+};
+
+Pusher::Pusher(std::vector<std::string> targets, std::string token, std::uint32_t timeout_ms,
+               store::StateStore& state, api::SyncMetrics& metrics)
+    : state_(state), metrics_(metrics) {
+  for (auto& url : targets)
+    targets_.push_back(std::make_unique<Target>(std::move(url), token, timeout_ms));
+}
+
+Pusher::~Pusher() {
+  stop();
+}
+
+void Pusher::start() {
+  seq_ = state_.last_seq();
+  for (auto& t : targets_) {
+    t->sent = seq_;
+    t->thread = std::thread([this, target = t.get()] { loop(*target); });
+  }
+}
+
+void Pusher::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : targets_) {
+    t->client.cancel();
+    if (t->thread.joinable())
+      t->thread.join();
+  }
+}
+
+void Pusher::notify(std::uint64_t seq) {
+  {
+    std::lock_guard lock(mutex_);
+    seq_ = std::max(seq_, seq);
+  }
+  cv_.notify_all();
+}
+
+void Pusher::loop(Target& t) {
+  while (true) {
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return stopping_ || seq_ > t.sent; });
+      if (stopping_)
+        return;
+    }
+    auto changes = state_.changes_after(t.sent, 1000);
+    if (!changes || changes->empty()) {
+      t.sent = state_.last_seq();  // compacted or unreadable: the edge will pull
+      continue;
+    }
+    api::ChangesPage page;
+    page.last_seq = changes->back().seq;
+    page.changes = std::move(*changes);
+    auto reply = t.client.request("POST", "/v1/sync/changes", api::encode_changes(page));
+    if (reply && reply->status == 200) {
+      metrics_.pushes_sent.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      if (!reply && reply.error() == Errc::kShutdown)
+        return;
+      metrics_.push_errors.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("push: POST {}/v1/sync/changes failed ({}); the edge will pull",
+                   t.client.base_url(),
+                   reply ? "HTTP " + std::to_string(reply->status) : reply.error().message());
+    }
+    t.sent = page.last_seq;  // pushes are a hint: never retried, the edge's pull is the truth
+  }
+}
+
+}  // namespace edge::sync

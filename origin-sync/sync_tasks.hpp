@@ -1,0 +1,114 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "edge/api/control_service.hpp"
+#include "edge/api/sync.hpp"
+#include "origin-sync/fetcher.hpp"
+#include "origin-sync/http_client.hpp"
+
+namespace edge::sync {
+
+/// Follows the upstream's changes feed (DESIGN §6): long polls GET /v1/sync/changes from
+/// the cursor, takes a snapshot when the upstream says the cursor is too old, and accepts
+/// pushed batches (applied only if they follow the cursor). Before a batch that points a
+/// channel or rollout at blobs not whole here is applied, those blobs are prefetched
+/// (fetch-then-flip), up to prefetch_deadline_ms. The cursor is the StateStore's last seq,
+/// written in the same batch as the changes. Reconnects back off exponentially with jitter.
+class Follower final : public api::PushSink {
+ public:
+  Follower(const api::UpstreamOptions& options, api::ControlService& control, Fetcher& fetcher,
+           api::SyncMetrics& metrics);
+  ~Follower() override;
+
+  void start();
+  void stop();
+  void offer(std::vector<store::Change> changes, std::uint64_t upstream_seq) override;
+  /// Called once, from the follower's thread, the first time it is in sync with upstream
+  /// (set before start()).
+  void set_on_synced(std::function<void()> fn) { on_synced_ = std::move(fn); }
+
+ private:
+  void pull_loop();
+  void push_loop();
+  bool sleep_for(std::chrono::milliseconds d);  ///< false if stopping
+  /// Applies a contiguous batch after prefetching what its flips need; false on a gap or
+  /// an invalid change.
+  bool apply(const std::vector<store::Change>& changes, const char* source);
+  bool take_snapshot();
+  void prefetch_for(const control::ControlState& next);
+
+  api::UpstreamOptions options_;
+  api::ControlService& control_;
+  Fetcher& fetcher_;
+  api::SyncMetrics& metrics_;
+  HttpClient client_;
+  std::mutex apply_mutex_;  // one batch at a time, pulled or pushed
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::vector<store::Change>> pushed_;  // guarded by mutex_
+  bool stopping_ = false;                          // guarded by mutex_
+  std::atomic<bool> synced_{false};
+  std::function<void()> on_synced_;
+  std::thread pull_;
+  std::thread push_;
+};
+
+/// Sends the outbox upstream (DESIGN §6): batches of check-ins as POST /v1/checkins with
+/// `Idempotency-Key: <node-id>:<batch-seq>`; a batch leaves the outbox only after a 2xx,
+/// and the same batch is resent (same key) until one comes.
+class Uploader {
+ public:
+  Uploader(const api::UpstreamOptions& options, std::string node_id, store::CheckinStore& checkins,
+           api::SyncMetrics& metrics);
+  ~Uploader();
+  void start();
+  void stop();
+
+ private:
+  void loop();
+  bool sleep_for(std::chrono::milliseconds d);
+
+  api::UpstreamOptions options_;
+  std::string node_id_;
+  store::CheckinStore& checkins_;
+  api::SyncMetrics& metrics_;
+  HttpClient client_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+/// Pushes new changes to the edges in sync.push_to (POST /v1/sync/changes, sync token), one
+/// thread per edge. A failed push is counted and skipped: the edge pulls what it missed.
+class Pusher {
+ public:
+  Pusher(std::vector<std::string> targets, std::string token, std::uint32_t timeout_ms,
+         store::StateStore& state, api::SyncMetrics& metrics);
+  ~Pusher();
+  void start();
+  void stop();
+  /// A commit reached `seq` (ControlService's on_commit). Never blocks on the network.
+  void notify(std::uint64_t seq);
+
+ private:
+  struct Target;
+  void loop(Target& t);
+
+  std::vector<std::unique_ptr<Target>> targets_;
+  store::StateStore& state_;
+  api::SyncMetrics& metrics_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::uint64_t seq_ = 0;  // guarded by mutex_
+  bool stopping_ = false;  // guarded by mutex_
+};
+
+}  // namespace edge::sync
