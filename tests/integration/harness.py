@@ -16,8 +16,18 @@ TMP = tempfile.mkdtemp(prefix="edge-it-")
 results = {"passed": 0, "failed": 0}
 
 
+def free_port():
+    """A port that was free a moment ago (for nodes that must know each other's URL)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 class Node:
-    def __init__(self, config_text):
+    def __init__(self, config_text, port=0):
+        self.listen_port = port
         self.dir = tempfile.mkdtemp(dir=TMP)
         self.conf = os.path.join(self.dir, "node.toml")
         with open(self.conf, "w") as f:
@@ -35,7 +45,7 @@ class Node:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [BINARY, "--config", self.conf, "--data", os.path.join(self.dir, "var"),
-             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--threads", "2"],
+             "--listen", "127.0.0.1:%d" % self.listen_port, "--admin-listen", "127.0.0.1:0", "--threads", "2"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
         self.port = self.admin = None
@@ -53,6 +63,22 @@ class Node:
         self.token = open(os.path.join(self.dir, "var", "admin.token")).read().strip()
         self.url = "http://127.0.0.1:%d" % self.port
         self.admin_url = "http://127.0.0.1:%d" % self.admin
+
+    def kill(self):
+        """kill -9: no clean shutdown."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def metrics(self):
+        """The node's /metrics as {series: value}."""
+        st, _, out = curl("-H", "Authorization: Bearer " + self.token, self.admin_url + "/metrics")
+        assert st == 200, st
+        values = {}
+        for line in out.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
 
     def stop(self):
         if self.proc.poll() is None:

@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""Integration test of edges (issue #5): an origin and edges as real processes on 127.0.0.1.
+Push and long-poll sync, single-flight fills, prefetch before a flip, an upstream outage,
+kill -9 during check-ins, a corrupting upstream, tiering and snapshot catch-up.
+
+Usage: sync_test.py <path-to-bundle-edge>"""
+import http.client
+import http.server
+import json
+import os
+import threading
+import time
+
+from harness import run, TMP, Node, check, curl, free_port, sha, upload
+
+TOKEN = "sync-secret-for-tests"
+APP = "com.example.edge"
+ADMIN_APP = "/v1/admin/apps/" + APP
+
+
+def origin(extra="", port=0):
+    return Node('[sync]\ntoken = "%s"\n%s' % (TOKEN, extra), port=port)
+
+
+def edge(upstream_url, extra="", port=0):
+    conf = ('[node]\nrole = "edge"\n[sync]\ntoken = "%s"\n[upstream]\nurl = "%s"\ntoken = "%s"\n'
+            'timeout_ms = 3000\nretries = 1\nbackoff_max_ms = 500\n%s' % (TOKEN, upstream_url, TOKEN, extra))
+    return Node(conf, port=port)
+
+
+def admin(node, method, path, body=None):
+    args = ["-X", method, "-H", "Authorization: Bearer " + node.token]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+    st, _, out = curl(*args, node.admin_url + path)
+    return st, (json.loads(out) if out else None)
+
+
+def publish(node, version, size=200_000, public=True, channel="production", data=None):
+    """Uploads a zip to the origin and points `channel` at a new release of it."""
+    data = data if data is not None else os.urandom(size)
+    path = os.path.join(TMP, "zip-%s-%s" % (version, os.getpid()))
+    open(path, "wb").write(data)
+    st, _, _ = upload(node, path)
+    assert st in (200, 201), st
+    if admin(node, "GET", ADMIN_APP)[0] != 200:
+        assert admin(node, "PUT", ADMIN_APP, {})[0] == 201
+    st, doc = admin(node, "PUT", ADMIN_APP + "/releases/" + version, {"zip": sha(data)})
+    assert st == 201, (st, doc)
+    st, doc = admin(node, "PUT", ADMIN_APP + "/channels/" + channel, {"release": version, "public": public, "disable_auto_update": "none"})
+    assert st in (200, 201), (st, doc)
+    return data
+
+
+DEVICE = {"platform": "android", "device_id": "0a1b2c3d-1111-4222-8333-444455556666", "app_id": APP,
+          "custom_id": "", "version_build": "1.0.0", "version_code": "100", "version_os": "14",
+          "version_name": "1.0.0", "plugin_version": "8.51.23", "is_emulator": False, "is_prod": True,
+          "install_source": "google_play", "defaultChannel": ""}
+
+
+def device_id(i):
+    return "0a1b2c3d-1111-4222-8333-%012x" % i
+
+
+def updates(node, device=0):
+    """POST /updates as the plugin does: (status, document)."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    conn.request("POST", "/updates", json.dumps(dict(DEVICE, device_id=device_id(device))),
+                 {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    if r.status == 200:
+        node.acked = getattr(node, "acked", 0) + 1  # every answered /updates is a check-in
+    return r.status, json.loads(body)
+
+
+def wait_for(what, fn, timeout=10.0, step=0.02):
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(step)
+
+
+def wait_version(node, version, timeout=10.0):
+    return wait_for("version %s on :%d" % (version, node.port),
+                    lambda: updates(node)[1].get("version") == version, timeout)
+
+
+def origin_checkins(node):
+    st, doc = admin(node, "GET", ADMIN_APP + "/stats")
+    assert st == 200, (st, doc)
+    return sum(d["actions"].get("updates", 0) for d in doc["days"])
+
+
+def metric(node, name):
+    return node.metrics().get(name, 0.0)
+
+
+def get_blob(node, blob_id):
+    st, _, body = curl("http://127.0.0.1:%d/v1/blobs/%s" % (node.port, blob_id))
+    return st, body
+
+
+def main():
+    nodes = []
+
+    def keep(*ns):
+        nodes.extend(ns)
+        return ns if len(ns) > 1 else ns[0]
+
+    def t_push():
+        edge_port = free_port()
+        o = keep(origin('push_to = ["http://127.0.0.1:%d"]\n' % edge_port))
+        e = keep(edge(o.url, "poll_wait_ms = 60000\n", port=edge_port))
+        publish(o, "1.0.1")
+        wait_version(e, "1.0.1")
+        # A later flip reaches the edge within a second.
+        t0 = time.time()
+        publish(o, "1.0.2")
+        wait_version(e, "1.0.2", timeout=5)
+        assert time.time() - t0 < 1.0, time.time() - t0
+        wait_for("a push received", lambda: metric(e, "edge_sync_pushes_received_total") >= 1)
+        assert metric(o, "edge_sync_pushes_sent_total") >= 1
+        # The edge refuses admin writes and uploads, naming the origin.
+        st, doc = admin(e, "PUT", ADMIN_APP + "/channels/beta", {"release": "1.0.1"})
+        assert st == 409 and "publish to the origin" in doc["message"], (st, doc)
+        path = os.path.join(TMP, "small")
+        open(path, "wb").write(b"x" * 100)
+        assert upload(e, path)[0] == 409
+        # Sync routes need the sync token.
+        st, _, _ = curl(o.url + "/v1/sync/changes?after=0")
+        assert st == 401, st
+        st, _, _ = curl("-H", "Authorization: Bearer wrong", o.url + "/v1/sync/snapshot")
+        assert st == 401, st
+
+    def t_long_poll():
+        o = keep(origin())
+        e = keep(edge(o.url))
+        publish(o, "2.0.0")
+        wait_version(e, "2.0.0")
+        t0 = time.time()
+        publish(o, "2.0.1")
+        wait_version(e, "2.0.1", timeout=5)
+        assert time.time() - t0 < 1.0, time.time() - t0
+        assert metric(e, "edge_sync_pushes_received_total") == 0
+        assert metric(e, "edge_sync_lag_seq") == 0
+
+    def t_single_flight():
+        o = keep(origin())
+        e = keep(edge(o.url))
+        data = os.urandom(3 << 20)
+        path = os.path.join(TMP, "sf.bin")
+        open(path, "wb").write(data)
+        assert upload(o, path)[0] == 201
+        blob = sha(data)
+        st, _, rec = curl(o.url + "/v1/recipes/" + blob)
+        chunks = {c["sha256"] for c in json.loads(rec)["chunks"]}
+        assert len(chunks) > 10, len(chunks)
+        before = o.metrics()
+        results = [None] * 200
+
+        def download(i):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", e.port, timeout=60)
+                conn.request("GET", "/v1/blobs/" + blob)
+                r = conn.getresponse()
+                results[i] = (r.status, sha(r.read()))
+                conn.close()
+            except Exception as ex:  # noqa: BLE001 - recorded and asserted below
+                results[i] = (0, repr(ex))
+
+        threads = [threading.Thread(target=download, args=(i,)) for i in range(200)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        bad = [r for r in results if r != (200, blob)]
+        assert not bad, bad[:3]
+        after = o.metrics()
+        series = 'edge_http_requests_total{route="%s",status="200"}'
+        fetched = after.get(series % "chunk", 0) - before.get(series % "chunk", 0)
+        recipes = after.get(series % "recipe", 0) - before.get(series % "recipe", 0)
+        assert fetched == len(chunks), (fetched, len(chunks))
+        assert recipes == 1, recipes
+
+    def t_prefetch():
+        o = keep(origin())
+        e = keep(edge(o.url))
+        publish(o, "3.0.0", size=1 << 20)
+        wait_version(e, "3.0.0")
+        data = publish(o, "3.0.1", size=2 << 20)
+        wait_version(e, "3.0.1")
+        fills = metric(e, "edge_fill_fetches_total")
+        assert metric(e, "edge_prefetch_blobs_done_total") >= 2
+        st, doc = updates(e, device=7)
+        assert st == 200 and "url" in doc, doc
+        st, _, body = curl(doc["url"])
+        assert st == 200 and sha(body) == sha(data) == doc["checksum"]
+        assert metric(e, "edge_fill_fetches_total") == fills, "the first download was a hit"
+
+    def t_upstream_down():
+        port = free_port()
+        o = keep(origin(port=port))
+        e = keep(edge(o.url))
+        data = publish(o, "4.0.0")
+        wait_version(e, "4.0.0")
+        for i in range(5):
+            assert updates(e, device=i)[0] == 200
+        wait_for("outbox drained", lambda: metric(e, "edge_outbox_depth") == 0)
+        o.stop()
+        st, body = get_blob(e, sha(data))
+        assert st == 200 and sha(body) == sha(data)
+        for i in range(40):
+            st, doc = updates(e, device=100 + i)
+            assert st == 200 and doc["version"] == "4.0.0", doc
+        acked = e.acked
+        assert metric(e, "edge_outbox_depth") == 40
+        time.sleep(1.0)  # a few failed sends: still queued
+        assert metric(e, "edge_outbox_depth") == 40
+        o.start()
+        wait_for("outbox drained", lambda: metric(e, "edge_outbox_depth") == 0, timeout=20)
+        wait_for("origin counted", lambda: origin_checkins(o) >= acked, timeout=5)
+        time.sleep(0.5)
+        assert origin_checkins(o) == acked, (origin_checkins(o), acked)
+
+    def t_kill9():
+        o = keep(origin())
+        e = keep(edge(o.url))
+        publish(o, "5.0.0")
+        wait_version(e, "5.0.0")
+        state = {"acked": e.acked, "sent": e.acked, "stop": False}
+
+        def device_loop(k):
+            i = 0
+            while not state["stop"]:
+                state["sent"] += 1
+                try:
+                    st, _ = updates(e, device=1000 * k + i)
+                    if st == 200:
+                        state["acked"] += 1
+                except Exception:  # noqa: BLE001 - the edge died mid-request
+                    return
+                i += 1
+
+        threads = [threading.Thread(target=device_loop, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        e.kill()
+        state["stop"] = True
+        for t in threads:
+            t.join()
+        assert state["acked"] > 20, state
+        e.start()
+        wait_for("outbox drained", lambda: metric(e, "edge_outbox_depth") == 0, timeout=20)
+        wait_for("origin counted", lambda: origin_checkins(o) >= state["acked"], timeout=10)
+        got = origin_checkins(o)
+        assert state["acked"] <= got <= state["sent"], (got, state)
+
+    def t_bad_chunk():
+        parts = [os.urandom(40_000), os.urandom(50_000), os.urandom(30_000)]
+        blob = b"".join(parts)
+        blob_id = sha(blob)
+        recipe = {"sha256": blob_id, "size": len(blob),
+                  "chunks": [{"sha256": sha(p), "size": len(p)} for p in parts]}
+        chunks = {sha(p): p for p in parts}
+        bad_id = sha(parts[1])
+        served = {"bad": 0}
+
+        class Corrupting(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body, ctype="application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.startswith("/v1/sync/changes"):
+                    time.sleep(0.5)
+                    return self.reply(200, b'{"last_seq":0,"changes":[]}')
+                if self.path == "/v1/recipes/" + blob_id:
+                    return self.reply(200, json.dumps(recipe).encode())
+                if self.path.startswith("/v1/chunks/"):
+                    cid = self.path.rsplit("/", 1)[1]
+                    body = bytearray(chunks[cid])
+                    if cid == bad_id:
+                        body[1234] ^= 0x01  # one flipped bit
+                        served["bad"] += 1
+                    return self.reply(200, bytes(body), "application/octet-stream")
+                return self.reply(404, b'{"error":"not_found"}')
+
+        class Quiet(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # the edge closing a long poll at shutdown is not a failure
+
+        srv = Quiet(("127.0.0.1", 0), Corrupting)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            e = keep(edge("http://127.0.0.1:%d" % srv.server_address[1]))
+            for _ in range(2):
+                st, body = get_blob(e, blob_id)
+                assert st == 502, st
+                assert parts[1][:1000] not in body and b"verification" in body, body[:200]
+            assert served["bad"] >= 2, "not stored: fetched again"
+            assert metric(e, "edge_fill_verification_failures_total") >= 2
+            st, _, _ = curl("http://127.0.0.1:%d/v1/chunks/%s" % (e.port, bad_id))
+            assert st == 502, st
+            st, _, body = curl("http://127.0.0.1:%d/v1/chunks/%s" % (e.port, sha(parts[0])))
+            assert st == 200 and body == parts[0]
+        finally:
+            srv.shutdown()
+
+    def t_tiering():
+        o = keep(origin())
+        mid = keep(edge(o.url))
+        leaf = keep(edge(mid.url))
+        data = publish(o, "6.0.0", size=500_000)
+        wait_version(leaf, "6.0.0")
+        st, doc = updates(leaf, device=1)
+        assert st == 200 and "url" in doc, doc
+        st, _, body = curl(doc["url"])
+        assert st == 200 and sha(body) == sha(data) and doc["url"].startswith(leaf.url)
+        other = os.urandom(300_000)  # not on any channel: filled through both tiers on demand
+        path = os.path.join(TMP, "tier.bin")
+        open(path, "wb").write(other)
+        assert upload(o, path)[0] == 201
+        st, body = get_blob(leaf, sha(other))
+        assert st == 200 and body == other
+        for i in range(9):
+            assert updates(leaf, device=10 + i)[0] == 200
+        wait_for("check-ins reached the origin", lambda: origin_checkins(o) >= leaf.acked, timeout=15)
+        time.sleep(0.5)
+        assert origin_checkins(o) == leaf.acked, (origin_checkins(o), leaf.acked)
+
+    def t_snapshot():
+        o = keep(origin("changelog_keep = 2\n"))
+        for v in ["7.0.0", "7.0.1", "7.0.2"]:
+            publish(o, v)
+        st, _, out = curl("-H", "Authorization: Bearer " + TOKEN, o.url + "/v1/sync/changes?after=0")
+        assert st == 200 and json.loads(out)["snapshot"] is True, out
+        e = keep(edge(o.url))
+        wait_version(e, "7.0.2")
+        assert metric(e, "edge_sync_snapshots_applied_total") == 1
+        publish(o, "7.0.3")
+        wait_version(e, "7.0.3")
+        assert metric(e, "edge_sync_snapshots_applied_total") == 1, "then it follows the log"
+
+    def t_idempotent():
+        o = keep(origin())
+        publish(o, "8.0.0")
+        batch = {"checkins": [{"app_id": APP, "device_id": device_id(i), "platform": "ios", "version_name": "1.0.0",
+                               "version_build": "1.0.0", "action": "updates", "decision": "update",
+                               "time_ms": int(time.time() * 1000)} for i in range(3)]}
+        args = ["-X", "POST", "-H", "Authorization: Bearer " + TOKEN, "-H", "Content-Type: application/json",
+                "--data-binary", json.dumps(batch)]
+        st, _, out = curl(*args, "-H", "Idempotency-Key: test-node:1", o.url + "/v1/checkins")
+        assert st == 200 and json.loads(out) == {"applied": 3, "duplicate": False}, out
+        st, _, out = curl(*args, "-H", "Idempotency-Key: test-node:1", o.url + "/v1/checkins")
+        assert st == 200 and json.loads(out)["duplicate"] is True, out
+        assert origin_checkins(o) == 3
+        st, _, out = curl(*args, "-H", "Idempotency-Key: nonsense", o.url + "/v1/checkins")
+        assert st == 400, st
+        bad = dict(batch, checkins=[dict(batch["checkins"][0], time_ms="x")])
+        st, _, out = curl("-X", "POST", "-H", "Authorization: Bearer " + TOKEN, "--data-binary", json.dumps(bad),
+                          "-H", "Idempotency-Key: test-node:2", o.url + "/v1/checkins")
+        assert st == 400 and b"time_ms" in out, out
+        assert origin_checkins(o) == 3
+
+    try:
+        for name, fn in [("push: edge follows within a second", t_push),
+                         ("long poll without push", t_long_poll),
+                         ("200 downloads, one fetch per chunk", t_single_flight),
+                         ("prefetch: first download is a hit", t_prefetch),
+                         ("upstream down: serve, queue, drain", t_upstream_down),
+                         ("kill -9 during check-ins", t_kill9),
+                         ("corrupt chunk is never served", t_bad_chunk),
+                         ("tiering: device-edge-edge-origin", t_tiering),
+                         ("snapshot after log compaction", t_snapshot),
+                         ("check-in batches apply once", t_idempotent)]:
+            check(name, fn)
+            for n in nodes:
+                if n.proc.poll() is None:
+                    n.stop()
+            nodes.clear()
+    finally:
+        for n in nodes:
+            if n.proc.poll() is None:
+                n.stop()
+
+
+if __name__ == "__main__":
+    run(main)
