@@ -283,7 +283,9 @@ Response Api::fill_then(Route route, const Sha256& id, bool chunk,
 }
 
 Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool may_fill) const {
-  auto [id, name] = split_id(rest);
+  auto split = split_id(rest);
+  const auto& id = split.first;
+  const std::string_view name = split.second;
   if (!id)
     return bad_id("blob", rest.substr(0, rest.find('/')), Route::kBlob);
   const auto fill = [&] {

@@ -83,7 +83,7 @@ TEST(Config, ErrorsNameTheKeyAndValue) {
 
 TEST(Config, ShippedConfigsLoad) {
   // The documented files must stay in step with the keys the loader knows.
-  for (const char* name : {"bundle-edge.toml", "origin.toml"}) {
+  for (const char* name : {"bundle-edge.toml", "origin.toml", "edge.toml"}) {
     ConfigOverrides o;
     o.config_file = std::filesystem::path(EDGE_SOURCE_DIR) / "conf" / name;
     EXPECT_NO_THROW(load_config(o)) << name;
@@ -93,6 +93,36 @@ TEST(Config, ShippedConfigsLoad) {
   const Config c = load_config(o);
   EXPECT_EQ(c.public_url, "https://updates.example.com");
   EXPECT_EQ(c.server.listen_host, "0.0.0.0");
+}
+
+TEST(Config, EdgeNeedsAnUpstreamAndATokenAndNamesBadValues) {
+  EXPECT_NE(error_of("[node]\nrole = \"edge\"\n").find("upstream.url: required"),
+            std::string::npos);
+  EXPECT_NE(error_of("[node]\nrole = \"edge\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n")
+                .find("upstream.token: required"),
+            std::string::npos);
+  EXPECT_NE(error_of("[node]\nrole = \"edge\"\n[upstream]\nurl = \"https://x:1\"\ntoken = "
+                     "\"t\"\n")
+                .find("upstream.url: expected http://host:port, got 'https://x:1'"),
+            std::string::npos);
+  EXPECT_NE(error_of("[sync]\npush_to = [\"http://a\"]\n").find("sync.push_to"), std::string::npos);
+  EXPECT_NE(error_of("[sync]\npush_to = \"http://a:1\"\n").find("sync.push_to: expected an array"),
+            std::string::npos);
+  EXPECT_NE(error_of("[node]\nid = \"a b\"\n").find("node.id"), std::string::npos);
+  EXPECT_NE(error_of("[upstream]\nfill_concurrency = 0\n").find("upstream.fill_concurrency"),
+            std::string::npos);
+  EXPECT_NE(error_of("[node]\nrole = \"cdn\"\n").find("'origin' or 'edge'"), std::string::npos);
+
+  ConfigOverrides o;
+  o.upstream = "http://127.0.0.1:8080/";
+  const Config c = load_text(
+      "[node]\nrole = \"edge\"\n[upstream]\ntoken = \"t\"\nretries = 5\n[outbox]\nmax_bytes "
+      "= \"2MiB\"\n",
+      o);
+  EXPECT_EQ(c.upstream.url, "http://127.0.0.1:8080") << "the flag wins, trailing slash dropped";
+  EXPECT_EQ(c.upstream.retries, 5U);
+  EXPECT_EQ(c.outbox_max_bytes, 2U << 20);
+  EXPECT_EQ(c.changelog_keep, 100'000U);
 }
 
 TEST(Config, Sizes) {

@@ -1,5 +1,6 @@
 #include "edge/store/checkin_store.hpp"
 
+#include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -56,6 +57,96 @@ TEST(CheckinStore, AggregatesPerDayAndSurvivesReopen) {
   s.record({"com.a.b", "dev-y", "android", "1.1.0", "1.0.0", "set", "", kDay2});
   s.flush();
   EXPECT_EQ(s.stats("com.a.b")->at("2025-11-27").devices, 2U);
+}
+
+}  // namespace
+}  // namespace edge::store
+
+namespace edge::store {
+namespace {
+
+Checkin device_checkin(int i) {
+  return {"com.a.b", "dev-" + std::to_string(i), "ios", "1.0.0", "1.0.0", "updates", "update",
+          kDay1 + i};
+}
+
+// Records and waits for the durable callback, as an edge's device endpoint does.
+void record_durably(CheckinStore& s, Checkin c) {
+  std::promise<bool> p;
+  s.record(std::move(c), [&p](bool ok) { p.set_value(ok); });
+  ASSERT_TRUE(p.get_future().get());
+}
+
+TEST(CheckinStore, OutboxBatchesAreStableUntilAcknowledgedAcrossRestarts) {
+  TempDir tmp;
+  OutboxBatch first;
+  {
+    auto db = Database::open(tmp.path() / "db");
+    CheckinStore s(*db, {true, 1 << 20});
+    for (int i = 0; i < 5; ++i)
+      record_durably(s, device_checkin(i));
+    EXPECT_EQ(s.outbox_stats().depth, 5U);
+    EXPECT_EQ(s.outbox_stats().oldest_ms, kDay1);
+    first = *s.outbox_next(3);
+    EXPECT_EQ(first.batch_seq, 1U);
+    ASSERT_EQ(first.checkins.size(), 3U);
+    record_durably(s, device_checkin(5));
+    // Not acknowledged: the same batch again, not a bigger one.
+    const auto again = *s.outbox_next(10);
+    EXPECT_EQ(again.batch_seq, 1U);
+    EXPECT_EQ(again.checkins.size(), 3U);
+  }
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, {true, 1 << 20});
+  EXPECT_EQ(s.outbox_stats().depth, 6U) << "the outbox survives a restart";
+  const auto after = *s.outbox_next(10);
+  EXPECT_EQ(after.batch_seq, 1U) << "the in-flight batch keeps its key across a restart";
+  ASSERT_EQ(after.checkins.size(), 3U);
+  EXPECT_EQ(after.checkins[0].device_id, "dev-0");
+  ASSERT_TRUE(s.outbox_ack(after));
+  const auto next = *s.outbox_next(10);
+  EXPECT_EQ(next.batch_seq, 2U);
+  ASSERT_EQ(next.checkins.size(), 3U);
+  EXPECT_EQ(next.checkins[0].device_id, "dev-3");
+  ASSERT_TRUE(s.outbox_ack(next));
+  EXPECT_EQ(s.outbox_stats().depth, 0U);
+  EXPECT_TRUE(s.outbox_next(10)->checkins.empty());
+}
+
+TEST(CheckinStore, ReceivedBatchesApplyOncePerNodeAndSequence) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db);
+  const auto send = [&](std::string node, std::uint64_t seq, int n) {
+    std::vector<Checkin> list;
+    for (int i = 0; i < n; ++i)
+      list.push_back(device_checkin(i));
+    std::promise<std::pair<bool, bool>> p;
+    s.record_batch(std::move(node), seq, std::move(list), [&p](bool ok, bool dup) {
+      p.set_value({ok, dup});
+    });
+    return p.get_future().get();
+  };
+  EXPECT_EQ(send("edge-a", 1, 4), std::pair(true, false));
+  EXPECT_EQ(send("edge-a", 1, 4), std::pair(true, true)) << "a retried batch";
+  EXPECT_EQ(send("edge-b", 1, 2), std::pair(true, false)) << "keys are per node";
+  EXPECT_EQ(send("edge-a", 2, 1), std::pair(true, false));
+  EXPECT_EQ(s.stats("com.a.b")->at("2025-11-26").actions.at("updates"), 7U);
+}
+
+TEST(CheckinStore, AFullOutboxDropsTheOldestAndCountsThem) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, {true, 600});  // room for a handful of records
+  for (int i = 0; i < 40; ++i)
+    record_durably(s, device_checkin(i));
+  const auto st = s.outbox_stats();
+  EXPECT_LE(st.bytes, 600U);
+  EXPECT_GT(st.dropped, 0U);
+  EXPECT_EQ(st.depth + st.dropped, 40U);
+  const auto batch = *s.outbox_next(100);
+  ASSERT_FALSE(batch.checkins.empty());
+  EXPECT_EQ(batch.checkins.back().device_id, "dev-39") << "the newest are kept";
 }
 
 }  // namespace

@@ -76,3 +76,69 @@ TEST(StateStore, BatchIsAtomicAndSurvivesReopen) {
 
 }  // namespace
 }  // namespace edge::store
+
+namespace edge::store {
+namespace {
+
+Change numbered(std::uint64_t seq, StateKind kind, std::string key, std::string value) {
+  return {seq, kind, value.empty(), "com.example.app", std::move(key), std::move(value)};
+}
+
+TEST(StateStore, ApplyTakesUpstreamNumbersAndMovesTheCursorWithThem) {
+  TempDir tmp;
+  {
+    auto db = Database::open(tmp.path() / "db");
+    StateStore s(*db);
+    std::vector<Change> batch = {numbered(1, StateKind::kApp, "", "{}"),
+                                 numbered(2, StateKind::kChannel, "production", R"({"a":1})")};
+    EXPECT_EQ(*s.apply(batch), 2U);
+    // Replayed changes are skipped; the new one lands.
+    batch.push_back(numbered(3, StateKind::kChannel, "production", ""));
+    EXPECT_EQ(*s.apply(batch), 3U);
+    EXPECT_FALSE(s.get(StateKind::kChannel, "com.example.app", "production")->has_value());
+    // A gap writes nothing.
+    const auto gap = s.apply({numbered(5, StateKind::kChannel, "beta", "{}")});
+    EXPECT_EQ(gap.error(), Errc::kInvalidArgument);
+    EXPECT_EQ(s.last_seq(), 3U);
+    EXPECT_FALSE(s.get(StateKind::kChannel, "com.example.app", "beta")->has_value());
+  }
+  auto db = Database::open(tmp.path() / "db");
+  StateStore s(*db);
+  EXPECT_EQ(s.last_seq(), 3U) << "the cursor is durable with the changes";
+  auto log = s.changes_after(0, 10);
+  ASSERT_EQ(log->size(), 3U);
+  EXPECT_TRUE((*log)[2].deleted);
+}
+
+TEST(StateStore, RetentionCompactsTheLogAndSnapshotsReplaceEverything) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  StateStore s(*db);
+  s.set_log_retention(2);
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(s.put(StateKind::kRelease, "com.example.app", "r" + std::to_string(i), "{}"));
+  EXPECT_EQ(s.last_seq(), 5U);
+  EXPECT_EQ(s.log_start(), 4U) << "entries 1-3 compacted away";
+  EXPECT_EQ(s.changes_after(0, 10)->size(), 2U);
+
+  auto snap = s.snapshot();
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->seq, 5U);
+  EXPECT_EQ(snap->docs.size(), 5U);
+
+  // Another node takes the snapshot: its old documents and log go.
+  TempDir tmp2;
+  auto db2 = Database::open(tmp2.path() / "db");
+  StateStore other(*db2);
+  ASSERT_TRUE(other.put(StateKind::kChannel, "com.gone.app", "x", "{}"));
+  EXPECT_EQ(*other.replace(*snap), 5U);
+  EXPECT_EQ(other.last_seq(), 5U);
+  EXPECT_EQ(other.log_start(), 6U);
+  EXPECT_TRUE(other.changes_after(0, 10)->empty());
+  EXPECT_FALSE(other.get(StateKind::kChannel, "com.gone.app", "x")->has_value());
+  EXPECT_EQ(other.list(StateKind::kRelease, "com.example.app")->size(), 5U);
+  EXPECT_EQ(*other.apply({numbered(6, StateKind::kApp, "", "{}")}), 6U) << "then follows the log";
+}
+
+}  // namespace
+}  // namespace edge::store
