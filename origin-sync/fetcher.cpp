@@ -40,6 +40,11 @@ void Fetcher::stop() {
   for (auto& t : threads_)
     t.join();
   threads_.clear();
+  {
+    // Puts in flight call back into this object: wait for them.
+    std::unique_lock lock(mutex_);
+    puts_cv_.wait(lock, [&] { return put_bytes_ == 0; });
+  }
   // Whoever still waits hears that no fetch will come.
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blobs, chunks;
   {
@@ -147,20 +152,34 @@ void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id) {
     return complete(chunk_waiters_, id, reply.error());
   metrics_.fills.fetch_add(1, std::memory_order_relaxed);
   metrics_.fill_bytes.fetch_add(reply->body.size(), std::memory_order_relaxed);
-  const std::span bytes(reinterpret_cast<const std::uint8_t*>(reply->body.data()),
-                        reply->body.size());
-  if (sha256_of(bytes) != id) {
-    metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
-    spdlog::error("fill: chunk {} from {} failed SHA-256 verification ({} bytes); not stored",
-                  id.hex(), client.base_url(), bytes.size());
-    return complete(chunk_waiters_, id, make_error_code(Errc::kChecksumMismatch));
+  std::vector<std::uint8_t> bytes = std::move(reply->body);
+  const std::uint64_t n = bytes.size();
+  {
+    // The put is asynchronous so that this thread fetches the next chunk while the store
+    // group-commits: one fdatasync then covers many chunks. Bounded by kPutBudget.
+    std::unique_lock lock(mutex_);
+    puts_cv_.wait(lock, [&] { return put_bytes_ < kPutBudget; });
+    put_bytes_ += n;
   }
-  auto put = chunks_.put(id, bytes);  // verifies again and indexes
-  if (!put) {
-    spdlog::error("fill: storing chunk {}: {}", id.hex(), put.error().message());
-    return complete(chunk_waiters_, id, put.error());
-  }
-  complete(chunk_waiters_, id, {});
+  // async_put checks the SHA-256 before anything is written: a bad chunk is never stored.
+  chunks_.async_put(id, std::move(bytes), {},
+                    [this, id, n, from = client.base_url()](error_code ec, bool) {
+                      if (ec == Errc::kChecksumMismatch) {
+                        metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+                        spdlog::error(
+                            "fill: chunk {} from {} failed SHA-256 verification ({} bytes); "
+                            "not stored",
+                            id.hex(), from, n);
+                      } else if (ec) {
+                        spdlog::error("fill: storing chunk {}: {}", id.hex(), ec.message());
+                      }
+                      complete(chunk_waiters_, id, ec);
+                      {
+                        std::lock_guard lock(mutex_);
+                        put_bytes_ -= n;
+                      }
+                      puts_cv_.notify_all();
+                    });
 }
 
 void Fetcher::fill_blob(const Sha256& id, Done done) {
@@ -188,7 +207,7 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id) {
       return complete(blob_waiters_, id, reply.error());
     metrics_.fills.fetch_add(1, std::memory_order_relaxed);
     std::string error;
-    auto parsed = api::parse_recipe(reply->body, id, &error);
+    auto parsed = api::parse_recipe(reply->text(), id, &error);
     if (!parsed) {
       metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
       spdlog::error("fill: recipe of blob {} from {} is invalid: {}", id.hex(), client.base_url(),

@@ -63,6 +63,9 @@ class Fetcher final : public api::Filler {
   bool stopping_ = false;
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blob_waiters_;
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> chunk_waiters_;
+  static constexpr std::uint64_t kPutBudget = 64ULL << 20;  ///< chunk bytes being stored
+  std::condition_variable puts_cv_;
+  std::uint64_t put_bytes_ = 0;  // guarded by mutex_
   std::vector<std::unique_ptr<HttpClient>> clients_;
   std::vector<std::thread> threads_;
 };

@@ -1,6 +1,7 @@
 #include "origin-sync/http_client.hpp"
 
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <random>
 
@@ -12,7 +13,11 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/vector_body.hpp>
 #include <boost/beast/http/write.hpp>
+
+#include <sys/socket.h>
+#include <sys/time.h>
 
 namespace edge::sync {
 namespace {
@@ -26,36 +31,55 @@ constexpr std::uint64_t kMaxReplyBytes = 1ULL << 30;  // a snapshot can be large
 
 }  // namespace
 
+// Blocking sockets with SO_RCVTIMEO/SO_SNDTIMEO: a recv that waits for the peer costs one
+// syscall, where a reactor round trip (recv, epoll_wait, timerfd) costs three; on a VM the
+// per-syscall cost dominates a 64 KiB chunk fetch. Connect uses a timer (rare).
 struct HttpClient::Impl {
   std::string host;
   std::string port;
   std::string token;
   std::uint32_t timeout_ms;
   asio::io_context io{1};
-  std::optional<beast::tcp_stream> stream;
-  beast::flat_buffer buffer;
+  std::optional<tcp::socket> socket;
+  beast::flat_buffer buffer{256 << 10};
+  std::mutex fd_mutex;  // guards `fd` against cancel() from another thread
+  int fd = -1;
   std::atomic<bool> cancelled{false};
 
-  // Runs the io_context until the operation in flight completes.
-  void run() {
-    io.restart();
-    io.run();
+  void set_timeouts(std::chrono::milliseconds timeout) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+    ::setsockopt(socket->native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(socket->native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+
+  void close() {
+    std::lock_guard lock(fd_mutex);
+    fd = -1;
+    socket.reset();
   }
 
   boost::system::error_code connect(std::chrono::milliseconds timeout) {
-    stream.emplace(io);
+    close();
     buffer.clear();
     tcp::resolver resolver(io);
     boost::system::error_code ec;
     const auto endpoints = resolver.resolve(host, port, ec);
     if (ec)
       return ec;
-    stream->expires_after(timeout);
-    stream->async_connect(endpoints,
-                          [&](boost::system::error_code e, const tcp::endpoint&) { ec = e; });
-    run();
-    if (!ec)
-      stream->socket().set_option(tcp::no_delay(true), ec);
+    beast::tcp_stream stream(io);
+    stream.expires_after(timeout);
+    stream.async_connect(endpoints,
+                         [&](boost::system::error_code e, const tcp::endpoint&) { ec = e; });
+    io.restart();
+    io.run();
+    if (ec)
+      return ec;
+    socket.emplace(stream.release_socket());
+    socket->set_option(tcp::no_delay(true), ec);
+    std::lock_guard lock(fd_mutex);
+    fd = socket->native_handle();
     return ec;
   }
 };
@@ -78,10 +102,13 @@ HttpClient::~HttpClient() = default;
 
 void HttpClient::cancel() {
   impl_->cancelled = true;
-  asio::post(impl_->io, [impl = impl_.get()] {
-    if (impl->stream)
-      impl->stream->cancel();
-  });
+  {
+    // Wakes a blocked recv/send; the owning thread then sees `cancelled`.
+    std::lock_guard lock(impl_->fd_mutex);
+    if (impl_->fd >= 0)
+      ::shutdown(impl_->fd, SHUT_RDWR);
+  }
+  asio::post(impl_->io, [] {});  // and a connect in progress returns at its timer
 }
 
 Result<HttpReply> HttpClient::request(
@@ -105,35 +132,35 @@ Result<HttpReply> HttpClient::request(
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (im.cancelled)
       return Errc::kShutdown;
-    const bool reused = im.stream.has_value();
+    const bool reused = im.socket.has_value();
     if (!reused) {
       if (auto ec = im.connect(timeout)) {
-        im.stream.reset();
+        im.close();
         return im.cancelled ? Errc::kShutdown : Errc::kIo;
       }
     }
+    // The timeout bounds each wait for the peer (no progress for this long: give up).
+    im.set_timeouts(timeout);
     boost::system::error_code ec;
-    im.stream->expires_after(timeout);
-    bhttp::async_write(*im.stream, req, [&](boost::system::error_code e, std::size_t) { ec = e; });
-    im.run();
-    bhttp::response_parser<bhttp::string_body> parser;
+    bhttp::write(*im.socket, req, ec);
+    bhttp::response_parser<bhttp::vector_body<std::uint8_t>> parser;
     parser.body_limit(kMaxReplyBytes);
-    if (!ec) {
-      bhttp::async_read(*im.stream, im.buffer, parser,
-                        [&](boost::system::error_code e, std::size_t) { ec = e; });
-      im.run();
-    }
+    if (!ec)
+      bhttp::read(*im.socket, im.buffer, parser, ec);
     if (ec) {
-      im.stream.reset();
+      im.close();
+      im.buffer.clear();
       if (im.cancelled)
         return Errc::kShutdown;
-      if (reused && ec != beast::error::timeout)
+      const bool timed_out = ec == asio::error::would_block || ec == asio::error::timed_out ||
+                             ec == asio::error::try_again;
+      if (reused && !timed_out)
         continue;  // stale keep-alive connection: once more on a new one
       return Errc::kIo;
     }
     auto res = parser.release();
     if (!res.keep_alive())
-      im.stream.reset();
+      im.close();
     return HttpReply{res.result_int(), std::move(res.body())};
   }
   return Errc::kIo;

@@ -15,7 +15,10 @@ namespace edge::sync {
 /// What an upstream answered.
 struct HttpReply {
   unsigned status = 0;
-  std::string body;
+  std::vector<std::uint8_t> body;  ///< bytes as received (chunks go to the store as they are)
+  std::string_view text() const {
+    return {reinterpret_cast<const char*>(body.data()), body.size()};
+  }
 };
 
 /// A blocking HTTP/1.1 client for node-to-node calls: one keep-alive connection to one

@@ -148,7 +148,7 @@ bool Follower::take_snapshot() {
   if (!reply || reply->status != 200)
     return false;
   std::string error;
-  auto snap = api::parse_snapshot(reply->body, &error);
+  auto snap = api::parse_snapshot(reply->text(), &error);
   if (!snap) {
     spdlog::error("sync: the upstream's snapshot is invalid: {}", error);
     return false;
@@ -186,7 +186,7 @@ void Follower::pull_loop() {
     bool ok = false;
     if (reply && reply->status == 200) {
       std::string error;
-      auto page = api::parse_changes(reply->body, &error);
+      auto page = api::parse_changes(reply->text(), &error);
       if (!page) {
         spdlog::error("sync: the upstream's changes page is invalid: {}", error);
       } else {
@@ -202,7 +202,7 @@ void Follower::pull_loop() {
       }
     } else if (reply) {
       spdlog::warn("sync: GET {}{}: HTTP {} {}", options_.url, target, reply->status,
-                   reply->body.substr(0, 200));
+                   reply->text().substr(0, 200));
     } else if (reply.error() == Errc::kShutdown) {
       return;
     }
@@ -303,9 +303,9 @@ void Uploader::loop() {
     if (failures == 0 || failures % 10 == 0) {
       spdlog::warn("outbox: POST /v1/checkins ({}, {} check-ins) failed: {}; retrying in {} ms",
                    key, batch->checkins.size(),
-                   reply
-                       ? "HTTP " + std::to_string(reply->status) + " " + reply->body.substr(0, 200)
-                       : reply.error().message(),
+                   reply ? "HTTP " + std::to_string(reply->status) + " " +
+                               std::string(reply->text().substr(0, 200))
+                         : reply.error().message(),
                    delay);
     }
     ++failures;

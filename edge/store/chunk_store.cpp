@@ -624,6 +624,11 @@ BatchState ChunkStore::begin_batch() const {
 
 void ChunkStore::run_batch(std::vector<Job>& jobs) {
   BatchState b = begin_batch();
+  // One write buffer for every batch: a fresh 16 MiB vector per batch costs a page fault
+  // per 4 KiB (and regrowth copies), which showed as a third of a fill's CPU.
+  b.pending.swap(write_buffer_);
+  b.pending.clear();
+  b.pending.reserve(options_.max_batch_bytes + kRecordHeaderBytes + (1U << 20));
 
   // Each job's outcome before the commit; the commit's error overrides success.
   std::vector<std::pair<error_code, bool>> outcome(jobs.size());
@@ -711,6 +716,7 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
       ec = commit_ec;
     jobs[i].done(ec, inserted && !ec);
   }
+  write_buffer_.swap(b.pending);
 }
 
 // --- eviction ---------------------------------------------------------------------------

@@ -234,6 +234,7 @@ class ChunkStore {
   void commit_loop();
   BatchState begin_batch() const;  // a staged copy of the published state (commit thread)
   void run_batch(std::vector<Job>& jobs);
+  std::vector<std::uint8_t> write_buffer_;  // commit thread only: reused by every batch
   void evict_over_budget();
   Result<std::optional<IndexEntry>> staged_lookup(BatchState& b, const Sha256& id) const;
   Result<IndexEntry> stage_append(BatchState& b, const Sha256& id,

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Prefetch benchmark (issue #5, DESIGN §8): a 64 MiB release prefetched by an edge from the
+origin (fetch-then-flip: recipe, chunks over 8 keep-alive connections, SHA-256 of every
+chunk and of the blob, durable writes), as MB/s, against wrk downloading the same blob from
+the same origin in the same run. Everything on 127.0.0.1; both nodes stop by pid.
+
+Usage: bench/load/prefetch.py [--binary build/release/bundle-edge] [--size-mib 64] [--runs 3]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOKEN = "bench-sync-token"
+
+
+class Node:
+    def __init__(self, binary, work, name, conf):
+        self.dir = os.path.join(work, name)
+        os.makedirs(self.dir)
+        path = os.path.join(self.dir, "node.toml")
+        open(path, "w").write(conf)
+        self.log_path = os.path.join(self.dir, "log.txt")
+        self.proc = subprocess.Popen([binary, "--config", path, "--data", os.path.join(self.dir, "var"),
+                                      "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+                                     stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            text = open(self.log_path).read()
+            m = re.search(r"public listener on 127\.0\.0\.1:(\d+)", text)
+            a = re.search(r"admin listener on 127\.0\.0\.1:(\d+)", text)
+            if m and a:
+                self.url = "http://127.0.0.1:" + m.group(1)
+                self.admin = "http://127.0.0.1:" + a.group(1)
+                self.token = open(os.path.join(self.dir, "var", "admin.token")).read().strip()
+                return
+            if self.proc.poll() is not None:
+                raise SystemExit(name + " exited: " + text)
+            time.sleep(0.05)
+        raise SystemExit(name + " did not start")
+
+    def log(self):
+        return open(self.log_path).read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
+
+
+def curl(*args):
+    out = subprocess.run(["curl", "-sS", "-f", *args], capture_output=True, check=True)
+    return out.stdout
+
+
+def admin(node, method, path, body):
+    return curl("-X", method, "-H", "Authorization: Bearer " + node.token, "-H", "Content-Type: application/json",
+                "--data-binary", json.dumps(body), node.admin + path)
+
+
+def wrk_mbps(url, conns, seconds):
+    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, url], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
+    scale = {"B": 1e-6, "KB": 1.024e-3, "MB": 1.048576, "GB": 1073.741824}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def disk_mbps(path, source):
+    data = open(source, "rb").read()
+    t0 = time.time()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, data)
+    os.fdatasync(fd)
+    os.close(fd)
+    elapsed = time.time() - t0
+    os.unlink(path)
+    return len(data) / 1048576 / elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default=os.path.join(ROOT, "build/release/bundle-edge"))
+    ap.add_argument("--size-mib", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--wrk-seconds", type=int, default=5)
+    args = ap.parse_args()
+    for tool in ("wrk", "curl"):
+        if not shutil.which(tool):
+            raise SystemExit("needs %s: tools/setup.sh" % tool)
+    work = tempfile.mkdtemp(prefix="edge-prefetch-")
+    nodes = []
+    try:
+        origin = Node(args.binary, work, "origin", '[sync]\ntoken = "%s"\n' % TOKEN)
+        nodes.append(origin)
+        edge = Node(args.binary, work, "edge",
+                    '[node]\nrole = "edge"\n[upstream]\nurl = "%s"\ntoken = "%s"\n' % (origin.url, TOKEN))
+        nodes.append(edge)
+        app = "/v1/admin/apps/com.example.bench"
+        admin(origin, "PUT", app, {})
+        size = args.size_mib << 20
+        results = []
+        baseline = {}
+        for run in range(args.runs):
+            blob = os.path.join(work, "blob%d" % run)
+            with open(blob, "wb") as f:
+                f.write(os.urandom(size))
+            info = json.loads(curl("-X", "PUT", "-H", "Authorization: Bearer " + origin.token, "--data-binary",
+                                   "@" + blob, origin.admin + "/v1/admin/blobs"))
+            version = "1.0.%d" % run
+            admin(origin, "PUT", app + "/releases/" + version, {"zip": info["sha256"]})
+            if run == 0:
+                # Baseline: wrk downloading this blob from the origin (page cache, sendfile).
+                url = origin.url + "/v1/blobs/" + info["sha256"]
+                for conns in (1, 8):
+                    baseline[conns] = wrk_mbps(url, conns, args.wrk_seconds)
+                # Context: what the disk under the edge takes durably (write + fdatasync).
+                baseline["disk"] = disk_mbps(os.path.join(edge.dir, "disk-probe"), blob)
+            before = len(re.findall(r"prefetch: \d+ blob\(s\) whole in", edge.log()))
+            t0 = time.time()
+            admin(origin, "PUT", app + "/channels/production", {"release": version, "public": True})
+            deadline = time.time() + 300
+            while True:
+                found = re.findall(r"prefetch: \d+ blob\(s\) whole in (\d+) ms", edge.log())
+                if len(found) > before:
+                    ms = int(found[-1])
+                    break
+                if time.time() > deadline:
+                    raise SystemExit("prefetch did not finish: " + edge.log()[-2000:])
+                time.sleep(0.01)
+            wall = time.time() - t0
+            mbps = size / 1048576 / (ms / 1000)
+            results.append(mbps)
+            print("run %d: %d MiB prefetched in %d ms (%.0f MB/s; %.0f ms from the channel write)"
+                  % (run + 1, args.size_mib, ms, mbps, wall * 1000), flush=True)
+        med = statistics.median(results)
+        best_base = max(baseline[1], baseline[8])
+        print()
+        print("| workload | bundle-edge | baseline: wrk from the origin, same run | ratio | disk: write + fdatasync, same run |")
+        print("|---|---|---|---|---|")
+        print("| %d MiB release prefetched through an edge (median of %d) | %.0f MB/s | %.0f MB/s (wrk -c1: %.0f, -c8: %.0f) | %.2fx | %.0f MB/s (%.2fx) |"
+              % (args.size_mib, args.runs, med, best_base, baseline[1], baseline[8], med / best_base,
+                 baseline["disk"], med / baseline["disk"]))
+    finally:
+        for n in reversed(nodes):
+            n.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
