@@ -302,9 +302,12 @@ Config load_config(const ConfigOverrides& o) {
     if (c.upstream.url.empty())
       throw ConfigError("upstream.url: required when node.role is 'edge' (or --upstream URL)");
     check_url("upstream.url", c.upstream.url);
+    if (c.upstream.token.empty())
+      c.upstream.token = c.sync_token;  // one shared secret per tree: the simple setup
     if (c.upstream.token.empty()) {
       throw ConfigError(
-          "upstream.token: required when node.role is 'edge' (the upstream's sync.token)");
+          "upstream.token: required when node.role is 'edge' (the upstream's sync.token; "
+          "defaults to this node's sync.token)");
     }
   }
   for (auto& url : c.push_to)
