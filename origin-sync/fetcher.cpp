@@ -129,19 +129,23 @@ Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target) {
   }
 }
 
-void Fetcher::fill_chunk(const Sha256& id, Done done) {
+bool Fetcher::wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
+                       const Sha256& id, Done& done) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) {
-      done(make_error_code(Errc::kShutdown));
-      return;
+    if (!stopping_) {
+      auto [it, fresh] = waiting.try_emplace(id);
+      it->second.push_back(std::move(done));
+      return fresh;  // not fresh: a fetch is already on its way, this caller waits for it
     }
-    auto [it, fresh] = chunk_waiters_.try_emplace(id);
-    it->second.push_back(std::move(done));
-    if (!fresh)
-      return;  // a fetch is already on its way: wait for it
   }
-  submit([this, id](HttpClient& client) { fetch_chunk(client, id); });
+  done(make_error_code(Errc::kShutdown));
+  return false;
+}
+
+void Fetcher::fill_chunk(const Sha256& id, Done done) {
+  if (wait_for(chunk_waiters_, id, done))
+    submit([this, id](HttpClient& client) { fetch_chunk(client, id); });
 }
 
 void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id) {
@@ -183,18 +187,8 @@ void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id) {
 }
 
 void Fetcher::fill_blob(const Sha256& id, Done done) {
-  {
-    std::lock_guard lock(mutex_);
-    if (stopping_) {
-      done(make_error_code(Errc::kShutdown));
-      return;
-    }
-    auto [it, fresh] = blob_waiters_.try_emplace(id);
-    it->second.push_back(std::move(done));
-    if (!fresh)
-      return;
-  }
-  submit([this, id](HttpClient& client) { fetch_blob(client, id); });
+  if (wait_for(blob_waiters_, id, done))
+    submit([this, id](HttpClient& client) { fetch_blob(client, id); });
 }
 
 void Fetcher::fetch_blob(HttpClient& client, const Sha256& id) {

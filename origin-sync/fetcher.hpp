@@ -49,6 +49,9 @@ class Fetcher final : public api::Filler {
   void fetch_chunk(HttpClient& client, const Sha256& id);
   /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end).
   Result<HttpReply> get(HttpClient& client, const std::string& target);
+  /// Adds `done` to the waiters of `id`; true if the caller must start the fetch.
+  bool wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
+                const Sha256& id, Done& done);
   void complete(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
                 const Sha256& id, boost::system::error_code ec);
 

@@ -1,8 +1,10 @@
 #include "edge/api/sync.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
+#include <type_traits>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -131,6 +133,19 @@ std::optional<json::value> parse_json(std::string_view text, std::string* error)
   return v;
 }
 
+// The string fields of a check-in with their wire names, for the encoder and the parser.
+template <class C>
+auto checkin_fields(C& c) {
+  using S = std::conditional_t<std::is_const_v<C>, const std::string, std::string>;
+  return std::array<std::pair<const char*, S*>, 7>{{{"app_id", &c.app_id},
+                                                    {"device_id", &c.device_id},
+                                                    {"platform", &c.platform},
+                                                    {"version_name", &c.version_name},
+                                                    {"version_build", &c.version_build},
+                                                    {"action", &c.action},
+                                                    {"decision", &c.decision}}};
+}
+
 Response json_reply(unsigned status, std::string body, Route route) {
   Response r;
   r.status = status;
@@ -252,15 +267,7 @@ std::string encode_checkins(const std::vector<store::Checkin>& checkins) {
   for (const auto& c : checkins) {
     out += first ? "{" : ",{";
     first = false;
-    const std::pair<const char*, const std::string*> fields[] = {
-        {"app_id", &c.app_id},
-        {"device_id", &c.device_id},
-        {"platform", &c.platform},
-        {"version_name", &c.version_name},
-        {"version_build", &c.version_build},
-        {"action", &c.action},
-        {"decision", &c.decision}};
-    for (const auto& [name, value] : fields) {
+    for (const auto& [name, value] : checkin_fields(c)) {
       out += '"';
       out += name;
       out += "\":\"";
@@ -297,14 +304,7 @@ std::optional<std::vector<store::Checkin>> parse_checkins(std::string_view text,
     }
     const auto& o = e.get_object();
     store::Checkin c;
-    const std::pair<const char*, std::string*> fields[] = {{"app_id", &c.app_id},
-                                                           {"device_id", &c.device_id},
-                                                           {"platform", &c.platform},
-                                                           {"version_name", &c.version_name},
-                                                           {"version_build", &c.version_build},
-                                                           {"action", &c.action},
-                                                           {"decision", &c.decision}};
-    for (const auto& [name, field] : fields) {
+    for (const auto& [name, field] : checkin_fields(c)) {
       auto s = as_string(o, name, kMaxField);
       if (!s) {
         fail(error, at + "." + name + ": expected a string of at most 256 bytes without NUL");
