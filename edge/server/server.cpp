@@ -385,12 +385,27 @@ class Session : public std::enable_shared_from_this<Session> {
       // Deferred: nothing is armed while the handler works (its own timeouts bound it); the
       // reply comes back to this connection's thread.
       disarm();
+      // The reply may run, and be destroyed, on any thread (a store or fill thread); the
+      // session must still die on its own thread (its destructor touches worker state):
+      // the last reference held by the handler is handed back to the worker to drop.
+      struct Keep {
+        explicit Keep(std::shared_ptr<Session> s) : session(std::move(s)) {}
+        Keep(const Keep&) = delete;
+        Keep& operator=(const Keep&) = delete;
+        ~Keep() {
+          auto& io = session->worker_.io;
+          asio::post(io, [s = std::move(session)] {});
+        }
+        std::shared_ptr<Session> session;
+      };
+      auto keep = std::make_shared<Keep>(shared_from_this());
       auto later = std::move(r.later);
-      later(worker_.io.get_executor(), [self = shared_from_this()](api::Response real) {
-        asio::post(self->worker_.io, [self, real = std::move(real)]() mutable {
-          real.later = nullptr;
-          self->respond(std::move(real));
-        });
+      later(worker_.io.get_executor(), [keep](api::Response real) {
+        asio::post(keep->session->worker_.io,
+                   [self = keep->session, real = std::move(real)]() mutable {
+                     real.later = nullptr;
+                     self->respond(std::move(real));
+                   });
       });
       return;
     }

@@ -160,4 +160,7 @@ def run(main):
         print("%d passed, %d failed" % (results["passed"], results["failed"]))
         sys.exit(1 if results["failed"] else 0)
     finally:
-        subprocess.run(["rm", "-rf", TMP])
+        if os.environ.get("EDGE_IT_KEEP"):
+            print("kept " + TMP)  # node logs, for sanitizer runs
+        else:
+            subprocess.run(["rm", "-rf", TMP])
