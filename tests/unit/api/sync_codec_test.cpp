@@ -1,0 +1,103 @@
+#include <gtest/gtest.h>
+
+#include "edge/api/sync.hpp"
+
+namespace edge::api {
+namespace {
+
+using store::Change;
+using store::StateKind;
+
+TEST(SyncCodec, ChangesRoundTripAndKeepDocuments) {
+  ChangesPage page;
+  page.last_seq = 7;
+  page.changes = {{5, StateKind::kApp, false, "com.example.app", "", R"({"expose_metadata":true})"},
+                  {6, StateKind::kChannel, true, "com.example.app", "beta", ""},
+                  {7, StateKind::kRelease, false, "com.example.app", "1.0.0", R"({"zip":null})"}};
+  std::string error;
+  const auto back = parse_changes(encode_changes(page), &error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(back->last_seq, 7U);
+  EXPECT_EQ(back->changes, page.changes);
+
+  ChangesPage snap;
+  snap.last_seq = 9;
+  snap.snapshot = true;
+  const auto instruction = parse_changes(encode_changes(snap), &error);
+  ASSERT_TRUE(instruction);
+  EXPECT_TRUE(instruction->snapshot);
+}
+
+TEST(SyncCodec, BadChangesNameTheField) {
+  std::string error;
+  EXPECT_FALSE(parse_changes("nope", &error));
+  EXPECT_NE(error.find("not JSON"), std::string::npos) << error;
+  EXPECT_FALSE(parse_changes(R"({"changes":[]})", &error));
+  EXPECT_NE(error.find("last_seq"), std::string::npos) << error;
+  EXPECT_FALSE(parse_changes(
+      R"({"last_seq":3,"changes":[{"seq":2,"kind":"app","app_id":"com.a.b","key":"","doc":{}},)"
+      R"({"seq":2,"kind":"app","app_id":"com.a.b","key":"","doc":{}}]})",
+      &error));
+  EXPECT_NE(error.find("changes[1].seq: out of order"), std::string::npos) << error;
+  EXPECT_FALSE(parse_changes(
+      R"({"last_seq":3,"changes":[{"seq":1,"kind":"table","app_id":"com.a.b"}]})", &error));
+  EXPECT_NE(error.find("[0].kind"), std::string::npos) << error;
+  EXPECT_FALSE(parse_changes(
+      R"({"last_seq":3,"changes":[{"seq":1,"kind":"channel","app_id":"com.a.b","key":"","doc":{}}]})",
+      &error));
+  EXPECT_NE(error.find("[0].key"), std::string::npos) << error;
+  EXPECT_FALSE(parse_changes(
+      R"({"last_seq":3,"changes":[{"seq":1,"kind":"app","app_id":"com.a.b","key":"","doc":3}]})",
+      &error));
+  EXPECT_NE(error.find("[0].doc"), std::string::npos) << error;
+}
+
+TEST(SyncCodec, CheckinsRoundTripAndRejectBadOnes) {
+  std::vector<store::Checkin> list = {
+      {"com.a.b", "dev-1", "ios", "1.0.0", "1.0.0", "updates", "update", 1700000000000},
+      {"com.a.b", "dev-\"2\"", "android", "", "", "set", "", 1700000000001}};
+  std::string error;
+  const auto back = parse_checkins(encode_checkins(list), &error);
+  ASSERT_TRUE(back) << error;
+  ASSERT_EQ(back->size(), 2U);
+  EXPECT_EQ((*back)[1].device_id, "dev-\"2\"");
+  EXPECT_EQ((*back)[1].time_ms, 1700000000001);
+  EXPECT_FALSE(parse_checkins(
+      R"({"checkins":[{"app_id":"com.a.b","device_id":"d","platform":"ios","version_name":"",)"
+      R"("version_build":"","action":"set","decision":"","time_ms":-1}]})",
+      &error));
+  EXPECT_NE(error.find("checkins[0].time_ms"), std::string::npos) << error;
+  EXPECT_FALSE(parse_checkins(R"({"checkins":[{"app_id":"nope"}]})", &error));
+  EXPECT_NE(error.find("checkins[0]"), std::string::npos) << error;
+}
+
+TEST(SyncCodec, RecipesMustMatchTheirIdAndSize) {
+  const Sha256 id = sha256_of(std::string_view("abc"));
+  const std::string chunk = std::string(R"({"sha256":")") + id.hex() + R"(","size":3})";
+  std::string error;
+  auto r = parse_recipe(R"({"sha256":")" + id.hex() + R"(","size":3,"chunks":[)" + chunk + "]}", id,
+                        &error);
+  ASSERT_TRUE(r) << error;
+  EXPECT_EQ(r->size, 3U);
+  ASSERT_EQ(r->chunks.size(), 1U);
+  EXPECT_FALSE(parse_recipe(R"({"sha256":")" + id.hex() + R"(","size":4,"chunks":[)" + chunk + "]}",
+                            id, &error));
+  EXPECT_NE(error.find("add up to 3"), std::string::npos) << error;
+  const Sha256 other = sha256_of(std::string_view("xyz"));
+  EXPECT_FALSE(parse_recipe(
+      R"({"sha256":")" + other.hex() + R"(","size":3,"chunks":[)" + chunk + "]}", id, &error));
+  EXPECT_NE(error.find("is for"), std::string::npos) << error;
+}
+
+TEST(SyncCodec, IdempotencyKeys) {
+  EXPECT_EQ(parse_idempotency_key("node-1a:42"), std::pair(std::string("node-1a"), std::uint64_t{42}));
+  EXPECT_FALSE(parse_idempotency_key("node:0"));
+  EXPECT_FALSE(parse_idempotency_key(":5"));
+  EXPECT_FALSE(parse_idempotency_key("no key"));
+  EXPECT_FALSE(parse_idempotency_key("a b:5"));
+  EXPECT_FALSE(parse_idempotency_key("node:5x"));
+  EXPECT_FALSE(parse_idempotency_key(std::string(65, 'a') + ":1"));
+}
+
+}  // namespace
+}  // namespace edge::api
