@@ -184,15 +184,18 @@ int run(const edge::Config& c) {
                server.public_port(), public_url);
   spdlog::info("admin listener on {}:{}", c.server.admin_host, server.admin_port());
   server.run();
-  // Upstream work stops before the server and the stores go away.
+  // Upstream work stops before the server and the stores go away. The fetcher first: a
+  // prefetch the follower waits on then ends at once (its fills answer "shutdown").
+  if (fetcher)
+    fetcher->stop();
   if (follower)
     follower->stop();
   if (uploader)
     uploader->stop();
   if (pusher)
     pusher->stop();
-  if (fetcher)
-    fetcher->stop();
+  // Deferred answers (durable check-ins) reach their sessions while the server still exists.
+  checkins.flush();
   spdlog::info("stopped: closing the store");
   return 0;
 }
