@@ -25,7 +25,7 @@ using store::StateKind;
 constexpr std::size_t kPageLimit = 1000;      // changes per feed answer
 constexpr std::uint32_t kMaxWaitMs = 60'000;  // longest long poll
 constexpr std::size_t kMaxCheckinsPerBatch = 10'000;
-constexpr std::size_t kMaxField = 256;
+constexpr std::size_t kMaxField = store::kMaxCheckinField;
 
 std::optional<StateKind> kind_of(std::string_view s) {
   if (s == "app")
@@ -307,7 +307,8 @@ std::optional<std::vector<store::Checkin>> parse_checkins(std::string_view text,
     for (const auto& [name, field] : checkin_fields(c)) {
       auto s = as_string(o, name, kMaxField);
       if (!s) {
-        fail(error, at + "." + name + ": expected a string of at most 256 bytes without NUL");
+        fail(error, at + "." + name + ": expected a string of at most " +
+                        std::to_string(kMaxField) + " bytes without NUL");
         return std::nullopt;
       }
       *field = std::move(*s);

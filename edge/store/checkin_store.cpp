@@ -113,7 +113,17 @@ CheckinStore::~CheckinStore() {
   writer_.join();
 }
 
+void sanitize(Checkin& c) {
+  for (std::string* f : {&c.app_id, &c.device_id, &c.platform, &c.version_name, &c.version_build,
+                         &c.action, &c.decision}) {
+    if (f->size() > kMaxCheckinField)
+      f->resize(kMaxCheckinField);
+    std::replace(f->begin(), f->end(), '\0', '?');  // NUL separates fields at rest
+  }
+}
+
 void CheckinStore::record(Checkin checkin, Durable durable) {
+  sanitize(checkin);
   Item item;
   item.checkins.push_back(std::move(checkin));
   if (durable)
@@ -128,6 +138,8 @@ void CheckinStore::record(Checkin checkin, Durable durable) {
 
 void CheckinStore::record_batch(std::string node, std::uint64_t batch_seq,
                                 std::vector<Checkin> checkins, BatchDone done) {
+  for (auto& c : checkins)
+    sanitize(c);
   Item item{std::move(checkins), std::move(done), std::move(node), batch_seq};
   {
     std::lock_guard lock(mutex_);
@@ -282,7 +294,7 @@ void CheckinStore::trim_outbox() {
   outbox_dropped_ += dropped;
 }
 
-Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max) {
+Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max, std::size_t max_bytes) {
   std::lock_guard olock(outbox_mutex_);
   auto& d = db_.impl();
   OutboxBatch b;
@@ -292,7 +304,9 @@ Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max) {
     b.first = inflight_->first;
     until = inflight_->last;
     max = ~std::size_t{0};
+    max_bytes = ~std::size_t{0};
   }
+  std::size_t bytes = 0;
   char from[8];
   put_be64(from, b.first);
   std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfOutbox)));
@@ -302,6 +316,9 @@ Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max) {
     const std::uint64_t seq = get_be64(it->key().data());
     if (seq > until)
       break;
+    if (!b.checkins.empty() && bytes + it->value().size() > max_bytes)
+      break;
+    bytes += it->value().size();
     auto c = decode(it->value().ToStringView());
     if (!c)
       continue;  // damaged entry: skipped, and deleted with its batch

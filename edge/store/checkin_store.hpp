@@ -29,6 +29,11 @@ struct Checkin {
   std::int64_t time_ms = 0;
 };
 
+/// Longest stored field of a check-in; longer ones are cut, and NUL bytes become '?', when
+/// recorded (so every stored check-in can travel upstream and be accepted there).
+inline constexpr std::size_t kMaxCheckinField = 1024;
+void sanitize(Checkin& c);
+
 /// Per-day figures of one app.
 struct DayStats {
   std::uint64_t devices = 0;                      ///< distinct devices seen that day
@@ -98,8 +103,10 @@ class CheckinStore {
                                       const std::string& device_id) const;
   std::uint64_t committed() const;
 
-  /// The next batch to send upstream, at most `max` check-ins (none: empty `checkins`).
-  Result<OutboxBatch> outbox_next(std::size_t max);
+  /// The next batch to send upstream: at most `max` check-ins and about `max_bytes` of
+  /// them (a receiver bounds request bodies; JSON adds ~100 bytes per check-in to the
+  /// stored size). None waiting: empty `checkins`.
+  Result<OutboxBatch> outbox_next(std::size_t max, std::size_t max_bytes = 256 << 10);
   /// Deletes an acknowledged batch from the outbox.
   Result<void> outbox_ack(const OutboxBatch& batch);
   /// Waits up to `timeout` for the outbox to hold something; true if it does.

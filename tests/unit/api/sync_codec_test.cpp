@@ -90,7 +90,8 @@ TEST(SyncCodec, RecipesMustMatchTheirIdAndSize) {
 }
 
 TEST(SyncCodec, IdempotencyKeys) {
-  EXPECT_EQ(parse_idempotency_key("node-1a:42"), std::pair(std::string("node-1a"), std::uint64_t{42}));
+  EXPECT_EQ(parse_idempotency_key("node-1a:42"),
+            std::pair(std::string("node-1a"), std::uint64_t{42}));
   EXPECT_FALSE(parse_idempotency_key("node:0"));
   EXPECT_FALSE(parse_idempotency_key(":5"));
   EXPECT_FALSE(parse_idempotency_key("no key"));

@@ -111,6 +111,13 @@ TEST(CheckinStore, OutboxBatchesAreStableUntilAcknowledgedAcrossRestarts) {
   ASSERT_TRUE(s.outbox_ack(next));
   EXPECT_EQ(s.outbox_stats().depth, 0U);
   EXPECT_TRUE(s.outbox_next(10)->checkins.empty());
+
+  // Batches are bounded in bytes too (request bodies are bounded upstream).
+  for (int i = 0; i < 10; ++i)
+    record_durably(s, device_checkin(i));
+  const auto small = *s.outbox_next(100, 100);
+  EXPECT_GE(small.checkins.size(), 1U);
+  EXPECT_LT(small.checkins.size(), 10U);
 }
 
 TEST(CheckinStore, ReceivedBatchesApplyOncePerNodeAndSequence) {
@@ -132,6 +139,22 @@ TEST(CheckinStore, ReceivedBatchesApplyOncePerNodeAndSequence) {
   EXPECT_EQ(send("edge-b", 1, 2), std::pair(true, false)) << "keys are per node";
   EXPECT_EQ(send("edge-a", 2, 1), std::pair(true, false));
   EXPECT_EQ(s.stats("com.a.b")->at("2025-11-26").actions.at("updates"), 7U);
+}
+
+TEST(CheckinStore, FieldsAreStoredWithoutNulAndBounded) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, {true, 1 << 20});
+  Checkin c = device_checkin(1);
+  c.version_name = std::string("1.0\0evil", 8);
+  c.platform = std::string(5000, 'x');
+  record_durably(s, c);
+  const auto last = *s.last("com.a.b", "dev-1");
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->version_name, "1.0?evil");
+  EXPECT_EQ(last->platform.size(), kMaxCheckinField);
+  EXPECT_EQ(last->time_ms, kDay1 + 1) << "later fields did not shift";
+  EXPECT_EQ(s.outbox_next(10)->checkins.at(0).version_name, "1.0?evil");
 }
 
 TEST(CheckinStore, AFullOutboxDropsTheOldestAndCountsThem) {
