@@ -190,8 +190,15 @@ int run(const edge::Config& c) {
     fetcher->stop();
   if (follower)
     follower->stop();
-  if (uploader)
+  if (uploader) {
+    checkins.flush();
+    const auto depth = checkins.outbox_stats().depth;
+    if (depth > 0 && !uploader->drain(std::chrono::seconds(5))) {
+      spdlog::warn("{} check-in(s) stay in the outbox for the next start",
+                   checkins.outbox_stats().depth);
+    }
     uploader->stop();
+  }
   if (pusher)
     pusher->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.

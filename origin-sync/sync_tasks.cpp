@@ -1,6 +1,7 @@
 #include "origin-sync/sync_tasks.hpp"
 
 #include <chrono>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -252,6 +253,16 @@ void Uploader::stop() {
   client_.cancel();
   if (thread_.joinable())
     thread_.join();
+}
+
+bool Uploader::drain(std::chrono::milliseconds within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  while (checkins_.outbox_stats().depth > 0) {
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
 }
 
 bool Uploader::sleep_for(std::chrono::milliseconds d) {

@@ -69,6 +69,9 @@ class Uploader {
            api::SyncMetrics& metrics);
   ~Uploader();
   void start();
+  /// Gives the outbox up to `within` to empty (SIGTERM, DESIGN §7); true if it did. What
+  /// stays is on disk and goes at the next start.
+  bool drain(std::chrono::milliseconds within);
   void stop();
 
  private:
