@@ -89,6 +89,11 @@ void Fetcher::complete(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>
   std::vector<Done> list;
   {
     std::lock_guard lock(mutex_);
+    if (ec == Errc::kNotFound) {
+      if (missing_.size() >= kMissingEntries)
+        missing_.clear();  // a flood of unknown ids: start over rather than grow
+      missing_[id] = std::chrono::steady_clock::now() + kMissingTtl;
+    }
     const auto it = waiting.find(id);
     if (it == waiting.end())
       return;
@@ -131,15 +136,19 @@ Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target) {
 
 bool Fetcher::wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
                        const Sha256& id, Done& done) {
+  Errc refusal = Errc::kShutdown;
   {
     std::lock_guard lock(mutex_);
-    if (!stopping_) {
+    const auto miss = missing_.find(id);
+    if (miss != missing_.end() && miss->second > std::chrono::steady_clock::now()) {
+      refusal = Errc::kNotFound;  // upstream said 404 a moment ago: do not ask again yet
+    } else if (!stopping_) {
       auto [it, fresh] = waiting.try_emplace(id);
       it->second.push_back(std::move(done));
       return fresh;  // not fresh: a fetch is already on its way, this caller waits for it
     }
   }
-  done(make_error_code(Errc::kShutdown));
+  done(make_error_code(refusal));
   return false;
 }
 
@@ -268,6 +277,12 @@ bool Fetcher::prefetch(const std::vector<Sha256>& ids,
     bool ok = true;
   };
   auto w = std::make_shared<Wait>();
+  {
+    // A release names these blobs now: an earlier 404 no longer counts.
+    std::lock_guard lock(mutex_);
+    for (const auto& id : ids)
+      missing_.erase(id);
+  }
   std::vector<Sha256> todo;
   for (const auto& id : ids) {
     if (!present(id))

@@ -20,7 +20,8 @@ namespace edge::sync {
 /// (GET /v1/chunks/<sha256>) from upstream on a pool of `fill_concurrency` threads, each
 /// with its own keep-alive connection; retries with jittered backoff; checks every chunk's
 /// SHA-256 before it is stored and the blob's SHA-256 before its recipe is stored.
-/// Single flight: one fetch per blob and per chunk however many callers wait for it.
+/// Single flight: one fetch per blob and per chunk however many callers wait for it; a 404
+/// from upstream is remembered for a few seconds (negative caching).
 class Fetcher final : public api::Filler {
  public:
   Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks, store::BlobStore& blobs,
@@ -67,6 +68,12 @@ class Fetcher final : public api::Filler {
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blob_waiters_;
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> chunk_waiters_;
   static constexpr std::uint64_t kPutBudget = 64ULL << 20;  ///< chunk bytes being stored
+  /// Negative cache: an id upstream answered 404 for is not asked for again for this long
+  /// (devices asking for unknown ids must not become upstream load), except by a prefetch.
+  static constexpr std::chrono::seconds kMissingTtl{5};
+  static constexpr std::size_t kMissingEntries = 65536;
+  std::unordered_map<Sha256, std::chrono::steady_clock::time_point, Sha256Hash>
+      missing_;  // guarded by mutex_
   std::condition_variable puts_cv_;
   std::uint64_t put_bytes_ = 0;  // guarded by mutex_
   std::vector<std::unique_ptr<HttpClient>> clients_;

@@ -187,6 +187,12 @@ def main():
         recipes = after.get(series % "recipe", 0) - before.get(series % "recipe", 0)
         assert fetched == len(chunks), (fetched, len(chunks))
         assert recipes == 1, recipes
+        # Unknown ids: 404, and a repeat within seconds does not reach the origin again.
+        for _ in range(3):
+            st, _ = get_blob(e, "ab" * 32)
+            assert st == 404, st
+        misses = o.metrics().get('edge_http_requests_total{route="recipe",status="404"}', 0)
+        assert misses == 1, misses
 
     def t_prefetch():
         o = keep(origin())
