@@ -49,8 +49,11 @@ void Follower::stop() {
 }
 
 bool Follower::sleep_for(std::chrono::milliseconds d) {
+  // A push proves the upstream is back: it cuts a backoff short.
   std::unique_lock lock(mutex_);
-  return !cv_.wait_for(lock, d, [&] { return stopping_; });
+  cv_.wait_for(lock, d, [&] { return stopping_ || wake_pull_; });
+  wake_pull_ = false;
+  return !stopping_;
 }
 
 void Follower::offer(std::vector<store::Change> changes, std::uint64_t upstream_seq) {
@@ -62,6 +65,7 @@ void Follower::offer(std::vector<store::Change> changes, std::uint64_t upstream_
   {
     std::lock_guard lock(mutex_);
     pushed_.push_back(std::move(changes));
+    wake_pull_ = true;
   }
   cv_.notify_all();
 }

@@ -54,6 +54,7 @@ class Follower final : public api::PushSink {
   std::condition_variable cv_;
   std::deque<std::vector<store::Change>> pushed_;  // guarded by mutex_
   bool stopping_ = false;                          // guarded by mutex_
+  bool wake_pull_ = false;                         // guarded by mutex_
   std::atomic<bool> synced_{false};
   std::function<void()> on_synced_;
   std::thread pull_;
