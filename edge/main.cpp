@@ -9,14 +9,13 @@
 #include <boost/program_options.hpp>
 
 #include "edge/api/api.hpp"
+#include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/blob_store.hpp"
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/database.hpp"
 #include "edge/store/state_store.hpp"
-#include "origin-sync/fetcher.hpp"
-#include "origin-sync/sync_tasks.hpp"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -126,20 +125,20 @@ int run(const edge::Config& c) {
   edge::api::SyncApi sync(control, state, checkins, c.sync_token);
   api.set_sync(&sync);
 
-  // The upstream side (edges) and pushes to edges (any node with sync.push_to).
-  std::optional<edge::sync::Fetcher> fetcher;
-  std::optional<edge::sync::Follower> follower;
-  std::optional<edge::sync::Uploader> uploader;
-  std::optional<edge::sync::Pusher> pusher;
+  // The upstream side (edges) and pushes to edges (any node with sync.push_to), from
+  // origin-sync through the interfaces of edge/api/upstream.hpp.
+  std::unique_ptr<edge::api::UpstreamClient> upstream;
+  std::unique_ptr<edge::api::ChangePusher> pusher;
   if (is_edge) {
-    fetcher.emplace(c.upstream, *chunks, blobs, sync_metrics);
-    api.set_filler(&*fetcher);
-    follower.emplace(c.upstream, control, *fetcher, sync_metrics);
-    sync.set_push_sink(&*follower);
-    uploader.emplace(c.upstream, node_id(c), checkins, sync_metrics);
+    upstream = edge::api::make_upstream_client(
+        c.upstream, {control, *chunks, blobs, checkins, sync_metrics, node_id(c)});
+    api.set_filler(&upstream->filler());
+    sync.set_push_sink(&upstream->push_sink());
   }
-  if (!c.push_to.empty())
-    pusher.emplace(c.push_to, c.sync_token, c.upstream.timeout_ms, state, sync_metrics);
+  if (!c.push_to.empty()) {
+    pusher = edge::api::make_change_pusher(c.push_to, c.sync_token, c.upstream.timeout_ms, state,
+                                           sync_metrics);
+  }
   control.set_on_commit([&](std::uint64_t seq) {
     sync.notify(seq);
     if (pusher)
@@ -160,16 +159,15 @@ int run(const edge::Config& c) {
   api.set_device(&device);
   if (is_edge && state.last_seq() == 0) {
     // A fresh edge has nothing to answer devices with until its first sync.
-    follower->set_on_synced([&api] {
+    upstream->set_on_synced([&api] {
       api.set_ready(true);
       spdlog::info("in sync with the upstream: ready");
     });
   } else {
     api.set_ready(true);  // an origin, or an edge with state from an earlier run
   }
-  if (follower) {
-    follower->start();
-    uploader->start();
+  if (upstream) {
+    upstream->start();
     spdlog::info("edge {} following {}", node_id(c), c.upstream.url);
   }
   if (pusher)
@@ -184,21 +182,10 @@ int run(const edge::Config& c) {
                server.public_port(), public_url);
   spdlog::info("admin listener on {}:{}", c.server.admin_host, server.admin_port());
   server.run();
-  // Upstream work stops before the server and the stores go away. The fetcher first: a
-  // prefetch the follower waits on then ends at once (its fills answer "shutdown").
-  if (fetcher)
-    fetcher->stop();
-  if (follower)
-    follower->stop();
-  if (uploader) {
-    checkins.flush();
-    const auto depth = checkins.outbox_stats().depth;
-    if (depth > 0 && !uploader->drain(std::chrono::seconds(5))) {
-      spdlog::warn("{} check-in(s) stay in the outbox for the next start",
-                   checkins.outbox_stats().depth);
-    }
-    uploader->stop();
-  }
+  // Upstream work stops before the server and the stores go away; the outbox gets up to
+  // 5 s to drain (SIGTERM, DESIGN §7).
+  if (upstream)
+    upstream->stop(std::chrono::seconds(5));
   if (pusher)
     pusher->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.

@@ -10,6 +10,7 @@
 
 #include "edge/api/control_service.hpp"
 #include "edge/api/sync.hpp"
+#include "edge/api/upstream.hpp"
 #include "origin-sync/fetcher.hpp"
 #include "origin-sync/http_client.hpp"
 
@@ -92,15 +93,15 @@ class Uploader {
 
 /// Pushes new changes to the edges in sync.push_to (POST /v1/sync/changes, sync token), one
 /// thread per edge. A failed push is counted and skipped: the edge pulls what it missed.
-class Pusher {
+class Pusher final : public api::ChangePusher {
  public:
   Pusher(std::vector<std::string> targets, std::string token, std::uint32_t timeout_ms,
          store::StateStore& state, api::SyncMetrics& metrics);
-  ~Pusher();
-  void start();
-  void stop();
+  ~Pusher() override;
+  void start() override;
+  void stop() override;
   /// A commit reached `seq` (ControlService's on_commit). Never blocks on the network.
-  void notify(std::uint64_t seq);
+  void notify(std::uint64_t seq) override;
 
  private:
   struct Target;

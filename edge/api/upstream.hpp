@@ -1,0 +1,67 @@
+#pragma once
+
+// What a node needs from origin-sync, declared here so that edge/ (main.cpp included) never
+// includes origin-sync/: origin-sync implements these and defines the two factories; the
+// dependency is a link-time one, pointing from origin-sync to edge (DESIGN §1).
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edge/api/control_service.hpp"
+#include "edge/api/sync.hpp"
+#include "edge/store/blob_store.hpp"
+#include "edge/store/checkin_store.hpp"
+#include "edge/store/state_store.hpp"
+
+namespace edge::api {
+
+/// The upstream side of an edge: fills, the changes follower and the check-in uploader.
+class UpstreamClient {
+ public:
+  virtual ~UpstreamClient() = default;
+  /// For Api::set_filler (blobs, recipes and chunks missing here).
+  virtual Filler& filler() = 0;
+  /// For SyncApi::set_push_sink (POST /v1/sync/changes).
+  virtual PushSink& push_sink() = 0;
+  /// Called once, from a sync thread, the first time the node is in sync with upstream.
+  virtual void set_on_synced(std::function<void()> fn) = 0;
+  virtual void start() = 0;
+  /// Stops fills (a prefetch in progress ends at once), the follower, then gives the
+  /// outbox up to `drain` to empty before the uploader stops. Idempotent.
+  virtual void stop(std::chrono::milliseconds drain) = 0;
+};
+
+/// What an UpstreamClient works on; all must outlive it.
+struct UpstreamDeps {
+  ControlService& control;
+  store::ChunkStore& chunks;
+  store::BlobStore& blobs;
+  store::CheckinStore& checkins;
+  SyncMetrics& metrics;
+  std::string node_id;  ///< this node's id in check-in batch keys
+};
+
+/// Defined in origin-sync.
+std::unique_ptr<UpstreamClient> make_upstream_client(const UpstreamOptions& options,
+                                                     UpstreamDeps deps);
+
+/// Pushes new changes to configured edges (sync.push_to).
+class ChangePusher {
+ public:
+  virtual ~ChangePusher() = default;
+  virtual void start() = 0;
+  /// A commit reached `seq`. Never blocks on the network.
+  virtual void notify(std::uint64_t seq) = 0;
+  virtual void stop() = 0;
+};
+
+/// Defined in origin-sync. `token`: the sync token pushes carry.
+std::unique_ptr<ChangePusher> make_change_pusher(std::vector<std::string> targets,
+                                                 std::string token, std::uint32_t timeout_ms,
+                                                 store::StateStore& state, SyncMetrics& metrics);
+
+}  // namespace edge::api

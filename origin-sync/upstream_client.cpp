@@ -1,0 +1,66 @@
+// The factories edge/api/upstream.hpp declares: origin-sync's pieces behind edge's
+// interfaces, so that main.cpp wires them without including this directory.
+#include <optional>
+
+#include "edge/api/upstream.hpp"
+#include "origin-sync/fetcher.hpp"
+#include "origin-sync/sync_tasks.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace edge::api {
+namespace {
+
+class EdgeUpstream final : public UpstreamClient {
+ public:
+  EdgeUpstream(const UpstreamOptions& options, UpstreamDeps deps)
+      : checkins_(deps.checkins),
+        fetcher_(options, deps.chunks, deps.blobs, deps.metrics),
+        follower_(options, deps.control, fetcher_, deps.metrics),
+        uploader_(options, std::move(deps.node_id), deps.checkins, deps.metrics) {}
+  ~EdgeUpstream() override { stop(std::chrono::milliseconds(0)); }
+
+  Filler& filler() override { return fetcher_; }
+  PushSink& push_sink() override { return follower_; }
+  void set_on_synced(std::function<void()> fn) override { follower_.set_on_synced(std::move(fn)); }
+  void start() override {
+    follower_.start();
+    uploader_.start();
+  }
+  void stop(std::chrono::milliseconds drain) override {
+    if (stopped_)
+      return;
+    stopped_ = true;
+    fetcher_.stop();
+    follower_.stop();
+    checkins_.flush();
+    if (checkins_.outbox_stats().depth > 0 && !uploader_.drain(drain)) {
+      spdlog::warn("{} check-in(s) stay in the outbox for the next start",
+                   checkins_.outbox_stats().depth);
+    }
+    uploader_.stop();
+  }
+
+ private:
+  store::CheckinStore& checkins_;
+  sync::Fetcher fetcher_;
+  sync::Follower follower_;
+  sync::Uploader uploader_;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<UpstreamClient> make_upstream_client(const UpstreamOptions& options,
+                                                     UpstreamDeps deps) {
+  return std::make_unique<EdgeUpstream>(options, std::move(deps));
+}
+
+std::unique_ptr<ChangePusher> make_change_pusher(std::vector<std::string> targets,
+                                                 std::string token, std::uint32_t timeout_ms,
+                                                 store::StateStore& state, SyncMetrics& metrics) {
+  return std::make_unique<sync::Pusher>(std::move(targets), std::move(token), timeout_ms, state,
+                                        metrics);
+}
+
+}  // namespace edge::api
