@@ -166,6 +166,34 @@ Result<HttpReply> HttpClient::request(
   return Errc::kIo;
 }
 
+void Stopper::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Stopper::wake() {
+  {
+    std::lock_guard lock(mutex_);
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool Stopper::stopped() const {
+  std::lock_guard lock(mutex_);
+  return stop_;
+}
+
+bool Stopper::sleep_for(std::chrono::milliseconds d) {
+  std::unique_lock lock(mutex_);
+  cv_.wait_for(lock, d, [&] { return stop_ || woken_; });
+  woken_ = false;
+  return !stop_;
+}
+
 std::uint32_t backoff_ms(unsigned attempt, std::uint32_t base_ms, std::uint32_t cap_ms) {
   thread_local std::minstd_rand rng(std::random_device{}());
   const std::uint64_t d =

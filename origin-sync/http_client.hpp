@@ -1,8 +1,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -47,6 +50,23 @@ class HttpClient {
   struct Impl;
   std::string base_url_;
   std::unique_ptr<Impl> impl_;
+};
+
+/// The stop request of a background loop: its sleeps (backoff) end as soon as a stop, or a
+/// wake, comes. Thread-safe.
+class Stopper {
+ public:
+  void stop();  ///< sets the flag and ends every sleep
+  void wake();  ///< ends the current (or next) sleep early without stopping
+  bool stopped() const;
+  /// Sleeps up to `d`, less if woken; false if a stop was requested.
+  bool sleep_for(std::chrono::milliseconds d);
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stop_ = false;   // guarded by mutex_
+  bool woken_ = false;  // guarded by mutex_
 };
 
 /// Sleeps a jittered exponential backoff: attempt 0 -> ~base, doubling up to `cap_ms`

@@ -36,9 +36,9 @@ void Follower::start() {
 }
 
 void Follower::stop() {
+  stopper_.stop();
   {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
+    std::lock_guard lock(mutex_);  // the push loop waits on cv_ with the queue
   }
   cv_.notify_all();
   client_.cancel();
@@ -46,14 +46,6 @@ void Follower::stop() {
     pull_.join();
   if (push_.joinable())
     push_.join();
-}
-
-bool Follower::sleep_for(std::chrono::milliseconds d) {
-  // A push proves the upstream is back: it cuts a backoff short.
-  std::unique_lock lock(mutex_);
-  cv_.wait_for(lock, d, [&] { return stopping_ || wake_pull_; });
-  wake_pull_ = false;
-  return !stopping_;
 }
 
 void Follower::offer(std::vector<store::Change> changes, std::uint64_t upstream_seq) {
@@ -65,9 +57,9 @@ void Follower::offer(std::vector<store::Change> changes, std::uint64_t upstream_
   {
     std::lock_guard lock(mutex_);
     pushed_.push_back(std::move(changes));
-    wake_pull_ = true;
   }
   cv_.notify_all();
+  stopper_.wake();  // a push proves the upstream is back: it cuts a backoff short
 }
 
 void Follower::push_loop() {
@@ -75,8 +67,8 @@ void Follower::push_loop() {
     std::vector<store::Change> batch;
     {
       std::unique_lock lock(mutex_);
-      cv_.wait(lock, [&] { return stopping_ || !pushed_.empty(); });
-      if (stopping_)
+      cv_.wait(lock, [&] { return stopper_.stopped() || !pushed_.empty(); });
+      if (stopper_.stopped())
         return;
       batch = std::move(pushed_.front());
       pushed_.pop_front();
@@ -178,11 +170,8 @@ bool Follower::take_snapshot() {
 void Follower::pull_loop() {
   unsigned failures = 0;
   while (true) {
-    {
-      std::lock_guard lock(mutex_);
-      if (stopping_)
-        return;
-    }
+    if (stopper_.stopped())
+      return;
     const std::uint64_t cursor = control_.last_seq();
     const std::string target = "/v1/sync/changes?after=" + std::to_string(cursor) +
                                "&wait_ms=" + std::to_string(options_.poll_wait_ms);
@@ -225,7 +214,7 @@ void Follower::pull_loop() {
                    reply ? "bad reply" : reply.error().message(), delay);
     }
     ++failures;
-    if (!sleep_for(std::chrono::milliseconds(delay)))
+    if (!stopper_.sleep_for(std::chrono::milliseconds(delay)))
       return;
   }
 }
@@ -249,11 +238,7 @@ void Uploader::start() {
 }
 
 void Uploader::stop() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
+  stopper_.stop();
   client_.cancel();
   if (thread_.joinable())
     thread_.join();
@@ -269,23 +254,15 @@ bool Uploader::drain(std::chrono::milliseconds within) {
   return true;
 }
 
-bool Uploader::sleep_for(std::chrono::milliseconds d) {
-  std::unique_lock lock(mutex_);
-  return !cv_.wait_for(lock, d, [&] { return stopping_; });
-}
-
 void Uploader::loop() {
   unsigned failures = 0;
   while (true) {
-    {
-      std::lock_guard lock(mutex_);
-      if (stopping_)
-        return;
-    }
+    if (stopper_.stopped())
+      return;
     auto batch = checkins_.outbox_next(options_.checkin_batch);
     if (!batch) {
       spdlog::error("outbox: reading: {}", batch.error().message());
-      if (!sleep_for(std::chrono::seconds(1)))
+      if (!stopper_.sleep_for(std::chrono::seconds(1)))
         return;
       continue;
     }
@@ -324,7 +301,7 @@ void Uploader::loop() {
                    delay);
     }
     ++failures;
-    if (!sleep_for(std::chrono::milliseconds(delay)))
+    if (!stopper_.sleep_for(std::chrono::milliseconds(delay)))
       return;
   }
 }

@@ -38,7 +38,6 @@ class Follower final : public api::PushSink {
  private:
   void pull_loop();
   void push_loop();
-  bool sleep_for(std::chrono::milliseconds d);  ///< false if stopping
   /// Applies a contiguous batch after prefetching what its flips need; false on a gap or
   /// an invalid change.
   bool apply(const std::vector<store::Change>& changes, const char* source);
@@ -51,11 +50,10 @@ class Follower final : public api::PushSink {
   api::SyncMetrics& metrics_;
   HttpClient client_;
   std::mutex apply_mutex_;  // one batch at a time, pulled or pushed
+  Stopper stopper_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::vector<store::Change>> pushed_;  // guarded by mutex_
-  bool stopping_ = false;                          // guarded by mutex_
-  bool wake_pull_ = false;                         // guarded by mutex_
   std::atomic<bool> synced_{false};
   std::function<void()> on_synced_;
   std::thread pull_;
@@ -78,16 +76,13 @@ class Uploader {
 
  private:
   void loop();
-  bool sleep_for(std::chrono::milliseconds d);
 
   api::UpstreamOptions options_;
   std::string node_id_;
   store::CheckinStore& checkins_;
   api::SyncMetrics& metrics_;
   HttpClient client_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
+  Stopper stopper_;
   std::thread thread_;
 };
 
