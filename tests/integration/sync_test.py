@@ -383,8 +383,17 @@ def main():
         assert st == 400 and b"time_ms" in out, out
         assert origin_checkins(o) == 3
 
+    def t_not_ready():
+        # A fresh edge whose upstream is unreachable has nothing to answer devices with.
+        e = keep(edge("http://127.0.0.1:%d" % free_port()))
+        time.sleep(0.5)
+        st, _, out = curl(e.url + "/readyz")
+        assert st == 503, (st, out)
+        assert curl(e.url + "/healthz")[0] == 200
+        assert metric(e, "edge_sync_changes_applied_total") == 0
+
     try:
-        for name, fn in [("push: edge follows within a second", t_push),
+        for name, fn in [("fresh edge, upstream unreachable: not ready", t_not_ready),("push: edge follows within a second", t_push),
                          ("long poll without push", t_long_poll),
                          ("200 downloads, one fetch per chunk", t_single_flight),
                          ("prefetch: first download is a hit", t_prefetch),
