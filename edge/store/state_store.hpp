@@ -18,7 +18,7 @@ enum class StateKind : std::uint8_t { kApp = 1, kRelease = 2, kChannel = 3, kDev
 std::string_view state_kind_name(StateKind kind);
 
 /// One entry of the changelog: what an admin write did, with its sequence number. The sync
-/// feed (issue #5) streams these to edges in order. `value` is the new JSON document, empty
+/// feed streams these to edges in order. `value` is the new JSON document, empty
 /// for a deletion.
 struct Change {
   std::uint64_t seq = 0;
