@@ -122,7 +122,7 @@ int run(const edge::Config& c) {
       &sync_metrics, [&state] { return state.last_seq(); }, is_edge ? &checkins : nullptr);
   edge::api::Api api(*chunks, blobs, metrics, {token, c.max_upload_bytes});
   api.set_control(&control);
-  edge::api::SyncApi sync(control, state, checkins, c.sync_token);
+  edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);
 
   // The upstream side (edges) and pushes to edges (any node with sync.push_to), from

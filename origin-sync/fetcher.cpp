@@ -268,8 +268,8 @@ void Fetcher::finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe>
   complete(blob_waiters_, id, ec);
 }
 
-bool Fetcher::prefetch(const std::vector<Sha256>& ids,
-                       std::chrono::steady_clock::time_point deadline) {
+Fetcher::Prefetched Fetcher::prefetch(const std::vector<Sha256>& ids,
+                                      std::chrono::steady_clock::time_point deadline) {
   struct Wait {
     std::mutex mutex;
     std::condition_variable cv;
@@ -289,7 +289,8 @@ bool Fetcher::prefetch(const std::vector<Sha256>& ids,
       todo.push_back(id);
   }
   if (todo.empty())
-    return true;
+    return {};
+  spdlog::info("prefetch: {} blob(s) before applying the change", todo.size());
   w->left = todo.size();
   metrics_.prefetch_blobs_pending.fetch_add(todo.size(), std::memory_order_relaxed);
   for (const auto& id : todo) {
@@ -307,7 +308,7 @@ bool Fetcher::prefetch(const std::vector<Sha256>& ids,
   }
   std::unique_lock lock(w->mutex);
   const bool all = w->cv.wait_until(lock, deadline, [&] { return w->left == 0; });
-  return all && w->ok;
+  return {todo.size(), all && w->ok};
 }
 
 }  // namespace edge::sync

@@ -31,9 +31,14 @@ class Fetcher final : public api::Filler {
   void fill_blob(const Sha256& id, Done done) override;
   void fill_chunk(const Sha256& id, Done done) override;
 
-  /// Blocks until every blob of `ids` is whole here or `deadline` passes (prefetch before a
-  /// channel flip). Concurrency is the pool's. True if all are whole.
-  bool prefetch(const std::vector<Sha256>& ids, std::chrono::steady_clock::time_point deadline);
+  /// Fetches the blobs of `ids` that are not whole here and blocks until they are or
+  /// `deadline` passes (prefetch before a channel flip). Concurrency is the pool's.
+  struct Prefetched {
+    std::size_t fetched = 0;  ///< blobs that were not whole here
+    bool whole = true;        ///< all of them are now
+  };
+  Prefetched prefetch(const std::vector<Sha256>& ids,
+                      std::chrono::steady_clock::time_point deadline);
 
   /// True if the blob's recipe and every chunk are stored here.
   bool present(const Sha256& blob) const;

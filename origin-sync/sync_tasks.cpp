@@ -80,23 +80,17 @@ void Follower::push_loop() {
 
 void Follower::prefetch_for(const control::ControlState& next) {
   // Fetch-then-flip: every blob the new state can send devices to must be whole first.
-  const auto wanted = control::served_blobs(next);
-  std::vector<Sha256> missing;
-  for (const auto& id : wanted) {
-    if (!fetcher_.present(id))
-      missing.push_back(id);
-  }
-  if (missing.empty())
-    return;
-  spdlog::info("prefetch: {} blob(s) before applying the change", missing.size());
   const auto started = std::chrono::steady_clock::now();
-  const bool all = fetcher_.prefetch(
-      missing, started + std::chrono::milliseconds(options_.prefetch_deadline_ms));
+  const auto got =
+      fetcher_.prefetch(control::served_blobs(next),
+                        started + std::chrono::milliseconds(options_.prefetch_deadline_ms));
+  if (got.fetched == 0)
+    return;
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - started)
                       .count();
-  if (all) {
-    spdlog::info("prefetch: {} blob(s) whole in {} ms", missing.size(), ms);
+  if (got.whole) {
+    spdlog::info("prefetch: {} blob(s) whole in {} ms", got.fetched, ms);
   } else {
     metrics_.prefetch_timeouts.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn(

@@ -25,11 +25,7 @@ ControlState::Kind to_control(StateKind k) {
 }
 
 Response json_response(unsigned status, const json::value& v) {
-  Response r;
-  r.status = status;
-  r.set("Content-Type", "application/json");
-  r.body = json::serialize(v);
-  return r;
+  return make_json_response(status, json::serialize(v));
 }
 
 Response field_error(const control::FieldError& e) {

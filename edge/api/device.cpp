@@ -18,12 +18,7 @@ using control::Decision;
 using control::Kind;
 
 Response json_reply(unsigned status, Route route, const json::value& v) {
-  Response r;
-  r.status = status;
-  r.route = route;
-  r.set("Content-Type", "application/json");
-  r.body = json::serialize(v);
-  return r;
+  return make_json_response(status, json::serialize(v), route);
 }
 
 Response json_body(unsigned status, const json::object& o) {

@@ -58,14 +58,21 @@ std::string json_escape(std::string_view s) {
   return out;
 }
 
-Response error_response(unsigned status, std::string_view code, std::string_view message,
-                        Route route) {
+Response make_json_response(unsigned status, std::string body, Route route) {
   Response r;
   r.status = status;
   r.route = route;
   r.set("Content-Type", "application/json");
-  r.body = "{\"error\":\"" + json_escape(code) + "\",\"message\":\"" + json_escape(message) + "\"}";
+  r.body = std::move(body);
   return r;
+}
+
+Response error_response(unsigned status, std::string_view code, std::string_view message,
+                        Route route) {
+  return make_json_response(
+      status,
+      "{\"error\":\"" + json_escape(code) + "\",\"message\":\"" + json_escape(message) + "\"}",
+      route);
 }
 
 }  // namespace edge::api

@@ -68,6 +68,9 @@ struct Response {
   }
 };
 
+/// A response with a JSON body (`Content-Type: application/json`).
+Response make_json_response(unsigned status, std::string body, Route route = Route::kOther);
+
 /// A JSON error body `{"error":code,"message":text}` with the given status.
 Response error_response(unsigned status, std::string_view code, std::string_view message,
                         Route route = Route::kOther);

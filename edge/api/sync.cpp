@@ -147,12 +147,8 @@ auto checkin_fields(C& c) {
 }
 
 Response json_reply(unsigned status, std::string body, Route route) {
-  Response r;
-  r.status = status;
-  r.route = route;
-  r.set("Content-Type", "application/json");
+  Response r = make_json_response(status, std::move(body), route);
   r.set("Cache-Control", "no-store");
-  r.body = std::move(body);
   return r;
 }
 
@@ -411,9 +407,8 @@ struct SyncApi::Waiter {
   boost::asio::steady_timer timer;
 };
 
-SyncApi::SyncApi(ControlService& control, store::StateStore& state, store::CheckinStore& checkins,
-                 std::string sync_token)
-    : control_(control), state_(state), checkins_(checkins), token_(std::move(sync_token)) {}
+SyncApi::SyncApi(store::StateStore& state, store::CheckinStore& checkins, std::string sync_token)
+    : state_(state), checkins_(checkins), token_(std::move(sync_token)) {}
 
 SyncApi::~SyncApi() = default;
 
@@ -534,8 +529,8 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
     if (!page || page->snapshot)
       return error_response(400, "invalid_body", page ? "a push carries changes" : error, route);
     push_->offer(std::move(page->changes), page->last_seq);
-    return json_reply(
-        200, "{\"queued\":true,\"cursor\":" + std::to_string(control_.last_seq()) + "}", route);
+    return json_reply(200, "{\"queued\":true,\"cursor\":" + std::to_string(state_.last_seq()) + "}",
+                      route);
   }
   if (path == "/v1/sync/changes")
     return not_allowed("GET, POST");

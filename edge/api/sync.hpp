@@ -126,8 +126,7 @@ bool bearer_matches(const boost::beast::http::request_header<>& req, std::string
 ///   POST /v1/checkins   (Idempotency-Key)           a child's batch of check-ins
 class SyncApi {
  public:
-  SyncApi(ControlService& control, store::StateStore& state, store::CheckinStore& checkins,
-          std::string sync_token);
+  SyncApi(store::StateStore& state, store::CheckinStore& checkins, std::string sync_token);
   ~SyncApi();
   SyncApi(const SyncApi&) = delete;
   SyncApi& operator=(const SyncApi&) = delete;
@@ -149,7 +148,6 @@ class SyncApi {
   Response changes_now(std::uint64_t after) const;
   Response long_poll(std::uint64_t after, std::uint32_t wait_ms);
 
-  ControlService& control_;
   store::StateStore& state_;
   store::CheckinStore& checkins_;
   std::string token_;
