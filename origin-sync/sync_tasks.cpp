@@ -14,6 +14,15 @@ std::int64_t now_ms() {
       .count();
 }
 
+// A receiver's answer that no retry can change (the batch itself is bad). Not 401/403/404:
+// those are a wrong token or URL, which the operator fixes; the batch waits for that.
+bool refused_for_good(unsigned status) {
+  return status == 400 || status == 413 || status == 415 || status == 422;
+}
+
+// Well under the receiver's default server.json_body_limit_bytes (1 MiB).
+constexpr std::size_t kMaxBatchBytes = 256 << 10;
+
 }  // namespace
 
 // --- Follower -------------------------------------------------------------------------------
@@ -253,7 +262,9 @@ void Uploader::loop() {
   while (true) {
     if (stopper_.stopped())
       return;
-    auto batch = checkins_.outbox_next(options_.checkin_batch);
+    // Bounded by its encoded size (what the receiver's body limit sees), not the stored one.
+    auto batch = checkins_.outbox_next(options_.checkin_batch, kMaxBatchBytes,
+                                       api::encoded_checkin_size);
     if (!batch) {
       spdlog::error("outbox: reading: {}", batch.error().message());
       if (!stopper_.sleep_for(std::chrono::seconds(1)))
@@ -268,7 +279,8 @@ void Uploader::loop() {
       (void)checkins_.outbox_wait(std::chrono::milliseconds(200));
       continue;
     }
-    const std::string key = node_id_ + ":" + std::to_string(batch->batch_seq);
+    const std::string key =
+        api::format_idempotency_key(node_id_, batch->generation, batch->batch_seq);
     auto reply = client_.request("POST", "/v1/checkins", api::encode_checkins(batch->checkins),
                                  {{"Idempotency-Key", key}});
     if (reply && reply->status >= 200 && reply->status < 300) {
@@ -285,6 +297,23 @@ void Uploader::loop() {
     }
     if (!reply && reply.error() == Errc::kShutdown)
       return;
+    if (reply && refused_for_good(reply->status)) {
+      // The upstream will never take this batch: set it aside rather than block every
+      // check-in behind it (it stays readable by the operator, and counted).
+      const std::string reason =
+          "HTTP " + std::to_string(reply->status) + " " + std::string(reply->text().substr(0, 300));
+      if (auto dead = checkins_.outbox_dead_letter(*batch, reason); !dead) {
+        spdlog::error("outbox: setting batch {} aside: {}", key, dead.error().message());
+      } else {
+        spdlog::error(
+            "outbox: upstream refused batch {} ({} check-ins) for good: {}; kept as a dead "
+            "letter (GET /v1/admin/outbox/dead-letters), the queue moves on",
+            key, batch->checkins.size(), reason);
+        metrics_.last_contact_ms = now_ms();
+        failures = 0;
+        continue;
+      }
+    }
     const auto delay = backoff_ms(failures, 200, options_.backoff_max_ms);
     if (failures == 0 || failures % 10 == 0) {
       spdlog::warn("outbox: POST /v1/checkins ({}, {} check-ins) failed: {}; retrying in {} ms",

@@ -112,7 +112,8 @@ Response Api::health(bool ready_check) const {
 }
 
 Response Api::handle_public(const RequestHeader& req, std::string_view body) const {
-  const std::string_view target(req.target().data(), req.target().size());
+  const std::string_view target =
+      http::origin_form(std::string_view(req.target().data(), req.target().size()));
   const std::string_view path = http::path_of(target);
   const bool get = req.method() == bhttp::verb::get;
   const bool head = req.method() == bhttp::verb::head;
@@ -174,7 +175,8 @@ bool Api::authorized(const RequestHeader& req) const {
 }
 
 Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
-  const std::string_view target(req.target().data(), req.target().size());
+  const std::string_view target =
+      http::origin_form(std::string_view(req.target().data(), req.target().size()));
   const std::string_view path = http::path_of(target);
   const bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
   Response r;
@@ -195,6 +197,8 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
              (path == "/v1/admin/apps" || path.starts_with("/v1/admin/apps/"))) {
     r = control_->handle(req, path, body);
     r.route = Route::kAdmin;
+  } else if (sync_ != nullptr && path == "/v1/admin/outbox/dead-letters") {
+    r = get ? sync_->dead_letters() : method_not_allowed("GET, HEAD", Route::kAdmin);
   } else if (path == "/v1/admin/blobs") {
     r = method_not_allowed("PUT", Route::kUpload);
   } else {
@@ -205,7 +209,8 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
 }
 
 bool Api::is_upload(const RequestHeader& req) {
-  const std::string_view target(req.target().data(), req.target().size());
+  const std::string_view target =
+      http::origin_form(std::string_view(req.target().data(), req.target().size()));
   return req.method() == bhttp::verb::put && http::path_of(target) == "/v1/admin/blobs";
 }
 

@@ -155,6 +155,11 @@ void Metrics::render_sync(
               : 0);
     gauge("edge_outbox_dropped_total", "Check-ins dropped because the outbox was full.", "counter",
           o.dropped);
+    gauge("edge_outbox_dead_letter_batches",
+          "Batches the upstream refused for good, kept aside (GET /v1/admin/outbox/dead-letters).",
+          "gauge", o.dead_batches);
+    gauge("edge_outbox_dead_letter_checkins", "Check-ins in the dead-letter batches.", "gauge",
+          o.dead_checkins);
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "edge/core/utf8.hpp"
+
 namespace edge::api {
 
 std::string_view route_name(Route r) {
@@ -69,10 +71,12 @@ Response make_json_response(unsigned status, std::string body, Route route) {
 
 Response error_response(unsigned status, std::string_view code, std::string_view message,
                         Route route) {
-  return make_json_response(
-      status,
-      "{\"error\":\"" + json_escape(code) + "\",\"message\":\"" + json_escape(message) + "\"}",
-      route);
+  // Messages quote client input (a bad field's value): cap what comes back, and keep it
+  // valid UTF-8, whatever the input was.
+  return make_json_response(status,
+                            "{\"error\":\"" + json_escape(code) + "\",\"message\":\"" +
+                                json_escape(utf8_quote(message, kMaxErrorMessageBytes)) + "\"}",
+                            route);
 }
 
 }  // namespace edge::api

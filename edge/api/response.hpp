@@ -71,7 +71,11 @@ struct Response {
 /// A response with a JSON body (`Content-Type: application/json`).
 Response make_json_response(unsigned status, std::string body, Route route = Route::kOther);
 
-/// A JSON error body `{"error":code,"message":text}` with the given status.
+/// Longest error message sent back; longer ones (quoting a huge client value) are cut.
+inline constexpr std::size_t kMaxErrorMessageBytes = 512;
+
+/// A JSON error body `{"error":code,"message":text}` with the given status; `text` is cut
+/// to kMaxErrorMessageBytes (at a UTF-8 character boundary, "..." appended).
 Response error_response(unsigned status, std::string_view code, std::string_view message,
                         Route route = Route::kOther);
 

@@ -4,10 +4,13 @@
 #include <array>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <type_traits>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/json.hpp>
 
 #include "edge/api/device.hpp"
@@ -368,32 +371,63 @@ std::optional<store::Recipe> parse_recipe(std::string_view text, const Sha256& e
   return store::Recipe::make(expected, std::move(chunks));
 }
 
-std::optional<std::pair<std::string, std::uint64_t>> parse_idempotency_key(std::string_view key) {
-  const auto colon = key.rfind(':');
+std::optional<IdempotencyKey> parse_idempotency_key(std::string_view key) {
+  const auto colon = key.find(':');
   if (colon == std::string_view::npos || colon == 0 || colon > 64)
     return std::nullopt;
+  IdempotencyKey out;
   const std::string_view node = key.substr(0, colon);
   for (const char c : node) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
       return std::nullopt;
   }
-  const std::string_view num = key.substr(colon + 1);
-  std::uint64_t seq = 0;
-  const auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), seq);
-  if (num.empty() || ec != std::errc() || p != num.data() + num.size() || seq == 0)
+  out.node = std::string(node);
+  std::string_view num = key.substr(colon + 1);
+  if (const auto second = num.find(':'); second != std::string_view::npos) {
+    const std::string_view gen = num.substr(0, second);
+    if (gen.empty() || gen.size() > 32)
+      return std::nullopt;
+    for (const char c : gen) {
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+        return std::nullopt;
+    }
+    out.generation = std::string(gen);
+    num.remove_prefix(second + 1);
+  }
+  const auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), out.batch_seq);
+  if (num.empty() || ec != std::errc() || p != num.data() + num.size() || out.batch_seq == 0)
     return std::nullopt;
-  return std::pair(std::string(node), seq);
+  return out;
+}
+
+std::string format_idempotency_key(std::string_view node, std::uint64_t generation,
+                                   std::uint64_t batch_seq) {
+  char gen[17];
+  std::snprintf(gen, sizeof gen, "%016llx", static_cast<unsigned long long>(generation));
+  return std::string(node) + ":" + gen + ":" + std::to_string(batch_seq);
+}
+
+std::size_t encoded_checkin_size(const store::Checkin& c) {
+  std::size_t n = 2 + std::to_string(c.time_ms).size() + 10;  // {} "time_ms": and a comma
+  for (const auto& [name, value] : checkin_fields(c))
+    n += std::strlen(name) + 6 + json_escape(*value).size();  // "name":"value",
+  return n;
 }
 
 bool bearer_matches(const bhttp::request_header<>& req, std::string_view token) {
   const auto it = req.find(bhttp::field::authorization);
   if (token.empty() || it == req.end())
     return false;
-  const std::string_view auth(it->value().data(), it->value().size());
-  constexpr std::string_view kBearer = "Bearer ";
-  if (!auth.starts_with(kBearer))
+  std::string_view auth(it->value().data(), it->value().size());
+  // RFC 9110 §11.1: the scheme is case-insensitive ("bearer", "BEARER"); 1*SP follows it.
+  constexpr std::string_view kBearer = "bearer";
+  if (auth.size() <= kBearer.size() || !boost::beast::iequals(auth.substr(0, 6), kBearer) ||
+      auth[kBearer.size()] != ' ')
     return false;
-  const std::string_view given = auth.substr(kBearer.size());
+  auth.remove_prefix(kBearer.size());
+  while (!auth.empty() && auth.front() == ' ')
+    auth.remove_prefix(1);
+  const std::string_view given = auth;
   // Constant-time compare: the length is not secret, the bytes are.
   return given.size() == token.size() &&
          CRYPTO_memcmp(given.data(), token.data(), token.size()) == 0;
@@ -414,6 +448,25 @@ SyncApi::~SyncApi() = default;
 
 bool SyncApi::handles(std::string_view path) {
   return path.starts_with("/v1/sync/") || path == "/v1/checkins";
+}
+
+Response SyncApi::dead_letters() const {
+  auto list = checkins_.dead_letters(100);
+  if (!list) {
+    return error_response(500, "store_error", "reading the dead letters: " + list.error().message(),
+                          Route::kAdmin);
+  }
+  std::string out = "{\"dead_letters\":[";
+  bool first = true;
+  for (const auto& d : *list) {
+    out += first ? "" : ",";
+    first = false;
+    const std::string checkins = encode_checkins(d.checkins);  // {"checkins":[...]}
+    out += "{\"batch_seq\":" + std::to_string(d.batch_seq) + ",\"time_ms\":" +
+           std::to_string(d.time_ms) + ",\"reason\":\"" + json_escape(d.reason) + "\"," +
+           checkins.substr(1);
+  }
+  return json_reply(200, out + "]}", Route::kAdmin);
 }
 
 Response SyncApi::changes_now(std::uint64_t after) const {
@@ -543,7 +596,8 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
                          : parse_idempotency_key({it->value().data(), it->value().size()});
     if (!key) {
       return error_response(400, "bad_idempotency_key",
-                            "expected 'Idempotency-Key: <node-id>:<batch-seq>'", route);
+                            "expected 'Idempotency-Key: <node-id>:<generation>:<batch-seq>'",
+                            route);
     }
     std::string error;
     auto list = parse_checkins(body, &error);
@@ -554,7 +608,7 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
                                const store::ChunkStore::Executor&,
                                std::function<void(Response)> reply) mutable {
       checkins_.record_batch(
-          key.first, key.second, std::move(list),
+          key.node, key.generation, key.batch_seq, std::move(list),
           [reply = std::move(reply), n](bool ok, bool duplicate) {
             if (!ok) {
               reply(error_response(503, "store_error", "check-ins were not stored; retry",

@@ -113,8 +113,22 @@ std::optional<std::vector<store::Checkin>> parse_checkins(std::string_view json,
 std::optional<store::Recipe> parse_recipe(std::string_view json, const Sha256& expected,
                                           std::string* error);
 
-/// "<node-id>:<batch-seq>" (node ids: 1-64 of [A-Za-z0-9._-]).
-std::optional<std::pair<std::string, std::uint64_t>> parse_idempotency_key(std::string_view key);
+/// A check-in batch's key: `<node-id>:<generation>:<batch-seq>` (node ids: 1-64 of
+/// [A-Za-z0-9._-]; generation: 1-32 of [0-9a-f], random per start of the sender's store;
+/// seq > 0), or the older `<node-id>:<batch-seq>` (empty generation).
+struct IdempotencyKey {
+  std::string node;
+  std::string generation;
+  std::uint64_t batch_seq = 0;
+  bool operator==(const IdempotencyKey&) const = default;
+};
+std::optional<IdempotencyKey> parse_idempotency_key(std::string_view key);
+/// The key a sender puts on a batch (generation as 16 hex digits).
+std::string format_idempotency_key(std::string_view node, std::uint64_t generation,
+                                   std::uint64_t batch_seq);
+
+/// The size of `c` in encode_checkins' output (its object, escapes included).
+std::size_t encoded_checkin_size(const store::Checkin& c);
 
 /// Constant-time check of "Authorization: Bearer <token>"; false if `token` is empty.
 bool bearer_matches(const boost::beast::http::request_header<>& req, std::string_view token);
@@ -137,6 +151,11 @@ class SyncApi {
   static bool handles(std::string_view path);
   Response handle(const boost::beast::http::request_header<>& req, std::string_view path,
                   std::string_view query, std::string_view body);
+
+  /// GET /v1/admin/outbox/dead-letters (admin listener): the batches the upstream refused
+  /// for good, oldest first, at most 100: {"dead_letters":[{"batch_seq","time_ms","reason",
+  /// "checkins":[...]}]}.
+  Response dead_letters() const;
 
   /// Wakes the long polls waiting for a seq below `seq`. Any thread.
   void notify(std::uint64_t seq);

@@ -1,5 +1,7 @@
 #include "edge/http/http.hpp"
 
+#include <cctype>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -209,6 +211,93 @@ std::string_view content_type_for(std::string_view file_name) {
 
 std::string_view path_of(std::string_view target) {
   return target.substr(0, target.find('?'));
+}
+
+namespace {
+
+bool starts_with_nocase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size())
+    return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i])
+      return false;
+  }
+  return true;
+}
+
+std::size_t scheme_length(std::string_view target) {
+  if (starts_with_nocase(target, "http://"))
+    return 7;
+  if (starts_with_nocase(target, "https://"))
+    return 8;
+  return 0;
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::string_view origin_form(std::string_view target) {
+  const std::size_t scheme = scheme_length(target);
+  if (scheme == 0)
+    return target;
+  const std::string_view rest = target.substr(scheme);
+  const std::size_t end = rest.find_first_of("/?#");
+  if (end == std::string_view::npos || rest[end] != '/')
+    return "/";
+  return rest.substr(end);
+}
+
+std::optional<std::string> check_request_head(const RequestHead& head) {
+  const auto quoted = [](std::string_view v) {
+    std::string out(v.substr(0, 40));
+    for (char& c : out) {
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f)
+        c = '?';
+    }
+    return "'" + out + (v.size() > 40 ? "...'" : "'");
+  };
+  if (!head.transfer_encoding.empty()) {
+    if (head.version < 11)
+      return std::string("Transfer-Encoding is not allowed in an HTTP/1.0 request");
+    if (head.content_length)
+      return std::string("a request may not carry both Transfer-Encoding and Content-Length");
+    std::size_t codings = 0;
+    std::string_view last;
+    for (std::string_view line : head.transfer_encoding) {
+      while (true) {
+        const auto comma = line.find(',');
+        const std::string_view item = trim_ows(line.substr(0, comma));
+        if (!item.empty()) {
+          ++codings;
+          last = item;
+          if (!(item.size() == 7 && starts_with_nocase(item, "chunked")) || codings > 1) {
+            return "Transfer-Encoding " + quoted(item) +
+                   " is not supported: the only coding taken is 'chunked', alone";
+          }
+        }
+        if (comma == std::string_view::npos)
+          break;
+        line.remove_prefix(comma + 1);
+      }
+    }
+    if (codings == 0)
+      return std::string("Transfer-Encoding is empty");
+  }
+  if (head.host_fields > 1)
+    return std::string("more than one Host header field");
+  if (head.host_fields == 0 && head.version >= 11)
+    return std::string("an HTTP/1.1 request needs a Host header field");
+  const std::string_view t = head.target;
+  if (t.empty() || (t.front() != '/' && scheme_length(t) == 0))
+    return "request target " + quoted(t) + " is neither a path nor an http(s) URL";
+  return std::nullopt;
 }
 
 }  // namespace edge::http

@@ -68,4 +68,31 @@ std::string_view content_type_for(std::string_view file_name);
 /// Splits a request target at '?': the path part only (query strings are ignored).
 std::string_view path_of(std::string_view target);
 
+/// The origin form (RFC 9112 §3.2.1) of a request target: an absolute-form target
+/// (`http://host:port/path?q`, §3.2.2, which a server MUST accept) loses its scheme and
+/// authority (`/path?q`; `/` when it has no path); any other target is returned as it is.
+std::string_view origin_form(std::string_view target);
+
+/// What the server's parser saw of a request's framing, for check_request_head().
+struct RequestHead {
+  unsigned version = 11;                     ///< 10 or 11
+  std::string_view target;                   ///< as received
+  std::vector<std::string_view> transfer_encoding;  ///< every Transfer-Encoding field line
+  std::size_t host_fields = 0;               ///< how many Host field lines
+  bool content_length = false;               ///< a Content-Length field is present
+};
+
+/// The framing rules a request must pass before its body may be read, beyond what the
+/// parser enforces; nullopt if it passes, else a message for a 400 (after which the
+/// connection MUST be closed: the end of the message is unknown):
+///  * Transfer-Encoding, if present, is exactly `chunked` (RFC 9112 §6.3 rule 4: chunked
+///    not final -> 400; we implement no other coding, so `gzip, chunked` is refused too),
+///    is not combined with Content-Length (§6.1, a smuggling vector), and is not in an
+///    HTTP/1.0 request (§6.1);
+///  * exactly one Host in HTTP/1.1, at most one in HTTP/1.0 (§3.2);
+///  * the target is origin form or absolute `http(s)://` form (`*` and authority form are
+///    for OPTIONS and CONNECT, which no route takes).
+/// Values quoted in the message are cut to a few dozen bytes.
+std::optional<std::string> check_request_head(const RequestHead& head);
+
 }  // namespace edge::http

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <ctime>
 #include <map>
+#include <random>
+
+#include "edge/core/utf8.hpp"
 
 #include "edge/store/database_impl.hpp"
 
@@ -57,9 +60,49 @@ std::string join(std::initializer_list<std::string_view> parts) {
   return out;
 }
 
-constexpr std::string_view kInflightKey = "outbox_inflight";   // le64 batch, first, last
+constexpr std::string_view kInflightKey = "outbox_inflight";   // le64 batch, first, last, gen
 constexpr std::string_view kBatchSeqKey = "outbox_batch_seq";  // le64 last batch seq used
-constexpr std::string_view kNodeKeyPrefix = "checkin_node:";   // + node -> le64 batch seq
+constexpr std::string_view kNodeKeyPrefix = "checkin_node:";   // + node [:gen] -> le64 seq
+// + be64(batch seq) -> le64 time, le32 reason size, reason, then per check-in le32 size + record
+constexpr std::string_view kDeadPrefix = "outbox_dead:";
+
+void put_le32(std::string& out, std::uint32_t v) {
+  char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
+               static_cast<char>(v >> 24)};
+  out.append(b, 4);
+}
+
+bool take_le32(std::string_view& in, std::uint32_t& v) {
+  if (in.size() < 4)
+    return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  v = p[0] | (p[1] << 8) | (p[2] << 16) | (std::uint32_t{p[3]} << 24);
+  in.remove_prefix(4);
+  return true;
+}
+
+std::optional<DeadLetter> decode_dead(std::string_view key, std::string_view v) {
+  DeadLetter d;
+  if (key.size() != kDeadPrefix.size() + 8 || v.size() < 12)
+    return std::nullopt;
+  d.batch_seq = get_be64(key.data() + kDeadPrefix.size());
+  d.time_ms = static_cast<std::int64_t>(get_le64(v.data()));
+  v.remove_prefix(8);
+  std::uint32_t n = 0;
+  if (!take_le32(v, n) || v.size() < n)
+    return std::nullopt;
+  d.reason.assign(v.substr(0, n));
+  v.remove_prefix(n);
+  while (!v.empty()) {
+    if (!take_le32(v, n) || v.size() < n)
+      return std::nullopt;
+    auto c = decode(v.substr(0, n));
+    v.remove_prefix(n);
+    if (c)
+      d.checkins.push_back(std::move(*c));
+  }
+  return d;
+}
 
 std::uint64_t meta_u64(Database::Impl& d, std::string_view key) {
   std::string v;
@@ -92,12 +135,26 @@ CheckinStore::CheckinStore(Database& db, CheckinOptions options) : db_(db), opti
     outbox_bytes_ += ob->value().size();
     next_outbox_ = get_be64(ob->key().data()) + 1;
   }
+  std::unique_ptr<rocksdb::Iterator> dl(d.db->NewIterator({}, d.handle(kCfMeta)));
+  for (dl->Seek(kDeadPrefix); dl->Valid() && dl->key().starts_with(kDeadPrefix); dl->Next()) {
+    if (auto dead = decode_dead(dl->key().ToStringView(), dl->value().ToStringView())) {
+      ++dead_batches_;
+      dead_checkins_ += dead->checkins.size();
+    }
+  }
+  // A new generation at every start (see OutboxBatch::generation); never 0.
+  std::random_device rd;
+  while (generation_ == 0)
+    generation_ = (std::uint64_t{rd()} << 32) ^ rd();
   std::string v;
-  if (d.db->Get({}, d.handle(kCfMeta), kInflightKey, &v).ok() && v.size() == 24) {
+  if (d.db->Get({}, d.handle(kCfMeta), kInflightKey, &v).ok() &&
+      (v.size() == 24 || v.size() == 32)) {
     OutboxBatch b;
     b.batch_seq = get_le64(v.data());
     b.first = get_le64(v.data() + 8);
     b.last = get_le64(v.data() + 16);
+    // The batch keeps the generation it was numbered in: its retry must carry its key.
+    b.generation = v.size() == 32 ? get_le64(v.data() + 24) : 0;
     next_outbox_ = std::max(next_outbox_, b.last + 1);
     inflight_ = std::move(b);  // its check-ins are re-read by outbox_next
   }
@@ -116,8 +173,10 @@ CheckinStore::~CheckinStore() {
 void sanitize(Checkin& c) {
   for (std::string* f : {&c.app_id, &c.device_id, &c.platform, &c.version_name, &c.version_build,
                          &c.action, &c.decision}) {
-    if (f->size() > kMaxCheckinField)
-      f->resize(kMaxCheckinField);
+    // Cutting at a byte count could split a character and make the whole batch invalid
+    // UTF-8, which a strict receiver refuses for ever.
+    if (f->size() > kMaxCheckinField || !valid_utf8(*f))
+      *f = utf8_clamp(*f, kMaxCheckinField);
     std::replace(f->begin(), f->end(), '\0', '?');  // NUL separates fields at rest
   }
 }
@@ -136,11 +195,12 @@ void CheckinStore::record(Checkin checkin, Durable durable) {
   cv_.notify_one();
 }
 
-void CheckinStore::record_batch(std::string node, std::uint64_t batch_seq,
+void CheckinStore::record_batch(std::string node, std::string generation, std::uint64_t batch_seq,
                                 std::vector<Checkin> checkins, BatchDone done) {
   for (auto& c : checkins)
     sanitize(c);
-  Item item{std::move(checkins), std::move(done), std::move(node), batch_seq};
+  Item item{std::move(checkins), std::move(done), std::move(node), std::move(generation),
+            batch_seq};
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(std::move(item));
@@ -203,7 +263,9 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const Item& item = batch[i];
     if (!item.node.empty()) {
-      const std::string key = std::string(kNodeKeyPrefix) + item.node;
+      std::string key = std::string(kNodeKeyPrefix) + item.node;
+      if (!item.generation.empty())
+        key += ":" + item.generation;
       auto it = node_seq.find(key);
       if (it == node_seq.end())
         it = node_seq.emplace(key, meta_u64(d, key)).first;
@@ -294,12 +356,14 @@ void CheckinStore::trim_outbox() {
   outbox_dropped_ += dropped;
 }
 
-Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max, std::size_t max_bytes) {
+Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max, std::size_t max_bytes,
+                                              const Cost& cost) {
   std::lock_guard olock(outbox_mutex_);
   auto& d = db_.impl();
   OutboxBatch b;
   std::uint64_t until = ~std::uint64_t{0};
   if (inflight_) {
+    b.generation = inflight_->generation;
     b.batch_seq = inflight_->batch_seq;
     b.first = inflight_->first;
     until = inflight_->last;
@@ -316,12 +380,13 @@ Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max, std::size_t max_b
     const std::uint64_t seq = get_be64(it->key().data());
     if (seq > until)
       break;
-    if (!b.checkins.empty() && bytes + it->value().size() > max_bytes)
-      break;
-    bytes += it->value().size();
     auto c = decode(it->value().ToStringView());
     if (!c)
       continue;  // damaged entry: skipped, and deleted with its batch
+    const std::size_t n = cost ? cost(*c) : it->value().size() + 256;
+    if (!b.checkins.empty() && bytes + n > max_bytes)
+      break;
+    bytes += n;
     if (b.checkins.empty() && !inflight_)
       b.first = seq;
     b.last = seq;
@@ -338,22 +403,40 @@ Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max, std::size_t max_b
   // Number the batch and remember its bounds before it leaves: a retry after a crash must
   // carry the same key and the same check-ins.
   b.batch_seq = meta_u64(d, kBatchSeqKey) + 1;
+  b.generation = generation_;
   rocksdb::WriteBatch wb;
   put_u64(d, wb, kBatchSeqKey, b.batch_seq);
-  char v[24];
+  char v[32];
   put_le64(v, b.batch_seq);
   put_le64(v + 8, b.first);
   put_le64(v + 16, b.last);
-  wb.Put(d.handle(kCfMeta), kInflightKey, rocksdb::Slice(v, 24));
+  put_le64(v + 24, b.generation);
+  wb.Put(d.handle(kCfMeta), kInflightKey, rocksdb::Slice(v, 32));
   rocksdb::WriteOptions wo;
   wo.sync = true;
   if (auto ec = to_error(d.db->Write(wo, &wb)))
     return ec;
-  inflight_ = OutboxBatch{b.batch_seq, b.first, b.last, {}};
+  inflight_ = OutboxBatch{b.generation, b.batch_seq, b.first, b.last, {}};
   return b;
 }
 
 Result<void> CheckinStore::outbox_ack(const OutboxBatch& batch) {
+  return outbox_remove(batch, nullptr);
+}
+
+Result<void> CheckinStore::outbox_dead_letter(const OutboxBatch& batch, std::string_view reason) {
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  std::string value(8, '\0');
+  put_le64(value.data(), static_cast<std::uint64_t>(now));
+  const std::string why = utf8_clamp(reason, 1024);
+  put_le32(value, static_cast<std::uint32_t>(why.size()));
+  value += why;
+  return outbox_remove(batch, &value);
+}
+
+Result<void> CheckinStore::outbox_remove(const OutboxBatch& batch, std::string* dead) {
   std::lock_guard olock(outbox_mutex_);
   auto& d = db_.impl();
   rocksdb::WriteBatch wb;
@@ -368,6 +451,18 @@ Result<void> CheckinStore::outbox_ack(const OutboxBatch& batch) {
     wb.Delete(d.handle(kCfOutbox), it->key());
     ++n;
     bytes += it->value().size();
+    if (dead != nullptr) {
+      put_le32(*dead, static_cast<std::uint32_t>(it->value().size()));
+      dead->append(it->value().data(), it->value().size());
+    }
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  if (dead != nullptr) {
+    char key[kDeadPrefix.size() + 8];
+    std::copy(kDeadPrefix.begin(), kDeadPrefix.end(), key);
+    put_be64(key + kDeadPrefix.size(), batch.batch_seq);
+    wb.Put(d.handle(kCfMeta), rocksdb::Slice(key, sizeof key), *dead);
   }
   wb.Delete(d.handle(kCfMeta), kInflightKey);
   rocksdb::WriteOptions wo;
@@ -378,7 +473,26 @@ Result<void> CheckinStore::outbox_ack(const OutboxBatch& batch) {
   std::lock_guard lock(mutex_);
   outbox_depth_ -= std::min(outbox_depth_, n);
   outbox_bytes_ -= std::min(outbox_bytes_, bytes);
+  if (dead != nullptr) {
+    ++dead_batches_;
+    dead_checkins_ += n;
+  }
   return {};
+}
+
+Result<std::vector<DeadLetter>> CheckinStore::dead_letters(std::size_t limit) const {
+  auto& d = db_.impl();
+  std::vector<DeadLetter> out;
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfMeta)));
+  for (it->Seek(kDeadPrefix); it->Valid() && it->key().starts_with(kDeadPrefix) &&
+                              out.size() < limit;
+       it->Next()) {
+    if (auto dead = decode_dead(it->key().ToStringView(), it->value().ToStringView()))
+      out.push_back(std::move(*dead));
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return out;
 }
 
 bool CheckinStore::outbox_wait(std::chrono::milliseconds timeout) {
@@ -394,6 +508,8 @@ OutboxStats CheckinStore::outbox_stats() const {
     s.depth = outbox_depth_;
     s.bytes = outbox_bytes_;
     s.dropped = outbox_dropped_;
+    s.dead_batches = dead_batches_;
+    s.dead_checkins = dead_checkins_;
   }
   if (s.depth > 0) {
     auto& d = db_.impl();

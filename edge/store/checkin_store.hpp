@@ -29,8 +29,9 @@ struct Checkin {
   std::int64_t time_ms = 0;
 };
 
-/// Longest stored field of a check-in; longer ones are cut, and NUL bytes become '?', when
-/// recorded (so every stored check-in can travel upstream and be accepted there).
+/// Longest stored field of a check-in, in bytes. When recorded, a longer field is cut at a
+/// UTF-8 character boundary, bytes that are not valid UTF-8 and NUL bytes become '?': every
+/// stored check-in is valid UTF-8 and so can travel upstream and be accepted there.
 inline constexpr std::size_t kMaxCheckinField = 1024;
 void sanitize(Checkin& c);
 
@@ -53,9 +54,22 @@ struct CheckinOptions {
 /// Idempotency-Key. The same batch (same seq, same check-ins) is returned until it is
 /// acknowledged, across restarts, so the receiver can apply each key once.
 struct OutboxBatch {
+  /// The generation the batch was numbered in (random, new at every start of the store):
+  /// with the seq it makes the key unique even when numbering restarts (a wiped or
+  /// restored data directory), so a receiver never takes a new batch for a duplicate.
+  std::uint64_t generation = 0;
   std::uint64_t batch_seq = 0;
   std::uint64_t first = 0;  ///< outbox seqs covered, inclusive
   std::uint64_t last = 0;
+  std::vector<Checkin> checkins;
+};
+
+/// A batch the upstream refused for good (a non-retryable 4xx): kept aside, out of the
+/// queue, for the operator to read (GET /v1/admin/outbox/dead-letters).
+struct DeadLetter {
+  std::uint64_t batch_seq = 0;
+  std::int64_t time_ms = 0;  ///< when it was set aside
+  std::string reason;        ///< the upstream's status and message
   std::vector<Checkin> checkins;
 };
 
@@ -65,6 +79,8 @@ struct OutboxStats {
   std::uint64_t bytes = 0;     ///< their encoded size
   std::uint64_t dropped = 0;   ///< dropped (oldest first) because the outbox was full
   std::int64_t oldest_ms = 0;  ///< time of the oldest waiting check-in (0: none)
+  std::uint64_t dead_batches = 0;   ///< batches set aside as dead letters (kept on disk)
+  std::uint64_t dead_checkins = 0;  ///< check-ins in them
 };
 
 /// The check-in log and aggregates, and on an edge the outbox. Records are queued and
@@ -88,11 +104,14 @@ class CheckinStore {
   CheckinStore& operator=(const CheckinStore&) = delete;
 
   void record(Checkin checkin, Durable durable = {});
-  /// A batch a child node sent (POST /v1/checkins, key `<node>:<batch_seq>`). Applied once:
-  /// a batch_seq at or below the highest already applied from `node` is a duplicate and
-  /// changes nothing (children send their batches in order, one at a time).
-  void record_batch(std::string node, std::uint64_t batch_seq, std::vector<Checkin> checkins,
-                    BatchDone done);
+  /// A batch a child node sent (POST /v1/checkins, key `<node>:<generation>:<batch_seq>`).
+  /// Applied once: a batch_seq at or below the highest already applied from `node` in the
+  /// same `generation` is a duplicate and changes nothing (a child sends its batches in
+  /// order, one at a time). A generation never seen before starts afresh, so a child whose
+  /// numbering restarted (wiped or restored data) is never mistaken for a duplicate.
+  /// `generation` is empty for keys of the older `<node>:<batch_seq>` form.
+  void record_batch(std::string node, std::string generation, std::uint64_t batch_seq,
+                    std::vector<Checkin> checkins, BatchDone done);
   /// Blocks until everything recorded before the call is committed.
   void flush();
 
@@ -103,12 +122,23 @@ class CheckinStore {
                                       const std::string& device_id) const;
   std::uint64_t committed() const;
 
-  /// The next batch to send upstream: at most `max` check-ins and about `max_bytes` of
-  /// them (a receiver bounds request bodies; JSON adds ~100 bytes per check-in to the
-  /// stored size). None waiting: empty `checkins`.
-  Result<OutboxBatch> outbox_next(std::size_t max, std::size_t max_bytes = 256 << 10);
+  /// What a check-in costs in a request body (the sender's encoding, escapes included).
+  using Cost = std::function<std::size_t(const Checkin&)>;
+  /// The next batch to send upstream: at most `max` check-ins whose `cost` adds up to at
+  /// most `max_bytes` (a receiver bounds request bodies; a single check-in always fits, its
+  /// fields being bounded). Default cost: the stored size + 256. None waiting: empty
+  /// `checkins`. The batch is numbered and written down before it is returned.
+  Result<OutboxBatch> outbox_next(std::size_t max, std::size_t max_bytes = 256 << 10,
+                                  const Cost& cost = {});
   /// Deletes an acknowledged batch from the outbox.
   Result<void> outbox_ack(const OutboxBatch& batch);
+  /// Moves the in-flight batch out of the outbox into the dead letters, with `reason`, in
+  /// one synced write: the check-ins behind it flow again, and nothing is lost.
+  Result<void> outbox_dead_letter(const OutboxBatch& batch, std::string_view reason);
+  /// The dead letters, oldest first, at most `limit`.
+  Result<std::vector<DeadLetter>> dead_letters(std::size_t limit = 100) const;
+  /// This store's generation (see OutboxBatch::generation).
+  std::uint64_t generation() const { return generation_; }
   /// Waits up to `timeout` for the outbox to hold something; true if it does.
   bool outbox_wait(std::chrono::milliseconds timeout);
   OutboxStats outbox_stats() const;
@@ -118,11 +148,14 @@ class CheckinStore {
     std::vector<Checkin> checkins;
     BatchDone done;
     std::string node;  ///< non-empty: a child's batch
+    std::string generation;
     std::uint64_t batch_seq = 0;
   };
   void run();
   void commit(std::deque<Item>& batch);
   void trim_outbox();
+  /// Deletes `batch` from the outbox; with `dead` (its header), keeps it as a dead letter.
+  Result<void> outbox_remove(const OutboxBatch& batch, std::string* dead);
 
   Database& db_;
   CheckinOptions options_;
@@ -138,6 +171,9 @@ class CheckinStore {
   std::uint64_t outbox_depth_ = 0;       // guarded by mutex_
   std::uint64_t outbox_bytes_ = 0;       // guarded by mutex_
   std::uint64_t outbox_dropped_ = 0;     // guarded by mutex_
+  std::uint64_t dead_batches_ = 0;       // guarded by mutex_
+  std::uint64_t dead_checkins_ = 0;      // guarded by mutex_
+  std::uint64_t generation_ = 0;
   std::optional<OutboxBatch> inflight_;  // guarded by outbox_mutex_
   mutable std::mutex outbox_mutex_;      // outbox_next/ack/trim: one at a time
   bool stop_ = false;

@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       __builtin_trap();
   }
   if (auto key = edge::api::parse_idempotency_key(text)) {
-    if (key->first.empty() || key->second == 0)
+    if (key->node.empty() || key->batch_seq == 0)
       __builtin_trap();
   }
   return 0;

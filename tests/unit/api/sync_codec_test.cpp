@@ -90,8 +90,14 @@ TEST(SyncCodec, RecipesMustMatchTheirIdAndSize) {
 }
 
 TEST(SyncCodec, IdempotencyKeys) {
-  EXPECT_EQ(parse_idempotency_key("node-1a:42"),
-            std::pair(std::string("node-1a"), std::uint64_t{42}));
+  EXPECT_EQ(parse_idempotency_key("node-1a:42"), (IdempotencyKey{"node-1a", "", 42}));
+  EXPECT_EQ(parse_idempotency_key("node-1a:00ff:42"), (IdempotencyKey{"node-1a", "00ff", 42}));
+  EXPECT_EQ(parse_idempotency_key(format_idempotency_key("e1", 0xabc, 7)),
+            (IdempotencyKey{"e1", "0000000000000abc", 7}));
+  EXPECT_FALSE(parse_idempotency_key("node::5"));
+  EXPECT_FALSE(parse_idempotency_key("node:XYZ:5"));
+  EXPECT_FALSE(parse_idempotency_key("node:" + std::string(33, 'a') + ":5"));
+  EXPECT_FALSE(parse_idempotency_key("node:ab:0"));
   EXPECT_FALSE(parse_idempotency_key("node:0"));
   EXPECT_FALSE(parse_idempotency_key(":5"));
   EXPECT_FALSE(parse_idempotency_key("no key"));

@@ -1,5 +1,7 @@
 #include "edge/store/checkin_store.hpp"
 
+#include "edge/core/utf8.hpp"
+
 #include <future>
 #include <thread>
 
@@ -124,14 +126,13 @@ TEST(CheckinStore, ReceivedBatchesApplyOncePerNodeAndSequence) {
   TempDir tmp;
   auto db = Database::open(tmp.path() / "db");
   CheckinStore s(*db);
-  const auto send = [&](std::string node, std::uint64_t seq, int n) {
+  const auto send = [&](std::string node, std::uint64_t seq, int n, std::string gen = "g1") {
     std::vector<Checkin> list;
     for (int i = 0; i < n; ++i)
       list.push_back(device_checkin(i));
     std::promise<std::pair<bool, bool>> p;
-    s.record_batch(std::move(node), seq, std::move(list), [&p](bool ok, bool dup) {
-      p.set_value({ok, dup});
-    });
+    s.record_batch(std::move(node), std::move(gen), seq, std::move(list),
+                   [&p](bool ok, bool dup) { p.set_value({ok, dup}); });
     return p.get_future().get();
   };
   EXPECT_EQ(send("edge-a", 1, 4), std::pair(true, false));
@@ -139,6 +140,89 @@ TEST(CheckinStore, ReceivedBatchesApplyOncePerNodeAndSequence) {
   EXPECT_EQ(send("edge-b", 1, 2), std::pair(true, false)) << "keys are per node";
   EXPECT_EQ(send("edge-a", 2, 1), std::pair(true, false));
   EXPECT_EQ(s.stats("com.a.b")->at("2025-11-26").actions.at("updates"), 7U);
+  // A sender whose numbering restarted (wiped or restored data) has a new generation: its
+  // batches are new, whatever their numbers; a forged huge seq poisons only its generation.
+  EXPECT_EQ(send("edge-a", ~std::uint64_t{0}, 1, "forged"), std::pair(true, false));
+  EXPECT_EQ(send("edge-a", 1, 3, "g2"), std::pair(true, false));
+  EXPECT_EQ(send("edge-a", 2, 1, "g2"), std::pair(true, false));
+  EXPECT_EQ(send("edge-a", 2, 1, "g2"), std::pair(true, true));
+  EXPECT_EQ(s.stats("com.a.b")->at("2025-11-26").actions.at("updates"), 12U);
+}
+
+TEST(CheckinStore, EachStartHasANewGenerationAndTheInflightBatchKeepsItsOwn) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  OutboxBatch first;
+  std::uint64_t gen1 = 0;
+  {
+    CheckinStore s(*db, {true, 1 << 20});
+    gen1 = s.generation();
+    for (int i = 0; i < 3; ++i)
+      record_durably(s, device_checkin(i));
+    first = *s.outbox_next(2);
+    EXPECT_EQ(first.generation, gen1);
+  }
+  CheckinStore s(*db, {true, 1 << 20});
+  EXPECT_NE(s.generation(), gen1);
+  const auto again = *s.outbox_next(10);
+  EXPECT_EQ(again.generation, gen1) << "a retry carries the key it was numbered with";
+  EXPECT_EQ(again.batch_seq, first.batch_seq);
+  ASSERT_TRUE(s.outbox_ack(again));
+  EXPECT_EQ(s.outbox_next(10)->generation, s.generation());
+}
+
+TEST(CheckinStore, FieldsAreCutAtCharacterBoundariesAndStayValidUtf8) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, {true, 1 << 20});
+  Checkin c = device_checkin(1);
+  std::string euros;
+  for (int i = 0; i < 400; ++i)
+    euros += "\xe2\x82\xac";  // U+20AC, 3 bytes: 1024 is not a multiple of 3
+  c.version_name = euros;
+  c.version_build = "1.0\xff\xfe";  // not UTF-8 at all
+  record_durably(s, c);
+  const auto got = s.outbox_next(10)->checkins.at(0);
+  EXPECT_EQ(got.version_name.size(), 1023U);
+  EXPECT_TRUE(valid_utf8(got.version_name));
+  EXPECT_EQ(got.version_build, "1.0??");
+}
+
+TEST(CheckinStore, BatchesAreBoundedByTheSendersCost) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, {true, 1 << 20});
+  for (int i = 0; i < 50; ++i)
+    record_durably(s, device_checkin(i));
+  // A cost six times the stored size (control characters escaped as \u00XX).
+  const auto cost = [](const Checkin& c) { return 6 * (c.device_id.size() + c.app_id.size()); };
+  const auto b = *s.outbox_next(100, 6 * 10 * (5 + 7), cost);
+  EXPECT_EQ(b.checkins.size(), 10U);
+}
+
+TEST(CheckinStore, ARefusedBatchBecomesADeadLetterAndTheRestFlows) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  {
+    CheckinStore s(*db, {true, 1 << 20});
+    for (int i = 0; i < 5; ++i)
+      record_durably(s, device_checkin(i));
+    const auto bad = *s.outbox_next(2);
+    ASSERT_TRUE(s.outbox_dead_letter(bad, "HTTP 400 invalid_body"));
+    const auto next = *s.outbox_next(10);
+    ASSERT_EQ(next.checkins.size(), 3U) << "the queue moves on";
+    EXPECT_EQ(next.checkins.front().device_id, "dev-2");
+    EXPECT_NE(next.batch_seq, bad.batch_seq);
+  }
+  CheckinStore s(*db, {true, 1 << 20});  // kept across restarts, counted again
+  EXPECT_EQ(s.outbox_stats().dead_batches, 1U);
+  EXPECT_EQ(s.outbox_stats().dead_checkins, 2U);
+  const auto dead = *s.dead_letters();
+  ASSERT_EQ(dead.size(), 1U);
+  EXPECT_EQ(dead[0].reason, "HTTP 400 invalid_body");
+  ASSERT_EQ(dead[0].checkins.size(), 2U);
+  EXPECT_EQ(dead[0].checkins[1].device_id, "dev-1");
+  EXPECT_GT(dead[0].time_ms, 0);
 }
 
 TEST(CheckinStore, FieldsAreStoredWithoutNulAndBounded) {
