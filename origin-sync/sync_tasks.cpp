@@ -263,8 +263,8 @@ void Uploader::loop() {
     if (stopper_.stopped())
       return;
     // Bounded by its encoded size (what the receiver's body limit sees), not the stored one.
-    auto batch = checkins_.outbox_next(options_.checkin_batch, kMaxBatchBytes,
-                                       api::encoded_checkin_size);
+    auto batch =
+        checkins_.outbox_next(options_.checkin_batch, kMaxBatchBytes, api::encoded_checkin_size);
     if (!batch) {
       spdlog::error("outbox: reading: {}", batch.error().message());
       if (!stopper_.sleep_for(std::chrono::seconds(1)))

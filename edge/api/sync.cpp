@@ -462,9 +462,9 @@ Response SyncApi::dead_letters() const {
     out += first ? "" : ",";
     first = false;
     const std::string checkins = encode_checkins(d.checkins);  // {"checkins":[...]}
-    out += "{\"batch_seq\":" + std::to_string(d.batch_seq) + ",\"time_ms\":" +
-           std::to_string(d.time_ms) + ",\"reason\":\"" + json_escape(d.reason) + "\"," +
-           checkins.substr(1);
+    out += "{\"batch_seq\":" + std::to_string(d.batch_seq) +
+           ",\"time_ms\":" + std::to_string(d.time_ms) + ",\"reason\":\"" + json_escape(d.reason) +
+           "\"," + checkins.substr(1);
   }
   return json_reply(200, out + "]}", Route::kAdmin);
 }

@@ -1,9 +1,8 @@
 #include "edge/http/http.hpp"
 
-#include <cctype>
-
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <utility>
 

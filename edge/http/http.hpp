@@ -75,11 +75,11 @@ std::string_view origin_form(std::string_view target);
 
 /// What the server's parser saw of a request's framing, for check_request_head().
 struct RequestHead {
-  unsigned version = 11;                     ///< 10 or 11
-  std::string_view target;                   ///< as received
+  unsigned version = 11;                            ///< 10 or 11
+  std::string_view target;                          ///< as received
   std::vector<std::string_view> transfer_encoding;  ///< every Transfer-Encoding field line
-  std::size_t host_fields = 0;               ///< how many Host field lines
-  bool content_length = false;               ///< a Content-Length field is present
+  std::size_t host_fields = 0;                      ///< how many Host field lines
+  bool content_length = false;                      ///< a Content-Length field is present
 };
 
 /// The framing rules a request must pass before its body may be read, beyond what the

@@ -6,7 +6,6 @@
 #include <random>
 
 #include "edge/core/utf8.hpp"
-
 #include "edge/store/database_impl.hpp"
 
 namespace edge::store {
@@ -484,9 +483,8 @@ Result<std::vector<DeadLetter>> CheckinStore::dead_letters(std::size_t limit) co
   auto& d = db_.impl();
   std::vector<DeadLetter> out;
   std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfMeta)));
-  for (it->Seek(kDeadPrefix); it->Valid() && it->key().starts_with(kDeadPrefix) &&
-                              out.size() < limit;
-       it->Next()) {
+  for (it->Seek(kDeadPrefix);
+       it->Valid() && it->key().starts_with(kDeadPrefix) && out.size() < limit; it->Next()) {
     if (auto dead = decode_dead(it->key().ToStringView(), it->value().ToStringView()))
       out.push_back(std::move(*dead));
   }

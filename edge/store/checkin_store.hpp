@@ -75,10 +75,10 @@ struct DeadLetter {
 
 /// Outbox figures for /metrics.
 struct OutboxStats {
-  std::uint64_t depth = 0;     ///< check-ins waiting
-  std::uint64_t bytes = 0;     ///< their encoded size
-  std::uint64_t dropped = 0;   ///< dropped (oldest first) because the outbox was full
-  std::int64_t oldest_ms = 0;  ///< time of the oldest waiting check-in (0: none)
+  std::uint64_t depth = 0;          ///< check-ins waiting
+  std::uint64_t bytes = 0;          ///< their encoded size
+  std::uint64_t dropped = 0;        ///< dropped (oldest first) because the outbox was full
+  std::int64_t oldest_ms = 0;       ///< time of the oldest waiting check-in (0: none)
   std::uint64_t dead_batches = 0;   ///< batches set aside as dead letters (kept on disk)
   std::uint64_t dead_checkins = 0;  ///< check-ins in them
 };
@@ -166,13 +166,13 @@ class CheckinStore {
   std::deque<Item> queue_;
   std::uint64_t enqueued_ = 0;
   std::uint64_t committed_ = 0;
-  std::uint64_t next_seq_ = 1;           // writer thread only
-  std::uint64_t next_outbox_ = 1;        // writer thread only
-  std::uint64_t outbox_depth_ = 0;       // guarded by mutex_
-  std::uint64_t outbox_bytes_ = 0;       // guarded by mutex_
-  std::uint64_t outbox_dropped_ = 0;     // guarded by mutex_
-  std::uint64_t dead_batches_ = 0;       // guarded by mutex_
-  std::uint64_t dead_checkins_ = 0;      // guarded by mutex_
+  std::uint64_t next_seq_ = 1;        // writer thread only
+  std::uint64_t next_outbox_ = 1;     // writer thread only
+  std::uint64_t outbox_depth_ = 0;    // guarded by mutex_
+  std::uint64_t outbox_bytes_ = 0;    // guarded by mutex_
+  std::uint64_t outbox_dropped_ = 0;  // guarded by mutex_
+  std::uint64_t dead_batches_ = 0;    // guarded by mutex_
+  std::uint64_t dead_checkins_ = 0;   // guarded by mutex_
   std::uint64_t generation_ = 0;
   std::optional<OutboxBatch> inflight_;  // guarded by outbox_mutex_
   mutable std::mutex outbox_mutex_;      // outbox_next/ack/trim: one at a time

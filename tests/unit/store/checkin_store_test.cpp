@@ -1,11 +1,11 @@
 #include "edge/store/checkin_store.hpp"
 
-#include "edge/core/utf8.hpp"
-
 #include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
+
+#include "edge/core/utf8.hpp"
 
 #include "test_util.hpp"
 
@@ -131,8 +131,9 @@ TEST(CheckinStore, ReceivedBatchesApplyOncePerNodeAndSequence) {
     for (int i = 0; i < n; ++i)
       list.push_back(device_checkin(i));
     std::promise<std::pair<bool, bool>> p;
-    s.record_batch(std::move(node), std::move(gen), seq, std::move(list),
-                   [&p](bool ok, bool dup) { p.set_value({ok, dup}); });
+    s.record_batch(std::move(node), std::move(gen), seq, std::move(list), [&p](bool ok, bool dup) {
+      p.set_value({ok, dup});
+    });
     return p.get_future().get();
   };
   EXPECT_EQ(send("edge-a", 1, 4), std::pair(true, false));
