@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include "edge/control/decision.hpp"
+#include "edge/core/utf8.hpp"
 
 namespace edge::api {
 namespace {
@@ -26,6 +27,9 @@ Response json_body(unsigned status, const json::object& o) {
 }
 
 // Thrown-error shape of the Capgo backend (§2.2): no `kind`.
+// Error messages quote at most this much of a client's value.
+constexpr std::size_t kQuotedValueBytes = 128;
+
 Response bad_request(std::string_view code, std::string_view message, json::object more = {}) {
   return json_body(
       400, json::object{{"error", code}, {"message", message}, {"moreInfo", std::move(more)}});
@@ -144,7 +148,7 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
   if (build != nullptr && !build->empty()) {
     version_build = coerce_version_build(*build);
     if (!version_build) {
-      return bad_request("semver_error", "Native version: " + std::string(*build) +
+      return bad_request("semver_error", "Native version: " + utf8_quote(*build, kQuotedValueBytes) +
                                              " doesn't follow semver convention, please check "
                                              "https://capgo.app/semver_tester/ to learn more about "
                                              "semver usage in Capgo");
@@ -707,7 +711,7 @@ std::optional<EventError> check_event(const json::object& e) {
     return bad("key_id");
   if (const auto* b = e.if_contains("version_build");
       b != nullptr && !b->get_string().empty() && !coerce_version_build(b->get_string())) {
-    return EventError{"semver_error", "Native version: " + std::string(b->get_string()) +
+    return EventError{"semver_error", "Native version: " + utf8_quote(b->get_string(), kQuotedValueBytes) +
                                           " doesn't follow semver convention"};
   }
   const auto* action = e.if_contains("action");

@@ -26,8 +26,9 @@ def free_port():
 
 
 class Node:
-    def __init__(self, config_text, port=0):
+    def __init__(self, config_text, port=0, args=()):
         self.listen_port = port
+        self.args = list(args)  # extra command-line flags
         self.dir = tempfile.mkdtemp(dir=TMP)
         self.conf = os.path.join(self.dir, "node.toml")
         with open(self.conf, "w") as f:
@@ -45,7 +46,7 @@ class Node:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [BINARY, "--config", self.conf, "--data", os.path.join(self.dir, "var"),
-             "--listen", "127.0.0.1:%d" % self.listen_port, "--admin-listen", "127.0.0.1:0", "--threads", "2"],
+             "--listen", "127.0.0.1:%d" % self.listen_port, "--admin-listen", "127.0.0.1:0", "--threads", "2", *self.args],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
         self.port = self.admin = None

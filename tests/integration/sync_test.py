@@ -22,10 +22,10 @@ def origin(extra="", port=0):
     return Node('[sync]\ntoken = "%s"\n%s' % (TOKEN, extra), port=port)
 
 
-def edge(upstream_url, extra="", port=0):
+def edge(upstream_url, extra="", port=0, args=()):
     conf = ('[node]\nrole = "edge"\n[sync]\ntoken = "%s"\n[upstream]\nurl = "%s"\ntoken = "%s"\n'
             'timeout_ms = 3000\nretries = 1\nbackoff_max_ms = 500\n%s' % (TOKEN, upstream_url, TOKEN, extra))
-    return Node(conf, port=port)
+    return Node(conf, port=port, args=args)
 
 
 def admin(node, method, path, body=None):

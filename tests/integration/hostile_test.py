@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Integration test of hostile input, full disks and lying peers (issue #9): real origins and
+edges on 127.0.0.1, attacked the way the issue found them broken.
+
+Usage: hostile_test.py <path-to-bundle-edge>"""
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+from harness import run, TMP, Node, check, curl, free_port, raw, sha, upload
+from sync_test import (APP, ADMIN_APP, DEVICE, TOKEN, admin, device_id, edge, metric, origin,
+                       origin_checkins, publish, updates, wait_for)
+
+
+def post_updates(node, body, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=timeout)
+    conn.request("POST", "/updates", json.dumps(body), {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, data
+
+
+def status_of(reply):
+    """The status codes of every response in a raw reply."""
+    return [int(line.split()[1]) for line in reply.split(b"\r\n")
+            if line.startswith(b"HTTP/1.1 ")]
+
+
+def edge_pair(nodes, edge_extra="", origin_port=0):
+    o = origin(port=origin_port)
+    nodes.append(o)
+    e = edge(o.url, edge_extra)
+    nodes.append(e)
+    publish(o, "1.0.1")
+    wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+    return o, e
+
+
+def drained(e):
+    return metric(e, "edge_outbox_depth") == 0
+
+
+def main():
+    nodes = []
+
+    # --- item 1: a check-in that splits a character, or grows past the body limit once
+    # escaped, must not wedge the outbox; a batch refused for good is set aside.
+    def t_multibyte_checkin_does_not_wedge_the_outbox():
+        o, e = edge_pair(nodes)
+        base = origin_checkins(o)
+        st, _ = post_updates(e, dict(DEVICE, version_name="\u20ac" * 400))
+        assert st == 200, st
+        for i in range(3):
+            assert updates(e, device=i)[0] == 200
+        wait_for("outbox drained", lambda: drained(e), timeout=15)
+        wait_for("all 4 check-ins upstream", lambda: origin_checkins(o) - base >= 4, timeout=15)
+        assert metric(e, "edge_outbox_dead_letter_batches") == 0
+        # The origin's own stats stay valid UTF-8 (json.loads would fail otherwise).
+        st, out = admin(o, "GET", ADMIN_APP + "/stats")
+        assert st == 200, st
+
+    def t_control_characters_during_an_outage():
+        port = free_port()
+        o, e = edge_pair(nodes, origin_port=port)
+        base = origin_checkins(o)
+        o.stop()
+        # 300 check-ins whose fields are mostly control characters: 6 bytes each escaped.
+        nasty = "\x01" * 1000
+        for i in range(300):
+            st, _ = post_updates(e, dict(DEVICE, device_id=device_id(i), version_build="1.0.0",
+                                         custom_id=nasty, version_name="1.0.0" + "\x02" * 900))
+            assert st == 200, st
+        o.start()
+        wait_for("outbox drained after the outage", lambda: drained(e), timeout=60)
+        got = origin_checkins(o) - base
+        assert got >= 300, got
+        assert metric(e, "edge_outbox_dead_letter_batches") == 0
+
+    def t_refused_batch_is_a_dead_letter():
+        o, e = edge_pair(nodes, "")
+        # A proxy in front of the origin refuses the first check-in batch with a 400.
+        proxy = Tamper(o.port, refuse_checkins=1)
+        e2 = edge(proxy.url)
+        nodes.append(e2)
+        wait_for("edge 2 synced", lambda: updates(e2)[1].get("version") == "1.0.1")
+        base = origin_checkins(o)
+        wait_for("first batch dead-lettered",
+                 lambda: metric(e2, "edge_outbox_dead_letter_batches") == 1, timeout=15)
+        for i in range(5):
+            assert updates(e2, device=100 + i)[0] == 200
+        wait_for("the rest flows", lambda: drained(e2), timeout=15)
+        assert origin_checkins(o) - base >= 5
+        st, _, out = curl("-H", "Authorization: Bearer " + e2.token,
+                          e2.admin_url + "/v1/admin/outbox/dead-letters")
+        doc = json.loads(out)
+        assert st == 200 and len(doc["dead_letters"]) == 1, (st, doc)
+        dead = doc["dead_letters"][0]
+        assert dead["reason"].startswith("HTTP 400"), dead
+        assert dead["checkins"] and dead["checkins"][0]["app_id"] == APP, dead
+        proxy.stop()
+
+    # --- item 3: framing that a proxy and this server could read differently.
+    def t_request_smuggling_is_refused():
+        o = origin()
+        nodes.append(o)
+        inner = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        for te in (b"xchunked", b"identity", b"chunked, identity", b"gzip, chunked"):
+            req = (b"POST /updates HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te +
+                   b"\r\n\r\n" + inner)
+            reply = raw(o.port, req)
+            assert status_of(reply) == [400], (te, reply[:300])
+            assert b"Connection: close" in reply, reply[:300]
+        # Transfer-Encoding and Content-Length together; TE in HTTP/1.0.
+        reply = raw(o.port, b"POST /updates HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        assert status_of(reply) == [400], reply[:300]
+        reply = raw(o.port, b"POST /updates HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        assert status_of(reply) == [400], reply[:300]
+        # Host: none, or two, in HTTP/1.1 (RFC 9112 §3.2); HTTP/1.0 without Host is fine.
+        assert status_of(raw(o.port, b"GET /healthz HTTP/1.1\r\n\r\n")) == [400]
+        assert status_of(raw(o.port, b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")) == [400]
+        assert status_of(raw(o.port, b"GET /healthz HTTP/1.0\r\n\r\n")) == [200]
+        # Absolute-form targets are accepted (§3.2.2), and a real chunked body still works.
+        assert status_of(raw(o.port, b"GET http://x/healthz HTTP/1.1\r\nHost: x\r\n"
+                                     b"Connection: close\r\n\r\n")) == [200]
+        body = json.dumps(dict(DEVICE)).encode()
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        reply = raw(o.port, b"POST /updates HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                            b"Connection: close\r\n\r\n" + chunked)
+        assert status_of(reply) and status_of(reply)[0] in (200, 429), reply[:300]
+
+    def t_bearer_scheme_is_case_insensitive():
+        o = origin()
+        nodes.append(o)
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            st, _, _ = curl("-H", "Authorization: %s %s" % (scheme, o.token), o.admin_url + "/metrics")
+            assert st == 200, (scheme, st)
+        st, _, _ = curl("-H", "Authorization: Basic " + o.token, o.admin_url + "/metrics")
+        assert st == 401, st
+
+    # --- item 4: restarted batch numbering must never read as duplicates.
+    def t_wiped_edge_with_pinned_id_loses_nothing():
+        o = origin()
+        nodes.append(o)
+        publish(o, "1.0.1")
+        base = origin_checkins(o)
+        # Someone with the sync token posts a huge batch number for the victim first.
+        forged = json.dumps({"checkins": []})
+        st, _, _ = curl("-X", "POST", "-H", "Authorization: Bearer " + TOKEN, "-H",
+                        "Idempotency-Key: victim:18446744073709551615", "-H",
+                        "Content-Type: application/json", "--data-binary", forged,
+                        o.url + "/v1/checkins")
+        assert st == 200, st
+        acked = 0
+        for round_ in range(2):
+            # The operator pins the id (--node-id) and the data dir is wiped between rounds.
+            e = edge(o.url, args=["--node-id", "victim"])
+            nodes.append(e)
+            wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+            for i in range(20):
+                assert updates(e, device=round_ * 100 + i)[0] == 200
+            wait_for("outbox drained", lambda: drained(e), timeout=15)
+            acked += e.acked
+            e.stop()
+            shutil.rmtree(os.path.join(e.dir, "var"))
+        got = origin_checkins(o) - base
+        assert got >= acked and acked >= 40, (got, acked)
+
+    # --- item 11: errors do not echo megabytes of input.
+    def t_errors_quote_little():
+        o = origin()
+        nodes.append(o)
+        publish(o, "1.0.1")
+        st, data = post_updates(o, dict(DEVICE, version_build="x" * 1_000_000))
+        assert st == 400, st
+        assert len(data) < 2048, len(data)
+        json.loads(data)
+
+    tests = [
+        ("item1 multibyte check-in does not wedge", t_multibyte_checkin_does_not_wedge_the_outbox),
+        ("item1 control characters during outage", t_control_characters_during_an_outage),
+        ("item1 refused batch becomes a dead letter", t_refused_batch_is_a_dead_letter),
+        ("item3 request smuggling refused", t_request_smuggling_is_refused),
+        ("item3 bearer scheme case-insensitive", t_bearer_scheme_is_case_insensitive),
+        ("item4 wiped edge with pinned id", t_wiped_edge_with_pinned_id_loses_nothing),
+        ("item11 errors quote little", t_errors_quote_little),
+    ]
+    only = os.environ.get("EDGE_IT_ONLY")
+    try:
+        for name, fn in tests:
+            if only and only not in name:
+                continue
+            check(name, fn)
+            for n in nodes:
+                if n.proc is not None and n.proc.poll() is None:
+                    n.stop()
+            nodes.clear()
+    finally:
+        for n in nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                n.stop()
+
+
+class Tamper:
+    """A forwarding proxy on 127.0.0.1 in front of a node's public port, which can lie:
+    refuse the first N check-in batches with 400, drip replies, corrupt bodies."""
+
+    def __init__(self, upstream_port, refuse_checkins=0, drip_paths=(), drip_delay=1.0):
+        import http.server
+
+        proxy = self
+        self.refuse = refuse_checkins
+        self.drip_paths = drip_paths
+        self.drip_delay = drip_delay
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                self.forward(None)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", 0))
+                self.forward(self.rfile.read(n))
+
+            def forward(self, body):
+                if self.path.startswith("/v1/checkins") and proxy.refuse > 0:
+                    proxy.refuse -= 1
+                    out = b'{"error":"invalid_body","message":"refused by the test proxy"}'
+                    self.send_response(400)
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                conn.request(self.command, self.path, body, headers)
+                r = conn.getresponse()
+                data = r.read()
+                conn.close()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if any(self.path.startswith(p) for p in proxy.drip_paths):
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(proxy.drip_delay)
+                else:
+                    self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+if __name__ == "__main__":
+    run(main)
