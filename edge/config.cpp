@@ -35,6 +35,8 @@ const std::set<std::string>& known_keys() {
                                              "store.segment_size",
                                              "store.index_cache_entries",
                                              "store.block_cache",
+                                             "store.min_free",
+                                             "store.reserve",
                                              "cache.max_bytes",
                                              "log.level",
                                              "node.id",
@@ -242,6 +244,8 @@ Config load_config(const ConfigOverrides& o) {
     r.size("store.segment_size", c.store.segment_bytes);
     r.integer("store.index_cache_entries", c.store.cache_entries, 16, 1'000'000'000);
     r.size("store.block_cache", c.block_cache_bytes);
+    r.size("store.min_free", c.min_free_bytes);
+    r.size("store.reserve", c.reserve_bytes);
     r.size("cache.max_bytes", c.store.max_bytes);
     r.string("log.level", c.log_level);
     r.string("node.id", c.node_id);

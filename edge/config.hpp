@@ -30,6 +30,8 @@ struct Config {
   std::uint64_t max_upload_bytes = 2ULL << 30;
   store::ChunkStoreOptions store;
   std::uint64_t block_cache_bytes = 64ULL << 20;
+  std::uint64_t min_free_bytes = 256ULL << 20;  ///< [store] min_free: below it, writes refused
+  std::uint64_t reserve_bytes = 64ULL << 20;  ///< [store] reserve: file given back on a full start
   std::string log_level = "info";
 
   std::string node_id;                     ///< empty: read or create <data_dir>/node.id

@@ -99,6 +99,8 @@ int run(const edge::Config& c) {
 
   edge::store::DatabaseOptions db_options;
   db_options.block_cache_bytes = c.block_cache_bytes;
+  db_options.min_free_bytes = c.min_free_bytes;
+  db_options.reserve_bytes = c.reserve_bytes;
   auto db = edge::store::Database::open(c.data_dir / "db", db_options);
   auto chunks = edge::store::ChunkStore::open(*db, c.data_dir / "segments", c.store);
   const auto& rec = chunks->recovery();
@@ -118,6 +120,7 @@ int run(const edge::Config& c) {
   control.set_checkins(&checkins);
   edge::api::Metrics metrics;
   edge::api::SyncMetrics sync_metrics;
+  metrics.set_storage(db.get());
   metrics.set_sync(
       &sync_metrics, [&state] { return state.last_seq(); }, is_edge ? &checkins : nullptr);
   edge::api::Api api(*chunks, blobs, metrics, {token, c.max_upload_bytes});

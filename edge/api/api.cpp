@@ -79,6 +79,10 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
                               Route::kUpload));
           return;
         }
+        if (ec == Errc::kStorageFull || ec == boost::system::errc::no_space_on_device) {
+          done(storage_full_response(507, "the upload", Route::kUpload));
+          return;
+        }
         if (ec) {
           done(error_response(500, "store_error", "storing the blob failed: " + ec.message(),
                               Route::kUpload));
@@ -240,6 +244,11 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     }
     expected = *id;
   }
+  if (!chunks_.writable()) {
+    Response r = storage_full_response(507, "the upload", Route::kUpload);
+    r.close = true;
+    return r;
+  }
   if (content_length && *content_length > options_.max_upload_bytes) {
     Response r = error_response(413, "too_large",
                                 "body of " + std::to_string(*content_length) +
@@ -270,6 +279,8 @@ Response Api::fill_then(Route route, const Sha256& id, bool chunk,
       } else if (ec == Errc::kNotFound) {
         reply(error_response(404, "not_found", "no " + what + " on this node or its upstream",
                              route));
+      } else if (ec == Errc::kStorageFull) {
+        reply(storage_full_response(503, "storing " + what, route));
       } else if (ec == Errc::kChecksumMismatch) {
         reply(error_response(502, "verification_failed",
                              "bytes of " + what + " from upstream failed SHA-256 verification",

@@ -147,6 +147,8 @@ Response ControlService::commit(store::StateStore::Batch& batch, unsigned status
     next = std::move(std::get<ControlState>(applied));
   }
   auto seq = store_.commit(batch);
+  if (!seq && seq.error() == Errc::kStorageFull)
+    return storage_full_response(507, "the change", Route::kAdmin);
   if (!seq)
     return error_response(500, "store_error",
                           "writing the change failed: " + seq.error().message());

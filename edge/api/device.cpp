@@ -148,10 +148,11 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
   if (build != nullptr && !build->empty()) {
     version_build = coerce_version_build(*build);
     if (!version_build) {
-      return bad_request("semver_error", "Native version: " + utf8_quote(*build, kQuotedValueBytes) +
-                                             " doesn't follow semver convention, please check "
-                                             "https://capgo.app/semver_tester/ to learn more about "
-                                             "semver usage in Capgo");
+      return bad_request("semver_error",
+                         "Native version: " + utf8_quote(*build, kQuotedValueBytes) +
+                             " doesn't follow semver convention, please check "
+                             "https://capgo.app/semver_tester/ to learn more about "
+                             "semver usage in Capgo");
     }
   }
   // Schema (plugin_validation.ts): every failure is the same 400, naming the field here.
@@ -711,8 +712,9 @@ std::optional<EventError> check_event(const json::object& e) {
     return bad("key_id");
   if (const auto* b = e.if_contains("version_build");
       b != nullptr && !b->get_string().empty() && !coerce_version_build(b->get_string())) {
-    return EventError{"semver_error", "Native version: " + utf8_quote(b->get_string(), kQuotedValueBytes) +
-                                          " doesn't follow semver convention"};
+    return EventError{"semver_error",
+                      "Native version: " + utf8_quote(b->get_string(), kQuotedValueBytes) +
+                          " doesn't follow semver convention"};
   }
   const auto* action = e.if_contains("action");
   if (action == nullptr || !action->is_string() || !allowed_action(action->get_string()))
@@ -855,6 +857,15 @@ Response DeviceApi::stats(bool post, std::string_view body) const {
 Response DeviceApi::record_then(Response r, std::vector<store::Checkin> pending) const {
   if (pending.empty())
     return r;
+  if (!checkins_->writable()) {
+    // Storage full: /updates is a read (answered from memory; its check-in is counted as
+    // refused, edge_storage_writes_refused_total); /stats exists to be written: 503.
+    if (r.route == Route::kStats)
+      return storage_full_response(503, "the event", Route::kStats);
+    for (auto& c : pending)
+      checkins_->record(std::move(c));  // refused by the store, and counted
+    return r;
+  }
   if (!durable_) {
     // The origin: queued for the next group commit, answered now.
     for (auto& c : pending)
@@ -878,12 +889,14 @@ Response DeviceApi::record_then(Response r, std::vector<store::Checkin> pending)
     join->answer = std::move(r);
     join->reply = std::move(reply);
     for (auto& c : pending) {
-      checkins_->record(std::move(c), [join](bool ok) {
+      checkins_->record(std::move(c), [this, join](bool ok) {
         if (!ok)
           join->failed = true;
         if (join->left.fetch_sub(1) != 1)
           return;
-        if (join->failed) {
+        if (join->failed && join->answer.route == Route::kUpdates && !checkins_->writable()) {
+          join->reply(std::move(join->answer));  // storage filled up meanwhile: as above
+        } else if (join->failed) {
           join->reply(error_response(503, "store_error", "the check-in could not be stored; retry",
                                      join->answer.route));
         } else {

@@ -93,6 +93,16 @@ std::string Metrics::render(const store::StoreStats& st) const {
   gauge("edge_store_evicted_chunks_total", "Chunks evicted.", "counter", st.evicted_chunks);
   gauge("edge_store_relocated_chunks_total", "Pinned chunks copied forward by eviction.", "counter",
         st.relocated_chunks);
+  if (db_ != nullptr) {
+    const auto d = db_->storage_status();
+    gauge("edge_storage_full",
+          "1 while the data directory is below store.min_free and writes are refused.", "gauge",
+          d.full ? 1 : 0);
+    gauge("edge_storage_free_bytes", "Free bytes in the data directory's file system.", "gauge",
+          d.free_bytes);
+    gauge("edge_storage_writes_refused_total", "Writes refused because storage was full.",
+          "counter", d.refused);
+  }
   if (sync_ != nullptr)
     render_sync(gauge);
   return out;

@@ -40,6 +40,9 @@ class Metrics {
     outbox_ = outbox;
   }
 
+  /// Adds the free-space figures of the data directory (edge_storage_*). Call before serving.
+  void set_storage(const store::Database* db) { db_ = db; }
+
   /// The exposition text, store figures included.
   std::string render(const store::StoreStats& stats) const;
 
@@ -50,6 +53,7 @@ class Metrics {
   const SyncMetrics* sync_ = nullptr;
   std::function<std::uint64_t()> cursor_;
   const store::CheckinStore* outbox_ = nullptr;
+  const store::Database* db_ = nullptr;
   static constexpr std::size_t kRoutes = static_cast<std::size_t>(Route::kCount);
   static constexpr std::size_t kStatusSlots = kStatuses.size() + 1;
   std::array<std::atomic<std::uint64_t>, kRoutes * kStatusSlots> requests_{};

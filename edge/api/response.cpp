@@ -80,3 +80,17 @@ Response error_response(unsigned status, std::string_view code, std::string_view
 }
 
 }  // namespace edge::api
+
+namespace edge::api {
+
+Response storage_full_response(unsigned status, std::string_view what, Route route) {
+  Response r = error_response(status, "storage_full",
+                              std::string(what) +
+                                  " refused: the data directory is below store.min_free; "
+                                  "reads are served, writes resume when space returns",
+                              route);
+  r.set("Retry-After", "30");
+  return r;
+}
+
+}  // namespace edge::api

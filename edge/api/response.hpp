@@ -79,6 +79,12 @@ inline constexpr std::size_t kMaxErrorMessageBytes = 512;
 Response error_response(unsigned status, std::string_view code, std::string_view message,
                         Route route = Route::kOther);
 
+/// The answer to a write refused because the data directory is below store.min_free:
+/// `status` is 507 (Insufficient Storage, RFC 4918 §11.5) for admin writes and uploads,
+/// 503 for device and node-to-node writes (a client that retries later is right to).
+/// `what` names the refused write.
+Response storage_full_response(unsigned status, std::string_view what, Route route);
+
 /// Escapes a string for a JSON string literal (without the quotes).
 std::string json_escape(std::string_view s);
 

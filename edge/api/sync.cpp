@@ -609,7 +609,11 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
                                std::function<void(Response)> reply) mutable {
       checkins_.record_batch(
           key.node, key.generation, key.batch_seq, std::move(list),
-          [reply = std::move(reply), n](bool ok, bool duplicate) {
+          [this, reply = std::move(reply), n](bool ok, bool duplicate) {
+            if (!ok && !checkins_.writable()) {
+              reply(storage_full_response(503, "the check-in batch", Route::kCheckins));
+              return;
+            }
             if (!ok) {
               reply(error_response(503, "store_error", "check-ins were not stored; retry",
                                    Route::kCheckins));

@@ -20,6 +20,7 @@ class EdgeCategory final : public boost::system::error_category {
       case Errc::kShutdown: return "shutting down";
       case Errc::kDatabase: return "database error";
       case Errc::kRangeNotSatisfiable: return "range not satisfiable";
+      case Errc::kStorageFull: return "storage full: writes refused until space returns";
     }
     return "unknown edge error " + std::to_string(ev);
   }

@@ -13,17 +13,18 @@ namespace edge {
 /// Values are stable: they appear in logs and metrics.
 enum class Errc {
   kOk = 0,
-  kInvalidArgument = 1,      ///< a caller-supplied value is malformed (bad hex, bad semver, ...)
-  kNotFound = 2,             ///< the chunk, blob or key does not exist
-  kChecksumMismatch = 3,     ///< bytes do not hash to the id they claim
-  kCorrupt = 4,              ///< bytes at rest failed their checksum or structure check
-  kBadMagic = 5,             ///< a file does not start with the magic it must have
-  kUnsupportedVersion = 6,   ///< a schema or record version this build does not read
-  kIo = 7,                   ///< the operating system failed a read, write or sync
-  kTooLarge = 8,             ///< a value exceeds a configured or structural limit
-  kShutdown = 9,             ///< the component is stopping and took no new work
-  kDatabase = 10,            ///< RocksDB reported an error (see the log for its status)
-  kRangeNotSatisfiable = 11  ///< no requested byte range overlaps the entity
+  kInvalidArgument = 1,       ///< a caller-supplied value is malformed (bad hex, bad semver, ...)
+  kNotFound = 2,              ///< the chunk, blob or key does not exist
+  kChecksumMismatch = 3,      ///< bytes do not hash to the id they claim
+  kCorrupt = 4,               ///< bytes at rest failed their checksum or structure check
+  kBadMagic = 5,              ///< a file does not start with the magic it must have
+  kUnsupportedVersion = 6,    ///< a schema or record version this build does not read
+  kIo = 7,                    ///< the operating system failed a read, write or sync
+  kTooLarge = 8,              ///< a value exceeds a configured or structural limit
+  kShutdown = 9,              ///< the component is stopping and took no new work
+  kDatabase = 10,             ///< RocksDB reported an error (see the log for its status)
+  kRangeNotSatisfiable = 11,  ///< no requested byte range overlaps the entity
+  kStorageFull = 12           ///< the data directory is below store.min_free; writes are refused
 };
 
 /// The category of Errc; name() is "edge".

@@ -240,6 +240,15 @@ void CheckinStore::run() {
 }
 
 void CheckinStore::commit(std::deque<Item>& batch) {
+  if (!db_.writable()) {
+    // Below store.min_free: refused before RocksDB is touched (callers answer 503).
+    for (auto& item : batch) {
+      (void)db_.refuse_write();
+      if (item.done)
+        item.done(false, false);
+    }
+    return;
+  }
   auto& d = db_.impl();
   rocksdb::WriteBatch wb;
   // Counters touched by this batch, read once from the database, written once.
@@ -303,7 +312,10 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  const bool ok = d.db->Write(wo, &wb).ok();
+  const auto write_ec = to_error(d.db->Write(wo, &wb));
+  if (write_ec)
+    db_.note_write_error(write_ec);
+  const bool ok = !write_ec;
   if (ok && outbox_added > 0) {
     {
       std::lock_guard lock(mutex_);

@@ -121,6 +121,8 @@ class CheckinStore {
   Result<std::optional<Checkin>> last(const std::string& app_id,
                                       const std::string& device_id) const;
   std::uint64_t committed() const;
+  /// False while storage is full (Database::writable): record() calls fail then.
+  bool writable() const { return db_.writable(); }
 
   /// What a check-in costs in a request body (the sender's encoding, escapes included).
   using Cost = std::function<std::size_t(const Checkin&)>;

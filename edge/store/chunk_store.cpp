@@ -634,8 +634,17 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
   std::vector<std::pair<error_code, bool>> outcome(jobs.size());
   bool any_write = false;
   error_code batch_ec;
+  // Below store.min_free nothing new is written (deletes still are: they free space).
+  std::uint64_t incoming = 0;
+  for (const Job& job : jobs)
+    incoming += job.kind == Job::Kind::kPut ? job.bytes.size() + kRecordHeaderBytes : 0;
+  const bool writable = db_.writable() && (incoming == 0 || db_.room_for(incoming));
   for (std::size_t i = 0; i < jobs.size() && !batch_ec; ++i) {
     Job& job = jobs[i];
+    if (!writable && (job.kind == Job::Kind::kPut || job.kind == Job::Kind::kBlob)) {
+      outcome[i] = {db_.refuse_write(), false};
+      continue;
+    }
     switch (job.kind) {
       case Job::Kind::kPut: {
         auto cur = staged_lookup(b, job.id);
@@ -702,6 +711,8 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
     if (auto r = commit(b); !r)
       commit_ec = r.error();
   }
+  if (commit_ec)
+    db_.note_write_error(commit_ec);
   const bool evict = std::any_of(jobs.begin(), jobs.end(),
                                  [](const Job& j) { return j.kind == Job::Kind::kEvict; });
   if (evict)

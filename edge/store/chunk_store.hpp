@@ -161,6 +161,8 @@ class ChunkStore {
   static std::unique_ptr<ChunkStore> open(Database& db, const std::filesystem::path& dir,
                                           const ChunkStoreOptions& options = {});
   ~ChunkStore();  ///< finishes queued work, then stops
+  /// False while storage is full (Database::writable): puts fail with Errc::kStorageFull.
+  bool writable() const noexcept { return db_.writable(); }
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;
 

@@ -1,6 +1,7 @@
 #include "edge/store/database.hpp"
 
 #include <charconv>
+#include <chrono>
 #include <vector>
 
 #include <rocksdb/cache.h>
@@ -8,6 +9,11 @@
 #include <rocksdb/table.h>
 
 #include "edge/store/database_impl.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 namespace edge::store {
 namespace {
@@ -18,10 +24,78 @@ constexpr std::array<const char*, kCfCount> kCfNames = {
     "changelog", "checkins", "device_seen", "daily",          "outbox"};
 
 constexpr std::string_view kSchemaKey = "schema_version";
+// What RocksDB needs to open: a new WAL, MANIFEST and OPTIONS file (a few hundred KiB).
+constexpr std::uint64_t kMinFreeToOpen = 4ULL << 20;
+
+std::uint64_t free_space(const std::filesystem::path& p) {
+  struct statvfs st {};
+  if (::statvfs(p.c_str(), &st) != 0)
+    return ~std::uint64_t{0};  // cannot tell: do not stop writes for it
+  return std::uint64_t{st.f_bavail} * st.f_frsize;
+}
+
+std::filesystem::path reserve_path(const std::filesystem::path& db_dir) {
+  return db_dir.parent_path() / "reserve";
+}
+
+// Creates the reserve file if it is missing and there is room for it above min_free.
+void keep_reserve(const std::filesystem::path& db_dir, const DatabaseOptions& o,
+                  std::uint64_t free) {
+  if (o.reserve_bytes == 0)
+    return;
+  const auto path = reserve_path(db_dir);
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) || free < o.min_free_bytes + 2 * o.reserve_bytes)
+    return;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return;
+  if (::posix_fallocate(fd, 0, static_cast<off_t>(o.reserve_bytes)) != 0) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    return;
+  }
+  ::fsync(fd);
+  ::close(fd);
+}
 
 }  // namespace
 
+void Database::Impl::measure() {
+  const std::uint64_t f = free_space(path);
+  free_bytes.store(f, std::memory_order_relaxed);
+  const std::uint64_t low = options.min_free_bytes;
+  const std::uint64_t high = low + low / 4;
+  if (!full.load() && f < low) {
+    full = true;
+    spdlog::error(
+        "storage full: {} has {} bytes free, below store.min_free ({}); writes (uploads, admin "
+        "writes, check-ins, fills) are refused until {} bytes are free, reads go on",
+        path.parent_path().string(), f, low, high);
+  } else if (full.load() && f >= high) {
+    if (db_stopped.load()) {
+      // RocksDB stopped writes after an error; it resumes only once told (or by itself).
+      if (auto s = db->Resume(); !s.ok()) {
+        spdlog::warn("storage: space is back but the index has not resumed yet: {}", s.ToString());
+        return;
+      }
+      db_stopped = false;
+    }
+    full = false;
+    spdlog::info("storage: {} bytes free in {}; writes resume", f, path.parent_path().string());
+  }
+  if (!full.load())
+    keep_reserve(path, options, f);
+}
+
 Database::Impl::~Impl() {
+  {
+    std::lock_guard lock(guard_mutex);
+    guard_stop = true;
+  }
+  guard_cv.notify_all();
+  if (guard.joinable())
+    guard.join();
   if (db) {
     for (auto* h : cf) {
       if (h != nullptr && h != db->DefaultColumnFamily())
@@ -36,6 +110,56 @@ Database::~Database() = default;
 
 const std::filesystem::path& Database::path() const noexcept {
   return impl_->path;
+}
+
+bool Database::writable() const noexcept {
+  return !impl_->full.load(std::memory_order_relaxed);
+}
+
+bool Database::room_for(std::uint64_t bytes) const noexcept {
+  auto& im = *impl_;
+  if (im.options.min_free_bytes == 0)
+    return true;
+  if (im.full.load(std::memory_order_relaxed))
+    return false;
+  const std::uint64_t f = free_space(im.path);
+  im.free_bytes.store(f, std::memory_order_relaxed);
+  if (f >= im.options.min_free_bytes + bytes)
+    return true;
+  if (!im.full.exchange(true)) {
+    spdlog::error(
+        "storage full: {} has {} bytes free; writing {} more would pass store.min_free "
+        "({}); writes are refused until {} bytes are free, reads go on",
+        im.path.parent_path().string(), f, bytes, im.options.min_free_bytes,
+        im.options.min_free_bytes + im.options.min_free_bytes / 4);
+  }
+  return false;
+}
+
+boost::system::error_code Database::refuse_write() const noexcept {
+  impl_->refused.fetch_add(1, std::memory_order_relaxed);
+  return make_error_code(Errc::kStorageFull);
+}
+
+void Database::note_write_error(const boost::system::error_code& ec) const noexcept {
+  if (ec != Errc::kStorageFull && ec != boost::system::errc::no_space_on_device)
+    return;
+  impl_->db_stopped = true;
+  if (!impl_->full.exchange(true)) {
+    spdlog::error(
+        "storage full: a write failed for lack of space in {}; writes are refused "
+        "until space returns",
+        impl_->path.parent_path().string());
+  }
+}
+
+StorageStatus Database::storage_status() const noexcept {
+  StorageStatus s;
+  s.full = impl_->full.load(std::memory_order_relaxed);
+  s.free_bytes = impl_->free_bytes.load(std::memory_order_relaxed);
+  s.min_free_bytes = impl_->options.min_free_bytes;
+  s.refused = impl_->refused.load(std::memory_order_relaxed);
+  return s;
 }
 
 std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
@@ -63,6 +187,36 @@ std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
     descriptors.emplace_back(name, cf_options);
   auto impl = std::make_unique<Impl>();
   impl->path = dir;
+  impl->options = options;
+  if (options.min_free_bytes > 0) {
+    // A start on a full disk: RocksDB must write a little to open (a new log, manifest
+    // and options file) and aborts when it cannot, so give back the reserve first.
+    std::uint64_t free = free_space(dir);
+    const auto reserve = reserve_path(dir);
+    if (free < options.min_free_bytes && std::filesystem::exists(reserve, fs_ec)) {
+      std::filesystem::remove(reserve, fs_ec);
+      spdlog::warn(
+          "storage full at start: {} bytes free; deleted the reserve file {} so the "
+          "index can open (writes stay refused until space returns)",
+          free, reserve.string());
+      free = free_space(dir);
+    }
+    if (free < kMinFreeToOpen) {
+      throw StoreError(Errc::kStorageFull,
+                       dir.string() + ": only " + std::to_string(free) +
+                           " bytes free; opening the index needs at least " +
+                           std::to_string(kMinFreeToOpen) +
+                           " (free some space, or raise store.reserve for next time)");
+    }
+    impl->free_bytes = free;
+    impl->full = free < options.min_free_bytes;
+    if (impl->full) {
+      spdlog::error(
+          "storage full: {} bytes free, below store.min_free ({}); starting with "
+          "writes refused (reads are served)",
+          free, options.min_free_bytes);
+    }
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   const rocksdb::Status s =
@@ -103,6 +257,20 @@ std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
                            " is not supported by this build (it reads version " +
                            std::to_string(kSchemaVersion) + "); nothing was changed");
     }
+  }
+  if (options.min_free_bytes > 0) {
+    if (!impl->full)
+      keep_reserve(dir, options, impl->free_bytes);
+    Impl* im = impl.get();
+    im->guard = std::thread([im] {
+      std::unique_lock lock(im->guard_mutex);
+      while (!im->guard_cv.wait_for(lock, std::chrono::milliseconds(im->options.check_interval_ms),
+                                    [im] { return im->guard_stop; })) {
+        lock.unlock();
+        im->measure();
+        lock.lock();
+      }
+    });
   }
   return std::unique_ptr<Database>(new Database(std::move(impl)));
 }

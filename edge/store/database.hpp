@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <boost/system/error_code.hpp>
+
 #include "edge/core/errc.hpp"
 
 namespace edge::store {
@@ -26,6 +28,25 @@ inline constexpr std::uint32_t kSchemaVersion = 1;
 
 struct DatabaseOptions {
   std::uint64_t block_cache_bytes = 64ULL << 20;  ///< RocksDB block cache shared by all CFs
+  /// Below this much free space in the data directory's file system every write is refused
+  /// (Errc::kStorageFull) before RocksDB or a segment file is touched, so RocksDB never
+  /// meets ENOSPC (Debian's build aborts on it). Writes resume at 1.25x this. 0: no check
+  /// (the library default; the node's config defaults to 256 MiB).
+  std::uint64_t min_free_bytes = 0;
+  /// A file of this size (`<dir>/../reserve`) kept while space is plentiful and deleted
+  /// when a start finds the disk full, so the index can be opened (and read) anyway. 0: none
+  /// (the node's config defaults to 64 MiB).
+  std::uint64_t reserve_bytes = 0;
+  /// How often the free space is measured.
+  std::uint32_t check_interval_ms = 500;
+};
+
+/// Free-space figures for /metrics and logs.
+struct StorageStatus {
+  bool full = false;             ///< writes are refused
+  std::uint64_t free_bytes = 0;  ///< at the last measurement
+  std::uint64_t min_free_bytes = 0;
+  std::uint64_t refused = 0;  ///< writes refused since start
 };
 
 /// The node's RocksDB instance with every column family of DESIGN §3 (chunks, blobs,
@@ -44,6 +65,22 @@ class Database {
   Database& operator=(const Database&) = delete;
 
   const std::filesystem::path& path() const noexcept;
+
+  /// False while the data directory is below min_free_bytes (or after a write failed for
+  /// lack of space, until space returns): stores refuse writes with Errc::kStorageFull.
+  /// Reads are unaffected. The state is re-measured every check_interval_ms on a thread of
+  /// this object; when space returns, writes resume by themselves (and RocksDB is told to
+  /// resume if it had stopped). Any thread.
+  bool writable() const noexcept;
+  /// Measures now whether `bytes` more can be written and still leave min_free_bytes;
+  /// if not, storage becomes full (as at a periodic check) and this returns false. For
+  /// writers of large amounts (segment appends), whose bursts outrun the periodic check.
+  bool room_for(std::uint64_t bytes) const noexcept;
+  /// Counts one refused write (for the metric) and returns Errc::kStorageFull.
+  boost::system::error_code refuse_write() const noexcept;
+  /// A write failed: if for lack of space, stop writes now rather than at the next check.
+  void note_write_error(const boost::system::error_code& ec) const noexcept;
+  StorageStatus storage_status() const noexcept;
 
   struct Impl;  ///< defined in database_impl.hpp, visible to edge/store sources only
   Impl& impl() noexcept { return *impl_; }

@@ -3,10 +3,14 @@
 // Private to edge/store: the only header that includes RocksDB.
 
 #include <array>
+#include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
@@ -37,6 +41,16 @@ enum Cf : std::size_t {
 
 struct Database::Impl {
   std::filesystem::path path;
+  DatabaseOptions options;
+  std::atomic<bool> full{false};
+  std::atomic<bool> db_stopped{false};  // RocksDB reported a write error: Resume() later
+  std::atomic<std::uint64_t> free_bytes{0};
+  mutable std::atomic<std::uint64_t> refused{0};
+  std::mutex guard_mutex;
+  std::condition_variable guard_cv;
+  bool guard_stop = false;  // guarded by guard_mutex
+  std::thread guard;
+  void measure();
   std::unique_ptr<rocksdb::DB> db;
   std::array<rocksdb::ColumnFamilyHandle*, kCfCount> cf{};
   rocksdb::ColumnFamilyHandle* handle(Cf c) const { return cf[c]; }
@@ -47,6 +61,8 @@ struct Database::Impl {
 inline boost::system::error_code to_error(const rocksdb::Status& s) {
   if (s.ok())
     return {};
+  if (s.IsNoSpace())
+    return make_error_code(Errc::kStorageFull);
   if (s.IsNotFound())
     return make_error_code(Errc::kNotFound);
   if (s.IsCorruption())

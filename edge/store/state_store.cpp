@@ -99,11 +99,15 @@ void stage_log(Database::Impl& d, rocksdb::WriteBatch& wb, const Change& c) {
   wb.Put(d.handle(kCfChangelog), rocksdb::Slice(sk, 8), encode_change(c));
 }
 
-Result<void> write_synced(Database::Impl& d, rocksdb::WriteBatch& wb) {
+Result<void> write_synced(const Database& db, Database::Impl& d, rocksdb::WriteBatch& wb) {
+  if (!db.writable())
+    return db.refuse_write();
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  if (auto ec = to_error(d.db->Write(wo, &wb)))
+  if (auto ec = to_error(d.db->Write(wo, &wb))) {
+    db.note_write_error(ec);
     return ec;
+  }
   return {};
 }
 
@@ -193,7 +197,7 @@ Result<std::uint64_t> StateStore::write_changes_locked(const std::vector<Change>
     put_meta_u64(d, wb, kLogStartKey, new_start);
     start = new_start;
   }
-  if (auto r = write_synced(d, wb); !r)
+  if (auto r = write_synced(db_, d, wb); !r)
     return r.error();
   last_seq_ = seq;
   log_start_ = start;
@@ -274,7 +278,7 @@ Result<std::uint64_t> StateStore::replace(const Snapshot& snap) {
   wb.DeleteRange(d.handle(kCfChangelog), rocksdb::Slice(from, 8), rocksdb::Slice(to, 8));
   put_meta_u64(d, wb, kLastSeqKey, snap.seq);
   put_meta_u64(d, wb, kLogStartKey, snap.seq + 1);
-  if (auto r = write_synced(d, wb); !r)
+  if (auto r = write_synced(db_, d, wb); !r)
     return r.error();
   last_seq_ = snap.seq;
   log_start_ = snap.seq + 1;

@@ -26,10 +26,11 @@ def free_port():
 
 
 class Node:
-    def __init__(self, config_text, port=0, args=()):
+    def __init__(self, config_text, port=0, args=(), data=None):
         self.listen_port = port
         self.args = list(args)  # extra command-line flags
         self.dir = tempfile.mkdtemp(dir=TMP)
+        self.data = data or os.path.join(self.dir, "var")
         self.conf = os.path.join(self.dir, "node.toml")
         with open(self.conf, "w") as f:
             f.write(config_text)
@@ -45,7 +46,7 @@ class Node:
         self.log_path = os.path.join(self.dir, "log.txt")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [BINARY, "--config", self.conf, "--data", os.path.join(self.dir, "var"),
+            [BINARY, "--config", self.conf, "--data", self.data,
              "--listen", "127.0.0.1:%d" % self.listen_port, "--admin-listen", "127.0.0.1:0", "--threads", "2", *self.args],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
@@ -61,7 +62,7 @@ class Node:
             time.sleep(0.05)
         if self.port is None:
             raise RuntimeError("node did not start: " + open(self.log_path).read())
-        self.token = open(os.path.join(self.dir, "var", "admin.token")).read().strip()
+        self.token = open(os.path.join(self.data, "admin.token")).read().strip()
         self.url = "http://127.0.0.1:%d" % self.port
         self.admin_url = "http://127.0.0.1:%d" % self.admin
 

@@ -105,6 +105,25 @@ def main():
         assert dead["checkins"] and dead["checkins"][0]["app_id"] == APP, dead
         proxy.stop()
 
+    # --- item 2: a full disk: reads go on, writes get 507/503, the node recovers by itself
+    # and starts on a full disk.
+    def t_full_disk():
+        mnt = os.path.join(TMP, "small-disk")
+        os.makedirs(mnt)
+        m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", mnt],
+                           capture_output=True, text=True)
+        if m.returncode != 0:
+            print("SKIP item2 full disk: cannot mount a tmpfs here (%s)" % m.stderr.strip())
+            return
+        try:
+            full_disk_case(mnt, nodes)
+        finally:
+            for n in nodes:
+                if n.proc.poll() is None:
+                    n.stop()
+            nodes.clear()
+            subprocess.run(["umount", "-l", mnt])
+
     # --- item 3: framing that a proxy and this server could read differently.
     def t_request_smuggling_is_refused():
         o = origin()
@@ -186,6 +205,7 @@ def main():
         ("item1 multibyte check-in does not wedge", t_multibyte_checkin_does_not_wedge_the_outbox),
         ("item1 control characters during outage", t_control_characters_during_an_outage),
         ("item1 refused batch becomes a dead letter", t_refused_batch_is_a_dead_letter),
+        ("item2 full disk", t_full_disk),
         ("item3 request smuggling refused", t_request_smuggling_is_refused),
         ("item3 bearer scheme case-insensitive", t_bearer_scheme_is_case_insensitive),
         ("item4 wiped edge with pinned id", t_wiped_edge_with_pinned_id_loses_nothing),
@@ -205,6 +225,62 @@ def main():
         for n in nodes:
             if n.proc is not None and n.proc.poll() is None:
                 n.stop()
+
+
+def full_disk_case(mnt, nodes):
+    conf = ('[store]\nmin_free = "8MiB"\nreserve = "4MiB"\nsegment_size = "4MiB"\n'
+            '[sync]\ntoken = "%s"\n' % TOKEN)
+    o = Node(conf, data=os.path.join(mnt, "var"))
+    nodes.append(o)
+    data = publish(o, "1.0.1", size=1_000_000)
+    blob = sha(data)
+    # Upload until the node refuses: 507 storage_full, never a crash.
+    statuses = []
+    for i in range(12):
+        path = os.path.join(TMP, "fill-%d" % i)
+        open(path, "wb").write(os.urandom(6_000_000))
+        st, _, out = upload(o, path)
+        statuses.append(st)
+        os.unlink(path)
+        if st == 507:
+            assert json.loads(out)["error"] == "storage_full", out
+            break
+    assert statuses[-1] == 507, statuses
+    assert o.proc.poll() is None, "the node died"
+    wait_for("storage_full metric", lambda: metric(o, "edge_storage_full") == 1)
+    # Reads go on: the blob, /updates (from memory), health.
+    st, _, body = curl(o.url + "/v1/blobs/" + blob)
+    assert st == 200 and body == data, st
+    for i in range(50):
+        st, doc = updates(o, device=i)
+        assert st == 200 and doc.get("version") == "1.0.1", (st, doc)
+    # Writes are refused with a clear answer.
+    st, doc = admin(o, "PUT", ADMIN_APP + "/channels/beta", {"release": "1.0.1"})
+    assert st == 507 and doc["error"] == "storage_full", (st, doc)
+    ev = dict(DEVICE, action="set", version_name="1.0.1")
+    st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                      json.dumps(ev), o.url + "/stats")
+    assert st == 503 and json.loads(out)["error"] == "storage_full", (st, out)
+    assert metric(o, "edge_storage_writes_refused_total") > 0
+    # kill -9 and start again with the disk entirely full (another process filled it).
+    o.kill()
+    filler = os.path.join(mnt, "filler")
+    subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M", "count=100"],
+                   capture_output=True)
+    o.start()
+    assert "storage full at start" in open(o.log_path).read()
+    st, _, body = curl(o.url + "/v1/blobs/" + blob)
+    assert st == 200 and body == data, st
+    assert updates(o)[0] == 200
+    # Space returns: writes resume by themselves.
+    os.unlink(filler)
+    wait_for("writes resume", lambda: metric(o, "edge_storage_full") == 0, timeout=10)
+    st, doc = admin(o, "PUT", ADMIN_APP + "/channels/beta", {"release": "1.0.1"})
+    assert st in (200, 201), (st, doc)
+    o.stop()
+    o.start()  # and nothing acknowledged was lost
+    st, doc = admin(o, "GET", ADMIN_APP + "/channels/beta")
+    assert st == 200, (st, doc)
 
 
 class Tamper:
