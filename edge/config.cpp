@@ -19,6 +19,9 @@ const std::set<std::string>& known_keys() {
                                              "server.listen",
                                              "server.threads",
                                              "server.max_connections",
+                                             "server.max_connections_per_ip",
+                                             "server.body_timeout_ms",
+                                             "admin.max_connections",
                                              "server.header_limit",
                                              "server.json_body_limit",
                                              "server.header_timeout_ms",
@@ -48,6 +51,8 @@ const std::set<std::string>& known_keys() {
                                              "upstream.poll_wait_ms",
                                              "upstream.backoff_max_ms",
                                              "upstream.prefetch_deadline_ms",
+                                             "upstream.stale_after_ms",
+                                             "upstream.stale_is_unready",
                                              "upstream.checkin_batch",
                                              "sync.token",
                                              "sync.push_to",
@@ -228,6 +233,9 @@ Config load_config(const ConfigOverrides& o) {
     r.string("server.listen", listen);
     r.integer("server.threads", threads, 0, 1024);
     r.integer("server.max_connections", c.server.max_connections, 1, 10'000'000);
+    r.integer("server.max_connections_per_ip", c.server.max_connections_per_ip, 0, 10'000'000);
+    r.integer("server.body_timeout_ms", c.server.body_timeout_ms, 1, 3'600'000);
+    r.integer("admin.max_connections", c.server.admin_max_connections, 1, 100'000);
     r.size("server.header_limit", c.server.header_limit_bytes);
     r.size("server.json_body_limit", c.server.json_body_limit_bytes);
     r.integer("server.header_timeout_ms", c.server.header_timeout_ms, 1, 86'400'000);
@@ -258,6 +266,8 @@ Config load_config(const ConfigOverrides& o) {
     r.integer("upstream.poll_wait_ms", u.poll_wait_ms, 0, 60'000);
     r.integer("upstream.backoff_max_ms", u.backoff_max_ms, 100, 3'600'000);
     r.integer("upstream.prefetch_deadline_ms", u.prefetch_deadline_ms, 0, 86'400'000);
+    r.integer("upstream.stale_after_ms", u.stale_after_ms, 0, 86'400'000);
+    r.boolean("upstream.stale_is_unready", u.stale_is_unready);
     r.integer("upstream.checkin_batch", u.checkin_batch, 1, 10'000);
     r.string("sync.token", c.sync_token);
     if (const auto* n = r.get("sync.push_to")) {

@@ -123,7 +123,10 @@ int run(const edge::Config& c) {
   metrics.set_storage(db.get());
   metrics.set_sync(
       &sync_metrics, [&state] { return state.last_seq(); }, is_edge ? &checkins : nullptr);
-  edge::api::Api api(*chunks, blobs, metrics, {token, c.max_upload_bytes});
+  if (is_edge)
+    sync_metrics.stale_after_ms = c.upstream.stale_threshold_ms();
+  edge::api::Api api(*chunks, blobs, metrics,
+                     {token, c.max_upload_bytes, c.upstream.stale_is_unready});
   api.set_control(&control);
   edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);

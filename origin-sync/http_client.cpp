@@ -113,7 +113,8 @@ void HttpClient::cancel() {
 
 Result<HttpReply> HttpClient::request(
     std::string_view method, std::string_view target, std::string_view body,
-    const std::vector<std::pair<std::string, std::string>>& headers, std::uint32_t timeout_ms) {
+    const std::vector<std::pair<std::string, std::string>>& headers, std::uint32_t timeout_ms,
+    std::uint64_t max_body_bytes) {
   auto& im = *impl_;
   const std::chrono::milliseconds timeout(timeout_ms != 0 ? timeout_ms : im.timeout_ms);
   bhttp::request<bhttp::string_body> req(bhttp::string_to_verb(method), target, 11);
@@ -128,25 +129,40 @@ Result<HttpReply> HttpClient::request(
     req.body() = std::string(body);
     req.prepare_payload();
   }
+  // The timeout bounds the whole call, not each recv: a peer dripping a byte a second
+  // must not hold a fill (or the sync loop) past it. Every wait gets what is left.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now());
+  };
   // A kept-alive connection may have been closed by the peer meanwhile: one fresh retry.
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (im.cancelled)
       return Errc::kShutdown;
     const bool reused = im.socket.has_value();
     if (!reused) {
-      if (auto ec = im.connect(timeout)) {
+      if (left().count() <= 0)
+        return Errc::kIo;
+      if (auto ec = im.connect(left())) {
         im.close();
         return im.cancelled ? Errc::kShutdown : Errc::kIo;
       }
     }
-    // The timeout bounds each wait for the peer (no progress for this long: give up).
-    im.set_timeouts(timeout);
+    im.set_timeouts(std::max(left(), std::chrono::milliseconds(1)));
     boost::system::error_code ec;
     bhttp::write(*im.socket, req, ec);
     bhttp::response_parser<bhttp::vector_body<std::uint8_t>> parser;
-    parser.body_limit(kMaxReplyBytes);
-    if (!ec)
-      bhttp::read(*im.socket, im.buffer, parser, ec);
+    parser.body_limit(max_body_bytes != 0 ? max_body_bytes : kMaxReplyBytes);
+    while (!ec && !parser.is_done()) {
+      const auto remaining = left();
+      if (remaining.count() <= 0) {
+        ec = asio::error::timed_out;
+        break;
+      }
+      im.set_timeouts(remaining);
+      bhttp::read_some(*im.socket, im.buffer, parser, ec);
+    }
     if (ec) {
       im.close();
       im.buffer.clear();
@@ -154,7 +170,9 @@ Result<HttpReply> HttpClient::request(
         return Errc::kShutdown;
       const bool timed_out = ec == asio::error::would_block || ec == asio::error::timed_out ||
                              ec == asio::error::try_again;
-      if (reused && !timed_out)
+      if (ec == bhttp::error::body_limit)
+        return Errc::kTooLarge;
+      if (reused && !timed_out && parser.got_some() == false)
         continue;  // stale keep-alive connection: once more on a new one
       return Errc::kIo;
     }

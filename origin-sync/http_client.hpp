@@ -36,12 +36,14 @@ class HttpClient {
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  /// One request. Errc::kIo: not connected, timed out, reset or a malformed reply;
+  /// One request, bounded as a whole by `timeout_ms` (0: the client's timeout): connect,
+  /// send and the complete reply. Errc::kIo: not connected, timed out, reset or a malformed
+  /// reply; Errc::kTooLarge: the body passed `max_body_bytes` (0: 1 GiB), read no further;
   /// Errc::kShutdown after cancel(). Any HTTP status is a successful call.
   Result<HttpReply> request(std::string_view method, std::string_view target,
                             std::string_view body = {},
                             const std::vector<std::pair<std::string, std::string>>& headers = {},
-                            std::uint32_t timeout_ms = 0);
+                            std::uint32_t timeout_ms = 0, std::uint64_t max_body_bytes = 0);
   /// Aborts the call in progress and every later one.
   void cancel();
   const std::string& base_url() const { return base_url_; }

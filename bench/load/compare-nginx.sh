@@ -62,6 +62,7 @@ start_edge() {  # $1: send_mode
 [server]
 send_mode = "$1"
 max_connections = 100000
+max_connections_per_ip = 0  # every wrk connection comes from 127.0.0.1
 [log]
 level = "warn"
 TOML

@@ -19,7 +19,10 @@ n = int(sys.argv[2]) if len(sys.argv) > 2 else 4000
 resource.setrlimit(resource.RLIMIT_NOFILE, (n + 1000, n + 1000))
 work = tempfile.mkdtemp(prefix="edge-idle-")
 log = open(os.path.join(work, "log"), "w")
-proc = subprocess.Popen([binary, "--data", os.path.join(work, "var"), "--listen", "127.0.0.1:0",
+conf = os.path.join(work, "node.toml")
+with open(conf, "w") as f:
+    f.write("[server]\nmax_connections_per_ip = 0\n")  # every connection comes from 127.0.0.1
+proc = subprocess.Popen([binary, "--config", conf, "--data", os.path.join(work, "var"), "--listen", "127.0.0.1:0",
                          "--admin-listen", "127.0.0.1:0", "--threads", "1", "--admin-token", "t"],
                         stdout=log, stderr=subprocess.STDOUT)
 try:

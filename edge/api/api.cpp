@@ -1,6 +1,7 @@
 #include "edge/api/api.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 
 #include "edge/http/http.hpp"
@@ -109,8 +110,21 @@ Response Api::health(bool ready_check) const {
   if (ready_check && !ready_.load(std::memory_order_relaxed)) {
     r.status = 503;
     r.body = "{\"status\":\"starting\"}";
-  } else {
-    r.body = "{\"status\":\"ok\"}";
+    return r;
+  }
+  r.body = "{\"status\":\"ok\"}";
+  if (const auto* sync = metrics_.sync(); ready_check && sync != nullptr) {
+    // An edge that lost contact with its upstream still serves what it has, but its state
+    // may be old: say so (a load balancer may be told to take it out: stale_is_unready).
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    if (const auto stale = sync->stale_for_ms(now, metrics_.started_ms()); stale > 0) {
+      if (options_.stale_is_unready)
+        r.status = 503;
+      r.body = "{\"status\":\"degraded\",\"reason\":\"no answer from the upstream for " +
+               std::to_string(stale / 1000) + " s\"}";
+    }
   }
   return r;
 }

@@ -25,6 +25,7 @@ using RequestHeader = boost::beast::http::request_header<>;
 struct ApiOptions {
   std::string admin_token;                      ///< bearer token of the admin listener
   std::uint64_t max_upload_bytes = 2ULL << 30;  ///< admin.max_upload_bytes
+  bool stale_is_unready = false;                ///< upstream.stale_is_unready
 };
 
 /// A streaming upload into the BlobStore (PUT /v1/admin/blobs). The server feeds body bytes

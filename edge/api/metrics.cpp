@@ -126,6 +126,9 @@ void Metrics::render_sync(
       "edge_sync_seconds_since_contact",
       "Seconds since the upstream last answered (0: never contacted).", "gauge",
       contact > 0 && now_ms > contact ? static_cast<std::uint64_t>((now_ms - contact) / 1000) : 0);
+  gauge("edge_sync_stale",
+        "1 while the upstream has not answered for upstream.stale_after_ms (/readyz: degraded).",
+        "gauge", m.stale_for_ms(now_ms, started_ms_) > 0 ? 1 : 0);
   gauge("edge_sync_changes_applied_total", "Changes applied from upstream.", "counter",
         m.changes_applied.load());
   gauge("edge_sync_snapshots_applied_total", "Snapshots applied from upstream.", "counter",

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -40,6 +41,11 @@ class Metrics {
     outbox_ = outbox;
   }
 
+  /// The sync figures set by set_sync (null if none).
+  const SyncMetrics* sync() const { return sync_; }
+  /// When this node started (wall clock, ms).
+  std::int64_t started_ms() const { return started_ms_; }
+
   /// Adds the free-space figures of the data directory (edge_storage_*). Call before serving.
   void set_storage(const store::Database* db) { db_ = db; }
 
@@ -54,6 +60,9 @@ class Metrics {
   std::function<std::uint64_t()> cursor_;
   const store::CheckinStore* outbox_ = nullptr;
   const store::Database* db_ = nullptr;
+  std::int64_t started_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
   static constexpr std::size_t kRoutes = static_cast<std::size_t>(Route::kCount);
   static constexpr std::size_t kStatusSlots = kStatuses.size() + 1;
   std::array<std::atomic<std::uint64_t>, kRoutes * kStatusSlots> requests_{};

@@ -37,6 +37,14 @@ struct UpstreamOptions {
   std::uint32_t backoff_max_ms = 30'000;  ///< cap of the jittered exponential backoff
   std::uint32_t prefetch_deadline_ms = 60'000;  ///< a channel flip waits at most this long
   std::size_t checkin_batch = 500;              ///< check-ins per POST /v1/checkins
+  /// No answer from upstream for this long: /readyz says "degraded" (and edge_sync_stale
+  /// is 1). 0: 2 x (poll_wait_ms + timeout_ms).
+  std::uint32_t stale_after_ms = 0;
+  bool stale_is_unready = false;  ///< true: /readyz answers 503 while stale
+  /// The stale threshold in force.
+  std::uint32_t stale_threshold_ms() const {
+    return stale_after_ms != 0 ? stale_after_ms : 2 * (poll_wait_ms + timeout_ms);
+  }
 };
 
 /// Where an edge gets bytes it lacks: its upstream (origin-sync's Fetcher).
@@ -82,6 +90,18 @@ struct SyncMetrics {
   std::atomic<std::uint64_t> checkin_batches_sent{0};
   std::atomic<std::uint64_t> pushes_sent{0};
   std::atomic<std::uint64_t> push_errors{0};
+  std::atomic<std::uint32_t> stale_after_ms{0};  ///< set by the node (0: no staleness check)
+  /// Milliseconds since the last upstream answer if past stale_after_ms, else 0. An edge
+  /// that never reached its upstream counts from `since_ms` (its start).
+  std::int64_t stale_for_ms(std::int64_t now_ms, std::int64_t since_ms) const {
+    const std::uint32_t limit = stale_after_ms.load(std::memory_order_relaxed);
+    if (limit == 0)
+      return 0;
+    std::int64_t contact = last_contact_ms.load(std::memory_order_relaxed);
+    if (contact == 0)
+      contact = since_ms;
+    return now_ms - contact > limit ? now_ms - contact : 0;
+  }
 };
 
 // --- wire format (JSON); every parser here has a fuzz target ------------------------------

@@ -2,8 +2,10 @@
 
 #include <array>
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <boost/asio/io_context.hpp>
@@ -93,16 +95,32 @@ struct Worker {
 struct Server::Impl {
   ServerOptions options;
   api::Api& api;
-  std::vector<std::unique_ptr<Worker>> workers;
   std::atomic<bool> draining{false};
-  std::atomic<std::int64_t> connections{0};
+  // Set when the server is being destroyed: handlers destroyed by ~io_context (a fill that
+  // outlived shutdown_grace_ms) must not touch worker state that is going away.
+  std::atomic<bool> destroying{false};
+  std::atomic<std::int64_t> connections{0};        // both listeners (drain waits for 0)
+  std::atomic<std::int64_t> admin_connections{0};  // the admin listener's own budget
+  std::mutex per_ip_mutex;
+  std::unordered_map<std::string, std::size_t> per_ip;  // guarded by per_ip_mutex
   std::optional<asio::signal_set> signals;
   std::optional<asio::steady_timer> grace;
   std::uint16_t public_port = 0;
   std::uint16_t admin_port = 0;
   std::function<void()> on_stop;
 
+  // Declared after every member a Session's destructor reads: destroyed first.
+  std::vector<std::unique_ptr<Worker>> workers;
+
   Impl(ServerOptions o, api::Api& a) : options(std::move(o)), api(a) {}
+  ~Impl() {
+    destroying = true;
+    workers.clear();
+  }
+  /// Takes a connection slot for a client: false (and nothing taken) when a limit is hit,
+  /// with `why` naming it.
+  bool admit(bool admin, const std::string& ip, std::string& why);
+  void release(bool admin, const std::string& ip);
   void accept(Worker& w, bool admin);
   void drain_worker(Worker& w);
   void sweep(Worker& w);
@@ -114,24 +132,29 @@ struct Server::Impl {
 // the buffer and are answered in order).
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  // `counted`: the connection holds one of server.max_connections (a refused one does not).
-  Session(tcp::socket socket, Worker& worker, Server::Impl& server, bool admin, bool counted)
+  // `counted`: the connection holds a slot taken by Impl::admit for `ip` (a refused one
+  // does not).
+  Session(tcp::socket socket, Worker& worker, Server::Impl& server, bool admin, bool counted,
+          std::string ip)
       : socket_(std::move(socket)),
         worker_(worker),
         server_(server),
         admin_(admin),
-        counted_(counted) {
+        counted_(counted),
+        ip_(std::move(ip)) {
     buffer_.max_size(server_.options.header_limit_bytes + kUploadReadBuffer);
-    if (counted_) {
-      server_.connections.fetch_add(1, std::memory_order_relaxed);
+    if (counted_)
       server_.api.metrics().connection_opened();
-    }
   }
   ~Session() {
+    if (counted_)
+      server_.api.metrics().connection_closed();
+    if (server_.destroying.load(std::memory_order_relaxed))
+      return;  // the worker (and its session set) is being destroyed
     worker_.sessions.erase(this);
     if (!counted_)
       return;
-    server_.api.metrics().connection_closed();
+    server_.release(admin_, ip_);
     if (server_.connections.fetch_sub(1, std::memory_order_relaxed) == 1 &&
         server_.draining.load(std::memory_order_relaxed)) {
       server_.all_closed();
@@ -146,15 +169,13 @@ class Session : public std::enable_shared_from_this<Session> {
     read_request();
   }
 
-  // Over server.max_connections: answer 503 at once and close (lingering, so the answer is
+  // Over a connection limit: answer 503 at once and close (lingering, so the answer is
   // not lost to a reset when the client's request is still unread).
-  void refuse() {
+  void refuse(const std::string& why) {
     worker_.sessions.insert(this);
     error_code ec;
     socket_.native_non_blocking(true, ec);
-    api::Response r = api::error_response(
-        503, "busy",
-        "server.max_connections (" + std::to_string(opt().max_connections) + ") reached");
+    api::Response r = api::error_response(503, "busy", why + " reached");
     r.set("Retry-After", "1");
     keep_alive_ = false;
     started_ = Clock::now();
@@ -291,13 +312,15 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     string_parser_.emplace(std::move(*parser_));
     string_parser_->body_limit(opt().json_body_limit_bytes);
-    arm(Timeout::kRequest, opt().request_timeout_ms);
+    // A JSON body is small: it gets the short body timeout, not the uploads' one, so slow
+    // senders cannot hold connections for minutes.
+    arm(Timeout::kRequest, opt().body_timeout_ms);
     send_continue_if_expected(string_parser_->get());
     bhttp::async_read(
         socket_, buffer_, *string_parser_, [self = shared_from_this()](error_code ec, std::size_t) {
           if (self->timeout_ == Timeout::kRequest) {
             return self->fail(408, "request_timeout",
-                              "the request body did not arrive within request_timeout_ms");
+                              "the request body did not arrive within server.body_timeout_ms");
           }
           if (ec == bhttp::error::body_limit) {
             return self->fail(413, "too_large",
@@ -411,6 +434,8 @@ class Session : public std::enable_shared_from_this<Session> {
         Keep(const Keep&) = delete;
         Keep& operator=(const Keep&) = delete;
         ~Keep() {
+          if (session->server_.destroying.load(std::memory_order_relaxed))
+            return;  // the io_context is going away; the session dies here
           auto& io = session->worker_.io;
           asio::post(io, [s = std::move(session)] {});
         }
@@ -641,6 +666,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Server::Impl& server_;
   bool admin_;
   bool counted_;
+  std::string ip_;
   boost::beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::empty_body>> parser_;
   std::optional<bhttp::request_parser<bhttp::string_body>> string_parser_;
@@ -679,15 +705,65 @@ void Server::Impl::accept(Worker& w, bool admin) {
       w.retry.async_wait([this, &w, admin](error_code) { accept(w, admin); });
       return;
     }
-    if (connections.load(std::memory_order_relaxed) >=
-        static_cast<std::int64_t>(options.max_connections)) {
+    error_code ep_ec;
+    const auto peer = socket.remote_endpoint(ep_ec);
+    std::string ip = ep_ec ? std::string() : peer.address().to_string();
+    std::string why;
+    if (!admit(admin, ip, why)) {
       api.metrics().connection_refused();
-      std::make_shared<Session>(std::move(socket), w, *this, admin, false)->refuse();
+      std::make_shared<Session>(std::move(socket), w, *this, admin, false, std::move(ip))
+          ->refuse(why);
     } else {
-      std::make_shared<Session>(std::move(socket), w, *this, admin, true)->start();
+      std::make_shared<Session>(std::move(socket), w, *this, admin, true, std::move(ip))->start();
     }
     accept(w, admin);
   });
+}
+
+bool Server::Impl::admit(bool admin, const std::string& ip, std::string& why) {
+  // The admin listener has a budget of its own, so that a flood of device connections
+  // never locks the operator out of /healthz and /metrics.
+  if (admin) {
+    if (admin_connections.fetch_add(1, std::memory_order_relaxed) >=
+        static_cast<std::int64_t>(options.admin_max_connections)) {
+      admin_connections.fetch_sub(1, std::memory_order_relaxed);
+      why = "admin.max_connections (" + std::to_string(options.admin_max_connections) + ")";
+      return false;
+    }
+    connections.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  if (connections.load(std::memory_order_relaxed) - admin_connections.load() >=
+      static_cast<std::int64_t>(options.max_connections)) {
+    why = "server.max_connections (" + std::to_string(options.max_connections) + ")";
+    return false;
+  }
+  if (options.max_connections_per_ip > 0) {
+    std::lock_guard lock(per_ip_mutex);
+    auto& n = per_ip[ip];
+    if (n >= options.max_connections_per_ip) {
+      if (n == 0)
+        per_ip.erase(ip);
+      why = "server.max_connections_per_ip (" + std::to_string(options.max_connections_per_ip) +
+            ") for " + ip;
+      return false;
+    }
+    ++n;
+  }
+  connections.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void Server::Impl::release(bool admin, const std::string& ip) {
+  if (admin) {
+    admin_connections.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  if (options.max_connections_per_ip == 0)
+    return;
+  std::lock_guard lock(per_ip_mutex);
+  if (auto it = per_ip.find(ip); it != per_ip.end() && --it->second == 0)
+    per_ip.erase(it);
 }
 
 void Server::Impl::sweep(Worker& w) {

@@ -19,12 +19,15 @@ struct ServerOptions {
   std::string admin_host = "127.0.0.1";
   std::uint16_t admin_port = 9090;
   unsigned threads = 1;                           ///< io_contexts, one per thread
-  std::size_t max_connections = 10000;            ///< beyond: 503 and close
+  std::size_t max_connections = 10000;            ///< public listener; beyond: 503 and close
+  std::size_t max_connections_per_ip = 256;       ///< per client address (public); 0: no limit
+  std::size_t admin_max_connections = 64;         ///< admin listener, a budget of its own
   std::size_t header_limit_bytes = 16 * 1024;     ///< beyond: 431
   std::uint64_t json_body_limit_bytes = 1 << 20;  ///< request bodies other than uploads: 413
   std::uint32_t header_timeout_ms = 10'000;       ///< first byte to end of header: 408
   std::uint32_t idle_timeout_ms = 60'000;         ///< keep-alive wait for the next request
-  std::uint32_t request_timeout_ms = 300'000;     ///< reading a request body (uploads): 408
+  std::uint32_t request_timeout_ms = 300'000;     ///< reading an upload body: 408
+  std::uint32_t body_timeout_ms = 10'000;         ///< reading any other (JSON) body: 408
   std::uint32_t send_timeout_ms = 60'000;         ///< no write progress for this long: close
   std::uint32_t shutdown_grace_ms = 10'000;       ///< in-flight responses get this long
   bool use_sendfile = true;                       ///< false: pread + send copy path

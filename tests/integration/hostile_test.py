@@ -191,6 +191,116 @@ def main():
         got = origin_checkins(o) - base
         assert got >= acked and acked >= 40, (got, acked)
 
+    # --- item 5: slow bodies, connection floods and the operator's access.
+    def t_nobody_locks_everyone_out():
+        o = origin('[server]\nmax_connections = 40\nmax_connections_per_ip = 30\n'
+                   'body_timeout_ms = 1000\n')
+        nodes.append(o)
+        drip = b"POST /updates HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"
+        socks = []
+
+        def open_from(src):
+            s = socket.socket()
+            s.bind((src, 0))
+            s.settimeout(5)
+            s.connect(("127.0.0.1", o.port))
+            s.sendall(drip)
+            return s
+        t0 = time.time()
+        socks += [open_from("127.0.0.1") for _ in range(30)]
+        time.sleep(0.2)
+        extra = open_from("127.0.0.1")
+        assert extra.recv(1000).startswith(b"HTTP/1.1 503"), "per-address limit"
+        socks += [open_from("127.0.0.2") for _ in range(10)]
+        time.sleep(0.2)
+        over = open_from("127.0.0.3")
+        reply = over.recv(1000)
+        assert reply.startswith(b"HTTP/1.1 503") and b"max_connections" in reply, reply[:200]
+        # The operator still gets in: the admin listener has its own budget.
+        lat = []
+        for _ in range(20):
+            a = time.time()
+            st, _, _ = curl(o.admin_url + "/healthz")
+            lat.append(time.time() - a)
+            assert st == 200, st
+        st, _, _ = curl("-H", "Authorization: Bearer " + o.token, o.admin_url + "/metrics")
+        assert st == 200, st
+        # Slow JSON bodies get the short body timeout (1 s), not the upload timeout.
+        timed_out = 0
+        for s_ in socks:
+            try:
+                if s_.recv(1000).startswith(b"HTTP/1.1 408"):
+                    timed_out += 1
+            except socket.timeout:
+                pass
+            s_.close()
+        assert timed_out == 40, timed_out
+        assert time.time() - t0 < 8, time.time() - t0
+        lat.sort()
+        print("  admin /healthz under the flood: max %.1f ms (curl included)" % (lat[-1] * 1000))
+
+    # --- item 6: a fill that outlives shutdown_grace_ms must not crash the shutdown.
+    def t_shutdown_with_a_fill_in_flight():
+        o = origin()
+        nodes.append(o)
+        publish(o, "1.0.1")
+        proxy = Tamper(o.port, drip_paths=("/v1/recipes/",), drip_delay=0.3)
+        e = edge(proxy.url, "[server]\nshutdown_grace_ms = 200\n", args=())
+        nodes.append(e)
+        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+        path = os.path.join(TMP, "lone-blob")
+        data = os.urandom(300_000)
+        open(path, "wb").write(data)
+        assert upload(o, path)[0] in (200, 201)
+        getter = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "20",
+                                   "%s/v1/blobs/%s" % (e.url, sha(data))])
+        time.sleep(0.7)  # the fill is waiting on the dripping recipe
+        rc = e.stop()
+        getter.wait()
+        proxy.stop()
+        assert rc == 0, "edge exited with %s (a negative number is a signal)" % rc
+
+    # --- item 7: timeouts bound whole requests; lost contact shows in /readyz.
+    def t_upstream_timeouts_bound_the_request():
+        o = origin()
+        nodes.append(o)
+        publish(o, "1.0.1")
+        proxy = Tamper(o.port, drip_paths=(), drip_delay=0.2)
+        e = edge(proxy.url, "")
+        nodes.append(e)
+        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+        path = os.path.join(TMP, "dripped-blob")
+        data = os.urandom(300_000)
+        open(path, "wb").write(data)
+        assert upload(o, path)[0] in (200, 201)
+        proxy.drip_paths = ("/v1/recipes/",)  # a byte every 0.2 s: a recipe takes a minute
+        t0 = time.time()
+        st, _, _ = curl("--max-time", "60", "%s/v1/blobs/%s" % (e.url, sha(data)))
+        took = time.time() - t0
+        # timeout_ms = 3000, retries = 1 (sync_test's edge): two bounded tries and a backoff.
+        assert st == 502 and took < 10, (st, took)
+        proxy.stop()
+
+    def t_lost_contact_shows_in_readyz():
+        o = origin()
+        nodes.append(o)
+        publish(o, "1.0.1")
+        proxy = Tamper(o.port, drip_paths=(), drip_delay=0.5)
+        e = edge(proxy.url, "poll_wait_ms = 500\nstale_after_ms = 3000\n")
+        nodes.append(e)
+        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+        st, _, out = curl(e.url + "/readyz")
+        assert st == 200 and json.loads(out)["status"] == "ok", out
+        proxy.drip_paths = ("/v1/sync/",)  # every feed answer now drips
+        wait_for("readyz degraded", lambda: json.loads(curl(e.url + "/readyz")[2])["status"] ==
+                 "degraded", timeout=15)
+        assert metric(e, "edge_sync_stale") == 1
+        assert updates(e)[0] == 200, "the edge still answers devices"
+        proxy.drip_paths = ()
+        wait_for("readyz ok again", lambda: json.loads(curl(e.url + "/readyz")[2])["status"] ==
+                 "ok", timeout=15)
+        proxy.stop()
+
     # --- item 11: errors do not echo megabytes of input.
     def t_errors_quote_little():
         o = origin()
@@ -209,6 +319,10 @@ def main():
         ("item3 request smuggling refused", t_request_smuggling_is_refused),
         ("item3 bearer scheme case-insensitive", t_bearer_scheme_is_case_insensitive),
         ("item4 wiped edge with pinned id", t_wiped_edge_with_pinned_id_loses_nothing),
+        ("item5 nobody locks everyone out", t_nobody_locks_everyone_out),
+        ("item6 shutdown with a fill in flight", t_shutdown_with_a_fill_in_flight),
+        ("item7 upstream timeouts bound the request", t_upstream_timeouts_bound_the_request),
+        ("item7 lost contact shows in readyz", t_lost_contact_shows_in_readyz),
         ("item11 errors quote little", t_errors_quote_little),
     ]
     only = os.environ.get("EDGE_IT_ONLY")
@@ -337,7 +451,11 @@ class Tamper:
                 else:
                     self.wfile.write(data)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        class Quiet(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # peers that hang up on a dripping reply are the point
+
+        self.server = Quiet(("127.0.0.1", 0), H)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
