@@ -196,6 +196,7 @@ int run(const edge::Config& c) {
     pusher->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.
   checkins.flush();
+  control.drain();
   spdlog::info("stopped: closing the store");
   return 0;
 }

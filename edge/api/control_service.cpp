@@ -1,5 +1,6 @@
 #include "edge/api/control_service.hpp"
 
+#include <algorithm>
 #include <cctype>
 
 #include <boost/json.hpp>
@@ -112,14 +113,13 @@ ControlService::ControlService(store::StateStore& state, store::BlobStore& blobs
       const std::string_view app = kind == StateKind::kApp ? std::string_view(key) : app_id;
       const std::string_view k =
           kind == StateKind::kApp ? std::string_view() : std::string_view(key);
-      auto next = s.apply(to_control(kind), app, k, doc);
-      if (auto* e = std::get_if<control::FieldError>(&next)) {
+      // Ignoring unknown fields: an edge stores documents as its upstream sent them.
+      if (auto e = s.apply_in_place(to_control(kind), app, k, doc, control::Unknown::kIgnore)) {
         throw store::StoreError(Errc::kCorrupt,
                                 "stored " + std::string(store::state_kind_name(kind)) + " " +
                                     std::string(app) + "/" + std::string(k) +
                                     " does not parse: " + e->field + ": " + e->message);
       }
-      s = std::move(std::get<ControlState>(next));
     }
   };
   load(StateKind::kApp, "");
@@ -140,11 +140,9 @@ Response ControlService::commit(store::StateStore::Batch& batch, unsigned status
   auto current = state_.load();
   ControlState next = *current;
   for (const auto& c : batch.changes()) {
-    auto applied =
-        next.apply(to_control(c.kind), c.app_id, c.key, c.deleted ? std::string_view() : c.value);
-    if (auto* e = std::get_if<control::FieldError>(&applied))
+    if (auto e = next.apply_in_place(to_control(c.kind), c.app_id, c.key,
+                                     c.deleted ? std::string_view() : c.value))
       return field_error(*e);
-    next = std::move(std::get<ControlState>(applied));
   }
   auto seq = store_.commit(batch);
   if (!seq && seq.error() == Errc::kStorageFull)
@@ -174,11 +172,11 @@ std::shared_ptr<const ControlState> ControlService::preview(
   for (const auto& c : changes) {
     if (c.seq <= cursor)
       continue;
-    auto applied =
-        next.apply(to_control(c.kind), c.app_id, c.key, c.deleted ? std::string_view() : c.value);
-    if (std::holds_alternative<control::FieldError>(applied))
+    // Forward compatibility: fields a newer upstream added are kept in the stored document
+    // and ignored here.
+    if (next.apply_in_place(to_control(c.kind), c.app_id, c.key,
+                            c.deleted ? std::string_view() : c.value, control::Unknown::kIgnore))
       return nullptr;
-    next = std::move(std::get<ControlState>(applied));
   }
   return std::make_shared<const ControlState>(std::move(next));
 }
@@ -191,10 +189,9 @@ std::shared_ptr<const ControlState> ControlService::preview(
     for (const auto& c : snap.docs) {
       if ((c.kind == StateKind::kApp) != apps)
         continue;
-      auto applied = next.apply(to_control(c.kind), c.app_id, c.key, c.value);
-      if (std::holds_alternative<control::FieldError>(applied))
+      if (next.apply_in_place(to_control(c.kind), c.app_id, c.key, c.value,
+                              control::Unknown::kIgnore))
         return nullptr;
-      next = std::move(std::get<ControlState>(applied));
     }
   }
   return std::make_shared<const ControlState>(std::move(next));
@@ -229,19 +226,65 @@ Result<std::uint64_t> ControlService::apply_snapshot(const store::StateStore::Sn
   return seq;
 }
 
-bool ControlService::set_device_override(std::string_view app_id, std::string_view device_id,
-                                         const std::optional<std::string>& channel) {
-  if (read_only_)
-    return false;  // an edge mirrors its upstream's numbered changes; it writes none
-  std::lock_guard lock(write_mutex_);
-  store::StateStore::Batch b;
-  if (channel) {
-    b.put(StateKind::kDevice, app_id, device_id,
-          control::to_json(control::DeviceOverride{*channel}));
-  } else {
-    b.erase(StateKind::kDevice, app_id, device_id);
+ControlService::~ControlService() {
+  drain();
+}
+
+void ControlService::drain() {
+  {
+    std::lock_guard lock(override_mutex_);
+    override_stop_ = true;
   }
-  return commit(b, 200, {}).status == 200;
+  override_cv_.notify_all();
+  if (override_thread_.joinable())
+    override_thread_.join();
+}
+
+void ControlService::async_set_device_override(std::string app_id, std::string device_id,
+                                               std::optional<std::string> channel,
+                                               std::function<void(bool)> done) {
+  if (read_only_) {
+    done(false);  // an edge mirrors its upstream's numbered changes; it writes none
+    return;
+  }
+  {
+    std::lock_guard lock(override_mutex_);
+    if (!override_thread_.joinable())
+      override_thread_ = std::thread([this] { override_writer(); });
+    override_queue_.push_back(
+        {std::move(app_id), std::move(device_id), std::move(channel), std::move(done)});
+  }
+  override_cv_.notify_one();
+}
+
+void ControlService::override_writer() {
+  std::vector<OverrideWrite> batch;
+  while (true) {
+    {
+      std::unique_lock lock(override_mutex_);
+      override_cv_.wait(lock, [&] { return override_stop_ || !override_queue_.empty(); });
+      if (override_queue_.empty())
+        return;
+      batch.swap(override_queue_);
+    }
+    bool ok = false;
+    {
+      std::lock_guard lock(write_mutex_);
+      store::StateStore::Batch b;
+      for (const auto& w : batch) {
+        if (w.channel) {
+          b.put(StateKind::kDevice, w.app_id, w.device_id,
+                control::to_json(control::DeviceOverride{*w.channel}));
+        } else {
+          b.erase(StateKind::kDevice, w.app_id, w.device_id);
+        }
+      }
+      ok = commit(b, 200, {}).status == 200;
+    }
+    for (auto& w : batch)
+      w.done(ok);
+    batch.clear();
+  }
 }
 
 Response ControlService::put_app(const std::string& app_id, std::string_view body) {
@@ -463,9 +506,13 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
       for (const auto& [n, c] : app->channels)
         items.push_back(named("name", n, control::to_json(c)));
     } else {
-      for (const auto& [n, ch] : app->overrides) {
+      std::vector<std::pair<std::string_view, std::string_view>> all;
+      all.reserve(app->overrides.size());
+      app->overrides.for_each(
+          [&](const std::string& n, const std::string& ch) { all.emplace_back(n, ch); });
+      std::sort(all.begin(), all.end());  // shards are unordered among themselves
+      for (const auto& [n, ch] : all)
         items.push_back(json::object{{"device_id", n}, {"channel", ch}});
-      }
     }
     return json_response(200, json::object{{coll, std::move(items)}});
   }
@@ -523,11 +570,10 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   }
   if (!get)
     return not_allowed("GET, PUT, DELETE");
-  const auto it = app->overrides.find(key);
-  json::object out{
-      {"device_id", key},
-      {"channel", it == app->overrides.end() ? json::value(nullptr) : json::value(it->second)},
-      {"last_checkin", nullptr}};
+  const std::string* channel = app->overrides.find(key);
+  json::object out{{"device_id", key},
+                   {"channel", channel == nullptr ? json::value(nullptr) : json::value(*channel)},
+                   {"last_checkin", nullptr}};
   if (checkins_ != nullptr) {
     if (auto last = checkins_->last(app_id, key); last && *last) {
       const auto& c = **last;

@@ -1,10 +1,14 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include <boost/beast/http/message.hpp>
 
@@ -33,10 +37,21 @@ class ControlService {
   /// Serves GET .../stats and the devices' last check-in from this store (may be null).
   void set_checkins(const store::CheckinStore* checkins) { checkins_ = checkins; }
 
+  ~ControlService();  ///< finishes the override writes queued (drain())
+  /// Finishes the override writes queued and stops the writer thread (their `done` runs
+  /// before this returns). Call before the server goes away. Idempotent.
+  void drain();
+  ControlService(const ControlService&) = delete;
+  ControlService& operator=(const ControlService&) = delete;
+
   /// Sets (channel) or removes (nullopt) a device override, as old plugins' /channel_self
-  /// does. False if the write failed (logged by the caller as a 200 override_not_allowed).
-  bool set_device_override(std::string_view app_id, std::string_view device_id,
-                           const std::optional<std::string>& channel);
+  /// does, off the caller's thread: the write is queued for this service's writer thread,
+  /// which commits every write waiting in one synced batch (so a flood of them costs one
+  /// fsync per batch, and never an event-loop thread's time). `done(ok)` runs once on the
+  /// writer thread; false if the write failed (an edge, storage full, a store error).
+  void async_set_device_override(std::string app_id, std::string device_id,
+                                 std::optional<std::string> channel,
+                                 std::function<void(bool ok)> done);
 
   /// Edges: admin writes answer 409 (publish to the origin) and device overrides from
   /// /channel_self are refused; state changes only through apply_changes/apply_snapshot.
@@ -85,7 +100,20 @@ class ControlService {
   const store::CheckinStore* checkins_ = nullptr;
   void committed(std::uint64_t seq) const;
 
+  struct OverrideWrite {
+    std::string app_id;
+    std::string device_id;
+    std::optional<std::string> channel;
+    std::function<void(bool)> done;
+  };
+  void override_writer();
+
   std::mutex write_mutex_;
+  std::mutex override_mutex_;
+  std::condition_variable override_cv_;
+  std::vector<OverrideWrite> override_queue_;  // guarded by override_mutex_
+  bool override_stop_ = false;                 // guarded by override_mutex_
+  std::thread override_thread_;
   bool read_only_ = false;
   std::function<void(std::uint64_t)> on_commit_;
   std::atomic<std::shared_ptr<const control::ControlState>> state_;

@@ -445,10 +445,10 @@ Response DeviceApi::channel_self(std::string_view method, std::string_view query
     }
     return nullptr;
   };
-  const auto override_it = app->overrides.find(device_id);
+  const std::string* current_override = app->overrides.find(device_id);
   const control::Channel* overridden = nullptr;
-  if (override_it != app->overrides.end()) {
-    const auto c = app->channels.find(override_it->second);
+  if (current_override != nullptr) {
+    const auto c = app->channels.find(*current_override);
     if (c != app->channels.end())
       overridden = &c->second;
   }
@@ -504,18 +504,14 @@ Response DeviceApi::channel_self(std::string_view method, std::string_view query
   if (method == "DELETE") {  // unset (old plugins)
     if (local)
       return channel_json(200, json::object{{"status", "ok"}});
-    if (override_it == app->overrides.end() ||
+    if (current_override == nullptr ||
         (overridden != nullptr && !overridden->allow_device_self_set)) {
       return channel_json(
           200, json::object{
                    {"error", "cannot_override"},
                    {"message", "Cannot change device override current channel don't allow it"}});
     }
-    if (!control_.set_device_override(*app_id, device_id, std::nullopt)) {
-      return channel_json(200, json::object{{"error", "override_not_allowed"},
-                                            {"message", "Cannot remove the override"}});
-    }
-    return channel_json(200, json::object{{"status", "ok"}});
+    return write_override(*app_id, device_id, std::nullopt, "Cannot remove the override");
   }
   // POST: setChannel
   const auto requested = str("channel");
@@ -551,16 +547,31 @@ Response DeviceApi::channel_self(std::string_view method, std::string_view query
   std::optional<std::string> next = target.name;
   if (pub != nullptr && pub->name == target.name)
     next.reset();  // back to the public channel
-  if (next && override_it != app->overrides.end() && override_it->second == *next) {
+  if (next && current_override != nullptr && *current_override == *next) {
     return channel_json(200, json::object{{"status", "ok"}});
   }
-  if (!next && override_it == app->overrides.end())
+  if (!next && current_override == nullptr)
     return channel_json(200, json::object{{"status", "ok"}});
-  if (!control_.set_device_override(*app_id, device_id, next)) {
-    return channel_json(200, json::object{{"error", "override_not_allowed"},
-                                          {"message", "Cannot set the override"}});
-  }
-  return channel_json(200, json::object{{"status", "ok"}});
+  return write_override(*app_id, device_id, next, "Cannot set the override");
+}
+
+Response DeviceApi::write_override(std::string app_id, std::string device_id,
+                                   std::optional<std::string> channel,
+                                   std::string_view failure) const {
+  // Off the event loop: the control service's writer thread group-commits overrides.
+  return deferred(
+      Route::kChannelSelf,
+      [this, app_id = std::move(app_id), device_id = std::move(device_id),
+       channel = std::move(channel),
+       failure](const store::ChunkStore::Executor&, std::function<void(Response)> reply) mutable {
+        control_.async_set_device_override(
+            std::move(app_id), std::move(device_id), std::move(channel),
+            [reply = std::move(reply), failure](bool ok) {
+              reply(ok ? channel_json(200, json::object{{"status", "ok"}})
+                       : channel_json(200, json::object{{"error", "override_not_allowed"},
+                                                        {"message", failure}}));
+            });
+      });
 }
 
 }  // namespace edge::api

@@ -53,6 +53,10 @@ class DeviceApi {
   Response stats_now(bool post, std::string_view body, std::vector<store::Checkin>& pending) const;
   /// Records `pending` and answers `r` (after the commit when durable_).
   Response record_then(Response r, std::vector<store::Checkin> pending) const;
+  /// A deferred /channel_self answer: {"status":"ok"} once the override write is durable,
+  /// 200 override_not_allowed with `failure` if it failed.
+  Response write_override(std::string app_id, std::string device_id,
+                          std::optional<std::string> channel, std::string_view failure) const;
 
   ControlService& control_;
   std::string public_url_;

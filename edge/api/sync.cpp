@@ -26,6 +26,7 @@ using store::Change;
 using store::StateKind;
 
 constexpr std::size_t kPageLimit = 1000;      // changes per feed answer
+constexpr std::size_t kPageBytes = 1 << 20;   // and about this many bytes
 constexpr std::uint32_t kMaxWaitMs = 60'000;  // longest long poll
 constexpr std::size_t kMaxCheckinsPerBatch = 10'000;
 constexpr std::size_t kMaxField = store::kMaxCheckinField;
@@ -481,6 +482,16 @@ Response SyncApi::changes_now(std::uint64_t after) const {
                             "reading the changelog: " + changes.error().message(), Route::kSync);
     }
     page.changes = std::move(*changes);
+    // Pages are bounded in bytes too: 1000 large documents must not become one huge body
+    // a follower has to parse and apply in one go (it asks again from the last seq).
+    std::size_t bytes = 0;
+    for (std::size_t i = 0; i < page.changes.size(); ++i) {
+      bytes += page.changes[i].value.size() + page.changes[i].key.size() + 128;
+      if (i > 0 && bytes > kPageBytes) {
+        page.changes.resize(i);
+        break;
+      }
+    }
   }
   return json_reply(200, encode_changes(page), Route::kSync);
 }

@@ -11,7 +11,8 @@ namespace json = boost::json;
 // can be reported as unknown.
 class Fields {
  public:
-  Fields(const json::object& obj, std::string prefix) : obj_(obj), prefix_(std::move(prefix)) {}
+  Fields(const json::object& obj, std::string prefix, Unknown unknown)
+      : obj_(obj), prefix_(std::move(prefix)), allow_unknown_(unknown == Unknown::kIgnore) {}
 
   const json::value* take(std::string_view name) {
     seen_.emplace_back(name);
@@ -40,6 +41,8 @@ class Fields {
     return std::nullopt;
   }
   std::optional<FieldError> unknown() const {
+    if (allow_unknown_)
+      return std::nullopt;
     for (const auto& kv : obj_) {
       const std::string_view key = kv.key();
       bool known = false;
@@ -57,6 +60,7 @@ class Fields {
  private:
   const json::object& obj_;
   std::string prefix_;
+  bool allow_unknown_;
   std::vector<std::string> seen_;
 };
 
@@ -118,12 +122,12 @@ std::optional<AutoUpdatePolicy> parse_policy(std::string_view t) {
   return std::nullopt;
 }
 
-Parsed<AppSettings> parse_app(std::string_view text) {
+Parsed<AppSettings> parse_app(std::string_view text, Unknown unknown) {
   json::object obj;
   if (auto p = parse_object<AppSettings>(text, obj); std::holds_alternative<FieldError>(p))
     return p;
   AppSettings a;
-  Fields f(obj, "");
+  Fields f(obj, "", unknown);
   if (auto e = f.boolean("expose_metadata", a.expose_metadata))
     return *e;
   if (auto e = f.boolean("allow_device_custom_id", a.allow_device_custom_id))
@@ -133,12 +137,12 @@ Parsed<AppSettings> parse_app(std::string_view text) {
   return a;
 }
 
-Parsed<ReleaseDoc> parse_release(std::string_view text) {
+Parsed<ReleaseDoc> parse_release(std::string_view text, Unknown unknown) {
   json::object obj;
   if (auto p = parse_object<ReleaseDoc>(text, obj); std::holds_alternative<FieldError>(p))
     return p;
   ReleaseDoc r;
-  Fields f(obj, "");
+  Fields f(obj, "", unknown);
   if (auto e = sha_field(f, "zip", r.zip, true))
     return *e;
   for (auto [name, out] : {std::pair{"checksum", &r.checksum},
@@ -167,7 +171,7 @@ Parsed<ReleaseDoc> parse_release(std::string_view text) {
         const std::string prefix = "manifest[" + std::to_string(i++) + "].";
         if (!item.is_object())
           return FieldError{prefix.substr(0, prefix.size() - 1), "expected an object"};
-        Fields mf(item.get_object(), prefix);
+        Fields mf(item.get_object(), prefix, unknown);
         ManifestEntry entry;
         if (auto e = mf.string("file_name", entry.file_name, false))
           return *e;
@@ -194,12 +198,12 @@ Parsed<ReleaseDoc> parse_release(std::string_view text) {
   return r;
 }
 
-Parsed<Channel> parse_channel(std::string_view text) {
+Parsed<Channel> parse_channel(std::string_view text, Unknown unknown) {
   json::object obj;
   if (auto p = parse_object<Channel>(text, obj); std::holds_alternative<FieldError>(p))
     return p;
   Channel c;
-  Fields f(obj, "");
+  Fields f(obj, "", unknown);
   if (auto e = f.string("release", c.release, true))
     return *e;
   for (auto [name, out] :
@@ -228,7 +232,7 @@ Parsed<Channel> parse_channel(std::string_view text) {
   if (const auto* r = f.take("rollout"); r != nullptr && !r->is_null()) {
     if (!r->is_object())
       return f.error("rollout", "expected an object or null");
-    Fields rf(r->get_object(), "rollout.");
+    Fields rf(r->get_object(), "rollout.", unknown);
     Rollout ro;
     if (auto e = rf.string("release", ro.release, false))
       return *e;
@@ -255,12 +259,12 @@ Parsed<Channel> parse_channel(std::string_view text) {
   return c;
 }
 
-Parsed<DeviceOverride> parse_device(std::string_view text) {
+Parsed<DeviceOverride> parse_device(std::string_view text, Unknown unknown) {
   json::object obj;
   if (auto p = parse_object<DeviceOverride>(text, obj); std::holds_alternative<FieldError>(p))
     return p;
   DeviceOverride d;
-  Fields f(obj, "");
+  Fields f(obj, "", unknown);
   if (auto e = f.string("channel", d.channel, false))
     return *e;
   if (d.channel.empty())

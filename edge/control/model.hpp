@@ -53,11 +53,17 @@ struct DeviceOverride {
   std::string channel;
 };
 
-Parsed<AppSettings> parse_app(std::string_view json);
-Parsed<ReleaseDoc> parse_release(std::string_view json);
+/// What a parser does with a field it does not know. Admin writes refuse it (a typo must
+/// not pass silently); documents from upstream ignore it (forward compatibility: an origin
+/// upgraded before its edges may add fields; the edge keeps the document as it came, so
+/// its own children get them too, and applies what it understands).
+enum class Unknown { kRefuse, kIgnore };
+
+Parsed<AppSettings> parse_app(std::string_view json, Unknown unknown = Unknown::kRefuse);
+Parsed<ReleaseDoc> parse_release(std::string_view json, Unknown unknown = Unknown::kRefuse);
 /// A channel document; fields left out take Capgo's defaults. `name` is set by the caller.
-Parsed<Channel> parse_channel(std::string_view json);
-Parsed<DeviceOverride> parse_device(std::string_view json);
+Parsed<Channel> parse_channel(std::string_view json, Unknown unknown = Unknown::kRefuse);
+Parsed<DeviceOverride> parse_device(std::string_view json, Unknown unknown = Unknown::kRefuse);
 
 std::string to_json(const AppSettings& app);
 std::string to_json(const ReleaseDoc& release);

@@ -4,6 +4,7 @@
 // overrides, as immutable snapshots that event-loop threads read without locks while an
 // admin write builds the next one. Built from the StateStore's documents and changes.
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -15,6 +16,40 @@
 
 namespace edge::control {
 
+/// Device id -> channel of one app's overrides: a map split into kShards shards shared
+/// between snapshots, so that one override write copies one shard (about n/256 entries)
+/// and 256 pointers instead of the whole map: a flood of /channel_self writes from old
+/// plugins stays cheap at hundreds of thousands of overrides. Copies are cheap; a copy
+/// shares every shard until it is written.
+class Overrides {
+ public:
+  using Shard = std::map<std::string, std::string, std::less<>>;
+  static constexpr std::size_t kShards = 256;
+
+  /// The channel of `device`, or nullptr.
+  const std::string* find(std::string_view device) const;
+  bool contains(std::string_view device) const { return find(device) != nullptr; }
+  void set(std::string_view device, std::string channel);
+  void erase(std::string_view device);
+  std::size_t size() const { return size_; }
+  /// Calls fn(device, channel) for every override, in no particular order across shards.
+  template <class F>
+  void for_each(F&& fn) const {
+    for (const auto& shard : shards_) {
+      if (!shard)
+        continue;
+      for (const auto& [device, channel] : *shard)
+        fn(device, channel);
+    }
+  }
+
+ private:
+  static std::size_t shard_of(std::string_view device);
+  static std::shared_ptr<Shard> own(std::shared_ptr<const Shard>& shard);
+  std::array<std::shared_ptr<const Shard>, kShards> shards_{};
+  std::size_t size_ = 0;
+};
+
 /// One app's state. Immutable once published.
 struct AppState {
   std::string app_id;
@@ -22,7 +57,7 @@ struct AppState {
   std::map<std::string, ReleaseDoc, std::less<>> releases;
   std::map<std::string, Release, std::less<>> release_views;  ///< what decide() reads
   std::map<std::string, Channel, std::less<>> channels;       ///< Channel::name filled
-  std::map<std::string, std::string, std::less<>> overrides;  ///< device id -> channel
+  Overrides overrides;                                        ///< device id -> channel
 };
 
 /// AppView over one AppState (valid while the state is).
@@ -53,7 +88,13 @@ class ControlState {
   /// only holds documents this module wrote, so that means corruption.
   enum class Kind { kApp, kRelease, kChannel, kDevice };
   Parsed<ControlState> apply(Kind kind, std::string_view app_id, std::string_view key,
-                             std::string_view json) const;
+                             std::string_view json, Unknown unknown = Unknown::kRefuse) const;
+  /// The same, changing this state: an app that no other state shares is changed where it
+  /// is (so a batch of N changes to one app costs N small edits, not N copies of the app).
+  /// On error this state is unchanged.
+  std::optional<FieldError> apply_in_place(Kind kind, std::string_view app_id, std::string_view key,
+                                           std::string_view json,
+                                           Unknown unknown = Unknown::kRefuse);
 
  private:
   std::map<std::string, std::shared_ptr<const AppState>, std::less<>> apps_;
