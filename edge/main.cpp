@@ -30,6 +30,14 @@ namespace po = boost::program_options;
 namespace {
 
 // The admin token: configured, or kept in <data>/admin.token (created 0600 on first start).
+// `bytes` random bytes as lower-case hex.
+std::string random_hex(std::size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  return edge::to_hex(std::span<const unsigned char>(raw));
+}
+
 std::string admin_token(const edge::Config& c) {
   if (!c.admin_token.empty())
     return c.admin_token;
@@ -42,10 +50,7 @@ std::string admin_token(const edge::Config& c) {
       return token;
     }
   }
-  unsigned char raw[32];
-  if (RAND_bytes(raw, sizeof raw) != 1)
-    throw std::runtime_error("RAND_bytes failed");
-  const std::string token = edge::to_hex(raw);
+  const std::string token = random_hex(32);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0 || ::write(fd, token.data(), token.size()) != static_cast<ssize_t>(token.size()) ||
       ::fsync(fd) != 0) {
@@ -68,10 +73,7 @@ std::string node_id(const edge::Config& c) {
     if (!id.empty())
       return id;
   }
-  unsigned char raw[8];
-  if (RAND_bytes(raw, sizeof raw) != 1)
-    throw std::runtime_error("RAND_bytes failed");
-  const std::string id = "node-" + edge::to_hex(raw);
+  const std::string id = "node-" + random_hex(8);
   std::ofstream out(path, std::ios::trunc);
   out << id << "\n";
   out.flush();
@@ -114,6 +116,12 @@ int run(const edge::Config& c) {
   edge::store::BlobStore blobs(*chunks);
   edge::store::StateStore state(*db);
   state.set_log_retention(c.changelog_keep);
+  if (!is_edge && state.epoch().empty()) {
+    // The origin names its feed's numbering once; a follower that sees another name later
+    // knows the numbering restarted (DESIGN §6, README "Sync").
+    if (auto set = state.set_epoch(random_hex(8)); !set)
+      throw std::runtime_error("cannot write the feed epoch: " + set.error().message());
+  }
   edge::api::ControlService control(state, blobs);
   control.set_read_only(is_edge);
   edge::store::CheckinStore checkins(*db, {is_edge, c.outbox_max_bytes});

@@ -109,7 +109,7 @@ void Follower::prefetch_for(const control::ControlState& next) {
   }
 }
 
-bool Follower::apply(const std::vector<store::Change>& changes, const char* source) {
+Follower::Applied Follower::apply(const std::vector<store::Change>& changes, const char* source) {
   std::lock_guard lock(apply_mutex_);
   const std::uint64_t cursor = control_.last_seq();
   std::size_t fresh = 0;
@@ -118,10 +118,10 @@ bool Follower::apply(const std::vector<store::Change>& changes, const char* sour
       ++fresh;
   }
   if (fresh == 0)
-    return true;
+    return Applied::kOk;
   if (changes.back().seq - fresh + 1 != cursor + 1) {
     spdlog::debug("sync: {} batch does not follow cursor {}", source, cursor);
-    return false;
+    return Applied::kGap;
   }
   auto next = control_.preview(changes);
   if (!next) {
@@ -129,18 +129,18 @@ bool Follower::apply(const std::vector<store::Change>& changes, const char* sour
         "sync: a {} batch after seq {} holds a document that does not parse; "
         "not applied",
         source, cursor);
-    return false;
+    return Applied::kFailed;
   }
   prefetch_for(*next);
   auto seq = control_.apply_changes(changes);
   if (!seq) {
     spdlog::error("sync: applying the {} batch after seq {}: {}", source, cursor,
                   seq.error().message());
-    return false;
+    return Applied::kFailed;
   }
   metrics_.changes_applied.fetch_add(fresh, std::memory_order_relaxed);
   spdlog::info("sync: applied {} change(s) from {}, cursor {}", fresh, source, *seq);
-  return true;
+  return Applied::kOk;
 }
 
 bool Follower::take_snapshot() {
@@ -154,6 +154,17 @@ bool Follower::take_snapshot() {
     return false;
   }
   std::lock_guard lock(apply_mutex_);
+  // Within one epoch, state only moves forward: an older snapshot (an upstream behind us)
+  // would roll devices back. A new epoch is a new numbering and is taken as it is.
+  if (const auto mine = control_.epoch();
+      snap->seq < control_.last_seq() && (snap->epoch.empty() || snap->epoch == mine)) {
+    metrics_.upstream_behind = 1;
+    spdlog::error(
+        "sync: the upstream's snapshot is at seq {}, older than this node's {} (epoch {}); "
+        "not applied",
+        snap->seq, control_.last_seq(), mine.empty() ? "none" : mine);
+    return false;
+  }
   auto next = api::ControlService::preview(*snap);
   if (!next) {
     spdlog::error("sync: the upstream's snapshot holds a document that does not parse");
@@ -170,12 +181,66 @@ bool Follower::take_snapshot() {
   return true;
 }
 
+bool Follower::follow(const api::ChangesPage& page, std::uint64_t cursor) {
+  const std::string mine = control_.epoch();
+  if (!page.epoch.empty() && page.epoch != mine) {
+    if (mine.empty() && cursor == 0) {
+      // A fresh edge: it takes the epoch of what it is about to follow.
+      if (auto set = control_.set_epoch(page.epoch); !set)
+        return false;
+    } else if (mine.empty()) {
+      // State from before feed epochs: it came from this upstream, adopt the epoch.
+      spdlog::info("sync: following the upstream's feed epoch {}", page.epoch);
+      if (auto set = control_.set_epoch(page.epoch); !set)
+        return false;
+    } else {
+      metrics_.epoch_changes.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn(
+          "sync: the upstream's feed epoch changed ({} -> {}): its numbering restarted (data "
+          "reset or replaced); taking a snapshot instead of trusting cursor {}",
+          mine, page.epoch, cursor);
+      return take_snapshot();
+    }
+  }
+  if (page.last_seq < cursor) {
+    // Same epoch, yet behind us: not a history this node can follow. Keep serving what
+    // we have, say so, and look again after a backoff.
+    if (metrics_.upstream_behind.exchange(1) == 0) {
+      spdlog::error(
+          "sync: the upstream's feed ends at seq {}, behind this node's cursor {} in the same "
+          "epoch; not following it (was the upstream restored from a backup? give it a new "
+          "epoch)",
+          page.last_seq, cursor);
+    }
+    return false;
+  }
+  metrics_.upstream_behind = 0;
+  if (page.snapshot) {
+    spdlog::info("sync: cursor {} is older than the upstream's log; taking a snapshot", cursor);
+    return take_snapshot();
+  }
+  if (page.changes.empty())
+    return true;
+  switch (apply(page.changes, "pull")) {
+    case Applied::kOk: return true;
+    case Applied::kGap:
+      // The page does not start after our cursor: the log we need is not there.
+      spdlog::warn("sync: the upstream's page does not follow cursor {}; taking a snapshot",
+                   cursor);
+      return take_snapshot();
+    case Applied::kFailed: break;
+  }
+  return false;
+}
+
 void Follower::pull_loop() {
   unsigned failures = 0;
+  unsigned snapshots_in_row = 0;
   while (true) {
     if (stopper_.stopped())
       return;
     const std::uint64_t cursor = control_.last_seq();
+    const std::uint64_t snapshots_before = metrics_.snapshots_applied.load();
     const std::string target = "/v1/sync/changes?after=" + std::to_string(cursor) +
                                "&wait_ms=" + std::to_string(options_.poll_wait_ms);
     auto reply =
@@ -189,13 +254,7 @@ void Follower::pull_loop() {
       } else {
         metrics_.upstream_seq = page->last_seq;
         metrics_.last_contact_ms = now_ms();
-        if (page->snapshot) {
-          spdlog::info("sync: cursor {} is older than the upstream's log; taking a snapshot",
-                       cursor);
-          ok = take_snapshot();
-        } else {
-          ok = page->changes.empty() || apply(page->changes, "pull");
-        }
+        ok = follow(*page, cursor);
       }
     } else if (reply) {
       spdlog::warn("sync: GET {}{}: HTTP {} {}", options_.url, target, reply->status,
@@ -209,6 +268,13 @@ void Follower::pull_loop() {
       if (failures > 0)
         spdlog::info("sync: upstream {} reachable again", options_.url);
       failures = 0;
+      // An upstream that asks for a snapshot after every snapshot is broken: back off
+      // rather than download its whole state in a tight loop.
+      snapshots_in_row =
+          metrics_.snapshots_applied.load() != snapshots_before ? snapshots_in_row + 1 : 0;
+      if (snapshots_in_row > 1 && !stopper_.sleep_for(std::chrono::milliseconds(backoff_ms(
+                                      snapshots_in_row - 2, 500, options_.backoff_max_ms))))
+        return;
       continue;
     }
     const auto delay = backoff_ms(failures, 200, options_.backoff_max_ms);
@@ -394,6 +460,7 @@ void Pusher::loop(Target& t) {
     }
     api::ChangesPage page;
     page.last_seq = changes->back().seq;
+    page.epoch = state_.epoch();
     page.changes = std::move(*changes);
     auto reply = t.client.request("POST", "/v1/sync/changes", api::encode_changes(page));
     if (reply && reply->status == 200) {

@@ -38,9 +38,13 @@ class Follower final : public api::PushSink {
  private:
   void pull_loop();
   void push_loop();
-  /// Applies a contiguous batch after prefetching what its flips need; false on a gap or
-  /// an invalid change.
-  bool apply(const std::vector<store::Change>& changes, const char* source);
+  enum class Applied { kOk, kGap, kFailed };
+  /// Applies a contiguous batch after prefetching what its flips need.
+  Applied apply(const std::vector<store::Change>& changes, const char* source);
+  /// Acts on one page of the feed: epoch checks (a new epoch -> snapshot; behind in the
+  /// same epoch -> not followed), snapshot instructions, gaps (-> snapshot). True if in
+  /// step with the upstream afterwards.
+  bool follow(const api::ChangesPage& page, std::uint64_t cursor);
   bool take_snapshot();
   void prefetch_for(const control::ControlState& next);
 

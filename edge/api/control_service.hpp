@@ -78,6 +78,9 @@ class ControlService {
   Result<std::uint64_t> apply_snapshot(const store::StateStore::Snapshot& snap);
   /// The sequence number of the newest applied change (an edge's cursor).
   std::uint64_t last_seq() const { return store_.last_seq(); }
+  /// The feed epoch this node's state belongs to (StateStore::epoch).
+  std::string epoch() const { return store_.epoch(); }
+  Result<void> set_epoch(const std::string& epoch) { return store_.set_epoch(epoch); }
 
   /// Routes under /v1/admin/apps (the caller checked the token).
   Response handle(const boost::beast::http::request_header<>& req, std::string_view path,

@@ -129,6 +129,12 @@ void Metrics::render_sync(
   gauge("edge_sync_stale",
         "1 while the upstream has not answered for upstream.stale_after_ms (/readyz: degraded).",
         "gauge", m.stale_for_ms(now_ms, started_ms_) > 0 ? 1 : 0);
+  gauge("edge_sync_upstream_behind",
+        "1 while the upstream's feed (same epoch) is behind this node's cursor: not followed.",
+        "gauge", m.upstream_behind.load());
+  gauge("edge_sync_epoch_changes_total",
+        "Times the upstream's feed epoch changed (numbering restarted) and a snapshot was taken.",
+        "counter", m.epoch_changes.load());
   gauge("edge_sync_changes_applied_total", "Changes applied from upstream.", "counter",
         m.changes_applied.load());
   gauge("edge_sync_snapshots_applied_total", "Snapshots applied from upstream.", "counter",

@@ -137,6 +137,17 @@ std::optional<json::value> parse_json(std::string_view text, std::string* error)
   return v;
 }
 
+// "epoch": absent (older nodes) or 1-32 lower-case hex digits.
+bool parse_epoch(const json::object& o, std::string& out, std::string* error) {
+  const auto* e = o.if_contains("epoch");
+  if (e == nullptr)
+    return true;
+  if (!e->is_string() || !store::StateStore::valid_epoch(e->get_string()))
+    return fail(error, "epoch: expected 1-32 lower-case hex digits");
+  out = std::string(e->get_string());
+  return true;
+}
+
 // The string fields of a check-in with their wire names, for the encoder and the parser.
 template <class C>
 auto checkin_fields(C& c) {
@@ -173,6 +184,8 @@ std::optional<std::uint64_t> query_u64(std::string_view query, std::string_view 
 
 std::string encode_changes(const ChangesPage& page) {
   std::string out = "{\"last_seq\":" + std::to_string(page.last_seq);
+  if (!page.epoch.empty())
+    out += ",\"epoch\":\"" + json_escape(page.epoch) + "\"";
   if (page.snapshot)
     return out + ",\"snapshot\":true}";
   out += ",\"changes\":[";
@@ -202,6 +215,8 @@ std::optional<ChangesPage> parse_changes(std::string_view text, std::string* err
     return std::nullopt;
   }
   page.last_seq = *last;
+  if (!parse_epoch(o, page.epoch, error))
+    return std::nullopt;
   if (const auto* s = o.if_contains("snapshot"); s != nullptr && s->is_bool() && s->get_bool()) {
     page.snapshot = true;
     return page;
@@ -227,7 +242,10 @@ std::optional<ChangesPage> parse_changes(std::string_view text, std::string* err
 }
 
 std::string encode_snapshot(const store::StateStore::Snapshot& snap) {
-  std::string out = "{\"last_seq\":" + std::to_string(snap.seq) + ",\"docs\":[";
+  std::string out = "{\"last_seq\":" + std::to_string(snap.seq);
+  if (!snap.epoch.empty())
+    out += ",\"epoch\":\"" + json_escape(snap.epoch) + "\"";
+  out += ",\"docs\":[";
   bool first = true;
   for (const auto& c : snap.docs) {
     out += first ? "" : ",";
@@ -252,6 +270,8 @@ std::optional<store::StateStore::Snapshot> parse_snapshot(std::string_view text,
     return std::nullopt;
   }
   snap.seq = *last;
+  if (!parse_epoch(o, snap.epoch, error))
+    return std::nullopt;
   for (std::size_t i = 0; i < list->get_array().size(); ++i) {
     Change c;
     if (!parse_entry(list->get_array()[i], false, c, error, i))
@@ -473,6 +493,7 @@ Response SyncApi::dead_letters() const {
 Response SyncApi::changes_now(std::uint64_t after) const {
   ChangesPage page;
   page.last_seq = state_.last_seq();
+  page.epoch = state_.epoch();
   if (after + 1 < state_.log_start()) {
     page.snapshot = true;  // the entries after `after` were compacted away
   } else {
@@ -592,6 +613,13 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
     auto page = parse_changes(body, &error);
     if (!page || page->snapshot)
       return error_response(400, "invalid_body", page ? "a push carries changes" : error, route);
+    if (const auto mine = state_.epoch();
+        !page->epoch.empty() && !mine.empty() && page->epoch != mine) {
+      return error_response(409, "epoch_mismatch",
+                            "the push is of feed epoch " + page->epoch + ", this node follows " +
+                                mine + "; it will pull",
+                            route);
+    }
     push_->offer(std::move(page->changes), page->last_seq);
     return json_reply(200, "{\"queued\":true,\"cursor\":" + std::to_string(state_.last_seq()) + "}",
                       route);

@@ -90,7 +90,9 @@ struct SyncMetrics {
   std::atomic<std::uint64_t> checkin_batches_sent{0};
   std::atomic<std::uint64_t> pushes_sent{0};
   std::atomic<std::uint64_t> push_errors{0};
-  std::atomic<std::uint32_t> stale_after_ms{0};  ///< set by the node (0: no staleness check)
+  std::atomic<std::uint64_t> upstream_behind{0};  ///< 1: upstream's feed is behind our cursor
+  std::atomic<std::uint64_t> epoch_changes{0};    ///< upstream numbering restarts followed
+  std::atomic<std::uint32_t> stale_after_ms{0};   ///< set by the node (0: no staleness check)
   /// Milliseconds since the last upstream answer if past stale_after_ms, else 0. An edge
   /// that never reached its upstream counts from `since_ms` (its start).
   std::int64_t stale_for_ms(std::int64_t now_ms, std::int64_t since_ms) const {
@@ -110,6 +112,7 @@ struct SyncMetrics {
 /// {"last_seq":N,"snapshot":true} when the cursor is older than the retained log.
 struct ChangesPage {
   std::uint64_t last_seq = 0;  ///< the sender's newest seq
+  std::string epoch;           ///< the sender's feed epoch ("epoch"; empty from older nodes)
   bool snapshot = false;
   std::vector<store::Change> changes;
 };
@@ -117,7 +120,7 @@ std::string encode_changes(const ChangesPage& page);
 /// nullopt with `error` naming the bad field.
 std::optional<ChangesPage> parse_changes(std::string_view json, std::string* error);
 
-/// {"last_seq":N,"docs":[{"kind","app_id","key","doc"}...]}
+/// {"last_seq":N,"epoch":"...","docs":[{"kind","app_id","key","doc"}...]}
 std::string encode_snapshot(const store::StateStore::Snapshot& snap);
 std::optional<store::StateStore::Snapshot> parse_snapshot(std::string_view json,
                                                           std::string* error);

@@ -9,6 +9,7 @@ namespace edge::store {
 namespace {
 
 constexpr std::string_view kLastSeqKey = "state_last_seq";
+constexpr std::string_view kEpochKey = "state_feed_epoch";
 constexpr std::string_view kLogStartKey = "state_log_start";
 constexpr StateKind kKinds[] = {StateKind::kApp, StateKind::kRelease, StateKind::kChannel,
                                 StateKind::kDevice};
@@ -138,6 +139,33 @@ StateStore::StateStore(Database& db) : db_(db) {
   log_start_ = 1;
   if (d.db->Get({}, d.handle(kCfMeta), kLogStartKey, &v).ok() && v.size() == 8)
     log_start_ = get_le64(v.data());
+  if (d.db->Get({}, d.handle(kCfMeta), kEpochKey, &v).ok() && valid_epoch(v))
+    epoch_ = v;
+}
+
+bool StateStore::valid_epoch(std::string_view epoch) {
+  if (epoch.empty() || epoch.size() > 32)
+    return false;
+  return std::all_of(epoch.begin(), epoch.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::string StateStore::epoch() const {
+  std::lock_guard lock(write_mutex_);
+  return epoch_;
+}
+
+Result<void> StateStore::set_epoch(const std::string& epoch) {
+  if (!valid_epoch(epoch))
+    return Errc::kInvalidArgument;
+  std::lock_guard lock(write_mutex_);
+  auto& d = db_.impl();
+  rocksdb::WriteBatch wb;
+  wb.Put(d.handle(kCfMeta), kEpochKey, epoch);
+  if (auto r = write_synced(db_, d, wb); !r)
+    return r.error();
+  epoch_ = epoch;
+  return {};
 }
 
 void StateStore::set_log_retention(std::uint64_t entries) {
@@ -253,7 +281,7 @@ Result<StateStore::Snapshot> StateStore::snapshot() const {
   auto docs = list_all_locked();
   if (!docs)
     return docs.error();
-  return Snapshot{last_seq_, std::move(*docs)};
+  return Snapshot{last_seq_, std::move(*docs), epoch_};
 }
 
 Result<std::uint64_t> StateStore::replace(const Snapshot& snap) {
@@ -278,10 +306,15 @@ Result<std::uint64_t> StateStore::replace(const Snapshot& snap) {
   wb.DeleteRange(d.handle(kCfChangelog), rocksdb::Slice(from, 8), rocksdb::Slice(to, 8));
   put_meta_u64(d, wb, kLastSeqKey, snap.seq);
   put_meta_u64(d, wb, kLogStartKey, snap.seq + 1);
+  const bool new_epoch = valid_epoch(snap.epoch);
+  if (new_epoch)
+    wb.Put(d.handle(kCfMeta), kEpochKey, snap.epoch);
   if (auto r = write_synced(db_, d, wb); !r)
     return r.error();
   last_seq_ = snap.seq;
   log_start_ = snap.seq + 1;
+  if (new_epoch)
+    epoch_ = snap.epoch;
   return snap.seq;
 }
 

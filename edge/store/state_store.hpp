@@ -97,11 +97,25 @@ class StateStore {
   struct Snapshot {
     std::uint64_t seq = 0;
     std::vector<Change> docs;
+    std::string epoch;  ///< the feed's epoch (see epoch()); empty from older nodes
   };
   Result<Snapshot> snapshot() const;
   /// Replaces every document with `snap.docs`, sets last_seq() to `snap.seq` and empties the
-  /// changelog (log_start() becomes snap.seq+1), in one synced batch.
+  /// changelog (log_start() becomes snap.seq+1), and takes snap.epoch (when not empty), in
+  /// one synced batch.
   Result<std::uint64_t> replace(const Snapshot& snap);
+
+  /// The epoch of this node's feed: which numbering its sequence numbers belong to. The
+  /// origin picks one at random when its state is first created; an edge takes its
+  /// upstream's (and so serves its children the same one). A follower that sees another
+  /// epoch than the one it followed knows the numbering restarted (the upstream's data was
+  /// reset or replaced) and takes a snapshot instead of trusting its cursor. Empty: none
+  /// yet (a fresh edge, or data from before epochs existed).
+  std::string epoch() const;
+  /// Sets the epoch (synced). Errc::kInvalidArgument unless 1-32 of [0-9a-f].
+  Result<void> set_epoch(const std::string& epoch);
+  /// True if `epoch` is 1-32 lower-case hex digits.
+  static bool valid_epoch(std::string_view epoch);
 
  private:
   Result<std::vector<Change>> list_all_locked() const;
@@ -112,6 +126,7 @@ class StateStore {
   std::uint64_t last_seq_ = 0;   // guarded by write_mutex_
   std::uint64_t log_start_ = 1;  // guarded by write_mutex_
   std::uint64_t retention_ = 0;  // guarded by write_mutex_
+  std::string epoch_;            // guarded by write_mutex_
 };
 
 }  // namespace edge::store
