@@ -53,6 +53,7 @@ const std::set<std::string>& known_keys() {
                                              "upstream.prefetch_deadline_ms",
                                              "upstream.stale_after_ms",
                                              "upstream.stale_is_unready",
+                                             "upstream.max_fills_per_client",
                                              "upstream.checkin_batch",
                                              "sync.token",
                                              "sync.push_to",
@@ -268,6 +269,7 @@ Config load_config(const ConfigOverrides& o) {
     r.integer("upstream.prefetch_deadline_ms", u.prefetch_deadline_ms, 0, 86'400'000);
     r.integer("upstream.stale_after_ms", u.stale_after_ms, 0, 86'400'000);
     r.boolean("upstream.stale_is_unready", u.stale_is_unready);
+    r.integer("upstream.max_fills_per_client", u.max_fills_per_client, 0, 100'000);
     r.integer("upstream.checkin_batch", u.checkin_batch, 1, 10'000);
     r.string("sync.token", c.sync_token);
     if (const auto* n = r.get("sync.push_to")) {

@@ -133,8 +133,9 @@ int run(const edge::Config& c) {
       &sync_metrics, [&state] { return state.last_seq(); }, is_edge ? &checkins : nullptr);
   if (is_edge)
     sync_metrics.stale_after_ms = c.upstream.stale_threshold_ms();
-  edge::api::Api api(*chunks, blobs, metrics,
-                     {token, c.max_upload_bytes, c.upstream.stale_is_unready});
+  edge::api::Api api(
+      *chunks, blobs, metrics,
+      {token, c.max_upload_bytes, c.upstream.stale_is_unready, c.upstream.max_fills_per_client});
   api.set_control(&control);
   edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);
@@ -153,13 +154,22 @@ int run(const edge::Config& c) {
     pusher = edge::api::make_change_pusher(c.push_to, c.sync_token, c.upstream.timeout_ms, state,
                                            sync_metrics);
   }
+  // Edges fill device misses only for blobs a release names (cache-busting ids are 404s).
+  const auto update_fillable = [&] {
+    if (!is_edge)
+      return;
+    const auto named = edge::control::named_blobs(*control.snapshot());
+    api.set_fillable(std::make_shared<const edge::api::FillableBlobs>(named.begin(), named.end()));
+  };
   control.set_on_commit([&](std::uint64_t seq) {
     sync.notify(seq);
     if (pusher)
       pusher->notify(seq);
     update_pins(control, blobs, *chunks);
+    update_fillable();
   });
   update_pins(control, blobs, *chunks);
+  update_fillable();
 
   edge::server::Server server(c.server, api);
   server.set_on_stop([&sync] { sync.stop(); });

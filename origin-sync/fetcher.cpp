@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <thread>
+#include <unordered_set>
 
 #include <spdlog/spdlog.h>
 
@@ -9,6 +10,10 @@ namespace edge::sync {
 namespace {
 
 using boost::system::error_code;
+
+constexpr std::uint64_t kMaxChunkBody = 1U << 20;    // DESIGN §2: a chunk is 1 MiB at most
+constexpr std::uint64_t kMaxRecipeBody = 64U << 20;  // ~700k chunks of JSON
+constexpr std::size_t kChunkWindow = 32;             // chunk fetches one blob has in flight
 
 }  // namespace
 
@@ -51,7 +56,8 @@ void Fetcher::stop() {
     std::lock_guard lock(mutex_);
     blobs.swap(blob_waiters_);
     chunks.swap(chunk_waiters_);
-    jobs_.clear();
+    for (auto& q : queues_)
+      q.clear();
   }
   for (auto* m : {&blobs, &chunks}) {
     for (auto& [id, list] : *m) {
@@ -61,10 +67,14 @@ void Fetcher::stop() {
   }
 }
 
-void Fetcher::submit(Job job) {
+void Fetcher::enqueue_locked(Priority priority, Job job) {
+  queues_[static_cast<std::size_t>(priority)].push_back(std::move(job));
+}
+
+void Fetcher::submit(Priority priority, Job job) {
   {
     std::lock_guard lock(mutex_);
-    jobs_.push_back(std::move(job));
+    enqueue_locked(priority, std::move(job));
   }
   cv_.notify_one();
 }
@@ -74,11 +84,14 @@ void Fetcher::worker(HttpClient& client) {
     Job job;
     {
       std::unique_lock lock(mutex_);
-      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      cv_.wait(lock, [&] { return stopping_ || !queues_[0].empty() || !queues_[1].empty(); });
       if (stopping_)
         return;
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
+      // Device-facing work first: a device waiting for its bundle never queues behind a
+      // prefetch of the next release.
+      auto& q = !queues_[0].empty() ? queues_[0] : queues_[1];
+      job = std::move(q.front());
+      q.pop_front();
     }
     job(client);
   }
@@ -115,9 +128,17 @@ bool Fetcher::present(const Sha256& blob) const {
   return true;
 }
 
-Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target) {
+Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target,
+                               std::uint64_t max_body) {
   for (unsigned attempt = 0;; ++attempt) {
-    auto reply = client.request("GET", target);
+    auto reply = client.request("GET", target, {}, {}, 0, max_body);
+    if (!reply && reply.error() == Errc::kTooLarge) {
+      // A lying upstream: bigger than anything this id can be. Not retried.
+      metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error("fill: GET {}{}: the body passed {} bytes; refused", client.base_url(), target,
+                    max_body);
+      return Errc::kChecksumMismatch;
+    }
     if (reply && reply->status == 200)
       return reply;
     if (reply && reply->status == 404)
@@ -153,14 +174,18 @@ bool Fetcher::wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>
 }
 
 void Fetcher::fill_chunk(const Sha256& id, Done done) {
+  fill_chunk_at(id, Priority::kDevice, std::move(done));
+}
+
+void Fetcher::fill_chunk_at(const Sha256& id, Priority priority, Done done) {
   if (wait_for(chunk_waiters_, id, done))
-    submit([this, id](HttpClient& client) { fetch_chunk(client, id); });
+    submit(priority, [this, id](HttpClient& client) { fetch_chunk(client, id); });
 }
 
 void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id) {
   if (chunks_.find(id))
     return complete(chunk_waiters_, id, {});
-  auto reply = get(client, "/v1/chunks/" + id.hex());
+  auto reply = get(client, "/v1/chunks/" + id.hex(), kMaxChunkBody);
   if (!reply)
     return complete(chunk_waiters_, id, reply.error());
   metrics_.fills.fetch_add(1, std::memory_order_relaxed);
@@ -196,16 +221,22 @@ void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id) {
 }
 
 void Fetcher::fill_blob(const Sha256& id, Done done) {
-  if (wait_for(blob_waiters_, id, done))
-    submit([this, id](HttpClient& client) { fetch_blob(client, id); });
+  fill_blob_at(id, Priority::kDevice, std::move(done));
 }
 
-void Fetcher::fetch_blob(HttpClient& client, const Sha256& id) {
+void Fetcher::fill_blob_at(const Sha256& id, Priority priority, Done done) {
+  if (wait_for(blob_waiters_, id, done)) {
+    submit(priority,
+           [this, id, priority](HttpClient& client) { fetch_blob(client, id, priority); });
+  }
+}
+
+void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority) {
   std::shared_ptr<const store::Recipe> recipe;
   if (auto local = blobs_.recipe(id)) {
     recipe = *local;  // a chunk of a known blob went missing (eviction, scrub)
   } else {
-    auto reply = get(client, "/v1/recipes/" + id.hex());
+    auto reply = get(client, "/v1/recipes/" + id.hex(), kMaxRecipeBody);
     if (!reply)
       return complete(blob_waiters_, id, reply.error());
     metrics_.fills.fetch_add(1, std::memory_order_relaxed);
@@ -219,38 +250,71 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id) {
     }
     recipe = std::make_shared<const store::Recipe>(std::move(*parsed));
   }
+  // Linear in the recipe's length: one hash-set lookup per chunk (a recipe names a chunk
+  // more than once when the blob repeats itself).
   std::vector<Sha256> missing;
-  for (const auto& c : recipe->chunks) {
-    if (!chunks_.find(c.id) && std::find(missing.begin(), missing.end(), c.id) == missing.end())
-      missing.push_back(c.id);
+  {
+    std::unordered_set<Sha256, Sha256Hash> seen;
+    seen.reserve(recipe->chunks.size());
+    for (const auto& c : recipe->chunks) {
+      if (seen.insert(c.id).second && !chunks_.find(c.id))
+        missing.push_back(c.id);
+    }
   }
   if (missing.empty())
     return finish_blob(id, recipe, {});
+  // A window of chunk fetches per blob, the next one issued as one completes: a blob of
+  // 200k chunks does not fill the queue ahead of other blobs, and the first failure stops
+  // the rest (the blob fails as a whole anyway).
   struct Join {
-    std::atomic<std::size_t> left;
+    std::vector<Sha256> missing;
     std::mutex mutex;
-    error_code first_error;
+    std::size_t next = 0;       // guarded by mutex
+    std::size_t in_flight = 0;  // guarded by mutex
+    error_code first_error;     // guarded by mutex
   };
   auto join = std::make_shared<Join>();
-  join->left = missing.size();
-  for (const auto& c : missing) {
-    fill_chunk(c, [this, join, id, recipe](error_code ec) {
-      if (ec) {
-        std::lock_guard lock(join->mutex);
-        if (!join->first_error)
-          join->first_error = ec;
+  join->missing = std::move(missing);
+  auto issue = std::make_shared<std::function<void()>>();
+  *issue = [this, join, id, recipe, priority, issue] {
+    std::vector<Sha256> batch;
+    {
+      std::lock_guard lock(join->mutex);
+      while (!join->first_error && join->next < join->missing.size() &&
+             join->in_flight < kChunkWindow) {
+        batch.push_back(join->missing[join->next++]);
+        ++join->in_flight;
       }
-      if (join->left.fetch_sub(1) != 1)
-        return;
-      // The last chunk is in: check and store the recipe on a pool thread.
-      const error_code result = join->first_error;
-      std::lock_guard lock(mutex_);
-      if (stopping_)
-        return;
-      jobs_.push_back([this, id, recipe, result](HttpClient&) { finish_blob(id, recipe, result); });
-      cv_.notify_one();
-    });
-  }
+    }
+    for (const auto& c : batch) {
+      fill_chunk_at(c, priority, [this, join, id, recipe, priority, issue](error_code ec) {
+        bool last = false;
+        error_code result;
+        {
+          std::lock_guard lock(join->mutex);
+          --join->in_flight;
+          if (ec && !join->first_error)
+            join->first_error = ec;
+          last = join->in_flight == 0 && (join->first_error || join->next == join->missing.size());
+          result = join->first_error;
+        }
+        if (!last) {
+          (*issue)();
+          return;
+        }
+        // The last chunk is in (or the first failure drained): finish on a pool thread.
+        std::lock_guard lock(mutex_);
+        if (stopping_)
+          return;
+        enqueue_locked(priority, [this, id, recipe, result, issue](HttpClient&) {
+          *issue = nullptr;  // breaks the self-reference
+          finish_blob(id, recipe, result);
+        });
+        cv_.notify_one();
+      });
+    }
+  };
+  (*issue)();
 }
 
 void Fetcher::finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
@@ -294,7 +358,7 @@ Fetcher::Prefetched Fetcher::prefetch(const std::vector<Sha256>& ids,
   w->left = todo.size();
   metrics_.prefetch_blobs_pending.fetch_add(todo.size(), std::memory_order_relaxed);
   for (const auto& id : todo) {
-    fill_blob(id, [this, w, id](error_code ec) {
+    fill_blob_at(id, Priority::kBackground, [this, w, id](error_code ec) {
       metrics_.prefetch_blobs_pending.fetch_sub(1, std::memory_order_relaxed);
       if (!ec)
         metrics_.prefetch_blobs_done.fetch_add(1, std::memory_order_relaxed);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -8,6 +9,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "edge/api/sync.hpp"
@@ -24,6 +26,9 @@ namespace edge::sync {
 /// from upstream is remembered for a few seconds (negative caching).
 class Fetcher final : public api::Filler {
  public:
+  /// Which queue a fetch waits in: device-facing fills go before prefetches.
+  enum class Priority { kDevice = 0, kBackground = 1 };
+
   Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks, store::BlobStore& blobs,
           api::SyncMetrics& metrics);
   ~Fetcher() override;  ///< stops the pool; waiting callers get Errc::kShutdown
@@ -47,14 +52,18 @@ class Fetcher final : public api::Filler {
 
  private:
   using Job = std::function<void(HttpClient&)>;
-  void submit(Job job);
+  void submit(Priority priority, Job job);
+  void enqueue_locked(Priority priority, Job job);  ///< caller holds mutex_
+  void fill_blob_at(const Sha256& id, Priority priority, Done done);
+  void fill_chunk_at(const Sha256& id, Priority priority, Done done);
   void worker(HttpClient& client);  ///< owns `client`: one keep-alive connection per thread
-  void fetch_blob(HttpClient& client, const Sha256& id);
+  void fetch_blob(HttpClient& client, const Sha256& id, Priority priority);
   void finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
                    boost::system::error_code ec);
   void fetch_chunk(HttpClient& client, const Sha256& id);
-  /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end).
-  Result<HttpReply> get(HttpClient& client, const std::string& target);
+  /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end),
+  /// kChecksumMismatch (a body over `max_body`: an upstream that lies about sizes).
+  Result<HttpReply> get(HttpClient& client, const std::string& target, std::uint64_t max_body);
   /// Adds `done` to the waiters of `id`; true if the caller must start the fetch.
   bool wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
                 const Sha256& id, Done& done);
@@ -68,7 +77,7 @@ class Fetcher final : public api::Filler {
 
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<Job> jobs_;
+  std::array<std::deque<Job>, 2> queues_;  // by Priority; guarded by mutex_
   bool stopping_ = false;
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blob_waiters_;
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> chunk_waiters_;

@@ -129,7 +129,8 @@ Response Api::health(bool ready_check) const {
   return r;
 }
 
-Response Api::handle_public(const RequestHeader& req, std::string_view body) const {
+Response Api::handle_public(const RequestHeader& req, std::string_view body,
+                            std::string_view client) const {
   const std::string_view target =
       http::origin_form(std::string_view(req.target().data(), req.target().size()));
   const std::string_view path = http::path_of(target);
@@ -139,14 +140,38 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body) con
     return path.starts_with(prefix) ? std::optional(route) : std::nullopt;
   };
   Response r;
+  // Chunks and recipes are for child edges (DESIGN §6): behind the sync token, so that
+  // anonymous cache-busting ids never become upstream load.
+  const auto node_to_node = [&](Route route) -> std::optional<Response> {
+    if (sync_ == nullptr || sync_->token().empty()) {
+      return error_response(403, "sync_disabled",
+                            "this node has no sync.token; node-to-node routes are off", route);
+    }
+    if (!bearer_matches(req, sync_->token())) {
+      Response u = error_response(401, "unauthorized",
+                                  "missing or wrong 'Authorization: Bearer <sync token>'", route);
+      u.set("WWW-Authenticate", "Bearer");
+      return u;
+    }
+    return std::nullopt;
+  };
   if (auto rt = route_of("/v1/blobs/", Route::kBlob)) {
-    r = (get || head) ? serve_blob(req, path.substr(10), true)
+    r = (get || head) ? serve_blob(req, path.substr(10), true, client)
                       : method_not_allowed("GET, HEAD", *rt);
   } else if (auto rc = route_of("/v1/chunks/", Route::kChunk)) {
-    r = (get || head) ? serve_chunk(req, path.substr(11), true)
-                      : method_not_allowed("GET, HEAD", *rc);
+    if (auto refused = node_to_node(*rc)) {
+      r = std::move(*refused);
+    } else {
+      r = (get || head) ? serve_chunk(req, path.substr(11), true)
+                        : method_not_allowed("GET, HEAD", *rc);
+    }
   } else if (auto rr = route_of("/v1/recipes/", Route::kRecipe)) {
-    r = (get || head) ? serve_recipe(path.substr(12), true) : method_not_allowed("GET, HEAD", *rr);
+    if (auto refused = node_to_node(*rr)) {
+      r = std::move(*refused);
+    } else {
+      r = (get || head) ? serve_recipe(path.substr(12), true)
+                        : method_not_allowed("GET, HEAD", *rr);
+    }
   } else if (path == "/healthz" || path == "/readyz") {
     r = (get || head) ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
   } else if (sync_ != nullptr && SyncApi::handles(path)) {
@@ -281,12 +306,41 @@ void Api::warm(const store::Piece& piece, const store::ChunkStore::Executor& ex,
   chunks_.async_warm(piece.segment, piece.offset, piece.length, ex, std::move(done));
 }
 
-Response Api::fill_then(Route route, const Sha256& id, bool chunk,
+Response Api::fill_then(Route route, const Sha256& id, bool chunk, std::string_view client,
                         std::function<Response()> again) const {
-  return deferred(route, [this, route, id, chunk, again = std::move(again)](
+  // One client may have fills of only so many distinct ids in flight: random ids from one
+  // address must not occupy the upstream connections that other devices' fills need.
+  // Waiting on an id it already waits for is free (single flight: no upstream cost).
+  std::string who(client);
+  if (options_.max_fills_per_client > 0 && !who.empty()) {
+    std::lock_guard lock(fills_mutex_);
+    auto& ids = fills_by_client_[who];
+    const auto it = ids.find(id);
+    if (it == ids.end() && ids.size() >= options_.max_fills_per_client) {
+      Response r = error_response(503, "fill_busy",
+                                  "upstream.max_fills_per_client (" +
+                                      std::to_string(options_.max_fills_per_client) +
+                                      ") fills from this address are in flight; retry",
+                                  route);
+      r.set("Retry-After", "1");
+      return r;
+    }
+    ++ids[id];
+  }
+  return deferred(route, [this, route, id, chunk, again = std::move(again), who](
                              const store::ChunkStore::Executor&,
                              std::function<void(Response)> reply) {
-    auto done = [route, id, chunk, again, reply = std::move(reply)](boost::system::error_code ec) {
+    auto done = [this, route, id, chunk, again, who,
+                 reply = std::move(reply)](boost::system::error_code ec) {
+      if (options_.max_fills_per_client > 0 && !who.empty()) {
+        std::lock_guard lock(fills_mutex_);
+        if (auto c = fills_by_client_.find(who); c != fills_by_client_.end()) {
+          if (auto it = c->second.find(id); it != c->second.end() && --it->second == 0)
+            c->second.erase(it);
+          if (c->second.empty())
+            fills_by_client_.erase(c);
+        }
+      }
       const std::string what = (chunk ? "chunk " : "blob ") + id.hex();
       if (!ec) {
         reply(again());
@@ -312,20 +366,29 @@ Response Api::fill_then(Route route, const Sha256& id, bool chunk,
   });
 }
 
-Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool may_fill) const {
+Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool may_fill,
+                         std::string_view client) const {
   auto split = split_id(rest);
   const auto& id = split.first;
   const std::string_view name = split.second;
   if (!id)
     return bad_id("blob", rest.substr(0, rest.find('/')), Route::kBlob);
   const auto fill = [&] {
-    return fill_then(Route::kBlob, *id, false, [this, req, rest = std::string(rest)] {
+    return fill_then(Route::kBlob, *id, false, client, [this, req, rest = std::string(rest)] {
       return serve_blob(req, rest, false);
     });
   };
   auto recipe = blobs_.recipe(*id);
-  if (!recipe && recipe.error() == Errc::kNotFound && may_fill && filler_ != nullptr)
-    return fill();
+  if (!recipe && recipe.error() == Errc::kNotFound && may_fill && filler_ != nullptr) {
+    // Only blobs a release names are filled for devices: any other id is a 404 here, at
+    // no cost upstream.
+    const auto fillable = fillable_.load();
+    if (fillable == nullptr || fillable->contains(*id))
+      return fill();
+    return error_response(404, "not_found",
+                          "no blob " + id->hex() + " on this node (no release names it)",
+                          Route::kBlob);
+  }
   if (!recipe) {
     if (recipe.error() == Errc::kNotFound) {
       return error_response(404, "not_found", "no blob " + id->hex() + " on this node",
@@ -421,7 +484,7 @@ Response Api::serve_chunk(const RequestHeader& req, std::string_view rest, bool 
     return bad_id("chunk", rest, Route::kChunk);
   auto loc = chunks_.find(*id);
   if (!loc && may_fill && filler_ != nullptr) {
-    return fill_then(Route::kChunk, *id, true, [this, req, rest = std::string(rest)] {
+    return fill_then(Route::kChunk, *id, true, {}, [this, req, rest = std::string(rest)] {
       return serve_chunk(req, rest, false);
     });
   }
@@ -450,7 +513,7 @@ Response Api::serve_recipe(std::string_view rest, bool may_fill) const {
     return bad_id("blob", rest, Route::kRecipe);
   auto recipe = blobs_.recipe(*id);
   if (!recipe && may_fill && filler_ != nullptr) {
-    return fill_then(Route::kRecipe, *id, false,
+    return fill_then(Route::kRecipe, *id, false, {},
                      [this, rest = std::string(rest)] { return serve_recipe(rest, false); });
   }
   if (!recipe)

@@ -4,9 +4,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <variant>
 
 #include <boost/beast/http/message.hpp>
@@ -26,7 +29,12 @@ struct ApiOptions {
   std::string admin_token;                      ///< bearer token of the admin listener
   std::uint64_t max_upload_bytes = 2ULL << 30;  ///< admin.max_upload_bytes
   bool stale_is_unready = false;                ///< upstream.stale_is_unready
+  unsigned max_fills_per_client = 16;  ///< upstream.max_fills_per_client: distinct ids (0: none)
 };
+
+/// The blobs an edge may fill for devices: every blob a release of its state names (zips
+/// and manifest files). Misses on other ids are answered 404 without asking upstream.
+using FillableBlobs = std::unordered_set<Sha256, Sha256Hash>;
 
 /// A streaming upload into the BlobStore (PUT /v1/admin/blobs). The server feeds body bytes
 /// as they arrive and pauses reading while bytes_in_flight() is high; the body is never
@@ -62,8 +70,10 @@ class Api {
   Api(store::ChunkStore& chunks, store::BlobStore& blobs, Metrics& metrics, ApiOptions options);
 
   /// Routes of the public listener: GET|HEAD /v1/blobs/<sha256>[/<name>], /v1/chunks/<sha256>,
-  /// /v1/recipes/<sha256>, /healthz, /readyz.
-  Response handle_public(const RequestHeader& req, std::string_view body = {}) const;
+  /// /v1/recipes/<sha256> (node to node: behind the sync token), /healthz, /readyz.
+  /// `client`: the peer's address, for per-client bounds (fills).
+  Response handle_public(const RequestHeader& req, std::string_view body = {},
+                         std::string_view client = {}) const;
 
   /// Routes of the admin listener except uploads: /metrics, /healthz, /readyz, and the
   /// control API under /v1/admin/apps when a ControlService is attached (401/404 otherwise).
@@ -79,6 +89,11 @@ class Api {
   /// and then served (502 if upstream fails or the bytes fail verification, 404 if upstream
   /// does not have it either); uploads answer 409. Call before serving.
   void set_filler(Filler* filler) { filler_ = filler; }
+  /// Edges: the blobs a device miss may be filled for (see FillableBlobs); replaced after
+  /// every applied change. Until the first call, every miss may fill. Any thread.
+  void set_fillable(std::shared_ptr<const FillableBlobs> blobs) {
+    fillable_.store(std::move(blobs));
+  }
 
   /// True if `req` is PUT /v1/admin/blobs on the admin listener.
   static bool is_upload(const RequestHeader& req);
@@ -97,11 +112,12 @@ class Api {
 
  private:
   // `may_fill`: a miss may go to the filler (false on the retry after a fill).
-  Response serve_blob(const RequestHeader& req, std::string_view rest, bool may_fill) const;
+  Response serve_blob(const RequestHeader& req, std::string_view rest, bool may_fill,
+                      std::string_view client = {}) const;
   Response serve_chunk(const RequestHeader& req, std::string_view rest, bool may_fill) const;
   Response serve_recipe(std::string_view rest, bool may_fill) const;
   /// Fills `id` (a blob, or a chunk) from upstream, then answers `again()`.
-  Response fill_then(Route route, const Sha256& id, bool chunk,
+  Response fill_then(Route route, const Sha256& id, bool chunk, std::string_view client,
                      std::function<Response()> again) const;
   Response health(bool ready_check) const;
   bool authorized(const RequestHeader& req) const;
@@ -115,6 +131,11 @@ class Api {
   DeviceApi* device_ = nullptr;
   SyncApi* sync_ = nullptr;
   Filler* filler_ = nullptr;
+  std::atomic<std::shared_ptr<const FillableBlobs>> fillable_;
+  mutable std::mutex fills_mutex_;
+  // client address -> ids it waits for -> how many of its requests wait; guarded by fills_mutex_
+  mutable std::unordered_map<std::string, std::unordered_map<Sha256, unsigned, Sha256Hash>>
+      fills_by_client_;
 };
 
 }  // namespace edge::api

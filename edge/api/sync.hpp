@@ -40,7 +40,8 @@ struct UpstreamOptions {
   /// No answer from upstream for this long: /readyz says "degraded" (and edge_sync_stale
   /// is 1). 0: 2 x (poll_wait_ms + timeout_ms).
   std::uint32_t stale_after_ms = 0;
-  bool stale_is_unready = false;  ///< true: /readyz answers 503 while stale
+  bool stale_is_unready = false;       ///< true: /readyz answers 503 while stale
+  unsigned max_fills_per_client = 16;  ///< device fills in flight per client address (0: any)
   /// The stale threshold in force.
   std::uint32_t stale_threshold_ms() const {
     return stale_after_ms != 0 ? stale_after_ms : 2 * (poll_wait_ms + timeout_ms);
@@ -172,6 +173,8 @@ class SyncApi {
   void set_push_sink(PushSink* sink) { push_ = sink; }
 
   static bool handles(std::string_view path);
+  /// The sync token (empty: node-to-node routes are off).
+  const std::string& token() const { return token_; }
   Response handle(const boost::beast::http::request_header<>& req, std::string_view path,
                   std::string_view query, std::string_view body);
 

@@ -188,6 +188,21 @@ std::vector<Sha256> served_blobs(const AppState& app) {
   return out;
 }
 
+std::vector<Sha256> named_blobs(const ControlState& state) {
+  std::vector<Sha256> out;
+  for (const auto& [id, app] : state.apps()) {
+    for (const auto& [name, release] : app->releases) {
+      if (release.deleted)
+        continue;
+      if (release.zip)
+        out.push_back(*release.zip);
+      for (const auto& m : release.manifest)
+        out.push_back(m.blob);
+    }
+  }
+  return out;
+}
+
 std::vector<Sha256> served_blobs(const ControlState& state) {
   std::vector<Sha256> out;
   for (const auto& [id, app] : state.apps()) {

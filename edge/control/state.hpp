@@ -105,6 +105,10 @@ class ControlState {
 /// An edge prefetches them and pins their chunks against eviction (DESIGN §6).
 std::vector<Sha256> served_blobs(const ControlState& state);
 
+/// Every blob a release of `state` names (zip and manifest files, deleted releases
+/// excepted), whether or not a channel points at it: what an edge may fill for devices.
+std::vector<Sha256> named_blobs(const ControlState& state);
+
 /// The same for one app's channels only.
 std::vector<Sha256> served_blobs(const AppState& app);
 

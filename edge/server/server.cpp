@@ -286,7 +286,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return begin_upload();
     if (!parser_->is_done())
       return read_small_body();
-    respond(admin_ ? server_.api.handle_admin(req) : server_.api.handle_public(req));
+    respond(admin_ ? server_.api.handle_admin(req) : server_.api.handle_public(req, {}, ip_));
   }
 
   // RFC 9112 framing rules Beast's parser leaves to us (request smuggling: a
@@ -332,7 +332,7 @@ class Session : public std::enable_shared_from_this<Session> {
           const auto& req = self->string_parser_->get();
           const std::string_view body = req.body();
           self->respond(self->admin_ ? self->server_.api.handle_admin(req, body)
-                                     : self->server_.api.handle_public(req, body));
+                                     : self->server_.api.handle_public(req, body, self->ip_));
         });
   }
 

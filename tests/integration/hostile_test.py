@@ -13,8 +13,8 @@ import threading
 import time
 
 from harness import run, TMP, Node, check, curl, free_port, raw, sha, upload
-from sync_test import (APP, ADMIN_APP, DEVICE, TOKEN, admin, device_id, edge, metric, origin,
-                       origin_checkins, publish, updates, wait_for)
+from sync_test import (APP, ADMIN_APP, DEVICE, TOKEN, admin, device_id, edge, metric, name_blob,
+                       origin, origin_checkins, publish, updates, wait_for)
 
 
 def post_updates(node, body, timeout=10):
@@ -252,6 +252,7 @@ def main():
         data = os.urandom(300_000)
         open(path, "wb").write(data)
         assert upload(o, path)[0] in (200, 201)
+        name_blob(o, [e], sha(data), "1.0.2-lone")
         getter = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "20",
                                    "%s/v1/blobs/%s" % (e.url, sha(data))])
         time.sleep(0.7)  # the fill is waiting on the dripping recipe
@@ -273,6 +274,7 @@ def main():
         data = os.urandom(300_000)
         open(path, "wb").write(data)
         assert upload(o, path)[0] in (200, 201)
+        name_blob(o, [e], sha(data), "1.0.2-dripped")
         proxy.drip_paths = ("/v1/recipes/",)  # a byte every 0.2 s: a recipe takes a minute
         t0 = time.time()
         st, _, _ = curl("--max-time", "60", "%s/v1/blobs/%s" % (e.url, sha(data)))

@@ -23,6 +23,8 @@ header_timeout_ms = 1500
 idle_timeout_ms = 5000
 [admin]
 max_upload = "48MiB"
+[sync]
+token = "node-secret"
 """)
     files = {}
     for name, size in [("empty", 0), ("one", 1), ("mib", 1 << 20), ("big", 40 << 20)]:
@@ -139,14 +141,17 @@ max_upload = "48MiB"
         assert st == 404
 
     def t_chunks_and_recipes():
-        st, _, body = curl(node.url + "/v1/recipes/" + sha(files["mib"][1]))
+        # Node-to-node routes: behind the sync token.
+        assert curl(node.url + "/v1/recipes/" + sha(files["mib"][1]))[0] == 401
+        tok = ("-H", "Authorization: Bearer node-secret")
+        st, _, body = curl(*tok, node.url + "/v1/recipes/" + sha(files["mib"][1]))
         assert st == 200, st
         import json
         recipe = json.loads(body)
         assert recipe["size"] == 1 << 20
         joined = b""
         for c in recipe["chunks"]:
-            st, _, chunk = curl(node.url + "/v1/chunks/" + c["sha256"])
+            st, _, chunk = curl(*tok, node.url + "/v1/chunks/" + c["sha256"])
             assert st == 200 and sha(chunk) == c["sha256"] and len(chunk) == c["size"]
             joined += chunk
         assert joined == files["mib"][1]
