@@ -19,5 +19,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)edge::http::if_none_match(text, "\"x\"");
   (void)edge::http::if_range_matches(text, "\"x\"");
   (void)edge::http::content_type_for(text);
+  // Request targets and framing fields (issue #9 item 3).
+  const std::string_view target = edge::http::origin_form(text);
+  if (target.size() > text.size())
+    __builtin_trap();
+  edge::http::RequestHead head;
+  head.target = text;
+  head.transfer_encoding.push_back(text);
+  head.host_fields = size % 3;
+  head.version = size % 2 ? 11 : 10;
+  if (auto bad = edge::http::check_request_head(head); bad && bad->empty())
+    __builtin_trap();
   return 0;
 }
