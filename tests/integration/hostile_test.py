@@ -303,6 +303,160 @@ def main():
                  "ok", timeout=15)
         proxy.stop()
 
+    # --- item 8: cache-busting ids do not become upstream load; fills have per-client bounds.
+    def t_cache_busting_ids_cost_nothing_upstream():
+        o = origin()
+        nodes.append(o)
+        publish(o, "1.0.1")
+        e = edge(o.url, "max_fills_per_client = 2\n")
+        nodes.append(e)
+        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+        before = o.metrics()
+        statuses = {}
+        conn = http.client.HTTPConnection("127.0.0.1", e.port, timeout=10)
+        for i in range(2000):
+            rid = sha(os.urandom(8))
+            path = ("/v1/chunks/%s" if i % 2 else "/v1/blobs/%s/x.zip") % rid
+            conn.request("GET", path)
+            r = conn.getresponse()
+            r.read()
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        assert statuses == {401: 1000, 404: 1000}, statuses
+        after = o.metrics()
+        upstream = sum(after.get(k, 0) - before.get(k, 0) for k in after
+                       if k.startswith("edge_http_requests_total") and
+                       ('route="chunk"' in k or 'route="recipe"' in k))
+        assert upstream == 0, upstream
+        # A real device's fill still goes through at once.
+        path = os.path.join(TMP, "real")
+        data = os.urandom(200_000)
+        open(path, "wb").write(data)
+        assert upload(o, path)[0] in (200, 201)
+        name_blob(o, [e], sha(data), "1.0.2-real")
+        t0 = time.time()
+        st, _, body = curl("%s/v1/blobs/%s" % (e.url, sha(data)))
+        assert st == 200 and body == data and time.time() - t0 < 3, (st, time.time() - t0)
+
+    def t_fills_per_client_are_bounded():
+        o = origin()
+        nodes.append(o)
+        publish(o, "1.0.1")
+        proxy = Tamper(o.port, drip_paths=(), drip_delay=0.05)
+        e = edge(proxy.url, "max_fills_per_client = 2\n")
+        nodes.append(e)
+        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+        blobs = []
+        for i in range(3):
+            path = os.path.join(TMP, "slow-%d" % i)
+            data = os.urandom(100_000)
+            open(path, "wb").write(data)
+            assert upload(o, path)[0] in (200, 201)
+            name_blob(o, [e], sha(data), "1.0.3-slow%d" % i)
+            blobs.append(sha(data))
+        proxy.drip_paths = ("/v1/recipes/",)  # each fill now takes ~10 s
+        getters = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "30",
+                                     "%s/v1/blobs/%s" % (e.url, b)]) for b in blobs[:2]]
+        time.sleep(0.5)
+        # Two distinct fills from this address are in flight: a third id waits its turn...
+        st, h, out = curl("%s/v1/blobs/%s" % (e.url, blobs[2]))
+        assert st == 503 and json.loads(out)["error"] == "fill_busy", (st, out)
+        assert "Retry-After" in h
+        # ...while more requests for an id it already waits on join that fill for free.
+        joiner = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                   "--max-time", "30", "%s/v1/blobs/%s" % (e.url, blobs[0])],
+                                  stdout=subprocess.PIPE)
+        proxy.drip_paths = ()
+        out, _ = joiner.communicate()
+        assert out == b"200", out
+        for g in getters:
+            g.wait()
+        proxy.stop()
+
+    # --- item 9: override floods (the write rate is a benchmark: bench/load/override-flood.py).
+    def t_override_flood():
+        o = origin()
+        nodes.append(o)
+        publish(o, "1.0.1")
+        st, doc = admin(o, "PUT", ADMIN_APP + "/channels/beta",
+                        {"release": "1.0.1", "allow_device_self_set": True})
+        assert st in (200, 201), (st, doc)
+        e = edge(o.url)
+        nodes.append(e)
+        n = 3000
+        errors = []
+
+        def writer(k):
+            conn = http.client.HTTPConnection("127.0.0.1", o.port, timeout=30)
+            for i in range(k, n, 16):
+                body = json.dumps(dict(DEVICE, device_id=device_id(50_000 + i), plugin_version="5.0.0",
+                                       channel="beta"))
+                conn.request("POST", "/channel_self", body, {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                out = r.read()
+                if r.status != 200 or json.loads(out).get("status") != "ok":
+                    errors.append(out)
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:2]
+        st, doc = admin(o, "GET", ADMIN_APP + "/devices")
+        assert st == 200 and len(doc["devices"]) == n, (st, len(doc.get("devices", [])))
+        # The edge follows all of them, in byte-bounded pages.
+        seq = metric(o, "edge_sync_cursor_seq")
+        wait_for("edge follows the overrides", lambda: metric(e, "edge_sync_cursor_seq") >= seq,
+                 timeout=30)
+        st, d = updates(e, device=50_000 + 7)
+        assert st == 200, (st, d)
+        o.restart()  # and they are all there after a restart (loaded in place, not copied)
+        st, doc = admin(o, "GET", ADMIN_APP + "/devices")
+        assert len(doc["devices"]) == n
+
+    # --- item 10: a lying or broken upstream.
+    def t_lying_upstream():
+        fake = FakeUpstream()
+        try:
+            e = edge(fake.url, "poll_wait_ms = 200\n")
+            nodes.append(e)
+            wait_for("edge at seq 4", lambda: metric(e, "edge_sync_cursor_seq") == 4)
+            # A change with a field a newer origin added is applied (forward compatibility).
+            fake.add({"kind": "channel", "app_id": APP, "key": "future",
+                      "doc": {"release": "1.0.0", "public": False, "brand_new_field": {"x": 1}}})
+            wait_for("unknown field applied", lambda: metric(e, "edge_sync_cursor_seq") == 5)
+            # A chunk body larger than any chunk is refused without being read whole.
+            fake.huge_chunk = True
+            st, body = curl_blob(e, fake.cold)
+            assert st == 502, st
+            assert metric(e, "edge_fill_verification_failures_total") >= 1
+            # The feed going backwards in the same epoch is not followed.
+            fake.truncate(2)
+            wait_for("upstream behind", lambda: metric(e, "edge_sync_upstream_behind") == 1)
+            assert metric(e, "edge_sync_cursor_seq") == 5
+            # An older snapshot is never applied, and not fetched in a tight loop.
+            fake.force_snapshot = True
+            n0 = fake.snapshot_requests
+            time.sleep(2)
+            assert metric(e, "edge_sync_cursor_seq") == 5
+            assert metric(e, "edge_sync_snapshots_applied_total") == 0
+            assert fake.snapshot_requests - n0 < 15, fake.snapshot_requests - n0
+            # A new epoch (the upstream's data was reset): followed, through a snapshot.
+            fake.force_snapshot = False
+            fake.reset_epoch("bbbb")
+            wait_for("new epoch followed", lambda: metric(e, "edge_sync_epoch_changes_total") == 1
+                     and metric(e, "edge_sync_cursor_seq") == 4, timeout=15)
+            assert metric(e, "edge_sync_snapshots_applied_total") >= 1
+            # A gap in the feed: a snapshot, not a retry for ever.
+            fake.gap = True
+            fake.add({"kind": "channel", "app_id": APP, "key": "later",
+                      "doc": {"release": "1.0.0", "public": False}})
+            fake.add({"kind": "channel", "app_id": APP, "key": "later2",
+                      "doc": {"release": "1.0.0", "public": False}})
+            wait_for("gap answered with a snapshot", lambda: metric(e, "edge_sync_cursor_seq") == 6,
+                     timeout=15)
+        finally:
+            fake.stop()
+
     # --- item 11: errors do not echo megabytes of input.
     def t_errors_quote_little():
         o = origin()
@@ -325,6 +479,10 @@ def main():
         ("item6 shutdown with a fill in flight", t_shutdown_with_a_fill_in_flight),
         ("item7 upstream timeouts bound the request", t_upstream_timeouts_bound_the_request),
         ("item7 lost contact shows in readyz", t_lost_contact_shows_in_readyz),
+        ("item8 cache-busting ids cost nothing upstream", t_cache_busting_ids_cost_nothing_upstream),
+        ("item8 fills per client are bounded", t_fills_per_client_are_bounded),
+        ("item9 override flood", t_override_flood),
+        ("item10 lying upstream", t_lying_upstream),
         ("item11 errors quote little", t_errors_quote_little),
     ]
     only = os.environ.get("EDGE_IT_ONLY")
@@ -397,6 +555,128 @@ def full_disk_case(mnt, nodes):
     o.start()  # and nothing acknowledged was lost
     st, doc = admin(o, "GET", ADMIN_APP + "/channels/beta")
     assert st == 200, (st, doc)
+
+
+def curl_blob(node, blob):
+    st, _, body = curl("--max-time", "30", "%s/v1/blobs/%s" % (node.url, blob))
+    return st, body
+
+
+class FakeUpstream:
+    """An upstream that says what the test wants: a feed (epoch, changes, snapshot), a
+    recipe and chunks for one blob, with switches to lie."""
+
+    def __init__(self):
+        import http.server
+
+        fake = self
+        self.epoch = "aaaa"
+        self.blob_data = os.urandom(5000)
+        self.blob = sha(self.blob_data)
+        self.cold_data = os.urandom(5000)  # named by a release on no channel: not prefetched
+        self.cold = sha(self.cold_data)
+        self.changes = []
+        self.huge_chunk = False
+        self.force_snapshot = False
+        self.gap = False
+        self.snapshot_requests = 0
+        self.lock = threading.Lock()
+        self.add({"kind": "app", "app_id": APP, "key": "", "doc": {}})
+        self.add({"kind": "release", "app_id": APP, "key": "1.0.0", "doc": {"zip": self.blob}})
+        self.add({"kind": "release", "app_id": APP, "key": "0.9.0", "doc": {"zip": self.cold}})
+        self.add({"kind": "channel", "app_id": APP, "key": "production",
+                  "doc": {"release": "1.0.0", "public": True}})
+        self.initial = list(self.changes)
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, obj, raw=None):
+                body = raw if raw is not None else json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                with fake.lock:
+                    last = len(fake.changes)
+                    if self.path.startswith("/v1/sync/changes"):
+                        after = int(self.path.split("after=")[1].split("&")[0])
+                        if fake.force_snapshot:
+                            return self.reply({"last_seq": last + 10, "epoch": fake.epoch,
+                                               "snapshot": True})
+                        page = [dict(c, seq=i + 1, deleted=False)
+                                for i, c in enumerate(fake.changes) if i + 1 > after]
+                        if fake.gap and page:
+                            page = page[1:]  # the first change the follower needs is missing
+                        if not page:
+                            time.sleep(0.2)
+                        return self.reply({"last_seq": last, "epoch": fake.epoch, "changes": page})
+                    if self.path == "/v1/sync/snapshot":
+                        fake.snapshot_requests += 1
+                        seq = 0 if fake.force_snapshot else last
+                        docs = [] if fake.force_snapshot else fake.docs()
+                        return self.reply({"last_seq": seq, "epoch": fake.epoch, "docs": docs})
+                    for bid, data in ((fake.blob, fake.blob_data), (fake.cold, fake.cold_data)):
+                        if self.path == "/v1/recipes/" + bid:
+                            return self.reply({"sha256": bid, "size": len(data),
+                                               "chunks": [{"sha256": bid, "size": len(data)}]})
+                    if self.path.startswith("/v1/chunks/"):
+                        if fake.huge_chunk and self.path.endswith(fake.cold):
+                            self.send_response(200)
+                            self.send_header("Content-Length", str(256 << 20))
+                            self.end_headers()
+                            try:
+                                for _ in range(64):
+                                    self.wfile.write(b"x" * (1 << 20))
+                            except OSError:
+                                pass
+                            return
+                        return self.reply(None, raw=fake.cold_data if self.path.endswith(
+                            fake.cold) else fake.blob_data)
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        class Quiet(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass
+
+        self.server = Quiet(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, change):
+        with self.lock:
+            self.changes.append(change)
+
+    def truncate(self, n):
+        with self.lock:
+            self.changes = self.changes[:n]
+
+    def reset_epoch(self, epoch):
+        with self.lock:
+            self.epoch = epoch
+            self.changes = list(self.initial)
+            self.gap = False
+
+    def docs(self):
+        latest = {}
+        for c in self.changes:
+            latest[(c["kind"], c["app_id"], c["key"])] = c
+        return [{"kind": k[0], "app_id": k[1], "key": k[2], "doc": c["doc"]}
+                for k, c in latest.items()]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Tamper:

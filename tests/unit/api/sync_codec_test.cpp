@@ -1,6 +1,10 @@
+#include <filesystem>
+
 #include <gtest/gtest.h>
 
 #include "edge/api/sync.hpp"
+
+#include <unistd.h>
 
 namespace edge::api {
 namespace {
@@ -104,6 +108,45 @@ TEST(SyncCodec, IdempotencyKeys) {
   EXPECT_FALSE(parse_idempotency_key("a b:5"));
   EXPECT_FALSE(parse_idempotency_key("node:5x"));
   EXPECT_FALSE(parse_idempotency_key(std::string(65, 'a') + ":1"));
+}
+
+}  // namespace
+}  // namespace edge::api
+
+namespace edge::api {
+namespace {
+
+TEST(SyncApi, FeedPagesAreBoundedInBytesAndCarryTheEpoch) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("sync-page-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    auto db = store::Database::open(dir);
+    store::StateStore state(*db);
+    ASSERT_TRUE(state.set_epoch("00ab"));
+    store::CheckinStore checkins(*db);
+    const std::string big(4000, 'x');
+    for (int i = 0; i < 600; ++i) {
+      ASSERT_TRUE(state.put(StateKind::kRelease, "com.example.app", "r" + std::to_string(i),
+                            R"({"comment":")" + big + R"("})"));
+    }
+    SyncApi api(state, checkins, "tok");
+    boost::beast::http::request_header<> req;
+    req.method(boost::beast::http::verb::get);
+    req.set(boost::beast::http::field::authorization, "Bearer tok");
+    const Response r = api.handle(req, "/v1/sync/changes", "after=0&wait_ms=0", "");
+    ASSERT_EQ(r.status, 200U) << r.body;
+    EXPECT_LT(r.body.size(), (1U << 20) + 8192);
+    std::string error;
+    const auto page = parse_changes(r.body, &error);
+    ASSERT_TRUE(page) << error;
+    EXPECT_EQ(page->epoch, "00ab");
+    EXPECT_EQ(page->last_seq, 600U);
+    EXPECT_GT(page->changes.size(), 100U);
+    EXPECT_LT(page->changes.size(), 600U) << "cut by bytes, not only by count";
+    EXPECT_EQ(page->changes.front().seq, 1U);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
