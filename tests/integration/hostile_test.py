@@ -103,6 +103,11 @@ def main():
         dead = doc["dead_letters"][0]
         assert dead["reason"].startswith("HTTP 400"), dead
         assert dead["checkins"] and dead["checkins"][0]["app_id"] == APP, dead
+        ctl = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                           "bundle-edge-ctl")
+        out = subprocess.run([ctl, "--url", e2.admin_url, "--token", e2.token, "outbox",
+                              "dead-letters"], capture_output=True, text=True)
+        assert out.returncode == 0 and "HTTP 400" in out.stdout, (out.stdout, out.stderr)
         proxy.stop()
 
     # --- item 2: a full disk: reads go on, writes get 507/503, the node recovers by itself
