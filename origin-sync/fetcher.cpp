@@ -177,15 +177,15 @@ void Fetcher::fill_chunk(const Sha256& id, Done done) {
   fill_chunk_at(id, Priority::kDevice, std::move(done));
 }
 
-void Fetcher::fill_chunk_at(const Sha256& id, Priority priority, Done done) {
+void Fetcher::fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size) {
   if (wait_for(chunk_waiters_, id, done))
-    submit(priority, [this, id](HttpClient& client) { fetch_chunk(client, id); });
+    submit(priority, [this, id, size](HttpClient& client) { fetch_chunk(client, id, size); });
 }
 
-void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id) {
+void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t size) {
   if (chunks_.find(id))
     return complete(chunk_waiters_, id, {});
-  auto reply = get(client, "/v1/chunks/" + id.hex(), kMaxChunkBody);
+  auto reply = get(client, "/v1/chunks/" + id.hex(), size != 0 ? size : kMaxChunkBody);
   if (!reply)
     return complete(chunk_waiters_, id, reply.error());
   metrics_.fills.fetch_add(1, std::memory_order_relaxed);
@@ -252,13 +252,13 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority
   }
   // Linear in the recipe's length: one hash-set lookup per chunk (a recipe names a chunk
   // more than once when the blob repeats itself).
-  std::vector<Sha256> missing;
+  std::vector<store::ChunkRef> missing;
   {
     std::unordered_set<Sha256, Sha256Hash> seen;
     seen.reserve(recipe->chunks.size());
     for (const auto& c : recipe->chunks) {
       if (seen.insert(c.id).second && !chunks_.find(c.id))
-        missing.push_back(c.id);
+        missing.push_back(c);
     }
   }
   if (missing.empty())
@@ -267,7 +267,7 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority
   // 200k chunks does not fill the queue ahead of other blobs, and the first failure stops
   // the rest (the blob fails as a whole anyway).
   struct Join {
-    std::vector<Sha256> missing;
+    std::vector<store::ChunkRef> missing;
     std::mutex mutex;
     std::size_t next = 0;       // guarded by mutex
     std::size_t in_flight = 0;  // guarded by mutex
@@ -277,7 +277,7 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority
   join->missing = std::move(missing);
   auto issue = std::make_shared<std::function<void()>>();
   *issue = [this, join, id, recipe, priority, issue] {
-    std::vector<Sha256> batch;
+    std::vector<store::ChunkRef> batch;
     {
       std::lock_guard lock(join->mutex);
       while (!join->first_error && join->next < join->missing.size() &&
@@ -287,31 +287,35 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority
       }
     }
     for (const auto& c : batch) {
-      fill_chunk_at(c, priority, [this, join, id, recipe, priority, issue](error_code ec) {
-        bool last = false;
-        error_code result;
-        {
-          std::lock_guard lock(join->mutex);
-          --join->in_flight;
-          if (ec && !join->first_error)
-            join->first_error = ec;
-          last = join->in_flight == 0 && (join->first_error || join->next == join->missing.size());
-          result = join->first_error;
-        }
-        if (!last) {
-          (*issue)();
-          return;
-        }
-        // The last chunk is in (or the first failure drained): finish on a pool thread.
-        std::lock_guard lock(mutex_);
-        if (stopping_)
-          return;
-        enqueue_locked(priority, [this, id, recipe, result, issue](HttpClient&) {
-          *issue = nullptr;  // breaks the self-reference
-          finish_blob(id, recipe, result);
-        });
-        cv_.notify_one();
-      });
+      fill_chunk_at(
+          c.id, priority,
+          [this, join, id, recipe, priority, issue](error_code ec) {
+            bool last = false;
+            error_code result;
+            {
+              std::lock_guard lock(join->mutex);
+              --join->in_flight;
+              if (ec && !join->first_error)
+                join->first_error = ec;
+              last =
+                  join->in_flight == 0 && (join->first_error || join->next == join->missing.size());
+              result = join->first_error;
+            }
+            if (!last) {
+              (*issue)();
+              return;
+            }
+            // The last chunk is in (or the first failure drained): finish on a pool thread.
+            std::lock_guard lock(mutex_);
+            if (stopping_)
+              return;
+            enqueue_locked(priority, [this, id, recipe, result, issue](HttpClient&) {
+              *issue = nullptr;  // breaks the self-reference
+              finish_blob(id, recipe, result);
+            });
+            cv_.notify_one();
+          },
+          c.length);
     }
   };
   (*issue)();

@@ -55,12 +55,14 @@ class Fetcher final : public api::Filler {
   void submit(Priority priority, Job job);
   void enqueue_locked(Priority priority, Job job);  ///< caller holds mutex_
   void fill_blob_at(const Sha256& id, Priority priority, Done done);
-  void fill_chunk_at(const Sha256& id, Priority priority, Done done);
+  /// `size`: the chunk's length from its recipe (0: unknown, then bounded by 1 MiB): an
+  /// upstream body longer than that is refused unread.
+  void fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size = 0);
   void worker(HttpClient& client);  ///< owns `client`: one keep-alive connection per thread
   void fetch_blob(HttpClient& client, const Sha256& id, Priority priority);
   void finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
                    boost::system::error_code ec);
-  void fetch_chunk(HttpClient& client, const Sha256& id);
+  void fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t size);
   /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end),
   /// kChecksumMismatch (a body over `max_body`: an upstream that lies about sizes).
   Result<HttpReply> get(HttpClient& client, const std::string& target, std::uint64_t max_body);
