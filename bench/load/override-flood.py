@@ -11,15 +11,16 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchnode import BenchNode  # noqa: E402
 APP = "com.bench.flood"
 
 
@@ -32,32 +33,10 @@ def main():
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="edge-flood-")
-    conf = os.path.join(work, "node.toml")
-    open(conf, "w").write('[server]\nmax_connections_per_ip = 0\n')
-    log = os.path.join(work, "log")
-
-    def start():
-        return subprocess.Popen([args.binary, "--config", conf, "--data", os.path.join(work, "var"),
-                                 "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                                 "--admin-token", "t", "--threads", "1"],
-                                stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    proc = start()
-    time.sleep(0.3)
-    if proc.poll() is not None and "unknown key" in open(log).read():
-        open(conf, "w").write("")  # a build from before per-address limits (for comparison)
-        proc = start()
+    # A build from before per-address limits (for comparison) gets an empty config.
+    node = BenchNode(args.binary, work, "[server]\nmax_connections_per_ip = 0\n", fallback_conf="")
+    port, admin = node.port, node.admin
     try:
-        port = admin = None
-        for _ in range(200):
-            text = open(log).read()
-            m = re.search(r"public listener on 127\.0\.0\.1:(\d+)", text)
-            a = re.search(r"admin listener on 127\.0\.0\.1:(\d+)", text)
-            if m and a:
-                port, admin = int(m.group(1)), int(a.group(1))
-                break
-            time.sleep(0.05)
-        if port is None:
-            raise SystemExit("node did not start: " + open(log).read())
         bundle = os.path.join(work, "zip")
         open(bundle, "wb").write(os.urandom(20000))
         env = dict(os.environ, BUNDLE_EDGE_URL="http://127.0.0.1:%d" % admin, BUNDLE_EDGE_TOKEN="t")
@@ -135,8 +114,7 @@ def main():
             print("| %d-%d | %.0f | %.1f |" % (lo, hi, rate, p99 * 1000))
             start = end
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        node.stop()
         shutil.rmtree(work)
 
 

@@ -10,16 +10,16 @@ Usage: bench/load/slow-clients.py [--binary build/release/bundle-edge] [--connec
 import argparse
 import http.client
 import os
-import re
 import shutil
-import signal
 import socket
-import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchnode import BenchNode  # noqa: E402
 
 
 def main():
@@ -29,25 +29,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=15)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="edge-slow-")
-    conf = os.path.join(work, "node.toml")
-    open(conf, "w").write("[server]\nmax_connections = %d\n" % args.connections)
-    log = os.path.join(work, "log")
-    proc = subprocess.Popen([args.binary, "--config", conf, "--data", os.path.join(work, "var"),
-                             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                             "--admin-token", "t", "--threads", "1"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    node = BenchNode(args.binary, work, "[server]\nmax_connections = %d\n" % args.connections)
+    port, admin = node.port, node.admin
     try:
-        port = admin = None
-        for _ in range(200):
-            text = open(log).read()
-            m = re.search(r"public listener on 127\.0\.0\.1:(\d+)", text)
-            a = re.search(r"admin listener on 127\.0\.0\.1:(\d+)", text)
-            if m and a:
-                port, admin = int(m.group(1)), int(a.group(1))
-                break
-            time.sleep(0.05)
-        if port is None:
-            raise SystemExit("node did not start: " + open(log).read())
         head = (b"POST /updates HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100000\r\n\r\n{")
         socks, t0 = [], time.time()
@@ -127,8 +111,7 @@ def main():
         for s in socks:
             s.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        node.stop()
         shutil.rmtree(work)
 
 

@@ -59,6 +59,17 @@ void set_entity_headers(Response& r, const std::string& etag, const Sha256& id) 
 
 }  // namespace
 
+std::optional<std::string> framing_error(const RequestHeader& req) {
+  http::RequestHead head;
+  head.version = req.version();
+  head.target = std::string_view(req.target().data(), req.target().size());
+  for (auto [it, end] = req.equal_range(bhttp::field::transfer_encoding); it != end; ++it)
+    head.transfer_encoding.emplace_back(it->value().data(), it->value().size());
+  head.host_fields = req.count(bhttp::field::host);
+  head.content_length = req.count(bhttp::field::content_length) > 0;
+  return http::check_request_head(head);
+}
+
 bool Upload::write(std::span<const std::uint8_t> bytes) {
   received_ += bytes.size();
   if (received_ > max_bytes_)

@@ -32,6 +32,11 @@ struct ApiOptions {
   unsigned max_fills_per_client = 16;  ///< upstream.max_fills_per_client: distinct ids (0: none)
 };
 
+/// The RFC 9112 framing rules of http::check_request_head applied to a parsed request
+/// header: nullopt if it may be answered, else the message of the 400 after which the
+/// server closes the connection.
+std::optional<std::string> framing_error(const RequestHeader& req);
+
 /// The blobs an edge may fill for devices: every blob a release of its state names (zips
 /// and manifest files). Misses on other ids are answered 404 without asking upstream.
 using FillableBlobs = std::unordered_set<Sha256, Sha256Hash>;

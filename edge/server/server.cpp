@@ -21,8 +21,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
-#include "edge/http/http.hpp"
-
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -279,7 +277,10 @@ class Session : public std::enable_shared_from_this<Session> {
       return fail(400, "bad_request", "malformed request: " + ec.message());
     started_ = Clock::now();
     const auto& req = parser_->get();
-    if (auto bad = framing_error(req))
+    // RFC 9112 framing rules Beast's parser leaves to us (request smuggling: a
+    // Transfer-Encoding it does not treat as chunked would leave the body to be read as the
+    // next request). A violation is answered 400 and the connection closed.
+    if (auto bad = api::framing_error(req))
       return fail(400, "bad_request", *bad);
     keep_alive_ = req.keep_alive();
     if (admin_ && api::Api::is_upload(req))
@@ -287,20 +288,6 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!parser_->is_done())
       return read_small_body();
     respond(admin_ ? server_.api.handle_admin(req) : server_.api.handle_public(req, {}, ip_));
-  }
-
-  // RFC 9112 framing rules Beast's parser leaves to us (request smuggling: a
-  // Transfer-Encoding it does not treat as chunked would leave the body to be read as the
-  // next request). A violation is answered 400 and the connection closed.
-  static std::optional<std::string> framing_error(const api::RequestHeader& req) {
-    http::RequestHead head;
-    head.version = req.version();
-    head.target = std::string_view(req.target().data(), req.target().size());
-    for (auto [it, end] = req.equal_range(bhttp::field::transfer_encoding); it != end; ++it)
-      head.transfer_encoding.emplace_back(it->value().data(), it->value().size());
-    head.host_fields = req.count(bhttp::field::host);
-    head.content_length = req.count(bhttp::field::content_length) > 0;
-    return http::check_request_head(head);
   }
 
   // A non-upload request with a body: read it (bounded by json_body_limit_bytes).

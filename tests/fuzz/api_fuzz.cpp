@@ -132,18 +132,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   const auto& req = parser.get();
 
-  http::RequestHead head;
-  head.version = req.version();
-  head.target = std::string_view(req.target().data(), req.target().size());
-  for (auto [it, end] = req.equal_range(bhttp::field::transfer_encoding); it != end; ++it)
-    head.transfer_encoding.emplace_back(it->value().data(), it->value().size());
-  head.host_fields = req.count(bhttp::field::host);
-  head.content_length = req.count(bhttp::field::content_length) > 0;
-  const auto bad = http::check_request_head(head);
+  const auto bad = api::framing_error(req);
   if (bad && bad->empty())
     __builtin_trap();  // a refusal always says why
-  const std::string_view target = http::origin_form(head.target);
-  if (target.size() > head.target.size())
+  const std::string_view raw_target(req.target().data(), req.target().size());
+  if (http::origin_form(raw_target).size() > raw_target.size())
     __builtin_trap();
   if (bad)
     return 0;  // the server answers 400 and closes here

@@ -42,6 +42,17 @@ def edge_pair(nodes, edge_extra="", origin_port=0):
     return o, e
 
 
+def named_upload(o, edges, version, size=300_000):
+    """A random blob uploaded to the origin and named by release `version` (on no channel,
+    so not prefetched), synced to `edges`; returns its bytes."""
+    path = os.path.join(TMP, "blob-" + version)
+    data = os.urandom(size)
+    open(path, "wb").write(data)
+    assert upload(o, path)[0] in (200, 201)
+    name_blob(o, edges, sha(data), version)
+    return data
+
+
 def drained(e):
     return metric(e, "edge_outbox_depth") == 0
 
@@ -249,15 +260,12 @@ def main():
         o = origin()
         nodes.append(o)
         publish(o, "1.0.1")
-        proxy = Tamper(o.port, drip_paths=("/v1/recipes/",), drip_delay=0.3)
+        proxy = Tamper(o.port, drip_paths=(), drip_delay=0.3)
         e = edge(proxy.url, "[server]\nshutdown_grace_ms = 200\n", args=())
         nodes.append(e)
         wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
-        path = os.path.join(TMP, "lone-blob")
-        data = os.urandom(300_000)
-        open(path, "wb").write(data)
-        assert upload(o, path)[0] in (200, 201)
-        name_blob(o, [e], sha(data), "1.0.2-lone")
+        data = named_upload(o, [e], "1.0.2-lone", 300_000)
+        proxy.drip_paths = ("/v1/recipes/",)
         getter = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "20",
                                    "%s/v1/blobs/%s" % (e.url, sha(data))])
         time.sleep(0.7)  # the fill is waiting on the dripping recipe
@@ -275,11 +283,7 @@ def main():
         e = edge(proxy.url, "")
         nodes.append(e)
         wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
-        path = os.path.join(TMP, "dripped-blob")
-        data = os.urandom(300_000)
-        open(path, "wb").write(data)
-        assert upload(o, path)[0] in (200, 201)
-        name_blob(o, [e], sha(data), "1.0.2-dripped")
+        data = named_upload(o, [e], "1.0.2-dripped", 300_000)
         proxy.drip_paths = ("/v1/recipes/",)  # a byte every 0.2 s: a recipe takes a minute
         t0 = time.time()
         st, _, _ = curl("--max-time", "60", "%s/v1/blobs/%s" % (e.url, sha(data)))
@@ -333,11 +337,7 @@ def main():
                        ('route="chunk"' in k or 'route="recipe"' in k))
         assert upstream == 0, upstream
         # A real device's fill still goes through at once.
-        path = os.path.join(TMP, "real")
-        data = os.urandom(200_000)
-        open(path, "wb").write(data)
-        assert upload(o, path)[0] in (200, 201)
-        name_blob(o, [e], sha(data), "1.0.2-real")
+        data = named_upload(o, [e], "1.0.2-real", 200_000)
         t0 = time.time()
         st, _, body = curl("%s/v1/blobs/%s" % (e.url, sha(data)))
         assert st == 200 and body == data and time.time() - t0 < 3, (st, time.time() - t0)
@@ -350,14 +350,7 @@ def main():
         e = edge(proxy.url, "max_fills_per_client = 2\n")
         nodes.append(e)
         wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
-        blobs = []
-        for i in range(3):
-            path = os.path.join(TMP, "slow-%d" % i)
-            data = os.urandom(100_000)
-            open(path, "wb").write(data)
-            assert upload(o, path)[0] in (200, 201)
-            name_blob(o, [e], sha(data), "1.0.3-slow%d" % i)
-            blobs.append(sha(data))
+        blobs = [sha(named_upload(o, [e], "1.0.3-slow%d" % i, 100_000)) for i in range(3)]
         proxy.drip_paths = ("/v1/recipes/",)  # each fill now takes ~10 s
         getters = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "30",
                                      "%s/v1/blobs/%s" % (e.url, b)]) for b in blobs[:2]]
