@@ -65,8 +65,10 @@ class Follower final : public api::PushSink {
 };
 
 /// Sends the outbox upstream (DESIGN §6): batches of check-ins as POST /v1/checkins with
-/// `Idempotency-Key: <node-id>:<batch-seq>`; a batch leaves the outbox only after a 2xx,
-/// and the same batch is resent (same key) until one comes.
+/// `Idempotency-Key: <node-id>:<generation>:<batch-seq>`; a batch leaves the outbox only
+/// after a 2xx, and the same batch is resent (same key) until one comes, except that a batch
+/// the upstream refuses for good (400, 413, 415, 422) is set aside as a dead letter so the
+/// rest flows. Batches are bounded by their encoded size (256 KiB).
 class Uploader {
  public:
   Uploader(const api::UpstreamOptions& options, std::string node_id, store::CheckinStore& checkins,
