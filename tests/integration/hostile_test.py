@@ -261,18 +261,23 @@ def main():
         nodes.append(o)
         publish(o, "1.0.1")
         proxy = Tamper(o.port, drip_paths=(), drip_delay=0.3)
-        e = edge(proxy.url, "[server]\nshutdown_grace_ms = 200\n", args=())
-        nodes.append(e)
-        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
-        data = named_upload(o, [e], "1.0.2-lone", 300_000)
-        proxy.drip_paths = ("/v1/recipes/",)
-        getter = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "20",
-                                   "%s/v1/blobs/%s" % (e.url, sha(data))])
-        time.sleep(0.7)  # the fill is waiting on the dripping recipe
-        rc = e.stop()
-        getter.wait()
+        blobs = [sha(named_upload(o, [], "1.0.2-lone%d" % i, 100_000)) for i in range(3)]
+        # The crash was a race (2 of 3 runs): several rounds, fills on both event-loop threads.
+        for round_ in range(3):
+            proxy.drip_paths = ()
+            e = edge(proxy.url, "[server]\nshutdown_grace_ms = 200\n")
+            nodes.append(e)
+            seq = metric(o, "edge_sync_cursor_seq")
+            wait_for("edge synced", lambda: metric(e, "edge_sync_cursor_seq") >= seq)
+            proxy.drip_paths = ("/v1/recipes/",)
+            getters = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "20",
+                                         "%s/v1/blobs/%s" % (e.url, b)]) for b in blobs * 2]
+            time.sleep(0.7)  # the fills are waiting on the dripping recipes
+            rc = e.stop()
+            for g in getters:
+                g.wait()
+            assert rc == 0, "round %d: edge exited with %s (negative: a signal)" % (round_, rc)
         proxy.stop()
-        assert rc == 0, "edge exited with %s (a negative number is a signal)" % rc
 
     # --- item 7: timeouts bound whole requests; lost contact shows in /readyz.
     def t_upstream_timeouts_bound_the_request():
