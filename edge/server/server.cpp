@@ -113,6 +113,9 @@ struct Server::Impl {
   Impl(ServerOptions o, api::Api& a) : options(std::move(o)), api(a) {}
   ~Impl() {
     destroying = true;
+    // The timer and the signal set belong to worker 0's io_context: they go first.
+    grace.reset();
+    signals.reset();
     workers.clear();
   }
   /// Takes a connection slot for a client: false (and nothing taken) when a limit is hit,
