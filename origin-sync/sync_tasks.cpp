@@ -342,7 +342,14 @@ void Uploader::loop() {
         (void)checkins_.outbox_ack(*batch);  // an in-flight batch whose entries were dropped
         continue;
       }
-      (void)checkins_.outbox_wait(std::chrono::milliseconds(200));
+      // Nothing to send. Should the depth say otherwise (an entry that does not decode), do
+      // not spin on it.
+      if (checkins_.outbox_stats().depth > 0) {
+        if (!stopper_.sleep_for(std::chrono::milliseconds(200)))
+          return;
+      } else {
+        (void)checkins_.outbox_wait(std::chrono::milliseconds(200));
+      }
       continue;
     }
     const std::string key =

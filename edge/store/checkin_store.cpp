@@ -310,6 +310,14 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     put_le64(v, value);
     wb.Put(d.handle(kCfDaily), key, rocksdb::Slice(v, 8));
   }
+  // Counted before the write: the uploader can send and acknowledge an entry as soon as it
+  // is written, and its acknowledgement must find it counted (else the depth would stay
+  // one too high for ever, and the uploader spin on an outbox it thinks is not empty).
+  if (outbox_added > 0) {
+    std::lock_guard lock(mutex_);
+    outbox_depth_ += outbox_added;
+    outbox_bytes_ += outbox_bytes;
+  }
   rocksdb::WriteOptions wo;
   wo.sync = true;
   const auto write_ec = to_error(d.db->Write(wo, &wb));
@@ -317,16 +325,15 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     db_.note_write_error(write_ec);
   const bool ok = !write_ec;
   if (ok && outbox_added > 0) {
-    {
-      std::lock_guard lock(mutex_);
-      outbox_depth_ += outbox_added;
-      outbox_bytes_ += outbox_bytes;
-    }
     outbox_cv_.notify_all();
     trim_outbox();
   }
-  if (!ok)
+  if (!ok && outbox_added > 0) {
     next_outbox_ -= outbox_added;
+    std::lock_guard lock(mutex_);
+    outbox_depth_ -= std::min(outbox_depth_, outbox_added);
+    outbox_bytes_ -= std::min(outbox_bytes_, outbox_bytes);
+  }
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (batch[i].done)
       batch[i].done(ok, duplicate[i]);
