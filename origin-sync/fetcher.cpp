@@ -220,6 +220,60 @@ void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t si
                     });
 }
 
+// One blob's chunk fetches in flight. The callbacks of its chunk fills hold it; once the
+// last one has run, nothing does (no self-reference to break).
+struct Fetcher::BlobFill : std::enable_shared_from_this<BlobFill> {
+  Fetcher* fetcher = nullptr;
+  Sha256 id;
+  std::shared_ptr<const store::Recipe> recipe;
+  Priority priority = Priority::kDevice;
+  std::vector<store::ChunkRef> missing;
+  std::mutex mutex;
+  std::size_t next = 0;       // guarded by mutex
+  std::size_t in_flight = 0;  // guarded by mutex
+  error_code first_error;     // guarded by mutex
+
+  // Issues chunk fetches up to the window (none after a failure).
+  void issue() {
+    std::vector<store::ChunkRef> batch;
+    {
+      std::lock_guard lock(mutex);
+      while (!first_error && next < missing.size() && in_flight < kChunkWindow) {
+        batch.push_back(missing[next++]);
+        ++in_flight;
+      }
+    }
+    for (const auto& c : batch) {
+      fetcher->fill_chunk_at(
+          c.id, priority, [self = shared_from_this()](error_code ec) { self->on_chunk(ec); },
+          c.length);
+    }
+  }
+
+  void on_chunk(error_code ec) {
+    bool last = false;
+    error_code result;
+    {
+      std::lock_guard lock(mutex);
+      --in_flight;
+      if (ec && !first_error)
+        first_error = ec;
+      last = in_flight == 0 && (first_error || next == missing.size());
+      result = first_error;
+    }
+    if (!last)
+      return issue();
+    // The last chunk is in (or the first failure drained): finish on a pool thread.
+    std::lock_guard lock(fetcher->mutex_);
+    if (fetcher->stopping_)
+      return;
+    fetcher->enqueue_locked(priority, [f = fetcher, id = id, recipe = recipe, result](HttpClient&) {
+      f->finish_blob(id, recipe, result);
+    });
+    fetcher->cv_.notify_one();
+  }
+};
+
 void Fetcher::fill_blob(const Sha256& id, Done done) {
   fill_blob_at(id, Priority::kDevice, std::move(done));
 }
@@ -266,59 +320,13 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority
   // A window of chunk fetches per blob, the next one issued as one completes: a blob of
   // 200k chunks does not fill the queue ahead of other blobs, and the first failure stops
   // the rest (the blob fails as a whole anyway).
-  struct Join {
-    std::vector<store::ChunkRef> missing;
-    std::mutex mutex;
-    std::size_t next = 0;       // guarded by mutex
-    std::size_t in_flight = 0;  // guarded by mutex
-    error_code first_error;     // guarded by mutex
-  };
-  auto join = std::make_shared<Join>();
-  join->missing = std::move(missing);
-  auto issue = std::make_shared<std::function<void()>>();
-  *issue = [this, join, id, recipe, priority, issue] {
-    std::vector<store::ChunkRef> batch;
-    {
-      std::lock_guard lock(join->mutex);
-      while (!join->first_error && join->next < join->missing.size() &&
-             join->in_flight < kChunkWindow) {
-        batch.push_back(join->missing[join->next++]);
-        ++join->in_flight;
-      }
-    }
-    for (const auto& c : batch) {
-      fill_chunk_at(
-          c.id, priority,
-          [this, join, id, recipe, priority, issue](error_code ec) {
-            bool last = false;
-            error_code result;
-            {
-              std::lock_guard lock(join->mutex);
-              --join->in_flight;
-              if (ec && !join->first_error)
-                join->first_error = ec;
-              last =
-                  join->in_flight == 0 && (join->first_error || join->next == join->missing.size());
-              result = join->first_error;
-            }
-            if (!last) {
-              (*issue)();
-              return;
-            }
-            // The last chunk is in (or the first failure drained): finish on a pool thread.
-            std::lock_guard lock(mutex_);
-            if (stopping_)
-              return;
-            enqueue_locked(priority, [this, id, recipe, result, issue](HttpClient&) {
-              *issue = nullptr;  // breaks the self-reference
-              finish_blob(id, recipe, result);
-            });
-            cv_.notify_one();
-          },
-          c.length);
-    }
-  };
-  (*issue)();
+  auto fill = std::make_shared<BlobFill>();
+  fill->fetcher = this;
+  fill->id = id;
+  fill->recipe = std::move(recipe);
+  fill->priority = priority;
+  fill->missing = std::move(missing);
+  fill->issue();
 }
 
 void Fetcher::finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,

@@ -52,6 +52,7 @@ class Fetcher final : public api::Filler {
 
  private:
   using Job = std::function<void(HttpClient&)>;
+  struct BlobFill;
   void submit(Priority priority, Job job);
   void enqueue_locked(Priority priority, Job job);  ///< caller holds mutex_
   void fill_blob_at(const Sha256& id, Priority priority, Done done);
