@@ -53,6 +53,19 @@ def named_upload(o, edges, version, size=300_000):
     return data
 
 
+def proxied_pair(nodes, drip_delay, edge_extra=""):
+    """An origin with 1.0.1 published and an edge that reaches it through a Tamper proxy
+    (not dripping yet), synced: (origin, proxy, edge)."""
+    o = origin()
+    nodes.append(o)
+    publish(o, "1.0.1")
+    proxy = Tamper(o.port, drip_paths=(), drip_delay=drip_delay)
+    e = edge(proxy.url, edge_extra)
+    nodes.append(e)
+    wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+    return o, proxy, e
+
+
 def drained(e):
     return metric(e, "edge_outbox_depth") == 0
 
@@ -281,13 +294,7 @@ def main():
 
     # --- item 7: timeouts bound whole requests; lost contact shows in /readyz.
     def t_upstream_timeouts_bound_the_request():
-        o = origin()
-        nodes.append(o)
-        publish(o, "1.0.1")
-        proxy = Tamper(o.port, drip_paths=(), drip_delay=0.2)
-        e = edge(proxy.url, "")
-        nodes.append(e)
-        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+        o, proxy, e = proxied_pair(nodes, 0.2, "")
         data = named_upload(o, [e], "1.0.2-dripped", 300_000)
         proxy.drip_paths = ("/v1/recipes/",)  # a byte every 0.2 s: a recipe takes a minute
         t0 = time.time()
@@ -298,13 +305,7 @@ def main():
         proxy.stop()
 
     def t_lost_contact_shows_in_readyz():
-        o = origin()
-        nodes.append(o)
-        publish(o, "1.0.1")
-        proxy = Tamper(o.port, drip_paths=(), drip_delay=0.5)
-        e = edge(proxy.url, "poll_wait_ms = 500\nstale_after_ms = 3000\n")
-        nodes.append(e)
-        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+        o, proxy, e = proxied_pair(nodes, 0.5, "poll_wait_ms = 500\nstale_after_ms = 3000\n")
         st, _, out = curl(e.url + "/readyz")
         assert st == 200 and json.loads(out)["status"] == "ok", out
         proxy.drip_paths = ("/v1/sync/",)  # every feed answer now drips
@@ -348,13 +349,7 @@ def main():
         assert st == 200 and body == data and time.time() - t0 < 3, (st, time.time() - t0)
 
     def t_fills_per_client_are_bounded():
-        o = origin()
-        nodes.append(o)
-        publish(o, "1.0.1")
-        proxy = Tamper(o.port, drip_paths=(), drip_delay=0.05)
-        e = edge(proxy.url, "max_fills_per_client = 2\n")
-        nodes.append(e)
-        wait_for("edge synced", lambda: updates(e)[1].get("version") == "1.0.1")
+        o, proxy, e = proxied_pair(nodes, 0.05, "max_fills_per_client = 2\n")
         blobs = [sha(named_upload(o, [e], "1.0.3-slow%d" % i, 100_000)) for i in range(3)]
         proxy.drip_paths = ("/v1/recipes/",)  # each fill now takes ~10 s
         getters = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", "30",
