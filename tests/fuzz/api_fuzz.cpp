@@ -12,6 +12,7 @@
 // disk with check-ins.
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string_view>
@@ -96,6 +97,15 @@ struct Stack {
 
 Stack& stack() {
   static Stack* s = new Stack();  // lives for the process: libFuzzer never returns
+  static const bool cleanup = [] {
+    // The temporary store goes with the process (the replay main and libFuzzer both exit).
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(s->dir, ec);
+    });
+    return true;
+  }();
+  (void)cleanup;
   return *s;
 }
 
