@@ -80,5 +80,51 @@ TEST(Format, ContentRangeAndTypes) {
   EXPECT_EQ(path_of("/a"), "/a");
 }
 
+TEST(RequestHead, OriginFormOfAbsoluteTargets) {
+  EXPECT_EQ(origin_form("/v1/blobs/x?q=1"), "/v1/blobs/x?q=1");
+  EXPECT_EQ(origin_form("http://edge.example:8080/healthz"), "/healthz");
+  EXPECT_EQ(origin_form("HTTPS://edge.example/updates?x"), "/updates?x");
+  EXPECT_EQ(origin_form("http://edge.example"), "/");
+  EXPECT_EQ(origin_form("http://edge.example?x"), "/");
+  EXPECT_EQ(origin_form("*"), "*");
+}
+
+TEST(RequestHead, FramingRulesOfRfc9112) {
+  const auto head = [](unsigned version, std::vector<std::string_view> te, std::size_t hosts,
+                       bool cl = false, std::string_view target = "/updates") {
+    RequestHead h;
+    h.version = version;
+    h.transfer_encoding = std::move(te);
+    h.host_fields = hosts;
+    h.content_length = cl;
+    h.target = target;
+    return check_request_head(h);
+  };
+  EXPECT_FALSE(head(11, {}, 1));
+  EXPECT_FALSE(head(11, {"chunked"}, 1));
+  EXPECT_FALSE(head(11, {" Chunked "}, 1)) << "codings are case-insensitive, OWS trimmed";
+  EXPECT_FALSE(head(10, {}, 0)) << "HTTP/1.0 needs no Host";
+  EXPECT_FALSE(head(11, {}, 1, false, "http://x/updates"));
+  // Each of these is a way to make two parsers disagree on where the body ends.
+  for (std::string_view te :
+       {"xchunked", "identity", "chunked, identity", "gzip, chunked", ",", ""}) {
+    const auto bad = head(11, {te}, 1);
+    ASSERT_TRUE(bad) << te;
+    EXPECT_NE(bad->find("Transfer-Encoding"), std::string::npos) << *bad;
+  }
+  EXPECT_TRUE(head(11, {"chunked", "chunked"}, 1)) << "two field lines, two codings";
+  EXPECT_TRUE(head(11, {"chunked"}, 1, true)) << "TE with Content-Length";
+  EXPECT_TRUE(head(10, {"chunked"}, 1)) << "TE in HTTP/1.0";
+  EXPECT_TRUE(head(11, {}, 0)) << "no Host";
+  EXPECT_TRUE(head(11, {}, 2)) << "two Hosts";
+  EXPECT_TRUE(head(10, {}, 2)) << "two Hosts in 1.0 too";
+  EXPECT_TRUE(head(11, {}, 1, false, "*"));
+  EXPECT_TRUE(head(11, {}, 1, false, "example.com:443"));
+  const auto quoted = head(11, {std::string_view("x\r\n" + std::string(200, 'y'))}, 1);
+  ASSERT_TRUE(quoted);
+  EXPECT_LT(quoted->size(), 160U) << "values are quoted short, control bytes masked";
+  EXPECT_EQ(quoted->find('\r'), std::string::npos);
+}
+
 }  // namespace
 }  // namespace edge::http
