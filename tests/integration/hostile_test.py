@@ -410,6 +410,19 @@ def main():
         o.restart()  # and they are all there after a restart (loaded in place, not copied)
         st, doc = admin(o, "GET", ADMIN_APP + "/devices")
         assert len(doc["devices"]) == n
+        # Feed pages are bounded in bytes, not only in count: 300 changes of 8 KiB each do not
+        # come as one 2.4 MB page.
+        after = metric(o, "edge_sync_cursor_seq")
+        zip_id = admin(o, "GET", ADMIN_APP + "/releases/1.0.1")[1]["zip"]
+        for i in range(300):
+            st, _ = admin(o, "PUT", ADMIN_APP + "/releases/9.0.%d" % i,
+                          {"zip": zip_id, "comment": "c" * 8192})
+            assert st == 201, st
+        st, _, body = curl("-H", "Authorization: Bearer " + TOKEN,
+                           "%s/v1/sync/changes?after=%d&wait_ms=0" % (o.url, after))
+        page = json.loads(body)
+        assert st == 200 and 50 < len(page["changes"]) < 300, (st, len(page["changes"]))
+        assert len(body) < (1 << 20) + 65536, len(body)
 
     # --- item 10: a lying or broken upstream.
     def t_lying_upstream():
