@@ -29,7 +29,6 @@ namespace po = boost::program_options;
 
 namespace {
 
-// The admin token: configured, or kept in <data>/admin.token (created 0600 on first start).
 // `bytes` random bytes as lower-case hex.
 std::string random_hex(std::size_t bytes) {
   std::vector<unsigned char> raw(bytes);
@@ -38,6 +37,7 @@ std::string random_hex(std::size_t bytes) {
   return edge::to_hex(std::span<const unsigned char>(raw));
 }
 
+// The admin token: configured, or kept in <data>/admin.token (created 0600 on first start).
 std::string admin_token(const edge::Config& c) {
   if (!c.admin_token.empty())
     return c.admin_token;

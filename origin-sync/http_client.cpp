@@ -172,7 +172,7 @@ Result<HttpReply> HttpClient::request(
                              ec == asio::error::try_again;
       if (ec == bhttp::error::body_limit)
         return Errc::kTooLarge;
-      if (reused && !timed_out && parser.got_some() == false)
+      if (reused && !timed_out && !parser.got_some())
         continue;  // stale keep-alive connection: once more on a new one
       return Errc::kIo;
     }

@@ -184,13 +184,11 @@ bool Follower::take_snapshot() {
 bool Follower::follow(const api::ChangesPage& page, std::uint64_t cursor) {
   const std::string mine = control_.epoch();
   if (!page.epoch.empty() && page.epoch != mine) {
-    if (mine.empty() && cursor == 0) {
-      // A fresh edge: it takes the epoch of what it is about to follow.
-      if (auto set = control_.set_epoch(page.epoch); !set)
-        return false;
-    } else if (mine.empty()) {
-      // State from before feed epochs: it came from this upstream, adopt the epoch.
-      spdlog::info("sync: following the upstream's feed epoch {}", page.epoch);
+    if (mine.empty()) {
+      // A fresh edge, or state from before feed epochs (which came from this upstream):
+      // it takes the epoch of what it follows.
+      if (cursor != 0)
+        spdlog::info("sync: following the upstream's feed epoch {}", page.epoch);
       if (auto set = control_.set_epoch(page.epoch); !set)
         return false;
     } else {
@@ -460,7 +458,7 @@ void Pusher::loop(Target& t) {
       if (stopping_)
         return;
     }
-    auto changes = state_.changes_after(t.sent, 1000);
+    auto changes = state_.changes_after(t.sent, api::kFeedPageChanges, api::kFeedPageBytes);
     if (!changes || changes->empty()) {
       t.sent = state_.last_seq();  // compacted or unreadable: the edge will pull
       continue;

@@ -91,7 +91,7 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
                               Route::kUpload));
           return;
         }
-        if (ec == Errc::kStorageFull || ec == boost::system::errc::no_space_on_device) {
+        if (ec == Errc::kStorageFull) {
           done(storage_full_response(507, "the upload", Route::kUpload));
           return;
         }
@@ -154,17 +154,11 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body,
   // Chunks and recipes are for child edges (DESIGN §6): behind the sync token, so that
   // anonymous cache-busting ids never become upstream load.
   const auto node_to_node = [&](Route route) -> std::optional<Response> {
-    if (sync_ == nullptr || sync_->token().empty()) {
+    if (sync_ == nullptr) {
       return error_response(403, "sync_disabled",
                             "this node has no sync.token; node-to-node routes are off", route);
     }
-    if (!bearer_matches(req, sync_->token())) {
-      Response u = error_response(401, "unauthorized",
-                                  "missing or wrong 'Authorization: Bearer <sync token>'", route);
-      u.set("WWW-Authenticate", "Bearer");
-      return u;
-    }
-    return std::nullopt;
+    return sync_->refuse_unauthorized(req, route);
   };
   if (auto rt = route_of("/v1/blobs/", Route::kBlob)) {
     r = (get || head) ? serve_blob(req, path.substr(10), true, client)

@@ -26,10 +26,10 @@ Response json_body(unsigned status, const json::object& o) {
   return json_reply(status, Route::kUpdates, o);
 }
 
-// Thrown-error shape of the Capgo backend (§2.2): no `kind`.
 // Error messages quote at most this much of a client's value.
 constexpr std::size_t kQuotedValueBytes = 128;
 
+// Thrown-error shape of the Capgo backend (§2.2): no `kind`.
 Response bad_request(std::string_view code, std::string_view message, json::object more = {}) {
   return json_body(
       400, json::object{{"error", code}, {"message", message}, {"moreInfo", std::move(more)}});
@@ -865,17 +865,26 @@ Response DeviceApi::stats(bool post, std::string_view body) const {
   return record_then(std::move(r), std::move(pending));
 }
 
+namespace {
+
+// The answer when storage is full and a check-in could not be recorded: /updates is a read
+// (answered from memory; the refused check-in is counted in
+// edge_storage_writes_refused_total); /stats exists to be written: 503 storage_full.
+Response storage_full_answer(Response r) {
+  if (r.route == Route::kStats)
+    return storage_full_response(503, "the event", Route::kStats);
+  return r;
+}
+
+}  // namespace
+
 Response DeviceApi::record_then(Response r, std::vector<store::Checkin> pending) const {
   if (pending.empty())
     return r;
   if (!checkins_->writable()) {
-    // Storage full: /updates is a read (answered from memory; its check-in is counted as
-    // refused, edge_storage_writes_refused_total); /stats exists to be written: 503.
-    if (r.route == Route::kStats)
-      return storage_full_response(503, "the event", Route::kStats);
     for (auto& c : pending)
       checkins_->record(std::move(c));  // refused by the store, and counted
-    return r;
+    return storage_full_answer(std::move(r));
   }
   if (!durable_) {
     // The origin: queued for the next group commit, answered now.
@@ -906,7 +915,7 @@ Response DeviceApi::record_then(Response r, std::vector<store::Checkin> pending)
         if (join->left.fetch_sub(1) != 1)
           return;
         if (join->failed && join->answer.route == Route::kUpdates && !checkins_->writable()) {
-          join->reply(std::move(join->answer));  // storage filled up meanwhile: as above
+          join->reply(std::move(join->answer));  // storage filled up meanwhile: a read
         } else if (join->failed) {
           join->reply(error_response(503, "store_error", "the check-in could not be stored; retry",
                                      join->answer.route));

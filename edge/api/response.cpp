@@ -79,10 +79,6 @@ Response error_response(unsigned status, std::string_view code, std::string_view
                             route);
 }
 
-}  // namespace edge::api
-
-namespace edge::api {
-
 Response storage_full_response(unsigned status, std::string_view what, Route route) {
   Response r = error_response(status, "storage_full",
                               std::string(what) +

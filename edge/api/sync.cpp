@@ -25,8 +25,6 @@ namespace bhttp = boost::beast::http;
 using store::Change;
 using store::StateKind;
 
-constexpr std::size_t kPageLimit = 1000;      // changes per feed answer
-constexpr std::size_t kPageBytes = 1 << 20;   // and about this many bytes
 constexpr std::uint32_t kMaxWaitMs = 60'000;  // longest long poll
 constexpr std::size_t kMaxCheckinsPerBatch = 10'000;
 constexpr std::size_t kMaxField = store::kMaxCheckinField;
@@ -471,6 +469,21 @@ bool SyncApi::handles(std::string_view path) {
   return path.starts_with("/v1/sync/") || path == "/v1/checkins";
 }
 
+std::optional<Response> SyncApi::refuse_unauthorized(const bhttp::request_header<>& req,
+                                                     Route route) const {
+  if (token_.empty()) {
+    return error_response(403, "sync_disabled",
+                          "this node has no sync.token; node-to-node routes are off", route);
+  }
+  if (!bearer_matches(req, token_)) {
+    Response r = error_response(401, "unauthorized",
+                                "missing or wrong 'Authorization: Bearer <sync token>'", route);
+    r.set("WWW-Authenticate", "Bearer");
+    return r;
+  }
+  return std::nullopt;
+}
+
 Response SyncApi::dead_letters() const {
   auto list = checkins_.dead_letters(100);
   if (!list) {
@@ -497,22 +510,12 @@ Response SyncApi::changes_now(std::uint64_t after) const {
   if (after + 1 < state_.log_start()) {
     page.snapshot = true;  // the entries after `after` were compacted away
   } else {
-    auto changes = state_.changes_after(after, kPageLimit);
+    auto changes = state_.changes_after(after, kFeedPageChanges, kFeedPageBytes);
     if (!changes) {
       return error_response(500, "store_error",
                             "reading the changelog: " + changes.error().message(), Route::kSync);
     }
     page.changes = std::move(*changes);
-    // Pages are bounded in bytes too: 1000 large documents must not become one huge body
-    // a follower has to parse and apply in one go (it asks again from the last seq).
-    std::size_t bytes = 0;
-    for (std::size_t i = 0; i < page.changes.size(); ++i) {
-      bytes += page.changes[i].value.size() + page.changes[i].key.size() + 128;
-      if (i > 0 && bytes > kPageBytes) {
-        page.changes.resize(i);
-        break;
-      }
-    }
   }
   return json_reply(200, encode_changes(page), Route::kSync);
 }
@@ -566,16 +569,8 @@ void SyncApi::stop() {
 Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view path,
                          std::string_view query, std::string_view body) {
   const Route route = path == "/v1/checkins" ? Route::kCheckins : Route::kSync;
-  if (token_.empty()) {
-    return error_response(403, "sync_disabled",
-                          "this node has no sync.token; node-to-node routes are off", route);
-  }
-  if (!bearer_matches(req, token_)) {
-    Response r = error_response(401, "unauthorized",
-                                "missing or wrong 'Authorization: Bearer <sync token>'", route);
-    r.set("WWW-Authenticate", "Bearer");
-    return r;
-  }
+  if (auto refused = refuse_unauthorized(req, route))
+    return std::move(*refused);
   const auto method = req.method();
   const auto not_allowed = [&](std::string_view allow) {
     Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow), route);

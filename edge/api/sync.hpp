@@ -107,6 +107,11 @@ struct SyncMetrics {
   }
 };
 
+/// A page of the changes feed, pulled or pushed: at most this many changes and about this
+/// many bytes of them, so that a large state never travels (or is applied) as one body.
+inline constexpr std::size_t kFeedPageChanges = 1000;
+inline constexpr std::size_t kFeedPageBytes = 1 << 20;
+
 // --- wire format (JSON); every parser here has a fuzz target ------------------------------
 
 /// One page of the changes feed: {"last_seq":N,"changes":[...]}, or a snapshot instruction
@@ -173,8 +178,10 @@ class SyncApi {
   void set_push_sink(PushSink* sink) { push_ = sink; }
 
   static bool handles(std::string_view path);
-  /// The sync token (empty: node-to-node routes are off).
-  const std::string& token() const { return token_; }
+  /// The answer to a node-to-node request without the sync token: 403 if this node has
+  /// none, 401 if the request's is missing or wrong; nullopt if it may proceed.
+  std::optional<Response> refuse_unauthorized(const boost::beast::http::request_header<>& req,
+                                              Route route) const;
   Response handle(const boost::beast::http::request_header<>& req, std::string_view path,
                   std::string_view query, std::string_view body);
 

@@ -33,9 +33,10 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
-// Calls f(tag) for each comma-separated entity tag of a list, trimmed.
+// Calls f(item) for each non-empty item of a comma-separated list (RFC 9110 §5.6.1:
+// entity tags, transfer codings), trimmed.
 template <class F>
-void for_each_tag(std::string_view list, F&& f) {
+void for_each_item(std::string_view list, F&& f) {
   while (!list.empty()) {
     const auto comma = list.find(',');
     const auto item = trim(list.substr(0, comma));
@@ -146,7 +147,7 @@ bool if_none_match(std::string_view value, std::string_view etag) {
   bool match = false;
   if (trim(value) == "*")
     return true;
-  for_each_tag(value, [&](std::string_view tag) {
+  for_each_item(value, [&](std::string_view tag) {
     if (tag.starts_with("W/"))
       tag.remove_prefix(2);
     if (tag == etag)
@@ -214,30 +215,12 @@ std::string_view path_of(std::string_view target) {
 
 namespace {
 
-bool starts_with_nocase(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size())
-    return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i])
-      return false;
-  }
-  return true;
-}
-
 std::size_t scheme_length(std::string_view target) {
-  if (starts_with_nocase(target, "http://"))
+  if (iequals(target.substr(0, 7), "http://"))
     return 7;
-  if (starts_with_nocase(target, "https://"))
+  if (iequals(target.substr(0, 8), "https://"))
     return 8;
   return 0;
-}
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
 }
 
 }  // namespace
@@ -268,23 +251,16 @@ std::optional<std::string> check_request_head(const RequestHead& head) {
     if (head.content_length)
       return std::string("a request may not carry both Transfer-Encoding and Content-Length");
     std::size_t codings = 0;
-    std::string_view last;
-    for (std::string_view line : head.transfer_encoding) {
-      while (true) {
-        const auto comma = line.find(',');
-        const std::string_view item = trim_ows(line.substr(0, comma));
-        if (!item.empty()) {
-          ++codings;
-          last = item;
-          if (!(item.size() == 7 && starts_with_nocase(item, "chunked")) || codings > 1) {
-            return "Transfer-Encoding " + quoted(item) +
-                   " is not supported: the only coding taken is 'chunked', alone";
-          }
-        }
-        if (comma == std::string_view::npos)
-          break;
-        line.remove_prefix(comma + 1);
-      }
+    std::string_view refused;  // the first coding not taken
+    for (const std::string_view line : head.transfer_encoding) {
+      for_each_item(line, [&](std::string_view item) {
+        if ((++codings > 1 || !iequals(item, "chunked")) && refused.empty())
+          refused = item;
+      });
+    }
+    if (!refused.empty()) {
+      return "Transfer-Encoding " + quoted(refused) +
+             " is not supported: the only coding taken is 'chunked', alone";
     }
     if (codings == 0)
       return std::string("Transfer-Encoding is empty");

@@ -97,8 +97,9 @@ struct Server::Impl {
   // Set when the server is being destroyed: handlers destroyed by ~io_context (a fill that
   // outlived shutdown_grace_ms) must not touch worker state that is going away.
   std::atomic<bool> destroying{false};
-  std::atomic<std::int64_t> connections{0};        // both listeners (drain waits for 0)
-  std::atomic<std::int64_t> admin_connections{0};  // the admin listener's own budget
+  std::atomic<std::int64_t> connections{0};         // both listeners (drain waits for 0)
+  std::atomic<std::int64_t> public_connections{0};  // against server.max_connections
+  std::atomic<std::int64_t> admin_connections{0};   // against admin.max_connections
   std::mutex per_ip_mutex;
   std::unordered_map<std::string, std::size_t> per_ip;  // guarded by per_ip_mutex
   std::optional<asio::signal_set> signals;
@@ -711,29 +712,21 @@ void Server::Impl::accept(Worker& w, bool admin) {
 }
 
 bool Server::Impl::admit(bool admin, const std::string& ip, std::string& why) {
-  // The admin listener has a budget of its own, so that a flood of device connections
-  // never locks the operator out of /healthz and /metrics.
-  if (admin) {
-    if (admin_connections.fetch_add(1, std::memory_order_relaxed) >=
-        static_cast<std::int64_t>(options.admin_max_connections)) {
-      admin_connections.fetch_sub(1, std::memory_order_relaxed);
-      why = "admin.max_connections (" + std::to_string(options.admin_max_connections) + ")";
-      return false;
-    }
-    connections.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
-  if (connections.load(std::memory_order_relaxed) - admin_connections.load() >=
-      static_cast<std::int64_t>(options.max_connections)) {
-    why = "server.max_connections (" + std::to_string(options.max_connections) + ")";
+  // Each listener has a budget of its own, so that a flood of device connections never
+  // locks the operator out of /healthz and /metrics.
+  auto& count = admin ? admin_connections : public_connections;
+  const std::size_t limit = admin ? options.admin_max_connections : options.max_connections;
+  if (count.fetch_add(1, std::memory_order_relaxed) >= static_cast<std::int64_t>(limit)) {
+    count.fetch_sub(1, std::memory_order_relaxed);
+    why = std::string(admin ? "admin" : "server") + ".max_connections (" + std::to_string(limit) +
+          ")";
     return false;
   }
-  if (options.max_connections_per_ip > 0) {
+  if (!admin && options.max_connections_per_ip > 0) {
     std::lock_guard lock(per_ip_mutex);
     auto& n = per_ip[ip];
     if (n >= options.max_connections_per_ip) {
-      if (n == 0)
-        per_ip.erase(ip);
+      count.fetch_sub(1, std::memory_order_relaxed);
       why = "server.max_connections_per_ip (" + std::to_string(options.max_connections_per_ip) +
             ") for " + ip;
       return false;
@@ -745,11 +738,8 @@ bool Server::Impl::admit(bool admin, const std::string& ip, std::string& why) {
 }
 
 void Server::Impl::release(bool admin, const std::string& ip) {
-  if (admin) {
-    admin_connections.fetch_sub(1, std::memory_order_relaxed);
-    return;
-  }
-  if (options.max_connections_per_ip == 0)
+  (admin ? admin_connections : public_connections).fetch_sub(1, std::memory_order_relaxed);
+  if (admin || options.max_connections_per_ip == 0)
     return;
   std::lock_guard lock(per_ip_mutex);
   if (auto it = per_ip.find(ip); it != per_ip.end() && --it->second == 0)

@@ -80,7 +80,9 @@ bool take_le32(std::string_view& in, std::uint32_t& v) {
   return true;
 }
 
-std::optional<DeadLetter> decode_dead(std::string_view key, std::string_view v) {
+// A dead letter's header, and its check-ins unless only `records` (their count) is wanted.
+std::optional<DeadLetter> decode_dead(std::string_view key, std::string_view v,
+                                      std::size_t* records = nullptr) {
   DeadLetter d;
   if (key.size() != kDeadPrefix.size() + 8 || v.size() < 12)
     return std::nullopt;
@@ -95,10 +97,12 @@ std::optional<DeadLetter> decode_dead(std::string_view key, std::string_view v) 
   while (!v.empty()) {
     if (!take_le32(v, n) || v.size() < n)
       return std::nullopt;
-    auto c = decode(v.substr(0, n));
-    v.remove_prefix(n);
-    if (c)
+    if (records != nullptr) {
+      ++*records;
+    } else if (auto c = decode(v.substr(0, n))) {
       d.checkins.push_back(std::move(*c));
+    }
+    v.remove_prefix(n);
   }
   return d;
 }
@@ -136,9 +140,11 @@ CheckinStore::CheckinStore(Database& db, CheckinOptions options) : db_(db), opti
   }
   std::unique_ptr<rocksdb::Iterator> dl(d.db->NewIterator({}, d.handle(kCfMeta)));
   for (dl->Seek(kDeadPrefix); dl->Valid() && dl->key().starts_with(kDeadPrefix); dl->Next()) {
-    if (auto dead = decode_dead(dl->key().ToStringView(), dl->value().ToStringView())) {
+    // Counted from the length prefixes: nothing is decoded at start.
+    std::size_t records = 0;
+    if (decode_dead(dl->key().ToStringView(), dl->value().ToStringView(), &records)) {
       ++dead_batches_;
-      dead_checkins_ += dead->checkins.size();
+      dead_checkins_ += records;
     }
   }
   // A new generation at every start (see OutboxBatch::generation); never 0.
@@ -240,16 +246,16 @@ void CheckinStore::run() {
 }
 
 void CheckinStore::commit(std::deque<Item>& batch) {
+  auto& d = db_.impl();
   if (!db_.writable()) {
-    // Below store.min_free: refused before RocksDB is touched (callers answer 503).
+    // Below store.min_free: refused before anything is read or staged (callers answer 503).
     for (auto& item : batch) {
-      (void)db_.refuse_write();
+      (void)d.refuse();
       if (item.done)
         item.done(false, false);
     }
     return;
   }
-  auto& d = db_.impl();
   rocksdb::WriteBatch wb;
   // Counters touched by this batch, read once from the database, written once.
   std::map<std::string, std::uint64_t> counts;
@@ -318,12 +324,7 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     outbox_depth_ += outbox_added;
     outbox_bytes_ += outbox_bytes;
   }
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  const auto write_ec = to_error(d.db->Write(wo, &wb));
-  if (write_ec)
-    db_.note_write_error(write_ec);
-  const bool ok = !write_ec;
+  const bool ok = !d.write(wb, true, true);
   if (ok && outbox_added > 0) {
     outbox_cv_.notify_all();
     trim_outbox();
@@ -366,7 +367,7 @@ void CheckinStore::trim_outbox() {
     ++dropped;
     freed += it->value().size();
   }
-  if (dropped == 0 || !d.db->Write({}, &wb).ok())
+  if (dropped == 0 || d.write(wb, false, false))
     return;
   std::lock_guard lock(mutex_);
   outbox_depth_ -= std::min(outbox_depth_, dropped);
@@ -430,9 +431,9 @@ Result<OutboxBatch> CheckinStore::outbox_next(std::size_t max, std::size_t max_b
   put_le64(v + 16, b.last);
   put_le64(v + 24, b.generation);
   wb.Put(d.handle(kCfMeta), kInflightKey, rocksdb::Slice(v, 32));
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  if (auto ec = to_error(d.db->Write(wo, &wb)))
+  // Never refused while storage is full: sending and acknowledging batches is what
+  // empties the outbox.
+  if (auto ec = d.write(wb, true, false))
     return ec;
   inflight_ = OutboxBatch{b.generation, b.batch_seq, b.first, b.last, {}};
   return b;
@@ -483,9 +484,9 @@ Result<void> CheckinStore::outbox_remove(const OutboxBatch& batch, std::string* 
     wb.Put(d.handle(kCfMeta), rocksdb::Slice(key, sizeof key), *dead);
   }
   wb.Delete(d.handle(kCfMeta), kInflightKey);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  if (auto ec = to_error(d.db->Write(wo, &wb)))
+  // Never refused while storage is full: sending and acknowledging batches is what
+  // empties the outbox.
+  if (auto ec = d.write(wb, true, false))
     return ec;
   inflight_.reset();
   std::lock_guard lock(mutex_);

@@ -594,9 +594,8 @@ Result<void> ChunkStore::commit(BatchState& b) {
   for (const auto& [seg, m] : b.segs)
     b.wb.Put(db.handle(kCfSegments), seg_key(seg), encode_segment(m));
   b.wb.Put(db.handle(kCfMeta), kCountersKey, encode_counters(b.counters));
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  if (auto ec = to_error(db.db->Write(wo, &b.wb)))
+  // Puts were refused up front while storage is full; what is left (evictions) frees space.
+  if (auto ec = db.write(b.wb, true, false))
     return ec;
   {
     std::unique_lock lock(state_mutex_);
@@ -642,7 +641,7 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
   for (std::size_t i = 0; i < jobs.size() && !batch_ec; ++i) {
     Job& job = jobs[i];
     if (!writable && (job.kind == Job::Kind::kPut || job.kind == Job::Kind::kBlob)) {
-      outcome[i] = {db_.refuse_write(), false};
+      outcome[i] = {db_.impl().refuse(), false};
       continue;
     }
     switch (job.kind) {
@@ -706,13 +705,14 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
       case Job::Kind::kBarrier: break;
     }
   }
+  // A segment write that failed for lack of space makes storage full (kStorageFull).
+  if (batch_ec)
+    batch_ec = db_.impl().failed(batch_ec);
   error_code commit_ec = batch_ec;
   if (any_write && !batch_ec) {
     if (auto r = commit(b); !r)
-      commit_ec = r.error();
+      commit_ec = db_.impl().failed(r.error());
   }
-  if (commit_ec)
-    db_.note_write_error(commit_ec);
   const bool evict = std::any_of(jobs.begin(), jobs.end(),
                                  [](const Job& j) { return j.kind == Job::Kind::kEvict; });
   if (evict)

@@ -59,20 +59,54 @@ void keep_reserve(const std::filesystem::path& db_dir, const DatabaseOptions& o,
   ::close(fd);
 }
 
+// Writes resume above this much free space (hysteresis: no flapping at the threshold).
+std::uint64_t resume_bytes(const DatabaseOptions& o) {
+  return o.min_free_bytes + o.min_free_bytes / 4;
+}
+
 }  // namespace
+
+void Database::Impl::mark_full(const std::string& why) {
+  if (full.exchange(true))
+    return;
+  spdlog::error(
+      "storage full: {}; writes (uploads, admin writes, check-ins, fills) are refused until {} "
+      "bytes are free in {}, reads go on",
+      why, resume_bytes(options), path.parent_path().string());
+}
+
+boost::system::error_code Database::Impl::refuse() {
+  refused.fetch_add(1, std::memory_order_relaxed);
+  return make_error_code(Errc::kStorageFull);
+}
+
+boost::system::error_code Database::Impl::failed(boost::system::error_code ec) {
+  if (ec == boost::system::errc::no_space_on_device)
+    ec = make_error_code(Errc::kStorageFull);
+  if (ec == Errc::kStorageFull) {
+    db_stopped = true;
+    mark_full("a write failed for lack of space");
+  }
+  return ec;
+}
+
+boost::system::error_code Database::Impl::write(rocksdb::WriteBatch& wb, bool sync, bool adds) {
+  if (adds && full.load(std::memory_order_relaxed))
+    return refuse();
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  if (auto ec = to_error(db->Write(wo, &wb)))
+    return failed(ec);
+  return {};
+}
 
 void Database::Impl::measure() {
   const std::uint64_t f = free_space(path);
   free_bytes.store(f, std::memory_order_relaxed);
-  const std::uint64_t low = options.min_free_bytes;
-  const std::uint64_t high = low + low / 4;
-  if (!full.load() && f < low) {
-    full = true;
-    spdlog::error(
-        "storage full: {} has {} bytes free, below store.min_free ({}); writes (uploads, admin "
-        "writes, check-ins, fills) are refused until {} bytes are free, reads go on",
-        path.parent_path().string(), f, low, high);
-  } else if (full.load() && f >= high) {
+  if (!full.load() && f < options.min_free_bytes) {
+    mark_full(std::to_string(f) + " bytes free, below store.min_free (" +
+              std::to_string(options.min_free_bytes) + ")");
+  } else if (full.load() && f >= resume_bytes(options)) {
     if (db_stopped.load()) {
       // RocksDB stopped writes after an error; it resumes only once told (or by itself).
       if (auto s = db->Resume(); !s.ok()) {
@@ -126,31 +160,10 @@ bool Database::room_for(std::uint64_t bytes) const noexcept {
   im.free_bytes.store(f, std::memory_order_relaxed);
   if (f >= im.options.min_free_bytes + bytes)
     return true;
-  if (!im.full.exchange(true)) {
-    spdlog::error(
-        "storage full: {} has {} bytes free; writing {} more would pass store.min_free "
-        "({}); writes are refused until {} bytes are free, reads go on",
-        im.path.parent_path().string(), f, bytes, im.options.min_free_bytes,
-        im.options.min_free_bytes + im.options.min_free_bytes / 4);
-  }
+  im.mark_full(std::to_string(f) + " bytes free; writing " + std::to_string(bytes) +
+               " more would pass store.min_free (" + std::to_string(im.options.min_free_bytes) +
+               ")");
   return false;
-}
-
-boost::system::error_code Database::refuse_write() const noexcept {
-  impl_->refused.fetch_add(1, std::memory_order_relaxed);
-  return make_error_code(Errc::kStorageFull);
-}
-
-void Database::note_write_error(const boost::system::error_code& ec) const noexcept {
-  if (ec != Errc::kStorageFull && ec != boost::system::errc::no_space_on_device)
-    return;
-  impl_->db_stopped = true;
-  if (!impl_->full.exchange(true)) {
-    spdlog::error(
-        "storage full: a write failed for lack of space in {}; writes are refused "
-        "until space returns",
-        impl_->path.parent_path().string());
-  }
 }
 
 StorageStatus Database::storage_status() const noexcept {
@@ -209,12 +222,9 @@ std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
                            " (free some space, or raise store.reserve for next time)");
     }
     impl->free_bytes = free;
-    impl->full = free < options.min_free_bytes;
-    if (impl->full) {
-      spdlog::error(
-          "storage full: {} bytes free, below store.min_free ({}); starting with "
-          "writes refused (reads are served)",
-          free, options.min_free_bytes);
+    if (free < options.min_free_bytes) {
+      impl->mark_full("at start: " + std::to_string(free) + " bytes free, below store.min_free (" +
+                      std::to_string(options.min_free_bytes) + ")");
     }
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;

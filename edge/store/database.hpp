@@ -67,19 +67,15 @@ class Database {
   const std::filesystem::path& path() const noexcept;
 
   /// False while the data directory is below min_free_bytes (or after a write failed for
-  /// lack of space, until space returns): stores refuse writes with Errc::kStorageFull.
-  /// Reads are unaffected. The state is re-measured every check_interval_ms on a thread of
-  /// this object; when space returns, writes resume by themselves (and RocksDB is told to
-  /// resume if it had stopped). Any thread.
+  /// lack of space, until space returns): stores refuse writes with Errc::kStorageFull
+  /// (Impl::write; deletes still go through, they free space). Reads are unaffected. The state is
+  /// re-measured every check_interval_ms on a thread of this object; when space returns, writes
+  /// resume by themselves (and RocksDB is told to resume if it had stopped). Any thread.
   bool writable() const noexcept;
   /// Measures now whether `bytes` more can be written and still leave min_free_bytes;
   /// if not, storage becomes full (as at a periodic check) and this returns false. For
   /// writers of large amounts (segment appends), whose bursts outrun the periodic check.
   bool room_for(std::uint64_t bytes) const noexcept;
-  /// Counts one refused write (for the metric) and returns Errc::kStorageFull.
-  boost::system::error_code refuse_write() const noexcept;
-  /// A write failed: if for lack of space, stop writes now rather than at the next check.
-  void note_write_error(const boost::system::error_code& ec) const noexcept;
   StorageStatus storage_status() const noexcept;
 
   struct Impl;  ///< defined in database_impl.hpp, visible to edge/store sources only

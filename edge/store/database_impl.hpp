@@ -50,7 +50,18 @@ struct Database::Impl {
   std::condition_variable guard_cv;
   bool guard_stop = false;  // guarded by guard_mutex
   std::thread guard;
+  /// The periodic free-space check (the guard thread).
   void measure();
+  /// Storage becomes full (logged once per transition, with `why`).
+  void mark_full(const std::string& why);
+  /// Counts one refused write (for the metric) and returns Errc::kStorageFull.
+  boost::system::error_code refuse();
+  /// A write failed with `ec`: ENOSPC becomes Errc::kStorageFull, and storage becomes full
+  /// now rather than at the next check. Returns the (normalised) error.
+  boost::system::error_code failed(boost::system::error_code ec);
+  /// Every RocksDB write of the stores: refused while storage is full if it `adds` data
+  /// (a delete-only batch goes through: it frees space), and its failure noted.
+  boost::system::error_code write(rocksdb::WriteBatch& wb, bool sync, bool adds);
   std::unique_ptr<rocksdb::DB> db;
   std::array<rocksdb::ColumnFamilyHandle*, kCfCount> cf{};
   rocksdb::ColumnFamilyHandle* handle(Cf c) const { return cf[c]; }

@@ -10,6 +10,8 @@ namespace {
 
 constexpr std::string_view kLastSeqKey = "state_last_seq";
 constexpr std::string_view kEpochKey = "state_feed_epoch";
+// What changes_after counts for a change beyond its fields (its seq, kind and framing).
+constexpr std::size_t kChangeFraming = 128;
 constexpr std::string_view kLogStartKey = "state_log_start";
 constexpr StateKind kKinds[] = {StateKind::kApp, StateKind::kRelease, StateKind::kChannel,
                                 StateKind::kDevice};
@@ -100,15 +102,9 @@ void stage_log(Database::Impl& d, rocksdb::WriteBatch& wb, const Change& c) {
   wb.Put(d.handle(kCfChangelog), rocksdb::Slice(sk, 8), encode_change(c));
 }
 
-Result<void> write_synced(const Database& db, Database::Impl& d, rocksdb::WriteBatch& wb) {
-  if (!db.writable())
-    return db.refuse_write();
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  if (auto ec = to_error(d.db->Write(wo, &wb))) {
-    db.note_write_error(ec);
+Result<void> write_synced(Database::Impl& d, rocksdb::WriteBatch& wb) {
+  if (auto ec = d.write(wb, true, true))
     return ec;
-  }
   return {};
 }
 
@@ -162,7 +158,7 @@ Result<void> StateStore::set_epoch(const std::string& epoch) {
   auto& d = db_.impl();
   rocksdb::WriteBatch wb;
   wb.Put(d.handle(kCfMeta), kEpochKey, epoch);
-  if (auto r = write_synced(db_, d, wb); !r)
+  if (auto r = write_synced(d, wb); !r)
     return r.error();
   epoch_ = epoch;
   return {};
@@ -225,7 +221,7 @@ Result<std::uint64_t> StateStore::write_changes_locked(const std::vector<Change>
     put_meta_u64(d, wb, kLogStartKey, new_start);
     start = new_start;
   }
-  if (auto r = write_synced(db_, d, wb); !r)
+  if (auto r = write_synced(d, wb); !r)
     return r.error();
   last_seq_ = seq;
   log_start_ = start;
@@ -309,7 +305,7 @@ Result<std::uint64_t> StateStore::replace(const Snapshot& snap) {
   const bool new_epoch = valid_epoch(snap.epoch);
   if (new_epoch)
     wb.Put(d.handle(kCfMeta), kEpochKey, snap.epoch);
-  if (auto r = write_synced(db_, d, wb); !r)
+  if (auto r = write_synced(d, wb); !r)
     return r.error();
   last_seq_ = snap.seq;
   log_start_ = snap.seq + 1;
@@ -358,10 +354,11 @@ Result<std::vector<std::pair<std::string, std::string>>> StateStore::list(
   return out;
 }
 
-Result<std::vector<Change>> StateStore::changes_after(std::uint64_t after,
-                                                      std::size_t limit) const {
+Result<std::vector<Change>> StateStore::changes_after(std::uint64_t after, std::size_t limit,
+                                                      std::size_t max_bytes) const {
   auto& d = db_.impl();
   std::vector<Change> out;
+  std::size_t bytes = 0;
   char from[8];
   put_be64(from, after + 1);
   std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfChangelog)));
@@ -371,6 +368,9 @@ Result<std::vector<Change>> StateStore::changes_after(std::uint64_t after,
     auto c = decode_change(get_be64(it->key().data()), it->value().ToStringView());
     if (!c)
       return Errc::kCorrupt;
+    bytes += c->app_id.size() + c->key.size() + c->value.size() + kChangeFraming;
+    if (!out.empty() && bytes > max_bytes)
+      break;
     out.push_back(std::move(*c));
   }
   if (auto ec = to_error(it->status()))

@@ -72,9 +72,12 @@ class StateStore {
   /// (app_id, document), and `app_id` is ignored.
   Result<std::vector<std::pair<std::string, std::string>>> list(StateKind kind,
                                                                 std::string_view app_id) const;
-  /// Up to `limit` changes with seq > `after`, in order. Check log_start() first: changes
+  /// Up to `limit` changes with seq > `after`, in order, and no more than about
+  /// `max_bytes` of them, each counted as its fields plus 128 bytes of framing (always at
+  /// least one). Check log_start() first: changes
   /// older than the retained log are gone.
-  Result<std::vector<Change>> changes_after(std::uint64_t after, std::size_t limit) const;
+  Result<std::vector<Change>> changes_after(std::uint64_t after, std::size_t limit,
+                                            std::size_t max_bytes = SIZE_MAX) const;
   /// The newest sequence number (0 before the first write).
   std::uint64_t last_seq() const;
   /// The oldest sequence number still in the changelog (last_seq()+1 when it is empty): a
