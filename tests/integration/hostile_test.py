@@ -127,6 +127,11 @@ def main():
         dead = doc["dead_letters"][0]
         assert dead["reason"].startswith("HTTP 400"), dead
         assert dead["checkins"] and dead["checkins"][0]["app_id"] == APP, dead
+        # Read-only: a write is 405, and the route needs the admin token.
+        st, _, _ = curl("-X", "DELETE", "-H", "Authorization: Bearer " + e2.token,
+                        e2.admin_url + "/v1/admin/outbox/dead-letters")
+        assert st == 405, st
+        assert curl(e2.admin_url + "/v1/admin/outbox/dead-letters")[0] == 401
         ctl = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
                            "bundle-edge-ctl")
         out = subprocess.run([ctl, "--url", e2.admin_url, "--token", e2.token, "outbox",

@@ -56,6 +56,33 @@ TEST(SyncCodec, BadChangesNameTheField) {
   EXPECT_NE(error.find("[0].doc"), std::string::npos) << error;
 }
 
+TEST(SyncCodec, EpochsRoundTripAndBadOnesNameTheField) {
+  ChangesPage page;
+  page.last_seq = 3;
+  page.epoch = "00ab";
+  std::string error;
+  auto back = parse_changes(encode_changes(page), &error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(back->epoch, "00ab");
+  store::StateStore::Snapshot snap;
+  snap.seq = 3;
+  snap.epoch = "ff";
+  auto snap_back = parse_snapshot(encode_snapshot(snap), &error);
+  ASSERT_TRUE(snap_back) << error;
+  EXPECT_EQ(snap_back->epoch, "ff");
+  EXPECT_TRUE(parse_changes(R"({"last_seq":1,"changes":[]})", &error)->epoch.empty())
+      << "older nodes send none";
+  for (const char* bad :
+       {R"({"last_seq":1,"epoch":"XYZ","changes":[]})", R"({"last_seq":1,"epoch":"","changes":[]})",
+        R"({"last_seq":1,"epoch":5,"changes":[]})",
+        R"({"last_seq":1,"epoch":"0123456789abcdef0123456789abcdef0","changes":[]})"}) {
+    error.clear();
+    EXPECT_FALSE(parse_changes(bad, &error)) << bad;
+    EXPECT_NE(error.find("epoch"), std::string::npos) << error;
+  }
+  EXPECT_FALSE(parse_snapshot(R"({"last_seq":1,"epoch":"Q","docs":[]})", &error));
+}
+
 TEST(SyncCodec, CheckinsRoundTripAndRejectBadOnes) {
   std::vector<store::Checkin> list = {
       {"com.a.b", "dev-1", "ios", "1.0.0", "1.0.0", "updates", "update", 1700000000000},
@@ -145,6 +172,45 @@ TEST(SyncApi, FeedPagesAreBoundedInBytesAndCarryTheEpoch) {
     EXPECT_GT(page->changes.size(), 100U);
     EXPECT_LT(page->changes.size(), 600U) << "cut by bytes, not only by count";
     EXPECT_EQ(page->changes.front().seq, 1U);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace edge::api
+
+namespace edge::api {
+namespace {
+
+struct CountingSink final : PushSink {
+  void offer(std::vector<store::Change>, std::uint64_t) override { ++offers; }
+  int offers = 0;
+};
+
+TEST(SyncApi, PushesOfAnotherEpochOrWithABadOneAreRefused) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("sync-push-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    auto db = store::Database::open(dir);
+    store::StateStore state(*db);
+    ASSERT_TRUE(state.set_epoch("aa"));
+    store::CheckinStore checkins(*db);
+    SyncApi api(state, checkins, "tok");
+    CountingSink sink;
+    api.set_push_sink(&sink);
+    boost::beast::http::request_header<> req;
+    req.method(boost::beast::http::verb::post);
+    req.set(boost::beast::http::field::authorization, "Bearer tok");
+    const auto push = [&](std::string_view body) {
+      return api.handle(req, "/v1/sync/changes", "", body);
+    };
+    EXPECT_EQ(push(R"({"last_seq":1,"epoch":"bb","changes":[]})").status, 409U);
+    EXPECT_EQ(push(R"({"last_seq":1,"epoch":"B!","changes":[]})").status, 400U);
+    EXPECT_EQ(sink.offers, 0) << "nothing queued";
+    EXPECT_EQ(push(R"({"last_seq":1,"epoch":"aa","changes":[]})").status, 200U);
+    EXPECT_EQ(push(R"({"last_seq":1,"changes":[]})").status, 200U) << "an older pusher";
+    EXPECT_EQ(sink.offers, 2);
   }
   std::filesystem::remove_all(dir);
 }
