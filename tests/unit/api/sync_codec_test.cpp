@@ -143,15 +143,31 @@ TEST(SyncCodec, IdempotencyKeys) {
 namespace edge::api {
 namespace {
 
+// A node's state and check-in stores in a temporary directory, with a feed epoch.
+struct TempNode {
+  explicit TempNode(const std::string& epoch)
+      : dir(std::filesystem::temp_directory_path() /
+            ("sync-api-" + std::to_string(::getpid()) + "-" + epoch)),
+        db((std::filesystem::remove_all(dir), store::Database::open(dir))),
+        state(*db),
+        checkins(*db) {
+    EXPECT_TRUE(state.set_epoch(epoch));
+  }
+  ~TempNode() {
+    checkins.flush();
+    std::filesystem::remove_all(dir);
+  }
+  std::filesystem::path dir;
+  std::unique_ptr<store::Database> db;
+  store::StateStore state;
+  store::CheckinStore checkins;
+};
+
 TEST(SyncApi, FeedPagesAreBoundedInBytesAndCarryTheEpoch) {
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("sync-page-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
   {
-    auto db = store::Database::open(dir);
-    store::StateStore state(*db);
-    ASSERT_TRUE(state.set_epoch("00ab"));
-    store::CheckinStore checkins(*db);
+    TempNode node("00ab");
+    auto& state = node.state;
+    auto& checkins = node.checkins;
     const std::string big(4000, 'x');
     for (int i = 0; i < 600; ++i) {
       ASSERT_TRUE(state.put(StateKind::kRelease, "com.example.app", "r" + std::to_string(i),
@@ -173,14 +189,7 @@ TEST(SyncApi, FeedPagesAreBoundedInBytesAndCarryTheEpoch) {
     EXPECT_LT(page->changes.size(), 600U) << "cut by bytes, not only by count";
     EXPECT_EQ(page->changes.front().seq, 1U);
   }
-  std::filesystem::remove_all(dir);
 }
-
-}  // namespace
-}  // namespace edge::api
-
-namespace edge::api {
-namespace {
 
 struct CountingSink final : PushSink {
   void offer(std::vector<store::Change>, std::uint64_t) override { ++offers; }
@@ -188,15 +197,9 @@ struct CountingSink final : PushSink {
 };
 
 TEST(SyncApi, PushesOfAnotherEpochOrWithABadOneAreRefused) {
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("sync-push-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
   {
-    auto db = store::Database::open(dir);
-    store::StateStore state(*db);
-    ASSERT_TRUE(state.set_epoch("aa"));
-    store::CheckinStore checkins(*db);
-    SyncApi api(state, checkins, "tok");
+    TempNode node("aa");
+    SyncApi api(node.state, node.checkins, "tok");
     CountingSink sink;
     api.set_push_sink(&sink);
     boost::beast::http::request_header<> req;
@@ -212,7 +215,6 @@ TEST(SyncApi, PushesOfAnotherEpochOrWithABadOneAreRefused) {
     EXPECT_EQ(push(R"({"last_seq":1,"changes":[]})").status, 200U) << "an older pusher";
     EXPECT_EQ(sink.offers, 2);
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
