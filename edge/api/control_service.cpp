@@ -479,15 +479,22 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
       return error_response(500, "store_error", "reading stats: " + days.error().message());
     json::array out;
     for (const auto& [day, st] : *days) {
-      json::object releases, actions;
+      json::object releases, actions, targets;
       for (const auto& [n, c] : st.releases)
         releases[n] = c;
       for (const auto& [n, c] : st.actions)
         actions[n] = c;
+      for (const auto& [release, by_action] : st.targets) {
+        json::object o;
+        for (const auto& [a, c] : by_action)
+          o[a] = c;
+        targets[release] = std::move(o);
+      }
       out.push_back(json::object{{"day", day},
                                  {"devices", st.devices},
                                  {"releases", std::move(releases)},
-                                 {"actions", std::move(actions)}});
+                                 {"actions", std::move(actions)},
+                                 {"targets", std::move(targets)}});
     }
     return json_response(200, json::object{{"app_id", app_id}, {"days", std::move(out)}});
   }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "edge/api/control_service.hpp"
+#include "edge/api/device_info.hpp"
 #include "edge/api/response.hpp"
 #include "edge/store/checkin_store.hpp"
 
@@ -65,14 +66,7 @@ class DeviceApi {
   bool durable_ = false;
 };
 
-/// Capgo's version_build coercion (§1.1): strict SemVer as is; "1" -> 1.0.0, "1.2" -> 1.2.0,
-/// "builtin"/"unknown" -> 0.0.0; anything else is nullopt (-> 400 semver_error).
-std::optional<SemVer> coerce_version_build(std::string_view text);
-
 /// Percent-encodes a manifest file name for a URL path, keeping '/' and RFC 3986 unreserved.
 std::string encode_path(std::string_view path);
-
-/// Decodes an application/x-www-form-urlencoded query into key/value pairs ('+' is a space).
-std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query);
 
 }  // namespace edge::api

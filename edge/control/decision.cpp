@@ -50,8 +50,38 @@ std::string_view kind_name(Kind kind) {
     case Kind::kUpToDate: return "up_to_date";
     case Kind::kBlocked: return "blocked";
     case Kind::kFailed: return "failed";
+    case Kind::kRevertToBuiltin: return "";
   }
   return "failed";
+}
+
+std::string_view update_package_name(UpdatePackage p) {
+  switch (p) {
+    case UpdatePackage::kAll: return "all";
+    case UpdatePackage::kZip: return "zip";
+    case UpdatePackage::kDelta: return "delta";
+    case UpdatePackage::kZipFromBuiltin: return "zip_from_builtin";
+    case UpdatePackage::kDeltaFromBuiltin: return "delta_from_builtin";
+  }
+  return "all";
+}
+
+std::optional<UpdatePackage> parse_update_package(std::string_view t) {
+  for (auto p : {UpdatePackage::kAll, UpdatePackage::kZip, UpdatePackage::kDelta,
+                 UpdatePackage::kZipFromBuiltin, UpdatePackage::kDeltaFromBuiltin}) {
+    if (t == update_package_name(p))
+      return p;
+  }
+  return std::nullopt;
+}
+
+bool supports_manifest(const SemVer& p) {
+  switch (p.major) {
+    case 5: return at_least(p, 5, 10, 0);
+    case 6: return at_least(p, 6, 25, 0);
+    case 7: return at_least(p, 7, 0, 35);
+    default: return p.major >= 8;
+  }
 }
 
 bool rollout_selects(std::string_view rollout_id, std::string_view device_id, std::uint32_t bps) {
@@ -236,17 +266,36 @@ Decision decide(const UpdateRequest& req, const AppView& app) {
     return blocked("disable_emulator", "Cannot update, emulator is disabled", req.version_name);
   }
 
-  // Step 9: builtin target.
+  // Step 9: builtin target. A device on an OTA bundle is sent back to the store build
+  // (§9.1, plugins >= 6.2.0); one already there is up to date.
   if (builtin) {
-    if (at_least(req.plugin_version, 6, 2, 0)) {
+    if (!at_least(req.plugin_version, 6, 2, 0)) {
+      return fail(Kind::kFailed, "revert_to_builtin_plugin_version_too_old",
+                  "revert_to_builtin used, but plugin version is too old");
+    }
+    if (req.on_builtin) {
       Decision b = fail(Kind::kUpToDate, "already_on_builtin", "Already on builtin");
       b.version = std::string(kBuiltin);
       return b;
     }
-    return fail(Kind::kFailed, "revert_to_builtin_plugin_version_too_old",
-                "revert_to_builtin used, but plugin version is too old");
+    d.kind = Kind::kRevertToBuiltin;
+    d.version = std::string(kBuiltin);
+    return d;
   }
-  // Step 10: an update (the endpoint builds url and manifest from the release).
+  // Step 10: an update in the channel's download format (§9.4); the endpoint builds url and
+  // manifest from the release.
+  UpdatePackage format = channel->update_package;
+  if (format == UpdatePackage::kZipFromBuiltin)
+    format = req.on_builtin ? UpdatePackage::kZip : UpdatePackage::kAll;
+  if (format == UpdatePackage::kDeltaFromBuiltin)
+    format = req.on_builtin ? UpdatePackage::kDelta : UpdatePackage::kAll;
+  const bool manifest_ok = release->manifest_entries > 0 && supports_manifest(req.plugin_version);
+  d.send_zip = release->has_zip && format != UpdatePackage::kDelta;
+  d.send_manifest = manifest_ok && format != UpdatePackage::kZip;
+  if (format == UpdatePackage::kZip && !d.send_zip)
+    return fail(Kind::kFailed, "no_bundle_url", "Cannot get bundle url");
+  if (!d.send_zip && !d.send_manifest)
+    return fail(Kind::kFailed, "no_url_or_manifest", "No url or manifest");
   d.kind = Kind::kUpdate;
   return d;
 }

@@ -23,6 +23,18 @@ std::optional<Platform> parse_platform(std::string_view text);
 /// Capgo's `disable_auto_update` column (default `major`).
 enum class AutoUpdatePolicy { kMajor, kMinor, kPatch, kVersionNumber, kNone };
 
+/// A channel's download format, Capgo's `update_package` (capgo-protocol.md §9.4):
+/// `all` (default: the zip url and the manifest), `zip` (no manifest), `delta` (the manifest;
+/// the url is a placeholder), `zip_from_builtin` / `delta_from_builtin` (that format for
+/// devices on builtin, `all` for the others).
+enum class UpdatePackage { kAll, kZip, kDelta, kZipFromBuiltin, kDeltaFromBuiltin };
+std::string_view update_package_name(UpdatePackage p);
+std::optional<UpdatePackage> parse_update_package(std::string_view text);
+
+/// Whether a plugin takes a `manifest` in the update answer: >= 5.10.0 / 6.25.0 / 7.0.35 /
+/// any 8.x and later (capgo-protocol.md §2.3 a).
+bool supports_manifest(const SemVer& plugin);
+
 /// A release (Capgo "version") as the decision sees it.
 struct Release {
   std::string name;
@@ -57,6 +69,7 @@ struct Channel {
   bool allow_prod = true;
   AutoUpdatePolicy disable_auto_update = AutoUpdatePolicy::kMajor;
   bool disable_auto_update_under_native = true;
+  UpdatePackage update_package = UpdatePackage::kAll;
   std::optional<Rollout> rollout;
 };
 
@@ -84,10 +97,16 @@ struct UpdateRequest {
   bool is_prod = true;
   std::string default_channel;  ///< "" when the plugin sent none
   std::string key_id;           ///< "" when the plugin sent none
+  /// The device runs the bundle shipped in the app (version_name was "builtin" or equals
+  /// version_build): decides builtin reverts and the *_from_builtin formats.
+  bool on_builtin = false;
 };
 
-enum class Kind { kUpdate, kUpToDate, kBlocked, kFailed };
-/// The `kind` field of a 200 error body: "up_to_date", "blocked", "failed" ("" for kUpdate).
+/// kRevertToBuiltin: the channel points at builtin and the device runs an OTA bundle; the
+/// answer is `{"version":"builtin"}` with no error and no kind (capgo-protocol.md §9.1).
+enum class Kind { kUpdate, kUpToDate, kBlocked, kFailed, kRevertToBuiltin };
+/// The `kind` field of a 200 error body: "up_to_date", "blocked", "failed" ("" for kUpdate
+/// and kRevertToBuiltin, which carry none).
 std::string_view kind_name(Kind kind);
 
 /// The outcome: an update to `release` (kind kUpdate), or a Capgo business error with its
@@ -104,6 +123,10 @@ struct Decision {
   const Release* release = nullptr;          ///< the target release (nullptr for builtin)
   bool via_override = false;
   bool via_rollout = false;
+  /// kUpdate: what the answer carries, by the channel's update_package, the release's
+  /// files and the plugin's manifest support. Without send_zip the url is a placeholder.
+  bool send_zip = false;
+  bool send_manifest = false;
 };
 
 /// Sticky rollout selection: true iff the device falls in the first `bps` of 10000 buckets

@@ -229,6 +229,16 @@ Parsed<Channel> parse_channel(std::string_view text, Unknown unknown) {
                    "expected major, minor, patch, version_number or none, got '" + policy + "'");
   }
   c.disable_auto_update = *p;
+  std::string package = "all";
+  if (auto e = f.string("update_package", package, false))
+    return *e;
+  const auto up = parse_update_package(package);
+  if (!up) {
+    return f.error("update_package",
+                   "expected all, zip, delta, zip_from_builtin or delta_from_builtin, got '" +
+                       package.substr(0, 80) + "'");
+  }
+  c.update_package = *up;
   if (const auto* r = f.take("rollout"); r != nullptr && !r->is_null()) {
     if (!r->is_object())
       return f.error("rollout", "expected an object or null");
@@ -315,7 +325,8 @@ std::string to_json(const Channel& c) {
                  {"allow_dev", c.allow_dev},
                  {"allow_prod", c.allow_prod},
                  {"disable_auto_update", policy_name(c.disable_auto_update)},
-                 {"disable_auto_update_under_native", c.disable_auto_update_under_native}};
+                 {"disable_auto_update_under_native", c.disable_auto_update_under_native},
+                 {"update_package", update_package_name(c.update_package)}};
   if (c.rollout) {
     o["rollout"] = json::object{{"release", c.rollout->release},
                                 {"bps", c.rollout->bps},

@@ -47,6 +47,15 @@ std::optional<Checkin> decode(std::string_view v) {
   return c;
 }
 
+}  // namespace
+
+bool names_target_release(std::string_view a) {
+  return a.starts_with("download_") || a.ends_with("_fail") || a == "set_next" || a == "delete" ||
+         a == "checksum_required" || a == "session_key_required" || a == "insufficient_disk_space";
+}
+
+namespace {
+
 std::string join(std::initializer_list<std::string_view> parts) {
   std::string out;
   bool first = true;
@@ -271,6 +280,20 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     ++it->second;
   };
   std::map<std::string, std::uint64_t> node_seq;  // highest applied batch per child node
+  // The version each device of this batch runs, as this batch leaves it.
+  std::map<std::string, std::string> running;
+  const auto running_version = [&](const std::string& key) -> std::string {
+    auto it = running.find(key);
+    if (it != running.end())
+      return it->second;
+    std::string v;
+    std::string version;
+    if (d.db->Get({}, d.handle(kCfDeviceSeen), key, &v).ok()) {
+      if (auto prev = decode(v))
+        version = prev->version_name;
+    }
+    return running.emplace(key, version).first->second;
+  };
   std::vector<bool> duplicate(batch.size(), false);
   std::uint64_t outbox_added = 0;
   std::uint64_t outbox_bytes = 0;
@@ -295,12 +318,24 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       put_be64(seq, next_seq_++);
       const std::string record = encode(c);
       wb.Put(d.handle(kCfCheckins), rocksdb::Slice(seq, 8), record);
-      wb.Put(d.handle(kCfDeviceSeen), join({c.app_id, c.device_id}), record);
+      const std::string seen_key = join({c.app_id, c.device_id});
       const std::string day = day_of(c.time_ms);
+      if (names_target_release(c.action)) {
+        // The event names the bundle being fetched or installed: the device still runs the
+        // version it ran before (§9.5), and the event counts against the target.
+        Checkin seen = c;
+        seen.version_name = running_version(seen_key);
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(seen));
+        if (!c.version_name.empty())
+          bump(join({c.app_id, day, "t", c.version_name, c.action}));
+      } else {
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, record);
+        running[seen_key] = c.version_name;
+        if (!c.version_name.empty())
+          bump(join({c.app_id, day, "r", c.version_name}));
+      }
       // A device counts once per day: its marker key holds 1.
       counts[join({c.app_id, day, "d", c.device_id})] = 1;
-      if (!c.version_name.empty())
-        bump(join({c.app_id, day, "r", c.version_name}));
       bump(join({c.app_id, day, "a", c.action}));
       if (options_.outbox) {
         char ok[8];
@@ -566,6 +601,10 @@ Result<std::map<std::string, DayStats>> CheckinStore::stats(const std::string& a
       s.releases[name] = n;
     } else if (kind == "a") {
       s.actions[name] = n;
+    } else if (kind == "t") {
+      const auto p3 = name.find('\0');
+      if (p3 != std::string::npos)
+        s.targets[name.substr(0, p3)][name.substr(p3 + 1)] = n;
     }
   }
   if (auto ec = to_error(it->status()))

@@ -37,10 +37,21 @@ void sanitize(Checkin& c);
 
 /// Per-day figures of one app.
 struct DayStats {
-  std::uint64_t devices = 0;                      ///< distinct devices seen that day
-  std::map<std::string, std::uint64_t> releases;  ///< check-ins by version_name
-  std::map<std::string, std::uint64_t> actions;   ///< check-ins by action
+  std::uint64_t devices = 0;  ///< distinct devices seen that day
+  /// Check-ins by the version the device runs (target-naming events excluded).
+  std::map<std::string, std::uint64_t> releases;
+  std::map<std::string, std::uint64_t> actions;  ///< check-ins by action
+  /// Target-naming events by the release they name, then by action: downloads, installs
+  /// queued, and the failures (checksum_required, *_fail, ...) that show a misconfigured
+  /// release.
+  std::map<std::string, std::map<std::string, std::uint64_t>> targets;
 };
+
+/// True for the stats actions whose version_name names the bundle being fetched or
+/// installed rather than the one running (capgo-protocol.md §9.5): download_*, set_next,
+/// delete, checksum_required, session_key_required, insufficient_disk_space and every
+/// *_fail. They do not move a device's current version.
+bool names_target_release(std::string_view action);
 
 /// Options of a CheckinStore.
 struct CheckinOptions {
@@ -117,7 +128,8 @@ class CheckinStore {
 
   /// Per-day stats of an app, oldest day first (UTC days, "YYYY-MM-DD").
   Result<std::map<std::string, DayStats>> stats(const std::string& app_id) const;
-  /// The last check-in of a device, or nullopt.
+  /// The last check-in of a device, or nullopt. Its version_name is the version the device
+  /// runs: a target-naming event (names_target_release) keeps the one before it.
   Result<std::optional<Checkin>> last(const std::string& app_id,
                                       const std::string& device_id) const;
   std::uint64_t committed() const;

@@ -244,9 +244,29 @@ const Case kCases[] = {
        r.is_emulator = true;
      },
      Kind::kBlocked, "disable_emulator", "1.2.4"},
-    {"builtin channel: already on builtin",
-     [](FakeApp& a, UpdateRequest&) { ch(a).release.clear(); }, Kind::kUpToDate,
-     "already_on_builtin", "builtin"},
+    {"builtin channel, device on builtin: already on builtin",
+     [](FakeApp& a, UpdateRequest& r) {
+       ch(a).release.clear();
+       r.version_name = "1.2.0";
+       r.on_builtin = true;
+     },
+     Kind::kUpToDate, "already_on_builtin", "builtin"},
+    {"builtin channel, device on an OTA bundle: sent back to builtin (no error, no kind)",
+     [](FakeApp& a, UpdateRequest&) { ch(a).release.clear(); }, Kind::kRevertToBuiltin, "",
+     "builtin"},
+    {"builtin revert still obeys the channel's device policy",
+     [](FakeApp& a, UpdateRequest&) {
+       ch(a).release.clear();
+       ch(a).allow_prod = false;
+     },
+     Kind::kBlocked, "disable_prod_build", "builtin"},
+    {"builtin with a plugin older than 6.2.0, device on builtin",
+     [](FakeApp& a, UpdateRequest& r) {
+       ch(a).release.clear();
+       r.plugin_version = v("6.1.9");
+       r.on_builtin = true;
+     },
+     Kind::kFailed, "revert_to_builtin_plugin_version_too_old", ""},
     {"builtin with a plugin older than 6.2.0",
      [](FakeApp& a, UpdateRequest& r) {
        ch(a).release.clear();
@@ -265,6 +285,23 @@ const Case kCases[] = {
        a.release_map["1.2.4"].manifest_entries = 3;
      },
      Kind::kUpdate, "", "1.2.4"},
+    {"manifest-only release, plugin without manifest support: no_url_or_manifest",
+     [](FakeApp& a, UpdateRequest& r) {
+       a.release_map["1.2.4"].has_zip = false;
+       a.release_map["1.2.4"].manifest_entries = 3;
+       r.plugin_version = v("6.24.0");
+     },
+     Kind::kFailed, "no_url_or_manifest", ""},
+    {"zip format, release without a zip: no_bundle_url",
+     [](FakeApp& a, UpdateRequest&) {
+       ch(a).update_package = UpdatePackage::kZip;
+       a.release_map["1.2.4"].has_zip = false;
+       a.release_map["1.2.4"].manifest_entries = 3;
+     },
+     Kind::kFailed, "no_bundle_url", ""},
+    {"delta format, release without a manifest: no_url_or_manifest",
+     [](FakeApp& a, UpdateRequest&) { ch(a).update_package = UpdatePackage::kDelta; },
+     Kind::kFailed, "no_url_or_manifest", ""},
     {"key_id mismatch",
      [](FakeApp& a, UpdateRequest& r) {
        a.release_map["1.2.4"].key_id = "AAAA";
@@ -307,6 +344,54 @@ const Case kCases[] = {
 };
 
 INSTANTIATE_TEST_SUITE_P(Capgo, DecisionTable, ::testing::ValuesIn(kCases));
+
+// update_package (§9.4): what each format sends, for a release with both a zip and a
+// manifest, to a device on an OTA bundle and to one on builtin, and to a plugin without
+// manifest support.
+TEST(UpdatePackageFormat, EachValueSendsItsParts) {
+  struct Row {
+    UpdatePackage format;
+    bool on_builtin;
+    const char* plugin;
+    bool zip, manifest;
+  } rows[] = {
+      {UpdatePackage::kAll, false, "8.51.23", true, true},
+      {UpdatePackage::kAll, false, "6.24.0", true, false},
+      {UpdatePackage::kZip, false, "8.51.23", true, false},
+      {UpdatePackage::kDelta, false, "8.51.23", false, true},
+      {UpdatePackage::kZipFromBuiltin, false, "8.51.23", true, true},
+      {UpdatePackage::kZipFromBuiltin, true, "8.51.23", true, false},
+      {UpdatePackage::kDeltaFromBuiltin, false, "8.51.23", true, true},
+      {UpdatePackage::kDeltaFromBuiltin, true, "8.51.23", false, true},
+  };
+  for (const Row& row : rows) {
+    FakeApp app = base_app();
+    app.release_map["1.2.4"].manifest_entries = 2;
+    ch(app).update_package = row.format;
+    UpdateRequest req = base_request();
+    req.plugin_version = v(row.plugin);
+    req.on_builtin = row.on_builtin;
+    if (row.on_builtin)
+      req.version_name = "1.2.0";
+    const Decision d = decide(req, app);
+    const std::string what = std::string(update_package_name(row.format)) +
+                             (row.on_builtin ? " on builtin" : " on a bundle") + " plugin " +
+                             row.plugin;
+    ASSERT_EQ(d.kind, Kind::kUpdate) << what << ": " << d.error;
+    EXPECT_EQ(d.send_zip, row.zip) << what;
+    EXPECT_EQ(d.send_manifest, row.manifest) << what;
+  }
+}
+
+TEST(UpdatePackageFormat, NamesRoundTrip) {
+  for (const char* n : {"all", "zip", "delta", "zip_from_builtin", "delta_from_builtin"}) {
+    const auto p = parse_update_package(n);
+    ASSERT_TRUE(p) << n;
+    EXPECT_EQ(update_package_name(*p), n);
+  }
+  EXPECT_FALSE(parse_update_package("ZIP"));
+  EXPECT_FALSE(parse_update_package(""));
+}
 
 TEST(Rollout, StickyAndMonotone) {
   int selected_at_30 = 0;

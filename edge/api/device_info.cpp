@@ -1,0 +1,522 @@
+#include "edge/api/device_info.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+
+#include <boost/json.hpp>
+
+#include "edge/api/control_service.hpp"
+#include "edge/core/sha256.hpp"
+#include "edge/core/utf8.hpp"
+
+namespace edge::api {
+namespace {
+
+namespace json = boost::json;
+using E = DeviceEndpoint;
+
+// Error messages quote at most this much of a device's value.
+constexpr std::size_t kQuoted = 128;
+
+enum class Need : std::uint8_t {
+  kIgnored,   // not read on this endpoint (whatever it holds)
+  kOptional,  // may be absent; when present, of the type and rule
+  kRequired,  // must be present; "" allowed for strings
+  kNonEmpty,  // must be present and not ""
+};
+
+enum class Type : std::uint8_t { kString, kBool, kObject, kArray };
+
+// The rule beyond type and length.
+enum class Check : std::uint8_t {
+  kNone,
+  kPlatform,      // ios | android | electron (stats: any string, §3.3)
+  kUuid,          // 8-4-4-4-12 hex (§1.1)
+  kAppId,         // reverse domain
+  kVersionBuild,  // coercible (checked early, as semver_error)
+  kPlugin,        // strict SemVer (stats: any string)
+  kAction,        // the stats allow-list
+  kMetadata,      // ≤30 keys of ≤64 characters, string values of ≤2048 characters
+};
+
+enum class Slot : std::uint8_t {
+  kPlatform,
+  kDeviceId,
+  kAppId,
+  kCustomId,
+  kVersionBuild,
+  kVersionCode,
+  kVersionOs,
+  kVersionName,
+  kPluginVersion,
+  kIsEmulator,
+  kIsProd,
+  kInstallSource,
+  kDefaultChannel,
+  kKeyId,
+  kChannel,
+  kAction,
+  kOldVersionName,
+  kStatsMode,
+  kMetadata,
+  kVersion,
+  kManifest,
+};
+
+struct Rule {
+  std::string_view name;
+  Slot slot;
+  Type type;
+  std::uint16_t max;  // longest string in bytes; 0 = no limit
+  Check check;
+  // One per DeviceEndpoint, in its order:
+  // updates, manifest_size, stats, channel POST, PUT, GET, DELETE.
+  std::array<Need, kDeviceEndpoints> need;
+};
+
+constexpr Need O = Need::kOptional;
+constexpr Need R = Need::kRequired;
+constexpr Need N = Need::kNonEmpty;
+constexpr Need I = Need::kIgnored;
+
+// The table of the info object (capgo-protocol.md §1.1, §2.2, §3.3, §4, §9.5), in the
+// order its schema errors are reported.
+constexpr Rule kRules[] = {
+    //  name               slot                    type          max  check
+    //                                    upd man sta set get lst del
+    {"device_id", Slot::kDeviceId, Type::kString, 36, Check::kUuid, {N, N, N, N, N, N, N}},
+    {"app_id", Slot::kAppId, Type::kString, 0, Check::kAppId, {N, N, N, N, N, N, N}},
+    {"platform", Slot::kPlatform, Type::kString, 0, Check::kPlatform, {R, R, R, R, R, R, R}},
+    {"plugin_version",
+     Slot::kPluginVersion,
+     Type::kString,
+     0,
+     Check::kPlugin,
+     {N, N, O, O, O, O, O}},
+    {"version_name", Slot::kVersionName, Type::kString, 0, Check::kNone, {N, N, R, R, R, O, O}},
+    {"version_build",
+     Slot::kVersionBuild,
+     Type::kString,
+     0,
+     Check::kVersionBuild,
+     {N, N, O, R, R, I, O}},
+    {"version_os", Slot::kVersionOs, Type::kString, 0, Check::kNone, {O, O, R, O, O, O, O}},
+    {"version_code", Slot::kVersionCode, Type::kString, 0, Check::kNone, {O, O, O, O, O, O, O}},
+    {"is_emulator", Slot::kIsEmulator, Type::kBool, 0, Check::kNone, {O, O, O, O, O, O, O}},
+    {"is_prod", Slot::kIsProd, Type::kBool, 0, Check::kNone, {O, O, O, O, O, O, O}},
+    {"custom_id", Slot::kCustomId, Type::kString, 36, Check::kNone, {O, O, O, O, O, O, O}},
+    {"install_source",
+     Slot::kInstallSource,
+     Type::kString,
+     64,
+     Check::kNone,
+     {O, O, O, O, O, O, O}},
+    {"defaultChannel",
+     Slot::kDefaultChannel,
+     Type::kString,
+     0,
+     Check::kNone,
+     {O, O, O, O, O, O, O}},
+    {"key_id", Slot::kKeyId, Type::kString, 20, Check::kNone, {O, O, O, O, O, O, O}},
+    {"channel", Slot::kChannel, Type::kString, 0, Check::kNone, {I, I, O, O, O, I, I}},
+    {"action", Slot::kAction, Type::kString, 0, Check::kAction, {I, I, R, I, I, I, I}},
+    {"old_version_name",
+     Slot::kOldVersionName,
+     Type::kString,
+     0,
+     Check::kNone,
+     {I, I, O, I, I, I, I}},
+    {"stats_mode", Slot::kStatsMode, Type::kString, 64, Check::kNone, {I, I, O, I, I, I, I}},
+    {"metadata", Slot::kMetadata, Type::kObject, 0, Check::kMetadata, {I, I, O, I, I, I, I}},
+    {"version", Slot::kVersion, Type::kString, 0, Check::kNone, {I, O, I, I, I, I, I}},
+    {"manifest", Slot::kManifest, Type::kArray, 0, Check::kNone, {I, R, I, I, I, I, I}},
+};
+
+// The backend's allow-list of stats actions (§3.2), and what plugin 8.51.23 sends beyond it
+// (§9.5: session_key_required, app_nav). Sorted, for binary search.
+constexpr std::string_view kActions[] = {
+    "InvalidIp",
+    "NoChannelOrOverride",
+    "app_anr",
+    "app_crash",
+    "app_crash_native",
+    "app_initialization_failure",
+    "app_killed_excessive_resource_usage",
+    "app_killed_low_memory",
+    "app_launch_ready",
+    "app_launch_start",
+    "app_launch_timeout",
+    "app_memory_warning",
+    "app_moved_to_background",
+    "app_moved_to_foreground",
+    "app_nav",
+    "backend_refusal",
+    "blocked_by_server_url",
+    "canonical_path_fail",
+    "cannotGetBundle",
+    "cannotUpdateViaPrivateChannel",
+    "channelMisconfigured",
+    "checksum_fail",
+    "checksum_required",
+    "customIdBlocked",
+    "decrypt_fail",
+    "delete",
+    "directory_path_fail",
+    "disableAutoUpdate",
+    "disableAutoUpdateMetadata",
+    "disableAutoUpdateToMajor",
+    "disableAutoUpdateToMinor",
+    "disableAutoUpdateToPatch",
+    "disableAutoUpdateUnderNative",
+    "disableDevBuild",
+    "disableDevice",
+    "disableEmulator",
+    "disablePlatformAndroid",
+    "disablePlatformElectron",
+    "disablePlatformIos",
+    "disableProdBuild",
+    "download_0",
+    "download_10",
+    "download_20",
+    "download_30",
+    "download_40",
+    "download_50",
+    "download_60",
+    "download_70",
+    "download_80",
+    "download_90",
+    "download_complete",
+    "download_fail",
+    "download_manifest_brotli_fail",
+    "download_manifest_checksum_fail",
+    "download_manifest_complete",
+    "download_manifest_file_fail",
+    "download_manifest_start",
+    "download_zip_complete",
+    "download_zip_start",
+    "finish_download_fail",
+    "get",
+    "getChannel",
+    "insufficient_disk_space",
+    "keyMismatch",
+    "low_mem_fail",
+    "manifest_path_fail",
+    "missingBundle",
+    "native_app_version_changed",
+    "needPlanUpgrade",
+    "noNew",
+    "os_version_changed",
+    "ping",
+    "rateLimited",
+    "rate_limit_reached",
+    "reset",
+    "session_key_required",
+    "set",
+    "setChannel",
+    "set_fail",
+    "set_next",
+    "uninstall",
+    "unzip_fail",
+    "update_fail",
+    "webview_content_process_terminated",
+    "webview_dom_content_loaded",
+    "webview_javascript_error",
+    "webview_page_loaded",
+    "webview_render_process_gone",
+    "webview_resource_error",
+    "webview_security_policy_violation",
+    "webview_unclean_restart",
+    "webview_unhandled_rejection",
+    "windows_path_fail",
+};
+
+InfoError schema(E endpoint, std::string_view field, std::string reason,
+                 std::string_view value = {}) {
+  std::string message = "Cannot parse body: " + std::string(field) + " " + reason;
+  if (!value.empty())
+    message += ", got " + utf8_quote(value, kQuoted);
+  return InfoError{query_form(endpoint) ? "invalid_query_parameters" : "invalid_json_body",
+                   std::move(message), field, std::move(reason)};
+}
+
+std::string_view type_reason(Type t) {
+  switch (t) {
+    case Type::kString: return "expected a string";
+    case Type::kBool: return "expected true or false";
+    case Type::kObject: return "expected an object";
+    case Type::kArray: return "expected an array";
+  }
+  return "wrong type";
+}
+
+bool has_type(const json::value& v, Type t) {
+  switch (t) {
+    case Type::kString: return v.is_string();
+    case Type::kBool: return v.is_bool();
+    case Type::kObject: return v.is_object();
+    case Type::kArray: return v.is_array();
+  }
+  return false;
+}
+
+std::string_view view(const json::value& v) {
+  return v.is_string() ? std::string_view(v.get_string()) : std::string_view();
+}
+
+// The rule's check on a present value of the right type; the reason if it fails.
+std::optional<std::string_view> check(const Rule& r, E endpoint, const json::value& v,
+                                      DeviceInfo& out) {
+  const std::string_view s = view(v);
+  switch (r.check) {
+    case Check::kNone: return std::nullopt;
+    case Check::kPlatform:
+      out.platform = control::parse_platform(s);
+      if (!out.platform && endpoint != E::kStats)
+        return "must be ios, android or electron";
+      return std::nullopt;
+    case Check::kUuid:
+      if (!valid_device_id(s))
+        return "must be a UUID (8-4-4-4-12 hex digits)";
+      return std::nullopt;
+    case Check::kAppId:
+      if (!valid_app_id(s))
+        return "must be a reverse-domain app id";
+      return std::nullopt;
+    case Check::kVersionBuild:
+      return std::nullopt;  // coerced before the schema pass (semver_error)
+    case Check::kPlugin:
+      if (s.empty())
+        return std::nullopt;
+      if (auto p = SemVer::parse(s)) {
+        out.plugin_version = *p;
+      } else if (endpoint != E::kStats) {
+        return "must be a SemVer like 8.51.23";
+      }
+      return std::nullopt;
+    case Check::kAction:
+      if (!allowed_stats_action(s))
+        return "is not a known stats action";
+      return std::nullopt;
+    case Check::kMetadata: {
+      const auto& m = v.get_object();
+      if (m.size() > 30)
+        return "holds more than 30 keys";
+      for (const auto& kv : m) {
+        if (kv.key().size() > 64)
+          return "has a key longer than 64 characters";
+        if (!kv.value().is_string())
+          return "has a value that is not a string";
+        if (kv.value().get_string().size() > 2048)
+          return "has a value longer than 2048 characters";
+      }
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+void store(Slot slot, const json::value& v, DeviceInfo& out) {
+  const std::string_view s = view(v);
+  switch (slot) {
+    case Slot::kPlatform: out.platform_text = s; break;
+    case Slot::kDeviceId:
+      out.device_id.assign(s);
+      for (char& c : out.device_id)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      break;
+    case Slot::kAppId: out.app_id = s; break;
+    case Slot::kCustomId: out.custom_id = s; break;
+    case Slot::kVersionBuild: out.version_build_text = s; break;
+    case Slot::kVersionCode: out.version_code = s; break;
+    case Slot::kVersionOs: out.version_os = s; break;
+    case Slot::kVersionName: out.version_name = s; break;
+    case Slot::kPluginVersion: break;  // set by its check
+    case Slot::kIsEmulator: out.is_emulator = v.get_bool(); break;
+    case Slot::kIsProd: out.is_prod = v.get_bool(); break;
+    case Slot::kInstallSource: out.install_source = s; break;
+    case Slot::kDefaultChannel: out.default_channel = s; break;
+    case Slot::kKeyId: out.key_id = s; break;
+    case Slot::kChannel: out.channel = s; break;
+    case Slot::kAction: out.action = s; break;
+    case Slot::kOldVersionName: out.old_version_name = s; break;
+    case Slot::kStatsMode: out.stats_mode = s; break;
+    case Slot::kMetadata: out.metadata = &v.get_object(); break;
+    case Slot::kVersion: out.version = s; break;
+    case Slot::kManifest: out.manifest = &v.get_array(); break;
+  }
+}
+
+// Absent or "" (the presence checks of §2.2 that come before the schema).
+bool missing(const json::value* v) {
+  return v == nullptr || (v->is_string() && v->get_string().empty());
+}
+
+std::string url_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 &&
+               hex_value(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(s[i + 1]) << 4 | hex_value(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+bool allowed_stats_action(std::string_view action) {
+  return std::binary_search(std::begin(kActions), std::end(kActions), action);
+}
+
+std::string DeviceInfo::running_version() const {
+  if (version_name == "builtin" && version_build)
+    return version_build->to_string();
+  return std::string(version_name);
+}
+
+bool DeviceInfo::on_builtin() const {
+  if (version_name == "builtin" || version_name == version_build_text)
+    return true;
+  return version_build && version_name == version_build->to_string();
+}
+
+std::optional<InfoError> read_info(DeviceEndpoint endpoint, const json::object& body,
+                                   DeviceInfo& out) {
+  const auto col = static_cast<std::size_t>(endpoint);
+  const json::value* values[std::size(kRules)];
+  for (std::size_t i = 0; i < std::size(kRules); ++i)
+    values[i] = kRules[i].need[col] == Need::kIgnored ? nullptr : body.if_contains(kRules[i].name);
+  // §2.2: the presence of device_id and app_id, then the version_build coercion, before the
+  // schema. (Rules 0 and 1 of the table are device_id and app_id.)
+  if (missing(values[0]))
+    return InfoError{"missing_device_id", "Cannot find device_id", "device_id", "required"};
+  if (missing(values[1]))
+    return InfoError{"missing_app_id", "Cannot find app_id", "app_id", "required"};
+  for (std::size_t i = 0; i < std::size(kRules); ++i) {
+    if (kRules[i].check != Check::kVersionBuild || values[i] == nullptr ||
+        !values[i]->is_string() || values[i]->get_string().empty()) {
+      continue;
+    }
+    const std::string_view text = values[i]->get_string();
+    out.version_build = coerce_version_build(text);
+    if (!out.version_build) {
+      return InfoError{"semver_error",
+                       "Native version: " + utf8_quote(text, kQuoted) +
+                           " doesn't follow semver convention, please check "
+                           "https://capgo.app/semver_tester/ to learn more about semver usage "
+                           "in Capgo",
+                       "version_build", "not SemVer"};
+    }
+  }
+  for (std::size_t i = 0; i < std::size(kRules); ++i) {
+    const Rule& r = kRules[i];
+    const Need need = r.need[col];
+    const json::value* v = values[i];
+    if (need == Need::kIgnored)
+      continue;
+    if (v == nullptr) {
+      if (need == Need::kRequired || need == Need::kNonEmpty)
+        return schema(endpoint, r.name, "is required");
+      continue;
+    }
+    if (!has_type(*v, r.type))
+      return schema(endpoint, r.name, std::string(type_reason(r.type)));
+    if (r.type == Type::kString) {
+      const std::string_view s = v->get_string();
+      if (need == Need::kNonEmpty && s.empty())
+        return schema(endpoint, r.name, "must not be empty");
+      if (r.max != 0 && s.size() > r.max)
+        return schema(endpoint, r.name, "is longer than " + std::to_string(r.max) + " bytes", s);
+    }
+    if (auto reason = check(r, endpoint, *v, out))
+      return schema(endpoint, r.name, std::string(*reason), view(*v));
+    store(r.slot, *v, out);
+  }
+  return std::nullopt;
+}
+
+std::optional<InfoError> parse_json_body(std::string_view body, json::value& out,
+                                         bool allow_array) {
+  boost::system::error_code ec;
+  out = json::parse(body, ec, out.storage());
+  if (ec)
+    return InfoError{"invalid_json_parse_body", "Invalid JSON body", "", "not JSON"};
+  if (allow_array && out.is_array())
+    return std::nullopt;
+  if (!out.is_object() || out.get_object().empty())
+    return InfoError{"invalid_json_body", "Cannot parse body", "", "not a non-empty object"};
+  return std::nullopt;
+}
+
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto item = query.substr(0, amp);
+    if (!item.empty()) {
+      const auto eq = item.find('=');
+      out.emplace_back(url_decode(item.substr(0, eq)), eq == std::string_view::npos
+                                                           ? std::string()
+                                                           : url_decode(item.substr(eq + 1)));
+    }
+    if (amp == std::string_view::npos)
+      break;
+    query.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+std::optional<InfoError> query_object(std::string_view query, json::object& out) {
+  const auto params = parse_query(query);
+  if (params.empty()) {
+    return InfoError{"invalid_query_parameters", "Invalid query parameters", "", "no parameters"};
+  }
+  for (const auto& [k, v] : params)
+    out[k] = v;
+  for (const auto& [flag, absent] : {std::pair{"is_emulator", false}, {"is_prod", true}}) {
+    const auto* v = out.if_contains(flag);
+    out[flag] = v == nullptr ? absent : (v->is_string() && v->get_string() == "true");
+  }
+  return std::nullopt;
+}
+
+std::optional<SemVer> coerce_version_build(std::string_view text) {
+  if (auto v = SemVer::parse(text))
+    return *v;
+  if (text == "builtin" || text == "unknown")
+    return SemVer{};
+  // "1" or "1.2": numeric parts without leading zeros.
+  SemVer v;
+  std::uint64_t* parts[] = {&v.major, &v.minor};
+  std::size_t n = 0;
+  std::string_view rest = text;
+  while (!rest.empty() && n < 2) {
+    const auto dot = rest.find('.');
+    const auto part = rest.substr(0, dot);
+    if (part.empty() || (part.size() > 1 && part[0] == '0'))
+      return std::nullopt;
+    const auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), *parts[n]);
+    if (ec != std::errc() || p != part.data() + part.size())
+      return std::nullopt;
+    ++n;
+    if (dot == std::string_view::npos) {
+      rest = {};
+    } else {
+      rest.remove_prefix(dot + 1);
+      if (rest.empty())
+        return std::nullopt;
+    }
+  }
+  if (n == 0 || !rest.empty())
+    return std::nullopt;
+  return v;
+}
+
+}  // namespace edge::api
