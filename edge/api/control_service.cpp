@@ -5,6 +5,10 @@
 
 #include <boost/json.hpp>
 
+#include "edge/api/device_info.hpp"
+#include "edge/core/sha256.hpp"
+#include "edge/core/utf8.hpp"
+
 namespace edge::api {
 namespace {
 
@@ -298,6 +302,86 @@ Response ControlService::put_app(const std::string& app_id, std::string_view bod
   return commit(b, existed ? 200 : 201, json::serialize(named("app_id", app_id, doc)));
 }
 
+namespace {
+
+bool is_hex(std::string_view s, std::size_t n) {
+  return s.size() == n && std::all_of(s.begin(), s.end(), [](char c) { return hex_value(c) >= 0; });
+}
+
+std::string lower(std::string s) {
+  for (char& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool base64_part(std::string_view s) {
+  if (s.empty())
+    return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=' ||
+           c == '-' || c == '_';
+  });
+}
+
+// capgo-protocol.md §2.6 / §9.3: "<base64 iv>:<base64 RSA-encrypted AES key>".
+bool valid_session_key(std::string_view k) {
+  const auto colon = k.find(':');
+  return colon != std::string_view::npos && base64_part(k.substr(0, colon)) &&
+         base64_part(k.substr(colon + 1));
+}
+
+std::string quote_value(std::string_view s) {
+  return "'" + utf8_quote(s, 80) + "'";
+}
+
+// The files a release serves and how devices verify them: what may not change once
+// published under a version name (devices cache a version by its name, §2.4 item 6).
+bool same_files(const control::ReleaseDoc& a, const control::ReleaseDoc& b) {
+  if (a.zip != b.zip || a.checksum != b.checksum || a.session_key != b.session_key ||
+      a.manifest.size() != b.manifest.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.manifest.size(); ++i) {
+    const auto& x = a.manifest[i];
+    const auto& y = b.manifest[i];
+    if (x.file_name != y.file_name || x.file_hash != y.file_hash || x.blob != y.blob)
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::string> ControlService::native_floor_warning(
+    const control::AppState& app, const std::string& version,
+    const std::vector<std::string>& channels) const {
+  const auto target = SemVer::parse(version);
+  if (!target || channels.empty() || checkins_ == nullptr)
+    return std::nullopt;
+  auto builds = checkins_->native_builds(app.app_id, 200000);
+  if (!builds)
+    return std::nullopt;
+  std::uint64_t devices = 0;
+  std::optional<SemVer> highest;
+  for (const auto& [text, count] : *builds) {
+    const auto build = coerce_version_build(text);
+    if (!build || *target > *build)
+      continue;
+    devices += count;
+    if (!highest || *highest < *build)
+      highest = *build;
+  }
+  if (devices == 0)
+    return std::nullopt;
+  std::string names;
+  for (const auto& c : channels)
+    names += (names.empty() ? "" : ", ") + c;
+  return "version " + version + " sorts at or below the native version " + highest->to_string() +
+         " that " + std::to_string(devices) + " device(s) of this app report: channel(s) " + names +
+         " have disable_auto_update_under_native on and would answer those devices "
+         "disable_auto_update_under_native instead of this update";
+}
+
 Response ControlService::put_release(const control::AppState& app, const std::string& name,
                                      std::string_view body) {
   auto p = control::parse_release(body);
@@ -320,16 +404,76 @@ Response ControlService::put_release(const control::AppState& app, const std::st
                      "manifest[" + std::to_string(i) + "] (" + doc.manifest[i].file_name + ")");
     }
   }
-  if (!doc.zip && doc.manifest.empty()) {
-    return error_response(400, "invalid_body", "a release needs a zip, a manifest, or both");
+  // Publish-time checks (capgo-protocol.md §9.2, §9.3): what devices would refuse is
+  // refused here, naming the field, instead of failing on every device.
+  json::array warnings;
+  if (!doc.session_key.empty() && !valid_session_key(doc.session_key)) {
+    return error_response(400, "invalid_session_key",
+                          "session_key: expected '<base64 iv>:<base64 encrypted key>' (two "
+                          "non-empty base64 parts joined by ':'), got " +
+                              quote_value(doc.session_key));
   }
-  if (doc.checksum.empty() && doc.zip)
+  const bool encrypted = !doc.session_key.empty();
+  if (encrypted) {
+    // The checksum of an encrypted zip is the publisher's encrypted digest: kept as given.
+    if (doc.zip && doc.checksum.empty()) {
+      return error_response(400, "invalid_checksum",
+                            "checksum: an encrypted zip needs the encrypted checksum its "
+                            "publisher computed; plugin 8.51.23 refuses a zip without one");
+    }
+  } else if (!doc.checksum.empty()) {
+    if (is_hex(doc.checksum, 64)) {
+      doc.checksum = lower(doc.checksum);  // devices compare case-sensitively (§2.5)
+      if (doc.zip && doc.checksum != doc.zip->hex()) {
+        return error_response(422, "checksum_mismatch",
+                              "checksum: " + doc.checksum + " is not the SHA-256 of zip blob " +
+                                  doc.zip->hex() + "; every device would refuse the download");
+      }
+    } else if (is_hex(doc.checksum, 8)) {
+      doc.checksum = lower(doc.checksum);
+      warnings.push_back(json::value(
+          "checksum: " + doc.checksum +
+          " is a CRC32 (8 hex digits) from old tooling: plugins before 8.51.23 verify it, "
+          "8.51.23 and later refuse it; leave checksum out to serve the zip's SHA-256"));
+    } else {
+      return error_response(400, "invalid_checksum",
+                            "checksum: expected the zip's SHA-256 (64 hex digits) or a legacy "
+                            "CRC32 (8 hex digits), got " +
+                                quote_value(doc.checksum));
+    }
+  } else if (doc.zip) {
     doc.checksum = doc.zip->hex();
+  }
+  const auto existing = app.releases.find(name);
+  if (existing != app.releases.end()) {
+    const control::ReleaseDoc& old = existing->second;
+    const bool had_files = old.zip || !old.manifest.empty();
+    if (had_files && !same_files(old, doc)) {
+      return error_response(
+          409, "release_exists",
+          "release '" + name + "' already exists with other files (zip " +
+              (old.zip ? old.zip->hex().substr(0, 12) : std::string("none")) +
+              "): devices keep a version by its name, so publish the change as a new version");
+    }
+  }
   const std::string text = control::to_json(doc);
+  json::value out = named("name", name, text);
+  std::vector<std::string> floor_channels;
+  for (const auto& [cname, c] : app.channels) {
+    if (c.disable_auto_update_under_native)
+      floor_channels.push_back(cname);
+  }
+  if (auto w = native_floor_warning(app, name, floor_channels))
+    warnings.push_back(json::value(*w));
+  out.get_object()["warnings"] = std::move(warnings);
+  if (existing != app.releases.end() && control::to_json(existing->second) == text) {
+    out.get_object()["unchanged"] = true;  // the same publish again: nothing to write
+    return json_response(200, out);
+  }
+  out.get_object()["unchanged"] = false;
   store::StateStore::Batch b;
   b.put(StateKind::kRelease, app.app_id, name, text);
-  return commit(b, app.releases.contains(name) ? 200 : 201,
-                json::serialize(named("name", name, text)));
+  return commit(b, existing != app.releases.end() ? 200 : 201, json::serialize(out));
 }
 
 Response ControlService::delete_release(const control::AppState& app, const std::string& name) {

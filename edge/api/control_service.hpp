@@ -95,6 +95,11 @@ class ControlService {
                        std::string_view body);
   Response put_device(const control::AppState& app, const std::string& device,
                       std::string_view body);
+  /// A warning when `version` sorts at or below the native version_build some of the app's
+  /// devices report, and `channels` (with disable_auto_update_under_native) would block it.
+  std::optional<std::string> native_floor_warning(const control::AppState& app,
+                                                  const std::string& version,
+                                                  const std::vector<std::string>& channels) const;
   /// Commits a batch and publishes the state that results from it.
   Response commit(store::StateStore::Batch& batch, unsigned status, std::string body);
 

@@ -612,6 +612,23 @@ Result<std::map<std::string, DayStats>> CheckinStore::stats(const std::string& a
   return out;
 }
 
+Result<std::map<std::string, std::uint64_t>> CheckinStore::native_builds(
+    const std::string& app_id, std::size_t max_devices) const {
+  auto& d = db_.impl();
+  std::map<std::string, std::uint64_t> out;
+  const std::string prefix = app_id + '\0';
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDeviceSeen)));
+  std::size_t n = 0;
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix) && n < max_devices;
+       it->Next(), ++n) {
+    if (auto c = decode(it->value().ToStringView()); c && !c->version_build.empty())
+      ++out[c->version_build];
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return out;
+}
+
 Result<std::optional<Checkin>> CheckinStore::last(const std::string& app_id,
                                                   const std::string& device_id) const {
   auto& d = db_.impl();

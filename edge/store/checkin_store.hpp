@@ -132,6 +132,10 @@ class CheckinStore {
   /// runs: a target-naming event (names_target_release) keeps the one before it.
   Result<std::optional<Checkin>> last(const std::string& app_id,
                                       const std::string& device_id) const;
+  /// How many of an app's devices last reported each native version_build, from at most
+  /// `max_devices` devices (a bound on the work of one call).
+  Result<std::map<std::string, std::uint64_t>> native_builds(const std::string& app_id,
+                                                             std::size_t max_devices) const;
   std::uint64_t committed() const;
   /// False while storage is full (Database::writable): record() calls fail then.
   bool writable() const { return db_.writable(); }

@@ -52,9 +52,9 @@ def main():
             assert st == 200 and b == files[rel] and sha(b) == m["file_hash"], rel
 
     def t_deterministic_and_commands():
-        # The same folder again: same zip bytes, the release is only replaced.
-        out = ctl("publish", "--app", "com.example.ctl", "--version", "1.0.1", "--dir", dist)
-        assert "release 1.0.1 replaced" in out, out
+        # The same folder again: same zip bytes, same files: nothing changes (exit 0).
+        out = ctl("publish", "--app", "com.example.ctl", "--version", "1.0.1", "--dir", dist, "--delta")
+        assert "release 1.0.1 unchanged" in out, out
         out = ctl("release", "list", "com.example.ctl")
         assert "1.0.1" in out
         out = ctl("channel", "set", "com.example.ctl", "beta", "--release", "1.0.1", "--json",
@@ -67,10 +67,10 @@ def main():
         assert "beta" not in ctl("channel", "list", "com.example.ctl")
         assert "devices=" in ctl("stats", "com.example.ctl")
         # Errors say what to fix.
-        err = ctl("channel", "set", "com.example.ctl", "x", "--release", "9.9.9", expect=1)
+        err = ctl("channel", "set", "com.example.ctl", "x", "--release", "9.9.9", expect=3)
         assert "9.9.9" in err, err
         err = ctl("publish", "--app", "com.example.ctl", "--version", "2", expect=1)
-        assert "--zip FILE or --dir DIST" in err, err
+        assert "--zip FILE, --dir DIST or --no-files" in err, err
         env_err = subprocess.run([sys.executable, CTL, "--token", "wrong", "--url", node.admin_url, "stats",
                                   "com.example.ctl"], capture_output=True, text=True, timeout=60)
         assert env_err.returncode == 1 and "token" in env_err.stderr, env_err.stderr
