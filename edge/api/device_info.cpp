@@ -154,9 +154,9 @@ constexpr std::string_view kActions[] = {
     "app_nav",
     "backend_refusal",
     "blocked_by_server_url",
-    "canonical_path_fail",
     "cannotGetBundle",
     "cannotUpdateViaPrivateChannel",
+    "canonical_path_fail",
     "channelMisconfigured",
     "checksum_fail",
     "checksum_required",
@@ -371,6 +371,8 @@ std::string url_decode(std::string_view s) {
 
 }  // namespace
 
+static_assert(std::is_sorted(std::begin(kActions), std::end(kActions)));
+
 bool allowed_stats_action(std::string_view action) {
   return std::binary_search(std::begin(kActions), std::end(kActions), action);
 }
@@ -408,7 +410,7 @@ std::optional<InfoError> read_info(DeviceEndpoint endpoint, const json::object& 
     out.version_build = coerce_version_build(text);
     if (!out.version_build) {
       return InfoError{"semver_error",
-                       "Native version: " + utf8_quote(text, kQuoted) +
+                       "Native version (version_build) " + utf8_quote(text, kQuoted) +
                            " doesn't follow semver convention, please check "
                            "https://capgo.app/semver_tester/ to learn more about semver usage "
                            "in Capgo",

@@ -1,9 +1,39 @@
-// Device requests: the /channel_self query string and version strings come from devices.
-// (The JSON bodies are parsed by Boost.JSON; the request logic is covered by integration tests.)
+// Device requests: the info-object parser on every endpoint (the body as JSON, and as the
+// query string of GET/DELETE /channel_self), the query decoder and version coercion.
 #include <cstdint>
 #include <string_view>
 
+#include <boost/json.hpp>
+
 #include "edge/api/device.hpp"
+#include "edge/api/device_info.hpp"
+
+namespace {
+
+using edge::api::DeviceEndpoint;
+
+void read_as(DeviceEndpoint e, const boost::json::object& o) {
+  edge::api::DeviceInfo info;
+  if (const auto err = edge::api::read_info(e, o, info)) {
+    if (err->code.empty() || err->message.empty())
+      __builtin_trap();  // every refusal names its code and says why
+    return;
+  }
+  // What the endpoints rely on after a successful read.
+  if (e != DeviceEndpoint::kStats && !info.platform)
+    __builtin_trap();
+  if ((e == DeviceEndpoint::kUpdates || e == DeviceEndpoint::kManifestSize) &&
+      (!info.version_build || !info.plugin_version))
+    __builtin_trap();
+  if (e == DeviceEndpoint::kManifestSize && info.manifest == nullptr)
+    __builtin_trap();
+  if (info.device_id.size() != 36 || info.app_id.empty())
+    __builtin_trap();
+  (void)info.running_version();
+  (void)info.on_builtin();
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
@@ -16,5 +46,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)edge::api::encode_path(text);
   (void)edge::api::valid_app_id(text);
   (void)edge::api::valid_device_id(text);
+  (void)edge::api::allowed_stats_action(text);
+
+  boost::json::value body;
+  if (!edge::api::parse_json_body(text, body, true) && body.is_object()) {
+    for (auto e : {DeviceEndpoint::kUpdates, DeviceEndpoint::kManifestSize, DeviceEndpoint::kStats,
+                   DeviceEndpoint::kChannelSet, DeviceEndpoint::kChannelGet})
+      read_as(e, body.get_object());
+  }
+  boost::json::object query;
+  if (!edge::api::query_object(text, query)) {
+    read_as(DeviceEndpoint::kChannelList, query);
+    read_as(DeviceEndpoint::kChannelUnset, query);
+  }
   return 0;
 }
