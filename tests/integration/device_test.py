@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Integration test of the current plugin's protocol (issue #10, capgo-protocol.md §9): the
+builtin revert, version rows without files, each update_package, the publish-time checks
+(admin API and bundle-edge-ctl), the /channel_self and /stats validation, stats currency and
+Retry-After. The real binary on 127.0.0.1, port 0, stopped by its pid.
+
+Usage: device_test.py <path-to-bundle-edge>"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from harness import run, TMP, Node, check, curl, header, sha, upload
+
+APP = "com.example.proto"
+ADMIN_APP = "/v1/admin/apps/" + APP
+CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bundle-edge-ctl")
+DEV = "0a1b2c3d-1111-4222-8333-444455556666"
+INFO = {"platform": "android", "device_id": DEV, "app_id": APP, "custom_id": "", "version_build": "1.0.0",
+        "version_code": "100", "version_os": "14", "version_name": "1.0.0", "plugin_version": "8.51.23",
+        "is_emulator": False, "is_prod": True, "install_source": "google_play", "defaultChannel": ""}
+
+
+def main():
+    node = Node("")
+
+    def admin(method, path, body=None):
+        args = ["-X", method, "-H", "Authorization: Bearer " + node.token]
+        if body is not None:
+            args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+        st, _, out = curl(*args, node.admin_url + path)
+        return st, (json.loads(out) if out else None)
+
+    def device(path, body, method="POST", query=None):
+        url = node.url + path + ("?" + query if query is not None else "")
+        args = ["-X", method]
+        if body is not None:
+            args += ["--data-binary", json.dumps(body)]
+        st, headers, out = curl(*args, url)
+        return st, json.loads(out), headers
+
+    def updates(**fields):
+        st, doc, _ = device("/updates", dict(INFO, **fields))
+        assert st == 200, (st, doc)
+        return doc
+
+    def blob(data, name):
+        path = os.path.join(TMP, name)
+        open(path, "wb").write(data)
+        st, _, _ = upload(node, path)
+        assert st in (200, 201), st
+        return sha(data)
+
+    def channel(**fields):
+        body = {"public": True, "disable_auto_update": "none", "disable_auto_update_under_native": False}
+        body.update(fields)
+        st, doc = admin("PUT", ADMIN_APP + "/channels/production", body)
+        assert st in (200, 201), (st, doc)
+
+    assert admin("PUT", ADMIN_APP, {})[0] == 201
+    zip_bytes = os.urandom(50_000)
+    zip_id = blob(zip_bytes, "bundle.zip")
+    js = os.urandom(20_000)
+    js_id = blob(js, "app.js")
+    manifest = [{"file_name": "app.js", "file_hash": sha(js), "blob": js_id}]
+    st, doc = admin("PUT", ADMIN_APP + "/releases/1.0.1", {"zip": zip_id, "manifest": manifest})
+    assert st == 201 and doc["checksum"] == zip_id, doc
+
+    def t_builtin_revert():
+        channel(release=None)  # the channel points at the store build
+        doc = updates(version_name="1.0.1")  # an OTA bundle
+        assert doc == {"version": "builtin"}, doc  # no error, no kind: the plugin resets (§9.1)
+        for name in ("builtin", "1.0.0"):
+            doc = updates(version_name=name)
+            assert doc["error"] == "already_on_builtin" and doc["kind"] == "up_to_date", (name, doc)
+        doc = updates(version_name="1.0.1", plugin_version="6.1.0")
+        assert doc["error"] == "revert_to_builtin_plugin_version_too_old" and doc["kind"] == "failed", doc
+
+    def t_version_row():
+        # A version without files (published before its files, or one devices report).
+        st, doc = admin("PUT", ADMIN_APP + "/releases/2.0.0", {})
+        assert st == 201 and doc["zip"] is None, doc
+        channel(release="2.0.0")
+        doc = updates()
+        assert doc["error"] == "no_bundle" and doc["kind"] == "failed", doc
+        st, doc, _ = device("/stats", dict(INFO, action="set", version_name="2.0.0"))
+        assert (st, doc) == (200, {"status": "ok"}), doc
+        # Its files arrive later under the same version: now devices get it.
+        st, doc = admin("PUT", ADMIN_APP + "/releases/2.0.0", {"zip": zip_id})
+        assert st == 200 and doc["unchanged"] is False, doc
+        assert updates()["version"] == "2.0.0"
+
+    def t_update_package():
+        expect = {  # format -> (on an OTA bundle, on builtin): what the answer carries
+            "all": (("zip", "manifest"), ("zip", "manifest")),
+            "zip": (("zip",), ("zip",)),
+            "delta": (("manifest",), ("manifest",)),
+            "zip_from_builtin": (("zip", "manifest"), ("zip",)),
+            "delta_from_builtin": (("zip", "manifest"), ("manifest",)),
+        }
+        zip_url = "/v1/blobs/%s/1.0.1.zip" % zip_id
+        for fmt, cases in expect.items():
+            channel(release="1.0.1", update_package=fmt)
+            st, doc = admin("GET", ADMIN_APP + "/channels/production")
+            assert doc["update_package"] == fmt, doc
+            for name, parts in zip(("0.9.0", "builtin"), cases):
+                doc = updates(version_name=name)
+                assert doc["version"] == "1.0.1" and "error" not in doc, (fmt, name, doc)
+                assert doc["url"].endswith(zip_url) == ("zip" in parts), (fmt, name, doc["url"])
+                assert ("manifest" in doc) == ("manifest" in parts), (fmt, name, doc)
+                if "zip" in parts:
+                    st, _, body = curl(doc["url"])
+                    assert st == 200 and body == zip_bytes
+                else:
+                    assert doc["url"].startswith("http")  # a placeholder: plugins need a url
+        # The feed carries the field; a bad value is refused, naming it.
+        st, doc = admin("PUT", ADMIN_APP + "/channels/production", {"update_package": "tarball"})
+        assert st == 400 and "update_package" in doc["message"] and "tarball" in doc["message"], doc
+        # Delta for a plugin without manifest support: a clear failure, not a dead url.
+        channel(release="1.0.1", update_package="delta")
+        doc = updates(plugin_version="6.24.0", version_name="0.9.0")
+        assert doc["error"] == "no_url_or_manifest" and doc["kind"] == "failed", doc
+        channel(release="1.0.1", update_package="all")
+
+    def t_publish_refusals():
+        base = ADMIN_APP + "/releases/"
+        cases = [
+            ({"zip": zip_id, "session_key": "no-colon-here"}, 400, "invalid_session_key", "session_key"),
+            ({"zip": zip_id, "session_key": ":abc"}, 400, "invalid_session_key", "session_key"),
+            ({"zip": zip_id, "session_key": "aXY=:"}, 400, "invalid_session_key", "session_key"),
+            ({"zip": zip_id, "checksum": "xyz"}, 400, "invalid_checksum", "checksum"),
+            ({"zip": zip_id, "checksum": "ab" * 31}, 400, "invalid_checksum", "checksum"),
+            ({"zip": zip_id, "checksum": "0" * 64}, 422, "checksum_mismatch", "checksum"),
+            ({"zip": zip_id, "session_key": "aXY=:a2V5"}, 400, "invalid_checksum", "checksum"),
+        ]
+        for body, status, code, field in cases:
+            st, doc = admin("PUT", base + "3.0.0", body)
+            assert st == status and doc["error"] == code and field in doc["message"], (body, st, doc)
+        st, _ = admin("GET", base + "3.0.0")
+        assert st == 404, "nothing stored by a refusal"
+        # Upper-case SHA-256: stored lower-case (devices compare case-sensitively).
+        st, doc = admin("PUT", base + "3.0.0", {"zip": zip_id, "checksum": zip_id.upper()})
+        assert st == 201 and doc["checksum"] == zip_id and doc["warnings"] == [], doc
+        # Encrypted: the publisher's checksum is kept as given.
+        st, doc = admin("PUT", base + "3.0.1", {"zip": zip_id, "session_key": "aXY=:a2V5", "checksum": "Q0hFQ0s="})
+        assert st == 201 and doc["checksum"] == "Q0hFQ0s=", doc
+        # A CRC32 from old tooling: accepted, with a warning.
+        st, doc = admin("PUT", base + "3.0.2", {"zip": zip_id, "checksum": "DEADBEEF"})
+        assert st == 201 and doc["checksum"] == "deadbeef", doc
+        assert any("CRC32" in w and "8.51.23" in w for w in doc["warnings"]), doc
+        # The same version again with other files: refused; the same publish: unchanged.
+        other = blob(os.urandom(1000), "other.zip")
+        st, doc = admin("PUT", base + "3.0.0", {"zip": other})
+        assert st == 409 and doc["error"] == "release_exists" and "3.0.0" in doc["message"], doc
+        st, doc = admin("PUT", base + "3.0.0", {"zip": zip_id})
+        assert st == 200 and doc["unchanged"] is True, doc
+
+    def ctl(*args, expect=0):
+        env = dict(os.environ, BUNDLE_EDGE_URL=node.admin_url, BUNDLE_EDGE_TOKEN=node.token)
+        r = subprocess.run([sys.executable, CTL, *args], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == expect, (args, r.returncode, r.stdout, r.stderr)
+        return r.stdout, r.stderr
+
+    def t_ctl_publish():
+        zp = os.path.join(TMP, "ctl.zip")
+        open(zp, "wb").write(os.urandom(30_000))
+        pub = ("publish", "--app", APP, "--version")
+        _, err = ctl(*pub, "4.0.0", "--zip", zp, "--session-key", "nocolon", expect=3)
+        assert "--session-key" in err, err
+        _, err = ctl(*pub, "4.0.0", "--zip", zp, "--checksum", "nothex", expect=3)
+        assert "--checksum" in err, err
+        _, err = ctl(*pub, "4.0.0", "--zip", zp, "--checksum", "0" * 64, expect=3)
+        assert "checksum" in err and "SHA-256" in err, err
+        out, err = ctl(*pub, "4.0.0", "--zip", zp)
+        assert "release 4.0.0 created" in out, out
+        out, err = ctl(*pub, "4.0.0", "--zip", zp)
+        assert "release 4.0.0 unchanged" in out, out
+        other = os.path.join(TMP, "ctl2.zip")
+        open(other, "wb").write(os.urandom(30_000))
+        _, err = ctl(*pub, "4.0.0", "--zip", other, expect=4)
+        assert "already exists" in err and "new version" in err, err
+        out, err = ctl(*pub, "4.0.1", "--zip", zp, "--checksum", "cafebabe")
+        assert "warning:" in err and "CRC32" in err, err
+        out, _ = ctl(*pub, "4.1.0", "--no-files")
+        assert "release 4.1.0 created" in out and "no_bundle" in out, out
+        out, _ = ctl(*pub, "4.0.2", "--zip", zp, "--channel", "production", "--update-package", "zip")
+        st, doc = admin("GET", ADMIN_APP + "/channels/production")
+        assert doc["update_package"] == "zip" and doc["release"] == "4.0.2", doc
+        out, _ = ctl("channel", "set", APP, "production", "--update-package", "all")
+        assert '"update_package": "all"' in out, out
+
+    def t_native_floor_warning():
+        # Devices report native 5.0.0; a release at or below it would be blocked by
+        # disable_auto_update_under_native on the channel: a warning, not an error.
+        channel(release="1.0.1", disable_auto_update_under_native=True)
+        for i in range(3):
+            updates(device_id="0a1b2c3d-1111-4222-8333-44445555%04d" % i, version_build="5.0.0",
+                    version_name="5.0.0")
+        deadline = time.time() + 5
+        while True:
+            st, doc = admin("PUT", ADMIN_APP + "/releases/4.9.0", {"zip": zip_id})
+            warned = [w for w in doc["warnings"] if "disable_auto_update_under_native" in w]
+            if warned or time.time() > deadline:
+                break
+            time.sleep(0.2)  # the check-ins are group-committed
+        assert st in (200, 201) and warned, doc
+        assert "5.0.0" in warned[0] and "production" in warned[0], warned
+        st, doc = admin("PUT", ADMIN_APP + "/releases/6.0.0", {"zip": zip_id})
+        assert not [w for w in doc["warnings"] if "native" in w], doc
+        channel(release="1.0.1")
+
+    def t_channel_self_validation():
+        for method in ("POST", "PUT"):
+            st, doc, _ = device("/channel_self", dict(INFO, version_build="1.x", channel="production"), method)
+            assert st == 400 and doc["error"] == "semver_error", (method, doc)
+        q = "app_id=%s&platform=android&device_id=%s&plugin_version=7.0.0" % (APP, DEV)
+        st, doc, _ = device("/channel_self", None, "DELETE", q + "&version_build=1.x")
+        assert st == 400 and doc["error"] == "semver_error", doc
+        for method in ("DELETE", "GET"):
+            st, doc, _ = device("/channel_self", None, method, "app_id=%s&platform=android" % APP)
+            assert st == 400 and doc["error"] == "missing_device_id", (method, doc)
+            st, doc, _ = device("/channel_self", None, method, "device_id=%s&platform=android" % DEV)
+            assert st == 400 and doc["error"] == "missing_app_id", (method, doc)
+        for bad in (5, "x" * 65):
+            st, doc, _ = device("/channel_self", dict(INFO, install_source=bad), "PUT")
+            assert st == 400 and doc["error"] == "invalid_json_body", (bad, doc)
+            assert doc["moreInfo"]["field"] == "install_source", doc
+
+    def t_stats_validation_and_currency():
+        for bad in ("not-a-uuid", DEV + "7"):
+            st, doc, _ = device("/stats", dict(INFO, action="set", device_id=bad))
+            assert st == 400 and doc["error"] == "invalid_json_body" and doc["moreInfo"]["field"] == "device_id", doc
+        # New actions and the billingOnly body (§9.5).
+        for action in ("checksum_required", "session_key_required", "app_nav"):
+            st, doc, _ = device("/stats", dict(INFO, action=action, version_name="1.0.1"))
+            assert (st, doc) == (200, {"status": "ok"}), (action, doc)
+        billing = {k: v for k, v in INFO.items() if k not in ("custom_id", "version_code", "install_source",
+                                                              "defaultChannel")}
+        st, doc, _ = device("/stats", [dict(billing, action="set", version_name="1.0.1", stats_mode="billingOnly")])
+        assert st == 200 and doc["results"] == [{"status": "ok", "index": 0}], doc
+        # The device runs 1.0.1; events naming a target (a download, a failure) do not move it.
+        dev2 = "0a1b2c3d-2222-4222-8333-444455556666"
+        st, doc, _ = device("/stats", [dict(INFO, device_id=dev2, action="set", version_name="1.0.1"),
+                                       dict(INFO, device_id=dev2, action="download_fail", version_name="3.0.0"),
+                                       dict(INFO, device_id=dev2, action="checksum_required", version_name="3.0.0")])
+        assert st == 200 and all(r["status"] == "ok" for r in doc["results"]), doc
+        deadline = time.time() + 5
+        while True:
+            st, d = admin("GET", ADMIN_APP + "/devices/" + dev2)
+            if (d.get("last_checkin") or {}).get("action") == "checksum_required" or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert d["last_checkin"]["action"] == "checksum_required", d
+        assert d["last_checkin"]["version_name"] == "1.0.1", d
+        st, s = admin("GET", ADMIN_APP + "/stats")
+        day = s["days"][-1]
+        assert day["targets"]["3.0.0"] == {"download_fail": 1, "checksum_required": 1}, day
+        assert "3.0.0" not in day["releases"], day
+
+    def t_retry_after():
+        for path, body in (("/updates", dict(INFO, app_id="com.unknown.app")),
+                           ("/stats", dict(INFO, app_id="com.unknown.app", action="set")),
+                           ("/channel_self", dict(INFO, app_id="com.unknown.app", channel="x"))):
+            st, doc, headers = device(path, body)
+            assert st == 429 and doc["error"] == "on_premise_app", (path, doc)
+            assert header(headers, "Retry-After") == "60", (path, headers)
+
+    for name, fn in [("builtin revert and already_on_builtin", t_builtin_revert),
+                     ("a version row answers no_bundle", t_version_row),
+                     ("each update_package value", t_update_package),
+                     ("publish-time refusals and idempotent re-publish", t_publish_refusals),
+                     ("bundle-edge-ctl publish: exit codes and warnings", t_ctl_publish),
+                     ("native floor warning", t_native_floor_warning),
+                     ("/channel_self validation", t_channel_self_validation),
+                     ("/stats validation and currency", t_stats_validation_and_currency),
+                     ("429 carries Retry-After", t_retry_after)]:
+        check(name, fn)
+    assert node.stop() == 0
+
+
+if __name__ == "__main__":
+    run(main)
