@@ -1,12 +1,22 @@
 // The /updates decision (capgo-protocol.md §5) in ns/op, over an app with 20 channels and a
-// rollout, rotating device ids. Only the pure engine: the endpoint (issue #4) adds parsing.
+// rollout, rotating device ids (BM_Decide: the pure engine), and the whole endpoint without
+// HTTP (BM_UpdatesEndpoint: body parsing and validation, decision, answer).
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 
+#include "edge/api/control_service.hpp"
+#include "edge/api/device.hpp"
 #include "edge/control/decision.hpp"
+#include "edge/store/blob_store.hpp"
+#include "edge/store/chunk_store.hpp"
+#include "edge/store/database.hpp"
+#include "edge/store/state_store.hpp"
+
+#include <unistd.h>
 
 namespace {
 
@@ -71,5 +81,61 @@ void BM_Decide(benchmark::State& state) {
   benchmark::DoNotOptimize(updates);
 }
 BENCHMARK(BM_Decide);
+
+}  // namespace
+
+// The whole /updates endpoint without HTTP: the plugin's JSON body parsed and validated,
+// the decision over a loaded ControlService snapshot, the answer serialised (no check-in).
+// The device id rotates over 1024 bodies, as real traffic does.
+namespace {
+
+void BM_UpdatesEndpoint(benchmark::State& state) {
+  namespace store = edge::store;
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("updates-bench-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    auto db = store::Database::open(dir / "db");
+    store::StateStore states(*db);
+    const std::string app = "com.example.app";
+    const std::string zip(64, 'a');
+    (void)states.put(store::StateKind::kApp, app, "", "{}");
+    for (int i = 0; i < 50; ++i) {
+      (void)states.put(store::StateKind::kRelease, app, "1.2." + std::to_string(i),
+                       R"({"zip":")" + zip + R"(","checksum":")" + zip + R"("})");
+    }
+    for (int i = 0; i < 20; ++i) {
+      (void)states.put(
+          store::StateKind::kChannel, app, "channel-" + std::to_string(i),
+          R"({"release":"1.2.)" + std::to_string(i) + R"(","allow_device_self_set":true})");
+    }
+    (void)states.put(store::StateKind::kChannel, app, "production",
+                     R"({"release":"1.2.40","public":true,"rollout":{"release":"1.2.41",)"
+                     R"("bps":2500,"enabled":true,"id":"rollout-1"}})");
+    auto chunks = store::ChunkStore::open(*db, dir / "segments");
+    store::BlobStore blobs(*chunks);
+    edge::api::ControlService control(states, blobs);
+    const edge::api::DeviceApi api(control, "http://127.0.0.1:8080");
+    std::vector<std::string> bodies;
+    for (int i = 0; i < 1024; ++i) {
+      bodies.push_back(R"({"platform":"android","device_id":"0a1b2c3d-1111-4222-8333-)" +
+                       std::to_string(100000000000 + i) +
+                       R"(","app_id":"com.example.app","custom_id":"","version_build":"1.2.0",)"
+                       R"("version_code":"120","version_os":"14","version_name":"1.2.3",)"
+                       R"("plugin_version":"8.51.23","is_emulator":false,"is_prod":true,)"
+                       R"("install_source":"google_play","defaultChannel":""})");
+    }
+    std::size_t i = 0;
+    std::size_t bytes = 0;
+    for (auto _ : state) {
+      const edge::api::Response r = api.updates(true, bodies[i++ & 1023]);
+      bytes += r.body.size();
+    }
+    benchmark::DoNotOptimize(bytes);
+    control.drain();
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_UpdatesEndpoint);
 
 }  // namespace
