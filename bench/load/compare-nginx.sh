@@ -5,7 +5,8 @@
 # and the sendfile-vs-copy ratio. Everything runs on 127.0.0.1 and stops by itself.
 #
 # Usage: bench/load/compare-nginx.sh [--binary PATH] [--duration SECONDS] [--connections N]
-#                                    [--threads N]
+#                                    [--threads N] [--updates-only]
+# --updates-only: just the tiny and /updates rows (for before/after runs of the device path).
 # Defaults: build/release/bundle-edge, 10 s per row, 32 connections, 1 server thread
 # (and 1 nginx worker): on 2 cores wrk takes the other one.
 set -euo pipefail
@@ -14,12 +15,14 @@ BIN=build/release/bundle-edge
 DURATION=10
 CONNS=32
 THREADS=1
+UPDATES_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) BIN=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
+    --updates-only) UPDATES_ONLY=1; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -137,10 +140,12 @@ row() {  # $1 label, $2 our url, $3 nginx url, rest: wrk args
   echo "measured: $label" >&2
 }
 
-row "blob GET 64 KiB" "$EDGE/v1/blobs/${SHA[64k]}/64k.bin" "$NGINX/64k.bin"
-row "blob GET 1 MiB" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin" "$NGINX/1m.bin"
-row "blob GET 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin"
-row "64 KiB Range of 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin" -s bench/load/range.lua
+if [ "$UPDATES_ONLY" = 0 ]; then
+  row "blob GET 64 KiB" "$EDGE/v1/blobs/${SHA[64k]}/64k.bin" "$NGINX/64k.bin"
+  row "blob GET 1 MiB" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin" "$NGINX/1m.bin"
+  row "blob GET 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin"
+  row "64 KiB Range of 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin" -s bench/load/range.lua
+fi
 row "tiny (/healthz vs return 200)" "$EDGE/healthz" "$NGINX/healthz"
 # /updates: a real decision and a check-in per request, next to nginx's tiny response.
 mkdir -p "$WORK/bundle" && echo '<html>bench</html>' > "$WORK/bundle/index.html"
@@ -149,10 +154,13 @@ BUNDLE_EDGE_URL=$ADMIN BUNDLE_EDGE_TOKEN=bench-token tools/bundle-edge-ctl publi
 row "/updates (decision + check-in) vs tiny" "$EDGE/updates" "$NGINX/healthz" -s bench/load/updates.lua
 
 # Copy path, for what zero-copy buys.
-stop_edge
-start_edge copy
-COPY_1M=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin")
-COPY_64K=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[64k]}/64k.bin")
+COPY_1M="0 1 0 0 0"; COPY_64K="0 1 0 0 0"
+if [ "$UPDATES_ONLY" = 0 ]; then
+  stop_edge
+  start_edge copy
+  COPY_1M=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin")
+  COPY_64K=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[64k]}/64k.bin")
+fi
 
 echo
 echo "$(date -u +%F) $(nproc) cores, $(uname -r), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk -t1 -c$CONNS -d${DURATION}s, server threads=$THREADS"

@@ -136,53 +136,63 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
         std::string(info.app_id), req.device_id, std::string(info.platform_text), req.version_name,
         req.version_build.to_string(), "updates", std::string(checkin_decision(d)), now_ms()});
   }
+  // The answers are written straight into the body (no JSON document built first): this is
+  // the hot path of every device.
   if (d.kind == Kind::kRevertToBuiltin) {
     // No error and no kind: the plugin resets to the bundle shipped in the app (§9.1).
-    return json_body(200, json::object{{"version", "builtin"}});
+    return make_json_response(200, R"({"version":"builtin"})", Route::kUpdates);
   }
   if (d.kind != Kind::kUpdate) {
-    json::object out{{"error", d.error}, {"message", d.message}};
+    JsonObjectWriter out;
+    out.string("error", d.error).string("message", d.message);
     if (d.major)
-      out["major"] = true;
+      out.boolean("major", true);
     if (d.version)
-      out["version"] = *d.version;
+      out.string("version", *d.version);
     if (d.old)
-      out["old"] = *d.old;
-    if (!d.device_key_id.empty()) {
-      out["deviceKeyId"] = d.device_key_id;
-      out["bundleKeyId"] = d.bundle_key_id;
-    }
-    out["kind"] = control::kind_name(d.kind);
-    return json_body(200, out);
+      out.string("old", *d.old);
+    if (!d.device_key_id.empty())
+      out.string("deviceKeyId", d.device_key_id).string("bundleKeyId", d.bundle_key_id);
+    out.string("kind", control::kind_name(d.kind));
+    return make_json_response(200, std::move(out).finish(), Route::kUpdates);
   }
 
   const auto& doc = app->releases.at(d.release->name);
-  json::object out;
-  out["version"] = d.release->name;
+  JsonObjectWriter out;
+  out.string("version", d.release->name);
   // Without the zip (delta format, manifest-only release) the url is still a syntactically
   // valid one, as plugins require (§2.4 item 6).
-  out["url"] = d.send_zip ? public_url_ + "/v1/blobs/" + doc.zip->hex() + "/" +
-                                encode_path(d.release->name) + ".zip"
-                          : public_url_ + "/v1/blobs/no-zip/no.zip";
-  out["session_key"] = doc.session_key;
-  out["checksum"] = doc.checksum;
+  std::string url = public_url_;
+  if (d.send_zip) {
+    url += "/v1/blobs/" + doc.zip->hex() + "/" + encode_path(d.release->name) + ".zip";
+  } else {
+    url += "/v1/blobs/no-zip/no.zip";
+  }
+  out.string("url", url);
+  out.string("session_key", doc.session_key);
+  out.string("checksum", doc.checksum);
   if (d.send_manifest) {
-    json::array manifest;
+    std::string manifest = "[";
     for (const auto& m : doc.manifest) {
-      manifest.push_back(json::object{{"file_name", m.file_name},
-                                      {"file_hash", m.file_hash},
-                                      {"download_url", public_url_ + "/v1/blobs/" + m.blob.hex() +
-                                                           "/" + encode_path(m.file_name)}});
+      if (manifest.size() > 1)
+        manifest += ',';
+      JsonObjectWriter entry;
+      entry.string("file_name", m.file_name)
+          .string("file_hash", m.file_hash)
+          .string("download_url",
+                  public_url_ + "/v1/blobs/" + m.blob.hex() + "/" + encode_path(m.file_name));
+      manifest += std::move(entry).finish();
     }
-    out["manifest"] = std::move(manifest);
+    manifest += ']';
+    out.raw("manifest", manifest);
   }
   if (app->settings.expose_metadata && supports_metadata(req.plugin_version)) {
     if (!doc.link.empty())
-      out["link"] = doc.link;
+      out.string("link", doc.link);
     if (!doc.comment.empty())
-      out["comment"] = doc.comment;
+      out.string("comment", doc.comment);
   }
-  return json_body(200, out);
+  return make_json_response(200, std::move(out).finish(), Route::kUpdates);
 }
 
 }  // namespace edge::api

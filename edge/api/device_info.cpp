@@ -82,7 +82,8 @@ constexpr Need N = Need::kNonEmpty;
 constexpr Need I = Need::kIgnored;
 
 // The table of the info object (capgo-protocol.md §1.1, §2.2, §3.3, §4, §9.5), in the
-// order its schema errors are reported.
+// order its schema errors are reported. A field the backend does not validate on an
+// endpoint is ignored there (custom_id, version_os and version_code outside /stats).
 constexpr Rule kRules[] = {
     //  name               slot                    type          max  check
     //                                    upd man sta set get lst del
@@ -102,11 +103,11 @@ constexpr Rule kRules[] = {
      0,
      Check::kVersionBuild,
      {N, N, O, R, R, I, O}},
-    {"version_os", Slot::kVersionOs, Type::kString, 0, Check::kNone, {O, O, R, O, O, O, O}},
-    {"version_code", Slot::kVersionCode, Type::kString, 0, Check::kNone, {O, O, O, O, O, O, O}},
+    {"version_os", Slot::kVersionOs, Type::kString, 0, Check::kNone, {I, I, R, I, I, I, I}},
+    {"version_code", Slot::kVersionCode, Type::kString, 0, Check::kNone, {I, I, O, I, I, I, I}},
     {"is_emulator", Slot::kIsEmulator, Type::kBool, 0, Check::kNone, {O, O, O, O, O, O, O}},
     {"is_prod", Slot::kIsProd, Type::kBool, 0, Check::kNone, {O, O, O, O, O, O, O}},
-    {"custom_id", Slot::kCustomId, Type::kString, 36, Check::kNone, {O, O, O, O, O, O, O}},
+    {"custom_id", Slot::kCustomId, Type::kString, 36, Check::kNone, {I, I, O, I, I, I, I}},
     {"install_source",
      Slot::kInstallSource,
      Type::kString,

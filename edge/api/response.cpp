@@ -40,6 +40,11 @@ std::uint64_t Response::content_length() const {
 std::string json_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 8);
+  append_json_escaped(out, s);
+  return out;
+}
+
+void append_json_escaped(std::string& out, std::string_view s) {
   for (const char c : s) {
     switch (c) {
       case '"': out += "\\\""; break;
@@ -57,7 +62,6 @@ std::string json_escape(std::string_view s) {
         }
     }
   }
-  return out;
 }
 
 Response make_json_response(unsigned status, std::string body, Route route) {

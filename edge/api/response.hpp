@@ -87,6 +87,51 @@ Response storage_full_response(unsigned status, std::string_view what, Route rou
 
 /// Escapes a string for a JSON string literal (without the quotes).
 std::string json_escape(std::string_view s);
+/// Appends `s` escaped for a JSON string literal (without the quotes) to `out`.
+void append_json_escaped(std::string& out, std::string_view s);
+
+/// Writes one flat JSON object straight into a string: for the answers on the device path,
+/// where building a boost::json::object first costs more than the decision. Values are
+/// valid UTF-8 (they came through a JSON parser or the admin API's).
+class JsonObjectWriter {
+ public:
+  JsonObjectWriter() {
+    out_.reserve(384);
+    out_ += '{';
+  }
+  JsonObjectWriter& string(std::string_view key, std::string_view value) {
+    this->key(key);
+    out_ += '"';
+    append_json_escaped(out_, value);
+    out_ += '"';
+    return *this;
+  }
+  JsonObjectWriter& boolean(std::string_view key, bool value) {
+    this->key(key);
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  /// `json` is a complete JSON value (an array built by the caller).
+  JsonObjectWriter& raw(std::string_view key, std::string_view json) {
+    this->key(key);
+    out_ += json;
+    return *this;
+  }
+  std::string finish() && {
+    out_ += '}';
+    return std::move(out_);
+  }
+
+ private:
+  void key(std::string_view k) {
+    if (out_.size() > 1)
+      out_ += ',';
+    out_ += '"';
+    out_ += k;  // keys are literals of this code
+    out_ += "\":";
+  }
+  std::string out_;
+};
 
 }  // namespace edge::api
 

@@ -14,6 +14,19 @@ EVP_MD_CTX* as_ctx(void* p) noexcept {
   return static_cast<EVP_MD_CTX*>(p);
 }
 
+// Fetched once: with OpenSSL 3, EVP_sha256() makes every init look the implementation up
+// again under a lock (a tenth of an /updates answer with a rollout, which hashes per
+// device). The fetched method lives for the process.
+const EVP_MD* sha256_md() noexcept {
+  static EVP_MD* md = [] {
+    EVP_MD* m = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    if (m == nullptr)
+      std::abort();  // no SHA-256 provider: nothing here can work
+    return m;
+  }();
+  return md;
+}
+
 }  // namespace
 
 int hex_value(char c) noexcept {
@@ -75,7 +88,7 @@ std::size_t Sha256Hash::operator()(const Sha256& id) const noexcept {
 
 Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) {
   // Allocation failure of a 200-byte context is not a recoverable condition.
-  if (ctx_ == nullptr || EVP_DigestInit_ex(as_ctx(ctx_), EVP_sha256(), nullptr) != 1)
+  if (ctx_ == nullptr || EVP_DigestInit_ex(as_ctx(ctx_), sha256_md(), nullptr) != 1)
     std::abort();
 }
 
@@ -108,14 +121,14 @@ Sha256 Sha256Hasher::finish() noexcept {
   Sha256 out;
   unsigned int len = 0;
   EVP_DigestFinal_ex(as_ctx(ctx_), out.bytes.data(), &len);
-  EVP_DigestInit_ex(as_ctx(ctx_), EVP_sha256(), nullptr);
+  EVP_DigestInit_ex(as_ctx(ctx_), sha256_md(), nullptr);
   return out;
 }
 
 Sha256 sha256_of(std::span<const std::uint8_t> data) noexcept {
   Sha256 out;
   unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), out.bytes.data(), &len, EVP_sha256(), nullptr);
+  EVP_Digest(data.data(), data.size(), out.bytes.data(), &len, sha256_md(), nullptr);
   return out;
 }
 

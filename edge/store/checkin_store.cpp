@@ -199,14 +199,21 @@ void CheckinStore::record(Checkin checkin, Durable durable) {
   sanitize(checkin);
   Item item;
   item.checkins.push_back(std::move(checkin));
+  const bool urgent = static_cast<bool>(durable);
   if (durable)
     item.done = [d = std::move(durable)](bool ok, bool) { d(ok); };
+  bool wake = false;
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(std::move(item));
     ++enqueued_;
+    urgent_ = urgent_ || urgent;
+    // A check-in nobody waits for wakes the writer only to start a batch, or when the
+    // batch is full: one wake-up per group commit, not one per check-in.
+    wake = urgent || queue_.size() == 1 || queue_.size() >= kPacedBatch;
   }
-  cv_.notify_one();
+  if (wake)
+    cv_.notify_one();
 }
 
 void CheckinStore::record_batch(std::string node, std::string generation, std::uint64_t batch_seq,
@@ -219,6 +226,7 @@ void CheckinStore::record_batch(std::string node, std::string generation, std::u
     std::lock_guard lock(mutex_);
     queue_.push_back(std::move(item));
     ++enqueued_;
+    urgent_ = true;
   }
   cv_.notify_one();
 }
@@ -226,6 +234,8 @@ void CheckinStore::record_batch(std::string node, std::string generation, std::u
 void CheckinStore::flush() {
   std::unique_lock lock(mutex_);
   const std::uint64_t target = enqueued_;
+  urgent_ = true;
+  cv_.notify_one();
   flushed_.wait(lock, [&] { return committed_ >= target; });
 }
 
@@ -240,9 +250,14 @@ void CheckinStore::run() {
     {
       std::unique_lock lock(mutex_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      // Nobody waits for these check-ins (an origin's own, answered before the commit):
+      // let a batch gather for up to kPacedWait, unless someone starts waiting meanwhile.
+      cv_.wait_for(lock, kPacedWait,
+                   [&] { return stop_ || urgent_ || queue_.size() >= kPacedBatch; });
       if (queue_.empty())
         return;
       batch.swap(queue_);
+      urgent_ = false;
     }
     commit(batch);
     {
@@ -359,7 +374,13 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     outbox_depth_ += outbox_added;
     outbox_bytes_ += outbox_bytes;
   }
-  const bool ok = !d.write(wb, true, true);
+  // Synced when someone was told, or will be told, that these check-ins are kept (an
+  // edge's device, a child's batch, an outbox entry); an origin's own device check-ins are
+  // answered before their commit, so a sync per batch would buy them nothing.
+  bool sync = options_.outbox;
+  for (const auto& item : batch)
+    sync = sync || static_cast<bool>(item.done) || !item.node.empty();
+  const bool ok = !d.write(wb, sync, true);
   if (ok && outbox_added > 0) {
     outbox_cv_.notify_all();
     trim_outbox();

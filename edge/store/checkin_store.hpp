@@ -114,6 +114,11 @@ class CheckinStore {
   CheckinStore(const CheckinStore&) = delete;
   CheckinStore& operator=(const CheckinStore&) = delete;
 
+  /// Queues a check-in for the writer thread's next group commit. With `durable`, the
+  /// commit starts at once and is synced before `durable(true)` runs. Without it (nobody is
+  /// told it is kept: an origin's own device check-ins), it joins a batch that gathers for up
+  /// to 2 ms or 1024 check-ins and is written unsynced unless something else in the batch
+  /// needs the sync (a process crash keeps it; a power loss may lose the last batches).
   void record(Checkin checkin, Durable durable = {});
   /// A batch a child node sent (POST /v1/checkins, key `<node>:<generation>:<batch_seq>`).
   /// Applied once: a batch_seq at or below the highest already applied from `node` in the
@@ -195,6 +200,11 @@ class CheckinStore {
   std::optional<OutboxBatch> inflight_;  // guarded by outbox_mutex_
   mutable std::mutex outbox_mutex_;      // outbox_next/ack/trim: one at a time
   bool stop_ = false;
+  bool urgent_ = false;  ///< guarded by mutex_: a queued item (or flush) waits for its commit
+  /// Check-ins nobody waits for are committed in batches of up to this many, or after
+  /// kPacedWait, whichever comes first.
+  static constexpr std::size_t kPacedBatch = 512;
+  static constexpr std::chrono::milliseconds kPacedWait{1};
   std::thread writer_;
 };
 
