@@ -295,6 +295,12 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     ++it->second;
   };
   std::map<std::string, std::uint64_t> node_seq;  // highest applied batch per child node
+  constexpr std::int64_t kDayMs = 86'400'000;
+  std::int64_t day_number = INT64_MIN;
+  std::string day;
+  char one_bytes[8];
+  put_le64(one_bytes, 1);
+  const rocksdb::Slice one(one_bytes, 8);
   // The version each device of this batch runs, as this batch leaves it.
   std::map<std::string, std::string> running;
   const auto running_version = [&](const std::string& key) -> std::string {
@@ -334,7 +340,12 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       const std::string record = encode(c);
       wb.Put(d.handle(kCfCheckins), rocksdb::Slice(seq, 8), record);
       const std::string seen_key = join({c.app_id, c.device_id});
-      const std::string day = day_of(c.time_ms);
+      // One strftime per day, not per check-in (floor division: times before 1970 too).
+      const std::int64_t n = c.time_ms >= 0 ? c.time_ms / kDayMs : (c.time_ms + 1) / kDayMs - 1;
+      if (n != day_number) {
+        day_number = n;
+        day = day_of(c.time_ms);
+      }
       if (names_target_release(c.action)) {
         // The event names the bundle being fetched or installed: the device still runs the
         // version it ran before (§9.5), and the event counts against the target.
@@ -349,8 +360,9 @@ void CheckinStore::commit(std::deque<Item>& batch) {
         if (!c.version_name.empty())
           bump(join({c.app_id, day, "r", c.version_name}));
       }
-      // A device counts once per day: its marker key holds 1.
-      counts[join({c.app_id, day, "d", c.device_id})] = 1;
+      // A device counts once per day: its marker key holds 1 (written again if it comes
+      // back the same day: the same value).
+      wb.Put(d.handle(kCfDaily), join({c.app_id, day, "d", c.device_id}), one);
       bump(join({c.app_id, day, "a", c.action}));
       if (options_.outbox) {
         char ok[8];
