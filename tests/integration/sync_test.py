@@ -139,6 +139,15 @@ def main():
         assert time.time() - publish.flipped_at < 1.0, time.time() - publish.flipped_at
         wait_for("a push received", lambda: metric(e, "edge_sync_pushes_received_total") >= 1)
         assert metric(o, "edge_sync_pushes_sent_total") >= 1
+        # The feed carries the channel's download format (issue #10): a delta-only channel and
+        # a zip-only release leave the edge nothing to offer, and it says so.
+        st, doc = admin(o, "PUT", ADMIN_APP + "/channels/production",
+                        {"release": "1.0.2", "public": True, "disable_auto_update": "none",
+                         "update_package": "delta"})
+        assert st == 200, (st, doc)
+        wait_for("update_package on the edge", lambda: updates(e)[1].get("error") == "no_url_or_manifest")
+        st, doc = admin(e, "GET", ADMIN_APP + "/channels/production")
+        assert st == 200 and doc["update_package"] == "delta", (st, doc)
         # The edge refuses admin writes and uploads, naming the origin.
         st, doc = admin(e, "PUT", ADMIN_APP + "/channels/beta", {"release": "1.0.1"})
         assert st == 409 and "publish to the origin" in doc["message"], (st, doc)
