@@ -306,6 +306,14 @@ class Session : public std::enable_shared_from_this<Session> {
     // A JSON body is small: it gets the short body timeout, not the uploads' one, so slow
     // senders cannot hold connections for minutes.
     arm(Timeout::kRequest, opt().body_timeout_ms);
+    if (const auto n = string_parser_->content_length(); n && buffer_.size() >= *n) {
+      // The whole body came with the head (as a device's /updates does): the parser takes it
+      // from the buffer without touching the socket, and the answer needs no trip through
+      // the event loop.
+      error_code ec;
+      bhttp::read(socket_, buffer_, *string_parser_, ec);
+      return on_small_body(ec);
+    }
     send_continue_if_expected(string_parser_->get());
     bhttp::async_read(
         socket_, buffer_, *string_parser_, [self = shared_from_this()](error_code ec, std::size_t) {
@@ -313,18 +321,21 @@ class Session : public std::enable_shared_from_this<Session> {
             return self->fail(408, "request_timeout",
                               "the request body did not arrive within server.body_timeout_ms");
           }
-          if (ec == bhttp::error::body_limit) {
-            return self->fail(413, "too_large",
-                              "request body exceeds " +
-                                  std::to_string(self->opt().json_body_limit_bytes) + " bytes");
-          }
-          if (ec)
-            return self->fail(400, "bad_request", "malformed request body: " + ec.message());
-          const auto& req = self->string_parser_->get();
-          const std::string_view body = req.body();
-          self->respond(self->admin_ ? self->server_.api.handle_admin(req, body)
-                                     : self->server_.api.handle_public(req, body, self->ip_));
+          self->on_small_body(ec);
         });
+  }
+
+  void on_small_body(error_code ec) {
+    if (ec == bhttp::error::body_limit) {
+      return fail(413, "too_large",
+                  "request body exceeds " + std::to_string(opt().json_body_limit_bytes) + " bytes");
+    }
+    if (ec)
+      return fail(400, "bad_request", "malformed request body: " + ec.message());
+    const auto& req = string_parser_->get();
+    const std::string_view body = req.body();
+    respond(admin_ ? server_.api.handle_admin(req, body)
+                   : server_.api.handle_public(req, body, ip_));
   }
 
   template <class Message>

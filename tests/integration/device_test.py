@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from harness import run, TMP, Node, check, curl, header, sha, upload
+from harness import run, TMP, Node, check, curl, header, raw, sha, upload
 
 APP = "com.example.proto"
 ADMIN_APP = "/v1/admin/apps/" + APP
@@ -266,6 +266,15 @@ def main():
             assert st == 429 and doc["error"] == "on_premise_app", (path, doc)
             assert header(headers, "Retry-After") == "60", (path, headers)
 
+    def t_pipelined_bodies():
+        # Bodies that arrive with their heads are read from the buffer at once; the requests
+        # behind them in the same segment are answered in order.
+        body = json.dumps(dict(INFO, app_id="com.unknown.app"))
+        one = "POST /updates HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        out = raw(node.port, (one * 3 + "GET /updates HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode())
+        assert out.count(b"HTTP/1.1 429") == 3 and out.count(b"HTTP/1.1 200") == 1, out[:400]
+        assert out.rindex(b"HTTP/1.1 200") > out.rindex(b"HTTP/1.1 429"), "in order"
+
     for name, fn in [("builtin revert and already_on_builtin", t_builtin_revert),
                      ("a version row answers no_bundle", t_version_row),
                      ("each update_package value", t_update_package),
@@ -274,7 +283,8 @@ def main():
                      ("native floor warning", t_native_floor_warning),
                      ("/channel_self validation", t_channel_self_validation),
                      ("/stats validation and currency", t_stats_validation_and_currency),
-                     ("429 carries Retry-After", t_retry_after)]:
+                     ("429 carries Retry-After", t_retry_after),
+                     ("pipelined /updates bodies", t_pipelined_bodies)]:
         check(name, fn)
     assert node.stop() == 0
 
