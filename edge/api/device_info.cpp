@@ -393,9 +393,19 @@ bool DeviceInfo::on_builtin() const {
 std::optional<InfoError> read_info(DeviceEndpoint endpoint, const json::object& body,
                                    DeviceInfo& out) {
   const auto col = static_cast<std::size_t>(endpoint);
-  const json::value* values[std::size(kRules)];
-  for (std::size_t i = 0; i < std::size(kRules); ++i)
-    values[i] = kRules[i].need[col] == Need::kIgnored ? nullptr : body.if_contains(kRules[i].name);
+  // One pass over the body's fields (a dozen), each matched against the rule names, instead
+  // of a hash lookup per rule. A repeated key keeps its last value.
+  const json::value* values[std::size(kRules)] = {};
+  for (const auto& kv : body) {
+    const std::string_view key = kv.key();
+    for (std::size_t i = 0; i < std::size(kRules); ++i) {
+      if (kRules[i].name.size() == key.size() && kRules[i].name == key) {
+        if (kRules[i].need[col] != Need::kIgnored)
+          values[i] = &kv.value();
+        break;
+      }
+    }
+  }
   // §2.2: the presence of device_id and app_id, then the version_build coercion, before the
   // schema. (Rules 0 and 1 of the table are device_id and app_id.)
   if (missing(values[0]))
