@@ -51,9 +51,10 @@ json::value named(std::string_view key_name, std::string_view key, std::string_v
   return o;
 }
 
-// Release, channel and device names are path segments: printable, no '/', bounded.
+// Release, channel and device names are path segments: printable, no '/', bounded, and
+// valid UTF-8 (they are echoed in JSON answers, to devices too).
 bool valid_name(std::string_view s) {
-  if (s.empty() || s.size() > 128)
+  if (s.empty() || s.size() > 128 || !valid_utf8(s))
     return false;
   for (const char c : s) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == '/' || c == 0x7f || c == '%')
@@ -678,7 +679,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   } else if (!valid_name(key)) {
     return error_response(400, "invalid_name",
                           coll.substr(0, coll.size() - 1) +
-                              " name must be 1-128 printable characters without '/' or '%'");
+                              " name must be 1-128 printable UTF-8 characters without '/' or '%'");
   }
   if (coll == "releases") {
     if (put)

@@ -266,6 +266,16 @@ def main():
             assert st == 429 and doc["error"] == "on_premise_app", (path, doc)
             assert header(headers, "Retry-After") == "60", (path, headers)
 
+    def t_names_are_utf8():
+        # A version name is echoed to devices in JSON: one that is not UTF-8 is refused, and a
+        # version row (no files needed) is the easiest way to try.
+        path = ("/v1/admin/apps/%s/releases/1.0." % APP).encode() + b"\xff"
+        req = (b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + node.token.encode() +
+               b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        out = raw(node.admin, req)
+        assert out.startswith(b"HTTP/1.1 400") and b"invalid_name" in out, out[:300]
+        json.loads(out.split(b"\r\n\r\n", 1)[1])  # the answer itself is valid JSON
+
     def t_pipelined_bodies():
         # Bodies that arrive with their heads are read from the buffer at once; the requests
         # behind them in the same segment are answered in order.
@@ -284,7 +294,8 @@ def main():
                      ("/channel_self validation", t_channel_self_validation),
                      ("/stats validation and currency", t_stats_validation_and_currency),
                      ("429 carries Retry-After", t_retry_after),
-                     ("pipelined /updates bodies", t_pipelined_bodies)]:
+                     ("pipelined /updates bodies", t_pipelined_bodies),
+                     ("release names must be UTF-8", t_names_are_utf8)]:
         check(name, fn)
     assert node.stop() == 0
 
