@@ -309,12 +309,6 @@ bool is_hex(std::string_view s, std::size_t n) {
   return s.size() == n && std::all_of(s.begin(), s.end(), [](char c) { return hex_value(c) >= 0; });
 }
 
-std::string lower(std::string s) {
-  for (char& c : s)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 bool base64_part(std::string_view s) {
   if (s.empty())
     return false;
@@ -353,13 +347,20 @@ bool same_files(const control::ReleaseDoc& a, const control::ReleaseDoc& b) {
 
 }  // namespace
 
-std::optional<std::string> ControlService::native_floor_warning(
-    const control::AppState& app, const std::string& version,
-    const std::vector<std::string>& channels) const {
+std::optional<std::string> ControlService::native_floor_warning(const std::string& app_id,
+                                                                const std::string& version) const {
   const auto target = SemVer::parse(version);
-  if (!target || channels.empty() || checkins_ == nullptr)
+  const auto app = state_.load()->app(app_id);
+  if (!target || !app || checkins_ == nullptr)
     return std::nullopt;
-  auto builds = checkins_->native_builds(app.app_id, 200000);
+  std::vector<std::string> channels;
+  for (const auto& [name, c] : app->channels) {
+    if (c.disable_auto_update_under_native)
+      channels.push_back(name);
+  }
+  if (channels.empty())
+    return std::nullopt;
+  auto builds = checkins_->native_builds(app_id, 200000);
   if (!builds)
     return std::nullopt;
   std::uint64_t devices = 0;
@@ -384,7 +385,8 @@ std::optional<std::string> ControlService::native_floor_warning(
 }
 
 Response ControlService::put_release(const control::AppState& app, const std::string& name,
-                                     std::string_view body) {
+                                     std::string_view body,
+                                     const std::optional<std::string>& floor_warning) {
   auto p = control::parse_release(body);
   if (auto* e = std::get_if<control::FieldError>(&p))
     return field_error(*e);
@@ -424,14 +426,14 @@ Response ControlService::put_release(const control::AppState& app, const std::st
     }
   } else if (!doc.checksum.empty()) {
     if (is_hex(doc.checksum, 64)) {
-      doc.checksum = lower(doc.checksum);  // devices compare case-sensitively (§2.5)
+      doc.checksum = ascii_lower(doc.checksum);  // devices compare case-sensitively (§2.5)
       if (doc.zip && doc.checksum != doc.zip->hex()) {
         return error_response(422, "checksum_mismatch",
                               "checksum: " + doc.checksum + " is not the SHA-256 of zip blob " +
                                   doc.zip->hex() + "; every device would refuse the download");
       }
     } else if (is_hex(doc.checksum, 8)) {
-      doc.checksum = lower(doc.checksum);
+      doc.checksum = ascii_lower(doc.checksum);
       warnings.push_back(json::value(
           "checksum: " + doc.checksum +
           " is a CRC32 (8 hex digits) from old tooling: plugins before 8.51.23 verify it, "
@@ -459,13 +461,8 @@ Response ControlService::put_release(const control::AppState& app, const std::st
   }
   const std::string text = control::to_json(doc);
   json::value out = named("name", name, text);
-  std::vector<std::string> floor_channels;
-  for (const auto& [cname, c] : app.channels) {
-    if (c.disable_auto_update_under_native)
-      floor_channels.push_back(cname);
-  }
-  if (auto w = native_floor_warning(app, name, floor_channels))
-    warnings.push_back(json::value(*w));
+  if (floor_warning)
+    warnings.push_back(json::value(*floor_warning));
   out.get_object()["warnings"] = std::move(warnings);
   if (existing != app.releases.end() && control::to_json(existing->second) == text) {
     out.get_object()["unchanged"] = true;  // the same publish again: nothing to write
@@ -580,6 +577,11 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   };
   if (!get && read_only_)
     return edge_refusal();
+  // A release's native-floor warning reads device rows of the check-in store: before the
+  // write lock, which overrides from /channel_self and other admin writes wait for.
+  std::optional<std::string> floor_warning;
+  if (put && segs.size() == 3 && segs[1] == "releases")
+    floor_warning = native_floor_warning(segs[0], segs[2]);
   std::unique_lock lock(write_mutex_, std::defer_lock);
   if (!get)
     lock.lock();  // writes read-validate-commit under one lock
@@ -670,8 +672,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   }
   std::string key = segs[2];
   if (coll == "devices") {
-    for (char& c : key)
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    key = ascii_lower(key);
     if (!valid_device_id(key)) {
       return error_response(400, "invalid_device_id",
                             "device id must be a UUID, got '" + key.substr(0, 100) + "'");
@@ -683,7 +684,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   }
   if (coll == "releases") {
     if (put)
-      return put_release(*app, key, body);
+      return put_release(*app, key, body, floor_warning);
     if (del)
       return delete_release(*app, key);
     if (!get)

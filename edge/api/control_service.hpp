@@ -88,18 +88,19 @@ class ControlService {
 
  private:
   Response put_app(const std::string& app_id, std::string_view body);
-  Response put_release(const control::AppState& app, const std::string& name,
-                       std::string_view body);
+  /// `floor_warning`: native_floor_warning, computed by the caller before the write lock.
+  Response put_release(const control::AppState& app, const std::string& name, std::string_view body,
+                       const std::optional<std::string>& floor_warning);
   Response delete_release(const control::AppState& app, const std::string& name);
   Response put_channel(const control::AppState& app, const std::string& name,
                        std::string_view body);
   Response put_device(const control::AppState& app, const std::string& device,
                       std::string_view body);
   /// A warning when `version` sorts at or below the native version_build some of the app's
-  /// devices report, and `channels` (with disable_auto_update_under_native) would block it.
-  std::optional<std::string> native_floor_warning(const control::AppState& app,
-                                                  const std::string& version,
-                                                  const std::vector<std::string>& channels) const;
+  /// devices report, and channels with disable_auto_update_under_native would block it.
+  /// Reads the check-in store: call it outside write_mutex_.
+  std::optional<std::string> native_floor_warning(const std::string& app_id,
+                                                  const std::string& version) const;
   /// Commits a batch and publishes the state that results from it.
   Response commit(store::StateStore::Batch& batch, unsigned status, std::string body);
 

@@ -266,12 +266,7 @@ Response DeviceApi::channel_self(std::string_view method, std::string_view query
   if (!app)
     return unknown_app(Route::kChannelSelf);
   const auto enabled = [&](const control::Channel& c) {
-    switch (*info.platform) {
-      case control::Platform::kIos: return c.ios;
-      case control::Platform::kAndroid: return c.android;
-      case control::Platform::kElectron: return c.electron;
-    }
-    return false;
+    return control::platform_enabled(c, *info.platform);
   };
   const auto public_for_platform = [&]() -> const control::Channel* {
     for (const auto& [n, c] : app->channels) {

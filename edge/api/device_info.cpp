@@ -32,13 +32,12 @@ enum class Type : std::uint8_t { kString, kBool, kObject, kArray };
 // The rule beyond type and length.
 enum class Check : std::uint8_t {
   kNone,
-  kPlatform,      // ios | android | electron (stats: any string, §3.3)
-  kUuid,          // 8-4-4-4-12 hex (§1.1)
-  kAppId,         // reverse domain
-  kVersionBuild,  // coercible (checked early, as semver_error)
-  kPlugin,        // strict SemVer (stats: any string)
-  kAction,        // the stats allow-list
-  kMetadata,      // ≤30 keys of ≤64 characters, string values of ≤2048 characters
+  kPlatform,  // ios | android | electron (stats: any string, §3.3)
+  kUuid,      // 8-4-4-4-12 hex (§1.1)
+  kAppId,     // reverse domain
+  kPlugin,    // strict SemVer (stats: any string)
+  kAction,    // the stats allow-list
+  kMetadata,  // ≤30 keys of ≤64 characters, string values of ≤2048 characters
 };
 
 enum class Slot : std::uint8_t {
@@ -97,12 +96,8 @@ constexpr Rule kRules[] = {
      Check::kPlugin,
      {N, N, O, O, O, O, O}},
     {"version_name", Slot::kVersionName, Type::kString, 0, Check::kNone, {N, N, R, R, R, O, O}},
-    {"version_build",
-     Slot::kVersionBuild,
-     Type::kString,
-     0,
-     Check::kVersionBuild,
-     {N, N, O, R, R, I, O}},
+    // Coerced before the schema pass (semver_error), see read_info.
+    {"version_build", Slot::kVersionBuild, Type::kString, 0, Check::kNone, {N, N, O, R, R, I, O}},
     {"version_os", Slot::kVersionOs, Type::kString, 0, Check::kNone, {I, I, R, I, I, I, I}},
     {"version_code", Slot::kVersionCode, Type::kString, 0, Check::kNone, {I, I, O, I, I, I, I}},
     {"is_emulator", Slot::kIsEmulator, Type::kBool, 0, Check::kNone, {O, O, O, O, O, O, O}},
@@ -134,6 +129,18 @@ constexpr Rule kRules[] = {
     {"version", Slot::kVersion, Type::kString, 0, Check::kNone, {I, O, I, I, I, I, I}},
     {"manifest", Slot::kManifest, Type::kArray, 0, Check::kNone, {I, R, I, I, I, I, I}},
 };
+
+// The row of the table that fills `slot`.
+constexpr std::size_t rule_index(Slot slot) {
+  for (std::size_t i = 0; i < std::size(kRules); ++i) {
+    if (kRules[i].slot == slot)
+      return i;
+  }
+  return std::size(kRules);  // not in the table: the static_asserts below refuse it
+}
+static_assert(rule_index(Slot::kDeviceId) < std::size(kRules));
+static_assert(rule_index(Slot::kAppId) < std::size(kRules));
+static_assert(rule_index(Slot::kVersionBuild) < std::size(kRules));
 
 // The backend's allow-list of stats actions (§3.2), and what plugin 8.51.23 sends beyond it
 // (§9.5: session_key_required, app_nav). Sorted, for binary search.
@@ -285,8 +292,6 @@ std::optional<std::string_view> check(const Rule& r, E endpoint, const json::val
       if (!valid_app_id(s))
         return "must be a reverse-domain app id";
       return std::nullopt;
-    case Check::kVersionBuild:
-      return std::nullopt;  // coerced before the schema pass (semver_error)
     case Check::kPlugin:
       if (s.empty())
         return std::nullopt;
@@ -322,11 +327,7 @@ void store(Slot slot, const json::value& v, DeviceInfo& out) {
   const std::string_view s = view(v);
   switch (slot) {
     case Slot::kPlatform: out.platform_text = s; break;
-    case Slot::kDeviceId:
-      out.device_id.assign(s);
-      for (char& c : out.device_id)
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      break;
+    case Slot::kDeviceId: out.device_id = ascii_lower(s); break;
     case Slot::kAppId: out.app_id = s; break;
     case Slot::kCustomId: out.custom_id = s; break;
     case Slot::kVersionBuild: out.version_build_text = s; break;
@@ -407,17 +408,14 @@ std::optional<InfoError> read_info(DeviceEndpoint endpoint, const json::object& 
     }
   }
   // §2.2: the presence of device_id and app_id, then the version_build coercion, before the
-  // schema. (Rules 0 and 1 of the table are device_id and app_id.)
-  if (missing(values[0]))
+  // schema.
+  if (missing(values[rule_index(Slot::kDeviceId)]))
     return InfoError{"missing_device_id", "Cannot find device_id", "device_id", "required"};
-  if (missing(values[1]))
+  if (missing(values[rule_index(Slot::kAppId)]))
     return InfoError{"missing_app_id", "Cannot find app_id", "app_id", "required"};
-  for (std::size_t i = 0; i < std::size(kRules); ++i) {
-    if (kRules[i].check != Check::kVersionBuild || values[i] == nullptr ||
-        !values[i]->is_string() || values[i]->get_string().empty()) {
-      continue;
-    }
-    const std::string_view text = values[i]->get_string();
+  if (const json::value* b = values[rule_index(Slot::kVersionBuild)];
+      b != nullptr && b->is_string() && !b->get_string().empty()) {
+    const std::string_view text = b->get_string();
     out.version_build = coerce_version_build(text);
     if (!out.version_build) {
       return InfoError{"semver_error",

@@ -77,10 +77,9 @@ Response error_response(unsigned status, std::string_view code, std::string_view
                         Route route) {
   // Messages quote client input (a bad field's value): cap what comes back, and keep it
   // valid UTF-8, whatever the input was.
-  return make_json_response(status,
-                            "{\"error\":\"" + json_escape(code) + "\",\"message\":\"" +
-                                json_escape(utf8_quote(message, kMaxErrorMessageBytes)) + "\"}",
-                            route);
+  JsonObjectWriter body;
+  body.string("error", code).string("message", utf8_quote(message, kMaxErrorMessageBytes));
+  return make_json_response(status, std::move(body).finish(), route);
 }
 
 Response storage_full_response(unsigned status, std::string_view what, Route route) {

@@ -7,15 +7,6 @@ namespace {
 
 constexpr std::string_view kBuiltin = "builtin";
 
-bool platform_enabled(const Channel& c, Platform p) {
-  switch (p) {
-    case Platform::kIos: return c.ios;
-    case Platform::kAndroid: return c.android;
-    case Platform::kElectron: return c.electron;
-  }
-  return false;
-}
-
 // A channel is usable unless its current release row is deleted (§5 step 3).
 bool usable(const Channel& c, const AppView& app) {
   if (c.release.empty())
@@ -33,6 +24,15 @@ Decision fail(Kind kind, std::string error, std::string message) {
 }
 
 }  // namespace
+
+bool platform_enabled(const Channel& c, Platform p) {
+  switch (p) {
+    case Platform::kIos: return c.ios;
+    case Platform::kAndroid: return c.android;
+    case Platform::kElectron: return c.electron;
+  }
+  return false;
+}
 
 std::optional<Platform> parse_platform(std::string_view text) {
   if (text == "ios")

@@ -73,6 +73,9 @@ struct Channel {
   std::optional<Rollout> rollout;
 };
 
+/// The channel's ios / android / electron flag for `platform`.
+bool platform_enabled(const Channel& channel, Platform platform);
+
 /// What the decision reads of one app's state. The state store implements it; so do tests.
 /// Pointers returned stay valid for the duration of decide().
 class AppView {

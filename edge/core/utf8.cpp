@@ -79,4 +79,13 @@ std::string utf8_quote(std::string_view s, std::size_t max_bytes) {
   return out;
 }
 
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z')
+      c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
 }  // namespace edge

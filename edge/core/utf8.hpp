@@ -22,4 +22,7 @@ std::string utf8_clamp(std::string_view s, std::size_t max_bytes);
 /// as utf8_clamp), with "..." appended when something was cut.
 std::string utf8_quote(std::string_view s, std::size_t max_bytes);
 
+/// `s` with A-Z lowered (device ids, hex digits); other bytes as they are.
+std::string ascii_lower(std::string_view s);
+
 }  // namespace edge
