@@ -305,6 +305,8 @@ Response ControlService::put_app(const std::string& app_id, std::string_view bod
 
 namespace {
 
+constexpr std::size_t kMaxReleaseSecretBytes = 1024;
+
 bool is_hex(std::string_view s, std::size_t n) {
   return s.size() == n && std::all_of(s.begin(), s.end(), [](char c) { return hex_value(c) >= 0; });
 }
@@ -410,6 +412,17 @@ Response ControlService::put_release(const control::AppState& app, const std::st
   // Publish-time checks (capgo-protocol.md §9.2, §9.3): what devices would refuse is
   // refused here, naming the field, instead of failing on every device.
   json::array warnings;
+  // An RSA-2048 session key is ~370 characters and an encrypted checksum 344 (base64) or 512
+  // (hex): anything far past that is not one, and every /updates answer would carry it.
+  for (const auto& [field, value] :
+       {std::pair{"session_key", &doc.session_key}, {"checksum", &doc.checksum}}) {
+    if (value->size() > kMaxReleaseSecretBytes) {
+      return error_response(400, std::string("invalid_") + field,
+                            std::string(field) + ": at most " +
+                                std::to_string(kMaxReleaseSecretBytes) + " bytes, got " +
+                                std::to_string(value->size()));
+    }
+  }
   if (!doc.session_key.empty() && !valid_session_key(doc.session_key)) {
     return error_response(400, "invalid_session_key",
                           "session_key: expected '<base64 iv>:<base64 encrypted key>' (two "

@@ -133,6 +133,10 @@ def main():
             ({"zip": zip_id, "checksum": "ab" * 31}, 400, "invalid_checksum", "checksum"),
             ({"zip": zip_id, "checksum": "0" * 64}, 422, "checksum_mismatch", "checksum"),
             ({"zip": zip_id, "session_key": "aXY=:a2V5"}, 400, "invalid_checksum", "checksum"),
+            ({"zip": zip_id, "session_key": "aXY=:" + "A" * 2000, "checksum": "Q0hFQ0s="}, 400,
+             "invalid_session_key", "session_key"),
+            ({"zip": zip_id, "session_key": "aXY=:a2V5", "checksum": "Q" * 2000}, 400, "invalid_checksum",
+             "checksum"),
         ]
         for body, status, code, field in cases:
             st, doc = admin("PUT", base + "3.0.0", body)
