@@ -58,7 +58,19 @@ const std::set<std::string>& known_keys() {
                                              "sync.token",
                                              "sync.push_to",
                                              "sync.changelog_keep",
-                                             "outbox.max_bytes"};
+                                             "outbox.max_bytes",
+                                             "tls.listen",
+                                             "tls.cert_file",
+                                             "tls.key_file",
+                                             "tls.min_protocol",
+                                             "tls.ciphers",
+                                             "tls.ciphersuites",
+                                             "tls.groups",
+                                             "tls.session_tickets",
+                                             "tls.ktls",
+                                             "tls.admin",
+                                             "upstream.ca_file",
+                                             "sync.ca_file"};
   return keys;
 }
 
@@ -215,6 +227,7 @@ Config load_config(const ConfigOverrides& o) {
   std::string listen = "127.0.0.1:8080";
   std::string admin_listen = "127.0.0.1:9090";
   std::string send_mode = "sendfile";
+  std::string tls_listen;
   std::string data_dir = c.data_dir.string();
   unsigned threads = 0;
   if (o.config_file) {
@@ -283,6 +296,19 @@ Config load_config(const ConfigOverrides& o) {
     }
     r.integer("sync.changelog_keep", c.changelog_keep, 0, std::int64_t{1} << 62);
     r.size("outbox.max_bytes", c.outbox_max_bytes);
+    auto& t = c.server.tls;
+    r.string("tls.listen", tls_listen);
+    r.string("tls.cert_file", t.cert_file);
+    r.string("tls.key_file", t.key_file);
+    r.string("tls.min_protocol", t.min_protocol);
+    r.string("tls.ciphers", t.ciphers);
+    r.string("tls.ciphersuites", t.ciphersuites);
+    r.string("tls.groups", t.groups);
+    r.boolean("tls.session_tickets", t.session_tickets);
+    r.boolean("tls.ktls", t.ktls);
+    r.boolean("tls.admin", t.admin);
+    r.string("upstream.ca_file", u.ca_file);
+    r.string("sync.ca_file", c.push_ca_file);
   }
   if (o.role)
     c.role = *o.role;
@@ -303,17 +329,34 @@ Config load_config(const ConfigOverrides& o) {
     c.sync_token = *o.sync_token;
   if (o.node_id)
     c.node_id = *o.node_id;
+  if (o.tls_listen)
+    tls_listen = *o.tls_listen;
+  if (o.tls_cert)
+    c.server.tls.cert_file = *o.tls_cert;
+  if (o.tls_key)
+    c.server.tls.key_file = *o.tls_key;
   const auto check_url = [](const std::string& key, std::string& url) {
-    // Node-to-node traffic is plain HTTP (put TLS in front with a proxy if needed).
-    const auto rest = url.starts_with("http://") ? std::string_view(url).substr(7) : "";
+    // Node-to-node traffic: http:// or https:// (chain and host name verified, DESIGN §9).
+    const std::size_t scheme = url.starts_with("http://") ? 7 : url.starts_with("https://") ? 8 : 0;
+    const auto rest = scheme != 0 ? std::string_view(url).substr(scheme) : "";
     if (rest.empty() || rest.find_first_of("/?#") < rest.find(':') ||
         rest.find(':') == std::string_view::npos) {
-      throw ConfigError(key + ": expected http://host:port, got '" + url + "'");
+      throw ConfigError(key + ": expected http://host:port or https://host:port, got '" + url +
+                        "'");
     }
     while (url.ends_with("/"))
       url.pop_back();
-    (void)parse_host_port(key, std::string(url.substr(7)));
+    (void)parse_host_port(key, std::string(url.substr(scheme)));
   };
+  const auto check_readable = [](const std::string& key, const std::string& path) {
+    if (path.empty())
+      return;
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec))
+      throw ConfigError(key + ": '" + path + "' is not a readable file");
+  };
+  check_readable("upstream.ca_file", c.upstream.ca_file);
+  check_readable("sync.ca_file", c.push_ca_file);
   if (c.role == "edge") {
     if (c.upstream.url.empty())
       throw ConfigError("upstream.url: required when node.role is 'edge' (or --upstream URL)");
@@ -339,7 +382,30 @@ Config load_config(const ConfigOverrides& o) {
   if (data_dir.empty())
     throw ConfigError("node.data_dir: must not be empty");
   c.data_dir = data_dir;
-  std::tie(c.server.listen_host, c.server.listen_port) = parse_host_port("server.listen", listen);
+  if (!tls_listen.empty()) {
+    c.server.tls.enabled = true;
+    std::tie(c.server.tls.listen_host, c.server.tls.listen_port) =
+        parse_host_port("tls.listen", tls_listen);
+    if (c.server.tls.cert_file.empty() || c.server.tls.key_file.empty()) {
+      throw ConfigError(
+          std::string(c.server.tls.cert_file.empty() ? "tls.cert_file" : "tls.key_file") +
+          ": required when tls.listen is set");
+    }
+    if (c.server.tls.min_protocol != "TLSv1.2" && c.server.tls.min_protocol != "TLSv1.3") {
+      throw ConfigError("tls.min_protocol: expected 'TLSv1.2' or 'TLSv1.3', got '" +
+                        c.server.tls.min_protocol + "'");
+    }
+  } else if (c.server.tls.admin) {
+    throw ConfigError("tls.admin: needs tls.listen (and its certificate) to be set");
+  }
+  if (listen.empty()) {
+    // TLS only: no plain public listener (server.listen = "").
+    if (!c.server.tls.enabled)
+      throw ConfigError("server.listen: may be empty only when tls.listen is set");
+    c.server.plain = false;
+  } else {
+    std::tie(c.server.listen_host, c.server.listen_port) = parse_host_port("server.listen", listen);
+  }
   std::tie(c.server.admin_host, c.server.admin_port) =
       parse_host_port("admin.listen", admin_listen);
   if (send_mode != "sendfile" && send_mode != "copy") {

@@ -34,11 +34,12 @@ struct Config {
   std::uint64_t reserve_bytes = 64ULL << 20;  ///< [store] reserve: file given back on a full start
   std::string log_level = "info";
 
-  std::string node_id;                     ///< empty: read or create <data_dir>/node.id
-  api::UpstreamOptions upstream;           ///< [upstream]: edges only
-  std::string sync_token;                  ///< [sync] token children and the origin's pushes carry
-  std::vector<std::string> push_to;        ///< [sync] push_to: edges this node pushes changes to
-  std::uint64_t changelog_keep = 100'000;  ///< [sync] changelog_keep (0: keep all)
+  std::string node_id;               ///< empty: read or create <data_dir>/node.id
+  api::UpstreamOptions upstream;     ///< [upstream]: edges only
+  std::string sync_token;            ///< [sync] token children and the origin's pushes carry
+  std::vector<std::string> push_to;  ///< [sync] push_to: edges this node pushes changes to
+  std::string push_ca_file;  ///< [sync] ca_file: CA bundle for https:// push_to (empty: system)
+  std::uint64_t changelog_keep = 100'000;       ///< [sync] changelog_keep (0: keep all)
   std::uint64_t outbox_max_bytes = 1ULL << 30;  ///< [outbox] max_bytes
 };
 
@@ -47,6 +48,7 @@ struct ConfigOverrides {
   std::optional<std::filesystem::path> config_file;
   std::optional<std::string> role, listen, admin_listen, data_dir, admin_token;
   std::optional<std::string> threads, upstream, sync_token, node_id;
+  std::optional<std::string> tls_listen, tls_cert, tls_key;
 };
 
 /// Loads `overrides.config_file` (if any), applies the overrides, validates. Throws

@@ -151,8 +151,8 @@ int run(const edge::Config& c) {
     sync.set_push_sink(&upstream->push_sink());
   }
   if (!c.push_to.empty()) {
-    pusher = edge::api::make_change_pusher(c.push_to, c.sync_token, c.upstream.timeout_ms, state,
-                                           sync_metrics);
+    pusher = edge::api::make_change_pusher(c.push_to, c.sync_token, c.push_ca_file,
+                                           c.upstream.timeout_ms, state, sync_metrics);
   }
   // Edges fill device misses only for blobs a release names (cache-busting ids are 404s).
   const auto update_fillable = [&] {
@@ -173,12 +173,15 @@ int run(const edge::Config& c) {
 
   edge::server::Server server(c.server, api);
   server.set_on_stop([&sync] { sync.stop(); });
-  const bool v6 = c.server.listen_host.find(':') != std::string::npos;
+  // Devices refuse plain http:// in production: with TLS on, the derived URL is https://.
+  const bool tls = c.server.tls.enabled;
+  const std::string& url_host = tls ? c.server.tls.listen_host : c.server.listen_host;
+  const bool v6 = url_host.find(':') != std::string::npos;
   const std::string public_url =
       !c.public_url.empty()
           ? c.public_url
-          : "http://" + (v6 ? "[" + c.server.listen_host + "]" : c.server.listen_host) + ":" +
-                std::to_string(server.public_port());
+          : (tls ? "https://" : "http://") + (v6 ? "[" + url_host + "]" : url_host) + ":" +
+                std::to_string(tls ? server.tls_port() : server.public_port());
   edge::api::DeviceApi device(control, public_url, &checkins, &blobs, is_edge);
   api.set_device(&device);
   if (is_edge && state.last_seq() == 0) {
@@ -202,9 +205,23 @@ int run(const edge::Config& c) {
       "send_mode={}",
       "0.1.0", c.role, c.data_dir.string(), st.chunks, st.blobs, control.snapshot()->apps().size(),
       state.last_seq(), c.server.threads, c.server.use_sendfile ? "sendfile" : "copy");
-  spdlog::info("public listener on {}:{} (public_url {})", c.server.listen_host,
-               server.public_port(), public_url);
-  spdlog::info("admin listener on {}:{}", c.server.admin_host, server.admin_port());
+  if (c.server.plain) {
+    spdlog::info("public listener on {}:{} (public_url {})", c.server.listen_host,
+                 server.public_port(), public_url);
+  }
+  if (tls) {
+    spdlog::info("TLS listener on {}:{} (public_url {}, cert {}, min {}); kernel TLS: {}",
+                 c.server.tls.listen_host, server.tls_port(), public_url, c.server.tls.cert_file,
+                 c.server.tls.min_protocol,
+                 !c.server.tls.ktls ? "off (tls.ktls = false)"
+                 : edge::server::kernel_tls_listed()
+                     ? "offered by the kernel (used per connection when the "
+                       "cipher allows; see edge_tls_connections_total)"
+                     : "not offered by this kernel (modprobe tls), "
+                       "bodies go pread + SSL_write");
+  }
+  spdlog::info("admin listener on {}:{}{}", c.server.admin_host, server.admin_port(),
+               tls && c.server.tls.admin ? " (TLS)" : "");
   server.run();
   // Upstream work stops before the server and the stores go away; the outbox gets up to
   // 5 s to drain (SIGTERM, DESIGN §7).
@@ -235,6 +252,7 @@ int main(int argc, char** argv) {
       "bundle-edge: OTA bundle origin/edge node\n\nWith no arguments: an origin on "
       "127.0.0.1:8080, admin on 127.0.0.1:9090, data in ./var.\nOptions");
   std::string config, role, listen, admin_listen, data, token, threads, upstream, sync_token, node;
+  std::string tls_listen, tls_cert, tls_key;
   desc.add_options()("help,h", "show this help")(
       "config", po::value(&config), "TOML config file (every key: conf/bundle-edge.toml)")(
       "role", po::value(&role), "origin | edge (overrides node.role)")(
@@ -248,7 +266,10 @@ int main(int argc, char** argv) {
       "edges: http://host:port of the upstream (overrides upstream.url)")(
       "sync-token", po::value(&sync_token),
       "token node-to-node calls to this node carry (overrides sync.token)")(
-      "node-id", po::value(&node), "this node's id in check-in batches (overrides node.id)");
+      "node-id", po::value(&node), "this node's id in check-in batches (overrides node.id)")(
+      "tls-listen", po::value(&tls_listen), "HTTPS host:port (overrides tls.listen)")(
+      "tls-cert", po::value(&tls_cert), "PEM certificate chain (overrides tls.cert_file)")(
+      "tls-key", po::value(&tls_key), "PEM private key (overrides tls.key_file)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -281,6 +302,12 @@ int main(int argc, char** argv) {
     o.sync_token = sync_token;
   if (vm.count("node-id") != 0)
     o.node_id = node;
+  if (vm.count("tls-listen") != 0)
+    o.tls_listen = tls_listen;
+  if (vm.count("tls-cert") != 0)
+    o.tls_cert = tls_cert;
+  if (vm.count("tls-key") != 0)
+    o.tls_key = tls_key;
 
   edge::Config c;
   try {

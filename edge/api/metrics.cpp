@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <initializer_list>
+#include <utility>
 
 namespace edge::api {
 
@@ -17,6 +19,47 @@ void Metrics::record(Route route, unsigned status, std::uint64_t body_bytes, dou
       std::lower_bound(kBuckets.begin(), kBuckets.end(), seconds) - kBuckets.begin());
   latency_[b].fetch_add(1, std::memory_order_relaxed);
   latency_sum_us_.fetch_add(static_cast<std::uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+}
+
+void Metrics::render_tls(std::string& out) const {
+  char line[192];
+  const auto series = [&](const char* name, const char* help,
+                          std::initializer_list<std::pair<const char*, std::uint64_t>> rows) {
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += name;
+    out += " counter\n";
+    for (const auto& [labels, v] : rows) {
+      std::snprintf(line, sizeof line, "%s{%s} %llu\n", name, labels,
+                    static_cast<unsigned long long>(v));
+      out += line;
+    }
+  };
+  const auto c = [&](Tls e) { return tls_count(e); };
+  series("edge_tls_handshakes_total", "TLS handshakes by outcome.",
+         {{"result=\"full\"", c(Tls::kHandshake)},
+          {"result=\"resumed\"", c(Tls::kResumed)},
+          {"result=\"plain_http\"", c(Tls::kPlainHttp)},
+          {"result=\"failed\"", c(Tls::kFailed)},
+          {"result=\"timeout\"", c(Tls::kTimeout)}});
+  series("edge_tls_connections_total",
+         "TLS connections by send path: ktls (SSL_sendfile, encrypted in the kernel) or userspace "
+         "(pread + SSL_write).",
+         {{"path=\"ktls\"", c(Tls::kKtls)}, {"path=\"userspace\"", c(Tls::kUserspace)}});
+  series("edge_tls_bytes_total", "Bytes sent over TLS (headers and bodies), by send path.",
+         {{"path=\"ktls\"", tls_bytes_[1].load(relaxed)},
+          {"path=\"userspace\"", tls_bytes_[0].load(relaxed)}});
+  series("edge_tls_peer_events_total",
+         "What clients did after the handshake: renegotiation (refused, closed), key_update, "
+         "key_update_closed (kTLS cannot rekey).",
+         {{"event=\"renegotiation\"", c(Tls::kRenegotiation)},
+          {"event=\"key_update\"", c(Tls::kKeyUpdate)},
+          {"event=\"key_update_closed\"", c(Tls::kKeyUpdateClosed)}});
+  series("edge_tls_reloads_total", "Certificate reloads on SIGHUP.",
+         {{"result=\"ok\"", c(Tls::kReloaded)}, {"result=\"failed\"", c(Tls::kReloadFailed)}});
 }
 
 std::string Metrics::render(const store::StoreStats& st) const {
@@ -84,6 +127,7 @@ std::string Metrics::render(const store::StoreStats& st) const {
   gauge("edge_serve_cold_warms_total",
         "Ranges read through io_uring before sendfile because they were not in the page cache.",
         "counter", warms_.load());
+  render_tls(out);
   gauge("edge_store_chunks", "Chunks indexed.", "gauge", st.chunks);
   gauge("edge_store_blobs", "Blob recipes stored.", "gauge", st.blobs);
   gauge("edge_store_bytes_live", "Bytes of indexed chunks.", "gauge", st.bytes_live);

@@ -26,6 +26,29 @@ class Metrics {
                                                       0.01,   0.05,   0.1,   0.5,    1.0};
 
   void record(Route route, unsigned status, std::uint64_t body_bytes, double seconds);
+
+  /// TLS events (DESIGN §9), each a counter of its own.
+  enum class Tls : std::uint8_t {
+    kHandshake,        ///< full handshakes completed
+    kResumed,          ///< resumed handshakes (ticket or session id)
+    kPlainHttp,        ///< plain HTTP sent to the TLS port: answered 400 and closed
+    kFailed,           ///< handshakes that failed (garbage, no shared cipher, bad version...)
+    kTimeout,          ///< handshakes that did not finish within server.header_timeout_ms
+    kRenegotiation,    ///< client renegotiation attempts: refused, connection closed
+    kKeyUpdate,        ///< KeyUpdate messages received
+    kKeyUpdateClosed,  ///< connections closed because kTLS cannot rekey
+    kKtls,             ///< connections whose send side the kernel took (SSL_sendfile)
+    kUserspace,        ///< connections encrypting in userspace (pread + SSL_write)
+    kReloaded,         ///< certificate reloads (SIGHUP) that took effect
+    kReloadFailed,     ///< reloads refused (the old certificate stays)
+    kCount
+  };
+  void tls(Tls event) { tls_[static_cast<std::size_t>(event)].fetch_add(1, relaxed); }
+  /// Bytes handed to SSL_write / SSL_sendfile, by path.
+  void tls_bytes(bool ktls, std::uint64_t n) { tls_bytes_[ktls ? 1 : 0].fetch_add(n, relaxed); }
+  std::uint64_t tls_count(Tls event) const {
+    return tls_[static_cast<std::size_t>(event)].load(relaxed);
+  }
   void connection_opened() { connections_.fetch_add(1, std::memory_order_relaxed); }
   void connection_closed() { connections_.fetch_sub(1, std::memory_order_relaxed); }
   void connection_refused() { refused_.fetch_add(1, std::memory_order_relaxed); }
@@ -53,6 +76,7 @@ class Metrics {
   std::string render(const store::StoreStats& stats) const;
 
  private:
+  void render_tls(std::string& out) const;
   void render_sync(
       const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const;
 
@@ -72,6 +96,9 @@ class Metrics {
   std::atomic<std::int64_t> connections_{0};
   std::atomic<std::uint64_t> refused_{0};
   std::atomic<std::uint64_t> warms_{0};
+  static constexpr auto relaxed = std::memory_order_relaxed;
+  std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(Tls::kCount)> tls_{};
+  std::array<std::atomic<std::uint64_t>, 2> tls_bytes_{};
 };
 
 }  // namespace edge::api

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -24,6 +25,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -45,6 +48,7 @@ constexpr std::size_t kCopyBuffer = 256 << 10;
 constexpr std::uint64_t kUploadPauseAbove = 32 << 20;
 constexpr std::uint64_t kUploadResumeBelow = 8 << 20;
 constexpr std::size_t kUploadReadBuffer = 256 << 10;
+constexpr std::size_t kTlsStage = 64 << 10;  // pread-into buffer of the userspace TLS path
 constexpr int kSweepMs = 100;  // deadline check period: the resolution of every timeout
 
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
@@ -85,7 +89,11 @@ struct Worker {
   asio::io_context io{1};
   std::optional<tcp::acceptor> acceptor;
   std::optional<tcp::acceptor> admin;
+  std::optional<tcp::acceptor> tls;
   std::unordered_set<Session*> sessions;
+  // Staging buffers of the userspace TLS send path, lent to a connection for one file
+  // response: memory follows the responses in flight, not the connections open.
+  std::vector<std::unique_ptr<char[]>> stages;
   asio::steady_timer retry{io};
   asio::steady_timer sweep{io};
 };
@@ -106,7 +114,10 @@ struct Server::Impl {
   std::optional<asio::steady_timer> grace;
   std::uint16_t public_port = 0;
   std::uint16_t admin_port = 0;
+  std::uint16_t tls_port = 0;
   std::function<void()> on_stop;
+  std::mutex tls_mutex;
+  TlsContextPtr tls_ctx;  // guarded by tls_mutex; SSL_new takes its own reference
 
   // Declared after every member a Session's destructor reads: destroyed first.
   std::vector<std::unique_ptr<Worker>> workers;
@@ -123,11 +134,156 @@ struct Server::Impl {
   /// with `why` naming it.
   bool admit(bool admin, const std::string& ip, std::string& why);
   void release(bool admin, const std::string& ip);
-  void accept(Worker& w, bool admin);
+  /// Which listener a connection came in on.
+  enum class Listener { kPublic, kAdmin, kTls };
+  void accept(Worker& w, Listener which);
+  TlsContextPtr current_tls() {
+    std::lock_guard lock(tls_mutex);
+    return tls_ctx;
+  }
+  std::string reload_tls();
   void drain_worker(Worker& w);
   void sweep(Worker& w);
   void stop();
   void all_closed();
+};
+
+// The byte stream Beast's parsers read from: the socket itself, or OpenSSL on the socket
+// (SSL_set_fd, so that the kernel can take the record layer). TLS reads try SSL_read first
+// (it may hold decrypted bytes) and wait for readiness only when OpenSSL asks.
+class Conn {
+ public:
+  using executor_type = tcp::socket::executor_type;
+  Conn(tcp::socket s, SSL* ssl, api::Metrics& metrics)
+      : socket(std::move(s)), ssl(ssl), metrics_(metrics) {}
+  ~Conn() {
+    if (ssl != nullptr)
+      SSL_free(ssl);
+  }
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  executor_type get_executor() { return socket.get_executor(); }
+
+  template <class Buffers, class Handler>
+  void async_read_some(const Buffers& buffers, Handler&& handler) {
+    if (ssl == nullptr)
+      return socket.async_read_some(buffers, std::forward<Handler>(handler));
+    const asio::mutable_buffer b = *asio::buffer_sequence_begin(buffers);
+    error_code ec;
+    const std::size_t n = tls_read(b, ec);
+    if (ec == asio::error::would_block)
+      return wait_and_read(b, std::forward<Handler>(handler));
+    // Completed at once: the handler must not run inside its initiating call.
+    asio::post(socket.get_executor(),
+               [h = std::forward<Handler>(handler), ec, n]() mutable { h(ec, n); });
+  }
+
+  template <class Buffers>
+  std::size_t read_some(const Buffers& buffers, error_code& ec) {
+    if (ssl == nullptr)
+      return socket.read_some(buffers, ec);
+    return tls_read(*asio::buffer_sequence_begin(buffers), ec);
+  }
+  template <class Buffers>
+  std::size_t read_some(const Buffers& buffers) {
+    error_code ec;
+    const std::size_t n = read_some(buffers, ec);
+    if (ec)
+      throw boost::system::system_error(ec);
+    return n;
+  }
+
+  /// One SSL_write_ex of up to `len` bytes: bytes written, or 0 with `want` set to the
+  /// readiness OpenSSL waits for (wait_write / wait_read), or 0 and `failed`.
+  std::size_t tls_write(const char* data, std::size_t len, tcp::socket::wait_type& want,
+                        bool& failed) {
+    ERR_clear_error();
+    std::size_t n = 0;
+    const int r = SSL_write_ex(ssl, data, len, &n);
+    failed = false;
+    if (r == 1 && !peer_misbehaved())
+      return n;
+    const int err = r == 1 ? SSL_ERROR_SSL : SSL_get_error(ssl, r);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+      want = err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write;
+      return 0;
+    }
+    failed = true;
+    ERR_clear_error();
+    return 0;
+  }
+
+  /// True (and counted once) when the peer did what this server does not take after a
+  /// handshake: a renegotiation, or a KeyUpdate asking for ours while the kernel sends.
+  bool peer_misbehaved() {
+    if (events.key_updates_seen != key_updates_counted_) {
+      for (; key_updates_counted_ < events.key_updates_seen; ++key_updates_counted_)
+        metrics_.tls(api::Metrics::Tls::kKeyUpdate);
+    }
+    if (misbehaviour_counted_)
+      return true;
+    if (events.renegotiation) {
+      metrics_.tls(api::Metrics::Tls::kRenegotiation);
+    } else if (events.key_update_requested && ktls_send) {
+      metrics_.tls(api::Metrics::Tls::kKeyUpdateClosed);
+    } else {
+      return false;
+    }
+    misbehaviour_counted_ = true;
+    return true;
+  }
+
+  tcp::socket socket;
+  SSL* ssl;
+  bool ktls_send = false;
+  TlsPeerEvents events;
+
+ private:
+  std::size_t tls_read(asio::mutable_buffer b, error_code& ec) {
+    ERR_clear_error();
+    std::size_t n = 0;
+    const int r = SSL_read_ex(ssl, b.data(), b.size(), &n);
+    if (peer_misbehaved()) {
+      ec = asio::error::connection_aborted;
+      return 0;
+    }
+    if (r == 1) {
+      ec = {};
+      return n;
+    }
+    switch (SSL_get_error(ssl, r)) {
+      case SSL_ERROR_WANT_READ:
+        want_ = tcp::socket::wait_read;
+        ec = asio::error::would_block;
+        break;
+      case SSL_ERROR_WANT_WRITE:
+        want_ = tcp::socket::wait_write;
+        ec = asio::error::would_block;
+        break;
+      case SSL_ERROR_ZERO_RETURN: ec = asio::error::eof; break;
+      default: ec = asio::error::connection_reset; break;
+    }
+    ERR_clear_error();
+    return 0;
+  }
+
+  template <class Handler>
+  void wait_and_read(asio::mutable_buffer b, Handler&& handler) {
+    socket.async_wait(want_, [this, b, h = std::forward<Handler>(handler)](error_code ec) mutable {
+      if (ec)
+        return h(ec, std::size_t{0});
+      const std::size_t n = tls_read(b, ec);
+      if (ec == asio::error::would_block)
+        return wait_and_read(b, std::move(h));
+      h(ec, n);
+    });
+  }
+
+  api::Metrics& metrics_;
+  tcp::socket::wait_type want_ = tcp::socket::wait_read;
+  unsigned key_updates_counted_ = 0;
+  bool misbehaviour_counted_ = false;
 };
 
 // One connection: read a request, answer it, repeat (keep-alive; pipelined requests wait in
@@ -136,9 +292,10 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   // `counted`: the connection holds a slot taken by Impl::admit for `ip` (a refused one
   // does not).
-  Session(tcp::socket socket, Worker& worker, Server::Impl& server, bool admin, bool counted,
-          std::string ip)
-      : socket_(std::move(socket)),
+  // `ssl`: the connection's TLS state (owned from here on), null for plain HTTP.
+  Session(tcp::socket socket, SSL* ssl, Worker& worker, Server::Impl& server, bool admin,
+          bool counted, std::string ip)
+      : conn_(std::move(socket), ssl, server.api.metrics()),
         worker_(worker),
         server_(server),
         admin_(admin),
@@ -166,17 +323,29 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() {
     worker_.sessions.insert(this);
     error_code ec;
-    socket_.set_option(tcp::no_delay(true), ec);
-    socket_.native_non_blocking(true, ec);
+    conn_.socket.set_option(tcp::no_delay(true), ec);
+    conn_.socket.native_non_blocking(true, ec);
+    if (conn_.ssl != nullptr) {
+      // The handshake falls under the header timeout (a stalled one is a slow header).
+      arm(Timeout::kHeader, opt().header_timeout_ms);
+      watch_peer(conn_.ssl, &conn_.events);
+      return handshake();
+    }
     read_request();
   }
 
   // Over a connection limit: answer 503 at once and close (lingering, so the answer is
-  // not lost to a reset when the client's request is still unread).
+  // not lost to a reset when the client's request is still unread). A TLS connection is
+  // closed without a handshake: an answer would cost the handshake the limit is there to
+  // spare.
   void refuse(const std::string& why) {
     worker_.sessions.insert(this);
     error_code ec;
-    socket_.native_non_blocking(true, ec);
+    if (conn_.ssl != nullptr) {
+      spdlog::debug("TLS connection from {} refused: {} reached", ip_, why);
+      return close();
+    }
+    conn_.socket.native_non_blocking(true, ec);
     api::Response r = api::error_response(503, "busy", why + " reached");
     r.set("Retry-After", "1");
     keep_alive_ = false;
@@ -188,7 +357,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void drain() {
     if (idle_) {
       error_code ec;
-      socket_.close(ec);
+      conn_.socket.close(ec);
     }
   }
 
@@ -224,10 +393,71 @@ class Session : public std::enable_shared_from_this<Session> {
     timeout_ = armed_;
     armed_ = Timeout::kNone;
     error_code ignored;
-    socket_.cancel(ignored);
+    conn_.socket.cancel(ignored);
   }
 
  private:
+  // --- TLS handshake -------------------------------------------------------------------
+
+  void handshake() {
+    if (timeout_ == Timeout::kHeader) {
+      server_.api.metrics().tls(api::Metrics::Tls::kTimeout);
+      return close();
+    }
+    ERR_clear_error();
+    const int r = SSL_do_handshake(conn_.ssl);
+    if (r == 1)
+      return handshake_done();
+    const int err = SSL_get_error(conn_.ssl, r);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+      conn_.socket.async_wait(
+          err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write,
+          [self = shared_from_this()](error_code ec) {
+            if (self->timeout_ == Timeout::kHeader) {
+              self->server_.api.metrics().tls(api::Metrics::Tls::kTimeout);
+              return self->close();
+            }
+            if (ec)
+              return self->close();
+            self->handshake();
+          });
+      return;
+    }
+    const unsigned long e = ERR_peek_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_SSL && (ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST ||
+                                          ERR_GET_REASON(e) == SSL_R_HTTPS_PROXY_REQUEST)) {
+      ERR_clear_error();
+      return plain_http_on_tls_port();
+    }
+    server_.api.metrics().tls(api::Metrics::Tls::kFailed);
+    const std::string why = drain_ssl_errors();
+    spdlog::debug("TLS handshake from {} failed: {}", ip_, why.empty() ? "connection closed" : why);
+    close();
+  }
+
+  void handshake_done() {
+    conn_.events.established = true;
+    auto& m = server_.api.metrics();
+    m.tls(SSL_session_reused(conn_.ssl) == 1 ? api::Metrics::Tls::kResumed
+                                             : api::Metrics::Tls::kHandshake);
+    conn_.ktls_send = BIO_get_ktls_send(SSL_get_wbio(conn_.ssl));
+    m.tls(conn_.ktls_send ? api::Metrics::Tls::kKtls : api::Metrics::Tls::kUserspace);
+    read_request();
+  }
+
+  // Plain HTTP on the TLS port (OpenSSL saw "GET " where a ClientHello belongs): say so in
+  // plain text, as nginx does, and close.
+  void plain_http_on_tls_port() {
+    server_.api.metrics().tls(api::Metrics::Tls::kPlainHttp);
+    SSL_free(conn_.ssl);
+    conn_.ssl = nullptr;
+    keep_alive_ = false;
+    started_ = Clock::now();
+    buffer_.clear();
+    respond(api::error_response(400, "plain_http_to_https_port",
+                                "this port speaks HTTPS: use an https:// URL"));
+  }
+
   void read_request() {
     if (server_.draining.load(std::memory_order_relaxed) && buffer_.size() == 0)
       return close();
@@ -253,7 +483,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void read_header() {
     bhttp::async_read_header(
-        socket_, buffer_, *parser_,
+        conn_, buffer_, *parser_,
         [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
   }
 
@@ -265,8 +495,10 @@ class Session : public std::enable_shared_from_this<Session> {
       return fail(408, "request_timeout",
                   "the request header did not arrive within header_timeout_ms");
     }
+    // connection_aborted: a TLS peer renegotiated (counted by the connection).
     if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+        ec == asio::error::connection_aborted) {
       return close();
     }
     if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
@@ -311,12 +543,12 @@ class Session : public std::enable_shared_from_this<Session> {
       // from the buffer without touching the socket, and the answer needs no trip through
       // the event loop.
       error_code ec;
-      bhttp::read(socket_, buffer_, *string_parser_, ec);
+      bhttp::read(conn_, buffer_, *string_parser_, ec);
       return on_small_body(ec);
     }
     send_continue_if_expected(string_parser_->get());
     bhttp::async_read(
-        socket_, buffer_, *string_parser_, [self = shared_from_this()](error_code ec, std::size_t) {
+        conn_, buffer_, *string_parser_, [self = shared_from_this()](error_code ec, std::size_t) {
           if (self->timeout_ == Timeout::kRequest) {
             return self->fail(408, "request_timeout",
                               "the request body did not arrive within server.body_timeout_ms");
@@ -344,8 +576,21 @@ class Session : public std::enable_shared_from_this<Session> {
     if (it == req.end() || !boost::beast::iequals(it->value(), "100-continue"))
       return;
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (conn_.ssl != nullptr) {
+      // One small record on a socket that was just readable: it goes out whole. Were it
+      // to block, OpenSSL would hold a partial record that the response must not follow.
+      tcp::socket::wait_type want{};
+      bool failed = false;
+      if (conn_.tls_write(kContinue.data(), kContinue.size(), want, failed) != kContinue.size()) {
+        spdlog::warn("100 Continue to {} could not be sent at once: closing", ip_);
+        keep_alive_ = false;
+        error_code ec;
+        conn_.socket.shutdown(tcp::socket::shutdown_both, ec);
+      }
+      return;
+    }
     // Tiny and the socket is writable right after a request: a blocking-free best effort.
-    (void)::send(socket_.native_handle(), kContinue.data(), kContinue.size(), MSG_NOSIGNAL);
+    (void)::send(conn_.socket.native_handle(), kContinue.data(), kContinue.size(), MSG_NOSIGNAL);
   }
 
   // --- uploads (admin listener) --------------------------------------------------------
@@ -382,7 +627,7 @@ class Session : public std::enable_shared_from_this<Session> {
     body.data = upload_buf_.data();
     body.size = upload_buf_.size();
     bhttp::async_read_some(
-        socket_, buffer_, *upload_parser_,
+        conn_, buffer_, *upload_parser_,
         [self = shared_from_this()](error_code ec, std::size_t) { self->on_upload_read(ec); });
   }
 
@@ -496,6 +741,8 @@ class Session : public std::enable_shared_from_this<Session> {
     item_pos_ = 0;
     warmed_ = false;
     copy_len_ = copy_pos_ = 0;
+    if (conn_.ssl != nullptr && !conn_.ktls_send && items_.size() > 1)
+      borrow_stage();
     // No TCP_CORK around multi-piece bodies: measured on loopback it more than doubled the
     // CPU per 1 MiB response (800 vs 300 us); MSG_MORE on the header is enough.
     arm(Timeout::kSend, opt().send_timeout_ms);
@@ -506,7 +753,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void write_loop() {
     if (timeout_ == Timeout::kSend)
       return close();
-    const int fd = socket_.native_handle();
+    if (conn_.ssl != nullptr)
+      return tls_write_loop();
+    const int fd = conn_.socket.native_handle();
     std::size_t turn = 0;
     while (item_ < items_.size()) {
       const bool more = item_ + 1 < items_.size();
@@ -553,12 +802,13 @@ class Session : public std::enable_shared_from_this<Session> {
         if (errno == EINTR)
           continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-          socket_.async_wait(tcp::socket::wait_write, [self = shared_from_this()](error_code ec) {
-            if (ec)
-              return self->close();
-            self->arm(Timeout::kSend, self->opt().send_timeout_ms);
-            self->write_loop();
-          });
+          conn_.socket.async_wait(tcp::socket::wait_write,
+                                  [self = shared_from_this()](error_code ec) {
+                                    if (ec)
+                                      return self->close();
+                                    self->arm(Timeout::kSend, self->opt().send_timeout_ms);
+                                    self->write_loop();
+                                  });
           return;
         }
         return close();
@@ -571,6 +821,163 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     on_sent();
+  }
+
+  // --- TLS send path ---------------------------------------------------------------------
+  //
+  // kTLS (the kernel took the send side): text with SSL_write, file pieces with
+  // SSL_sendfile, zero-copy as on plain HTTP. Userspace: in-memory bodies are written from
+  // where they are; a response with file pieces is staged (header, then pread file bytes)
+  // in a buffer lent by the worker, so that the header shares the first record.
+
+  void tls_write_loop() {
+    if (timeout_ == Timeout::kSend)
+      return close();
+    std::size_t turn = 0;
+    tcp::socket::wait_type want = tcp::socket::wait_write;
+    bool failed = false;
+    while (true) {
+      std::size_t n = 0;
+      if (stage_ != nullptr) {
+        if (stage_pos_ == stage_len_) {
+          stage_pos_ = stage_len_ = 0;
+          if (item_ == items_.size())
+            break;
+          const int filled = fill_stage();
+          if (filled < 0)
+            return close();
+          if (filled == 0)
+            return;  // warming a cold range: write_loop runs again when it is read
+          continue;
+        }
+        n = conn_.tls_write(stage_.get() + stage_pos_, stage_len_ - stage_pos_, want, failed);
+        stage_pos_ += n;
+      } else {
+        if (item_ == items_.size())
+          break;
+        const Item& it = items_[item_];
+        if (it.text != nullptr) {
+          const std::string& t = *it.text;
+          if (item_pos_ == t.size()) {
+            next_item();
+            continue;
+          }
+          n = conn_.tls_write(t.data() + item_pos_, t.size() - item_pos_, want, failed);
+          item_pos_ += n;
+        } else {
+          const store::Piece& p = *it.piece;
+          if (item_pos_ == p.length) {
+            next_item();
+            continue;
+          }
+          if (!warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p)) {
+            warmed_ = true;
+            server_.api.warm(p, worker_.io.get_executor(),
+                             [self = shared_from_this()](error_code) { self->write_loop(); });
+            return;
+          }
+          n = tls_sendfile(p, want, failed);
+          item_pos_ += n;
+        }
+      }
+      if (failed)
+        return close();
+      if (n == 0) {
+        conn_.socket.async_wait(want, [self = shared_from_this()](error_code ec) {
+          if (ec)
+            return self->close();
+          self->arm(Timeout::kSend, self->opt().send_timeout_ms);
+          self->write_loop();
+        });
+        return;
+      }
+      tls_sent_ += n;
+      turn += n;
+      if (turn >= kTurnBudget) {
+        asio::post(worker_.io, [self = shared_from_this()] { self->write_loop(); });
+        return;
+      }
+    }
+    on_sent();
+  }
+
+  // kTLS: one SSL_sendfile call (the kernel encrypts).
+  std::size_t tls_sendfile(const store::Piece& p, tcp::socket::wait_type& want, bool& failed) {
+    ERR_clear_error();
+    const std::size_t len = std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall);
+    const ossl_ssize_t r =
+        SSL_sendfile(conn_.ssl, p.segment->fd(), static_cast<off_t>(p.offset + item_pos_), len, 0);
+    failed = false;
+    if (r > 0)
+      return static_cast<std::size_t>(r);
+    const int err = SSL_get_error(conn_.ssl, static_cast<int>(r));
+    if (r < 0 && (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)) {
+      want = err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write;
+      return 0;
+    }
+    failed = true;
+    ERR_clear_error();
+    return 0;
+  }
+
+  // Userspace TLS: fills the empty stage from the items (text copied, file bytes pread).
+  // 1: something to write; 0: a cold range is being warmed (write_loop runs again); -1: a
+  // read failed.
+  int fill_stage() {
+    while (item_ < items_.size() && stage_len_ < kTlsStage) {
+      const Item& it = items_[item_];
+      const std::size_t room = kTlsStage - stage_len_;
+      if (it.text != nullptr) {
+        const std::string& t = *it.text;
+        const std::size_t n = std::min(room, t.size() - item_pos_);
+        std::memcpy(stage_.get() + stage_len_, t.data() + item_pos_, n);
+        stage_len_ += n;
+        item_pos_ += n;
+        if (item_pos_ == t.size())
+          next_item();
+        continue;
+      }
+      const store::Piece& p = *it.piece;
+      if (item_pos_ == p.length) {
+        next_item();
+        continue;
+      }
+      if (!warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p)) {
+        if (stage_len_ > 0)
+          return 1;  // send what is staged; warm on the next fill
+        warmed_ = true;
+        server_.api.warm(p, worker_.io.get_executor(),
+                         [self = shared_from_this()](error_code) { self->write_loop(); });
+        return 0;
+      }
+      const std::size_t want = std::min<std::uint64_t>(room, p.length - item_pos_);
+      const ssize_t r = ::pread(p.segment->fd(), stage_.get() + stage_len_, want,
+                                static_cast<off_t>(p.offset + item_pos_));
+      if (r <= 0)
+        return -1;
+      stage_len_ += static_cast<std::size_t>(r);
+      item_pos_ += static_cast<std::size_t>(r);
+      if (item_pos_ == p.length)
+        next_item();
+    }
+    return stage_len_ > 0 || item_ == items_.size() ? 1 : -1;
+  }
+
+  void borrow_stage() {
+    if (!worker_.stages.empty()) {
+      stage_ = std::move(worker_.stages.back());
+      worker_.stages.pop_back();
+    } else {
+      stage_ = std::make_unique<char[]>(kTlsStage);
+    }
+    stage_pos_ = stage_len_ = 0;
+  }
+  void return_stage() {
+    if (stage_ == nullptr)
+      return;
+    if (worker_.stages.size() < 64)
+      worker_.stages.push_back(std::move(stage_));
+    stage_.reset();
   }
 
   void next_item() {
@@ -613,6 +1020,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_sent() {
     disarm();
+    if (conn_.ssl != nullptr) {
+      return_stage();
+      server_.api.metrics().tls_bytes(conn_.ktls_send, tls_sent_);
+      tls_sent_ = 0;
+    }
     const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
     server_.api.metrics().record(route_, status_, body_bytes_, secs);
     if (opt().access_log) {
@@ -633,8 +1045,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // response before the client reads it (e.g. a 431 for a huge header). So: shut down our
   // side, then read and discard for a short while, as nginx's lingering_close does.
   void linger_close() {
+    if (conn_.ssl != nullptr) {
+      ERR_clear_error();
+      (void)SSL_shutdown(conn_.ssl);  // close_notify, best effort (non-blocking)
+      ERR_clear_error();
+    }
     error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    conn_.socket.shutdown(tcp::socket::shutdown_send, ec);
     if (ec)
       return close();
     arm(Timeout::kIdle, 2000);
@@ -642,18 +1059,18 @@ class Session : public std::enable_shared_from_this<Session> {
     linger_read();
   }
   void linger_read() {
-    socket_.async_read_some(asio::buffer(linger_buf_),
-                            [self = shared_from_this()](error_code ec, std::size_t) {
-                              if (ec || self->timeout_ != Timeout::kNone)
-                                return self->close();
-                              self->linger_read();
-                            });
+    conn_.socket.async_read_some(asio::buffer(linger_buf_),
+                                 [self = shared_from_this()](error_code ec, std::size_t) {
+                                   if (ec || self->timeout_ != Timeout::kNone)
+                                     return self->close();
+                                   self->linger_read();
+                                 });
   }
 
   void close() {
     disarm();
     error_code ec;
-    socket_.close(ec);
+    conn_.socket.close(ec);
   }
 
   struct Item {
@@ -661,7 +1078,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const store::Piece* piece;
   };
 
-  tcp::socket socket_;
+  Conn conn_;
   Timeout armed_ = Timeout::kNone;
   Clock::time_point deadline_{};
   Worker& worker_;
@@ -693,33 +1110,70 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<char> linger_buf_;
   std::size_t copy_len_ = 0;
   std::size_t copy_pos_ = 0;
+  std::unique_ptr<char[]> stage_;  // userspace TLS: lent by the worker for one response
+  std::size_t stage_len_ = 0;
+  std::size_t stage_pos_ = 0;
+  std::uint64_t tls_sent_ = 0;
 };
 
-void Server::Impl::accept(Worker& w, bool admin) {
-  auto& acceptor = admin ? *w.admin : *w.acceptor;
-  acceptor.async_accept(w.io, [this, &w, admin](error_code ec, tcp::socket socket) {
+void Server::Impl::accept(Worker& w, Listener which) {
+  const bool admin = which == Listener::kAdmin;
+  auto& acceptor = admin ? *w.admin : which == Listener::kTls ? *w.tls : *w.acceptor;
+  acceptor.async_accept(w.io, [this, &w, which, admin](error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || draining.load())
       return;
     if (ec) {
       // EMFILE and friends: back off briefly instead of spinning.
       spdlog::warn("accept failed: {}", ec.message());
       w.retry.expires_after(std::chrono::milliseconds(100));
-      w.retry.async_wait([this, &w, admin](error_code) { accept(w, admin); });
+      w.retry.async_wait([this, &w, which](error_code) { accept(w, which); });
       return;
     }
     error_code ep_ec;
     const auto peer = socket.remote_endpoint(ep_ec);
     std::string ip = ep_ec ? std::string() : peer.address().to_string();
+    // TLS: the public TLS listener, and the admin one when tls.admin is set.
+    SSL* ssl = nullptr;
+    if (which == Listener::kTls || (admin && options.tls.enabled && options.tls.admin)) {
+      const TlsContextPtr ctx = current_tls();
+      ssl = SSL_new(ctx.get());
+      if (ssl == nullptr || SSL_set_fd(ssl, socket.native_handle()) != 1) {
+        spdlog::error("TLS: cannot set up a connection: {}", drain_ssl_errors());
+        if (ssl != nullptr)
+          SSL_free(ssl);
+        accept(w, which);
+        return;
+      }
+      SSL_set_accept_state(ssl);
+    }
     std::string why;
     if (!admit(admin, ip, why)) {
       api.metrics().connection_refused();
-      std::make_shared<Session>(std::move(socket), w, *this, admin, false, std::move(ip))
+      std::make_shared<Session>(std::move(socket), ssl, w, *this, admin, false, std::move(ip))
           ->refuse(why);
     } else {
-      std::make_shared<Session>(std::move(socket), w, *this, admin, true, std::move(ip))->start();
+      std::make_shared<Session>(std::move(socket), ssl, w, *this, admin, true, std::move(ip))
+          ->start();
     }
-    accept(w, admin);
+    accept(w, which);
   });
+}
+
+std::string Server::Impl::reload_tls() {
+  if (!options.tls.enabled)
+    return "tls: not enabled ([tls] listen is not set)";
+  std::string error;
+  TlsContextPtr fresh = make_server_context(options.tls, error, current_tls().get());
+  if (!fresh) {
+    api.metrics().tls(api::Metrics::Tls::kReloadFailed);
+    return error;
+  }
+  {
+    std::lock_guard lock(tls_mutex);
+    tls_ctx = std::move(fresh);
+  }
+  api.metrics().tls(api::Metrics::Tls::kReloaded);
+  return {};
 }
 
 bool Server::Impl::admit(bool admin, const std::string& ip, std::string& why) {
@@ -779,6 +1233,8 @@ void Server::Impl::drain_worker(Worker& w) {
     w.acceptor->close(ec);
   if (w.admin)
     w.admin->close(ec);
+  if (w.tls)
+    w.tls->close(ec);
   w.retry.cancel();
   // Copy: drain() may close sockets, whose handlers run later and erase from the set.
   const std::vector<Session*> sessions(w.sessions.begin(), w.sessions.end());
@@ -854,13 +1310,29 @@ Server::Server(ServerOptions options, api::Api& api)
     o.threads = 1;
   for (unsigned i = 0; i < o.threads; ++i)
     impl_->workers.push_back(std::make_unique<Worker>());
+  if (o.tls.enabled) {
+    std::string error;
+    impl_->tls_ctx = make_server_context(o.tls, error);
+    if (!impl_->tls_ctx)
+      throw std::runtime_error(error);
+  }
+  if (!o.plain && !o.tls.enabled)
+    throw std::runtime_error("server.listen: may be empty only when [tls] listen is set");
   // With port 0 the first listener picks a port; the others share it through SO_REUSEPORT.
   std::uint16_t port = o.listen_port;
+  std::uint16_t tls_port = o.tls.listen_port;
   for (auto& w : impl_->workers) {
-    w->acceptor.emplace(make_acceptor(w->io, o.listen_host, port, true, "server.listen"));
-    port = w->acceptor->local_endpoint().port();
+    if (o.plain) {
+      w->acceptor.emplace(make_acceptor(w->io, o.listen_host, port, true, "server.listen"));
+      port = w->acceptor->local_endpoint().port();
+    }
+    if (o.tls.enabled) {
+      w->tls.emplace(make_acceptor(w->io, o.tls.listen_host, tls_port, true, "tls.listen"));
+      tls_port = w->tls->local_endpoint().port();
+    }
   }
-  impl_->public_port = port;
+  impl_->public_port = o.plain ? port : 0;
+  impl_->tls_port = o.tls.enabled ? tls_port : 0;
   auto& w0 = *impl_->workers[0];
   w0.admin.emplace(make_acceptor(w0.io, o.admin_host, o.admin_port, false, "admin.listen"));
   impl_->admin_port = w0.admin->local_endpoint().port();
@@ -874,6 +1346,12 @@ std::uint16_t Server::public_port() const {
 std::uint16_t Server::admin_port() const {
   return impl_->admin_port;
 }
+std::uint16_t Server::tls_port() const {
+  return impl_->tls_port;
+}
+std::string Server::reload_tls() {
+  return impl_->reload_tls();
+}
 
 void Server::set_on_stop(std::function<void()> fn) {
   impl_->on_stop = std::move(fn);
@@ -883,20 +1361,39 @@ void Server::stop() {
   impl_->stop();
 }
 
-void Server::run() {
-  auto& impl = *impl_;
-  for (auto& w : impl.workers) {
-    impl.accept(*w, false);
-    impl.sweep(*w);
-  }
-  impl.accept(*impl.workers[0], true);
-  impl.signals.emplace(impl.workers[0]->io, SIGINT, SIGTERM);
-  impl.signals->async_wait([this](error_code ec, int sig) {
+void Server::wait_signal() {
+  impl_->signals->async_wait([this](error_code ec, int sig) {
     if (ec)
       return;
+    if (sig == SIGHUP) {
+      // Certificates for new connections; open ones keep theirs.
+      if (!impl_->options.tls.enabled) {
+        spdlog::info("received SIGHUP: nothing to reload ([tls] is off)");
+      } else if (const std::string error = reload_tls(); error.empty()) {
+        spdlog::info("received SIGHUP: TLS certificate reloaded from {} for new connections",
+                     impl_->options.tls.cert_file);
+      } else {
+        spdlog::error("received SIGHUP: TLS reload refused, the old certificate stays: {}", error);
+      }
+      return wait_signal();
+    }
     spdlog::info("received signal {}", sig);
     stop();
   });
+}
+
+void Server::run() {
+  auto& impl = *impl_;
+  for (auto& w : impl.workers) {
+    if (w->acceptor)
+      impl.accept(*w, Impl::Listener::kPublic);
+    if (w->tls)
+      impl.accept(*w, Impl::Listener::kTls);
+    impl.sweep(*w);
+  }
+  impl.accept(*impl.workers[0], Impl::Listener::kAdmin);
+  impl.signals.emplace(impl.workers[0]->io, SIGINT, SIGTERM, SIGHUP);
+  wait_signal();
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < impl.workers.size(); ++i) {
     threads.emplace_back([w = impl.workers[i].get()] { w->io.run(); });

@@ -9,11 +9,13 @@
 #include <vector>
 
 #include "edge/api/api.hpp"
+#include "edge/server/tls.hpp"
 
 namespace edge::server {
 
 /// Listener, limit and timeout settings (the [server] and [admin] tables of the config).
 struct ServerOptions {
+  bool plain = true;  ///< the plain-HTTP public listener (false: TLS only, `server.listen = ""`)
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;  ///< 0: any free port (tests); see public_port()
   std::string admin_host = "127.0.0.1";
@@ -33,6 +35,7 @@ struct ServerOptions {
   bool use_sendfile = true;                       ///< false: pread + send copy path
   bool warm_cold_ranges = true;                   ///< io_uring read before sendfile if cold
   bool access_log = false;
+  TlsOptions tls;  ///< [tls]: the HTTPS listener (and optionally TLS on the admin one)
 };
 
 /// The HTTP/1.1 server (DESIGN §4): one io_context per thread, each with its own
@@ -40,8 +43,14 @@ struct ServerOptions {
 /// bodies with non-blocking sendfile(2) (or the copy path); limits and timeouts answered
 /// with 400/408/413/431/503 and a closed connection. The admin listener runs on thread 0.
 ///
-/// The constructor binds (throws std::runtime_error naming the address on failure);
-/// run() serves until SIGINT/SIGTERM or stop(), then drains in-flight responses.
+/// With [tls] on, a second public listener speaks HTTPS (DESIGN §9): OpenSSL on the socket
+/// itself, the handshake driven by readiness waits and bounded by header_timeout_ms; bodies
+/// with SSL_sendfile when the kernel took the send side (kTLS), else pread + SSL_write.
+/// SIGHUP reloads the certificate and key for new connections (reload_tls).
+///
+/// The constructor binds and loads the certificate (throws std::runtime_error naming the
+/// address, or the key and file, on failure); run() serves until SIGINT/SIGTERM or stop(),
+/// then drains in-flight responses.
 class Server {
  public:
   Server(ServerOptions options, api::Api& api);
@@ -51,6 +60,13 @@ class Server {
 
   std::uint16_t public_port() const;
   std::uint16_t admin_port() const;
+  /// The HTTPS listener's port (0 when [tls] is off).
+  std::uint16_t tls_port() const;
+
+  /// Loads tls.cert_file and tls.key_file again into a new context for new connections;
+  /// connections already open keep theirs. On failure the old context stays, and the
+  /// returned message names the key and the reason (empty: reloaded). Thread-safe.
+  std::string reload_tls();
 
   /// Serves on the calling thread plus threads-1 others; returns after a graceful stop.
   void run();
@@ -64,6 +80,7 @@ class Server {
   struct Impl;
 
  private:
+  void wait_signal();
   std::unique_ptr<Impl> impl_;
 };
 

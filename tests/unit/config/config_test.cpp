@@ -101,9 +101,16 @@ TEST(Config, EdgeNeedsAnUpstreamAndATokenAndNamesBadValues) {
   EXPECT_NE(error_of("[node]\nrole = \"edge\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n")
                 .find("upstream.token: required"),
             std::string::npos);
-  EXPECT_NE(error_of("[node]\nrole = \"edge\"\n[upstream]\nurl = \"https://x:1\"\ntoken = "
-                     "\"t\"\n")
-                .find("upstream.url: expected http://host:port, got 'https://x:1'"),
+  EXPECT_NE(
+      error_of("[node]\nrole = \"edge\"\n[upstream]\nurl = \"ftp://x:1\"\ntoken = "
+               "\"t\"\n")
+          .find("upstream.url: expected http://host:port or https://host:port, got 'ftp://x:1'"),
+      std::string::npos);
+  EXPECT_EQ(error_of("[node]\nrole = \"edge\"\n[upstream]\nurl = \"https://x:1/\"\ntoken = "
+                     "\"t\"\n"),
+            "no error");
+  EXPECT_NE(error_of("[upstream]\nca_file = \"/nonexistent/ca.pem\"\n")
+                .find("upstream.ca_file: '/nonexistent/ca.pem' is not a readable file"),
             std::string::npos);
   EXPECT_NE(error_of("[sync]\npush_to = [\"http://a\"]\n").find("sync.push_to"), std::string::npos);
   EXPECT_NE(error_of("[sync]\npush_to = \"http://a:1\"\n").find("sync.push_to: expected an array"),
@@ -123,6 +130,49 @@ TEST(Config, EdgeNeedsAnUpstreamAndATokenAndNamesBadValues) {
   EXPECT_EQ(c.upstream.retries, 5U);
   EXPECT_EQ(c.outbox_max_bytes, 2U << 20);
   EXPECT_EQ(c.changelog_keep, 100'000U);
+}
+
+TEST(Config, TlsTable) {
+  // Off by default: no listener, plain HTTP stays on.
+  EXPECT_FALSE(load_config({}).server.tls.enabled);
+  const Config c = load_text(
+      "[tls]\nlisten = \"0.0.0.0:8443\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+      "min_protocol = \"TLSv1.3\"\nadmin = true\nktls = false\n[server]\nlisten = \"\"\n");
+  EXPECT_TRUE(c.server.tls.enabled);
+  EXPECT_EQ(c.server.tls.listen_host, "0.0.0.0");
+  EXPECT_EQ(c.server.tls.listen_port, 8443);
+  EXPECT_EQ(c.server.tls.cert_file, "c.pem");
+  EXPECT_EQ(c.server.tls.min_protocol, "TLSv1.3");
+  EXPECT_TRUE(c.server.tls.admin);
+  EXPECT_FALSE(c.server.tls.ktls);
+  EXPECT_FALSE(c.server.plain) << "server.listen = \"\": HTTPS only";
+  ConfigOverrides o;
+  o.tls_listen = "127.0.0.1:0";
+  o.tls_cert = "a.pem";
+  o.tls_key = "b.pem";
+  const Config f = load_config(o);
+  EXPECT_TRUE(f.server.tls.enabled);
+  EXPECT_EQ(f.server.tls.listen_port, 0);
+  EXPECT_EQ(f.server.tls.key_file, "b.pem");
+
+  EXPECT_NE(error_of("[tls]\nlisten = \"0.0.0.0:8443\"\n").find("tls.cert_file: required"),
+            std::string::npos);
+  EXPECT_NE(error_of("[tls]\nlisten = \"0.0.0.0:8443\"\ncert_file = \"c\"\n")
+                .find("tls.key_file: required"),
+            std::string::npos);
+  EXPECT_NE(error_of("[tls]\nlisten = \"8443\"\ncert_file = \"c\"\nkey_file = \"k\"\n")
+                .find("tls.listen"),
+            std::string::npos);
+  EXPECT_NE(error_of("[tls]\nlisten = \"0.0.0.0:8443\"\ncert_file = \"c\"\nkey_file = \"k\"\n"
+                     "min_protocol = \"TLSv1.0\"\n")
+                .find("tls.min_protocol: expected 'TLSv1.2' or 'TLSv1.3', got 'TLSv1.0'"),
+            std::string::npos);
+  EXPECT_NE(error_of("[tls]\nadmin = true\n").find("tls.admin: needs tls.listen"),
+            std::string::npos);
+  EXPECT_NE(error_of("[server]\nlisten = \"\"\n").find("server.listen: may be empty only"),
+            std::string::npos);
+  EXPECT_NE(error_of("[tls]\nktls = \"yes\"\n").find("tls.ktls: expected true or false"),
+            std::string::npos);
 }
 
 TEST(Config, Sizes) {
