@@ -21,8 +21,8 @@ Fetcher::Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks,
                  store::BlobStore& blobs, api::SyncMetrics& metrics)
     : options_(options), chunks_(chunks), blobs_(blobs), metrics_(metrics) {
   for (unsigned i = 0; i < std::max(1U, options_.fill_concurrency); ++i) {
-    clients_.push_back(
-        std::make_unique<HttpClient>(options_.url, options_.token, options_.timeout_ms));
+    clients_.push_back(std::make_unique<HttpClient>(options_.url, options_.token,
+                                                    options_.timeout_ms, options_.ca_file));
   }
   for (auto& c : clients_)
     threads_.emplace_back([this, client = c.get()] { worker(*client); });

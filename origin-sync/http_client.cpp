@@ -16,6 +16,9 @@
 #include <boost/beast/http/vector_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -29,6 +32,81 @@ using tcp = asio::ip::tcp;
 
 constexpr std::uint64_t kMaxReplyBytes = 1ULL << 30;  // a snapshot can be large
 
+std::string ssl_errors() {
+  std::string out;
+  while (const unsigned long e = ERR_get_error()) {
+    const char* reason = ERR_reason_error_string(e);
+    if (!out.empty())
+      out += "; ";
+    out += reason != nullptr ? reason : "unknown OpenSSL error";
+  }
+  return out;
+}
+
+// OpenSSL on a blocking socket (SO_RCVTIMEO/SO_SNDTIMEO bound each wait) as a Beast
+// SyncReadStream and SyncWriteStream.
+struct TlsStream {
+  SSL* ssl;
+  static void map_error(SSL* ssl, int r, boost::system::error_code& ec) {
+    switch (SSL_get_error(ssl, r)) {
+      case SSL_ERROR_ZERO_RETURN: ec = asio::error::eof; break;
+      case SSL_ERROR_WANT_READ:
+      case SSL_ERROR_WANT_WRITE: ec = asio::error::timed_out; break;  // SO_*TIMEO ran out
+      default: ec = asio::error::connection_reset; break;
+    }
+    ERR_clear_error();
+  }
+  template <class Buffers>
+  std::size_t read_some(const Buffers& buffers, boost::system::error_code& ec) {
+    const asio::mutable_buffer b = *asio::buffer_sequence_begin(buffers);
+    std::size_t n = 0;
+    ERR_clear_error();
+    const int r = SSL_read_ex(ssl, b.data(), b.size(), &n);
+    if (r == 1) {
+      ec = {};
+      return n;
+    }
+    map_error(ssl, r, ec);
+    return 0;
+  }
+  template <class Buffers>
+  std::size_t write_some(const Buffers& buffers, boost::system::error_code& ec) {
+    for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
+         ++it) {
+      const asio::const_buffer b = *it;
+      if (b.size() == 0)
+        continue;
+      std::size_t n = 0;
+      ERR_clear_error();
+      const int r = SSL_write_ex(ssl, b.data(), b.size(), &n);
+      if (r == 1) {
+        ec = {};
+        return n;
+      }
+      map_error(ssl, r, ec);
+      return 0;
+    }
+    ec = {};
+    return 0;
+  }
+  template <class Buffers>
+  std::size_t read_some(const Buffers& buffers) {
+    boost::system::error_code ec;
+    const std::size_t n = read_some(buffers, ec);
+    if (ec)
+      throw boost::system::system_error(ec);
+    return n;
+  }
+  template <class Buffers>
+  std::size_t write_some(const Buffers& buffers) {
+    boost::system::error_code ec;
+    const std::size_t n = write_some(buffers, ec);
+    if (ec)
+      throw boost::system::system_error(ec);
+    return n;
+  }
+};
+
 }  // namespace
 
 // Blocking sockets with SO_RCVTIMEO/SO_SNDTIMEO: a recv that waits for the peer costs one
@@ -39,6 +117,92 @@ struct HttpClient::Impl {
   std::string port;
   std::string token;
   std::uint32_t timeout_ms;
+  bool https = false;
+  SSL_CTX* ctx = nullptr;          // https: the client context (verification set up)
+  SSL* ssl = nullptr;              // https: the connection's TLS state
+  SSL_SESSION* session = nullptr;  // https: the last session, resumed on reconnect
+  std::string ctx_error;           // https: why the context could not be set up
+  std::string last_error;
+
+  ~Impl() {
+    close();
+    if (session != nullptr)
+      SSL_SESSION_free(session);
+    if (ctx != nullptr)
+      SSL_CTX_free(ctx);
+  }
+
+  void setup_tls(const std::string& ca_file) {
+    ERR_clear_error();
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == nullptr) {
+      ctx_error = "TLS: cannot create a context: " + ssl_errors();
+      return;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    static constexpr unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof kAlpn);
+    const int loaded = ca_file.empty()
+                           ? SSL_CTX_set_default_verify_paths(ctx)
+                           : SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr);
+    if (loaded != 1) {
+      ctx_error = ca_file.empty() ? "TLS: cannot load the system CA store: " + ssl_errors()
+                                  : "TLS: upstream.ca_file '" + ca_file +
+                                        "' holds no PEM certificate: " + ssl_errors();
+    }
+  }
+
+  // After TCP connect: the handshake, chain and host name checked. Empty: secured.
+  std::string handshake() {
+    if (!ctx_error.empty())
+      return ctx_error;
+    // OpenSSL reads the fd itself: blocking, each wait bounded by SO_RCVTIMEO/SO_SNDTIMEO
+    // (Asio left it non-blocking after the async connect).
+    boost::system::error_code nb;
+    socket->native_non_blocking(false, nb);
+    ERR_clear_error();
+    ssl = SSL_new(ctx);
+    if (ssl == nullptr || SSL_set_fd(ssl, socket->native_handle()) != 1)
+      return "TLS: cannot set up the connection: " + ssl_errors();
+    boost::system::error_code ec;
+    (void)asio::ip::make_address(host, ec);  // an IP address: checked as one, no SNI
+    if (!ec) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
+    } else {
+      SSL_set_tlsext_host_name(ssl, host.c_str());
+      SSL_set1_host(ssl, host.c_str());
+    }
+    if (session != nullptr)
+      SSL_set_session(ssl, session);
+    const int r = SSL_connect(ssl);
+    if (r == 1) {
+      if (SSL_SESSION* s = SSL_get1_session(ssl)) {
+        if (session != nullptr)
+          SSL_SESSION_free(session);
+        session = s;
+      }
+      return {};
+    }
+    const long verify = SSL_get_verify_result(ssl);
+    std::string why;
+    if (verify != X509_V_OK) {
+      why = std::string("TLS: certificate of ") + host +
+            " rejected: " + X509_verify_cert_error_string(verify);
+    } else {
+      const int err = SSL_get_error(ssl, r);
+      why = err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE
+                ? std::string("TLS: handshake timed out")
+                : "TLS: handshake with " + host + " failed: " + ssl_errors();
+      if (why.ends_with("failed: "))
+        why += "the connection closed (not a TLS server?)";
+    }
+    ERR_clear_error();
+    return why;
+  }
   asio::io_context io{1};
   std::optional<tcp::socket> socket;
   beast::flat_buffer buffer{256 << 10};
@@ -57,6 +221,10 @@ struct HttpClient::Impl {
   void close() {
     std::lock_guard lock(fd_mutex);
     fd = -1;
+    if (ssl != nullptr) {
+      SSL_free(ssl);
+      ssl = nullptr;
+    }
     socket.reset();
   }
 
@@ -84,10 +252,14 @@ struct HttpClient::Impl {
   }
 };
 
-HttpClient::HttpClient(std::string base_url, std::string token, std::uint32_t timeout_ms)
+HttpClient::HttpClient(std::string base_url, std::string token, std::uint32_t timeout_ms,
+                       std::string ca_file)
     : base_url_(std::move(base_url)), impl_(std::make_unique<Impl>()) {
-  // base_url was validated by the config: http://host:port
-  std::string_view hp = std::string_view(base_url_).substr(7);
+  // base_url was validated by the config: http(s)://host:port
+  impl_->https = base_url_.starts_with("https://");
+  std::string_view hp = std::string_view(base_url_).substr(impl_->https ? 8 : 7);
+  if (impl_->https)
+    impl_->setup_tls(ca_file);
   const auto colon = hp.rfind(':');
   std::string_view host = hp.substr(0, colon);
   if (host.size() > 2 && host.front() == '[')
@@ -99,6 +271,10 @@ HttpClient::HttpClient(std::string base_url, std::string token, std::uint32_t ti
 }
 
 HttpClient::~HttpClient() = default;
+
+const std::string& HttpClient::last_error() const {
+  return impl_->last_error;
+}
 
 void HttpClient::cancel() {
   impl_->cancelled = true;
@@ -142,16 +318,32 @@ Result<HttpReply> HttpClient::request(
       return Errc::kShutdown;
     const bool reused = im.socket.has_value();
     if (!reused) {
-      if (left().count() <= 0)
+      if (left().count() <= 0) {
+        im.last_error = "timed out before connecting";
         return Errc::kIo;
+      }
       if (auto ec = im.connect(left())) {
+        im.last_error = "connect to " + im.host + ":" + im.port + ": " + ec.message();
         im.close();
         return im.cancelled ? Errc::kShutdown : Errc::kIo;
+      }
+      if (im.https) {
+        im.set_timeouts(std::max(left(), std::chrono::milliseconds(1)));
+        if (std::string why = im.handshake(); !why.empty()) {
+          im.last_error = std::move(why);
+          im.close();
+          return im.cancelled ? Errc::kShutdown : Errc::kIo;
+        }
       }
     }
     im.set_timeouts(std::max(left(), std::chrono::milliseconds(1)));
     boost::system::error_code ec;
-    bhttp::write(*im.socket, req, ec);
+    TlsStream tls{im.ssl};
+    if (im.https) {
+      bhttp::write(tls, req, ec);
+    } else {
+      bhttp::write(*im.socket, req, ec);
+    }
     bhttp::response_parser<bhttp::vector_body<std::uint8_t>> parser;
     parser.body_limit(max_body_bytes != 0 ? max_body_bytes : kMaxReplyBytes);
     while (!ec && !parser.is_done()) {
@@ -161,9 +353,14 @@ Result<HttpReply> HttpClient::request(
         break;
       }
       im.set_timeouts(remaining);
-      bhttp::read_some(*im.socket, im.buffer, parser, ec);
+      if (im.https) {
+        bhttp::read_some(tls, im.buffer, parser, ec);
+      } else {
+        bhttp::read_some(*im.socket, im.buffer, parser, ec);
+      }
     }
     if (ec) {
+      im.last_error = ec.message();
       im.close();
       im.buffer.clear();
       if (im.cancelled)
@@ -176,6 +373,7 @@ Result<HttpReply> HttpClient::request(
         continue;  // stale keep-alive connection: once more on a new one
       return Errc::kIo;
     }
+    im.last_error.clear();
     auto res = parser.release();
     if (!res.keep_alive())
       im.close();

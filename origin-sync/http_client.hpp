@@ -25,13 +25,20 @@ struct HttpReply {
 };
 
 /// A blocking HTTP/1.1 client for node-to-node calls: one keep-alive connection to one
-/// upstream (`http://host:port`), reconnected when it drops. Every call is bounded by its
-/// timeout (connect, send, whole reply). One thread drives one client; cancel() may be
-/// called from any other thread to abort the call in progress (shutdown).
+/// upstream (`http://host:port` or `https://host:port`), reconnected when it drops. Every
+/// call is bounded by its timeout (connect, handshake, send, whole reply). One thread drives
+/// one client; cancel() may be called from any other thread to abort the call in progress.
+///
+/// HTTPS (DESIGN §9): the chain is verified against `ca_file` (PEM, empty: the system
+/// store) and the certificate must name the URL's host (DNS name or IP address); a failure
+/// is an error of the call (last_error() says why), never a fall back to plain HTTP. TLS
+/// sessions are resumed across reconnects.
 class HttpClient {
  public:
-  /// `base_url`: http://host:port. `token`: sent as "Authorization: Bearer" when non-empty.
-  HttpClient(std::string base_url, std::string token, std::uint32_t timeout_ms);
+  /// `base_url`: http(s)://host:port. `token`: sent as "Authorization: Bearer" when
+  /// non-empty.
+  HttpClient(std::string base_url, std::string token, std::uint32_t timeout_ms,
+             std::string ca_file = {});
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -47,6 +54,9 @@ class HttpClient {
   /// Aborts the call in progress and every later one.
   void cancel();
   const std::string& base_url() const { return base_url_; }
+  /// Why the last failed call failed, in words ("TLS: certificate verify failed: ..."),
+  /// for logs and /readyz; empty after a call that got an answer. Same thread as request().
+  const std::string& last_error() const;
 
  private:
   struct Impl;

@@ -33,7 +33,7 @@ Follower::Follower(const api::UpstreamOptions& options, api::ControlService& con
       control_(control),
       fetcher_(fetcher),
       metrics_(metrics),
-      client_(options.url, options.token, options.timeout_ms) {}
+      client_(options.url, options.token, options.timeout_ms, options.ca_file) {}
 
 Follower::~Follower() {
   stop();
@@ -261,6 +261,7 @@ void Follower::pull_loop() {
       return;
     }
     if (ok) {
+      metrics_.set_upstream_error({});
       if (!synced_.exchange(true) && on_synced_)
         on_synced_();
       if (failures > 0)
@@ -276,10 +277,12 @@ void Follower::pull_loop() {
       continue;
     }
     const auto delay = backoff_ms(failures, 200, options_.backoff_max_ms);
-    if (failures == 0 || failures % 10 == 0) {
-      spdlog::warn("sync: upstream {} failed ({}); retrying in {} ms", options_.url,
-                   reply ? "bad reply" : reply.error().message(), delay);
-    }
+    const std::string why = reply                          ? "HTTP " + std::to_string(reply->status)
+                            : client_.last_error().empty() ? reply.error().message()
+                                                           : client_.last_error();
+    metrics_.set_upstream_error(options_.url + ": " + why);
+    if (failures == 0 || failures % 10 == 0)
+      spdlog::warn("sync: upstream {} failed ({}); retrying in {} ms", options_.url, why, delay);
     ++failures;
     if (!stopper_.sleep_for(std::chrono::milliseconds(delay)))
       return;
@@ -294,7 +297,7 @@ Uploader::Uploader(const api::UpstreamOptions& options, std::string node_id,
       node_id_(std::move(node_id)),
       checkins_(checkins),
       metrics_(metrics),
-      client_(options.url, options.token, options.timeout_ms) {}
+      client_(options.url, options.token, options.timeout_ms, options.ca_file) {}
 
 Uploader::~Uploader() {
   stop();
@@ -403,18 +406,18 @@ void Uploader::loop() {
 // --- Pusher ---------------------------------------------------------------------------------
 
 struct Pusher::Target {
-  Target(std::string url, std::string token, std::uint32_t timeout_ms)
-      : client(std::move(url), std::move(token), timeout_ms) {}
+  Target(std::string url, std::string token, std::uint32_t timeout_ms, const std::string& ca_file)
+      : client(std::move(url), std::move(token), timeout_ms, ca_file) {}
   HttpClient client;
   std::uint64_t sent = 0;
   std::thread thread;
 };
 
-Pusher::Pusher(std::vector<std::string> targets, std::string token, std::uint32_t timeout_ms,
-               store::StateStore& state, api::SyncMetrics& metrics)
+Pusher::Pusher(std::vector<std::string> targets, std::string token, std::string ca_file,
+               std::uint32_t timeout_ms, store::StateStore& state, api::SyncMetrics& metrics)
     : state_(state), metrics_(metrics) {
   for (auto& url : targets)
-    targets_.push_back(std::make_unique<Target>(std::move(url), token, timeout_ms));
+    targets_.push_back(std::make_unique<Target>(std::move(url), token, timeout_ms, ca_file));
 }
 
 Pusher::~Pusher() {
@@ -476,7 +479,7 @@ void Pusher::loop(Target& t) {
       metrics_.push_errors.fetch_add(1, std::memory_order_relaxed);
       spdlog::warn("push: POST {}/v1/sync/changes failed ({}); the edge will pull",
                    t.client.base_url(),
-                   reply ? "HTTP " + std::to_string(reply->status) : reply.error().message());
+                   reply ? "HTTP " + std::to_string(reply->status) : t.client.last_error());
     }
     t.sent = page.last_seq;  // pushes are a hint: never retried, the edge's pull is the truth
   }

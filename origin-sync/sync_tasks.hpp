@@ -96,8 +96,8 @@ class Uploader {
 /// thread per edge. A failed push is counted and skipped: the edge pulls what it missed.
 class Pusher final : public api::ChangePusher {
  public:
-  Pusher(std::vector<std::string> targets, std::string token, std::uint32_t timeout_ms,
-         store::StateStore& state, api::SyncMetrics& metrics);
+  Pusher(std::vector<std::string> targets, std::string token, std::string ca_file,
+         std::uint32_t timeout_ms, store::StateStore& state, api::SyncMetrics& metrics);
   ~Pusher() override;
   void start() override;
   void stop() override;

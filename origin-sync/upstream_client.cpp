@@ -57,10 +57,11 @@ std::unique_ptr<UpstreamClient> make_upstream_client(const UpstreamOptions& opti
 }
 
 std::unique_ptr<ChangePusher> make_change_pusher(std::vector<std::string> targets,
-                                                 std::string token, std::uint32_t timeout_ms,
-                                                 store::StateStore& state, SyncMetrics& metrics) {
-  return std::make_unique<sync::Pusher>(std::move(targets), std::move(token), timeout_ms, state,
-                                        metrics);
+                                                 std::string token, std::string ca_file,
+                                                 std::uint32_t timeout_ms, store::StateStore& state,
+                                                 SyncMetrics& metrics) {
+  return std::make_unique<sync::Pusher>(std::move(targets), std::move(token), std::move(ca_file),
+                                        timeout_ms, state, metrics);
 }
 
 }  // namespace edge::api

@@ -118,9 +118,21 @@ Response Api::health(bool ready_check) const {
   r.route = ready_check ? Route::kReady : Route::kHealth;
   r.set("Content-Type", "application/json");
   r.set("Cache-Control", "no-store");
+  // Why the upstream is not answering, if it is not (e.g. its certificate was rejected).
+  const auto upstream_error = [&](std::string& body) {
+    const auto* sync = metrics_.sync();
+    const std::string why = sync != nullptr ? sync->upstream_error() : std::string();
+    if (why.empty())
+      return;
+    body.pop_back();
+    body += ",\"upstream_error\":\"";
+    append_json_escaped(body, why);
+    body += "\"}";
+  };
   if (ready_check && !ready_.load(std::memory_order_relaxed)) {
     r.status = 503;
     r.body = "{\"status\":\"starting\"}";
+    upstream_error(r.body);
     return r;
   }
   r.body = "{\"status\":\"ok\"}";
@@ -136,6 +148,8 @@ Response Api::health(bool ready_check) const {
       r.body = "{\"status\":\"degraded\",\"reason\":\"no answer from the upstream for " +
                std::to_string(stale / 1000) + " s\"}";
     }
+    if (ready_check)
+      upstream_error(r.body);
   }
   return r;
 }

@@ -28,13 +28,16 @@ namespace edge::api {
 
 /// How an edge talks to its upstream (the [upstream] table of the config).
 struct UpstreamOptions {
-  std::string url;                        ///< http://host:port of the upstream's public listener
-  std::string token;                      ///< the upstream's sync token
-  std::uint32_t timeout_ms = 10'000;      ///< per request (connect, send, first byte, body)
-  unsigned retries = 3;                   ///< extra attempts of a failed fill fetch
-  unsigned fill_concurrency = 8;          ///< chunk fetches in flight (fills and prefetch)
-  std::uint32_t poll_wait_ms = 25'000;    ///< long-poll wait of the changes feed
-  std::uint32_t backoff_max_ms = 30'000;  ///< cap of the jittered exponential backoff
+  std::string url;  ///< http:// or https://host:port of the upstream's public listener
+  /// PEM CA bundle an https:// upstream's chain is verified against (empty: the system
+  /// store). The host name in `url` is checked against the certificate either way.
+  std::string ca_file;
+  std::string token;                            ///< the upstream's sync token
+  std::uint32_t timeout_ms = 10'000;            ///< per request (connect, send, first byte, body)
+  unsigned retries = 3;                         ///< extra attempts of a failed fill fetch
+  unsigned fill_concurrency = 8;                ///< chunk fetches in flight (fills and prefetch)
+  std::uint32_t poll_wait_ms = 25'000;          ///< long-poll wait of the changes feed
+  std::uint32_t backoff_max_ms = 30'000;        ///< cap of the jittered exponential backoff
   std::uint32_t prefetch_deadline_ms = 60'000;  ///< a channel flip waits at most this long
   std::size_t checkin_batch = 500;              ///< check-ins per POST /v1/checkins
   /// No answer from upstream for this long: /readyz says "degraded" (and edge_sync_stale
@@ -94,6 +97,16 @@ struct SyncMetrics {
   std::atomic<std::uint64_t> upstream_behind{0};  ///< 1: upstream's feed is behind our cursor
   std::atomic<std::uint64_t> epoch_changes{0};    ///< upstream numbering restarts followed
   std::atomic<std::uint32_t> stale_after_ms{0};   ///< set by the node (0: no staleness check)
+  /// Why the last pull from the upstream failed ("" once one succeeds): /readyz shows it,
+  /// so that a wrong certificate upstream is visible without reading the log.
+  void set_upstream_error(std::string why) {
+    std::lock_guard lock(error_mutex_);
+    upstream_error_ = std::move(why);
+  }
+  std::string upstream_error() const {
+    std::lock_guard lock(error_mutex_);
+    return upstream_error_;
+  }
   /// Milliseconds since the last upstream answer if past stale_after_ms, else 0. An edge
   /// that never reached its upstream counts from `since_ms` (its start).
   std::int64_t stale_for_ms(std::int64_t now_ms, std::int64_t since_ms) const {
@@ -105,6 +118,10 @@ struct SyncMetrics {
       contact = since_ms;
     return now_ms - contact > limit ? now_ms - contact : 0;
   }
+
+ private:
+  mutable std::mutex error_mutex_;
+  std::string upstream_error_;  // guarded by error_mutex_
 };
 
 /// A page of the changes feed, pulled or pushed: at most this many changes and about this

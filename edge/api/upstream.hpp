@@ -60,8 +60,10 @@ class ChangePusher {
 };
 
 /// Defined in origin-sync. `token`: the sync token pushes carry.
+/// `ca_file`: PEM CA bundle for https:// targets (empty: the system store).
 std::unique_ptr<ChangePusher> make_change_pusher(std::vector<std::string> targets,
-                                                 std::string token, std::uint32_t timeout_ms,
-                                                 store::StateStore& state, SyncMetrics& metrics);
+                                                 std::string token, std::string ca_file,
+                                                 std::uint32_t timeout_ms, store::StateStore& state,
+                                                 SyncMetrics& metrics);
 
 }  // namespace edge::api
