@@ -5,8 +5,13 @@
 # and the sendfile-vs-copy ratio. Everything runs on 127.0.0.1 and stops by itself.
 #
 # Usage: bench/load/compare-nginx.sh [--binary PATH] [--duration SECONDS] [--connections N]
-#                                    [--threads N] [--updates-only]
+#                                    [--threads N] [--updates-only] [--https | --https-only]
 # --updates-only: just the tiny and /updates rows (for before/after runs of the device path).
+# --https: also the HTTPS rows (issue #11): both servers on one self-signed EC P-256
+#   certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 only, keep-alive, same files: 64 KiB
+#   GET, 1 MiB GET, 64 KiB Range, tiny, and a row with a new connection (a full handshake)
+#   per request. Prints which send path our node ran (kTLS or userspace).
+# --https-only: just the HTTPS rows.
 # Defaults: build/release/bundle-edge, 10 s per row, 32 connections, 1 server thread
 # (and 1 nginx worker): on 2 cores wrk takes the other one.
 set -euo pipefail
@@ -16,6 +21,8 @@ DURATION=10
 CONNS=32
 THREADS=1
 UPDATES_ONLY=0
+HTTPS=0
+PLAIN=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) BIN=$2; shift 2 ;;
@@ -23,6 +30,8 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --updates-only) UPDATES_ONLY=1; shift ;;
+    --https) HTTPS=1; shift ;;
+    --https-only) HTTPS=1; PLAIN=0; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -58,6 +67,13 @@ cpu_ticks() {
   echo $total
 }
 
+# One certificate for both servers (EC P-256: what a modern CDN serves).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+chmod 644 "$WORK/key.pem"  # nginx workers read it as an unprivileged user
+EDGE_TLS_PORT=$(free_port)
+NGINX_TLS_PORT=$(free_port)
+
 start_edge() {  # $1: send_mode
   local port admin
   port=$(free_port); admin=$(free_port)
@@ -68,12 +84,18 @@ max_connections = 100000
 max_connections_per_ip = 0  # every wrk connection comes from 127.0.0.1
 [log]
 level = "warn"
+[tls]
+listen = "127.0.0.1:$EDGE_TLS_PORT"
+cert_file = "$WORK/cert.pem"
+key_file = "$WORK/key.pem"
+min_protocol = "TLSv1.3"
+ciphersuites = "TLS_AES_128_GCM_SHA256"
 TOML
   "${SERVER_CPU[@]}" "$BIN" --config "$WORK/edge.toml" --data "$WORK/var" --listen 127.0.0.1:$port \
     --admin-listen 127.0.0.1:$admin --threads "$THREADS" --admin-token bench-token >"$WORK/edge.log" 2>&1 &
   EDGE_PID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
-  EDGE=http://127.0.0.1:$port; ADMIN=http://127.0.0.1:$admin
+  EDGE=http://127.0.0.1:$port; ADMIN=http://127.0.0.1:$admin; EDGE_TLS=https://127.0.0.1:$EDGE_TLS_PORT
 }
 stop_edge() { kill "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""; }
 
@@ -101,12 +123,23 @@ http {
     root $WORK/www;
     location = /healthz { return 200 '{"status":"ok"}'; }
   }
+  server {
+    listen 127.0.0.1:$NGINX_TLS_PORT ssl reuseport;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+    ssl_session_tickets on;
+    root $WORK/www;
+    location = /healthz { return 200 '{"status":"ok"}'; }
+  }
 }
 NGINX
 "${SERVER_CPU[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
 NGINX=http://127.0.0.1:$NGINX_PORT
+NGINX_TLS=https://127.0.0.1:$NGINX_TLS_PORT
 
 start_edge sendfile
 declare -A SHA
@@ -140,22 +173,36 @@ row() {  # $1 label, $2 our url, $3 nginx url, rest: wrk args
   echo "measured: $label" >&2
 }
 
-if [ "$UPDATES_ONLY" = 0 ]; then
+if [ "$UPDATES_ONLY" = 0 ] && [ "$PLAIN" = 1 ]; then
   row "blob GET 64 KiB" "$EDGE/v1/blobs/${SHA[64k]}/64k.bin" "$NGINX/64k.bin"
   row "blob GET 1 MiB" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin" "$NGINX/1m.bin"
   row "blob GET 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin"
   row "64 KiB Range of 16 MiB" "$EDGE/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX/16m.bin" -s bench/load/range.lua
 fi
-row "tiny (/healthz vs return 200)" "$EDGE/healthz" "$NGINX/healthz"
-# /updates: a real decision and a check-in per request, next to nginx's tiny response.
-mkdir -p "$WORK/bundle" && echo '<html>bench</html>' > "$WORK/bundle/index.html"
-BUNDLE_EDGE_URL=$ADMIN BUNDLE_EDGE_TOKEN=bench-token tools/bundle-edge-ctl publish --app com.bench.app \
-  --version 1.0.1 --dir "$WORK/bundle" --delta --channel production --public >/dev/null
-row "/updates (decision + check-in) vs tiny" "$EDGE/updates" "$NGINX/healthz" -s bench/load/updates.lua
+if [ "$PLAIN" = 1 ]; then
+  row "tiny (/healthz vs return 200)" "$EDGE/healthz" "$NGINX/healthz"
+  # /updates: a real decision and a check-in per request, next to nginx's tiny response.
+  mkdir -p "$WORK/bundle" && echo '<html>bench</html>' > "$WORK/bundle/index.html"
+  BUNDLE_EDGE_URL=$ADMIN BUNDLE_EDGE_TOKEN=bench-token tools/bundle-edge-ctl publish --app com.bench.app \
+    --version 1.0.1 --dir "$WORK/bundle" --delta --channel production --public >/dev/null
+  row "/updates (decision + check-in) vs tiny" "$EDGE/updates" "$NGINX/healthz" -s bench/load/updates.lua
+fi
+
+TLS_PATH=""
+if [ "$HTTPS" = 1 ] && [ "$UPDATES_ONLY" = 0 ]; then
+  row "HTTPS blob GET 64 KiB" "$EDGE_TLS/v1/blobs/${SHA[64k]}/64k.bin" "$NGINX_TLS/64k.bin"
+  row "HTTPS blob GET 1 MiB" "$EDGE_TLS/v1/blobs/${SHA[1m]}/1m.bin" "$NGINX_TLS/1m.bin"
+  row "HTTPS 64 KiB Range of 16 MiB" "$EDGE_TLS/v1/blobs/${SHA[16m]}/16m.bin" "$NGINX_TLS/16m.bin" -s bench/load/range.lua
+  row "HTTPS tiny" "$EDGE_TLS/healthz" "$NGINX_TLS/healthz"
+  # wrk resumes no sessions: every request below is a new connection and a full handshake.
+  row "HTTPS new connection per request (full handshake + tiny)" "$EDGE_TLS/healthz" "$NGINX_TLS/healthz" -H "Connection: close"
+  TLS_PATH=$(curl -sf -H "Authorization: Bearer bench-token" "$ADMIN/metrics" |
+    awk -F'[{}" ]+' '/^edge_tls_connections_total/ {n[$3]=$NF} END {printf "ktls %d, userspace %d", n["ktls"], n["userspace"]}')
+fi
 
 # Copy path, for what zero-copy buys.
 COPY_1M="0 1 0 0 0"; COPY_64K="0 1 0 0 0"
-if [ "$UPDATES_ONLY" = 0 ]; then
+if [ "$UPDATES_ONLY" = 0 ] && [ "$PLAIN" = 1 ]; then
   stop_edge
   start_edge copy
   COPY_1M=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin")
@@ -164,6 +211,9 @@ fi
 
 echo
 echo "$(date -u +%F) $(nproc) cores, $(uname -r), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk -t1 -c$CONNS -d${DURATION}s, server threads=$THREADS"
+if [ -n "$TLS_PATH" ]; then
+  echo "HTTPS: TLS 1.3, TLS_AES_128_GCM_SHA256, EC P-256 certificate, $(openssl version | cut -d' ' -f1-2); our TLS connections by send path: $TLS_PATH (kernel ULPs: $(cat /proc/sys/net/ipv4/tcp_available_ulp))"
+fi
 echo
 echo "| workload | ours req/s | nginx req/s | ours MB/s | nginx MB/s | ours p99 ms | nginx p99 ms | ours CPU µs/resp | nginx CPU µs/resp | req/s ratio | CPU/resp ratio |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"

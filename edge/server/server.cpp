@@ -28,6 +28,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -48,7 +49,8 @@ constexpr std::size_t kCopyBuffer = 256 << 10;
 constexpr std::uint64_t kUploadPauseAbove = 32 << 20;
 constexpr std::uint64_t kUploadResumeBelow = 8 << 20;
 constexpr std::size_t kUploadReadBuffer = 256 << 10;
-constexpr std::size_t kTlsStage = 64 << 10;  // pread-into buffer of the userspace TLS path
+constexpr std::size_t kTlsStage = 64 << 10;           // pread-into buffer of the userspace TLS path
+constexpr std::size_t kTlsGather = kTlsStage + 1024;  // its records, gathered for one send
 constexpr int kSweepMs = 100;  // deadline check period: the resolution of every timeout
 
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
@@ -96,6 +98,7 @@ struct Worker {
   std::vector<std::unique_ptr<char[]>> stages;
   asio::steady_timer retry{io};
   asio::steady_timer sweep{io};
+  std::uint64_t ticks = 0;  // sweeps so far
 };
 
 struct Server::Impl {
@@ -198,7 +201,7 @@ class Conn {
   /// readiness OpenSSL waits for (wait_write / wait_read), or 0 and `failed`.
   std::size_t tls_write(const char* data, std::size_t len, tcp::socket::wait_type& want,
                         bool& failed) {
-    ERR_clear_error();
+    clear_stale_errors();
     std::size_t n = 0;
     const int r = SSL_write_ex(ssl, data, len, &n);
     failed = false;
@@ -238,10 +241,19 @@ class Conn {
   SSL* ssl;
   bool ktls_send = false;
   TlsPeerEvents events;
+  CoalescingWriter writer;  // userspace TLS: the write BIO (attached after the handshake)
+  CipherFeed feed;          // the read BIO (attached before the handshake)
 
  private:
+  // SSL_get_error needs an empty error queue before the call; every failure path clears
+  // it after itself, so a peek (no 16-slot clear loop per call) is enough here.
+  static void clear_stale_errors() {
+    if (ERR_peek_error() != 0)
+      ERR_clear_error();
+  }
+
   std::size_t tls_read(asio::mutable_buffer b, error_code& ec) {
-    ERR_clear_error();
+    clear_stale_errors();
     std::size_t n = 0;
     const int r = SSL_read_ex(ssl, b.data(), b.size(), &n);
     if (peer_misbehaved()) {
@@ -270,14 +282,24 @@ class Conn {
 
   template <class Handler>
   void wait_and_read(asio::mutable_buffer b, Handler&& handler) {
-    socket.async_wait(want_, [this, b, h = std::forward<Handler>(handler)](error_code ec) mutable {
+    auto again = [this, b, h = std::forward<Handler>(handler)](error_code ec,
+                                                               std::size_t fed) mutable {
       if (ec)
         return h(ec, std::size_t{0});
+      feed.filled(fed);
       const std::size_t n = tls_read(b, ec);
       if (ec == asio::error::would_block)
         return wait_and_read(b, std::move(h));
       h(ec, n);
-    });
+    };
+    if (want_ == tcp::socket::wait_write) {
+      socket.async_wait(tcp::socket::wait_write,
+                        [again = std::move(again)](error_code ec) mutable { again(ec, 0); });
+      return;
+    }
+    // Ciphertext goes to the feed with a speculative read: no epoll_ctl per wait.
+    char* space = feed.space();
+    socket.async_read_some(asio::buffer(space, feed.space_size()), std::move(again));
   }
 
   api::Metrics& metrics_;
@@ -329,6 +351,7 @@ class Session : public std::enable_shared_from_this<Session> {
       // The handshake falls under the header timeout (a stalled one is a slow header).
       arm(Timeout::kHeader, opt().header_timeout_ms);
       watch_peer(conn_.ssl, &conn_.events);
+      conn_.feed.attach(conn_.ssl);
       return handshake();
     }
     read_request();
@@ -379,6 +402,10 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   // Called by the sweep on this session's thread.
   void check_deadline(Clock::time_point now) {
+    if (conn_.ssl != nullptr && idle_ && armed_ == Timeout::kIdle) {
+      // An idle TLS connection holds no record buffers.
+      (void)SSL_free_buffers(conn_.ssl);
+    }
     if (armed_ == Timeout::kNone)
       return;
     if (armed_ == Timeout::kIdle && idle_ && buffer_.size() > 0) {
@@ -410,17 +437,26 @@ class Session : public std::enable_shared_from_this<Session> {
       return handshake_done();
     const int err = SSL_get_error(conn_.ssl, r);
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-      conn_.socket.async_wait(
-          err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write,
-          [self = shared_from_this()](error_code ec) {
-            if (self->timeout_ == Timeout::kHeader) {
-              self->server_.api.metrics().tls(api::Metrics::Tls::kTimeout);
-              return self->close();
-            }
-            if (ec)
-              return self->close();
-            self->handshake();
-          });
+      auto next = [self = shared_from_this()](error_code ec, std::size_t fed) {
+        if (self->timeout_ == Timeout::kHeader) {
+          self->server_.api.metrics().tls(api::Metrics::Tls::kTimeout);
+          return self->close();
+        }
+        if (ec) {
+          // The client left mid-handshake (or never sent a ClientHello).
+          self->server_.api.metrics().tls(api::Metrics::Tls::kFailed);
+          return self->close();
+        }
+        self->conn_.feed.filled(fed);
+        self->handshake();
+      };
+      if (err == SSL_ERROR_WANT_WRITE) {
+        conn_.socket.async_wait(tcp::socket::wait_write,
+                                [next = std::move(next)](error_code ec) { next(ec, 0); });
+        return;
+      }
+      char* space = conn_.feed.space();
+      conn_.socket.async_read_some(asio::buffer(space, conn_.feed.space_size()), std::move(next));
       return;
     }
     const unsigned long e = ERR_peek_error();
@@ -442,6 +478,8 @@ class Session : public std::enable_shared_from_this<Session> {
                                              : api::Metrics::Tls::kHandshake);
     conn_.ktls_send = BIO_get_ktls_send(SSL_get_wbio(conn_.ssl));
     m.tls(conn_.ktls_send ? api::Metrics::Tls::kKtls : api::Metrics::Tls::kUserspace);
+    if (!conn_.ktls_send)
+      conn_.writer.attach(conn_.ssl, conn_.socket.native_handle());
     read_request();
   }
 
@@ -519,6 +557,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (auto bad = api::framing_error(req))
       return fail(400, "bad_request", *bad);
     keep_alive_ = req.keep_alive();
+    client_closes_ = !keep_alive_;
     if (admin_ && api::Api::is_upload(req))
       return begin_upload();
     if (!parser_->is_done())
@@ -661,6 +700,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // An error before (or instead of) a routed response: answer and close.
   void fail(unsigned status, std::string_view code, const std::string& message) {
+    client_closes_ = false;  // the client may still be sending: linger
     api::Response r = api::error_response(status, code, message);
     keep_alive_ = false;
     if (started_ == Clock::time_point{})
@@ -841,8 +881,23 @@ class Session : public std::enable_shared_from_this<Session> {
       if (stage_ != nullptr) {
         if (stage_pos_ == stage_len_) {
           stage_pos_ = stage_len_ = 0;
-          if (item_ == items_.size())
+          if (item_ == items_.size()) {
+            // The last records are gathered in the writer: out they go before the next
+            // request is read.
+            if (!conn_.writer.flush()) {
+              if (conn_.writer.broken())
+                return close();
+              conn_.socket.async_wait(tcp::socket::wait_write,
+                                      [self = shared_from_this()](error_code ec) {
+                                        if (ec)
+                                          return self->close();
+                                        self->arm(Timeout::kSend, self->opt().send_timeout_ms);
+                                        self->write_loop();
+                                      });
+              return;
+            }
             break;
+          }
           const int filled = fill_stage();
           if (filled < 0)
             return close();
@@ -903,7 +958,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // kTLS: one SSL_sendfile call (the kernel encrypts).
   std::size_t tls_sendfile(const store::Piece& p, tcp::socket::wait_type& want, bool& failed) {
-    ERR_clear_error();
+    if (ERR_peek_error() != 0)
+      ERR_clear_error();
     const std::size_t len = std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall);
     const ossl_ssize_t r =
         SSL_sendfile(conn_.ssl, p.segment->fd(), static_cast<off_t>(p.offset + item_pos_), len, 0);
@@ -944,7 +1000,8 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (!warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p)) {
         if (stage_len_ > 0)
-          return 1;  // send what is staged; warm on the next fill
+          return 1;                  // send what is staged; warm on the next fill
+        (void)conn_.writer.flush();  // what is gathered leaves while the disk reads
         warmed_ = true;
         server_.api.warm(p, worker_.io.get_executor(),
                          [self = shared_from_this()](error_code) { self->write_loop(); });
@@ -963,18 +1020,22 @@ class Session : public std::enable_shared_from_this<Session> {
     return stage_len_ > 0 || item_ == items_.size() ? 1 : -1;
   }
 
+  // One block: the plaintext stage, then the writer's gathering buffer (a stage's records,
+  // 4 x (16 KiB + 22 bytes), fit in kTlsGather).
   void borrow_stage() {
     if (!worker_.stages.empty()) {
       stage_ = std::move(worker_.stages.back());
       worker_.stages.pop_back();
     } else {
-      stage_ = std::make_unique<char[]>(kTlsStage);
+      stage_ = std::make_unique<char[]>(kTlsStage + kTlsGather);
     }
     stage_pos_ = stage_len_ = 0;
+    conn_.writer.lend(stage_.get() + kTlsStage, kTlsGather);
   }
   void return_stage() {
     if (stage_ == nullptr)
       return;
+    conn_.writer.unlend();
     if (worker_.stages.size() < 64)
       worker_.stages.push_back(std::move(stage_));
     stage_.reset();
@@ -1037,9 +1098,30 @@ class Session : public std::enable_shared_from_this<Session> {
     items_.clear();
     string_parser_.reset();
     if (!keep_alive_)
-      return linger_close();
+      return client_closes_ && nothing_unread() ? close_now() : linger_close();
     read_request();
   }
+
+  // True when the client asked to close and no byte of it is left unread (here, in
+  // OpenSSL, or in the kernel): a close then sends FIN, not RST, and needs no linger.
+  bool nothing_unread() {
+    if (buffer_.size() != 0)
+      return false;
+    if (conn_.ssl != nullptr && SSL_pending(conn_.ssl) != 0)
+      return false;
+    int unread = 0;
+    return ::ioctl(conn_.socket.native_handle(), FIONREAD, &unread) == 0 && unread == 0;
+  }
+
+  void close_now() {
+    if (conn_.ssl != nullptr) {
+      clear_ssl_errors();
+      (void)SSL_shutdown(conn_.ssl);  // close_notify, best effort (non-blocking)
+      clear_ssl_errors();
+    }
+    close();
+  }
+  static void clear_ssl_errors() { ERR_clear_error(); }
 
   // Closing with unread request bytes makes the kernel send RST, which can destroy the
   // response before the client reads it (e.g. a 431 for a huge header). So: shut down our
@@ -1095,6 +1177,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Timeout timeout_ = Timeout::kNone;
   bool idle_ = false;
   bool keep_alive_ = true;
+  bool client_closes_ = false;  // the request said "Connection: close" (or was HTTP/1.0)
   Clock::time_point started_{};
   unsigned status_ = 0;
   api::Route route_ = api::Route::kOther;
@@ -1221,6 +1304,10 @@ void Server::Impl::sweep(Worker& w) {
     const std::vector<Session*> sessions(w.sessions.begin(), w.sessions.end());
     for (Session* s : sessions)
       s->check_deadline(now);
+    // Expired TLS sessions leave the session-id cache every 10 s (OpenSSL's own sweep is
+    // off: it ran on the handshake path).
+    if (&w == workers[0].get() && options.tls.enabled && ++w.ticks % (10'000 / kSweepMs) == 0)
+      flush_expired_sessions(current_tls().get());
     // Once draining and empty, stop ticking so that io_context::run() can return.
     if (!(draining.load(std::memory_order_relaxed) && w.sessions.empty()))
       sweep(w);

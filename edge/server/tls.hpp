@@ -55,6 +55,63 @@ struct TlsPeerEvents {
 /// Installs the message callback on `ssl` that fills `events` (which must outlive `ssl`).
 void watch_peer(SSL* ssl, TlsPeerEvents* events);
 
+/// The write side of a userspace-TLS connection once its handshake is done: a BIO that
+/// send(2)s to the socket, and while a buffer is lent (a file response) gathers the
+/// records OpenSSL writes into it, so that a 64 KiB stage leaves in one send instead of one
+/// per 16 KiB record. Never used where the kernel took the send side (kTLS needs OpenSSL's
+/// own socket BIO).
+class CoalescingWriter {
+ public:
+  /// Makes the writer `ssl`'s write BIO (reads stay on the socket BIO). Call after the
+  /// handshake; the SSL owns the BIO, which refers to this object: it must outlive `ssl`.
+  void attach(SSL* ssl, int fd);
+  /// Gathers writes into `buf` (capacity `cap`) until flush(); null: write through.
+  void lend(char* buf, std::size_t cap);
+  /// Takes the lent buffer back; it must have been flushed.
+  void unlend();
+  /// Sends what is gathered. True once nothing is left; false when the socket is full
+  /// (wait for writability and call again) or broken (`broken()`).
+  bool flush();
+  bool broken() const { return broken_; }
+  bool pending() const { return sent_ < len_; }
+
+  int write(const char* data, int len);  ///< the BIO's write callback
+
+ private:
+  int fd_ = -1;
+  char* buf_ = nullptr;
+  std::size_t cap_ = 0;
+  std::size_t len_ = 0;
+  std::size_t sent_ = 0;
+  bool broken_ = false;
+};
+
+/// The read side of a TLS connection: a BIO that hands OpenSSL the ciphertext the
+/// connection read itself (with Asio's speculative async_read_some). Waiting for
+/// readiness instead (async_wait) costs an epoll_ctl(2) per wait in Asio 1.81; this costs
+/// a copy of the ciphertext, which for requests is small. OpenSSL keeps partial records in
+/// its own buffer, so this one is only a small transit buffer.
+class CipherFeed {
+ public:
+  static constexpr std::size_t kCapacity = 4096;
+  /// Makes the feed `ssl`'s read BIO (writes stay where they are). It must outlive `ssl`.
+  void attach(SSL* ssl);
+  /// Where the next socket read goes; bytes fed and not yet taken stay in front of it.
+  char* space();
+  std::size_t space_size() const { return kCapacity - len_; }
+  void filled(std::size_t n) { len_ += n; }
+
+  int read(char* out, int len);  ///< the BIO's read callback
+
+ private:
+  char buf_[kCapacity];
+  std::size_t pos_ = 0;
+  std::size_t len_ = 0;
+};
+
+/// Drops expired sessions from `ctx`'s session-id cache (call every few seconds).
+void flush_expired_sessions(SSL_CTX* ctx);
+
 /// Whether this kernel offers the "tls" upper-layer protocol (kernel TLS): the contents of
 /// /proc/sys/net/ipv4/tcp_available_ulp. The module may also load on first use, so this is
 /// only a hint for logs; each connection asks OpenSSL (BIO_get_ktls_send) for the truth.
