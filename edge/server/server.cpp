@@ -99,6 +99,7 @@ struct Worker {
   asio::steady_timer retry{io};
   asio::steady_timer sweep{io};
   std::uint64_t ticks = 0;  // sweeps so far
+  tcp::endpoint peer[3];    // the address of the connection being accepted, per listener
 };
 
 struct Server::Impl {
@@ -1202,44 +1203,45 @@ class Session : public std::enable_shared_from_this<Session> {
 void Server::Impl::accept(Worker& w, Listener which) {
   const bool admin = which == Listener::kAdmin;
   auto& acceptor = admin ? *w.admin : which == Listener::kTls ? *w.tls : *w.acceptor;
-  acceptor.async_accept(w.io, [this, &w, which, admin](error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || draining.load())
-      return;
-    if (ec) {
-      // EMFILE and friends: back off briefly instead of spinning.
-      spdlog::warn("accept failed: {}", ec.message());
-      w.retry.expires_after(std::chrono::milliseconds(100));
-      w.retry.async_wait([this, &w, which](error_code) { accept(w, which); });
-      return;
-    }
-    error_code ep_ec;
-    const auto peer = socket.remote_endpoint(ep_ec);
-    std::string ip = ep_ec ? std::string() : peer.address().to_string();
-    // TLS: the public TLS listener, and the admin one when tls.admin is set.
-    SSL* ssl = nullptr;
-    if (which == Listener::kTls || (admin && options.tls.enabled && options.tls.admin)) {
-      const TlsContextPtr ctx = current_tls();
-      ssl = SSL_new(ctx.get());
-      if (ssl == nullptr || SSL_set_fd(ssl, socket.native_handle()) != 1) {
-        spdlog::error("TLS: cannot set up a connection: {}", drain_ssl_errors());
-        if (ssl != nullptr)
-          SSL_free(ssl);
+  // The peer's address comes with the accept (no getpeername(2) per connection).
+  tcp::endpoint& peer = w.peer[static_cast<std::size_t>(which)];
+  acceptor.async_accept(
+      w.io, peer, [this, &w, which, admin, &peer](error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || draining.load())
+          return;
+        if (ec) {
+          // EMFILE and friends: back off briefly instead of spinning.
+          spdlog::warn("accept failed: {}", ec.message());
+          w.retry.expires_after(std::chrono::milliseconds(100));
+          w.retry.async_wait([this, &w, which](error_code) { accept(w, which); });
+          return;
+        }
+        std::string ip = peer.address().to_string();
+        // TLS: the public TLS listener, and the admin one when tls.admin is set.
+        SSL* ssl = nullptr;
+        if (which == Listener::kTls || (admin && options.tls.enabled && options.tls.admin)) {
+          const TlsContextPtr ctx = current_tls();
+          ssl = SSL_new(ctx.get());
+          if (ssl == nullptr || SSL_set_fd(ssl, socket.native_handle()) != 1) {
+            spdlog::error("TLS: cannot set up a connection: {}", drain_ssl_errors());
+            if (ssl != nullptr)
+              SSL_free(ssl);
+            accept(w, which);
+            return;
+          }
+          SSL_set_accept_state(ssl);
+        }
+        std::string why;
+        if (!admit(admin, ip, why)) {
+          api.metrics().connection_refused();
+          std::make_shared<Session>(std::move(socket), ssl, w, *this, admin, false, std::move(ip))
+              ->refuse(why);
+        } else {
+          std::make_shared<Session>(std::move(socket), ssl, w, *this, admin, true, std::move(ip))
+              ->start();
+        }
         accept(w, which);
-        return;
-      }
-      SSL_set_accept_state(ssl);
-    }
-    std::string why;
-    if (!admit(admin, ip, why)) {
-      api.metrics().connection_refused();
-      std::make_shared<Session>(std::move(socket), ssl, w, *this, admin, false, std::move(ip))
-          ->refuse(why);
-    } else {
-      std::make_shared<Session>(std::move(socket), ssl, w, *this, admin, true, std::move(ip))
-          ->start();
-    }
-    accept(w, which);
-  });
+      });
 }
 
 std::string Server::Impl::reload_tls() {

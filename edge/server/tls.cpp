@@ -320,10 +320,12 @@ TlsContextPtr make_server_context(const TlsOptions& o, std::string& error,
   // encryption and record for nothing.
   if (o.session_tickets)
     SSL_CTX_set_num_tickets(c, 1);
-  // The session-id cache (TLS 1.2 resumption; TLS 1.3 tickets are stateless) is not swept
-  // by OpenSSL every 255 handshakes (a walk of the whole table on the handshake path):
-  // the server's sweep calls flush_expired_sessions() instead.
-  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR);
+  // With tickets (stateless, TLS 1.2 and 1.3) nothing is stored per session, as nginx's
+  // default; without them a session-id cache resumes TLS 1.2 clients. Either way OpenSSL
+  // does not sweep it every 255 handshakes (a walk of the whole table on the handshake
+  // path): the server's sweep calls flush_expired_sessions() instead.
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR |
+                                        (o.session_tickets ? SSL_SESS_CACHE_NO_INTERNAL_STORE : 0));
   static constexpr unsigned char kSessionId[] = "bundle-edge";
   SSL_CTX_set_session_id_context(c, kSessionId, sizeof kSessionId - 1);
   SSL_CTX_set_alpn_select_cb(c, select_alpn, nullptr);
