@@ -208,14 +208,20 @@ class Conn {
     failed = false;
     if (r == 1 && !peer_misbehaved())
       return n;
-    const int err = r == 1 ? SSL_ERROR_SSL : SSL_get_error(ssl, r);
-    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-      want = err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write;
-      return 0;
-    }
-    failed = true;
-    ERR_clear_error();
-    return 0;
+    return write_failed(r == 1 ? SSL_ERROR_SSL : SSL_get_error(ssl, r), want, failed);
+  }
+
+  /// kTLS: one SSL_sendfile of up to `len` bytes of `fd` at `offset` (the kernel encrypts);
+  /// results as tls_write.
+  std::size_t tls_sendfile(int fd, off_t offset, std::size_t len, tcp::socket::wait_type& want,
+                           bool& failed) {
+    clear_stale_errors();
+    const ossl_ssize_t r = SSL_sendfile(ssl, fd, offset, len, 0);
+    failed = false;
+    if (r > 0)
+      return static_cast<std::size_t>(r);
+    return write_failed(r < 0 ? SSL_get_error(ssl, static_cast<int>(r)) : SSL_ERROR_SSL, want,
+                        failed);
   }
 
   /// True (and counted once) when the peer did what this server does not take after a
@@ -246,6 +252,18 @@ class Conn {
   CipherFeed feed;          // the read BIO (attached before the handshake)
 
  private:
+  // After a write call that did not write: 0, with `want` set when OpenSSL waits for
+  // readiness, or with `failed` set (error queue cleared).
+  static std::size_t write_failed(int err, tcp::socket::wait_type& want, bool& failed) {
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+      want = err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write;
+      return 0;
+    }
+    failed = true;
+    ERR_clear_error();
+    return 0;
+  }
+
   // SSL_get_error needs an empty error queue before the call; every failure path clears
   // it after itself, so a peek (no 16-slot clear loop per call) is enough here.
   static void clear_stale_errors() {
@@ -932,7 +950,9 @@ class Session : public std::enable_shared_from_this<Session> {
                              [self = shared_from_this()](error_code) { self->write_loop(); });
             return;
           }
-          n = tls_sendfile(p, want, failed);
+          n = conn_.tls_sendfile(p.segment->fd(), static_cast<off_t>(p.offset + item_pos_),
+                                 std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall),
+                                 want, failed);
           item_pos_ += n;
         }
       }
@@ -955,26 +975,6 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     on_sent();
-  }
-
-  // kTLS: one SSL_sendfile call (the kernel encrypts).
-  std::size_t tls_sendfile(const store::Piece& p, tcp::socket::wait_type& want, bool& failed) {
-    if (ERR_peek_error() != 0)
-      ERR_clear_error();
-    const std::size_t len = std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall);
-    const ossl_ssize_t r =
-        SSL_sendfile(conn_.ssl, p.segment->fd(), static_cast<off_t>(p.offset + item_pos_), len, 0);
-    failed = false;
-    if (r > 0)
-      return static_cast<std::size_t>(r);
-    const int err = SSL_get_error(conn_.ssl, static_cast<int>(r));
-    if (r < 0 && (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)) {
-      want = err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write;
-      return 0;
-    }
-    failed = true;
-    ERR_clear_error();
-    return 0;
   }
 
   // Userspace TLS: fills the empty stage from the items (text copied, file bytes pread).

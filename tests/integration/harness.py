@@ -1,6 +1,7 @@
 """Shared helpers for the integration tests: start the real bundle-edge binary on free
 loopback ports (port 0, 127.0.0.1 only), drive it with curl and raw sockets, stop it by pid."""
 import hashlib
+import json
 import os
 import re
 import signal
@@ -113,6 +114,15 @@ def header(headers, name):
     last = blocks[-1] if blocks else ""
     m = re.search(r"^" + re.escape(name) + r":\s*(.*?)\r?$", last, re.M | re.I)
     return m.group(1) if m else None
+
+
+def admin(node, method, path, body=None):
+    """An admin API call with the node's token; returns (status, parsed JSON or None)."""
+    args = ["-X", method, "-H", "Authorization: Bearer " + node.token]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+    st, _, out = curl(*args, node.admin_url + path)
+    return st, (json.loads(out) if out else None)
 
 
 def upload(node, path, extra=()):

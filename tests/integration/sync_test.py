@@ -11,7 +11,7 @@ import os
 import threading
 import time
 
-from harness import run, TMP, Node, check, curl, free_port, sha, upload
+from harness import run, TMP, Node, admin, check, curl, free_port, sha, upload
 
 TOKEN = "sync-secret-for-tests"
 APP = "com.example.edge"
@@ -28,12 +28,6 @@ def edge(upstream_url, extra="", port=0, args=()):
     return Node(conf, port=port, args=args)
 
 
-def admin(node, method, path, body=None):
-    args = ["-X", method, "-H", "Authorization: Bearer " + node.token]
-    if body is not None:
-        args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
-    st, _, out = curl(*args, node.admin_url + path)
-    return st, (json.loads(out) if out else None)
 
 
 def publish(node, version, size=200_000, public=True, channel="production", data=None):
