@@ -12,6 +12,7 @@
 #include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
 #include "edge/server/server.hpp"
+#include "edge/store/access_store.hpp"
 #include "edge/store/blob_store.hpp"
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/database.hpp"
@@ -137,6 +138,10 @@ int run(const edge::Config& c) {
       *chunks, blobs, metrics,
       {token, c.max_upload_bytes, c.upstream.stale_is_unready, c.upstream.max_fills_per_client});
   api.set_control(&control);
+  // Scoped admin tokens and the audit log: this node's own, never synced (DESIGN §11).
+  edge::store::AccessStore access_store(*db);
+  edge::api::Access access(&access_store, token);
+  api.set_access(&access);
   edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);
 

@@ -78,8 +78,13 @@ bool Upload::write(std::span<const std::uint8_t> bytes) {
   return true;
 }
 
-void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Response)> done) {
+void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Response)> answer) {
   const auto expected = expected_;
+  auto done = [answer = std::move(answer), audit = std::move(on_answered)](Response r) {
+    if (audit)
+      audit(r.status);
+    answer(std::move(r));
+  };
   writer_->finish(
       expected, ex,
       [expected, done = std::move(done)](boost::system::error_code ec, store::BlobInfo info) {
@@ -232,9 +237,47 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body,
   return r;
 }
 
-bool Api::authorized(const RequestHeader& req) const {
-  return bearer_matches(req, options_.admin_token);
+std::optional<Caller> Api::admin_caller(const RequestHeader& req, std::string_view path,
+                                        Response& refusal) const {
+  std::optional<Caller> caller;
+  if (access_ != nullptr) {
+    caller = access_->identify(req);
+  } else if (bearer_matches(req, options_.admin_token)) {
+    caller = Caller{"bootstrap", Role::kAdmin, {}};
+  }
+  if (!caller) {
+    refusal = error_response(401, "unauthorized",
+                             "missing, wrong or revoked 'Authorization: Bearer <token>'");
+    refusal.set("WWW-Authenticate", "Bearer");
+    return std::nullopt;
+  }
+  if (access_ != nullptr) {
+    if (auto no = access_->refuse(*caller, req.method(), path)) {
+      if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head)
+        access_->audit(*caller, req.method(), path, no->status, 0);
+      refusal = std::move(*no);
+      return std::nullopt;
+    }
+  }
+  return caller;
 }
+
+namespace {
+
+// The change seq an admin write answered with (X-Change-Seq), 0 if none.
+std::uint64_t change_seq_of(const Response& r) {
+  constexpr std::string_view kName = "X-Change-Seq: ";
+  const auto at = r.headers.find(kName);
+  if (at == std::string::npos)
+    return 0;
+  std::uint64_t seq = 0;
+  for (std::size_t i = at + kName.size();
+       i < r.headers.size() && r.headers[i] >= '0' && r.headers[i] <= '9'; ++i)
+    seq = seq * 10 + static_cast<std::uint64_t>(r.headers[i] - '0');
+  return seq;
+}
+
+}  // namespace
 
 Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
   const std::string_view target =
@@ -242,11 +285,13 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
   const std::string_view path = http::path_of(target);
   const bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
   Response r;
+  std::optional<Caller> caller;
   if (path == "/healthz" || path == "/readyz") {
     r = get ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
-  } else if (!authorized(req)) {
-    r = error_response(401, "unauthorized", "missing or wrong 'Authorization: Bearer <token>'");
-    r.set("WWW-Authenticate", "Bearer");
+  } else if (caller = admin_caller(req, path, r); !caller) {
+    // r: the 401 or 403
+  } else if (access_ != nullptr && Access::owns(path)) {
+    r = access_->handle(*caller, req, path, body);
   } else if (path == "/metrics") {
     if (!get) {
       r = method_not_allowed("GET, HEAD", Route::kMetrics);
@@ -266,6 +311,10 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
   } else {
     r = error_response(404, "not_found", "no admin route for " + std::string(path.substr(0, 200)));
   }
+  // Every admin write is in the audit log, refused ones included (admin_caller recorded
+  // those refused for their token).
+  if (caller && access_ != nullptr && !get)
+    access_->audit(*caller, req.method(), path, r.status, change_seq_of(r));
   r.head_only = req.method() == bhttp::verb::head;
   return r;
 }
@@ -278,12 +327,12 @@ bool Api::is_upload(const RequestHeader& req) {
 
 std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     const RequestHeader& req, std::optional<std::uint64_t> content_length) const {
-  if (!authorized(req)) {
-    Response r = error_response(401, "unauthorized",
-                                "missing or wrong 'Authorization: Bearer <token>'", Route::kUpload);
-    r.set("WWW-Authenticate", "Bearer");
-    r.close = true;  // the body was not read
-    return r;
+  Response refusal;
+  const auto caller = admin_caller(req, "/v1/admin/blobs", refusal);
+  if (!caller) {
+    refusal.route = Route::kUpload;
+    refusal.close = true;  // the body was not read
+    return refusal;
   }
   if (filler_ != nullptr) {
     Response r = edge_refusal();
@@ -316,7 +365,13 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     r.close = true;
     return r;
   }
-  return std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes);
+  auto upload = std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes);
+  if (access_ != nullptr) {
+    upload->on_answered = [access = access_, caller = *caller](unsigned status) {
+      access->audit(caller, bhttp::verb::put, "/v1/admin/blobs", status, 0);
+    };
+  }
+  return upload;
 }
 
 void Api::warm(const store::Piece& piece, const store::ChunkStore::Executor& ex,

@@ -14,6 +14,7 @@
 
 #include <boost/beast/http/message.hpp>
 
+#include "edge/api/access.hpp"
 #include "edge/api/control_service.hpp"
 #include "edge/api/device.hpp"
 #include "edge/api/metrics.hpp"
@@ -59,6 +60,8 @@ class Upload {
   /// Ends the upload; `done` gets 201/200 with {"sha256","size","chunks"}, or 400 when the
   /// body does not hash to X-Content-Sha256 (no recipe is stored then), or 500.
   void finish(const store::ChunkStore::Executor& ex, std::function<void(Response)> done);
+  /// Called with the final status once the upload is answered (the audit log).
+  std::function<void(unsigned status)> on_answered;
 
  private:
   std::unique_ptr<store::BlobWriter> writer_;
@@ -90,6 +93,9 @@ class Api {
   void set_device(DeviceApi* device) { device_ = device; }
   /// Attaches the node-to-node routes (/v1/sync/*, /v1/checkins). Call before serving.
   void set_sync(SyncApi* sync) { sync_ = sync; }
+  /// Scoped admin tokens and the audit log (DESIGN §11). Without it only the bootstrap
+  /// token (ApiOptions::admin_token) opens the admin listener. Call before serving.
+  void set_access(Access* access) { access_ = access; }
   /// Edges: a blob, recipe or chunk missing here is filled from upstream through `filler`
   /// and then served (502 if upstream fails or the bytes fail verification, 404 if upstream
   /// does not have it either); uploads answer 409. Call before serving.
@@ -125,12 +131,16 @@ class Api {
   Response fill_then(Route route, const Sha256& id, bool chunk, std::string_view client,
                      std::function<Response()> again) const;
   Response health(bool ready_check) const;
-  bool authorized(const RequestHeader& req) const;
+  /// The caller of an admin request, or the 401/403 answer (null caller) with the request
+  /// audited when it was a refused write.
+  std::optional<Caller> admin_caller(const RequestHeader& req, std::string_view path,
+                                     Response& refusal) const;
 
   store::ChunkStore& chunks_;
   store::BlobStore& blobs_;
   Metrics& metrics_;
   ApiOptions options_;
+  Access* access_ = nullptr;
   std::atomic<bool> ready_{false};
   ControlService* control_ = nullptr;
   DeviceApi* device_ = nullptr;

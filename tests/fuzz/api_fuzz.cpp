@@ -27,6 +27,7 @@
 
 #include "edge/api/api.hpp"
 #include "edge/http/http.hpp"
+#include "edge/store/access_store.hpp"
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/state_store.hpp"
 
@@ -50,6 +51,8 @@ struct Stack {
   std::unique_ptr<api::Api> api;
   std::unique_ptr<api::DeviceApi> device;
   std::unique_ptr<api::SyncApi> sync;
+  std::unique_ptr<store::AccessStore> access_store;
+  std::unique_ptr<api::Access> access;
   boost::asio::io_context io;
 
   Stack() {
@@ -91,6 +94,10 @@ struct Stack {
     api->set_control(control.get());
     api->set_device(device.get());
     api->set_sync(sync.get());
+    // Scoped tokens and the audit log (their parsers: token bodies, audit queries).
+    access_store = std::make_unique<store::AccessStore>(*db);
+    access = std::make_unique<api::Access>(access_store.get(), std::string(kToken));
+    api->set_access(access.get());
     api->set_ready(true);
   }
 };

@@ -1,0 +1,409 @@
+#include "edge/api/access.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+
+#include <boost/json.hpp>
+
+#include "edge/api/device_info.hpp"
+#include "edge/api/sync.hpp"
+#include "edge/http/http.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+namespace edge::api {
+namespace {
+
+namespace bhttp = boost::beast::http;
+namespace json = boost::json;
+
+constexpr std::string_view kTokensPath = "/v1/admin/tokens";
+constexpr std::string_view kAuditPath = "/v1/admin/audit";
+constexpr std::string_view kAppsPath = "/v1/admin/apps";
+constexpr std::size_t kMaxTokens = 1000;
+constexpr std::size_t kMaxApps = 100;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::optional<Role> parse_role(std::string_view s) {
+  if (s == "admin")
+    return Role::kAdmin;
+  if (s == "publisher")
+    return Role::kPublisher;
+  if (s == "viewer")
+    return Role::kViewer;
+  return std::nullopt;
+}
+
+bool valid_token_name(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+// App ids as the admin API accepts them: 1-255 printable ASCII bytes, no '/' (or "*").
+bool valid_app(std::string_view s) {
+  return s == "*" || (!s.empty() && s.size() <= 255 && std::all_of(s.begin(), s.end(), [](char c) {
+           return c > ' ' && c < 127 && c != '/';
+         }));
+}
+
+// The secret handed out once: "bet_" and 64 hex digits of randomness.
+std::string new_secret() {
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1)
+    return {};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s = "bet_";
+  for (const unsigned char b : raw) {
+    s += kHex[b >> 4];
+    s += kHex[b & 15];
+  }
+  return s;
+}
+
+// The token a request presents (after "Bearer "), or empty.
+std::string_view bearer_of(const bhttp::request_header<>& req) {
+  const auto it = req.find(bhttp::field::authorization);
+  if (it == req.end())
+    return {};
+  std::string_view auth(it->value().data(), it->value().size());
+  if (auth.size() <= 7 || !boost::beast::iequals(auth.substr(0, 6), "bearer") || auth[6] != ' ')
+    return {};
+  auth.remove_prefix(7);
+  while (!auth.empty() && auth.front() == ' ')
+    auth.remove_prefix(1);
+  return auth;
+}
+
+json::array apps_json(const std::vector<std::string>& apps) {
+  json::array a;
+  for (const auto& app : apps)
+    a.emplace_back(app);
+  return a;
+}
+
+// The app a path under /v1/admin/apps/ names (empty for the list itself).
+std::string_view app_of(std::string_view path) {
+  if (!path.starts_with(kAppsPath) || path.size() <= kAppsPath.size() + 1)
+    return {};
+  std::string_view rest = path.substr(kAppsPath.size() + 1);
+  return rest.substr(0, rest.find('/'));
+}
+
+}  // namespace
+
+std::string_view role_name(Role role) {
+  switch (role) {
+    case Role::kAdmin: return "admin";
+    case Role::kPublisher: return "publisher";
+    case Role::kViewer: return "viewer";
+  }
+  return "viewer";
+}
+
+Access::Access(store::AccessStore* store, std::string bootstrap_token)
+    : store_(store), bootstrap_(std::move(bootstrap_token)) {
+  if (store_ == nullptr)
+    return;
+  auto stored = store_->tokens();
+  if (!stored) {
+    spdlog::error("access: cannot read the stored tokens: {}", stored.error().message());
+    return;
+  }
+  for (const auto& [name, doc] : *stored) {
+    boost::system::error_code ec;
+    const json::value v = json::parse(doc, ec);
+    const json::object* o = v.if_object();
+    if (ec || o == nullptr) {
+      spdlog::error("access: token '{}' is not readable: skipped (revoke it and create it again)",
+                    name);
+      continue;
+    }
+    Token t;
+    t.name = name;
+    const auto* role = o->if_contains("role");
+    const auto* hash = o->if_contains("sha256");
+    auto r = role != nullptr && role->is_string() ? parse_role(role->get_string()) : std::nullopt;
+    auto h = hash != nullptr && hash->is_string() ? Sha256::parse(hash->get_string()) : Errc::kIo;
+    if (!r || !h) {
+      spdlog::error("access: token '{}' has no valid role or hash: skipped", name);
+      continue;
+    }
+    t.role = *r;
+    t.hash = *h;
+    if (const auto* apps = o->if_contains("apps"); apps != nullptr && apps->is_array()) {
+      for (const auto& a : apps->get_array())
+        if (a.is_string())
+          t.apps.emplace_back(a.get_string());
+    }
+    if (const auto* c = o->if_contains("created_ms"); c != nullptr && c->is_int64())
+      t.created_ms = c->get_int64();
+    if (const auto* c = o->if_contains("created_by"); c != nullptr && c->is_string())
+      t.created_by = std::string(c->get_string());
+    by_name_.emplace(name, std::move(t));
+  }
+}
+
+std::optional<Caller> Access::identify(const bhttp::request_header<>& req) const {
+  if (bearer_matches(req, bootstrap_))
+    return Caller{"bootstrap", Role::kAdmin, {}};
+  const std::string_view given = bearer_of(req);
+  if (given.empty() || !given.starts_with("bet_"))
+    return std::nullopt;
+  const Sha256 digest = sha256_of(given);
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, t] : by_name_) {
+    if (CRYPTO_memcmp(t.hash.bytes.data(), digest.bytes.data(), Sha256::kSize) == 0)
+      return Caller{t.name, t.role, t.apps};
+  }
+  return std::nullopt;
+}
+
+std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
+                                       std::string_view path) const {
+  if (caller.role == Role::kAdmin)
+    return std::nullopt;
+  const auto forbid = [&](const std::string& why) {
+    return error_response(
+        403, "forbidden",
+        "token '" + caller.name + "' (" + std::string(role_name(caller.role)) + ") " + why);
+  };
+  const bool read = method == bhttp::verb::get || method == bhttp::verb::head;
+  if (path == "/metrics")
+    return read ? std::nullopt : std::optional(forbid("may only read /metrics"));
+  if (owns(path) || path == "/v1/admin/outbox/dead-letters")
+    return forbid("may not use " + std::string(path) + ": it needs an admin token");
+  if (path == "/v1/admin/blobs") {
+    if (caller.role == Role::kPublisher)
+      return std::nullopt;  // blobs are content-addressed and shared: any publisher uploads
+    return forbid("may not upload blobs: it needs a publisher or admin token");
+  }
+  const std::string_view app = app_of(path);
+  if (app.empty()) {
+    return forbid("may not list every app: ask for GET " + std::string(kAppsPath) +
+                  "/<app_id> of an app it holds");
+  }
+  const bool holds = std::any_of(caller.apps.begin(), caller.apps.end(),
+                                 [&](const std::string& a) { return a == "*" || a == app; });
+  if (!holds) {
+    return forbid("may not touch app '" + std::string(app.substr(0, 255)) +
+                  "': it is not among the token's apps");
+  }
+  if (read)
+    return std::nullopt;
+  if (caller.role == Role::kViewer)
+    return forbid("may only read");
+  if (method == bhttp::verb::delete_)
+    return forbid("may not delete: it needs an admin token");
+  return std::nullopt;
+}
+
+bool Access::owns(std::string_view path) {
+  return path == kTokensPath || path.starts_with(std::string(kTokensPath) + "/") ||
+         path == kAuditPath;
+}
+
+Response Access::handle(const Caller& caller, const bhttp::request_header<>& req,
+                        std::string_view path, std::string_view body) {
+  const auto method = req.method();
+  const std::string_view target =
+      http::origin_form(std::string_view(req.target().data(), req.target().size()));
+  Response r;
+  if (store_ == nullptr) {
+    r = error_response(404, "not_found", "scoped tokens are not available on this node");
+  } else if (path == kAuditPath) {
+    const auto q = target.find('?');
+    r = method == bhttp::verb::get || method == bhttp::verb::head
+            ? audit_page(q == std::string_view::npos ? std::string_view() : target.substr(q + 1))
+            : error_response(405, "method_not_allowed", "use GET");
+  } else if (path == kTokensPath) {
+    if (method == bhttp::verb::post) {
+      r = create(caller, body);
+    } else if (method == bhttp::verb::get || method == bhttp::verb::head) {
+      r = list();
+    } else {
+      r = error_response(405, "method_not_allowed", "use GET or POST");
+    }
+  } else {
+    const std::string_view name = path.substr(kTokensPath.size() + 1);
+    r = method == bhttp::verb::delete_ ? revoke(name)
+                                       : error_response(405, "method_not_allowed", "use DELETE");
+  }
+  if (r.status == 405)
+    r.set("Allow", path == kTokensPath ? "GET, POST" : path == kAuditPath ? "GET" : "DELETE");
+  r.route = Route::kAdmin;
+  return r;
+}
+
+Response Access::create(const Caller& caller, std::string_view body) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(body, ec);
+  const json::object* o = v.if_object();
+  if (ec || o == nullptr)
+    return error_response(400, "invalid_json_body", "expected a JSON object {name, role, apps}");
+  for (const auto& [key, _] : *o) {
+    if (key != "name" && key != "role" && key != "apps") {
+      return error_response(
+          400, "invalid_json_body",
+          "unknown field '" + std::string(key.substr(0, 64)) + "' (expected name, role, apps)");
+    }
+  }
+  const auto* name = o->if_contains("name");
+  if (name == nullptr || !name->is_string() || !valid_token_name(name->get_string()) ||
+      name->get_string() == "bootstrap") {
+    return error_response(400, "invalid_name",
+                          "name: expected 1-64 of [A-Za-z0-9._-], not 'bootstrap'");
+  }
+  const auto* role_v = o->if_contains("role");
+  const auto role =
+      role_v != nullptr && role_v->is_string() ? parse_role(role_v->get_string()) : std::nullopt;
+  if (!role)
+    return error_response(400, "invalid_role", "role: expected 'admin', 'publisher' or 'viewer'");
+  Token t;
+  t.name = std::string(name->get_string());
+  t.role = *role;
+  if (const auto* apps = o->if_contains("apps"); apps != nullptr) {
+    if (!apps->is_array() || apps->get_array().size() > kMaxApps) {
+      return error_response(400, "invalid_apps",
+                            "apps: expected an array of at most 100 app ids (or \"*\")");
+    }
+    for (const auto& a : apps->get_array()) {
+      if (!a.is_string() || !valid_app(a.get_string())) {
+        return error_response(400, "invalid_apps",
+                              "apps: each entry must be an app id (1-255 printable bytes, no "
+                              "'/') or \"*\"");
+      }
+      t.apps.emplace_back(a.get_string());
+    }
+  }
+  if (t.role == Role::kAdmin && !t.apps.empty())
+    return error_response(400, "invalid_apps",
+                          "apps: an admin token holds every app; leave it out");
+  if (t.role != Role::kAdmin && t.apps.empty()) {
+    return error_response(400, "invalid_apps",
+                          "apps: a " + std::string(role_name(t.role)) +
+                              " token needs the apps it may touch (\"*\" for all)");
+  }
+  const std::string secret = new_secret();
+  if (secret.empty())
+    return error_response(500, "internal", "no randomness for a new token");
+  t.hash = sha256_of(secret);
+  t.created_ms = now_ms();
+  t.created_by = caller.name;
+  json::object doc{{"role", role_name(t.role)},
+                   {"apps", apps_json(t.apps)},
+                   {"sha256", t.hash.hex()},
+                   {"created_ms", t.created_ms},
+                   {"created_by", t.created_by}};
+  {
+    std::lock_guard lock(mutex_);
+    if (by_name_.contains(t.name)) {
+      return error_response(409, "token_exists",
+                            "a token named '" + t.name + "' exists: revoke it first");
+    }
+    if (by_name_.size() >= kMaxTokens)
+      return error_response(409, "too_many_tokens", "1000 tokens exist: revoke some first");
+    if (auto put = store_->put_token(t.name, json::serialize(doc)); !put) {
+      if (put.error() == Errc::kStorageFull)
+        return storage_full_response(507, "a new token", Route::kAdmin);
+      return error_response(500, "internal", "cannot store the token: " + put.error().message());
+    }
+    by_name_.emplace(t.name, t);
+  }
+  json::object out{{"name", t.name},
+                   {"role", role_name(t.role)},
+                   {"apps", apps_json(t.apps)},
+                   {"token", secret},
+                   {"created_ms", t.created_ms},
+                   {"created_by", t.created_by},
+                   {"note", "the token is shown once: store it now"}};
+  return make_json_response(201, json::serialize(out), Route::kAdmin);
+}
+
+Response Access::list() const {
+  json::array tokens;
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, t] : by_name_) {
+    tokens.push_back(json::object{{"name", name},
+                                  {"role", role_name(t.role)},
+                                  {"apps", apps_json(t.apps)},
+                                  {"created_ms", t.created_ms},
+                                  {"created_by", t.created_by}});
+  }
+  return make_json_response(200, json::serialize(json::object{{"tokens", std::move(tokens)}}),
+                            Route::kAdmin);
+}
+
+Response Access::revoke(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  const auto it = by_name_.find(std::string(name));
+  if (it == by_name_.end()) {
+    return error_response(404, "not_found",
+                          "no token named '" + std::string(name.substr(0, 64)) + "'");
+  }
+  if (auto erased = store_->erase_token(name); !erased && erased.error() != Errc::kNotFound)
+    return error_response(500, "internal", "cannot revoke: " + erased.error().message());
+  by_name_.erase(it);  // refused from the next request on
+  return make_json_response(200, json::serialize(json::object{{"revoked", name}}), Route::kAdmin);
+}
+
+Response Access::audit_page(std::string_view query) const {
+  std::uint64_t after = 0;
+  std::uint64_t limit = 100;
+  std::string bad;
+  for (const auto& [key, value] : parse_query(query)) {
+    std::uint64_t* out = key == "after" ? &after : key == "limit" ? &limit : nullptr;
+    if (out == nullptr) {
+      bad = "unknown parameter '" + key.substr(0, 64) + "' (expected after, limit)";
+      break;
+    }
+    const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), *out);
+    if (ec != std::errc() || p != value.data() + value.size() || value.empty()) {
+      bad = key + ": expected a non-negative integer, got '" + value.substr(0, 64) + "'";
+      break;
+    }
+  }
+  if (bad.empty() && (limit == 0 || limit > 1000))
+    bad = "limit: expected 1..1000, got " + std::to_string(limit);
+  if (!bad.empty())
+    return error_response(400, "invalid_query_parameters", bad);
+  auto page = store_->audit_after(after, limit);
+  if (!page)
+    return error_response(500, "internal", "cannot read the audit log: " + page.error().message());
+  std::string body = "{\"records\":[";
+  for (std::size_t i = 0; i < page->size(); ++i) {
+    const auto& [n, doc] = (*page)[i];
+    if (i > 0)
+      body += ',';
+    body += "{\"n\":" + std::to_string(n) + ',';
+    body.append(doc, 1);  // the stored object without its '{'
+  }
+  body += "]}";
+  return make_json_response(200, std::move(body), Route::kAdmin);
+}
+
+void Access::audit(const Caller& caller, bhttp::verb method, std::string_view path, unsigned status,
+                   std::uint64_t change_seq) {
+  if (store_ == nullptr)
+    return;
+  const json::object doc{{"time_ms", now_ms()},
+                         {"token", caller.name},
+                         {"role", role_name(caller.role)},
+                         {"method", std::string(bhttp::to_string(method))},
+                         {"path", std::string(path.substr(0, 512))},
+                         {"status", status},
+                         {"change_seq", change_seq}};
+  if (auto n = store_->append_audit(json::serialize(doc)); !n)
+    spdlog::warn("audit: cannot record {} {}: {}", std::string(bhttp::to_string(method)), path,
+                 n.error().message());
+}
+
+}  // namespace edge::api
