@@ -142,6 +142,7 @@ int run(const edge::Config& c) {
   edge::store::AccessStore access_store(*db);
   edge::api::Access access(&access_store, token);
   api.set_access(&access);
+  control.set_access(&access);
   edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);
 

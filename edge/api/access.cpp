@@ -390,6 +390,40 @@ Response Access::audit_page(std::string_view query) const {
   return make_json_response(200, std::move(body), Route::kAdmin);
 }
 
+std::map<std::uint64_t, Access::Author> Access::authors(
+    const std::vector<std::uint64_t>& seqs) const {
+  std::map<std::uint64_t, Author> out;
+  if (store_ == nullptr || seqs.empty())
+    return out;
+  for (const auto s : seqs)
+    out.emplace(s, Author{});
+  std::size_t found = 0;
+  for (std::uint64_t after = 0; found < seqs.size();) {
+    auto page = store_->audit_after(after, 1000);
+    if (!page || page->empty())
+      break;
+    for (const auto& [n, doc] : *page) {
+      after = n;
+      boost::system::error_code ec;
+      const json::value v = json::parse(doc, ec);
+      const json::object* o = v.if_object();
+      const json::value* seq = o != nullptr ? o->if_contains("change_seq") : nullptr;
+      if (seq == nullptr || !seq->is_number())
+        continue;
+      const auto it = out.find(seq->to_number<std::uint64_t>());
+      if (it == out.end() || !it->second.token.empty())
+        continue;
+      if (const auto* t = o->if_contains("token"); t != nullptr && t->is_string())
+        it->second.token = std::string(t->get_string());
+      if (const auto* t = o->if_contains("time_ms"); t != nullptr && t->is_int64())
+        it->second.time_ms = t->get_int64();
+      ++found;
+    }
+  }
+  std::erase_if(out, [](const auto& kv) { return kv.second.token.empty(); });
+  return out;
+}
+
 void Access::audit(const Caller& caller, bhttp::verb method, std::string_view path, unsigned status,
                    std::uint64_t change_seq) {
   if (store_ == nullptr)

@@ -60,6 +60,14 @@ class Access {
   void audit(const Caller& caller, boost::beast::http::verb method, std::string_view path,
              unsigned status, std::uint64_t change_seq);
 
+  /// Who made a numbered change, and when, from the audit log.
+  struct Author {
+    std::string token;
+    std::int64_t time_ms = 0;
+  };
+  /// The authors of the changes numbered `seqs` that the audit log still holds.
+  std::map<std::uint64_t, Author> authors(const std::vector<std::uint64_t>& seqs) const;
+
  private:
   struct Token {
     std::string name;

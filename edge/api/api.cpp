@@ -1,6 +1,7 @@
 #include "edge/api/api.hpp"
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 
@@ -261,23 +262,6 @@ std::optional<Caller> Api::admin_caller(const RequestHeader& req, std::string_vi
   }
   return caller;
 }
-
-namespace {
-
-// The change seq an admin write answered with (X-Change-Seq), 0 if none.
-std::uint64_t change_seq_of(const Response& r) {
-  constexpr std::string_view kName = "X-Change-Seq: ";
-  const auto at = r.headers.find(kName);
-  if (at == std::string::npos)
-    return 0;
-  std::uint64_t seq = 0;
-  for (std::size_t i = at + kName.size();
-       i < r.headers.size() && r.headers[i] >= '0' && r.headers[i] <= '9'; ++i)
-    seq = seq * 10 + static_cast<std::uint64_t>(r.headers[i] - '0');
-  return seq;
-}
-
-}  // namespace
 
 Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
   const std::string_view target =

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 
 #include <boost/json.hpp>
 
+#include "edge/api/access.hpp"
 #include "edge/api/device_info.hpp"
+#include "edge/api/sync.hpp"
 #include "edge/core/sha256.hpp"
 #include "edge/core/utf8.hpp"
 
@@ -550,6 +553,126 @@ Response ControlService::put_channel(const control::AppState& app, const std::st
   return commit(b, app.channels.contains(name) ? 200 : 201, json::serialize(out));
 }
 
+std::vector<ChannelVersion> ControlService::channel_history(const std::string& app_id,
+                                                            const std::string& name,
+                                                            std::size_t limit) const {
+  // The changelog keeps sync.changelog_keep entries: the history is as long as it is.
+  std::vector<ChannelVersion> out;
+  std::uint64_t after = store_.log_start() > 0 ? store_.log_start() - 1 : 0;
+  while (true) {
+    auto page = store_.changes_after(after, kFeedPageChanges, kFeedPageBytes);
+    if (!page || page->empty())
+      break;
+    for (auto& c : *page) {
+      if (c.kind == StateKind::kChannel && c.app_id == app_id && c.key == name)
+        out.push_back(ChannelVersion{c.seq, c.deleted, std::move(c.value)});
+    }
+    after = page->back().seq;
+  }
+  std::reverse(out.begin(), out.end());  // newest first
+  if (out.size() > limit)
+    out.resize(limit);
+  return out;
+}
+
+Response ControlService::channel_action(const control::AppState& app, const std::string& name,
+                                        std::string_view action, bhttp::verb method,
+                                        std::string_view body) {
+  const bool get = method == bhttp::verb::get || method == bhttp::verb::head;
+  if (action == "history") {
+    if (!get) {
+      Response r = error_response(405, "method_not_allowed", "allowed: GET");
+      r.set("Allow", "GET");
+      return r;
+    }
+    json::array entries;
+    const auto versions = channel_history(app.app_id, name, 200);
+    std::vector<std::uint64_t> seqs;
+    for (const auto& v : versions)
+      seqs.push_back(v.seq);
+    const auto authors =
+        access_ != nullptr ? access_->authors(seqs) : std::map<std::uint64_t, Access::Author>{};
+    for (const auto& v : versions) {
+      json::object e{{"seq", v.seq}, {"deleted", v.deleted}};
+      // Who and when, from the audit log (null for changes older than it, or made in the
+      // same write as another, such as a demotion).
+      if (const auto a = authors.find(v.seq); a != authors.end()) {
+        e["by"] = a->second.token;
+        e["time_ms"] = a->second.time_ms;
+      } else {
+        e["by"] = nullptr;
+        e["time_ms"] = nullptr;
+      }
+      if (!v.deleted) {
+        boost::system::error_code ec;
+        json::value doc = json::parse(v.doc, ec);
+        if (!ec && doc.is_object()) {
+          const auto& o = doc.get_object();
+          e["release"] = o.contains("release") ? o.at("release") : json::value(nullptr);
+          e["rollout"] = o.contains("rollout") ? o.at("rollout") : json::value(nullptr);
+          e["doc"] = std::move(doc);
+        }
+      }
+      entries.push_back(std::move(e));
+    }
+    return json_response(
+        200,
+        json::object{{"app_id", app.app_id}, {"channel", name}, {"history", std::move(entries)}});
+  }
+  if (action != "rollback") {
+    return error_response(404, "not_found",
+                          "no channel action '" + std::string(action.substr(0, 64)) +
+                              "' (expected history or rollback)");
+  }
+  if (method != bhttp::verb::post) {
+    Response r = error_response(405, "method_not_allowed", "allowed: POST");
+    r.set("Allow", "POST");
+    return r;
+  }
+  if (!body.empty() && body.find_first_not_of(" \t\r\n{}") != std::string_view::npos) {
+    return error_response(400, "invalid_json_body",
+                          "rollback takes no fields: it restores the previous release");
+  }
+  const auto current = app.channels.find(name);
+  if (current == app.channels.end())
+    return error_response(404, "not_found", "no channel '" + name + "' in app " + app.app_id);
+  // The newest earlier version of the channel that pointed at another release. The
+  // rollout ends: a rollback is for a release that hurts, and a rollout restored with it
+  // could still hand that release to some devices.
+  const control::Channel& now = current->second;
+  for (const auto& v : channel_history(app.app_id, name, 10'000)) {
+    if (v.deleted)
+      break;  // the channel did not exist before this: nothing older to go back to
+    auto parsed = control::parse_channel(v.doc, control::Unknown::kIgnore);
+    auto* prev = std::get_if<control::Channel>(&parsed);
+    if (prev == nullptr)
+      continue;
+    if (prev->release == now.release)
+      continue;
+    control::Channel back = now;  // the channel's settings stay; where it points goes back
+    back.release = prev->release;
+    back.rollout.reset();
+    std::string restored = control::to_json(back);
+    Response r = put_channel(app, name, restored);
+    if (r.status >= 400)
+      return r;  // e.g. the previous release was deleted since (422 naming it)
+    boost::system::error_code ec;
+    json::value out = json::parse(r.body, ec);
+    if (!ec && out.is_object()) {
+      out.get_object()["rolled_back_from"] =
+          now.release.empty() ? json::value("builtin") : json::value(now.release);
+      out.get_object()["rolled_back_to"] =
+          back.release.empty() ? json::value("builtin") : json::value(back.release);
+      out.get_object()["restored_seq"] = v.seq;
+      out.get_object()["seq"] = change_seq_of(r);
+      r.body = json::serialize(out);
+    }
+    return r;
+  }
+  return error_response(409, "no_previous_release",
+                        "channel '" + name + "' has pointed nowhere else in the retained history");
+}
+
 Response ControlService::put_device(const control::AppState& app, const std::string& device,
                                     std::string_view body) {
   auto p = control::parse_device(body);
@@ -658,6 +781,8 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
     }
     return json_response(200, json::object{{"app_id", app_id}, {"days", std::move(out)}});
   }
+  if (coll == "channels" && segs.size() == 4)
+    return channel_action(*app, segs[2], segs[3], method, body);
   if (segs.size() > 3 || (coll != "releases" && coll != "channels" && coll != "devices")) {
     return error_response(404, "not_found",
                           "no admin route for " + std::string(path.substr(0, 200)));

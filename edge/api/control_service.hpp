@@ -20,6 +20,8 @@
 
 namespace edge::api {
 
+class Access;
+
 /// The admin API for apps, releases, channels and device overrides (issue #4), and the
 /// in-memory control state the device endpoints read.
 ///
@@ -27,6 +29,13 @@ namespace edge::api {
 /// committed to the StateStore (one synced batch with their changelog entries), then
 /// published as a new snapshot. A write blocks its thread for one RocksDB sync: admin
 /// writes are rare, and the device path never waits for them.
+/// One version of a channel document as the changelog holds it (newest first in history).
+struct ChannelVersion {
+  std::uint64_t seq = 0;
+  bool deleted = false;
+  std::string doc;  ///< the channel document (empty when deleted)
+};
+
 class ControlService {
  public:
   /// Loads every document from the StateStore. Throws StoreError if one does not parse.
@@ -86,6 +95,13 @@ class ControlService {
   Response handle(const boost::beast::http::request_header<>& req, std::string_view path,
                   std::string_view body);
 
+  /// Channel history names who made each change and when from `access`'s audit log.
+  void set_access(const Access* access) { access_ = access; }
+  /// The versions of channel `name` of `app_id` in the retained changelog
+  /// (sync.changelog_keep entries), newest first, at most `limit`.
+  std::vector<ChannelVersion> channel_history(const std::string& app_id, const std::string& name,
+                                              std::size_t limit) const;
+
  private:
   Response put_app(const std::string& app_id, std::string_view body);
   /// `floor_warning`: native_floor_warning, computed by the caller before the write lock.
@@ -104,6 +120,10 @@ class ControlService {
   /// Commits a batch and publishes the state that results from it.
   Response commit(store::StateStore::Batch& batch, unsigned status, std::string body);
 
+  const Access* access_ = nullptr;
+  Response channel_action(const control::AppState& app, const std::string& name,
+                          std::string_view action, boost::beast::http::verb method,
+                          std::string_view body);
   store::StateStore& store_;
   store::BlobStore& blobs_;
   const store::CheckinStore* checkins_ = nullptr;

@@ -1,5 +1,6 @@
 #include "edge/api/response.hpp"
 
+#include <charconv>
 #include <cstdio>
 
 #include "edge/core/utf8.hpp"
@@ -25,6 +26,27 @@ std::string_view route_name(Route r) {
     case Route::kCount: break;
   }
   return "other";
+}
+
+std::string_view Response::header(std::string_view name) const {
+  for (std::size_t at = 0; at < headers.size();) {
+    const std::size_t end = headers.find("\r\n", at);
+    const std::string_view line(headers.data() + at,
+                                (end == std::string::npos ? headers.size() : end) - at);
+    if (line.size() > name.size() + 1 && line.starts_with(name) && line[name.size()] == ':')
+      return line.substr(name.size() + 2);
+    if (end == std::string::npos)
+      break;
+    at = end + 2;
+  }
+  return {};
+}
+
+std::uint64_t change_seq_of(const Response& r) {
+  const std::string_view v = r.header("X-Change-Seq");
+  std::uint64_t seq = 0;
+  (void)std::from_chars(v.data(), v.data() + v.size(), seq);
+  return seq;
 }
 
 std::uint64_t Response::content_length() const {

@@ -60,6 +60,8 @@ struct Response {
 
   /// Bytes of the body as framed (Content-Length).
   std::uint64_t content_length() const;
+  /// The value of header field `name` as set() wrote it (exact case), empty if absent.
+  std::string_view header(std::string_view name) const;
   /// Appends a header field. Names and values come from handlers, never raw from clients.
   void set(std::string_view name, std::string_view value) {
     if (headers.capacity() < 256)
@@ -67,6 +69,9 @@ struct Response {
     headers.append(name).append(": ").append(value).append("\r\n");
   }
 };
+
+/// The change seq an admin write answered with (its X-Change-Seq field), 0 if none.
+std::uint64_t change_seq_of(const Response& r);
 
 /// A response with a JSON body (`Content-Type: application/json`).
 Response make_json_response(unsigned status, std::string body, Route route = Route::kOther);

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Integration test of channel history, rollback and rollout commands (issue #12, items 2-3):
+an origin and an edge as real processes, driven through the admin API and bundle-edge-ctl.
+
+Usage: operate_test.py <path-to-bundle-edge>"""
+import json
+import os
+import subprocess
+import time
+
+from harness import TMP, Node, admin, check, curl, run, sha, upload
+
+CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bundle-edge-ctl")
+TOKEN = "operate-sync-secret"
+APP = "com.example.operate"
+BASE = "/v1/admin/apps/" + APP
+DEVICE = {"platform": "android", "device_id": "0a1b2c3d-1111-4222-8333-444455556666", "app_id": APP,
+          "version_build": "0.9.0", "version_code": "1", "version_os": "14", "version_name": "builtin",
+          "plugin_version": "8.51.23", "is_emulator": False, "is_prod": True, "defaultChannel": ""}
+
+
+def ctl(node, *args, token=None):
+    return subprocess.run([CTL, "--url", node.admin_url, "--token", token or node.token, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def updates(node, **fields):
+    st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                      json.dumps(dict(DEVICE, **fields)), node.url + "/updates")
+    assert st == 200, (st, out)
+    return json.loads(out)
+
+
+def wait_for(what, fn, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def release(node, version):
+    data = os.urandom(30_000)
+    path = os.path.join(TMP, "zip-" + version)
+    open(path, "wb").write(data)
+    assert upload(node, path)[0] in (200, 201)
+    st, doc = admin(node, "PUT", BASE + "/releases/" + version, {"zip": sha(data)})
+    assert st == 201, (st, doc)
+
+
+def point(node, version):
+    st, doc = admin(node, "PUT", BASE + "/channels/production",
+                    {"release": version, "public": True, "disable_auto_update": "none"})
+    assert st in (200, 201), (st, doc)
+
+
+def main():
+    origin = Node('[sync]\ntoken = "%s"\n' % TOKEN)
+    assert admin(origin, "PUT", BASE, {})[0] == 201
+    for v in ("1.0.0", "1.0.1", "1.0.2", "1.0.3"):
+        release(origin, v)
+    edge = Node('[node]\nrole = "edge"\n[sync]\ntoken = "%s"\n[upstream]\nurl = "%s"\ntoken = "%s"\n'
+                'timeout_ms = 3000\nbackoff_max_ms = 500\n' % (TOKEN, origin.url, TOKEN))
+
+    def no_history_no_rollback():
+        point(origin, "1.0.0")
+        st, doc = admin(origin, "POST", BASE + "/channels/production/rollback")
+        assert st == 409 and doc["error"] == "no_previous_release", (st, doc)
+        st, doc = admin(origin, "POST", BASE + "/channels/nope/rollback")
+        assert st == 404, (st, doc)
+        st, doc = admin(origin, "POST", BASE + "/channels/production/rollback", {"to": "1.0.1"})
+        assert st == 400 and doc["error"] == "invalid_json_body", (st, doc)
+        st, doc = admin(origin, "GET", BASE + "/channels/production/frobnicate")
+        assert st == 404
+    check("rollback with nothing before: 409; bad channel 404; fields 400", no_history_no_rollback)
+
+    def rollback_reaches_the_edge():
+        st, tok = admin(origin, "POST", "/v1/admin/tokens", {"name": "ci", "role": "publisher", "apps": [APP]})
+        assert st == 201
+        r = ctl(origin, "channel", "set", APP, "production", "--release", "1.0.1", token=tok["token"])
+        assert r.returncode == 0, r.stderr
+        wait_for("1.0.1 on the edge", lambda: updates(edge).get("version") == "1.0.1")
+        r = ctl(origin, "channel", "rollback", APP, "production", token=tok["token"])  # a publisher may
+        assert r.returncode == 0 and "1.0.1 -> 1.0.0" in r.stdout, (r.stdout, r.stderr)
+        assert admin(origin, "GET", BASE + "/channels/production")[1]["release"] == "1.0.0"
+        wait_for("the rollback on the edge", lambda: updates(edge).get("version") == "1.0.0")
+        st, doc = admin(origin, "GET", BASE + "/channels/production/history")
+        h = doc["history"]
+        assert [e["release"] for e in h[:3]] == ["1.0.0", "1.0.1", "1.0.0"], h
+        assert h[0]["by"] == "ci" and h[1]["by"] == "ci" and h[2]["by"] == "bootstrap", h
+        assert all(e["time_ms"] for e in h[:3]) and h[0]["seq"] > h[1]["seq"] > h[2]["seq"]
+        r = ctl(origin, "channel", "history", APP, "production")
+        assert r.returncode == 0 and "release=1.0.1" in r.stdout and " ci " in r.stdout, r.stdout
+    check("rollback restores the previous release on an edge; history names who and when", rollback_reaches_the_edge)
+
+    def rollback_to_a_deleted_release():
+        point(origin, "1.0.2")
+        assert admin(origin, "DELETE", BASE + "/releases/1.0.0")[0] == 200
+        st, doc = admin(origin, "POST", BASE + "/channels/production/rollback")
+        assert st == 422 and "1.0.0" in doc["message"], (st, doc)
+        assert admin(origin, "GET", BASE + "/channels/production")[1]["release"] == "1.0.2"
+    check("rollback to a deleted release: 422 naming it, nothing changed", rollback_to_a_deleted_release)
+
+    def rollout_commands():
+        point(origin, "1.0.2")
+        r = ctl(origin, "rollout", "start", APP, "production", "--release", "1.0.3", "--percent", "100")
+        assert r.returncode == 0 and "1.0.3 to 100.00%" in r.stdout, (r.stdout, r.stderr)
+        wait_for("the rollout on the edge", lambda: updates(edge).get("version") == "1.0.3")
+        assert ctl(origin, "rollout", "pause", APP, "production").returncode == 0
+        wait_for("the pause on the edge", lambda: updates(edge).get("version") == "1.0.2")
+        assert ctl(origin, "rollout", "resume", APP, "production").returncode == 0
+        wait_for("the resume", lambda: updates(edge).get("version") == "1.0.3")
+        assert ctl(origin, "rollout", "set", APP, "production", "--percent", "0").returncode == 0
+        wait_for("0%", lambda: updates(edge).get("version") == "1.0.2")
+        r = ctl(origin, "rollout", "set", APP, "production", "--percent", "101")
+        assert r.returncode == 2 and "--percent" in r.stderr
+        assert ctl(origin, "rollout", "promote", APP, "production").returncode == 0
+        ch = admin(origin, "GET", BASE + "/channels/production")[1]
+        assert ch["release"] == "1.0.3" and not ch.get("rollout"), ch
+        wait_for("the promotion", lambda: updates(edge).get("version") == "1.0.3")
+        r = ctl(origin, "rollout", "abort", APP, "production")
+        assert r.returncode == 1 and "no rollout" in r.stderr, r.stderr
+        assert ctl(origin, "rollout", "start", APP, "production", "--release", "1.0.2", "--percent", "50").returncode == 0
+        assert ctl(origin, "rollout", "abort", APP, "production").returncode == 0
+        assert not admin(origin, "GET", BASE + "/channels/production")[1].get("rollout")
+        # Rolling back after the promotion goes to where the channel pointed before it.
+        r = ctl(origin, "channel", "rollback", APP, "production", "--as-json")
+        assert r.returncode == 0 and json.loads(r.stdout)["rolled_back_to"] == "1.0.2", r.stdout
+    check("rollout start/set/pause/resume/promote/abort, each followed by the edge", rollout_commands)
+
+    def builtin_and_viewer():
+        r = ctl(origin, "channel", "builtin", APP, "production")
+        assert r.returncode == 0, r.stderr
+        wait_for("builtin on the edge",
+                 lambda: updates(edge, version_name="1.0.2").get("version") == "builtin")
+        st, tok = admin(origin, "POST", "/v1/admin/tokens", {"name": "dash", "role": "viewer", "apps": [APP]})
+        assert st == 201
+        st, _, _ = curl("-H", "Authorization: Bearer " + tok["token"], origin.admin_url + BASE + "/channels/production/history")
+        assert st == 200
+        r = ctl(origin, "channel", "rollback", APP, "production", token=tok["token"])
+        assert r.returncode == 5, (r.returncode, r.stderr)
+        st, doc = admin(edge, "POST", BASE + "/channels/production/rollback")
+        assert st == 409 and doc["error"] == "edge_node", (st, doc)  # roll back on the origin
+    check("channel builtin reverts devices; a viewer reads history but cannot roll back", builtin_and_viewer)
+
+    edge.stop()
+    origin.stop()
+
+
+run(main)
