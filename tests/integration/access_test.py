@@ -93,6 +93,22 @@ def main():
         assert r.returncode == 5 and "not allowed" in r.stderr, (r.returncode, r.stderr)
     check("publisher: publishes its app, cannot delete or touch another (403, exit 5)", publisher_scope)
 
+    def ci_script():
+        # conf/ci/publish.sh as a CI job runs it: a publisher token from the environment.
+        dist = os.path.join(TMP, "dist")
+        script = os.path.join(os.path.dirname(CTL), "..", "conf", "ci", "publish.sh")
+        env = dict(os.environ, BUNDLE_EDGE_URL=node.admin_url, BUNDLE_EDGE_TOKEN=tokens["ci"], CTL=CTL,
+                   APP_ID=APP, VERSION="1.1.0", DIST=dist, BUILD_CMD="true", PERCENT="10")
+        r = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        ch = admin(node, "GET", "/v1/admin/apps/%s/channels/production" % APP)[1]
+        assert ch["rollout"]["release"] == "1.1.0" and ch["rollout"]["bps"] == 1000, ch
+        assert ch["release"] == "1.0.1", "the channel keeps its release; 10% get the new one"
+        env["BUNDLE_EDGE_TOKEN"] = tokens["dash"]  # a viewer token cannot publish
+        r = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 5, (r.returncode, r.stderr)
+    check("conf/ci/publish.sh publishes and starts a 10% rollout with a publisher token", ci_script)
+
     def viewer_scope():
         dash = tokens["dash"]
         assert call(node, dash, "GET", "/v1/admin/apps/%s/channels/production" % APP)[0] == 200
