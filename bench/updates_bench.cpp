@@ -59,7 +59,7 @@ void BM_Decide(benchmark::State& state) {
   prod.name = "production";
   prod.release = "1.2.40";
   prod.is_public = true;
-  prod.rollout = Rollout{"1.2.41", 2500, true, false, "rollout-1"};
+  prod.rollout = Rollout{"1.2.41", 2500, true, false, "rollout-1", {}};
   for (const auto& [n, c] : app.channel_map)
     app.ordered.push_back(&c);
 

@@ -9,6 +9,7 @@
 #include <boost/program_options.hpp>
 
 #include "edge/api/api.hpp"
+#include "edge/api/auto_pause.hpp"
 #include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
 #include "edge/server/server.hpp"
@@ -125,6 +126,8 @@ int run(const edge::Config& c) {
   }
   edge::api::ControlService control(state, blobs);
   control.set_read_only(is_edge);
+  // Declared before the check-in store it observes: it outlives the store's writer thread.
+  std::optional<edge::api::AutoPauser> auto_pause;
   edge::store::CheckinStore checkins(*db, {is_edge, c.outbox_max_bytes});
   control.set_checkins(&checkins);
   edge::api::Metrics metrics;
@@ -143,6 +146,12 @@ int run(const edge::Config& c) {
   edge::api::Access access(&access_store, token);
   api.set_access(&access);
   control.set_access(&access);
+  // Rollout auto-pause runs where check-ins end up: the origin (edges relay theirs).
+  if (!is_edge) {
+    auto_pause.emplace(control, &access);
+    checkins.set_observer([&auto_pause](const edge::store::Checkin& c) { auto_pause->observe(c); });
+    auto_pause->start(checkins);
+  }
   edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);
 
@@ -237,6 +246,8 @@ int run(const edge::Config& c) {
     pusher->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.
   checkins.flush();
+  if (auto_pause)
+    auto_pause->stop();
   control.drain();
   spdlog::info("stopped: closing the store");
   return 0;

@@ -51,7 +51,16 @@ struct Rollout {
   std::uint32_t bps = 0;
   bool enabled = false;
   bool paused = false;
-  std::string id;  ///< changes when the rollout is restarted; part of the stickiness key
+  std::string id;            ///< changes when the rollout is restarted; part of the stickiness key
+  std::string pause_reason;  ///< why it was paused ("" when paused by hand or running)
+};
+
+/// Pause a channel's rollout when too many of the devices trying its release fail
+/// (DESIGN §11): evaluated on the origin as check-ins arrive. The decision ignores it.
+struct AutoPause {
+  std::uint32_t failure_rate_bps = 0;  ///< 1..10000: failing / trying devices, basis points
+  std::uint32_t window_minutes = 0;    ///< 1..1440: how far back devices count
+  std::uint32_t min_attempts = 0;      ///< devices trying before the rate counts (>= 1)
 };
 
 /// A channel with Capgo's column defaults (capgo-protocol.md §5, table `channels`).
@@ -71,6 +80,7 @@ struct Channel {
   bool disable_auto_update_under_native = true;
   UpdatePackage update_package = UpdatePackage::kAll;
   std::optional<Rollout> rollout;
+  std::optional<AutoPause> auto_pause;
 };
 
 /// The channel's ios / android / electron flag for `platform`.

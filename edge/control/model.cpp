@@ -1,5 +1,7 @@
 #include "edge/control/model.hpp"
 
+#include <tuple>
+
 #include <boost/json.hpp>
 
 namespace edge::control {
@@ -260,9 +262,30 @@ Parsed<Channel> parse_channel(std::string_view text, Unknown unknown) {
       return *e;
     if (auto e = rf.string("id", ro.id, false))
       return *e;
+    if (auto e = rf.string("pause_reason", ro.pause_reason, false))
+      return *e;
     if (auto e = rf.unknown())
       return *e;
     c.rollout = ro;
+  }
+  if (const auto* a = f.take("auto_pause"); a != nullptr && !a->is_null()) {
+    if (!a->is_object())
+      return f.error("auto_pause", "expected an object or null");
+    Fields af(a->get_object(), "auto_pause.", unknown);
+    AutoPause ap;
+    for (auto [name, out, lo, hi] : {std::tuple{"failure_rate_bps", &ap.failure_rate_bps, 1, 10000},
+                                     {"window_minutes", &ap.window_minutes, 1, 1440},
+                                     {"min_attempts", &ap.min_attempts, 1, 1'000'000'000}}) {
+      const auto* v = af.take(name);
+      if (v == nullptr || !v->is_int64() || v->get_int64() < lo || v->get_int64() > hi) {
+        return af.error(name,
+                        "required, an integer " + std::to_string(lo) + ".." + std::to_string(hi));
+      }
+      *out = static_cast<std::uint32_t>(v->get_int64());
+    }
+    if (auto e = af.unknown())
+      return *e;
+    c.auto_pause = ap;
   }
   if (auto e = f.unknown())
     return *e;
@@ -333,8 +356,15 @@ std::string to_json(const Channel& c) {
                                 {"enabled", c.rollout->enabled},
                                 {"paused", c.rollout->paused},
                                 {"id", c.rollout->id}};
+    if (!c.rollout->pause_reason.empty())
+      o["rollout"].get_object()["pause_reason"] = c.rollout->pause_reason;
   } else {
     o["rollout"] = nullptr;
+  }
+  if (c.auto_pause) {
+    o["auto_pause"] = json::object{{"failure_rate_bps", c.auto_pause->failure_rate_bps},
+                                   {"window_minutes", c.auto_pause->window_minutes},
+                                   {"min_attempts", c.auto_pause->min_attempts}};
   }
   return json::serialize(o);
 }

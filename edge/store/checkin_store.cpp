@@ -403,10 +403,42 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     outbox_depth_ -= std::min(outbox_depth_, outbox_added);
     outbox_bytes_ -= std::min(outbox_bytes_, outbox_bytes);
   }
+  if (ok && observer_) {
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (!duplicate[i]) {
+        for (const auto& c : batch[i].checkins)
+          observer_(c);
+      }
+    }
+  }
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (batch[i].done)
       batch[i].done(ok, duplicate[i]);
   }
+}
+
+Result<std::size_t> CheckinStore::scan_back(std::int64_t since_ms, std::size_t max_records,
+                                            const std::function<void(const Checkin&)>& fn) const {
+  const auto& d = db_.impl();
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfCheckins)));
+  std::size_t n = 0;
+  for (it->SeekToLast(); it->Valid() && n < max_records; it->Prev()) {
+    ++n;
+    auto c = decode(it->value().ToStringView());
+    if (!c)
+      continue;
+    // Check-ins relayed by edges arrive late: the log is in arrival order, not time
+    // order, so the scan goes on for 10 minutes of event time past the cutoff.
+    if (c->time_ms < since_ms) {
+      if (c->time_ms < since_ms - 600'000)
+        break;
+      continue;
+    }
+    fn(*c);
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return n;
 }
 
 void CheckinStore::trim_outbox() {

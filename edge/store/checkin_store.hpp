@@ -133,6 +133,16 @@ class CheckinStore {
 
   /// Per-day stats of an app, oldest day first (UTC days, "YYYY-MM-DD").
   Result<std::map<std::string, DayStats>> stats(const std::string& app_id) const;
+
+  /// Called on the writer thread with every check-in once it is committed (received
+  /// duplicates excepted), in order. Must be cheap. Set before the first record.
+  void set_observer(std::function<void(const Checkin&)> fn) { observer_ = std::move(fn); }
+  /// The stored check-ins not older than `since_ms`, newest first in arrival order, reading
+  /// back from the newest until one is 10 minutes older than that (relayed check-ins arrive
+  /// late) or `max_records` were read (rebuilding windows of recent events at a start).
+  /// Returns how many were read.
+  Result<std::size_t> scan_back(std::int64_t since_ms, std::size_t max_records,
+                                const std::function<void(const Checkin&)>& fn) const;
   /// The last check-in of a device, or nullopt. Its version_name is the version the device
   /// runs: a target-naming event (names_target_release) keeps the one before it.
   Result<std::optional<Checkin>> last(const std::string& app_id,
@@ -182,6 +192,7 @@ class CheckinStore {
 
   Database& db_;
   CheckinOptions options_;
+  std::function<void(const Checkin&)> observer_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::condition_variable flushed_;

@@ -144,6 +144,66 @@ def main():
         assert st == 409 and doc["error"] == "edge_node", (st, doc)  # roll back on the origin
     check("channel builtin reverts devices; a viewer reads history but cannot roll back", builtin_and_viewer)
 
+    def auto_pause():
+        point(origin, "1.0.2")
+        r = ctl(origin, "rollout", "start", APP, "production", "--release", "1.0.3", "--percent", "100")
+        assert r.returncode == 0, r.stderr
+        r = ctl(origin, "rollout", "auto-pause", APP, "production", "--failure-rate", "50", "--window", "10",
+                "--min-attempts", "4")
+        assert r.returncode == 0 and "50.00% of at least 4 devices" in r.stdout, (r.stdout, r.stderr)
+        wait_for("the rollout on the edge", lambda: updates(edge).get("version") == "1.0.3")
+
+        def stats(node, n, action):
+            dev = "0a1b2c3d-1111-4222-8333-%012d" % n
+            st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                              json.dumps(dict(DEVICE, device_id=dev, action=action, version_name="1.0.3")),
+                              node.url + "/stats")
+            assert st == 200, (st, out)
+        # Through the edge: its check-ins reach the origin with its outbox.
+        for n in range(4):
+            stats(edge, n, "download_0")
+        stats(edge, 0, "download_fail")
+        stats(edge, 0, "download_fail")  # one device failing twice counts once
+        time.sleep(2.5)
+        ro = admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]
+        assert not ro["paused"], ("1 of 4 devices failed: under 50%", ro)
+        stats(edge, 1, "checksum_fail")  # 2 of 4: the threshold
+        wait_for("the auto-pause on the origin",
+                 lambda: admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["paused"], timeout=20)
+        ro = admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]
+        assert "2 of 4 devices" in ro["pause_reason"], ro
+        wait_for("the edge to stop the rollout", lambda: updates(edge).get("version") == "1.0.2")
+        audit = admin(origin, "GET", "/v1/admin/audit?limit=1000")[1]["records"]
+        assert [r for r in audit if r["token"] == "auto-pause" and r["status"] == 200 and r["change_seq"] > 0], audit[-3:]
+
+        # Counts survive a restart mid-window: resume with a higher floor, restart, and the
+        # devices counted before the restart still count.
+        r = ctl(origin, "rollout", "auto-pause", APP, "production", "--failure-rate", "50", "--window", "10",
+                "--min-attempts", "6")
+        assert r.returncode == 0
+        assert ctl(origin, "rollout", "resume", APP, "production").returncode == 0
+        time.sleep(1.5)
+        assert not admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["paused"]
+        origin.restart()
+        stats(origin, 4, "download_0")
+        time.sleep(2)
+        assert not admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["paused"], "5 < 6 devices"
+        stats(origin, 5, "unzip_fail")  # 6 devices tried, 3 failed: 50%
+        wait_for("the auto-pause after a restart",
+                 lambda: admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["paused"], timeout=20)
+        assert "3 of 6 devices" in admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["pause_reason"]
+        # Bad rules: 400 naming the field.
+        for bad in ({"failure_rate_bps": 0, "window_minutes": 5, "min_attempts": 1},
+                    {"failure_rate_bps": 100, "window_minutes": 2000, "min_attempts": 1},
+                    {"failure_rate_bps": 100, "window_minutes": 5}):
+            ch = admin(origin, "GET", BASE + "/channels/production")[1]
+            ch.pop("name")
+            ch["auto_pause"] = bad
+            st, doc = admin(origin, "PUT", BASE + "/channels/production", ch)
+            assert st == 400 and "auto_pause." in doc["message"], (bad, st, doc)
+    check("auto-pause: a rollout failing on too many devices pauses on the origin and the edge, "
+          "counts survive a restart", auto_pause)
+
     edge.stop()
     origin.stop()
 

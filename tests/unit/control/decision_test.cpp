@@ -317,27 +317,27 @@ const Case kCases[] = {
      Kind::kUpdate, "", "1.2.4"},
     {"rollout disabled: stable",
      [](FakeApp& a, UpdateRequest&) {
-       ch(a).rollout = Rollout{"1.2.5", 10000, false, false, "r1"};
+       ch(a).rollout = Rollout{"1.2.5", 10000, false, false, "r1", {}};
      },
      Kind::kUpdate, "", "1.2.4"},
     {"rollout 10000 bps: everyone",
      [](FakeApp& a, UpdateRequest&) {
-       ch(a).rollout = Rollout{"1.2.5", 10000, true, false, "r1"};
+       ch(a).rollout = Rollout{"1.2.5", 10000, true, false, "r1", {}};
      },
      Kind::kUpdate, "", "1.2.5"},
     {"rollout 0 bps: nobody",
      [](FakeApp& a, UpdateRequest&) {
-       ch(a).rollout = Rollout{"1.2.5", 0, true, false, "r1"};
+       ch(a).rollout = Rollout{"1.2.5", 0, true, false, "r1", {}};
      },
      Kind::kUpdate, "", "1.2.4"},
     {"rollout paused: stable for new devices",
      [](FakeApp& a, UpdateRequest&) {
-       ch(a).rollout = Rollout{"1.2.5", 10000, true, true, "r1"};
+       ch(a).rollout = Rollout{"1.2.5", 10000, true, true, "r1", {}};
      },
      Kind::kUpdate, "", "1.2.4"},
     {"rollout paused: a device already on it stays (up to date)",
      [](FakeApp& a, UpdateRequest& r) {
-       ch(a).rollout = Rollout{"1.2.5", 10000, true, true, "r1"};
+       ch(a).rollout = Rollout{"1.2.5", 10000, true, true, "r1", {}};
        r.version_name = "1.2.5";
      },
      Kind::kUpToDate, "no_new_version_available", ""},
