@@ -55,6 +55,7 @@ const std::set<std::string>& known_keys() {
                                              "upstream.stale_is_unready",
                                              "upstream.max_fills_per_client",
                                              "upstream.checkin_batch",
+                                             "upstream.status_interval_ms",
                                              "sync.token",
                                              "sync.push_to",
                                              "sync.changelog_keep",
@@ -284,6 +285,7 @@ Config load_config(const ConfigOverrides& o) {
     r.boolean("upstream.stale_is_unready", u.stale_is_unready);
     r.integer("upstream.max_fills_per_client", u.max_fills_per_client, 0, 100'000);
     r.integer("upstream.checkin_batch", u.checkin_batch, 1, 10'000);
+    r.integer("upstream.status_interval_ms", u.status_interval_ms, 0, 3'600'000);
     r.string("sync.token", c.sync_token);
     if (const auto* n = r.get("sync.push_to")) {
       if (!n->is_array())

@@ -159,9 +159,46 @@ int run(const edge::Config& c) {
   // origin-sync through the interfaces of edge/api/upstream.hpp.
   std::unique_ptr<edge::api::UpstreamClient> upstream;
   std::unique_ptr<edge::api::ChangePusher> pusher;
+  // The fleet view (DESIGN §11): every node keeps what the nodes below it report, shows it
+  // with its own status at GET /v1/admin/fleet, and (edges) reports both upstream.
+  edge::api::Fleet fleet;
+  sync.set_fleet(&fleet);
+  const std::string self_id = node_id(c);
+  const auto self_status = [&, self_id] {
+    const auto st = chunks->stats();
+    const auto ob = checkins.outbox_stats();
+    const std::uint64_t cursor = state.last_seq();
+    const std::uint64_t up = sync_metrics.upstream_seq.load();
+    const std::int64_t contact = sync_metrics.last_contact_ms.load();
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    const std::uint64_t hits = metrics.blob_hits();
+    const std::uint64_t misses = metrics.blob_misses();
+    char ratio[32];
+    std::snprintf(ratio, sizeof ratio, "%.4f",
+                  hits + misses == 0 ? 1.0 : static_cast<double>(hits) / (hits + misses));
+    std::string s =
+        "{\"node_id\":\"" + self_id + "\",\"role\":\"" + c.role +
+        "\",\"version\":\"0.1.0\",\"upstream\":\"" + edge::api::json_escape(c.upstream.url) +
+        "\",\"cursor_seq\":" + std::to_string(cursor) + ",\"upstream_seq\":" + std::to_string(up) +
+        ",\"lag_seq\":" + std::to_string(up > cursor ? up - cursor : 0) +
+        ",\"outbox_depth\":" + std::to_string(ob.depth) +
+        ",\"outbox_bytes\":" + std::to_string(ob.bytes) +
+        ",\"cache_bytes\":" + std::to_string(st.bytes_live) +
+        ",\"blob_hits\":" + std::to_string(hits) + ",\"blob_misses\":" + std::to_string(misses) +
+        ",\"hit_ratio\":" + ratio +
+        ",\"bytes_served\":" + std::to_string(metrics.body_bytes_total()) +
+        ",\"seconds_since_contact\":" +
+        (contact == 0 ? std::string("null") : std::to_string((now - contact) / 1000)) +
+        ",\"reported_ms\":" + std::to_string(now) + "}";
+    return s;
+  };
+  api.set_fleet(&fleet, self_status);
   if (is_edge) {
     upstream = edge::api::make_upstream_client(
-        c.upstream, {control, *chunks, blobs, checkins, sync_metrics, node_id(c)});
+        c.upstream,
+        {control, *chunks, blobs, checkins, sync_metrics, node_id(c), self_status, &fleet});
     api.set_filler(&upstream->filler());
     sync.set_push_sink(&upstream->push_sink());
   }

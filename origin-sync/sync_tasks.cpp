@@ -403,6 +403,60 @@ void Uploader::loop() {
   }
 }
 
+// --- StatusReporter -------------------------------------------------------------------------
+
+StatusReporter::StatusReporter(const api::UpstreamOptions& options,
+                               std::function<std::string()> status, const api::Fleet* children)
+    : options_(options),
+      status_(std::move(status)),
+      children_(children),
+      client_(options.url, options.token, options.timeout_ms, options.ca_file) {}
+
+StatusReporter::~StatusReporter() {
+  stop();
+}
+
+void StatusReporter::start() {
+  if (status_ && options_.status_interval_ms > 0)
+    thread_ = std::thread([this] { loop(); });
+}
+
+void StatusReporter::stop() {
+  stopper_.stop();
+  client_.cancel();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void StatusReporter::loop() {
+  bool warned = false;
+  while (!stopper_.stopped()) {
+    const std::vector<api::NodeStatus> below =
+        children_ != nullptr ? children_->nodes() : std::vector<api::NodeStatus>{};
+    auto reply =
+        client_.request("POST", "/v1/sync/status", api::encode_status_report(status_(), below));
+    std::uint32_t wait = options_.status_interval_ms;
+    if (reply && reply->status == 404) {
+      if (!warned)
+        spdlog::info(
+            "status: the upstream keeps no fleet status (an older node); asking again "
+            "once a minute");
+      warned = true;
+      wait = std::max<std::uint32_t>(wait, 60'000);
+    } else if (!reply || reply->status != 200) {
+      if (!warned) {
+        spdlog::warn("status: POST {}/v1/sync/status failed ({})", options_.url,
+                     reply ? "HTTP " + std::to_string(reply->status) : client_.last_error());
+      }
+      warned = true;
+    } else {
+      warned = false;
+    }
+    if (!stopper_.sleep_for(std::chrono::milliseconds(wait)))
+      return;
+  }
+}
+
 // --- Pusher ---------------------------------------------------------------------------------
 
 struct Pusher::Target {

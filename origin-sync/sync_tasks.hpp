@@ -92,6 +92,29 @@ class Uploader {
   std::thread thread_;
 };
 
+/// Reports this node's status upstream every upstream.status_interval_ms (POST
+/// /v1/sync/status, sync token): its own, then the latest of each node below it, so the
+/// origin sees the whole tree (DESIGN §11). An upstream without the route (older) is
+/// asked again once a minute.
+class StatusReporter {
+ public:
+  StatusReporter(const api::UpstreamOptions& options, std::function<std::string()> status,
+                 const api::Fleet* children);
+  ~StatusReporter();
+  void start();
+  void stop();
+
+ private:
+  void loop();
+
+  api::UpstreamOptions options_;
+  std::function<std::string()> status_;
+  const api::Fleet* children_;
+  HttpClient client_;
+  Stopper stopper_;
+  std::thread thread_;
+};
+
 /// Pushes new changes to the edges in sync.push_to (POST /v1/sync/changes, sync token), one
 /// thread per edge. A failed push is counted and skipped: the edge pulls what it missed.
 class Pusher final : public api::ChangePusher {

@@ -17,7 +17,8 @@ class EdgeUpstream final : public UpstreamClient {
       : checkins_(deps.checkins),
         fetcher_(options, deps.chunks, deps.blobs, deps.metrics),
         follower_(options, deps.control, fetcher_, deps.metrics),
-        uploader_(options, std::move(deps.node_id), deps.checkins, deps.metrics) {}
+        uploader_(options, std::move(deps.node_id), deps.checkins, deps.metrics),
+        reporter_(options, std::move(deps.status), deps.children) {}
   ~EdgeUpstream() override { stop(std::chrono::milliseconds(0)); }
 
   Filler& filler() override { return fetcher_; }
@@ -26,11 +27,13 @@ class EdgeUpstream final : public UpstreamClient {
   void start() override {
     follower_.start();
     uploader_.start();
+    reporter_.start();
   }
   void stop(std::chrono::milliseconds drain) override {
     if (stopped_)
       return;
     stopped_ = true;
+    reporter_.stop();
     fetcher_.stop();
     follower_.stop();
     checkins_.flush();
@@ -46,6 +49,7 @@ class EdgeUpstream final : public UpstreamClient {
   sync::Fetcher fetcher_;
   sync::Follower follower_;
   sync::Uploader uploader_;
+  sync::StatusReporter reporter_;
   bool stopped_ = false;
 };
 

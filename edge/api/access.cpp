@@ -177,8 +177,8 @@ std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
         "token '" + caller.name + "' (" + std::string(role_name(caller.role)) + ") " + why);
   };
   const bool read = method == bhttp::verb::get || method == bhttp::verb::head;
-  if (path == "/metrics")
-    return read ? std::nullopt : std::optional(forbid("may only read /metrics"));
+  if (path == "/metrics" || path == "/v1/admin/fleet")
+    return read ? std::nullopt : std::optional(forbid("may only read " + std::string(path)));
   if (owns(path) || path == "/v1/admin/outbox/dead-letters")
     return forbid("may not use " + std::string(path) + ": it needs an admin token");
   if (path == "/v1/admin/blobs") {

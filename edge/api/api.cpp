@@ -288,6 +288,15 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
              (path == "/v1/admin/apps" || path.starts_with("/v1/admin/apps/"))) {
     r = control_->handle(req, path, body);
     r.route = Route::kAdmin;
+  } else if (path == "/v1/admin/fleet" && fleet_ != nullptr) {
+    if (!get) {
+      r = method_not_allowed("GET, HEAD", Route::kAdmin);
+    } else {
+      const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+      r = make_json_response(200, fleet_->render(self_status_(), now), Route::kAdmin);
+    }
   } else if (sync_ != nullptr && path == "/v1/admin/outbox/dead-letters") {
     r = get ? sync_->dead_letters() : method_not_allowed("GET, HEAD", Route::kAdmin);
   } else if (path == "/v1/admin/blobs") {
@@ -437,12 +446,16 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool m
     });
   };
   auto recipe = blobs_.recipe(*id);
+  if (may_fill && recipe)
+    metrics_.blob_lookup(true);
   if (!recipe && recipe.error() == Errc::kNotFound && may_fill && filler_ != nullptr) {
     // Only blobs a release names are filled for devices: any other id is a 404 here, at
     // no cost upstream.
     const auto fillable = fillable_.load();
-    if (fillable == nullptr || fillable->contains(*id))
+    if (fillable == nullptr || fillable->contains(*id)) {
+      metrics_.blob_lookup(false);
       return fill();
+    }
     return error_response(404, "not_found",
                           "no blob " + id->hex() + " on this node (no release names it)",
                           Route::kBlob);

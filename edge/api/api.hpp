@@ -17,6 +17,7 @@
 #include "edge/api/access.hpp"
 #include "edge/api/control_service.hpp"
 #include "edge/api/device.hpp"
+#include "edge/api/fleet.hpp"
 #include "edge/api/metrics.hpp"
 #include "edge/api/response.hpp"
 #include "edge/api/sync.hpp"
@@ -96,6 +97,11 @@ class Api {
   /// Scoped admin tokens and the audit log (DESIGN §11). Without it only the bootstrap
   /// token (ApiOptions::admin_token) opens the admin listener. Call before serving.
   void set_access(Access* access) { access_ = access; }
+  /// GET /v1/admin/fleet: this node's status (`self`) and what its children reported.
+  void set_fleet(const Fleet* fleet, std::function<std::string()> self) {
+    fleet_ = fleet;
+    self_status_ = std::move(self);
+  }
   /// Edges: a blob, recipe or chunk missing here is filled from upstream through `filler`
   /// and then served (502 if upstream fails or the bytes fail verification, 404 if upstream
   /// does not have it either); uploads answer 409. Call before serving.
@@ -141,6 +147,8 @@ class Api {
   Metrics& metrics_;
   ApiOptions options_;
   Access* access_ = nullptr;
+  const Fleet* fleet_ = nullptr;
+  std::function<std::string()> self_status_;
   std::atomic<bool> ready_{false};
   ControlService* control_ = nullptr;
   DeviceApi* device_ = nullptr;

@@ -128,6 +128,11 @@ std::string Metrics::render(const store::StoreStats& st) const {
         "Ranges read through io_uring before sendfile because they were not in the page cache.",
         "counter", warms_.load());
   render_tls(out);
+  out +=
+      "# HELP edge_blob_lookups_total Blob requests by whether the blob was here (hit) or "
+      "filled from upstream first (miss).\n# TYPE edge_blob_lookups_total counter\n";
+  out += "edge_blob_lookups_total{result=\"hit\"} " + std::to_string(blob_hits()) + "\n";
+  out += "edge_blob_lookups_total{result=\"miss\"} " + std::to_string(blob_misses()) + "\n";
   gauge("edge_store_chunks", "Chunks indexed.", "gauge", st.chunks);
   gauge("edge_store_blobs", "Blob recipes stored.", "gauge", st.blobs);
   gauge("edge_store_bytes_live", "Bytes of indexed chunks.", "gauge", st.bytes_live);

@@ -53,6 +53,17 @@ class Metrics {
   void connection_closed() { connections_.fetch_sub(1, std::memory_order_relaxed); }
   void connection_refused() { refused_.fetch_add(1, std::memory_order_relaxed); }
   void warmed() { warms_.fetch_add(1, std::memory_order_relaxed); }
+  /// A blob request found its blob here (hit) or had to fill it from upstream (miss).
+  void blob_lookup(bool hit) { (hit ? blob_hits_ : blob_misses_).fetch_add(1, relaxed); }
+  std::uint64_t blob_hits() const { return blob_hits_.load(relaxed); }
+  std::uint64_t blob_misses() const { return blob_misses_.load(relaxed); }
+  /// Body bytes sent, every route.
+  std::uint64_t body_bytes_total() const {
+    std::uint64_t n = 0;
+    for (const auto& b : bytes_)
+      n += b.load(relaxed);
+    return n;
+  }
   std::int64_t connections() const { return connections_.load(std::memory_order_relaxed); }
 
   /// Adds the sync figures (edges, and nodes that push): `cursor` gives the applied seq,
@@ -99,6 +110,8 @@ class Metrics {
   static constexpr auto relaxed = std::memory_order_relaxed;
   std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(Tls::kCount)> tls_{};
   std::array<std::atomic<std::uint64_t>, 2> tls_bytes_{};
+  std::atomic<std::uint64_t> blob_hits_{0};
+  std::atomic<std::uint64_t> blob_misses_{0};
 };
 
 }  // namespace edge::api

@@ -621,6 +621,21 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
   }
   if (path == "/v1/sync/changes")
     return not_allowed("GET, POST");
+  if (path == "/v1/sync/status") {
+    if (method != bhttp::verb::post)
+      return not_allowed("POST");
+    if (fleet_ == nullptr)
+      return error_response(404, "not_found", "this node keeps no fleet status", route);
+    std::string error;
+    auto report = parse_status_report(body, &error);
+    if (!report)
+      return error_response(400, "invalid_body", error, route);
+    const std::size_t n = report->size();
+    fleet_->accept(std::move(*report), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+    return json_reply(200, "{\"accepted\":" + std::to_string(n) + "}", route);
+  }
   if (path == "/v1/checkins") {
     if (method != bhttp::verb::post)
       return not_allowed("POST");

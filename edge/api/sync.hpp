@@ -20,6 +20,7 @@
 #include <boost/system/error_code.hpp>
 
 #include "edge/api/control_service.hpp"
+#include "edge/api/fleet.hpp"
 #include "edge/api/response.hpp"
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/state_store.hpp"
@@ -40,6 +41,7 @@ struct UpstreamOptions {
   std::uint32_t backoff_max_ms = 30'000;        ///< cap of the jittered exponential backoff
   std::uint32_t prefetch_deadline_ms = 60'000;  ///< a channel flip waits at most this long
   std::size_t checkin_batch = 500;              ///< check-ins per POST /v1/checkins
+  std::uint32_t status_interval_ms = 10'000;    ///< status reports upstream (0: none)
   /// No answer from upstream for this long: /readyz says "degraded" (and edge_sync_stale
   /// is 1). 0: 2 x (poll_wait_ms + timeout_ms).
   std::uint32_t stale_after_ms = 0;
@@ -193,6 +195,8 @@ class SyncApi {
 
   /// Edges: where pushed changes go (null on the origin: 409).
   void set_push_sink(PushSink* sink) { push_ = sink; }
+  /// Where POST /v1/sync/status reports from child nodes go (null: 404).
+  void set_fleet(Fleet* fleet) { fleet_ = fleet; }
 
   static bool handles(std::string_view path);
   /// The answer to a node-to-node request without the sync token: 403 if this node has
@@ -213,6 +217,7 @@ class SyncApi {
   void stop();
 
  private:
+  Fleet* fleet_ = nullptr;
   struct Waiter;
   Response changes_now(std::uint64_t after) const;
   Response long_poll(std::uint64_t after, std::uint32_t wait_ms);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "edge/api/control_service.hpp"
+#include "edge/api/fleet.hpp"
 #include "edge/api/sync.hpp"
 #include "edge/store/blob_store.hpp"
 #include "edge/store/checkin_store.hpp"
@@ -43,6 +44,9 @@ struct UpstreamDeps {
   store::CheckinStore& checkins;
   SyncMetrics& metrics;
   std::string node_id;  ///< this node's id in check-in batch keys
+  /// This node's status for the fleet view (a JSON object with "node_id"); null: none.
+  std::function<std::string()> status;
+  const Fleet* children = nullptr;  ///< what the nodes below reported, relayed upstream
 };
 
 /// Defined in origin-sync.

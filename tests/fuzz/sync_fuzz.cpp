@@ -1,10 +1,12 @@
 // Node-to-node bodies: changes pages, snapshots, check-in batches and recipes arrive from
-// other nodes (or whoever reaches the port), and Idempotency-Key from a header. Whatever
+// other nodes (or whoever reaches the port), and Idempotency-Key from a header; fleet
+// status reports from child nodes. Whatever
 // parses must survive a round trip through its encoder unchanged.
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "edge/api/fleet.hpp"
 #include "edge/api/sync.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -35,6 +37,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (auto key = edge::api::parse_idempotency_key(text)) {
     if (key->node.empty() || key->batch_seq == 0)
+      __builtin_trap();
+  }
+  // Fleet status reports: what parses survives encode -> parse, and the fleet renders it.
+  if (auto report = edge::api::parse_status_report(text, &error)) {
+    if (report->empty())
+      return 0;
+    const std::vector<edge::api::NodeStatus> rest(report->begin() + 1, report->end());
+    auto again = edge::api::parse_status_report(
+        edge::api::encode_status_report(report->front().doc, rest), &error);
+    if (!again || again->size() != report->size())
+      __builtin_trap();
+    edge::api::Fleet fleet;
+    fleet.accept(std::move(*report), 1);
+    if (fleet.render("{}", 2).empty())
       __builtin_trap();
   }
   return 0;

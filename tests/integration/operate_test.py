@@ -61,7 +61,7 @@ def main():
     for v in ("1.0.0", "1.0.1", "1.0.2", "1.0.3"):
         release(origin, v)
     edge = Node('[node]\nrole = "edge"\n[sync]\ntoken = "%s"\n[upstream]\nurl = "%s"\ntoken = "%s"\n'
-                'timeout_ms = 3000\nbackoff_max_ms = 500\n' % (TOKEN, origin.url, TOKEN))
+                'timeout_ms = 3000\nbackoff_max_ms = 500\nstatus_interval_ms = 300\n' % (TOKEN, origin.url, TOKEN))
 
     def no_history_no_rollback():
         point(origin, "1.0.0")
@@ -143,6 +143,40 @@ def main():
         st, doc = admin(edge, "POST", BASE + "/channels/production/rollback")
         assert st == 409 and doc["error"] == "edge_node", (st, doc)  # roll back on the origin
     check("channel builtin reverts devices; a viewer reads history but cannot roll back", builtin_and_viewer)
+
+    def fleet_two_tiers():
+        edge2 = Node('[node]\nrole = "edge"\n[sync]\ntoken = "%s"\n[upstream]\nurl = "%s"\ntoken = "%s"\n'
+                     'timeout_ms = 3000\nbackoff_max_ms = 500\nstatus_interval_ms = 300\n' % (TOKEN, edge.url, TOKEN))
+        try:
+            wait_for("edge2 ready", lambda: curl(edge2.url + "/readyz")[0] == 200)
+            st, _, out = curl(edge2.url + "/v1/blobs/" + "0" * 64)  # a miss on edge2 (404: no release names it)
+            seq = admin(origin, "GET", BASE + "/channels/production")[1] and int(
+                origin.metrics().get("edge_sync_cursor_seq", 0))
+
+            def fleet():
+                st, doc = admin(origin, "GET", "/v1/admin/fleet")
+                assert st == 200, (st, doc)
+                return {n["node_id"]: n for n in doc["nodes"]}, doc["self"]
+            wait_for("both edges in the origin's fleet view", lambda: len(fleet()[0]) == 2, timeout=15)
+            nodes, me = fleet()
+            assert me["role"] == "origin" and me["cursor_seq"] == seq, me
+            e1 = [n for n in nodes.values() if n["via"] is None]
+            e2 = [n for n in nodes.values() if n["via"] is not None]
+            assert len(e1) == 1 and len(e2) == 1 and e2[0]["via"] == e1[0]["node_id"], nodes
+            for n in nodes.values():
+                assert n["role"] == "edge" and n["age_s"] <= 5 and "hit_ratio" in n and "cache_bytes" in n, n
+            wait_for("edge2 at the origin's cursor", lambda: fleet()[0][e2[0]["node_id"]]["cursor_seq"] == seq)
+            assert e2[0]["upstream"] == edge.url and e1[0]["upstream"] == origin.url
+            r = ctl(origin, "fleet")
+            assert r.returncode == 0 and e2[0]["node_id"] in r.stdout and "via " + e1[0]["node_id"] in r.stdout, r.stdout
+            # A report that is not one is 400 and changes nothing.
+            st, _, out = curl("-X", "POST", "-H", "Authorization: Bearer " + TOKEN, "--data-binary",
+                              '{"nodes":[{"node_id":"x y"}]}', origin.url + "/v1/sync/status")
+            assert st == 400 and b"node_id" in out, (st, out)
+            assert len(fleet()[0]) == 2
+        finally:
+            edge2.stop()
+    check("fleet: the origin sees a two-tier tree with cursors, outboxes and hit ratios", fleet_two_tiers)
 
     def auto_pause():
         point(origin, "1.0.2")
