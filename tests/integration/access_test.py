@@ -22,7 +22,10 @@ def call(node, token, method, path, body=None):
 
 
 def ctl(node, token, *args):
-    return subprocess.run([CTL, "--url", node.admin_url, "--token", token, *args],
+    # Global flags (--json) go before the command.
+    flags = [a for a in args[:1] if a == "--json"]
+    rest = list(args[len(flags):])
+    return subprocess.run([CTL, "--url", node.admin_url, "--token", token, *flags, *rest],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -91,6 +94,13 @@ def main():
         assert admin(node, "GET", "/v1/admin/apps/%s/releases/9.9.9" % OTHER)[0] == 404
         r = ctl(node, ci, "release", "delete", APP, "1.0.0")
         assert r.returncode == 5 and "not allowed" in r.stderr, (r.returncode, r.stderr)
+        # --json on any command: one document on stdout, the exit code unchanged.
+        r = ctl(node, ci, "--json", "release", "delete", APP, "1.0.0")
+        doc = json.loads(r.stdout)
+        assert r.returncode == 5 and doc["ok"] is False and doc["exit"] == 5 and doc["calls"][-1]["status"] == 403, doc
+        r = ctl(node, ci, "--json", "release", "list", APP)
+        doc = json.loads(r.stdout)
+        assert r.returncode == 0 and doc["ok"] and [x["name"] for x in doc["result"]["releases"]] == ["1.0.0", "1.0.1"], doc
     check("publisher: publishes its app, cannot delete or touch another (403, exit 5)", publisher_scope)
 
     def ci_script():
