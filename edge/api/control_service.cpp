@@ -553,6 +553,91 @@ Response ControlService::put_channel(const control::AppState& app, const std::st
   return commit(b, app.channels.contains(name) ? 200 : 201, json::serialize(out));
 }
 
+Response ControlService::device_index(const control::AppState& app, std::string_view query) const {
+  if (checkins_ == nullptr)
+    return error_response(404, "not_found", "check-ins are not kept on this node");
+  std::string release, platform, channel, cursor;
+  std::optional<std::int64_t> since;
+  std::size_t limit = 100;
+  for (const auto& [key, value] : parse_query(query)) {
+    const auto bad = [&](const std::string& why) {
+      return error_response(400, "invalid_query_parameters", key + ": " + why);
+    };
+    if (key == "release") {
+      release = value;
+    } else if (key == "platform") {
+      if (!control::parse_platform(value))
+        return bad("expected ios, android or electron, got '" + value.substr(0, 64) + "'");
+      platform = value;
+    } else if (key == "channel") {
+      if (!app.channels.contains(value))
+        return bad("no channel '" + value.substr(0, 128) + "' in app " + app.app_id);
+      channel = value;
+    } else if (key == "cursor") {
+      if (value.size() > 200)
+        return bad("not a cursor this node gave");
+      cursor = value;
+    } else if (key == "seen_since" || key == "limit") {
+      std::int64_t n = 0;
+      const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (value.empty() || ec != std::errc() || p != value.data() + value.size() || n < 0)
+        return bad("expected a non-negative integer, got '" + value.substr(0, 64) + "'");
+      if (key == "limit" && (n < 1 || n > 1000))
+        return bad("expected 1..1000, got " + value);
+      if (key == "limit")
+        limit = static_cast<std::size_t>(n);
+      else
+        since = n;
+    } else {
+      return error_response(400, "invalid_query_parameters",
+                            "unknown parameter '" + key.substr(0, 64) +
+                                "' (expected release, platform, channel, seen_since, cursor, "
+                                "limit)");
+    }
+  }
+  // The channel a device resolves to without a defaultChannel of its own: its override,
+  // else the first public channel for its platform (capgo-protocol.md §5).
+  const auto resolve = [&](const store::Checkin& c) -> std::pair<std::string, std::string_view> {
+    if (const auto* o = app.overrides.find(c.device_id))
+      return {*o, "override"};
+    const auto p = control::parse_platform(c.platform);
+    for (const auto& [n, ch] : app.channels) {
+      if (ch.is_public && (!p || control::platform_enabled(ch, *p)))
+        return {n, "public"};
+    }
+    return {"", "none"};
+  };
+  auto page = checkins_->devices(app.app_id, cursor, limit, 200'000, [&](const store::Checkin& c) {
+    if (!release.empty() && c.version_name != release)
+      return false;
+    if (!platform.empty() && c.platform != platform)
+      return false;
+    if (since && c.time_ms < *since)
+      return false;
+    return channel.empty() || resolve(c).first == channel;
+  });
+  if (!page)
+    return error_response(500, "store_error", "reading devices: " + page.error().message());
+  json::array devices;
+  for (const auto& c : page->devices) {
+    const auto [ch, why] = resolve(c);
+    const auto* o = app.overrides.find(c.device_id);
+    devices.push_back(json::object{{"device_id", c.device_id},
+                                   {"last_checkin_ms", c.time_ms},
+                                   {"last_action", c.action},
+                                   {"release", c.version_name},
+                                   {"native_version", c.version_build},
+                                   {"platform", c.platform},
+                                   {"override", o != nullptr ? json::value(*o) : nullptr},
+                                   {"channel", ch.empty() ? json::value(nullptr) : json::value(ch)},
+                                   {"channel_reason", why}});
+  }
+  return json_response(200, json::object{{"app_id", app.app_id},
+                                         {"devices", std::move(devices)},
+                                         {"next", page->next.empty() ? json::value(nullptr)
+                                                                     : json::value(page->next)}});
+}
+
 std::vector<ChannelVersion> ControlService::channel_history(const std::string& app_id,
                                                             const std::string& name,
                                                             std::size_t limit) const {
@@ -752,6 +837,14 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
                           "no app " + app_id + "; create it with PUT /v1/admin/apps/" + app_id);
   }
   const std::string& coll = segs[1];
+  if (coll == "device_index" && segs.size() == 2) {
+    if (!get)
+      return not_allowed("GET");
+    const std::string_view target(req.target().data(), req.target().size());
+    const auto q = target.find('?');
+    return device_index(*app,
+                        q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
+  }
   if (coll == "stats" && segs.size() == 2) {
     if (!get)
       return not_allowed("GET");

@@ -121,6 +121,7 @@ class ControlService {
   Response commit(store::StateStore::Batch& batch, unsigned status, std::string body);
 
   const Access* access_ = nullptr;
+  Response device_index(const control::AppState& app, std::string_view query) const;
   Response channel_action(const control::AppState& app, const std::string& name,
                           std::string_view action, boost::beast::http::verb method,
                           std::string_view body);

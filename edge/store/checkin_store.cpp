@@ -694,6 +694,34 @@ Result<std::map<std::string, std::uint64_t>> CheckinStore::native_builds(
   return out;
 }
 
+Result<CheckinStore::DevicePage> CheckinStore::devices(
+    const std::string& app_id, const std::string& after, std::size_t limit, std::size_t max_scan,
+    const std::function<bool(const Checkin&)>& keep) const {
+  auto& d = db_.impl();
+  DevicePage page;
+  const std::string prefix = app_id + '\0';
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDeviceSeen)));
+  it->Seek(prefix + after);
+  if (!after.empty() && it->Valid() && it->key().ToStringView() == prefix + after)
+    it->Next();  // the cursor names the last device of the previous page
+  std::size_t scanned = 0;
+  std::string last_id;
+  for (; it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    if (page.devices.size() == limit || scanned == max_scan) {
+      page.next = last_id;  // more may follow
+      break;
+    }
+    ++scanned;
+    last_id = std::string(it->key().ToStringView().substr(prefix.size()));
+    auto c = decode(it->value().ToStringView());
+    if (c && keep(*c))
+      page.devices.push_back(std::move(*c));
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return page;
+}
+
 Result<std::optional<Checkin>> CheckinStore::last(const std::string& app_id,
                                                   const std::string& device_id) const {
   auto& d = db_.impl();

@@ -145,6 +145,17 @@ class CheckinStore {
                                 const std::function<void(const Checkin&)>& fn) const;
   /// The last check-in of a device, or nullopt. Its version_name is the version the device
   /// runs: a target-naming event (names_target_release) keeps the one before it.
+  /// One page of an app's device index (every device's last check-in, by device id).
+  struct DevicePage {
+    std::vector<Checkin> devices;
+    std::string next;  ///< the cursor of the next page; empty at the end
+  };
+  /// Devices of `app_id` with an id above `after`, in id order, that `keep` accepts: at
+  /// most `limit`, and no more than `max_scan` rows read (a page may then come back short
+  /// with a cursor: paging stays exact).
+  Result<DevicePage> devices(const std::string& app_id, const std::string& after, std::size_t limit,
+                             std::size_t max_scan,
+                             const std::function<bool(const Checkin&)>& keep) const;
   Result<std::optional<Checkin>> last(const std::string& app_id,
                                       const std::string& device_id) const;
   /// How many of an app's devices last reported each native version_build, from at most

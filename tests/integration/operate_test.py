@@ -178,6 +178,69 @@ def main():
             edge2.stop()
     check("fleet: the origin sees a two-tier tree with cursors, outboxes and hit ratios", fleet_two_tiers)
 
+    def device_index():
+        app = "com.example.devices"
+        base = "/v1/admin/apps/" + app
+        assert admin(origin, "PUT", base, {})[0] == 201
+        data = os.urandom(5000)
+        path = os.path.join(TMP, "dz")
+        open(path, "wb").write(data)
+        assert upload(origin, path)[0] in (200, 201)
+        for v in ("2.0.0", "2.0.1"):
+            assert admin(origin, "PUT", base + "/releases/" + v, {"zip": sha(data)})[0] == 201
+        assert admin(origin, "PUT", base + "/channels/production", {"release": "2.0.1", "public": True})[0] in (200, 201)
+        assert admin(origin, "PUT", base + "/channels/beta", {"release": "2.0.1", "allow_device_self_set": True})[0] in (200, 201)
+        # 10k devices: even ones on iOS, every third on 2.0.0, every 7th pinned to beta.
+        ids = ["%08x-1111-4222-8333-%012d" % (n, n) for n in range(10_000)]
+        t0 = int(time.time() * 1000)
+        for start in range(0, len(ids), 500):
+            batch = [dict(DEVICE, app_id=app, device_id=d, action="set",
+                          platform="ios" if n % 2 == 0 else "android",
+                          version_name="2.0.0" if n % 3 == 0 else "2.0.1")
+                     for n, d in enumerate(ids[start:start + 500], start)]
+            st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-",
+                              origin.url + "/stats", data=json.dumps(batch).encode())
+            assert st == 200, (st, out[:300])
+        for n in range(0, 10_000, 7):
+            assert admin(origin, "PUT", base + "/devices/" + ids[n], {"channel": "beta"})[0] in (200, 201)
+
+        def page_all(query):
+            seen, cursor = [], None
+            while True:
+                q = query + ("&cursor=" + cursor if cursor else "")
+                st, doc = admin(origin, "GET", base + "/device_index?" + q)
+                assert st == 200, (st, doc)
+                seen += doc["devices"]
+                cursor = doc["next"]
+                if not cursor:
+                    return seen
+        wait_for("10k devices indexed", lambda: len(page_all("limit=1000")) == 10_000, timeout=30)
+        every = page_all("limit=1000")
+        assert [d["device_id"] for d in every] == sorted(ids), "paging is exact and ordered"
+        ios = page_all("platform=ios&limit=333")
+        assert len(ios) == 5000 and all(d["platform"] == "ios" for d in ios)
+        old = page_all("release=2.0.0&limit=1000")
+        assert len(old) == len([n for n in range(10_000) if n % 3 == 0])
+        beta = page_all("channel=beta&limit=1000")
+        assert len(beta) == len(range(0, 10_000, 7)) and all(
+            d["channel_reason"] == "override" and d["override"] == "beta" for d in beta), beta[:2]
+        prod = page_all("channel=production&platform=android&limit=1000")
+        assert len(prod) == len([n for n in range(10_000) if n % 2 == 1 and n % 7 != 0])
+        assert all(d["channel_reason"] == "public" for d in prod)
+        assert page_all("seen_since=%d" % (int(time.time() * 1000) + 60_000)) == []
+        assert len(page_all("seen_since=%d&limit=1000" % (t0 - 60_000))) == 10_000
+        d = every[42]
+        assert d["release"] in ("2.0.0", "2.0.1") and d["native_version"] == "0.9.0" and d["last_action"] == "set"
+        for q, name in (("platform=windows", "platform"), ("limit=0", "limit"), ("limit=x", "limit"),
+                        ("channel=nope", "channel"), ("seen_since=-1", "seen_since"), ("sort=id", "sort")):
+            st, doc = admin(origin, "GET", base + "/device_index?" + q)
+            assert st == 400 and doc["error"] == "invalid_query_parameters" and name in doc["message"], (q, st, doc)
+        r = ctl(origin, "devices", "list", app, "--channel", "beta", "--all", "--as-json")
+        assert r.returncode == 0 and len(json.loads(r.stdout)["devices"]) == len(beta), r.stderr
+        r = ctl(origin, "devices", "list", app, "--platform", "ios", "--limit", "3")
+        assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 3 and "--cursor" in r.stderr, (r.stdout, r.stderr)
+    check("device index: 10k devices, filters and cursor paging exact, bad parameters 400", device_index)
+
     def auto_pause():
         point(origin, "1.0.2")
         r = ctl(origin, "rollout", "start", APP, "production", "--release", "1.0.3", "--percent", "100")
@@ -207,7 +270,13 @@ def main():
         ro = admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]
         assert "2 of 4 devices" in ro["pause_reason"], ro
         wait_for("the edge to stop the rollout", lambda: updates(edge).get("version") == "1.0.2")
-        audit = admin(origin, "GET", "/v1/admin/audit?limit=1000")[1]["records"]
+        audit, after = [], 0
+        while True:  # every record, a page at a time
+            page = admin(origin, "GET", "/v1/admin/audit?limit=1000&after=%d" % after)[1]["records"]
+            if not page:
+                break
+            audit += page
+            after = page[-1]["n"]
         assert [r for r in audit if r["token"] == "auto-pause" and r["status"] == 200 and r["change_seq"] > 0], audit[-3:]
 
         # Counts survive a restart mid-window: resume with a higher floor, restart, and the
