@@ -6,6 +6,8 @@
 #include <sstream>
 #include <thread>
 
+#include "edge/core/utf8.hpp"
+
 #include <toml++/toml.h>
 
 namespace edge {
@@ -373,12 +375,8 @@ Config load_config(const ConfigOverrides& o) {
   }
   for (auto& url : c.push_to)
     check_url("sync.push_to", url);
-  for (const char ch : c.node_id) {
-    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-') ||
-        c.node_id.size() > 64) {
-      throw ConfigError("node.id: expected 1-64 of [A-Za-z0-9._-], got '" + c.node_id + "'");
-    }
-  }
+  if (!c.node_id.empty() && !is_plain_name(c.node_id))
+    throw ConfigError("node.id: expected 1-64 of [A-Za-z0-9._-], got '" + c.node_id + "'");
   if (c.role != "origin" && c.role != "edge")
     throw ConfigError("node.role: expected 'origin' or 'edge', got '" + c.role + "'");
   if (data_dir.empty())

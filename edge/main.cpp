@@ -12,6 +12,7 @@
 #include "edge/api/auto_pause.hpp"
 #include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
+#include "edge/core/clock.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
 #include "edge/store/blob_store.hpp"
@@ -30,6 +31,8 @@
 namespace po = boost::program_options;
 
 namespace {
+
+constexpr std::string_view kVersion = "0.1.0";
 
 // `bytes` random bytes as lower-case hex.
 std::string random_hex(std::size_t bytes) {
@@ -165,40 +168,18 @@ int run(const edge::Config& c) {
   sync.set_fleet(&fleet);
   const std::string self_id = node_id(c);
   const auto self_status = [&, self_id] {
-    const auto st = chunks->stats();
     const auto ob = checkins.outbox_stats();
-    const std::uint64_t cursor = state.last_seq();
-    const std::uint64_t up = sync_metrics.upstream_seq.load();
-    const std::int64_t contact = sync_metrics.last_contact_ms.load();
-    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::chrono::system_clock::now().time_since_epoch())
-                                 .count();
-    const std::uint64_t hits = metrics.blob_hits();
-    const std::uint64_t misses = metrics.blob_misses();
-    char ratio[32];
-    std::snprintf(ratio, sizeof ratio, "%.4f",
-                  hits + misses == 0 ? 1.0 : static_cast<double>(hits) / (hits + misses));
-    std::string s =
-        "{\"node_id\":\"" + self_id + "\",\"role\":\"" + c.role +
-        "\",\"version\":\"0.1.0\",\"upstream\":\"" + edge::api::json_escape(c.upstream.url) +
-        "\",\"cursor_seq\":" + std::to_string(cursor) + ",\"upstream_seq\":" + std::to_string(up) +
-        ",\"lag_seq\":" + std::to_string(up > cursor ? up - cursor : 0) +
-        ",\"outbox_depth\":" + std::to_string(ob.depth) +
-        ",\"outbox_bytes\":" + std::to_string(ob.bytes) +
-        ",\"cache_bytes\":" + std::to_string(st.bytes_live) +
-        ",\"blob_hits\":" + std::to_string(hits) + ",\"blob_misses\":" + std::to_string(misses) +
-        ",\"hit_ratio\":" + ratio +
-        ",\"bytes_served\":" + std::to_string(metrics.body_bytes_total()) +
-        ",\"seconds_since_contact\":" +
-        (contact == 0 ? std::string("null") : std::to_string((now - contact) / 1000)) +
-        ",\"reported_ms\":" + std::to_string(now) + "}";
-    return s;
+    return edge::api::encode_node_status(
+        {self_id, c.role, std::string(kVersion), c.upstream.url, state.last_seq(),
+         sync_metrics.upstream_seq.load(), ob.depth, ob.bytes, chunks->stats().bytes_live,
+         metrics.blob_hits(), metrics.blob_misses(), metrics.body_bytes_total(),
+         sync_metrics.last_contact_ms.load(), edge::wall_clock_ms()});
   };
   api.set_fleet(&fleet, self_status);
   if (is_edge) {
     upstream = edge::api::make_upstream_client(
         c.upstream,
-        {control, *chunks, blobs, checkins, sync_metrics, node_id(c), self_status, &fleet});
+        {control, *chunks, blobs, checkins, sync_metrics, self_id, self_status, &fleet});
     api.set_filler(&upstream->filler());
     sync.set_push_sink(&upstream->push_sink());
   }
@@ -247,7 +228,7 @@ int run(const edge::Config& c) {
   }
   if (upstream) {
     upstream->start();
-    spdlog::info("edge {} following {}", node_id(c), c.upstream.url);
+    spdlog::info("edge {} following {}", self_id, c.upstream.url);
   }
   if (pusher)
     pusher->start();
@@ -255,7 +236,7 @@ int run(const edge::Config& c) {
   spdlog::info(
       "bundle-edge {} role={} data={} chunks={} blobs={} apps={} change_seq={} threads={} "
       "send_mode={}",
-      "0.1.0", c.role, c.data_dir.string(), st.chunks, st.blobs, control.snapshot()->apps().size(),
+      kVersion, c.role, c.data_dir.string(), st.chunks, st.blobs, control.snapshot()->apps().size(),
       state.last_seq(), c.server.threads, c.server.use_sendfile ? "sendfile" : "copy");
   if (c.server.plain) {
     spdlog::info("public listener on {}:{} (public_url {})", c.server.listen_host,

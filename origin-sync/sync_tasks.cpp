@@ -3,16 +3,12 @@
 #include <chrono>
 #include <thread>
 
+#include "edge/core/clock.hpp"
+
 #include <spdlog/spdlog.h>
 
 namespace edge::sync {
 namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // A receiver's answer that no retry can change (the batch itself is bad). Not 401/403/404:
 // those are a wrong token or URL, which the operator fixes; the batch waits for that.
@@ -62,7 +58,7 @@ void Follower::offer(std::vector<store::Change> changes, std::uint64_t upstream_
   std::uint64_t seen = metrics_.upstream_seq.load();
   while (upstream_seq > seen && !metrics_.upstream_seq.compare_exchange_weak(seen, upstream_seq)) {
   }
-  metrics_.last_contact_ms = now_ms();
+  metrics_.last_contact_ms = wall_clock_ms();
   {
     std::lock_guard lock(mutex_);
     pushed_.push_back(std::move(changes));
@@ -251,7 +247,7 @@ void Follower::pull_loop() {
         spdlog::error("sync: the upstream's changes page is invalid: {}", error);
       } else {
         metrics_.upstream_seq = page->last_seq;
-        metrics_.last_contact_ms = now_ms();
+        metrics_.last_contact_ms = wall_clock_ms();
         ok = follow(*page, cursor);
       }
     } else if (reply) {
@@ -363,7 +359,7 @@ void Uploader::loop() {
       }
       metrics_.checkins_sent.fetch_add(batch->checkins.size(), std::memory_order_relaxed);
       metrics_.checkin_batches_sent.fetch_add(1, std::memory_order_relaxed);
-      metrics_.last_contact_ms = now_ms();
+      metrics_.last_contact_ms = wall_clock_ms();
       if (failures > 0)
         spdlog::info("outbox: upstream takes check-ins again");
       failures = 0;
@@ -383,7 +379,7 @@ void Uploader::loop() {
             "outbox: upstream refused batch {} ({} check-ins) for good: {}; kept as a dead "
             "letter (GET /v1/admin/outbox/dead-letters), the queue moves on",
             key, batch->checkins.size(), reason);
-        metrics_.last_contact_ms = now_ms();
+        metrics_.last_contact_ms = wall_clock_ms();
         failures = 0;
         continue;
       }

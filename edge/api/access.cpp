@@ -6,8 +6,11 @@
 
 #include <boost/json.hpp>
 
+#include "edge/api/control_service.hpp"
 #include "edge/api/device_info.hpp"
 #include "edge/api/sync.hpp"
+#include "edge/core/clock.hpp"
+#include "edge/core/utf8.hpp"
 #include "edge/http/http.hpp"
 
 #include <openssl/crypto.h>
@@ -26,12 +29,6 @@ constexpr std::string_view kAppsPath = "/v1/admin/apps";
 constexpr std::size_t kMaxTokens = 1000;
 constexpr std::size_t kMaxApps = 100;
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::optional<Role> parse_role(std::string_view s) {
   if (s == "admin")
     return Role::kAdmin;
@@ -40,19 +37,6 @@ std::optional<Role> parse_role(std::string_view s) {
   if (s == "viewer")
     return Role::kViewer;
   return std::nullopt;
-}
-
-bool valid_token_name(std::string_view s) {
-  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  });
-}
-
-// App ids as the admin API accepts them: 1-255 printable ASCII bytes, no '/' (or "*").
-bool valid_app(std::string_view s) {
-  return s == "*" || (!s.empty() && s.size() <= 255 && std::all_of(s.begin(), s.end(), [](char c) {
-           return c > ' ' && c < 127 && c != '/';
-         }));
 }
 
 // The secret handed out once: "bet_" and 64 hex digits of randomness.
@@ -67,20 +51,6 @@ std::string new_secret() {
     s += kHex[b & 15];
   }
   return s;
-}
-
-// The token a request presents (after "Bearer "), or empty.
-std::string_view bearer_of(const bhttp::request_header<>& req) {
-  const auto it = req.find(bhttp::field::authorization);
-  if (it == req.end())
-    return {};
-  std::string_view auth(it->value().data(), it->value().size());
-  if (auth.size() <= 7 || !boost::beast::iequals(auth.substr(0, 6), "bearer") || auth[6] != ' ')
-    return {};
-  auth.remove_prefix(7);
-  while (!auth.empty() && auth.front() == ' ')
-    auth.remove_prefix(1);
-  return auth;
 }
 
 json::array apps_json(const std::vector<std::string>& apps) {
@@ -155,7 +125,7 @@ Access::Access(store::AccessStore* store, std::string bootstrap_token)
 std::optional<Caller> Access::identify(const bhttp::request_header<>& req) const {
   if (bearer_matches(req, bootstrap_))
     return Caller{"bootstrap", Role::kAdmin, {}};
-  const std::string_view given = bearer_of(req);
+  const std::string_view given = bearer_token(req);
   if (given.empty() || !given.starts_with("bet_"))
     return std::nullopt;
   const Sha256 digest = sha256_of(given);
@@ -223,22 +193,19 @@ Response Access::handle(const Caller& caller, const bhttp::request_header<>& req
     const auto q = target.find('?');
     r = method == bhttp::verb::get || method == bhttp::verb::head
             ? audit_page(q == std::string_view::npos ? std::string_view() : target.substr(q + 1))
-            : error_response(405, "method_not_allowed", "use GET");
+            : method_not_allowed("GET");
   } else if (path == kTokensPath) {
     if (method == bhttp::verb::post) {
       r = create(caller, body);
     } else if (method == bhttp::verb::get || method == bhttp::verb::head) {
       r = list();
     } else {
-      r = error_response(405, "method_not_allowed", "use GET or POST");
+      r = method_not_allowed("GET, POST");
     }
   } else {
     const std::string_view name = path.substr(kTokensPath.size() + 1);
-    r = method == bhttp::verb::delete_ ? revoke(name)
-                                       : error_response(405, "method_not_allowed", "use DELETE");
+    r = method == bhttp::verb::delete_ ? revoke(name) : method_not_allowed("DELETE");
   }
-  if (r.status == 405)
-    r.set("Allow", path == kTokensPath ? "GET, POST" : path == kAuditPath ? "GET" : "DELETE");
   r.route = Route::kAdmin;
   return r;
 }
@@ -257,7 +224,7 @@ Response Access::create(const Caller& caller, std::string_view body) {
     }
   }
   const auto* name = o->if_contains("name");
-  if (name == nullptr || !name->is_string() || !valid_token_name(name->get_string()) ||
+  if (name == nullptr || !name->is_string() || !is_plain_name(name->get_string()) ||
       name->get_string() == "bootstrap") {
     return error_response(400, "invalid_name",
                           "name: expected 1-64 of [A-Za-z0-9._-], not 'bootstrap'");
@@ -276,10 +243,10 @@ Response Access::create(const Caller& caller, std::string_view body) {
                             "apps: expected an array of at most 100 app ids (or \"*\")");
     }
     for (const auto& a : apps->get_array()) {
-      if (!a.is_string() || !valid_app(a.get_string())) {
+      if (!a.is_string() || (a.get_string() != "*" && !valid_app_id(a.get_string()))) {
         return error_response(400, "invalid_apps",
-                              "apps: each entry must be an app id (1-255 printable bytes, no "
-                              "'/') or \"*\"");
+                              "apps: each entry must be an app id such as com.example.app, or "
+                              "\"*\"");
       }
       t.apps.emplace_back(a.get_string());
     }
@@ -296,7 +263,7 @@ Response Access::create(const Caller& caller, std::string_view body) {
   if (secret.empty())
     return error_response(500, "internal", "no randomness for a new token");
   t.hash = sha256_of(secret);
-  t.created_ms = now_ms();
+  t.created_ms = wall_clock_ms();
   t.created_by = caller.name;
   json::object doc{{"role", role_name(t.role)},
                    {"apps", apps_json(t.apps)},
@@ -428,7 +395,7 @@ void Access::audit(const Caller& caller, bhttp::verb method, std::string_view pa
                    std::uint64_t change_seq) {
   if (store_ == nullptr)
     return;
-  const json::object doc{{"time_ms", now_ms()},
+  const json::object doc{{"time_ms", wall_clock_ms()},
                          {"token", caller.name},
                          {"role", role_name(caller.role)},
                          {"method", std::string(bhttp::to_string(method))},

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "edge/core/clock.hpp"
 #include "edge/http/http.hpp"
 
 namespace edge::api {
@@ -34,12 +35,6 @@ Response bad_id(std::string_view what, std::string_view text, Route route) {
                         std::string(what) + " id must be 64 hex characters, got '" +
                             std::string(shown) + (text.size() > 80 ? "...'" : "'"),
                         route);
-}
-
-Response method_not_allowed(std::string_view allow, Route route) {
-  Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow), route);
-  r.set("Allow", allow);
-  return r;
 }
 
 std::string boundary() {
@@ -145,9 +140,7 @@ Response Api::health(bool ready_check) const {
   if (const auto* sync = metrics_.sync(); ready_check && sync != nullptr) {
     // An edge that lost contact with its upstream still serves what it has, but its state
     // may be old: say so (a load balancer may be told to take it out: stale_is_unready).
-    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::chrono::system_clock::now().time_since_epoch())
-                                 .count();
+    const std::int64_t now = wall_clock_ms();
     if (const auto stale = sync->stale_for_ms(now, metrics_.started_ms()); stale > 0) {
       if (options_.stale_is_unready)
         r.status = 503;
@@ -292,9 +285,7 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     if (!get) {
       r = method_not_allowed("GET, HEAD", Route::kAdmin);
     } else {
-      const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count();
+      const std::int64_t now = wall_clock_ms();
       r = make_json_response(200, fleet_->render(self_status_(), now), Route::kAdmin);
     }
   } else if (sync_ != nullptr && path == "/v1/admin/outbox/dead-letters") {

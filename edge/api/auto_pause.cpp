@@ -8,6 +8,7 @@
 #include "edge/api/access.hpp"
 #include "edge/api/control_service.hpp"
 #include "edge/control/model.hpp"
+#include "edge/core/clock.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -19,12 +20,6 @@ namespace bhttp = boost::beast::http;
 constexpr std::int64_t kLongestWindowMs = 1440LL * 60'000;
 constexpr std::size_t kRebuildMaxRecords = 5'000'000;
 constexpr std::size_t kMaxDevicesPerRelease = 1'000'000;
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
@@ -65,7 +60,7 @@ void AutoPauser::observe(const store::Checkin& c) {
 
 void AutoPauser::start(const store::CheckinStore& checkins) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto read = checkins.scan_back(now_ms() - kLongestWindowMs, kRebuildMaxRecords,
+  auto read = checkins.scan_back(wall_clock_ms() - kLongestWindowMs, kRebuildMaxRecords,
                                  [this](const store::Checkin& c) { observe(c); });
   if (!read) {
     spdlog::error("auto-pause: cannot read the stored check-ins: {}", read.error().message());
@@ -97,7 +92,7 @@ void AutoPauser::stop() {
 
 std::size_t AutoPauser::check_now() {
   const auto state = control_.snapshot();
-  const std::int64_t now = now_ms();
+  const std::int64_t now = wall_clock_ms();
   std::size_t paused = 0;
   for (const auto& [app_id, app] : state->apps()) {
     for (const auto& [name, channel] : app->channels) {

@@ -665,11 +665,8 @@ Response ControlService::channel_action(const control::AppState& app, const std:
                                         std::string_view body) {
   const bool get = method == bhttp::verb::get || method == bhttp::verb::head;
   if (action == "history") {
-    if (!get) {
-      Response r = error_response(405, "method_not_allowed", "allowed: GET");
-      r.set("Allow", "GET");
-      return r;
-    }
+    if (!get)
+      return method_not_allowed("GET");
     json::array entries;
     const auto versions = channel_history(app.app_id, name, 200);
     std::vector<std::uint64_t> seqs;
@@ -709,11 +706,8 @@ Response ControlService::channel_action(const control::AppState& app, const std:
                           "no channel action '" + std::string(action.substr(0, 64)) +
                               "' (expected history or rollback)");
   }
-  if (method != bhttp::verb::post) {
-    Response r = error_response(405, "method_not_allowed", "allowed: POST");
-    r.set("Allow", "POST");
-    return r;
-  }
+  if (method != bhttp::verb::post)
+    return method_not_allowed("POST");
   if (!body.empty() && body.find_first_not_of(" \t\r\n{}") != std::string_view::npos) {
     return error_response(400, "invalid_json_body",
                           "rollback takes no fields: it restores the previous release");
@@ -791,11 +785,6 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   const bool get = method == bhttp::verb::get || method == bhttp::verb::head;
   const bool put = method == bhttp::verb::put;
   const bool del = method == bhttp::verb::delete_;
-  const auto not_allowed = [](std::string_view allow) {
-    Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow));
-    r.set("Allow", allow);
-    return r;
-  };
   if (!get && read_only_)
     return edge_refusal();
   // A release's native-floor warning reads device rows of the check-in store: before the
@@ -810,7 +799,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
 
   if (segs.empty()) {
     if (!get)
-      return not_allowed("GET");
+      return method_not_allowed("GET");
     json::array apps;
     for (const auto& [id, app] : state->apps())
       apps.push_back(named("app_id", id, control::to_json(app->settings)));
@@ -827,7 +816,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
     if (put)
       return put_app(app_id, body);
     if (!get)
-      return not_allowed("GET, PUT");
+      return method_not_allowed("GET, PUT");
     if (!app)
       return error_response(404, "not_found", "no app " + app_id);
     return json_response(200, named("app_id", app_id, control::to_json(app->settings)));
@@ -839,7 +828,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   const std::string& coll = segs[1];
   if (coll == "device_index" && segs.size() == 2) {
     if (!get)
-      return not_allowed("GET");
+      return method_not_allowed("GET");
     const std::string_view target(req.target().data(), req.target().size());
     const auto q = target.find('?');
     return device_index(*app,
@@ -847,7 +836,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   }
   if (coll == "stats" && segs.size() == 2) {
     if (!get)
-      return not_allowed("GET");
+      return method_not_allowed("GET");
     if (checkins_ == nullptr)
       return error_response(404, "not_found", "check-ins are not kept on this node");
     auto days = checkins_->stats(app_id);
@@ -882,7 +871,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   }
   if (segs.size() == 2) {
     if (!get)
-      return not_allowed("GET");
+      return method_not_allowed("GET");
     json::array items;
     if (coll == "releases") {
       for (const auto& [n, d] : app->releases)
@@ -919,7 +908,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
     if (del)
       return delete_release(*app, key);
     if (!get)
-      return not_allowed("GET, PUT, DELETE");
+      return method_not_allowed("GET, PUT, DELETE");
     const auto it = app->releases.find(key);
     if (it == app->releases.end())
       return error_response(404, "not_found", "no release '" + key + "' in app " + app_id);
@@ -936,7 +925,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
       return commit(b, 200, json::serialize(json::object{{"name", key}, {"deleted", true}}));
     }
     if (!get)
-      return not_allowed("GET, PUT, DELETE");
+      return method_not_allowed("GET, PUT, DELETE");
     const auto it = app->channels.find(key);
     if (it == app->channels.end())
       return error_response(404, "not_found", "no channel '" + key + "' in app " + app_id);
@@ -953,7 +942,7 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
     return commit(b, 200, json::serialize(json::object{{"device_id", key}, {"deleted", true}}));
   }
   if (!get)
-    return not_allowed("GET, PUT, DELETE");
+    return method_not_allowed("GET, PUT, DELETE");
   const std::string* channel = app->overrides.find(key);
   json::object out{{"device_id", key},
                    {"channel", channel == nullptr ? json::value(nullptr) : json::value(*channel)},

@@ -10,6 +10,7 @@
 
 #include "edge/api/device_info.hpp"
 #include "edge/control/decision.hpp"
+#include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
 
 namespace edge::api {
@@ -66,12 +67,6 @@ bool supports_metadata(const SemVer& p) {
   if (p.major > 8)
     return true;
   return at_least(p, p.major, 35, 0);
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 std::string_view checkin_decision(const Decision& d) {
@@ -132,9 +127,10 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
   const control::AppStateView view(*app);
   const Decision d = control::decide(req, view);
   if (checkins_ != nullptr) {
-    pending.push_back(store::Checkin{
-        std::string(info.app_id), req.device_id, std::string(info.platform_text), req.version_name,
-        req.version_build.to_string(), "updates", std::string(checkin_decision(d)), now_ms()});
+    pending.push_back(store::Checkin{std::string(info.app_id), req.device_id,
+                                     std::string(info.platform_text), req.version_name,
+                                     req.version_build.to_string(), "updates",
+                                     std::string(checkin_decision(d)), wall_clock_ms()});
   }
   // The answers are written straight into the body (no JSON document built first): this is
   // the hot path of every device.
@@ -493,7 +489,7 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
     if (checkins_ != nullptr) {
       pending.push_back(store::Checkin{
           app_id, info.device_id, std::string(info.platform_text), std::string(info.version_name),
-          std::string(info.version_build_text), std::string(info.action), "", now_ms()});
+          std::string(info.version_build_text), std::string(info.action), "", wall_clock_ms()});
     }
     if (batch)
       results.push_back(json::object{{"status", "ok"}, {"index", i}});

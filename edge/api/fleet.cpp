@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 
 #include <boost/json.hpp>
+
+#include "edge/api/response.hpp"
+#include "edge/core/utf8.hpp"
 
 namespace edge::api {
 namespace {
@@ -11,12 +15,6 @@ namespace {
 namespace json = boost::json;
 
 constexpr std::size_t kMaxReportNodes = 1000;
-
-bool valid_node_id(std::string_view s) {
-  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  });
-}
 
 }  // namespace
 
@@ -51,7 +49,7 @@ std::optional<std::vector<NodeStatus>> parse_status_report(std::string_view text
         return fail("nodes: '" + std::string(key) + "' is set by the receiver");
     }
     const json::value* id = node->if_contains("node_id");
-    if (id == nullptr || !id->is_string() || !valid_node_id(id->get_string()))
+    if (id == nullptr || !id->is_string() || !is_plain_name(id->get_string()))
       return fail("nodes: node_id must be 1-64 of [A-Za-z0-9._-]");
     std::string doc = json::serialize(*node);
     if (doc.size() > kMaxStatusBytes)
@@ -59,6 +57,35 @@ std::optional<std::vector<NodeStatus>> parse_status_report(std::string_view text
     out.push_back({std::string(id->get_string()), std::move(doc), 0, {}});
   }
   return out;
+}
+
+std::string encode_node_status(const NodeFigures& f) {
+  const std::uint64_t lookups = f.blob_hits + f.blob_misses;
+  char ratio[32];
+  std::snprintf(
+      ratio, sizeof ratio, "%.4f",
+      lookups == 0 ? 1.0 : static_cast<double>(f.blob_hits) / static_cast<double>(lookups));
+  const auto n = [](std::uint64_t v) { return std::to_string(v); };
+  JsonObjectWriter w;
+  w.string("node_id", f.node_id)
+      .string("role", f.role)
+      .string("version", f.version)
+      .string("upstream", f.upstream)
+      .raw("cursor_seq", n(f.cursor_seq))
+      .raw("upstream_seq", n(f.upstream_seq))
+      .raw("lag_seq", n(f.upstream_seq > f.cursor_seq ? f.upstream_seq - f.cursor_seq : 0))
+      .raw("outbox_depth", n(f.outbox_depth))
+      .raw("outbox_bytes", n(f.outbox_bytes))
+      .raw("cache_bytes", n(f.cache_bytes))
+      .raw("blob_hits", n(f.blob_hits))
+      .raw("blob_misses", n(f.blob_misses))
+      .raw("hit_ratio", ratio)
+      .raw("bytes_served", n(f.bytes_served))
+      .raw("seconds_since_contact", f.last_contact_ms == 0
+                                        ? std::string("null")
+                                        : std::to_string((f.now_ms - f.last_contact_ms) / 1000))
+      .raw("reported_ms", std::to_string(f.now_ms));
+  return std::move(w).finish();
 }
 
 std::string encode_status_report(const std::string& own, const std::vector<NodeStatus>& relayed) {

@@ -23,6 +23,27 @@ struct NodeStatus {
 inline constexpr std::size_t kMaxStatusBytes = 4096;
 inline constexpr std::size_t kMaxFleetNodes = 10'000;
 
+/// What a node reports of itself (GET /v1/admin/fleet's "self", and upstream).
+struct NodeFigures {
+  std::string node_id;
+  std::string role;
+  std::string version;
+  std::string upstream;  ///< "" on the origin
+  std::uint64_t cursor_seq = 0;
+  std::uint64_t upstream_seq = 0;
+  std::uint64_t outbox_depth = 0;
+  std::uint64_t outbox_bytes = 0;
+  std::uint64_t cache_bytes = 0;
+  std::uint64_t blob_hits = 0;
+  std::uint64_t blob_misses = 0;
+  std::uint64_t bytes_served = 0;
+  std::int64_t last_contact_ms = 0;  ///< 0: never
+  std::int64_t now_ms = 0;
+};
+/// The status object: the figures plus lag_seq, hit_ratio (1 before any lookup),
+/// seconds_since_contact (null if never) and reported_ms.
+std::string encode_node_status(const NodeFigures& f);
+
 /// POST /v1/sync/status bodies: {"nodes":[{"node_id":"...", ...}, ...]}. Every node object
 /// must be flat (strings, numbers, booleans, null), at most kMaxStatusBytes serialised,
 /// with a valid node id (1-64 of [A-Za-z0-9._-]); at most 1000 nodes. nullopt and `error`

@@ -7,6 +7,8 @@
 #include <initializer_list>
 #include <utility>
 
+#include "edge/core/clock.hpp"
+
 namespace edge::api {
 
 void Metrics::record(Route route, unsigned status, std::uint64_t body_bytes, double seconds) {
@@ -160,9 +162,7 @@ std::string Metrics::render(const store::StoreStats& st) const {
 void Metrics::render_sync(
     const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const {
   const SyncMetrics& m = *sync_;
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+  const auto now_ms = wall_clock_ms();
   const std::uint64_t cursor = cursor_ ? cursor_() : 0;
   const std::uint64_t upstream = m.upstream_seq.load();
   gauge("edge_sync_cursor_seq", "Sequence number of the newest applied change.", "gauge", cursor);

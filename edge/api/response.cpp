@@ -42,6 +42,12 @@ std::string_view Response::header(std::string_view name) const {
   return {};
 }
 
+Response method_not_allowed(std::string_view allow, Route route) {
+  Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow), route);
+  r.set("Allow", allow);
+  return r;
+}
+
 std::uint64_t change_seq_of(const Response& r) {
   const std::string_view v = r.header("X-Change-Seq");
   std::uint64_t seq = 0;

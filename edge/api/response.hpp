@@ -84,6 +84,9 @@ inline constexpr std::size_t kMaxErrorMessageBytes = 512;
 Response error_response(unsigned status, std::string_view code, std::string_view message,
                         Route route = Route::kOther);
 
+/// 405 `method_not_allowed` naming the methods `allow`s, with the Allow field.
+Response method_not_allowed(std::string_view allow, Route route = Route::kOther);
+
 /// The answer to a write refused because the data directory is below store.min_free:
 /// `status` is 507 (Insufficient Storage, RFC 4918 §11.5) for admin writes and uploads,
 /// 503 for device and node-to-node writes (a client that retries later is right to).

@@ -14,6 +14,8 @@
 #include <boost/json.hpp>
 
 #include "edge/api/device.hpp"
+#include "edge/core/clock.hpp"
+#include "edge/core/utf8.hpp"
 
 #include <openssl/crypto.h>
 
@@ -392,14 +394,12 @@ std::optional<store::Recipe> parse_recipe(std::string_view text, const Sha256& e
 
 std::optional<IdempotencyKey> parse_idempotency_key(std::string_view key) {
   const auto colon = key.find(':');
-  if (colon == std::string_view::npos || colon == 0 || colon > 64)
+  if (colon == std::string_view::npos)
     return std::nullopt;
   IdempotencyKey out;
   const std::string_view node = key.substr(0, colon);
-  for (const char c : node) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
-      return std::nullopt;
-  }
+  if (!is_plain_name(node))
+    return std::nullopt;
   out.node = std::string(node);
   std::string_view num = key.substr(colon + 1);
   if (const auto second = num.find(':'); second != std::string_view::npos) {
@@ -433,20 +433,26 @@ std::size_t encoded_checkin_size(const store::Checkin& c) {
   return n;
 }
 
-bool bearer_matches(const bhttp::request_header<>& req, std::string_view token) {
+std::string_view bearer_token(const bhttp::request_header<>& req) {
   const auto it = req.find(bhttp::field::authorization);
-  if (token.empty() || it == req.end())
-    return false;
+  if (it == req.end())
+    return {};
   std::string_view auth(it->value().data(), it->value().size());
   // RFC 9110 §11.1: the scheme is case-insensitive ("bearer", "BEARER"); 1*SP follows it.
   constexpr std::string_view kBearer = "bearer";
   if (auth.size() <= kBearer.size() || !boost::beast::iequals(auth.substr(0, 6), kBearer) ||
       auth[kBearer.size()] != ' ')
-    return false;
+    return {};
   auth.remove_prefix(kBearer.size());
   while (!auth.empty() && auth.front() == ' ')
     auth.remove_prefix(1);
-  const std::string_view given = auth;
+  return auth;
+}
+
+bool bearer_matches(const bhttp::request_header<>& req, std::string_view token) {
+  if (token.empty())
+    return false;
+  const std::string_view given = bearer_token(req);
   // Constant-time compare: the length is not secret, the bytes are.
   return given.size() == token.size() &&
          CRYPTO_memcmp(given.data(), token.data(), token.size()) == 0;
@@ -572,11 +578,7 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
   if (auto refused = refuse_unauthorized(req, route))
     return std::move(*refused);
   const auto method = req.method();
-  const auto not_allowed = [&](std::string_view allow) {
-    Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow), route);
-    r.set("Allow", allow);
-    return r;
-  };
+  const auto not_allowed = [&](std::string_view allow) { return method_not_allowed(allow, route); };
   if (path == "/v1/sync/snapshot") {
     if (method != bhttp::verb::get)
       return not_allowed("GET");
@@ -631,9 +633,7 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
     if (!report)
       return error_response(400, "invalid_body", error, route);
     const std::size_t n = report->size();
-    fleet_->accept(std::move(*report), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           std::chrono::system_clock::now().time_since_epoch())
-                                           .count());
+    fleet_->accept(std::move(*report), wall_clock_ms());
     return json_reply(200, "{\"accepted\":" + std::to_string(n) + "}", route);
   }
   if (path == "/v1/checkins") {

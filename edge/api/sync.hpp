@@ -178,6 +178,8 @@ std::string format_idempotency_key(std::string_view node, std::uint64_t generati
 /// The size of `c` in encode_checkins' output (its object, escapes included).
 std::size_t encoded_checkin_size(const store::Checkin& c);
 
+/// The token of "Authorization: Bearer <token>" (scheme case-insensitive), or empty.
+std::string_view bearer_token(const boost::beast::http::request_header<>& req);
 /// Constant-time check of "Authorization: Bearer <token>"; false if `token` is empty.
 bool bearer_matches(const boost::beast::http::request_header<>& req, std::string_view token);
 

@@ -1,5 +1,7 @@
 #include "edge/core/utf8.hpp"
 
+#include <cctype>
+
 namespace edge {
 
 std::size_t utf8_sequence_length(std::string_view s) noexcept {
@@ -77,6 +79,16 @@ std::string utf8_quote(std::string_view s, std::size_t max_bytes) {
   if (s.size() > max_bytes)
     out += "...";
   return out;
+}
+
+bool is_plain_name(std::string_view s, std::size_t max) noexcept {
+  if (s.empty() || s.size() > max)
+    return false;
+  for (const char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
 }
 
 std::string ascii_lower(std::string_view s) {

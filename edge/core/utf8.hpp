@@ -22,6 +22,10 @@ std::string utf8_clamp(std::string_view s, std::size_t max_bytes);
 /// as utf8_clamp), with "..." appended when something was cut.
 std::string utf8_quote(std::string_view s, std::size_t max_bytes);
 
+/// True for 1..`max` bytes of [A-Za-z0-9._-]: node ids, token names (what logs, keys and
+/// URLs carry without escaping).
+bool is_plain_name(std::string_view s, std::size_t max = 64) noexcept;
+
 /// `s` with A-Z lowered (device ids, hex digits); other bytes as they are.
 std::string ascii_lower(std::string_view s);
 

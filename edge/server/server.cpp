@@ -421,9 +421,9 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   // Called by the sweep on this session's thread.
   void check_deadline(Clock::time_point now) {
-    if (conn_.ssl != nullptr && idle_ && armed_ == Timeout::kIdle) {
-      // An idle TLS connection holds no record buffers.
-      (void)SSL_free_buffers(conn_.ssl);
+    if (conn_.ssl != nullptr && idle_ && armed_ == Timeout::kIdle && !buffers_released_) {
+      // An idle TLS connection holds no record buffers (once per idle spell).
+      buffers_released_ = SSL_free_buffers(conn_.ssl) == 1;
     }
     if (armed_ == Timeout::kNone)
       return;
@@ -546,6 +546,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_header(error_code ec) {
     idle_ = false;
+    buffers_released_ = false;
     if (timeout_ == Timeout::kIdle)
       return close();  // an idle keep-alive connection
     if (timeout_ == Timeout::kHeader) {
@@ -837,12 +838,8 @@ class Session : public std::enable_shared_from_this<Session> {
           continue;
         }
         if (opt().use_sendfile) {
-          if (!warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p)) {
-            warmed_ = true;
-            server_.api.warm(p, worker_.io.get_executor(),
-                             [self = shared_from_this()](error_code) { self->write_loop(); });
-            return;
-          }
+          if (cold_unwarmed(p))
+            return warm_then_write(p);
           off_t off = static_cast<off_t>(p.offset + item_pos_);
           const std::size_t want = std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall);
           n = ::sendfile(fd, p.segment->fd(), &off, want);
@@ -860,16 +857,8 @@ class Session : public std::enable_shared_from_this<Session> {
       if (n < 0) {
         if (errno == EINTR)
           continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-          conn_.socket.async_wait(tcp::socket::wait_write,
-                                  [self = shared_from_this()](error_code ec) {
-                                    if (ec)
-                                      return self->close();
-                                    self->arm(Timeout::kSend, self->opt().send_timeout_ms);
-                                    self->write_loop();
-                                  });
-          return;
-        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+          return resume_when(tcp::socket::wait_write);
         return close();
       }
       turn += static_cast<std::size_t>(n);
@@ -903,18 +892,8 @@ class Session : public std::enable_shared_from_this<Session> {
           if (item_ == items_.size()) {
             // The last records are gathered in the writer: out they go before the next
             // request is read.
-            if (!conn_.writer.flush()) {
-              if (conn_.writer.broken())
-                return close();
-              conn_.socket.async_wait(tcp::socket::wait_write,
-                                      [self = shared_from_this()](error_code ec) {
-                                        if (ec)
-                                          return self->close();
-                                        self->arm(Timeout::kSend, self->opt().send_timeout_ms);
-                                        self->write_loop();
-                                      });
-              return;
-            }
+            if (!conn_.writer.flush())
+              return conn_.writer.broken() ? close() : resume_when(tcp::socket::wait_write);
             break;
           }
           const int filled = fill_stage();
@@ -944,12 +923,8 @@ class Session : public std::enable_shared_from_this<Session> {
             next_item();
             continue;
           }
-          if (!warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p)) {
-            warmed_ = true;
-            server_.api.warm(p, worker_.io.get_executor(),
-                             [self = shared_from_this()](error_code) { self->write_loop(); });
-            return;
-          }
+          if (cold_unwarmed(p))
+            return warm_then_write(p);
           n = conn_.tls_sendfile(p.segment->fd(), static_cast<off_t>(p.offset + item_pos_),
                                  std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall),
                                  want, failed);
@@ -958,15 +933,8 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (failed)
         return close();
-      if (n == 0) {
-        conn_.socket.async_wait(want, [self = shared_from_this()](error_code ec) {
-          if (ec)
-            return self->close();
-          self->arm(Timeout::kSend, self->opt().send_timeout_ms);
-          self->write_loop();
-        });
-        return;
-      }
+      if (n == 0)
+        return resume_when(want);
       tls_sent_ += n;
       turn += n;
       if (turn >= kTurnBudget) {
@@ -999,13 +967,11 @@ class Session : public std::enable_shared_from_this<Session> {
         next_item();
         continue;
       }
-      if (!warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p)) {
+      if (cold_unwarmed(p)) {
         if (stage_len_ > 0)
           return 1;                  // send what is staged; warm on the next fill
         (void)conn_.writer.flush();  // what is gathered leaves while the disk reads
-        warmed_ = true;
-        server_.api.warm(p, worker_.io.get_executor(),
-                         [self = shared_from_this()](error_code) { self->write_loop(); });
+        warm_then_write(p);
         return 0;
       }
       const std::size_t want = std::min<std::uint64_t>(room, p.length - item_pos_);
@@ -1040,6 +1006,28 @@ class Session : public std::enable_shared_from_this<Session> {
     if (worker_.stages.size() < 64)
       worker_.stages.push_back(std::move(stage_));
     stage_.reset();
+  }
+
+  // Resumes write_loop once the socket is ready for `want` (the send timeout re-armed).
+  void resume_when(tcp::socket::wait_type want) {
+    conn_.socket.async_wait(want, [self = shared_from_this()](error_code ec) {
+      if (ec)
+        return self->close();
+      self->arm(Timeout::kSend, self->opt().send_timeout_ms);
+      self->write_loop();
+    });
+  }
+
+  // True when the piece about to start is not in the page cache and has not been warmed:
+  // sending it would block the event loop on the disk (DESIGN §4).
+  bool cold_unwarmed(const store::Piece& p) const {
+    return !warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p);
+  }
+  // Reads the piece through io_uring, then write_loop goes on.
+  void warm_then_write(const store::Piece& p) {
+    warmed_ = true;
+    server_.api.warm(p, worker_.io.get_executor(),
+                     [self = shared_from_this()](error_code) { self->write_loop(); });
   }
 
   void next_item() {
@@ -1115,24 +1103,24 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void close_now() {
-    if (conn_.ssl != nullptr) {
-      clear_ssl_errors();
-      (void)SSL_shutdown(conn_.ssl);  // close_notify, best effort (non-blocking)
-      clear_ssl_errors();
-    }
+    send_close_notify();
     close();
   }
-  static void clear_ssl_errors() { ERR_clear_error(); }
+
+  // TLS: close_notify, best effort (non-blocking); nothing for plain HTTP.
+  void send_close_notify() {
+    if (conn_.ssl == nullptr)
+      return;
+    ERR_clear_error();
+    (void)SSL_shutdown(conn_.ssl);
+    ERR_clear_error();
+  }
 
   // Closing with unread request bytes makes the kernel send RST, which can destroy the
   // response before the client reads it (e.g. a 431 for a huge header). So: shut down our
   // side, then read and discard for a short while, as nginx's lingering_close does.
   void linger_close() {
-    if (conn_.ssl != nullptr) {
-      ERR_clear_error();
-      (void)SSL_shutdown(conn_.ssl);  // close_notify, best effort (non-blocking)
-      ERR_clear_error();
-    }
+    send_close_notify();
     error_code ec;
     conn_.socket.shutdown(tcp::socket::shutdown_send, ec);
     if (ec)
@@ -1198,6 +1186,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t stage_len_ = 0;
   std::size_t stage_pos_ = 0;
   std::uint64_t tls_sent_ = 0;
+  bool buffers_released_ = false;  // TLS: the record buffers were freed in this idle spell
 };
 
 void Server::Impl::accept(Worker& w, Listener which) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <random>
 
+#include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
 #include "edge/store/database_impl.hpp"
 
@@ -544,9 +545,7 @@ Result<void> CheckinStore::outbox_ack(const OutboxBatch& batch) {
 }
 
 Result<void> CheckinStore::outbox_dead_letter(const OutboxBatch& batch, std::string_view reason) {
-  const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
+  const std::int64_t now = wall_clock_ms();
   std::string value(8, '\0');
   put_le64(value.data(), static_cast<std::uint64_t>(now));
   const std::string why = utf8_clamp(reason, 1024);

@@ -326,9 +326,7 @@ const Case kCases[] = {
      },
      Kind::kUpdate, "", "1.2.5"},
     {"rollout 0 bps: nobody",
-     [](FakeApp& a, UpdateRequest&) {
-       ch(a).rollout = Rollout{"1.2.5", 0, true, false, "r1", {}};
-     },
+     [](FakeApp& a, UpdateRequest&) { ch(a).rollout = Rollout{"1.2.5", 0, true, false, "r1", {}}; },
      Kind::kUpdate, "", "1.2.4"},
     {"rollout paused: stable for new devices",
      [](FakeApp& a, UpdateRequest&) {
