@@ -264,6 +264,8 @@ Parsed<Channel> parse_channel(std::string_view text, Unknown unknown) {
       return *e;
     if (auto e = rf.string("pause_reason", ro.pause_reason, false))
       return *e;
+    if (ro.pause_reason.size() > 512)
+      return rf.error("pause_reason", "at most 512 bytes");
     if (auto e = rf.unknown())
       return *e;
     c.rollout = ro;

@@ -296,6 +296,11 @@ def main():
                  lambda: admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["paused"], timeout=20)
         assert "3 of 6 devices" in admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["pause_reason"]
         # Bad rules: 400 naming the field.
+        ch = admin(origin, "GET", BASE + "/channels/production")[1]
+        ch.pop("name")
+        ch["rollout"]["pause_reason"] = "x" * 513
+        st, doc = admin(origin, "PUT", BASE + "/channels/production", ch)
+        assert st == 400 and "rollout.pause_reason" in doc["message"], (st, doc)
         for bad in ({"failure_rate_bps": 0, "window_minutes": 5, "min_attempts": 1},
                     {"failure_rate_bps": 100, "window_minutes": 2000, "min_attempts": 1},
                     {"failure_rate_bps": 100, "window_minutes": 5}):
