@@ -62,6 +62,8 @@ const std::set<std::string>& known_keys() {
                                              "sync.push_to",
                                              "sync.changelog_keep",
                                              "outbox.max_bytes",
+                                             "checkins.timeline_events",
+                                             "checkins.retention_days",
                                              "tls.listen",
                                              "tls.cert_file",
                                              "tls.key_file",
@@ -300,6 +302,8 @@ Config load_config(const ConfigOverrides& o) {
     }
     r.integer("sync.changelog_keep", c.changelog_keep, 0, std::int64_t{1} << 62);
     r.size("outbox.max_bytes", c.outbox_max_bytes);
+    r.integer("checkins.timeline_events", c.timeline_events, 0, 1000);
+    r.integer("checkins.retention_days", c.retention_days, 0, 36'500);
     auto& t = c.server.tls;
     r.string("tls.listen", tls_listen);
     r.string("tls.cert_file", t.cert_file);

@@ -41,6 +41,8 @@ struct Config {
   std::string push_ca_file;  ///< [sync] ca_file: CA bundle for https:// push_to (empty: system)
   std::uint64_t changelog_keep = 100'000;       ///< [sync] changelog_keep (0: keep all)
   std::uint64_t outbox_max_bytes = 1ULL << 30;  ///< [outbox] max_bytes
+  std::uint32_t timeline_events = 50;           ///< [checkins] timeline_events (0: no timelines)
+  std::uint32_t retention_days = 90;            ///< [checkins] retention_days (0: keep everything)
 };
 
 /// Command-line values that override the file (unset: keep the file's or the default).

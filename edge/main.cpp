@@ -131,11 +131,13 @@ int run(const edge::Config& c) {
   control.set_read_only(is_edge);
   // Declared before the check-in store it observes: it outlives the store's writer thread.
   std::optional<edge::api::AutoPauser> auto_pause;
-  edge::store::CheckinStore checkins(*db, {is_edge, c.outbox_max_bytes});
+  edge::store::CheckinStore checkins(
+      *db, {is_edge, c.outbox_max_bytes, c.timeline_events, c.retention_days});
   control.set_checkins(&checkins);
   edge::api::Metrics metrics;
   edge::api::SyncMetrics sync_metrics;
   metrics.set_storage(db.get());
+  metrics.set_checkins(&checkins);
   metrics.set_sync(
       &sync_metrics, [&state] { return state.last_seq(); }, is_edge ? &checkins : nullptr);
   if (is_edge)

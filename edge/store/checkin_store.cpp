@@ -1,51 +1,109 @@
 #include "edge/store/checkin_store.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <ctime>
 #include <map>
 #include <random>
+#include <set>
+
+#include <xxhash.h>
 
 #include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
 #include "edge/store/database_impl.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace edge::store {
 namespace {
 
-std::string day_of(std::int64_t time_ms) {
-  const std::time_t t = static_cast<std::time_t>(time_ms / 1000);
+std::string utc_format(std::int64_t time_ms, const char* format) {
+  // Floor division: times before 1970 land in the right second too.
+  const std::int64_t secs = time_ms >= 0 ? time_ms / 1000 : (time_ms + 1) / 1000 - 1;
+  const std::time_t t = static_cast<std::time_t>(secs);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+  char buf[24];
+  std::strftime(buf, sizeof buf, format, &tm);
   return buf;
 }
 
-// Fields joined by '\0' (none may contain NUL: the endpoints validate them), time last.
-std::string encode(const Checkin& c) {
+constexpr std::int64_t kDayMs = 86'400'000;
+constexpr std::int64_t kHourMs = 3'600'000;
+
+std::int64_t floor_div(std::int64_t t, std::int64_t unit) {
+  return t >= 0 ? t / unit : (t + 1) / unit - 1;
+}
+
+// The fields of a check-in in their stored order: the first seven, then the time, then the
+// three added later (a record written before them simply ends after the time).
+template <typename C>
+auto head_fields(C& c) {
+  return std::array{&c.app_id,        &c.device_id, &c.platform, &c.version_name,
+                    &c.version_build, &c.action,    &c.decision};
+}
+template <typename C>
+auto tail_fields(C& c) {
+  return std::array{&c.plugin_version, &c.custom_id, &c.default_channel};
+}
+
+// Fields joined by '\0' (none holds NUL: sanitize replaced them), the time after the first
+// seven; a device's last check-in also carries its event count at the end.
+std::string encode(const Checkin& c, std::optional<std::uint32_t> events = std::nullopt) {
   std::string out;
-  for (const std::string* f : {&c.app_id, &c.device_id, &c.platform, &c.version_name,
-                               &c.version_build, &c.action, &c.decision}) {
+  for (const std::string* f : head_fields(c)) {
     out += *f;
     out += '\0';
   }
   out += std::to_string(c.time_ms);
+  for (const std::string* f : tail_fields(c)) {
+    out += '\0';
+    out += *f;
+  }
+  if (events) {
+    out += '\0';
+    out += std::to_string(*events);
+  }
   return out;
 }
 
-std::optional<Checkin> decode(std::string_view v) {
+std::optional<Checkin> decode(std::string_view v, std::uint32_t* events = nullptr) {
   Checkin c;
-  std::string* fields[] = {&c.app_id,        &c.device_id, &c.platform, &c.version_name,
-                           &c.version_build, &c.action,    &c.decision};
-  for (std::string* f : fields) {
+  for (std::string* f : head_fields(c)) {
     const auto nul = v.find('\0');
     if (nul == std::string_view::npos)
       return std::nullopt;
     f->assign(v.substr(0, nul));
     v.remove_prefix(nul + 1);
   }
-  c.time_ms = std::strtoll(std::string(v).c_str(), nullptr, 10);
+  const auto take = [&v] {
+    const auto nul = v.find('\0');
+    const std::string_view f = v.substr(0, nul);
+    v = nul == std::string_view::npos ? std::string_view() : v.substr(nul + 1);
+    return f;
+  };
+  const bool more = v.find('\0') != std::string_view::npos;
+  const std::string_view t = take();
+  std::from_chars(t.data(), t.data() + t.size(), c.time_ms);
+  if (more) {
+    for (std::string* f : tail_fields(c))
+      f->assign(take());
+    if (events != nullptr && !v.empty()) {
+      const std::string_view e = take();
+      std::from_chars(e.data(), e.data() + e.size(), *events);
+    }
+  }
   return c;
+}
+
+std::uint64_t device_hash(std::string_view seen_key) {
+  const std::uint64_t h = XXH3_64bits(seen_key.data(), seen_key.size());
+  return h == 0 ? 1 : h;  // 0 marks an empty slot
+}
+
+std::uint32_t version_hash(std::string_view v) {
+  return static_cast<std::uint32_t>(XXH3_64bits(v.data(), v.size())) | 1;  // 0: none counted
 }
 
 }  // namespace
@@ -132,8 +190,62 @@ void put_u64(Database::Impl& d, rocksdb::WriteBatch& wb, std::string_view key, s
 
 }  // namespace
 
-CheckinStore::CheckinStore(Database& db, CheckinOptions options) : db_(db), options_(options) {
+/// An open-addressing table keyed by device hash: 24 bytes a slot, at most 70% full.
+struct CheckinStore::DeviceTable {
+  struct Entry {
+    std::uint64_t key = 0;         ///< device_hash; 0: empty
+    std::int32_t day = INT32_MIN;  ///< the last day the device was counted (days since 1970)
+    std::uint32_t version = 0;     ///< version_hash of the release counted that day
+    std::uint32_t events = 0;      ///< events recorded (the timeline ring's position)
+  };
+  std::vector<Entry> slots = std::vector<Entry>(1024);
+  std::size_t size = 0;
+
+  Entry& at(std::uint64_t key) {
+    if ((size + 1) * 10 > slots.size() * 7)
+      grow();
+    std::size_t i = key & (slots.size() - 1);
+    while (slots[i].key != 0 && slots[i].key != key)
+      i = (i + 1) & (slots.size() - 1);
+    if (slots[i].key == 0) {
+      slots[i].key = key;
+      ++size;
+    }
+    return slots[i];
+  }
+  void grow() {
+    std::vector<Entry> old(slots.size() * 2);
+    old.swap(slots);
+    for (const Entry& e : old) {
+      if (e.key == 0)
+        continue;
+      std::size_t i = e.key & (slots.size() - 1);
+      while (slots[i].key != 0)
+        i = (i + 1) & (slots.size() - 1);
+      slots[i] = e;
+    }
+  }
+};
+
+CheckinStore::CheckinStore(Database& db, CheckinOptions options)
+    : db_(db), options_(options), table_(std::make_unique<DeviceTable>()) {
   auto& d = db_.impl();
+  // The device table, from every device's last check-in (about 1 s per million devices).
+  {
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDeviceSeen)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::uint32_t events = 0;
+      const auto c = decode(it->value().ToStringView(), &events);
+      if (!c)
+        continue;
+      auto& e = table_->at(device_hash(it->key().ToStringView()));
+      e.day = static_cast<std::int32_t>(floor_div(c->time_ms, kDayMs));
+      e.version = c->version_name.empty() ? 0 : version_hash(c->version_name);
+      e.events = events;
+    }
+    table_size_ = table_->size;
+    table_capacity_ = table_->slots.size();
+  }
   std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfCheckins)));
   it->SeekToLast();
   if (it->Valid() && it->key().size() == 8)
@@ -185,9 +297,18 @@ CheckinStore::~CheckinStore() {
   writer_.join();
 }
 
+std::string utc_day(std::int64_t time_ms) {
+  return utc_format(time_ms, "%Y-%m-%d");
+}
+
+std::string utc_hour(std::int64_t time_ms) {
+  return utc_format(time_ms, "%Y-%m-%dT%H");
+}
+
 void sanitize(Checkin& c) {
-  for (std::string* f : {&c.app_id, &c.device_id, &c.platform, &c.version_name, &c.version_build,
-                         &c.action, &c.decision}) {
+  for (std::string* f :
+       {&c.app_id, &c.device_id, &c.platform, &c.version_name, &c.version_build, &c.action,
+        &c.decision, &c.plugin_version, &c.custom_id, &c.default_channel}) {
     // Cutting at a byte count could split a character and make the whole batch invalid
     // UTF-8, which a strict receiver refuses for ever.
     if (f->size() > kMaxCheckinField || !valid_utf8(*f))
@@ -221,7 +342,7 @@ void CheckinStore::record_batch(std::string node, std::string generation, std::u
                                 std::vector<Checkin> checkins, BatchDone done) {
   for (auto& c : checkins)
     sanitize(c);
-  Item item{std::move(checkins), std::move(done), std::move(node), std::move(generation),
+  Item item{{},       std::move(checkins), std::move(done), std::move(node), std::move(generation),
             batch_seq};
   {
     std::lock_guard lock(mutex_);
@@ -250,23 +371,144 @@ void CheckinStore::run() {
   while (true) {
     {
       std::unique_lock lock(mutex_);
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      // Woken by work, or once a minute for the retention sweep's clock.
+      cv_.wait_for(lock, std::chrono::minutes(1), [&] { return stop_ || !queue_.empty(); });
       // Nobody waits for these check-ins (an origin's own, answered before the commit):
       // let a batch gather for up to kPacedWait, unless someone starts waiting meanwhile.
-      cv_.wait_for(lock, kPacedWait,
-                   [&] { return stop_ || urgent_ || queue_.size() >= kPacedBatch; });
-      if (queue_.empty())
+      if (!queue_.empty()) {
+        cv_.wait_for(lock, kPacedWait,
+                     [&] { return stop_ || urgent_ || queue_.size() >= kPacedBatch; });
+      }
+      if (queue_.empty() && stop_)
         return;
       batch.swap(queue_);
       urgent_ = false;
     }
-    commit(batch);
+    if (!batch.empty())
+      commit(batch);
+    for (auto& item : batch) {
+      if (item.task)
+        item.task();
+    }
     {
       std::lock_guard lock(mutex_);
       committed_ += batch.size();
+      table_size_ = table_->size;
+      table_capacity_ = table_->slots.size();
     }
     flushed_.notify_all();
     batch.clear();
+    if (options_.retention_days > 0) {
+      const std::int64_t now = wall_clock_ms();
+      if (now - last_sweep_ms_ >= kHourMs) {
+        last_sweep_ms_ = now;
+        retention_pass(now, kSweepDevices);
+      }
+    }
+  }
+}
+
+void CheckinStore::run_on_writer(std::function<void()> fn) {
+  Item item;
+  item.task = std::move(fn);
+  std::unique_lock lock(mutex_);
+  queue_.push_back(std::move(item));
+  const std::uint64_t target = ++enqueued_;
+  urgent_ = true;
+  cv_.notify_one();
+  flushed_.wait(lock, [&] { return committed_ >= target; });
+}
+
+void CheckinStore::sweep_retention(std::int64_t now_ms) {
+  run_on_writer([this, now_ms] { retention_pass(now_ms, SIZE_MAX); });
+}
+
+std::uint64_t CheckinStore::table_devices() const {
+  std::lock_guard lock(mutex_);
+  return table_size_;
+}
+
+std::uint64_t CheckinStore::table_bytes() const {
+  std::lock_guard lock(mutex_);
+  return table_capacity_ * sizeof(DeviceTable::Entry);
+}
+
+void CheckinStore::retention_pass(std::int64_t now_ms, std::size_t max_devices) {
+  if (options_.retention_days == 0)
+    return;
+  auto& d = db_.impl();
+  const std::int64_t cutoff_ms = now_ms - std::int64_t{options_.retention_days} * kDayMs;
+  const std::string cutoff_day = utc_day(cutoff_ms);
+  rocksdb::WriteBatch wb;
+  // Buckets and day markers before the cutoff day: one range per app (keys are app \0
+  // bucket..., and "\x01" app \0 day ... for markers).
+  {
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDaily)));
+    it->SeekToFirst();
+    while (it->Valid()) {
+      const std::string_view k = it->key().ToStringView();
+      const auto nul = k.find('\0');
+      if (nul == std::string_view::npos) {
+        it->Next();
+        continue;
+      }
+      const std::string app(k.substr(0, nul + 1));  // with its NUL
+      wb.DeleteRange(d.handle(kCfDaily), app, app + cutoff_day);
+      std::string next = app;
+      next.back() = '\x01';  // past every key of this app
+      it->Seek(next);
+    }
+    if (auto ec = to_error(it->status()); ec)
+      spdlog::warn("retention: reading the aggregates: {}", ec.message());
+  }
+  // The raw log, which is in arrival order: the first record not older than the cutoff,
+  // by bisection over its sequence numbers (arrival and event time agree but for late
+  // relayed batches, which then stay a little longer).
+  {
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfCheckins)));
+    it->SeekToFirst();
+    if (it->Valid() && it->key().size() == 8) {
+      std::uint64_t lo = get_be64(it->key().data());
+      std::uint64_t hi = next_seq_;  // first seq known to be kept (none yet)
+      const std::uint64_t first = lo;
+      while (lo < hi) {
+        const std::uint64_t mid = lo + (hi - lo) / 2;
+        char k[8];
+        put_be64(k, mid);
+        it->Seek(rocksdb::Slice(k, 8));
+        const auto c = it->Valid() ? decode(it->value().ToStringView()) : std::nullopt;
+        if (!it->Valid() || (c && c->time_ms >= cutoff_ms))
+          hi = mid;
+        else
+          lo = mid + 1;
+      }
+      if (lo > first) {
+        char from[8], to[8];
+        put_be64(from, first);
+        put_be64(to, lo);
+        wb.DeleteRange(d.handle(kCfCheckins), rocksdb::Slice(from, 8), rocksdb::Slice(to, 8));
+      }
+    }
+  }
+  // The timelines of devices not seen since the cutoff, a slice of the devices per pass.
+  if (options_.timeline_events > 0) {
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDeviceSeen)));
+    it->Seek(timeline_cursor_);
+    std::size_t n = 0;
+    for (; it->Valid() && n < max_devices; it->Next(), ++n) {
+      const auto c = decode(it->value().ToStringView());
+      if (c && c->time_ms < cutoff_ms) {
+        const std::string prefix = it->key().ToString() + '\0';
+        std::string end = prefix;
+        end.back() = '\x01';
+        wb.DeleteRange(d.handle(kCfTimeline), prefix, end);
+      }
+    }
+    timeline_cursor_ = it->Valid() ? it->key().ToString() : std::string();
+  }
+  if (wb.Count() > 0) {
+    if (auto ec = d.write(wb, false, false))
+      spdlog::warn("retention: deleting data older than {}: {}", cutoff_day, ec.message());
   }
 }
 
@@ -275,6 +517,8 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   if (!db_.writable()) {
     // Below store.min_free: refused before anything is read or staged (callers answer 503).
     for (auto& item : batch) {
+      if (item.task)
+        continue;
       (void)d.refuse();
       if (item.done)
         item.done(false, false);
@@ -284,24 +528,38 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   rocksdb::WriteBatch wb;
   // Counters touched by this batch, read once from the database, written once.
   std::map<std::string, std::uint64_t> counts;
-  const auto bump = [&](const std::string& key) {
+  const auto bump = [&](std::string key) {
     auto it = counts.find(key);
     if (it == counts.end()) {
       std::string v;
       std::uint64_t current = 0;
       if (d.db->Get({}, d.handle(kCfDaily), key, &v).ok() && v.size() == 8)
         current = get_le64(v.data());
-      it = counts.emplace(key, current).first;
+      it = counts.emplace(std::move(key), current).first;
     }
     ++it->second;
   };
   std::map<std::string, std::uint64_t> node_seq;  // highest applied batch per child node
-  constexpr std::int64_t kDayMs = 86'400'000;
-  std::int64_t day_number = INT64_MIN;
-  std::string day;
+  // One strftime per hour of event time, not per check-in.
+  std::int64_t hour_number = INT64_MIN;
+  std::string hour, day;
   char one_bytes[8];
   put_le64(one_bytes, 1);
   const rocksdb::Slice one(one_bytes, 8);
+  std::set<std::string> markers;  // day markers put by this batch (late events read them)
+  // Counts a device for `day_text` (and its release) unless its marker says it was.
+  const auto count_late_day = [&](const Checkin& c, const std::string& day_text,
+                                  const std::string& version) {
+    std::string marker = join({"\x01" + c.app_id, day_text, c.device_id});
+    std::string v;
+    if (markers.contains(marker) || d.db->Get({}, d.handle(kCfDaily), marker, &v).ok())
+      return;  // counted that day already (its release too, but for a change of release)
+    wb.Put(d.handle(kCfDaily), marker, one);
+    markers.insert(std::move(marker));
+    bump(join({c.app_id, day_text, "D", ""}));
+    if (!version.empty())
+      bump(join({c.app_id, day_text, "v", version}));
+  };
   // The version each device of this batch runs, as this batch leaves it.
   std::map<std::string, std::string> running;
   const auto running_version = [&](const std::string& key) -> std::string {
@@ -319,8 +577,12 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   std::vector<bool> duplicate(batch.size(), false);
   std::uint64_t outbox_added = 0;
   std::uint64_t outbox_bytes = 0;
+  const std::uint32_t ring = options_.timeline_events;
+  std::vector<DeviceTable::Entry> undo;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const Item& item = batch[i];
+    if (item.task)
+      continue;
     if (!item.node.empty()) {
       std::string key = std::string(kNodeKeyPrefix) + item.node;
       if (!item.generation.empty())
@@ -341,30 +603,64 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       const std::string record = encode(c);
       wb.Put(d.handle(kCfCheckins), rocksdb::Slice(seq, 8), record);
       const std::string seen_key = join({c.app_id, c.device_id});
-      // One strftime per day, not per check-in (floor division: times before 1970 too).
-      const std::int64_t n = c.time_ms >= 0 ? c.time_ms / kDayMs : (c.time_ms + 1) / kDayMs - 1;
-      if (n != day_number) {
-        day_number = n;
-        day = day_of(c.time_ms);
+      const std::int64_t h = floor_div(c.time_ms, kHourMs);
+      if (h != hour_number) {
+        hour_number = h;
+        hour = utc_hour(c.time_ms);
+        day = hour.substr(0, 10);
       }
-      if (names_target_release(c.action)) {
-        // The event names the bundle being fetched or installed: the device still runs the
-        // version it ran before (§9.5), and the event counts against the target.
+      // A target-naming event names the bundle being fetched or installed: the device still
+      // runs the version it ran before (§9.5), and the event counts against the target.
+      const bool target = names_target_release(c.action);
+      const std::string version = target ? running_version(seen_key) : c.version_name;
+      DeviceTable::Entry& e = table_->at(device_hash(seen_key));
+      undo.push_back(e);  // restored if the write fails
+      const std::uint32_t slot = ring > 0 ? e.events % ring : 0;
+      ++e.events;
+      if (target) {
         Checkin seen = c;
-        seen.version_name = running_version(seen_key);
-        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(seen));
+        seen.version_name = version;
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(seen, e.events));
         if (!c.version_name.empty())
-          bump(join({c.app_id, day, "t", c.version_name, c.action}));
+          bump(join({c.app_id, hour, "t", c.version_name, c.action}));
       } else {
-        wb.Put(d.handle(kCfDeviceSeen), seen_key, record);
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(c, e.events));
         running[seen_key] = c.version_name;
-        if (!c.version_name.empty())
-          bump(join({c.app_id, day, "r", c.version_name}));
+        if (!c.version_name.empty()) {
+          bump(join({c.app_id, hour, "r", c.version_name}));
+          if (c.action == "set")
+            bump(join({c.app_id, hour, "i", c.version_name}));
+        }
       }
-      // A device counts once per day: its marker key holds 1 (written again if it comes
-      // back the same day: the same value).
-      wb.Put(d.handle(kCfDaily), join({c.app_id, day, "d", c.device_id}), one);
-      bump(join({c.app_id, day, "a", c.action}));
+      if (ring > 0) {
+        char s[4] = {static_cast<char>(slot >> 24), static_cast<char>(slot >> 16),
+                     static_cast<char>(slot >> 8), static_cast<char>(slot)};
+        wb.Put(d.handle(kCfTimeline), seen_key + '\0' + std::string(s, 4), record);
+      }
+      // Distinct devices per day (and per release that day), from the device table: a
+      // device's first event of a day counts it, and leaves its marker for late events.
+      const auto dn = static_cast<std::int32_t>(floor_div(c.time_ms, kDayMs));
+      const std::uint32_t vh = version.empty() ? 0 : version_hash(version);
+      if (dn > e.day) {
+        e.day = dn;
+        e.version = vh;
+        std::string marker = join({"\x01" + c.app_id, day, c.device_id});
+        wb.Put(d.handle(kCfDaily), marker, one);
+        markers.insert(std::move(marker));
+        bump(join({c.app_id, day, "D", ""}));
+        if (vh != 0)
+          bump(join({c.app_id, day, "v", version}));
+      } else if (dn == e.day) {
+        if (vh != 0 && vh != e.version) {
+          e.version = vh;
+          bump(join({c.app_id, day, "v", version}));
+        }
+      } else {
+        count_late_day(c, day, version);
+      }
+      bump(join({c.app_id, hour, "a", c.action}));
+      if (!c.platform.empty())
+        bump(join({c.app_id, hour, "p", c.platform}));
       if (options_.outbox) {
         char ok[8];
         put_be64(ok, next_outbox_++);
@@ -398,6 +694,10 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     outbox_cv_.notify_all();
     trim_outbox();
   }
+  if (!ok) {
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it)
+      table_->at(it->key) = *it;
+  }
   if (!ok && outbox_added > 0) {
     next_outbox_ -= outbox_added;
     std::lock_guard lock(mutex_);
@@ -406,7 +706,7 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   }
   if (ok && observer_) {
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (!duplicate[i]) {
+      if (!duplicate[i] && !batch[i].task) {
         for (const auto& c : batch[i].checkins)
           observer_(c);
       }
@@ -640,39 +940,114 @@ OutboxStats CheckinStore::outbox_stats() const {
   return s;
 }
 
-Result<std::map<std::string, DayStats>> CheckinStore::stats(const std::string& app_id) const {
+Result<Analytics> CheckinStore::analytics(const std::string& app_id, std::int64_t from_ms,
+                                          std::int64_t to_ms) const {
   auto& d = db_.impl();
-  std::map<std::string, DayStats> out;
+  Analytics out;
   const std::string prefix = app_id + '\0';
+  const std::string first_hour = utc_hour(from_ms);
+  const std::string last_hour = utc_hour(to_ms);
+  // Days that had a "D" counter: older data (before the counter) counts its markers.
+  std::map<std::string, std::uint64_t> legacy_markers;
   std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDaily)));
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+  // Past every key of the last day: its day keys (day \0 ...) and hours (day T ...).
+  const std::string end = prefix + last_hour.substr(0, 10) + 'U';
+  for (it->Seek(prefix + first_hour.substr(0, 10));
+       it->Valid() && it->key().ToStringView() < std::string_view(end); it->Next()) {
     std::string_view rest = it->key().ToStringView().substr(prefix.size());
     const auto p1 = rest.find('\0');
-    if (p1 == std::string_view::npos)
+    if (p1 == std::string_view::npos || it->value().size() != 8)
       continue;
-    const std::string day(rest.substr(0, p1));
+    const std::string_view bucket = rest.substr(0, p1);
     rest.remove_prefix(p1 + 1);
     const auto p2 = rest.find('\0');
-    if (p2 == std::string_view::npos || it->value().size() != 8)
+    if (p2 == std::string_view::npos)
       continue;
     const std::string_view kind = rest.substr(0, p2);
-    const std::string name(rest.substr(p2 + 1));
+    const std::string_view name = rest.substr(p2 + 1);
     const std::uint64_t n = get_le64(it->value().data());
-    DayStats& s = out[day];
-    if (kind == "d") {
-      s.devices += 1;
+    if (bucket.size() == 10) {
+      // Day-level keys: distinct devices, and counters written before hourly buckets
+      // existed (they count in the day's first hour).
+      if (kind == "D") {
+        out.days[std::string(bucket)].devices = n;
+        continue;
+      }
+      if (kind == "v") {
+        out.days[std::string(bucket)].by_release[std::string(name)] = n;
+        continue;
+      }
+      if (kind == "d") {
+        ++legacy_markers[std::string(bucket)];
+        continue;
+      }
+    }
+    std::string h(bucket);
+    if (h.size() == 10)
+      h += "T00";
+    if (h < first_hour || h > last_hour)
+      continue;
+    HourStats& s = out.hours[h];
+    if (kind == "a") {
+      s.actions[std::string(name)] += n;
+    } else if (kind == "p") {
+      s.platforms[std::string(name)] += n;
     } else if (kind == "r") {
-      s.releases[name] = n;
-    } else if (kind == "a") {
-      s.actions[name] = n;
+      s.releases[std::string(name)] += n;
+    } else if (kind == "i") {
+      s.installs[std::string(name)] += n;
     } else if (kind == "t") {
       const auto p3 = name.find('\0');
-      if (p3 != std::string::npos)
-        s.targets[name.substr(0, p3)][name.substr(p3 + 1)] = n;
+      if (p3 != std::string_view::npos)
+        s.targets[std::string(name.substr(0, p3))][std::string(name.substr(p3 + 1))] += n;
     }
   }
   if (auto ec = to_error(it->status()))
     return ec;
+  for (const auto& [day, n] : legacy_markers) {
+    if (out.days[day].devices == 0)
+      out.days[day].devices = n;
+  }
+  return out;
+}
+
+Result<std::vector<TimelineEntry>> CheckinStore::timeline(const std::string& app_id,
+                                                          const std::string& device_id,
+                                                          std::size_t limit) const {
+  auto& d = db_.impl();
+  std::vector<TimelineEntry> out;
+  const std::string seen_key = join({app_id, device_id});
+  std::string v;
+  const auto s = d.db->Get({}, d.handle(kCfDeviceSeen), seen_key, &v);
+  if (s.IsNotFound() || options_.timeline_events == 0)
+    return out;
+  if (auto ec = to_error(s))
+    return ec;
+  std::uint32_t events = 0;
+  if (!decode(v, &events) || events == 0)
+    return out;
+  // The ring's slots, read in one pass, then walked back from the newest.
+  std::map<std::uint32_t, Checkin> slots;
+  const std::string prefix = seen_key + '\0';
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfTimeline)));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    const std::string_view k = it->key().ToStringView().substr(prefix.size());
+    if (k.size() != 4)
+      continue;
+    const auto* b = reinterpret_cast<const unsigned char*>(k.data());
+    const std::uint32_t slot = (std::uint32_t{b[0]} << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+    if (auto c = decode(it->value().ToStringView()))
+      slots.emplace(slot, std::move(*c));
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  const std::uint32_t ring = options_.timeline_events;
+  const std::uint32_t n = std::min<std::uint32_t>(events, ring);
+  for (std::uint32_t k = 0; k < n && out.size() < limit; ++k) {
+    const auto found = slots.find((events - 1 - k) % ring);
+    if (found != slots.end())
+      out.push_back(found->second);
+  }
   return out;
 }
 

@@ -27,6 +27,9 @@ struct Checkin {
   std::string action;    ///< the stats action, or "updates" for an update check
   std::string decision;  ///< the update decision's error code, "update", or "" for stats
   std::int64_t time_ms = 0;
+  std::string plugin_version;   ///< the plugin's version, as the device sent it (may be empty)
+  std::string custom_id;        ///< the app's own id for the device (may be empty)
+  std::string default_channel;  ///< the device's defaultChannel (may be empty)
 };
 
 /// Longest stored field of a check-in, in bytes. When recorded, a longer field is cut at a
@@ -35,17 +38,35 @@ struct Checkin {
 inline constexpr std::size_t kMaxCheckinField = 1024;
 void sanitize(Checkin& c);
 
-/// Per-day figures of one app.
-struct DayStats {
-  std::uint64_t devices = 0;  ///< distinct devices seen that day
+/// The counters of one hour of one app ("YYYY-MM-DDTHH", UTC), from the check-ins whose
+/// event time falls in it.
+struct HourStats {
+  std::map<std::string, std::uint64_t> actions;    ///< check-ins by action
+  std::map<std::string, std::uint64_t> platforms;  ///< check-ins by platform
   /// Check-ins by the version the device runs (target-naming events excluded).
   std::map<std::string, std::uint64_t> releases;
-  std::map<std::string, std::uint64_t> actions;  ///< check-ins by action
+  std::map<std::string, std::uint64_t> installs;  ///< "set" events by the release set
   /// Target-naming events by the release they name, then by action: downloads, installs
-  /// queued, and the failures (checksum_required, *_fail, ...) that show a misconfigured
-  /// release.
+  /// queued, and the failures (checksum_required, *_fail, ...) that show a bad release.
   std::map<std::string, std::map<std::string, std::uint64_t>> targets;
 };
+
+/// The distinct-device figures of one UTC day ("YYYY-MM-DD").
+struct DayDevices {
+  std::uint64_t devices = 0;  ///< distinct devices seen that day
+  /// Distinct devices that ran each release that day (a device counts once per release it
+  /// ran; one that went A -> B -> A the same day counts twice for A).
+  std::map<std::string, std::uint64_t> by_release;
+};
+
+/// An app's figures over a time range.
+struct Analytics {
+  std::map<std::string, HourStats> hours;  ///< by hour, oldest first; empty hours absent
+  std::map<std::string, DayDevices> days;  ///< by day, oldest first; empty days absent
+};
+
+/// One entry of a device's timeline (CheckinStore::timeline).
+using TimelineEntry = Checkin;
 
 /// True for the stats actions whose version_name names the bundle being fetched or
 /// installed rather than the one running (capgo-protocol.md §9.5): download_*, set_next,
@@ -59,7 +80,16 @@ struct CheckinOptions {
   bool outbox = false;
   /// Past this many bytes of queued check-ins the oldest are dropped (and counted).
   std::uint64_t outbox_max_bytes = 1ULL << 30;
+  /// Each device's timeline keeps its last this many events (0: no timelines).
+  std::uint32_t timeline_events = 50;
+  /// Hourly buckets, the raw log, and the timelines of devices not seen for longer than
+  /// this many days are deleted (an hourly sweep). 0: keep everything.
+  std::uint32_t retention_days = 90;
 };
+
+/// UTC day "YYYY-MM-DD" and hour "YYYY-MM-DDTHH" of a millisecond time.
+std::string utc_day(std::int64_t time_ms);
+std::string utc_hour(std::int64_t time_ms);
 
 /// A batch of the outbox on its way upstream: `batch_seq` is the number in its
 /// Idempotency-Key. The same batch (same seq, same check-ins) is returned until it is
@@ -131,8 +161,23 @@ class CheckinStore {
   /// Blocks until everything recorded before the call is committed.
   void flush();
 
-  /// Per-day stats of an app, oldest day first (UTC days, "YYYY-MM-DD").
-  Result<std::map<std::string, DayStats>> stats(const std::string& app_id) const;
+  /// An app's hourly counters and daily distinct devices for the hours from `from_ms` to
+  /// `to_ms` (both included, event time), read from the stored aggregates: the cost grows
+  /// with the number of hours and of distinct names in them, not with the check-ins.
+  Result<Analytics> analytics(const std::string& app_id, std::int64_t from_ms,
+                              std::int64_t to_ms) const;
+  /// A device's last events (at most CheckinOptions::timeline_events, and at most `limit`),
+  /// newest first. Target-naming events keep the version they name.
+  Result<std::vector<TimelineEntry>> timeline(const std::string& app_id,
+                                              const std::string& device_id,
+                                              std::size_t limit) const;
+  /// Runs the retention sweep now (the writer runs it hourly by itself) and waits for it:
+  /// for tests and tools. Deletes what is older than `now_ms` - retention_days.
+  void sweep_retention(std::int64_t now_ms);
+  /// Devices in the in-memory device table, and the bytes it holds (for /metrics and the
+  /// scale benchmark).
+  std::uint64_t table_devices() const;
+  std::uint64_t table_bytes() const;
 
   /// Called on the writer thread with every check-in once it is committed (received
   /// duplicates excepted), in order. Must be cheap. Set before the first record.
@@ -188,7 +233,9 @@ class CheckinStore {
   OutboxStats outbox_stats() const;
 
  private:
+  struct DeviceTable;
   struct Item {
+    std::function<void()> task;  ///< set: run on the writer thread instead of a commit
     std::vector<Checkin> checkins;
     BatchDone done;
     std::string node;  ///< non-empty: a child's batch
@@ -197,6 +244,11 @@ class CheckinStore {
   };
   void run();
   void commit(std::deque<Item>& batch);
+  /// The retention sweep's steps (writer thread): buckets and the raw log at once, device
+  /// timelines a slice per call (from timeline_cursor_).
+  void retention_pass(std::int64_t now_ms, std::size_t max_devices);
+  /// Runs `fn` on the writer thread and waits for it.
+  void run_on_writer(std::function<void()> fn);
   void trim_outbox();
   /// Deletes `batch` from the outbox; with `dead` (its header), keeps it as a dead letter.
   Result<void> outbox_remove(const OutboxBatch& batch, std::string* dead);
@@ -219,6 +271,14 @@ class CheckinStore {
   std::uint64_t dead_batches_ = 0;    // guarded by mutex_
   std::uint64_t dead_checkins_ = 0;   // guarded by mutex_
   std::uint64_t generation_ = 0;
+  /// Per device (a 64-bit hash of app and id): the last day counted, the version counted
+  /// that day and the event count (the timeline's ring position). Writer thread only,
+  /// after the constructor; its size is read under mutex_ (table_size_).
+  std::unique_ptr<DeviceTable> table_;
+  std::uint64_t table_size_ = 0;         // guarded by mutex_
+  std::uint64_t table_capacity_ = 0;     // guarded by mutex_
+  std::int64_t last_sweep_ms_ = 0;       // writer thread only
+  std::string timeline_cursor_;          // writer thread only: where the timeline sweep goes on
   std::optional<OutboxBatch> inflight_;  // guarded by outbox_mutex_
   mutable std::mutex outbox_mutex_;      // outbox_next/ack/trim: one at a time
   bool stop_ = false;
@@ -227,6 +287,9 @@ class CheckinStore {
   /// kPacedWait, whichever comes first.
   static constexpr std::size_t kPacedBatch = 512;
   static constexpr std::chrono::milliseconds kPacedWait{1};
+  /// Devices whose timeline the hourly sweep checks per pass (a full cycle over a million
+  /// devices takes 50 passes).
+  static constexpr std::size_t kSweepDevices = 20'000;
   std::thread writer_;
 };
 

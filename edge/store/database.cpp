@@ -19,9 +19,9 @@ namespace edge::store {
 namespace {
 
 constexpr std::array<const char*, kCfCount> kCfNames = {
-    "default",   "meta",     "chunks",      "segment_chunks", "segments",
-    "blobs",     "apps",     "releases",    "channels",       "devices",
-    "changelog", "checkins", "device_seen", "daily",          "outbox"};
+    "default",     "meta",     "chunks",   "segment_chunks", "segments",  "blobs",
+    "apps",        "releases", "channels", "devices",        "changelog", "checkins",
+    "device_seen", "daily",    "outbox",   "timeline"};
 
 constexpr std::string_view kSchemaKey = "schema_version";
 // What RocksDB needs to open: a new WAL, MANIFEST and OPTIONS file (a few hundred KiB).

@@ -33,9 +33,11 @@ enum Cf : std::size_t {
   kCfChangelog,      // be64(seq) -> encoded change
   kCfCheckins,       // be64(seq) -> encoded check-in       (CheckinStore)
   kCfDeviceSeen,     // app \0 device -> last check-in
-  kCfDaily,   // app \0 day \0 kind \0 name -> le64 count (kind d: device seen, r: release, a:
-              // action)
-  kCfOutbox,  // be64(outbox seq) -> encoded check-in, waiting to go upstream (edges)
+  // app \0 hour|day \0 kind \0 name -> le64 count (CheckinStore: hourly a, p, r, i, t;
+  // daily D, v) and "\x01" app \0 day \0 device -> 1 (a device's marker for the day)
+  kCfDaily,
+  kCfOutbox,    // be64(outbox seq) -> encoded check-in, waiting to go upstream (edges)
+  kCfTimeline,  // app \0 device \0 be32(slot) -> encoded check-in (a ring per device)
   kCfCount
 };
 

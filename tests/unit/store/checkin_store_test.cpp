@@ -1,10 +1,12 @@
 #include "edge/store/checkin_store.hpp"
 
 #include <future>
+#include <map>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
 
 #include "test_util.hpp"
@@ -17,11 +19,41 @@ using testing::TempDir;
 constexpr std::int64_t kDay1 = 1764115200000;  // 2025-11-26T00:00:00Z
 constexpr std::int64_t kDay2 = kDay1 + 86400000;
 
+// These tests use fixed dates in the past: the retention sweep must leave them alone.
+CheckinOptions keep_all(bool outbox = false) {
+  CheckinOptions o;
+  o.outbox = outbox;
+  o.retention_days = 0;
+  return o;
+}
+
+// A day's figures: the device counts and the sum of its hours.
+struct DayView {
+  std::uint64_t devices = 0;
+  std::map<std::string, std::uint64_t> actions, releases, by_release;
+};
+DayView day_view(const CheckinStore& s, const std::string& app, std::int64_t day_ms) {
+  auto a = s.analytics(app, day_ms, day_ms + 86'400'000 - 1);
+  EXPECT_TRUE(a);
+  DayView v;
+  if (const auto it = a->days.find(utc_day(day_ms)); it != a->days.end()) {
+    v.devices = it->second.devices;
+    v.by_release = it->second.by_release;
+  }
+  for (const auto& [h, st] : a->hours) {
+    for (const auto& [k, n] : st.actions)
+      v.actions[k] += n;
+    for (const auto& [k, n] : st.releases)
+      v.releases[k] += n;
+  }
+  return v;
+}
+
 TEST(CheckinStore, AggregatesPerDayAndSurvivesReopen) {
   TempDir tmp;
   {
     auto db = Database::open(tmp.path() / "db");
-    CheckinStore s(*db);
+    CheckinStore s(*db, keep_all());
     // Many threads record at once: the writer group-commits.
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
@@ -40,16 +72,16 @@ TEST(CheckinStore, AggregatesPerDayAndSurvivesReopen) {
     EXPECT_EQ(s.committed(), 1002U);
   }
   auto db = Database::open(tmp.path() / "db");
-  CheckinStore s(*db);
-  auto stats = s.stats("com.a.b");
-  ASSERT_TRUE(stats);
-  ASSERT_EQ(stats->size(), 2U);
-  const DayStats& d1 = stats->at("2025-11-26");
+  CheckinStore s(*db, keep_all());
+  auto both = s.analytics("com.a.b", kDay1, kDay2 + 86'400'000 - 1);
+  ASSERT_TRUE(both);
+  ASSERT_EQ(both->days.size(), 2U);
+  const DayView d1 = day_view(s, "com.a.b", kDay1);
   EXPECT_EQ(d1.devices, 10U) << "a device counts once per day";
   EXPECT_EQ(d1.actions.at("set"), 250U);
   EXPECT_EQ(d1.actions.at("updates"), 750U);
   EXPECT_EQ(d1.releases.at("1.0.0") + d1.releases.at("1.1.0"), 1000U);
-  EXPECT_EQ(stats->at("2025-11-27").devices, 1U);
+  EXPECT_EQ(day_view(s, "com.a.b", kDay2).devices, 1U);
   auto last = s.last("com.a.b", "dev-x");
   ASSERT_TRUE(last && *last);
   EXPECT_EQ((*last)->platform, "ios");
@@ -58,7 +90,12 @@ TEST(CheckinStore, AggregatesPerDayAndSurvivesReopen) {
   // Sequence numbers continue after a reopen.
   s.record({"com.a.b", "dev-y", "android", "1.1.0", "1.0.0", "set", "", kDay2});
   s.flush();
-  EXPECT_EQ(s.stats("com.a.b")->at("2025-11-27").devices, 2U);
+  EXPECT_EQ(day_view(s, "com.a.b", kDay2).devices, 2U);
+  // A device seen before the reopen is not counted again the same day (the device table
+  // is rebuilt from the last check-ins).
+  s.record({"com.a.b", "dev-x", "ios", "1.1.0", "1.0.0", "updates", "", kDay2 + 5});
+  s.flush();
+  EXPECT_EQ(day_view(s, "com.a.b", kDay2).devices, 2U);
 }
 
 }  // namespace
@@ -125,7 +162,7 @@ TEST(CheckinStore, OutboxBatchesAreStableUntilAcknowledgedAcrossRestarts) {
 TEST(CheckinStore, ReceivedBatchesApplyOncePerNodeAndSequence) {
   TempDir tmp;
   auto db = Database::open(tmp.path() / "db");
-  CheckinStore s(*db);
+  CheckinStore s(*db, keep_all());
   const auto send = [&](std::string node, std::uint64_t seq, int n, std::string gen = "g1") {
     std::vector<Checkin> list;
     for (int i = 0; i < n; ++i)
@@ -140,14 +177,14 @@ TEST(CheckinStore, ReceivedBatchesApplyOncePerNodeAndSequence) {
   EXPECT_EQ(send("edge-a", 1, 4), std::pair(true, true)) << "a retried batch";
   EXPECT_EQ(send("edge-b", 1, 2), std::pair(true, false)) << "keys are per node";
   EXPECT_EQ(send("edge-a", 2, 1), std::pair(true, false));
-  EXPECT_EQ(s.stats("com.a.b")->at("2025-11-26").actions.at("updates"), 7U);
+  EXPECT_EQ(day_view(s, "com.a.b", kDay1).actions.at("updates"), 7U);
   // A sender whose numbering restarted (wiped or restored data) has a new generation: its
   // batches are new, whatever their numbers; a forged huge seq poisons only its generation.
   EXPECT_EQ(send("edge-a", ~std::uint64_t{0}, 1, "forged"), std::pair(true, false));
   EXPECT_EQ(send("edge-a", 1, 3, "g2"), std::pair(true, false));
   EXPECT_EQ(send("edge-a", 2, 1, "g2"), std::pair(true, false));
   EXPECT_EQ(send("edge-a", 2, 1, "g2"), std::pair(true, true));
-  EXPECT_EQ(s.stats("com.a.b")->at("2025-11-26").actions.at("updates"), 12U);
+  EXPECT_EQ(day_view(s, "com.a.b", kDay1).actions.at("updates"), 12U);
 }
 
 TEST(CheckinStore, EachStartHasANewGenerationAndTheInflightBatchKeepsItsOwn) {
@@ -255,6 +292,131 @@ TEST(CheckinStore, AFullOutboxDropsTheOldestAndCountsThem) {
   const auto batch = *s.outbox_next(100);
   ASSERT_FALSE(batch.checkins.empty());
   EXPECT_EQ(batch.checkins.back().device_id, "dev-39") << "the newest are kept";
+}
+
+TEST(CheckinStore, HourlyBucketsDistinctDevicesAndReleasesPerDay) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, keep_all());
+  constexpr std::int64_t kHour = 3'600'000;
+  const auto at = [&](std::string dev, std::string platform, std::string version,
+                      std::string action, std::int64_t t) {
+    s.record({"com.a.b", std::move(dev), std::move(platform), std::move(version), "1.0.0",
+              std::move(action), "", t});
+  };
+  at("d1", "ios", "1.0.0", "updates", kDay1 + 1);
+  at("d1", "ios", "1.0.0", "download_0", kDay1 + 2);  // names 1.0.0 as its target
+  at("d2", "android", "1.0.0", "updates", kDay1 + kHour + 5);
+  at("d1", "ios", "2.0.0", "set", kDay1 + 2 * kHour);  // d1 moves to 2.0.0 the same day
+  at("d2", "android", "2.0.0", "update_fail", kDay1 + 2 * kHour + 1);
+  at("d2", "android", "1.0.0", "updates", kDay2 + 1);  // the next day
+  s.flush();
+  // A late event from day 1 (relayed by an edge after the device was seen on day 2): d3
+  // is new to day 1, d2 was counted there already.
+  at("d3", "ios", "1.0.0", "updates", kDay1 + 3 * kHour);
+  at("d2", "android", "1.0.0", "get", kDay1 + 3 * kHour);
+  s.flush();
+
+  auto a = s.analytics("com.a.b", kDay1, kDay2 + 86'400'000 - 1);
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->days.size(), 2U);
+  const DayDevices& day1 = a->days.at("2025-11-26");
+  EXPECT_EQ(day1.devices, 3U) << "d1, d2 and the late d3, each once";
+  EXPECT_EQ(day1.by_release.at("1.0.0"), 3U);
+  EXPECT_EQ(day1.by_release.at("2.0.0"), 1U) << "d1 after its set; d2's failure names 2.0.0";
+  EXPECT_EQ(a->days.at("2025-11-27").devices, 1U);
+  ASSERT_EQ(a->hours.size(), 5U);
+  const HourStats& h0 = a->hours.at("2025-11-26T00");
+  EXPECT_EQ(h0.actions.at("updates"), 1U);
+  EXPECT_EQ(h0.platforms.at("ios"), 2U);
+  EXPECT_EQ(h0.targets.at("1.0.0").at("download_0"), 1U);
+  EXPECT_EQ(h0.releases.size(), 1U) << "a target-naming event does not count as running";
+  const HourStats& h2 = a->hours.at("2025-11-26T02");
+  EXPECT_EQ(h2.installs.at("2.0.0"), 1U);
+  EXPECT_EQ(h2.targets.at("2.0.0").at("update_fail"), 1U);
+  EXPECT_EQ(a->hours.at("2025-11-26T03").actions.at("get"), 1U);
+  // A narrower range reads only its hours.
+  auto one = s.analytics("com.a.b", kDay1 + kHour, kDay1 + 2 * kHour - 1);
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->hours.size(), 1U);
+  EXPECT_TRUE(one->hours.contains("2025-11-26T01"));
+  EXPECT_TRUE(s.analytics("com.other", kDay1, kDay2)->hours.empty());
+}
+
+TEST(CheckinStore, TimelinesKeepTheLastEventsNewestFirstAcrossRestarts) {
+  TempDir tmp;
+  CheckinOptions o = keep_all();
+  o.timeline_events = 5;
+  {
+    auto db = Database::open(tmp.path() / "db");
+    CheckinStore s(*db, o);
+    for (int i = 0; i < 8; ++i) {
+      Checkin c = device_checkin(0);
+      c.time_ms = kDay1 + i;
+      c.action = "e" + std::to_string(i);
+      c.plugin_version = "8.51.23";
+      c.custom_id = "user-42";
+      c.default_channel = "beta";
+      s.record(std::move(c));
+    }
+    s.record(device_checkin(1));
+    s.flush();
+    auto t = s.timeline("com.a.b", "dev-0", 100);
+    ASSERT_TRUE(t);
+    ASSERT_EQ(t->size(), 5U) << "bounded: the oldest are dropped";
+    EXPECT_EQ(t->front().action, "e7");
+    EXPECT_EQ(t->back().action, "e3");
+    EXPECT_EQ(t->front().custom_id, "user-42");
+  }
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, o);
+  Checkin c = device_checkin(0);
+  c.action = "after";
+  s.record(std::move(c));
+  s.flush();
+  auto t = s.timeline("com.a.b", "dev-0", 3);
+  ASSERT_TRUE(t);
+  ASSERT_EQ(t->size(), 3U);
+  EXPECT_EQ((*t)[0].action, "after") << "the ring goes on where it was";
+  EXPECT_EQ((*t)[1].action, "e7");
+  EXPECT_EQ(s.timeline("com.a.b", "dev-1", 10)->size(), 1U);
+  EXPECT_TRUE(s.timeline("com.a.b", "nobody", 10)->empty());
+  // The new fields are kept with the last check-in; an older record (without them) reads.
+  const auto last = *s.last("com.a.b", "dev-0");
+  ASSERT_TRUE(last);
+  EXPECT_TRUE(last->plugin_version.empty()) << "the newest event did not send one";
+  EXPECT_EQ(s.table_devices(), 2U);
+  EXPECT_GT(s.table_bytes(), 0U);
+}
+
+TEST(CheckinStore, RetentionDeletesOldBucketsLogAndIdleTimelines) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinOptions o = keep_all();
+  o.retention_days = 30;
+  CheckinStore s(*db, o);
+  // Relative to now: the writer's own hourly sweep runs too.
+  const std::int64_t recent = wall_clock_ms() - 86'400'000;
+  const std::int64_t old_day = recent - 40LL * 86'400'000;
+  Checkin c = device_checkin(0);
+  c.time_ms = old_day;
+  s.record(c);  // an idle device
+  c.device_id = "dev-1";
+  s.record(c);
+  c.time_ms = recent;
+  s.record(c);  // dev-1 came back
+  s.flush();
+  s.sweep_retention(recent + 1);
+  auto a = s.analytics("com.a.b", old_day, recent + 1);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->days.size(), 1U) << "the old day is gone";
+  EXPECT_TRUE(a->days.contains(utc_day(recent)));
+  EXPECT_TRUE(s.timeline("com.a.b", "dev-0", 10)->empty()) << "an idle device's timeline";
+  EXPECT_EQ(s.timeline("com.a.b", "dev-1", 10)->size(), 2U) << "kept whole while seen";
+  EXPECT_TRUE(s.last("com.a.b", "dev-0")->has_value()) << "the device index keeps it";
+  std::size_t logged = 0;
+  ASSERT_TRUE(s.scan_back(0, 100, [&](const Checkin&) { ++logged; }));
+  EXPECT_EQ(logged, 1U) << "the raw log before the cutoff is deleted";
 }
 
 }  // namespace
