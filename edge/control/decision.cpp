@@ -96,6 +96,39 @@ bool rollout_selects(std::string_view rollout_id, std::string_view device_id, st
   return h.finish().leading_u64() % 10000 < bps;
 }
 
+std::string_view to_string(ChannelReason reason) {
+  switch (reason) {
+    case ChannelReason::kOverride: return "override";
+    case ChannelReason::kDefaultChannel: return "defaultChannel";
+    case ChannelReason::kPublic: return "public";
+    case ChannelReason::kNone: break;
+  }
+  return "none";
+}
+
+ResolvedChannel resolve_channel(std::string_view device_id, Platform platform,
+                                std::string_view default_channel, const AppView& app) {
+  // An override wins; a deleted override falls back.
+  if (auto name = app.device_override(device_id)) {
+    const Channel* c = app.channel(*name);
+    if (c != nullptr && usable(*c, app))
+      return {c, ChannelReason::kOverride};
+  }
+  if (!default_channel.empty()) {
+    // No fallback to the public channel when the named one does not qualify.
+    const Channel* c = app.channel(default_channel);
+    if (c != nullptr && platform_enabled(*c, platform) &&
+        (c->is_public || c->allow_device_self_set) && usable(*c, app))
+      return {c, ChannelReason::kDefaultChannel};
+    return {};
+  }
+  for (const Channel* c : app.channels()) {
+    if (c->is_public && platform_enabled(*c, platform) && usable(*c, app))
+      return {c, ChannelReason::kPublic};
+  }
+  return {};
+}
+
 Decision decide(const UpdateRequest& req, const AppView& app) {
   // Step 2: v4 plugins are no longer served.
   if (req.plugin_version.major == 4) {
@@ -104,33 +137,11 @@ Decision decide(const UpdateRequest& req, const AppView& app) {
                     " (v4) is no longer supported. Please upgrade to v5.10.0 or later.");
   }
 
-  // Step 3: channel resolution. An override wins; a deleted override falls back.
-  const Channel* channel = nullptr;
-  bool via_override = false;
-  if (auto name = app.device_override(req.device_id)) {
-    const Channel* c = app.channel(*name);
-    if (c != nullptr && usable(*c, app)) {
-      channel = c;
-      via_override = true;
-    }
-  }
-  if (channel == nullptr) {
-    if (!req.default_channel.empty()) {
-      // No fallback to the public channel when the named one does not qualify.
-      const Channel* c = app.channel(req.default_channel);
-      if (c != nullptr && platform_enabled(*c, req.platform) &&
-          (c->is_public || c->allow_device_self_set) && usable(*c, app)) {
-        channel = c;
-      }
-    } else {
-      for (const Channel* c : app.channels()) {
-        if (c->is_public && platform_enabled(*c, req.platform) && usable(*c, app)) {
-          channel = c;
-          break;
-        }
-      }
-    }
-  }
+  // Step 3: channel resolution.
+  const ResolvedChannel resolved =
+      resolve_channel(req.device_id, req.platform, req.default_channel, app);
+  const Channel* channel = resolved.channel;
+  const bool via_override = resolved.reason == ChannelReason::kOverride;
   if (channel == nullptr)
     return fail(Kind::kFailed, "no_channel", "no default channel or override");
 

@@ -147,6 +147,20 @@ struct Decision {
 /// shared state; raising bps only adds devices, lowering it only removes some.
 bool rollout_selects(std::string_view rollout_id, std::string_view device_id, std::uint32_t bps);
 
+/// How a device's channel was chosen (capgo-protocol.md §5 step 3).
+enum class ChannelReason : std::uint8_t { kOverride, kDefaultChannel, kPublic, kNone };
+std::string_view to_string(ChannelReason reason);
+
+/// The channel a device resolves to: its override (if the channel exists and is usable),
+/// else its defaultChannel (if that channel qualifies: no fallback to a public one when it
+/// does not), else the first public channel for its platform. nullptr with kNone: none.
+struct ResolvedChannel {
+  const Channel* channel = nullptr;
+  ChannelReason reason = ChannelReason::kNone;
+};
+ResolvedChannel resolve_channel(std::string_view device_id, Platform platform,
+                                std::string_view default_channel, const AppView& app);
+
 /// capgo-protocol.md §5 steps 2-10 (step 1, the unknown-app 429, is the endpoint's).
 Decision decide(const UpdateRequest& request, const AppView& app);
 
