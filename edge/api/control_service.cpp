@@ -7,8 +7,10 @@
 #include <boost/json.hpp>
 
 #include "edge/api/access.hpp"
+#include "edge/api/analytics.hpp"
 #include "edge/api/device_info.hpp"
 #include "edge/api/sync.hpp"
+#include "edge/core/clock.hpp"
 #include "edge/core/sha256.hpp"
 #include "edge/core/utf8.hpp"
 
@@ -556,10 +558,13 @@ Response ControlService::put_channel(const control::AppState& app, const std::st
 Response ControlService::device_index(const control::AppState& app, std::string_view query) const {
   if (checkins_ == nullptr)
     return error_response(404, "not_found", "check-ins are not kept on this node");
-  std::string release, platform, channel, cursor;
+  std::string release, platform, channel, cursor, custom_id;
   std::optional<std::int64_t> since;
   std::size_t limit = 100;
-  for (const auto& [key, value] : parse_query(query)) {
+  for (const auto& param : parse_query(query)) {
+    // Named references, not a structured binding: clang 14 cannot capture those.
+    const std::string& key = param.first;
+    const std::string& value = param.second;
     const auto bad = [&](const std::string& why) {
       return error_response(400, "invalid_query_parameters", key + ": " + why);
     };
@@ -573,6 +578,10 @@ Response ControlService::device_index(const control::AppState& app, std::string_
       if (!app.channels.contains(value))
         return bad("no channel '" + value.substr(0, 128) + "' in app " + app.app_id);
       channel = value;
+    } else if (key == "custom_id") {
+      if (value.empty() || value.size() > 36)
+        return bad("expected a prefix of 1-36 bytes, got " + std::to_string(value.size()));
+      custom_id = value;
     } else if (key == "cursor") {
       if (value.size() > 200)
         return bad("not a cursor this node gave");
@@ -591,21 +600,18 @@ Response ControlService::device_index(const control::AppState& app, std::string_
     } else {
       return error_response(400, "invalid_query_parameters",
                             "unknown parameter '" + key.substr(0, 64) +
-                                "' (expected release, platform, channel, seen_since, cursor, "
-                                "limit)");
+                                "' (expected release, platform, channel, custom_id, seen_since, "
+                                "cursor, limit)");
     }
   }
-  // The channel a device resolves to without a defaultChannel of its own: its override,
-  // else the first public channel for its platform (capgo-protocol.md §5).
-  const auto resolve = [&](const store::Checkin& c) -> std::pair<std::string, std::string_view> {
-    if (const auto* o = app.overrides.find(c.device_id))
-      return {*o, "override"};
+  // The channel the decision would resolve for the device from what it last sent: its
+  // override, its defaultChannel, or the first public channel for its platform (§5).
+  const control::AppStateView view(app);
+  const auto resolve = [&](const store::Checkin& c) -> control::ResolvedChannel {
     const auto p = control::parse_platform(c.platform);
-    for (const auto& [n, ch] : app.channels) {
-      if (ch.is_public && (!p || control::platform_enabled(ch, *p)))
-        return {n, "public"};
-    }
-    return {"", "none"};
+    if (!p)
+      return {};
+    return control::resolve_channel(c.device_id, *p, c.default_channel, view);
   };
   auto page = checkins_->devices(app.app_id, cursor, limit, 200'000, [&](const store::Checkin& c) {
     if (!release.empty() && c.version_name != release)
@@ -614,23 +620,35 @@ Response ControlService::device_index(const control::AppState& app, std::string_
       return false;
     if (since && c.time_ms < *since)
       return false;
-    return channel.empty() || resolve(c).first == channel;
+    if (!custom_id.empty() && !c.custom_id.starts_with(custom_id))
+      return false;
+    if (channel.empty())
+      return true;
+    const auto r = resolve(c);
+    return r.channel != nullptr && r.channel->name == channel;
   });
   if (!page)
     return error_response(500, "store_error", "reading devices: " + page.error().message());
+  const auto or_null = [](const std::string& s) {
+    return s.empty() ? json::value(nullptr) : json::value(s);
+  };
   json::array devices;
   for (const auto& c : page->devices) {
-    const auto [ch, why] = resolve(c);
+    const auto r = resolve(c);
     const auto* o = app.overrides.find(c.device_id);
-    devices.push_back(json::object{{"device_id", c.device_id},
-                                   {"last_checkin_ms", c.time_ms},
-                                   {"last_action", c.action},
-                                   {"release", c.version_name},
-                                   {"native_version", c.version_build},
-                                   {"platform", c.platform},
-                                   {"override", o != nullptr ? json::value(*o) : nullptr},
-                                   {"channel", ch.empty() ? json::value(nullptr) : json::value(ch)},
-                                   {"channel_reason", why}});
+    devices.push_back(json::object{
+        {"device_id", c.device_id},
+        {"last_checkin_ms", c.time_ms},
+        {"last_action", c.action},
+        {"release", c.version_name},
+        {"native_version", c.version_build},
+        {"platform", c.platform},
+        {"plugin_version", or_null(c.plugin_version)},
+        {"custom_id", or_null(c.custom_id)},
+        {"default_channel", or_null(c.default_channel)},
+        {"override", o != nullptr ? json::value(*o) : nullptr},
+        {"channel", r.channel != nullptr ? json::value(r.channel->name) : json::value(nullptr)},
+        {"channel_reason", control::to_string(r.reason)}});
   }
   return json_response(200, json::object{{"app_id", app.app_id},
                                          {"devices", std::move(devices)},
@@ -839,29 +857,11 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
       return method_not_allowed("GET");
     if (checkins_ == nullptr)
       return error_response(404, "not_found", "check-ins are not kept on this node");
-    auto days = checkins_->stats(app_id);
-    if (!days)
-      return error_response(500, "store_error", "reading stats: " + days.error().message());
-    json::array out;
-    for (const auto& [day, st] : *days) {
-      json::object releases, actions, targets;
-      for (const auto& [n, c] : st.releases)
-        releases[n] = c;
-      for (const auto& [n, c] : st.actions)
-        actions[n] = c;
-      for (const auto& [release, by_action] : st.targets) {
-        json::object o;
-        for (const auto& [a, c] : by_action)
-          o[a] = c;
-        targets[release] = std::move(o);
-      }
-      out.push_back(json::object{{"day", day},
-                                 {"devices", st.devices},
-                                 {"releases", std::move(releases)},
-                                 {"actions", std::move(actions)},
-                                 {"targets", std::move(targets)}});
-    }
-    return json_response(200, json::object{{"app_id", app_id}, {"days", std::move(out)}});
+    const std::string_view target(req.target().data(), req.target().size());
+    const auto q = target.find('?');
+    return analytics_response(
+        *checkins_, *app, q == std::string_view::npos ? std::string_view() : target.substr(q + 1),
+        wall_clock_ms());
   }
   if (coll == "channels" && segs.size() == 4)
     return channel_action(*app, segs[2], segs[3], method, body);
@@ -948,15 +948,28 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
                    {"channel", channel == nullptr ? json::value(nullptr) : json::value(*channel)},
                    {"last_checkin", nullptr}};
   if (checkins_ != nullptr) {
-    if (auto last = checkins_->last(app_id, key); last && *last) {
-      const auto& c = **last;
-      out["last_checkin"] = json::object{{"time_ms", c.time_ms},
-                                         {"platform", c.platform},
-                                         {"version_name", c.version_name},
-                                         {"version_build", c.version_build},
-                                         {"action", c.action},
-                                         {"decision", c.decision}};
+    const auto event = [](const store::Checkin& c) {
+      return json::object{{"time_ms", c.time_ms},
+                          {"platform", c.platform},
+                          {"version_name", c.version_name},
+                          {"version_build", c.version_build},
+                          {"plugin_version", c.plugin_version},
+                          {"custom_id", c.custom_id},
+                          {"default_channel", c.default_channel},
+                          {"action", c.action},
+                          {"decision", c.decision}};
+    };
+    if (auto last = checkins_->last(app_id, key); last && *last)
+      out["last_checkin"] = event(**last);
+    // The device's timeline: its last events, newest first (checkins.timeline_events).
+    json::array timeline;
+    if (auto t = checkins_->timeline(app_id, key, SIZE_MAX)) {
+      for (const auto& c : *t)
+        timeline.push_back(event(c));
+    } else {
+      return error_response(500, "store_error", "reading the timeline: " + t.error().message());
     }
+    out["timeline"] = std::move(timeline);
   }
   return json_response(200, out);
 }

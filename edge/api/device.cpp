@@ -127,10 +127,10 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
   const control::AppStateView view(*app);
   const Decision d = control::decide(req, view);
   if (checkins_ != nullptr) {
-    pending.push_back(store::Checkin{std::string(info.app_id), req.device_id,
-                                     std::string(info.platform_text), req.version_name,
-                                     req.version_build.to_string(), "updates",
-                                     std::string(checkin_decision(d)), wall_clock_ms()});
+    pending.push_back(store::Checkin{
+        std::string(info.app_id), req.device_id, std::string(info.platform_text), req.version_name,
+        req.version_build.to_string(), "updates", std::string(checkin_decision(d)), wall_clock_ms(),
+        req.plugin_version.to_string(), std::string(info.custom_id), req.default_channel});
   }
   // The answers are written straight into the body (no JSON document built first): this is
   // the hot path of every device.
@@ -489,7 +489,9 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
     if (checkins_ != nullptr) {
       pending.push_back(store::Checkin{
           app_id, info.device_id, std::string(info.platform_text), std::string(info.version_name),
-          std::string(info.version_build_text), std::string(info.action), "", wall_clock_ms()});
+          std::string(info.version_build_text), std::string(info.action), "", wall_clock_ms(),
+          info.plugin_version ? info.plugin_version->to_string() : std::string(),
+          std::string(info.custom_id), std::string(info.default_channel)});
     }
     if (batch)
       results.push_back(json::object{{"status", "ok"}, {"index", i}});

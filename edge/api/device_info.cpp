@@ -22,6 +22,7 @@ constexpr std::size_t kQuoted = 128;
 
 enum class Need : std::uint8_t {
   kIgnored,   // not read on this endpoint (whatever it holds)
+  kKept,      // not validated, but kept when of the type and within the limit (never an error)
   kOptional,  // may be absent; when present, of the type and rule
   kRequired,  // must be present; "" allowed for strings
   kNonEmpty,  // must be present and not ""
@@ -79,6 +80,7 @@ constexpr Need O = Need::kOptional;
 constexpr Need R = Need::kRequired;
 constexpr Need N = Need::kNonEmpty;
 constexpr Need I = Need::kIgnored;
+constexpr Need K = Need::kKept;
 
 // The table of the info object (capgo-protocol.md §1.1, §2.2, §3.3, §4, §9.5), in the
 // order its schema errors are reported. A field the backend does not validate on an
@@ -102,7 +104,8 @@ constexpr Rule kRules[] = {
     {"version_code", Slot::kVersionCode, Type::kString, 0, Check::kNone, {I, I, O, I, I, I, I}},
     {"is_emulator", Slot::kIsEmulator, Type::kBool, 0, Check::kNone, {O, O, O, O, O, O, O}},
     {"is_prod", Slot::kIsProd, Type::kBool, 0, Check::kNone, {O, O, O, O, O, O, O}},
-    {"custom_id", Slot::kCustomId, Type::kString, 36, Check::kNone, {I, I, O, I, I, I, I}},
+    // Kept on /updates for the device index (the backend does not validate it there).
+    {"custom_id", Slot::kCustomId, Type::kString, 36, Check::kNone, {K, I, O, I, I, I, I}},
     {"install_source",
      Slot::kInstallSource,
      Type::kString,
@@ -432,6 +435,12 @@ std::optional<InfoError> read_info(DeviceEndpoint endpoint, const json::object& 
     const json::value* v = values[i];
     if (need == Need::kIgnored)
       continue;
+    if (need == Need::kKept) {
+      if (v != nullptr && has_type(*v, r.type) &&
+          (r.type != Type::kString || r.max == 0 || v->get_string().size() <= r.max))
+        store(r.slot, *v, out);
+      continue;
+    }
     if (v == nullptr) {
       if (need == Need::kRequired || need == Need::kNonEmpty)
         return schema(endpoint, r.name, "is required");

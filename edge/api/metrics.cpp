@@ -213,6 +213,14 @@ void Metrics::render_sync(
         m.checkins_sent.load());
   gauge("edge_checkin_batches_sent_total", "Check-in batches acknowledged by the upstream.",
         "counter", m.checkin_batches_sent.load());
+  if (checkins_ != nullptr) {
+    gauge("edge_device_table_devices",
+          "Devices in the check-in store's in-memory table (distinct-device counting, "
+          "timelines).",
+          "gauge", checkins_->table_devices());
+    gauge("edge_device_table_bytes", "Memory the device table holds.", "gauge",
+          checkins_->table_bytes());
+  }
   if (outbox_ != nullptr) {
     const auto o = outbox_->outbox_stats();
     gauge("edge_outbox_depth", "Check-ins waiting to go upstream.", "gauge", o.depth);

@@ -82,6 +82,9 @@ class Metrics {
 
   /// Adds the free-space figures of the data directory (edge_storage_*). Call before serving.
   void set_storage(const store::Database* db) { db_ = db; }
+  /// Adds the check-in store's device-table figures (edge_device_table_*). Call before
+  /// serving.
+  void set_checkins(const store::CheckinStore* checkins) { checkins_ = checkins; }
 
   /// The exposition text, store figures included.
   std::string render(const store::StoreStats& stats) const;
@@ -94,6 +97,7 @@ class Metrics {
   const SyncMetrics* sync_ = nullptr;
   std::function<std::uint64_t()> cursor_;
   const store::CheckinStore* outbox_ = nullptr;
+  const store::CheckinStore* checkins_ = nullptr;
   const store::Database* db_ = nullptr;
   std::int64_t started_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::system_clock::now().time_since_epoch())

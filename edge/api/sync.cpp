@@ -152,14 +152,19 @@ bool parse_epoch(const json::object& o, std::string& out, std::string* error) {
 template <class C>
 auto checkin_fields(C& c) {
   using S = std::conditional_t<std::is_const_v<C>, const std::string, std::string>;
-  return std::array<std::pair<const char*, S*>, 7>{{{"app_id", &c.app_id},
-                                                    {"device_id", &c.device_id},
-                                                    {"platform", &c.platform},
-                                                    {"version_name", &c.version_name},
-                                                    {"version_build", &c.version_build},
-                                                    {"action", &c.action},
-                                                    {"decision", &c.decision}}};
+  return std::array<std::pair<const char*, S*>, 10>{{{"app_id", &c.app_id},
+                                                     {"device_id", &c.device_id},
+                                                     {"platform", &c.platform},
+                                                     {"version_name", &c.version_name},
+                                                     {"version_build", &c.version_build},
+                                                     {"action", &c.action},
+                                                     {"decision", &c.decision},
+                                                     {"plugin_version", &c.plugin_version},
+                                                     {"custom_id", &c.custom_id},
+                                                     {"default_channel", &c.default_channel}}};
 }
+// The fields from plugin_version on came later: a child of an older version omits them.
+constexpr std::size_t kRequiredCheckinFields = 7;
 
 Response json_reply(unsigned status, std::string body, Route route) {
   Response r = make_json_response(status, std::move(body), route);
@@ -324,7 +329,10 @@ std::optional<std::vector<store::Checkin>> parse_checkins(std::string_view text,
     }
     const auto& o = e.get_object();
     store::Checkin c;
+    std::size_t index = 0;
     for (const auto& [name, field] : checkin_fields(c)) {
+      if (index++ >= kRequiredCheckinFields && !o.contains(name))
+        continue;
       auto s = as_string(o, name, kMaxField);
       if (!s) {
         fail(error, at + "." + name + ": expected a string of at most " +

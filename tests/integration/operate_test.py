@@ -56,7 +56,7 @@ def point(node, version):
 
 
 def main():
-    origin = Node('[sync]\ntoken = "%s"\n' % TOKEN)
+    origin = Node('[sync]\ntoken = "%s"\n[checkins]\ntimeline_events = 6\n' % TOKEN)
     assert admin(origin, "PUT", BASE, {})[0] == 201
     for v in ("1.0.0", "1.0.1", "1.0.2", "1.0.3"):
         release(origin, v)
@@ -240,6 +240,108 @@ def main():
         r = ctl(origin, "devices", "list", app, "--platform", "ios", "--limit", "3")
         assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 3 and "--cursor" in r.stderr, (r.stdout, r.stderr)
     check("device index: 10k devices, filters and cursor paging exact, bad parameters 400", device_index)
+
+    def analytics_and_timelines():
+        app = "com.example.analytics"
+        base = "/v1/admin/apps/" + app
+        assert admin(origin, "PUT", base, {})[0] == 201
+        data = os.urandom(5000)
+        path = os.path.join(TMP, "az")
+        open(path, "wb").write(data)
+        assert upload(origin, path)[0] in (200, 201)
+        for v in ("3.0.0", "3.0.1"):
+            assert admin(origin, "PUT", base + "/releases/" + v, {"zip": sha(data)})[0] == 201
+        assert admin(origin, "PUT", base + "/channels/production",
+                     {"release": "3.0.0", "public": True, "disable_auto_update": "none",
+                      "rollout": {"release": "3.0.1", "bps": 5000, "enabled": True}})[0] in (200, 201)
+        assert admin(origin, "PUT", base + "/channels/beta",
+                     {"release": "3.0.1", "allow_device_self_set": True, "disable_auto_update": "none"})[0] in (200, 201)
+        ids = ["%08x-2222-4333-8444-%012d" % (n, n) for n in range(20)]
+
+        def send(node, endpoint, n, **fields):
+            body = dict(dict(DEVICE, app_id=app, device_id=ids[n], custom_id="user-%d" % n,
+                             defaultChannel="beta" if n % 4 == 0 else "", version_name="3.0.0"), **fields)
+            st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                              json.dumps(body), node.url + endpoint)
+            assert st == 200, (st, out)
+            return json.loads(out)
+        wait_for("the app on the edge", lambda: admin(edge, "GET", base + "/channels/beta")[0] == 200)
+        for n in range(20):  # through the edge: the origin gets them with its outbox
+            send(edge, "/updates", n)
+        for n in range(6):
+            send(edge, "/stats", n, action="download_0", version_name="3.0.1")
+            send(edge, "/stats", n, action="set", version_name="3.0.1")
+        for n in (6, 7):
+            send(edge, "/stats", n, action="download_fail", version_name="3.0.1")
+        send(origin, "/stats", 8, action="checksum_fail", version_name="3.0.1")
+        for k in range(8):  # more events than the timeline keeps (6)
+            send(origin, "/stats", 19, action="app_moved_to_foreground" if k % 2 else "app_moved_to_background")
+
+        def today():
+            st, doc = admin(origin, "GET", base + "/stats")
+            assert st == 200, (st, doc)
+            return doc
+        wait_for("every check-in on the origin",
+                 lambda: today()["days"] and today()["days"][-1]["checkins"] == 20 + 12 + 2 + 1 + 8, timeout=20)
+        doc = today()
+        day = doc["days"][-1]
+        assert day["devices"] == 20, day
+        assert day["installs"] == {"3.0.1": 6}, day
+        assert day["platforms"] == {"android": 43}, day
+        assert day["devices_by_release"]["3.0.1"] == 6 and day["devices_by_release"]["3.0.0"] == 20, day
+        rel = {r["release"]: r for r in doc["releases"]}["3.0.1"]
+        assert rel["installs"] == 6 and rel["failures"] == 3 and rel["downloads_started"] == 6, rel
+        assert rel["failure_rate_bps"] == 3 * 10000 // 9, rel
+        assert rel["failures_by_action"] == {"download_fail": 2, "checksum_fail": 1}, rel
+        (ro,) = doc["rollouts"]
+        assert ro["channel"] == "production" and ro["release"] == "3.0.1" and ro["percent"] == 50, ro
+        assert ro["days"][-1]["rollout_release_devices"] == 6 and ro["days"][-1]["channel_release_devices"] == 20, ro
+        # Hourly: the same check-ins, by hour; a time range reads just its buckets.
+        st, hourly = admin(origin, "GET", base + "/stats?resolution=hour")
+        assert st == 200 and sum(h["checkins"] for h in hourly["hours"]) == 43, hourly
+        assert hourly["days"][-1]["devices"] == 20
+        st, none = admin(origin, "GET", base + "/stats?from=2020-01-01&to=2020-01-31")
+        assert st == 200 and none["days"] == [] and none["releases"] == [], none
+        for q, name in (("from=2026-13-01", "from"), ("to=yesterday", "to"), ("resolution=week", "resolution"),
+                        ("from=2026-02-30", "from"), ("from=2026-12-02&to=2026-12-01", "from"),
+                        ("from=2020-01-01&to=2026-01-01", "from"), ("from=2026-01-01T00&resolution=hour", "from"),
+                        ("app=x", "app")):
+            st, err = admin(origin, "GET", base + "/stats?" + q)
+            assert st == 400 and err["error"] == "invalid_query_parameters" and name in err["message"], (q, st, err)
+        # The device index carries what the devices last sent; defaultChannel resolves.
+        st, idx = admin(origin, "GET", base + "/device_index?custom_id=user-1&limit=100")
+        assert st == 200 and sorted(d["custom_id"] for d in idx["devices"]) == sorted(
+            ["user-1"] + ["user-1%d" % k for k in range(10)]), idx
+        st, idx = admin(origin, "GET", base + "/device_index?channel=beta&limit=100")
+        assert st == 200 and len(idx["devices"]) == 5 and all(
+            d["channel_reason"] == "defaultChannel" and d["default_channel"] == "beta" for d in idx["devices"]), idx
+        assert idx["devices"][0]["plugin_version"] == "8.51.23", idx["devices"][0]
+        st, err = admin(origin, "GET", base + "/device_index?custom_id=" + "x" * 37)
+        assert st == 400 and "custom_id" in err["message"], err
+        # A device's timeline: its last events, newest first, bounded.
+        st, dev = admin(origin, "GET", base + "/devices/" + ids[19])
+        assert st == 200 and len(dev["timeline"]) == 6, dev
+        assert dev["timeline"][0]["action"] == "app_moved_to_foreground", dev["timeline"][:2]
+        assert dev["timeline"][-1]["action"] == "app_moved_to_background"
+        st, dev = admin(origin, "GET", base + "/devices/" + ids[0])
+        assert [e["action"] for e in dev["timeline"]] == ["set", "download_0", "updates"], dev
+        assert dev["timeline"][0]["version_name"] == "3.0.1" and dev["last_checkin"]["custom_id"] == "user-0"
+        # The CLI: a table, JSON, the timeline.
+        r = ctl(origin, "stats", app)
+        assert r.returncode == 0 and "fail rate" in r.stdout and "33.3%" in r.stdout and \
+            "rollout on production: 3.0.1 at 50%" in r.stdout, (r.stdout, r.stderr)
+        r = ctl(origin, "stats", app, "--hourly", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["resolution"] == "hour", r.stderr
+        r = ctl(origin, "stats", app, "--from", "2026-13-01")
+        assert r.returncode != 0 and "from" in r.stderr, (r.returncode, r.stderr)
+        r = ctl(origin, "devices", "show", app, ids[0])
+        assert r.returncode == 0 and "custom id user-0" in r.stdout and r.stdout.count(" UTC ") == 3, r.stdout
+        r = ctl(origin, "devices", "list", app, "--custom-id", "user-2", "--as-json")
+        assert r.returncode == 0 and len(json.loads(r.stdout)["devices"]) == 1, r.stdout
+        m = origin.metrics()
+        assert m["edge_device_table_devices"] >= 10_020 and m["edge_device_table_bytes"] > 0, m.get("edge_device_table_devices")
+    check("analytics: hourly buckets, devices per day and release, failure rates, rollout progress, "
+          "time ranges (bad ones 400); device timelines and the new index fields", analytics_and_timelines)
 
     def auto_pause():
         point(origin, "1.0.2")
