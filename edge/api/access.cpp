@@ -9,6 +9,7 @@
 #include "edge/api/control_service.hpp"
 #include "edge/api/device_info.hpp"
 #include "edge/api/sync.hpp"
+#include "edge/control/json_parse.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
 #include "edge/http/http.hpp"
@@ -212,7 +213,7 @@ Response Access::handle(const Caller& caller, const bhttp::request_header<>& req
 
 Response Access::create(const Caller& caller, std::string_view body) {
   boost::system::error_code ec;
-  const json::value v = json::parse(body, ec);
+  const json::value v = control::parse_finite(body, ec);
   const json::object* o = v.if_object();
   if (ec || o == nullptr)
     return error_response(400, "invalid_json_body", "expected a JSON object {name, role, apps}");

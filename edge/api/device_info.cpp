@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 
 #include "edge/api/control_service.hpp"
+#include "edge/control/json_parse.hpp"
 #include "edge/core/sha256.hpp"
 #include "edge/core/utf8.hpp"
 
@@ -465,7 +466,7 @@ std::optional<InfoError> read_info(DeviceEndpoint endpoint, const json::object& 
 std::optional<InfoError> parse_json_body(std::string_view body, json::value& out,
                                          bool allow_array) {
   boost::system::error_code ec;
-  out = json::parse(body, ec, out.storage());
+  out = control::parse_finite(body, ec, out.storage());
   if (ec)
     return InfoError{"invalid_json_parse_body", "Invalid JSON body", "", "not JSON"};
   if (allow_array && out.is_array())

@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 
 #include "edge/api/response.hpp"
+#include "edge/control/json_parse.hpp"
 #include "edge/core/utf8.hpp"
 
 namespace edge::api {
@@ -28,7 +29,7 @@ std::optional<std::vector<NodeStatus>> parse_status_report(std::string_view text
   boost::system::error_code ec;
   json::parse_options opt;
   opt.max_depth = 4;
-  const json::value v = json::parse(text, ec, {}, opt);
+  const json::value v = control::parse_finite(text, ec, {}, opt);
   const json::object* o = ec ? nullptr : v.if_object();
   if (o == nullptr)
     return fail("expected a JSON object {\"nodes\":[...]}");

@@ -14,6 +14,7 @@
 #include <boost/json.hpp>
 
 #include "edge/api/device.hpp"
+#include "edge/control/json_parse.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
 
@@ -125,7 +126,7 @@ bool parse_entry(const json::value& v, bool numbered, Change& c, std::string* er
 
 std::optional<json::value> parse_json(std::string_view text, std::string* error) {
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
+  json::value v = control::parse_finite(text, ec);
   if (ec) {
     fail(error, "body is not JSON: " + ec.message());
     return std::nullopt;

@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include "edge/control/json_parse.hpp"
+
 namespace edge::control {
 namespace {
 
@@ -69,7 +71,7 @@ class Fields {
 template <class T>
 Parsed<T> parse_object(std::string_view text, json::object& storage) {
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
+  json::value v = parse_finite(text, ec);
   if (ec)
     return FieldError{"", "body is not valid JSON: " + ec.message()};
   if (!v.is_object())

@@ -338,6 +338,16 @@ def main():
         assert r.returncode == 0 and "custom id user-0" in r.stdout and r.stdout.count(" UTC ") == 3, r.stdout
         r = ctl(origin, "devices", "list", app, "--custom-id", "user-2", "--as-json")
         assert r.returncode == 0 and len(json.loads(r.stdout)["devices"]) == 1, r.stdout
+        # A number outside a double's range is refused, not stored (it would come back as
+        # `Infinity`, which is not JSON): on a device body and on a fleet report.
+        raw = json.dumps(dict(DEVICE, app_id=app, device_id=ids[3], action="set")).replace('"is_prod": true', '"is_prod": true, "n": 1e999')
+        st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary", raw,
+                          origin.url + "/stats")
+        assert st == 400 and b"invalid_json_parse_body" in out, (st, out)
+        st, _, out = curl("-X", "POST", "-H", "Authorization: Bearer " + TOKEN, "-H", "Content-Type: application/json",
+                          "--data-binary", '{"nodes":[{"node_id":"edge-x","hit_ratio":1e999}]}',
+                          origin.url + "/v1/sync/status")
+        assert st == 400, (st, out)
         m = origin.metrics()
         assert m["edge_device_table_devices"] >= 10_020 and m["edge_device_table_bytes"] > 0, m.get("edge_device_table_devices")
     check("analytics: hourly buckets, devices per day and release, failure rates, rollout progress, "

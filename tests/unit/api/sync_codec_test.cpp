@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "edge/api/fleet.hpp"
 #include "edge/api/sync.hpp"
 
 #include <unistd.h>
@@ -100,6 +101,42 @@ TEST(SyncCodec, CheckinsRoundTripAndRejectBadOnes) {
   EXPECT_NE(error.find("checkins[0].time_ms"), std::string::npos) << error;
   EXPECT_FALSE(parse_checkins(R"({"checkins":[{"app_id":"nope"}]})", &error));
   EXPECT_NE(error.find("checkins[0]"), std::string::npos) << error;
+  // The fields added later travel when set, and a child that omits them is still heard.
+  list[0].plugin_version = "8.51.23";
+  list[0].custom_id = "user-1";
+  list[0].default_channel = "beta";
+  const auto more = parse_checkins(encode_checkins(list), &error);
+  ASSERT_TRUE(more) << error;
+  EXPECT_EQ((*more)[0].custom_id, "user-1");
+  EXPECT_EQ((*more)[0].default_channel, "beta");
+  EXPECT_EQ((*more)[0].plugin_version, "8.51.23");
+  const auto older = parse_checkins(
+      R"({"checkins":[{"app_id":"com.a.b","device_id":"d","platform":"ios","version_name":"",)"
+      R"("version_build":"","action":"set","decision":"","time_ms":5}]})",
+      &error);
+  ASSERT_TRUE(older) << error;
+  EXPECT_TRUE((*older)[0].custom_id.empty());
+  EXPECT_FALSE(parse_checkins(
+      R"({"checkins":[{"app_id":"com.a.b","device_id":"d","platform":"ios","version_name":"",)"
+      R"("version_build":"","action":"set","decision":"","time_ms":5,"custom_id":7}]})",
+      &error));
+  EXPECT_NE(error.find("checkins[0].custom_id"), std::string::npos) << error;
+}
+
+TEST(SyncCodec, NumbersOutsideADoublesRangeAreRefused) {
+  // Boost.JSON reads 1e999 as infinity and writes it as `Infinity` (not JSON): a change or a
+  // status kept and passed on with one would break every reader after it (found by
+  // sync_fuzz in a fleet status report).
+  std::string error;
+  EXPECT_FALSE(
+      parse_changes(R"({"last_seq":1,"changes":[{"seq":1,"kind":"app","app_id":"com.a.b","key":"",)"
+                    R"("doc":{"x":1e999}}]})",
+                    &error));
+  EXPECT_NE(error.find("not JSON"), std::string::npos) << error;
+  EXPECT_FALSE(parse_checkins(R"({"checkins":[],"x":-1e400})", &error));
+  EXPECT_FALSE(
+      parse_status_report(R"({"nodes":[{"node_id":"edge-1","ratio":0.95e666666}]})", &error));
+  EXPECT_TRUE(parse_status_report(R"({"nodes":[{"node_id":"edge-1","ratio":0.95}]})", &error));
 }
 
 TEST(SyncCodec, RecipesMustMatchTheirIdAndSize) {
