@@ -225,8 +225,11 @@ Response analytics_response(const store::CheckinStore& checkins, const control::
       continue;
     const auto& r = *ch.rollout;
     json::array series;
-    for (const auto& [d, dev] : a->days) {
-      const auto on = [&](const std::string& release) -> std::uint64_t {
+    for (const auto& day : a->days) {
+      // Named, not a structured binding: clang 14 cannot capture those.
+      const store::DayDevices& dev = day.second;
+      const std::string& d = day.first;
+      const auto on = [&dev](const std::string& release) -> std::uint64_t {
         const auto it = dev.by_release.find(release);
         return it == dev.by_release.end() ? 0 : it->second;
       };
