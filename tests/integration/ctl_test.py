@@ -65,7 +65,8 @@ def main():
         ctl("device", "unset", "com.example.ctl", device["device_id"])
         ctl("channel", "delete", "com.example.ctl", "beta")
         assert "beta" not in ctl("channel", "list", "com.example.ctl")
-        assert "devices=" in ctl("stats", "com.example.ctl")
+        out = ctl("stats", "com.example.ctl")
+        assert "devices" in out and "check-ins" in out and "(no check-ins" not in out, out
         # Errors say what to fix.
         err = ctl("channel", "set", "com.example.ctl", "x", "--release", "9.9.9", expect=3)
         assert "9.9.9" in err, err
