@@ -6,6 +6,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <unordered_set>
 
 #include <xxhash.h>
 
@@ -197,7 +198,9 @@ struct CheckinStore::DeviceTable {
     std::int32_t day = INT32_MIN;  ///< the last day the device was counted (days since 1970)
     std::uint32_t version = 0;     ///< version_hash of the release counted that day
     std::uint32_t events = 0;      ///< events recorded (the timeline ring's position)
+    std::uint32_t last_check = 0;  ///< hash of the last update check (0: the last was not one)
   };
+  static_assert(sizeof(Entry) == 24);
   std::vector<Entry> slots = std::vector<Entry>(1024);
   std::size_t size = 0;
 
@@ -213,6 +216,7 @@ struct CheckinStore::DeviceTable {
     }
     return slots[i];
   }
+  void prefetch(std::uint64_t key) const { __builtin_prefetch(&slots[key & (slots.size() - 1)]); }
   void grow() {
     std::vector<Entry> old(slots.size() * 2);
     old.swap(slots);
@@ -528,14 +532,23 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   rocksdb::WriteBatch wb;
   // Counters touched by this batch, read once from the database, written once.
   std::map<std::string, std::uint64_t> counts;
-  const auto bump = [&](std::string key) {
+  // The key is built in one reused buffer: a counter this batch already touched costs a
+  // lookup, not an allocation.
+  std::string key;
+  const auto bump = [&](std::initializer_list<std::string_view> parts) {
+    key.clear();
+    for (auto part = parts.begin(); part != parts.end(); ++part) {
+      if (part != parts.begin())
+        key += '\0';
+      key += *part;
+    }
     auto it = counts.find(key);
     if (it == counts.end()) {
       std::string v;
       std::uint64_t current = 0;
       if (d.db->Get({}, d.handle(kCfDaily), key, &v).ok() && v.size() == 8)
         current = get_le64(v.data());
-      it = counts.emplace(std::move(key), current).first;
+      it = counts.emplace(key, current).first;
     }
     ++it->second;
   };
@@ -546,20 +559,21 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   char one_bytes[8];
   put_le64(one_bytes, 1);
   const rocksdb::Slice one(one_bytes, 8);
-  std::set<std::string> markers;  // day markers put by this batch (late events read them)
-  std::map<std::string, std::string> seen_puts;      // devices' last check-ins, by key
-  std::map<std::string, std::string> timeline_puts;  // timeline slots, by key
+  // Hashes of the day markers this batch puts (a late event must not count a device twice
+  // before the batch is written).
+  std::unordered_set<std::uint64_t> markers;
   // Counts a device for `day_text` (and its release) unless its marker says it was.
   const auto count_late_day = [&](const Checkin& c, const std::string& day_text,
                                   const std::string& version) {
-    std::string marker = join({"\x01" + c.app_id, day_text, c.device_id});
+    const std::string marker = join({"\x01" + c.app_id, day_text, c.device_id});
     std::string v;
-    if (markers.contains(marker) || d.db->Get({}, d.handle(kCfDaily), marker, &v).ok())
+    if (!markers.insert(device_hash(marker)).second ||
+        d.db->Get({}, d.handle(kCfDaily), marker, &v).ok())
       return;  // counted that day already (its release too, but for a change of release)
-    markers.insert(std::move(marker));
-    bump(join({c.app_id, day_text, "D", ""}));
+    wb.Put(d.handle(kCfDaily), marker, one);
+    bump({c.app_id, day_text, "D", ""});
     if (!version.empty())
-      bump(join({c.app_id, day_text, "v", version}));
+      bump({c.app_id, day_text, "v", version});
   };
   // The version each device of this batch runs, as this batch leaves it.
   std::map<std::string, std::string> running;
@@ -580,6 +594,8 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   std::uint64_t outbox_bytes = 0;
   const std::uint32_t ring = options_.timeline_events;
   std::vector<DeviceTable::Entry> undo;
+  std::vector<std::string> seen_keys;  // per check-in of an item: app \0 device
+  std::vector<std::uint64_t> hashes;   // and its device_hash
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const Item& item = batch[i];
     if (item.task)
@@ -598,12 +614,24 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       it->second = item.batch_seq;
       put_u64(d, wb, key, item.batch_seq);
     }
+    // Each device's key and hash first: the device table is a cache miss per check-in with
+    // many devices, so the loop asks for a later check-in's entry ahead (a hint; entries
+    // may move if the table grows).
+    seen_keys.clear();
+    hashes.clear();
     for (const auto& c : item.checkins) {
+      seen_keys.push_back(join({c.app_id, c.device_id}));
+      hashes.push_back(device_hash(seen_keys.back()));
+    }
+    for (std::size_t j = 0; j < item.checkins.size(); ++j) {
+      const Checkin& c = item.checkins[j];
+      if (j + 4 < hashes.size())
+        table_->prefetch(hashes[j + 4]);
       char seq[8];
       put_be64(seq, next_seq_++);
       const std::string record = encode(c);
       wb.Put(d.handle(kCfCheckins), rocksdb::Slice(seq, 8), record);
-      const std::string seen_key = join({c.app_id, c.device_id});
+      const std::string& seen_key = seen_keys[j];
       const std::int64_t h = floor_div(c.time_ms, kHourMs);
       if (h != hour_number) {
         hour_number = h;
@@ -614,29 +642,37 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       // runs the version it ran before (§9.5), and the event counts against the target.
       const bool target = names_target_release(c.action);
       const std::string version = target ? running_version(seen_key) : c.version_name;
-      DeviceTable::Entry& e = table_->at(device_hash(seen_key));
+      DeviceTable::Entry& e = table_->at(hashes[j]);
       undo.push_back(e);  // restored if the write fails
+      // An update check that repeats the device's previous event (same versions, same
+      // answer) adds nothing to its timeline: an app checks at every start.
+      const std::uint32_t check =
+          c.action == "updates" ? version_hash(join({c.version_name, c.version_build, c.decision}))
+                                : 0;
+      const bool to_timeline = ring > 0 && (check == 0 || check != e.last_check);
+      e.last_check = check;
       const std::uint32_t slot = ring > 0 ? e.events % ring : 0;
-      ++e.events;
+      if (to_timeline)
+        ++e.events;
       if (target) {
         Checkin seen = c;
         seen.version_name = version;
-        seen_puts[seen_key] = encode(seen, e.events);
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(seen, e.events));
         if (!c.version_name.empty())
-          bump(join({c.app_id, hour, "t", c.version_name, c.action}));
+          bump({c.app_id, hour, "t", c.version_name, c.action});
       } else {
-        seen_puts[seen_key] = encode(c, e.events);
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(c, e.events));
         running[seen_key] = c.version_name;
         if (!c.version_name.empty()) {
-          bump(join({c.app_id, hour, "r", c.version_name}));
+          bump({c.app_id, hour, "r", c.version_name});
           if (c.action == "set")
-            bump(join({c.app_id, hour, "i", c.version_name}));
+            bump({c.app_id, hour, "i", c.version_name});
         }
       }
-      if (ring > 0) {
+      if (to_timeline) {
         char s[4] = {static_cast<char>(slot >> 24), static_cast<char>(slot >> 16),
                      static_cast<char>(slot >> 8), static_cast<char>(slot)};
-        timeline_puts[seen_key + '\0' + std::string(s, 4)] = record;
+        wb.Put(d.handle(kCfTimeline), seen_key + '\0' + std::string(s, 4), record);
       }
       // Distinct devices per day (and per release that day), from the device table: a
       // device's first event of a day counts it, and leaves its marker for late events.
@@ -645,22 +681,23 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       if (dn > e.day) {
         e.day = dn;
         e.version = vh;
-        std::string marker = join({"\x01" + c.app_id, day, c.device_id});
-        markers.insert(std::move(marker));
-        bump(join({c.app_id, day, "D", ""}));
+        const std::string marker = join({"\x01" + c.app_id, day, c.device_id});
+        markers.insert(device_hash(marker));
+        wb.Put(d.handle(kCfDaily), marker, one);
+        bump({c.app_id, day, "D", ""});
         if (vh != 0)
-          bump(join({c.app_id, day, "v", version}));
+          bump({c.app_id, day, "v", version});
       } else if (dn == e.day) {
         if (vh != 0 && vh != e.version) {
           e.version = vh;
-          bump(join({c.app_id, day, "v", version}));
+          bump({c.app_id, day, "v", version});
         }
       } else {
         count_late_day(c, day, version);
       }
-      bump(join({c.app_id, hour, "a", c.action}));
+      bump({c.app_id, hour, "a", c.action});
       if (!c.platform.empty())
-        bump(join({c.app_id, hour, "p", c.platform}));
+        bump({c.app_id, hour, "p", c.platform});
       if (options_.outbox) {
         char ok[8];
         put_be64(ok, next_outbox_++);
@@ -670,16 +707,6 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       }
     }
   }
-  // The random-key writes go in key order: RocksDB's memtable insert then starts from where
-  // the previous one ended instead of from the top of its skip list (the inserts were most
-  // of the writer's time with a million devices). A device seen twice in the batch is
-  // written once, with its last state.
-  for (const auto& [key, value] : seen_puts)
-    wb.Put(d.handle(kCfDeviceSeen), key, value);
-  for (const auto& [key, value] : timeline_puts)
-    wb.Put(d.handle(kCfTimeline), key, value);
-  for (const auto& key : markers)
-    wb.Put(d.handle(kCfDaily), key, one);
   for (const auto& [key, value] : counts) {
     char v[8];
     put_le64(v, value);

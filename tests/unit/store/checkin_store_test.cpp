@@ -381,11 +381,25 @@ TEST(CheckinStore, TimelinesKeepTheLastEventsNewestFirstAcrossRestarts) {
   EXPECT_EQ((*t)[1].action, "e7");
   EXPECT_EQ(s.timeline("com.a.b", "dev-1", 10)->size(), 1U);
   EXPECT_TRUE(s.timeline("com.a.b", "nobody", 10)->empty());
+  // An update check that repeats the device's previous one is not added again; one with
+  // another answer is, and so is the same check after another event.
+  for (const char* decision : {"update", "update", "no_new_version_available", "update"})
+    s.record({"com.a.b", "dev-2", "ios", "1.0.0", "1.0.0", "updates", decision, kDay1});
+  s.record({"com.a.b", "dev-2", "ios", "1.0.0", "1.0.0", "get", "", kDay1});
+  s.record({"com.a.b", "dev-2", "ios", "1.0.0", "1.0.0", "updates", "update", kDay1});
+  s.flush();
+  auto checks = s.timeline("com.a.b", "dev-2", 10);
+  ASSERT_TRUE(checks);
+  ASSERT_EQ(checks->size(), 5U);
+  EXPECT_EQ((*checks)[0].action, "updates");
+  EXPECT_EQ((*checks)[1].action, "get");
+  EXPECT_EQ((*checks)[2].decision, "update");
+  EXPECT_EQ((*checks)[3].decision, "no_new_version_available");
   // The new fields are kept with the last check-in; an older record (without them) reads.
   const auto last = *s.last("com.a.b", "dev-0");
   ASSERT_TRUE(last);
   EXPECT_TRUE(last->plugin_version.empty()) << "the newest event did not send one";
-  EXPECT_EQ(s.table_devices(), 2U);
+  EXPECT_EQ(s.table_devices(), 3U);
   EXPECT_GT(s.table_bytes(), 0U);
 }
 
@@ -404,6 +418,7 @@ TEST(CheckinStore, RetentionDeletesOldBucketsLogAndIdleTimelines) {
   c.device_id = "dev-1";
   s.record(c);
   c.time_ms = recent;
+  c.action = "app_moved_to_foreground";
   s.record(c);  // dev-1 came back
   s.flush();
   s.sweep_retention(recent + 1);
