@@ -49,6 +49,19 @@ def release(node, version):
     assert st == 201, (st, doc)
 
 
+def app_with_releases(node, app, versions):
+    """A new app with a release per version (one 5 KB zip for all); its admin base path."""
+    base = "/v1/admin/apps/" + app
+    assert admin(node, "PUT", base, {})[0] == 201
+    data = os.urandom(5000)
+    path = os.path.join(TMP, "zip-" + app)
+    open(path, "wb").write(data)
+    assert upload(node, path)[0] in (200, 201)
+    for v in versions:
+        assert admin(node, "PUT", base + "/releases/" + v, {"zip": sha(data)})[0] == 201
+    return base
+
+
 def point(node, version):
     st, doc = admin(node, "PUT", BASE + "/channels/production",
                     {"release": version, "public": True, "disable_auto_update": "none"})
@@ -180,14 +193,7 @@ def main():
 
     def device_index():
         app = "com.example.devices"
-        base = "/v1/admin/apps/" + app
-        assert admin(origin, "PUT", base, {})[0] == 201
-        data = os.urandom(5000)
-        path = os.path.join(TMP, "dz")
-        open(path, "wb").write(data)
-        assert upload(origin, path)[0] in (200, 201)
-        for v in ("2.0.0", "2.0.1"):
-            assert admin(origin, "PUT", base + "/releases/" + v, {"zip": sha(data)})[0] == 201
+        base = app_with_releases(origin, app, ("2.0.0", "2.0.1"))
         assert admin(origin, "PUT", base + "/channels/production", {"release": "2.0.1", "public": True})[0] in (200, 201)
         assert admin(origin, "PUT", base + "/channels/beta", {"release": "2.0.1", "allow_device_self_set": True})[0] in (200, 201)
         # 10k devices: even ones on iOS, every third on 2.0.0, every 7th pinned to beta.
@@ -243,14 +249,7 @@ def main():
 
     def analytics_and_timelines():
         app = "com.example.analytics"
-        base = "/v1/admin/apps/" + app
-        assert admin(origin, "PUT", base, {})[0] == 201
-        data = os.urandom(5000)
-        path = os.path.join(TMP, "az")
-        open(path, "wb").write(data)
-        assert upload(origin, path)[0] in (200, 201)
-        for v in ("3.0.0", "3.0.1"):
-            assert admin(origin, "PUT", base + "/releases/" + v, {"zip": sha(data)})[0] == 201
+        base = app_with_releases(origin, app, ("3.0.0", "3.0.1"))
         assert admin(origin, "PUT", base + "/channels/production",
                      {"release": "3.0.0", "public": True, "disable_auto_update": "none",
                       "rollout": {"release": "3.0.1", "bps": 5000, "enabled": True}})[0] in (200, 201)
