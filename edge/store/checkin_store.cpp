@@ -19,10 +19,13 @@
 namespace edge::store {
 namespace {
 
+// Floor division: times before 1970 land in the right second, hour and day too.
+std::int64_t floor_div(std::int64_t t, std::int64_t unit) {
+  return t >= 0 ? t / unit : (t + 1) / unit - 1;
+}
+
 std::string utc_format(std::int64_t time_ms, const char* format) {
-  // Floor division: times before 1970 land in the right second too.
-  const std::int64_t secs = time_ms >= 0 ? time_ms / 1000 : (time_ms + 1) / 1000 - 1;
-  const std::time_t t = static_cast<std::time_t>(secs);
+  const std::time_t t = static_cast<std::time_t>(floor_div(time_ms, 1000));
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[24];
@@ -33,9 +36,6 @@ std::string utc_format(std::int64_t time_ms, const char* format) {
 constexpr std::int64_t kDayMs = 86'400'000;
 constexpr std::int64_t kHourMs = 3'600'000;
 
-std::int64_t floor_div(std::int64_t t, std::int64_t unit) {
-  return t >= 0 ? t / unit : (t + 1) / unit - 1;
-}
 
 // The fields of a check-in in their stored order: the first seven, then the time, then the
 // three added later (a record written before them simply ends after the time).
