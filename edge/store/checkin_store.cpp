@@ -36,7 +36,6 @@ std::string utc_format(std::int64_t time_ms, const char* format) {
 constexpr std::int64_t kDayMs = 86'400'000;
 constexpr std::int64_t kHourMs = 3'600'000;
 
-
 // The fields of a check-in in their stored order: the first seven, then the time, then the
 // three added later (a record written before them simply ends after the time).
 template <typename C>
