@@ -1079,11 +1079,16 @@ Result<std::vector<TimelineEntry>> CheckinStore::timeline(const std::string& app
     return ec;
   const std::uint32_t ring = options_.timeline_events;
   const std::uint32_t n = std::min<std::uint32_t>(events, ring);
-  for (std::uint32_t k = 0; k < n && out.size() < limit; ++k) {
+  for (std::uint32_t k = 0; k < n; ++k) {
     const auto found = slots.find((events - 1 - k) % ring);
     if (found != slots.end())
       out.push_back(found->second);
   }
+  // The ring is in arrival order; events relayed by an edge arrive late: newest event first.
+  std::stable_sort(out.begin(), out.end(),
+                   [](const Checkin& a, const Checkin& b) { return a.time_ms > b.time_ms; });
+  if (out.size() > limit)
+    out.resize(limit);
   return out;
 }
 

@@ -27,9 +27,9 @@ struct Checkin {
   std::string action;    ///< the stats action, or "updates" for an update check
   std::string decision;  ///< the update decision's error code, "update", or "" for stats
   std::int64_t time_ms = 0;
-  std::string plugin_version;   ///< the plugin's version, as the device sent it (may be empty)
-  std::string custom_id;        ///< the app's own id for the device (may be empty)
-  std::string default_channel;  ///< the device's defaultChannel (may be empty)
+  std::string plugin_version{};   ///< the plugin's version, as the device sent it (may be empty)
+  std::string custom_id{};        ///< the app's own id for the device (may be empty)
+  std::string default_channel{};  ///< the device's defaultChannel (may be empty)
 };
 
 /// Longest stored field of a check-in, in bytes. When recorded, a longer field is cut at a
@@ -166,8 +166,9 @@ class CheckinStore {
   /// with the number of hours and of distinct names in them, not with the check-ins.
   Result<Analytics> analytics(const std::string& app_id, std::int64_t from_ms,
                               std::int64_t to_ms) const;
-  /// A device's last events (at most CheckinOptions::timeline_events, and at most `limit`),
-  /// newest first. Target-naming events keep the version they name.
+  /// A device's last events as they arrived (at most CheckinOptions::timeline_events), the
+  /// newest event time first, at most `limit` of them. Target-naming events keep the
+  /// version they name.
   Result<std::vector<TimelineEntry>> timeline(const std::string& app_id,
                                               const std::string& device_id,
                                               std::size_t limit) const;

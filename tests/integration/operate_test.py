@@ -272,14 +272,16 @@ def main():
             send(edge, "/stats", n, action="set", version_name="3.0.1")
         for n in (6, 7):
             send(edge, "/stats", n, action="download_fail", version_name="3.0.1")
-        send(origin, "/stats", 8, action="checksum_fail", version_name="3.0.1")
-        for k in range(8):  # more events than the timeline keeps (6)
-            send(origin, "/stats", 19, action="app_moved_to_foreground" if k % 2 else "app_moved_to_background")
-
         def today():
             st, doc = admin(origin, "GET", base + "/stats")
             assert st == 200, (st, doc)
             return doc
+        # The edge's check-ins on the origin first, so the origin's own come after them.
+        wait_for("the edge's check-ins on the origin",
+                 lambda: today()["days"] and today()["days"][-1]["checkins"] == 20 + 12 + 2, timeout=20)
+        send(origin, "/stats", 8, action="checksum_fail", version_name="3.0.1")
+        for k in range(8):  # more events than the timeline keeps (6)
+            send(origin, "/stats", 19, action="app_moved_to_foreground" if k % 2 else "app_moved_to_background")
         wait_for("every check-in on the origin",
                  lambda: today()["days"] and today()["days"][-1]["checkins"] == 20 + 12 + 2 + 1 + 8, timeout=20)
         doc = today()

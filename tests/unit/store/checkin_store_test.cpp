@@ -372,13 +372,19 @@ TEST(CheckinStore, TimelinesKeepTheLastEventsNewestFirstAcrossRestarts) {
   CheckinStore s(*db, o);
   Checkin c = device_checkin(0);
   c.action = "after";
+  c.time_ms = kDay1 + 100;
   s.record(std::move(c));
+  Checkin late = device_checkin(0);  // relayed late: its time is before e7's
+  late.action = "late";
+  late.time_ms = kDay1 + 5;
+  s.record(std::move(late));
   s.flush();
   auto t = s.timeline("com.a.b", "dev-0", 3);
   ASSERT_TRUE(t);
   ASSERT_EQ(t->size(), 3U);
   EXPECT_EQ((*t)[0].action, "after") << "the ring goes on where it was";
   EXPECT_EQ((*t)[1].action, "e7");
+  EXPECT_EQ((*t)[2].action, "e6") << "newest event time first, whatever the arrival order";
   EXPECT_EQ(s.timeline("com.a.b", "dev-1", 10)->size(), 1U);
   EXPECT_TRUE(s.timeline("com.a.b", "nobody", 10)->empty());
   // An update check that repeats the device's previous one is not added again; one with
