@@ -138,6 +138,18 @@ std::optional<Caller> Access::identify(const bhttp::request_header<>& req) const
   return std::nullopt;
 }
 
+std::optional<std::string_view> decide_app(std::string_view path) {
+  constexpr std::string_view kPrefix = "/v1/admin/apps/", kSuffix = "/decide";
+  if (!path.starts_with(kPrefix) || !path.ends_with(kSuffix) ||
+      path.size() <= kPrefix.size() + kSuffix.size())
+    return std::nullopt;
+  const std::string_view app =
+      path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size());
+  if (app.find('/') != std::string_view::npos)
+    return std::nullopt;
+  return app;
+}
+
 std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
                                        std::string_view path) const {
   if (caller.role == Role::kAdmin)
@@ -147,7 +159,9 @@ std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
         403, "forbidden",
         "token '" + caller.name + "' (" + std::string(role_name(caller.role)) + ") " + why);
   };
-  const bool read = method == bhttp::verb::get || method == bhttp::verb::head;
+  // A dry run of the decision (POST .../decide) writes nothing: a read.
+  const bool read = method == bhttp::verb::get || method == bhttp::verb::head ||
+                    (method == bhttp::verb::post && decide_app(path).has_value());
   if (path == "/metrics" || path == "/v1/admin/fleet")
     return read ? std::nullopt : std::optional(forbid("may only read " + std::string(path)));
   if (owns(path) || path == "/v1/admin/outbox/dead-letters")

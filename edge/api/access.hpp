@@ -32,6 +32,10 @@ struct Caller {
   std::vector<std::string> apps;  ///< publisher and viewer: the apps it may touch ("*": all)
 };
 
+/// The app of `/v1/admin/apps/<app>/decide` (a dry run of /updates: it writes nothing, so
+/// every role that reads the app may call it), or nullopt for any other path.
+std::optional<std::string_view> decide_app(std::string_view path);
+
 /// Scoped admin tokens and the audit log (DESIGN §11). The bootstrap token (admin.token)
 /// is always an admin named "bootstrap"; other tokens are created through the API, stored
 /// as SHA-256 hashes (the secret is shown once, at creation) and looked up by that hash, so

@@ -277,6 +277,10 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
       r.set("Content-Type", "text/plain; version=0.0.4");
       r.body = metrics_.render(chunks_.stats());
     }
+  } else if (const auto app = decide_app(path); app && device_ != nullptr) {
+    r = req.method() == bhttp::verb::post ? device_->decide_for(*app, body)
+                                          : method_not_allowed("POST", Route::kAdmin);
+    r.route = Route::kAdmin;
   } else if (control_ != nullptr &&
              (path == "/v1/admin/apps" || path.starts_with("/v1/admin/apps/"))) {
     r = control_->handle(req, path, body);
@@ -297,7 +301,7 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
   }
   // Every admin write is in the audit log, refused ones included (admin_caller recorded
   // those refused for their token).
-  if (caller && access_ != nullptr && !get)
+  if (caller && access_ != nullptr && !get && !decide_app(path))  // a dry run writes nothing
     access_->audit(*caller, req.method(), path, r.status, change_seq_of(r));
   r.head_only = req.method() == bhttp::verb::head;
   return r;

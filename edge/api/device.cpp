@@ -95,8 +95,66 @@ std::string encode_path(std::string_view path) {
   return out;
 }
 
+namespace {
+
+// Why the decision came out as it did, for the admin's "test as a device".
+std::string explain(const Decision& d, const control::UpdateRequest& req,
+                    const control::AppStateView& view) {
+  const auto resolved =
+      control::resolve_channel(req.device_id, req.platform, req.default_channel, view);
+  json::object why{
+      {"channel", resolved.channel != nullptr ? json::value(resolved.channel->name) : nullptr},
+      {"channel_reason", control::to_string(resolved.reason)},
+      {"rollout", nullptr},
+      {"kind", d.kind == Kind::kUpdate            ? std::string_view("update")
+               : d.kind == Kind::kRevertToBuiltin ? std::string_view("revert_to_builtin")
+                                                  : control::kind_name(d.kind)},
+      {"error", d.error},
+      {"release", d.release != nullptr ? json::value(d.release->name) : nullptr},
+      {"via_override", d.via_override},
+      {"via_rollout", d.via_rollout},
+      {"send_zip", d.send_zip},
+      {"send_manifest", d.send_manifest}};
+  if (resolved.channel != nullptr && resolved.channel->rollout) {
+    const auto& r = *resolved.channel->rollout;
+    why["rollout"] =
+        json::object{{"release", r.release},
+                     {"percent", r.bps / 100.0},
+                     {"enabled", r.enabled},
+                     {"paused", r.paused},
+                     {"selected", control::rollout_selects(r.id, req.device_id, r.bps)}};
+  }
+  return json::serialize(why);
+}
+
+}  // namespace
+
+Response DeviceApi::decide_for(std::string_view app_id, std::string_view body) const {
+  if (!control_.snapshot()->app(app_id))
+    return error_response(404, "not_found", "no app " + std::string(app_id.substr(0, 255)));
+  BodyArena arena;
+  if (auto e = parse_json_body(body, arena.value))
+    return info_error(*e, Route::kAdmin);
+  auto& o = arena.value.get_object();
+  if (const auto* given = o.if_contains("app_id");
+      given != nullptr && (!given->is_string() || given->get_string() != app_id)) {
+    return error_response(
+        400, "invalid_json_body",
+        "app_id: the body names another app than the path (" + std::string(app_id) + ")");
+  }
+  o["app_id"] = app_id;
+  std::vector<store::Checkin> unused;
+  std::string why;
+  Response r = updates_now(true, json::serialize(o), unused, &why);
+  if (why.empty())  // refused before any decision: the device would get this
+    return r;
+  JsonObjectWriter out;
+  out.raw("status", std::to_string(r.status)).raw("answer", r.body).raw("why", why);
+  return make_json_response(200, std::move(out).finish(), Route::kAdmin);
+}
+
 Response DeviceApi::updates_now(bool post, std::string_view body,
-                                std::vector<store::Checkin>& pending) const {
+                                std::vector<store::Checkin>& pending, std::string* why) const {
   if (!post)
     return json_body(200, json::object{{"status", "ok"}});
   BodyArena arena;
@@ -126,7 +184,9 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
 
   const control::AppStateView view(*app);
   const Decision d = control::decide(req, view);
-  if (checkins_ != nullptr) {
+  if (why != nullptr)
+    *why = explain(d, req, view);
+  if (checkins_ != nullptr && why == nullptr) {
     pending.push_back(store::Checkin{
         std::string(info.app_id), req.device_id, std::string(info.platform_text), req.version_name,
         req.version_build.to_string(), "updates", std::string(checkin_decision(d)), wall_clock_ms(),

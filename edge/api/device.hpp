@@ -42,6 +42,14 @@ class DeviceApi {
   /// POST /updates with the plugin's info object (§2.1-2.3); GET /updates -> {"status":"ok"}.
   Response updates(bool post, std::string_view body) const;
 
+  /// POST /v1/admin/apps/<app>/decide ("test as a device"): what /updates would answer the
+  /// device the body describes (the plugin's info object; `app_id` may be left out, and
+  /// must be `app_id` if given), and why, without recording a check-in:
+  /// {"status","answer","why":{"channel","channel_reason","rollout","kind","error",
+  /// "release","via_override","via_rollout","send_zip","send_manifest"}}. A body /updates
+  /// would refuse gets the same 400.
+  Response decide_for(std::string_view app_id, std::string_view body) const;
+
   /// /channel_self (§4): POST = setChannel, PUT = getChannel, GET = listChannels (info
   /// object in the query string), DELETE = unset for old plugins. `query` is the part of
   /// the target after '?'.
@@ -49,8 +57,9 @@ class DeviceApi {
                         std::string_view body) const;
 
  private:
-  Response updates_now(bool post, std::string_view body,
-                       std::vector<store::Checkin>& pending) const;
+  /// `why`, when given, gets the decision's reasons as a JSON object (decide_for).
+  Response updates_now(bool post, std::string_view body, std::vector<store::Checkin>& pending,
+                       std::string* why = nullptr) const;
   Response stats_now(bool post, std::string_view body, std::vector<store::Checkin>& pending) const;
   /// Records `pending` and answers `r` (after the commit when durable_).
   Response record_then(Response r, std::vector<store::Checkin> pending) const;

@@ -349,6 +349,42 @@ def main():
                           "--data-binary", '{"nodes":[{"node_id":"edge-x","hit_ratio":1e999}]}',
                           origin.url + "/v1/sync/status")
         assert st == 400, (st, out)
+        # "Test as a device": the answer /updates would give and why, nothing recorded.
+        before = today()["days"][-1]["checkins"]
+        probe = {k: v for k, v in DEVICE.items() if k != "app_id"}  # the path names the app
+        outcomes = set()
+        for n in range(20):
+            st, doc = admin(origin, "POST", base + "/decide",
+                            dict(probe, device_id=ids[n], version_name="3.0.0", defaultChannel=""))
+            assert st == 200 and doc["status"] == 200, (st, doc)
+            why = doc["why"]
+            assert why["channel"] == "production" and why["channel_reason"] == "public", why
+            assert why["rollout"]["release"] == "3.0.1" and why["rollout"]["percent"] == 50, why
+            # In the rollout: 3.0.1; out of it: 3.0.0, which the device runs already.
+            assert (doc["answer"].get("version") == "3.0.1") == why["rollout"]["selected"], doc
+            assert why["kind"] == ("update" if why["rollout"]["selected"] else "up_to_date"), doc
+            outcomes.add(why["rollout"]["selected"])
+        assert outcomes == {True, False}, "20 devices at 50%: some in, some out"
+        st, doc = admin(origin, "POST", base + "/decide", dict(probe, device_id=ids[0], app_id=app, defaultChannel="beta"))
+        assert st == 200 and doc["why"]["channel_reason"] == "defaultChannel" and doc["answer"]["version"] == "3.0.1", doc
+        st, tok = admin(origin, "POST", "/v1/admin/tokens", {"name": "analyst", "role": "viewer", "apps": [app]})
+        assert st == 201
+        st, _, out = curl("-X", "POST", "-H", "Authorization: Bearer " + tok["token"], "-H",
+                          "Content-Type: application/json", "--data-binary", json.dumps(dict(probe, device_id=ids[1])),
+                          origin.admin_url + base + "/decide")
+        assert st == 200, ("a viewer may test a device", st, out)
+        for body, want in ((dict(probe, device_id="nope"), 400), (dict(DEVICE, app_id="com.other"), 400)):
+            st, doc = admin(origin, "POST", base + "/decide", body)
+            assert st == want, (body, st, doc)
+        assert admin(origin, "POST", "/v1/admin/apps/com.no.such/decide", probe)[0] == 404
+        assert admin(origin, "GET", base + "/decide")[0] == 405
+        r = ctl(origin, "device", "test", app, ids[0], "--version-name", "3.0.0", "--version-build", "0.9.0",
+                "--default-channel", "beta")
+        assert r.returncode == 0 and "channel: beta (defaultChannel)" in r.stdout and "-> 3.0.1" in r.stdout, r.stdout
+        time.sleep(0.3)
+        assert today()["days"][-1]["checkins"] == before, "a dry run records no check-in"
+        audit = admin(origin, "GET", "/v1/admin/audit?limit=1000")[1]["records"]
+        assert not [a for a in audit if a["path"].endswith("/decide")], "nor an audit record"
         m = origin.metrics()
         assert m["edge_device_table_devices"] >= 10_020 and m["edge_device_table_bytes"] > 0, m.get("edge_device_table_devices")
     check("analytics: hourly buckets, devices per day and release, failure rates, rollout progress, "
