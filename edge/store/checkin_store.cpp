@@ -495,16 +495,18 @@ void CheckinStore::retention_pass(std::int64_t now_ms, std::size_t max_devices) 
   }
   // The timelines of devices not seen since the cutoff, a slice of the devices per pass.
   if (options_.timeline_events > 0) {
+    // Point deletes of the ring's slots, not a range per device: thousands of range
+    // tombstones would slow every read of the timeline family.
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDeviceSeen)));
+    std::unique_ptr<rocksdb::Iterator> ring(d.db->NewIterator({}, d.handle(kCfTimeline)));
     it->Seek(timeline_cursor_);
     std::size_t n = 0;
     for (; it->Valid() && n < max_devices; it->Next(), ++n) {
       const auto c = decode(it->value().ToStringView());
       if (c && c->time_ms < cutoff_ms) {
         const std::string prefix = it->key().ToString() + '\0';
-        std::string end = prefix;
-        end.back() = '\x01';
-        wb.DeleteRange(d.handle(kCfTimeline), prefix, end);
+        for (ring->Seek(prefix); ring->Valid() && ring->key().starts_with(prefix); ring->Next())
+          wb.Delete(d.handle(kCfTimeline), ring->key());
       }
     }
     timeline_cursor_ = it->Valid() ? it->key().ToString() : std::string();
