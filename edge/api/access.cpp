@@ -1,7 +1,6 @@
 #include "edge/api/access.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 
 #include <boost/json.hpp>
@@ -11,6 +10,7 @@
 #include "edge/api/sync.hpp"
 #include "edge/control/json_parse.hpp"
 #include "edge/core/clock.hpp"
+#include "edge/core/sha256.hpp"
 #include "edge/core/utf8.hpp"
 #include "edge/http/http.hpp"
 
@@ -42,16 +42,10 @@ std::optional<Role> parse_role(std::string_view s) {
 
 // The secret handed out once: "bet_" and 64 hex digits of randomness.
 std::string new_secret() {
-  unsigned char raw[32];
+  std::uint8_t raw[32];
   if (RAND_bytes(raw, sizeof raw) != 1)
     return {};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s = "bet_";
-  for (const unsigned char b : raw) {
-    s += kHex[b >> 4];
-    s += kHex[b & 15];
-  }
-  return s;
+  return "bet_" + to_hex(raw);
 }
 
 json::array apps_json(const std::vector<std::string>& apps) {
@@ -150,6 +144,12 @@ std::optional<std::string_view> decide_app(std::string_view path) {
   return app;
 }
 
+bool writes(bhttp::verb method, std::string_view path) {
+  if (method == bhttp::verb::get || method == bhttp::verb::head)
+    return false;
+  return !(method == bhttp::verb::post && decide_app(path));
+}
+
 std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
                                        std::string_view path) const {
   if (caller.role == Role::kAdmin)
@@ -159,9 +159,7 @@ std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
         403, "forbidden",
         "token '" + caller.name + "' (" + std::string(role_name(caller.role)) + ") " + why);
   };
-  // A dry run of the decision (POST .../decide) writes nothing: a read.
-  const bool read = method == bhttp::verb::get || method == bhttp::verb::head ||
-                    (method == bhttp::verb::post && decide_app(path).has_value());
+  const bool read = !writes(method, path);
   if (path == "/metrics" || path == "/v1/admin/fleet")
     return read ? std::nullopt : std::optional(forbid("may only read " + std::string(path)));
   if (owns(path) || path == "/v1/admin/outbox/dead-letters")
@@ -347,8 +345,7 @@ Response Access::audit_page(std::string_view query) const {
       bad = "unknown parameter '" + key.substr(0, 64) + "' (expected after, limit)";
       break;
     }
-    const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), *out);
-    if (ec != std::errc() || p != value.data() + value.size() || value.empty()) {
+    if (!http::parse_u64(value, *out)) {
       bad = key + ": expected a non-negative integer, got '" + value.substr(0, 64) + "'";
       break;
     }

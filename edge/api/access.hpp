@@ -36,6 +36,11 @@ struct Caller {
 /// every role that reads the app may call it), or nullopt for any other path.
 std::optional<std::string_view> decide_app(std::string_view path);
 
+/// True if an admin request may change something: every method but GET and HEAD, except
+/// the dry run of decide_app. Writes are what a viewer is refused and what the audit log
+/// records.
+bool writes(boost::beast::http::verb method, std::string_view path);
+
 /// Scoped admin tokens and the audit log (DESIGN §11). The bootstrap token (admin.token)
 /// is always an admin named "bootstrap"; other tokens are created through the API, stored
 /// as SHA-256 hashes (the secret is shown once, at creation) and looked up by that hash, so

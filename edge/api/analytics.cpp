@@ -3,12 +3,14 @@
 #include <charconv>
 #include <ctime>
 #include <map>
+#include <set>
 #include <string>
 
 #include <boost/json.hpp>
 
 #include "edge/api/auto_pause.hpp"
 #include "edge/api/device_info.hpp"
+#include "edge/http/http.hpp"
 
 namespace edge::api {
 namespace {
@@ -76,11 +78,10 @@ void put_counters(json::object& o, const store::HourStats& s) {
 
 std::optional<std::int64_t> parse_query_time(std::string_view t, bool end) {
   if (digits(t)) {
-    std::int64_t ms = 0;
-    const auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), ms);
-    if (ec != std::errc() || p != t.data() + t.size() || ms > (std::int64_t{1} << 50))
+    std::uint64_t ms = 0;
+    if (!http::parse_u64(t, ms) || ms > (std::uint64_t{1} << 50))
       return std::nullopt;
-    return ms;
+    return static_cast<std::int64_t>(ms);
   }
   // YYYY-MM-DD or YYYY-MM-DDTHH.
   if ((t.size() != 10 && t.size() != 13) || t[4] != '-' || t[7] != '-' || !digits(t.substr(0, 4)) ||
@@ -158,12 +159,12 @@ Response analytics_response(const store::CheckinStore& checkins, const control::
   for (const auto& [h, s] : a->hours)
     add_into(total, s);
   json::array releases;
-  std::map<std::string, bool> names;
+  std::set<std::string> names;
   for (const auto& [r, n] : total.installs)
-    names[r] = true;
+    names.insert(r);
   for (const auto& [r, by_action] : total.targets)
-    names[r] = true;
-  for (const auto& [r, unused] : names) {
+    names.insert(r);
+  for (const auto& r : names) {
     std::uint64_t failures = 0, downloads = 0;
     std::map<std::string, std::uint64_t> failed;
     if (const auto it = total.targets.find(r); it != total.targets.end()) {

@@ -1,7 +1,6 @@
 #include "edge/api/api.hpp"
 
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 
@@ -247,7 +246,7 @@ std::optional<Caller> Api::admin_caller(const RequestHeader& req, std::string_vi
   }
   if (access_ != nullptr) {
     if (auto no = access_->refuse(*caller, req.method(), path)) {
-      if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head)
+      if (writes(req.method(), path))
         access_->audit(*caller, req.method(), path, no->status, 0);
       refusal = std::move(*no);
       return std::nullopt;
@@ -301,7 +300,7 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
   }
   // Every admin write is in the audit log, refused ones included (admin_caller recorded
   // those refused for their token).
-  if (caller && access_ != nullptr && !get && !decide_app(path))  // a dry run writes nothing
+  if (caller && access_ != nullptr && writes(req.method(), path))
     access_->audit(*caller, req.method(), path, r.status, change_seq_of(r));
   r.head_only = req.method() == bhttp::verb::head;
   return r;

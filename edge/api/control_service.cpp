@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 
 #include <boost/json.hpp>
 
@@ -13,6 +12,7 @@
 #include "edge/core/clock.hpp"
 #include "edge/core/sha256.hpp"
 #include "edge/core/utf8.hpp"
+#include "edge/http/http.hpp"
 
 namespace edge::api {
 namespace {
@@ -587,16 +587,15 @@ Response ControlService::device_index(const control::AppState& app, std::string_
         return bad("not a cursor this node gave");
       cursor = value;
     } else if (key == "seen_since" || key == "limit") {
-      std::int64_t n = 0;
-      const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (value.empty() || ec != std::errc() || p != value.data() + value.size() || n < 0)
+      std::uint64_t n = 0;
+      if (!http::parse_u64(value, n) || n > std::uint64_t{INT64_MAX})
         return bad("expected a non-negative integer, got '" + value.substr(0, 64) + "'");
       if (key == "limit" && (n < 1 || n > 1000))
         return bad("expected 1..1000, got " + value);
       if (key == "limit")
         limit = static_cast<std::size_t>(n);
       else
-        since = n;
+        since = static_cast<std::int64_t>(n);
     } else {
       return error_response(400, "invalid_query_parameters",
                             "unknown parameter '" + key.substr(0, 64) +

@@ -32,6 +32,10 @@ struct ByteRange {
   friend bool operator==(const ByteRange&, const ByteRange&) = default;
 };
 
+/// A whole decimal number of 1-19 digits (no sign, no spaces: always fits in 64 bits), the
+/// form of every number in a header or a query string. False for anything else.
+bool parse_u64(std::string_view s, std::uint64_t& out);
+
 /// Parses a Range field value. Returns nullopt when the field must be ignored: not the
 /// `bytes` unit, a syntax error, an empty set, or more than kMaxRanges specs. RFC 9110
 /// §14.2 lets a server ignore a Range it cannot parse; we do, and answer 200.

@@ -115,8 +115,9 @@ bool names_target_release(std::string_view a) {
 
 namespace {
 
-std::string join(std::initializer_list<std::string_view> parts) {
-  std::string out;
+// `parts` joined by NUL into `out` (replacing what it held).
+void join_into(std::string& out, std::initializer_list<std::string_view> parts) {
+  out.clear();
   bool first = true;
   for (auto p : parts) {
     if (!first)
@@ -124,6 +125,11 @@ std::string join(std::initializer_list<std::string_view> parts) {
     out += p;
     first = false;
   }
+}
+
+std::string join(std::initializer_list<std::string_view> parts) {
+  std::string out;
+  join_into(out, parts);
   return out;
 }
 
@@ -537,12 +543,7 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   // lookup, not an allocation.
   std::string key;
   const auto bump = [&](std::initializer_list<std::string_view> parts) {
-    key.clear();
-    for (auto part = parts.begin(); part != parts.end(); ++part) {
-      if (part != parts.begin())
-        key += '\0';
-      key += *part;
-    }
+    join_into(key, parts);
     auto it = counts.find(key);
     if (it == counts.end()) {
       std::string v;
@@ -563,13 +564,16 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   // Hashes of the day markers this batch puts (a late event must not count a device twice
   // before the batch is written).
   std::unordered_set<std::uint64_t> markers;
-  // Counts a device for `day_text` (and its release) unless its marker says it was.
-  const auto count_late_day = [&](const Checkin& c, const std::string& day_text,
-                                  const std::string& version) {
+  // Counts a device for `day_text` (and the release it runs) and leaves its marker for
+  // late events; `late`: an event of an earlier day than the device's last, counted only
+  // if its marker says it was not.
+  const auto count_day = [&](const Checkin& c, const std::string& day_text,
+                             const std::string& version, bool late) {
     const std::string marker = join({"\x01" + c.app_id, day_text, c.device_id});
     std::string v;
-    if (!markers.insert(device_hash(marker)).second ||
-        d.db->Get({}, d.handle(kCfDaily), marker, &v).ok())
+    if (!markers.insert(device_hash(marker)).second && late)
+      return;  // this batch counted it already
+    if (late && d.db->Get({}, d.handle(kCfDaily), marker, &v).ok())
       return;  // counted that day already (its release too, but for a change of release)
     wb.Put(d.handle(kCfDaily), marker, one);
     bump({c.app_id, day_text, "D", ""});
@@ -682,19 +686,14 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       if (dn > e.day) {
         e.day = dn;
         e.version = vh;
-        const std::string marker = join({"\x01" + c.app_id, day, c.device_id});
-        markers.insert(device_hash(marker));
-        wb.Put(d.handle(kCfDaily), marker, one);
-        bump({c.app_id, day, "D", ""});
-        if (vh != 0)
-          bump({c.app_id, day, "v", version});
+        count_day(c, day, version, false);
       } else if (dn == e.day) {
         if (vh != 0 && vh != e.version) {
           e.version = vh;
           bump({c.app_id, day, "v", version});
         }
       } else {
-        count_late_day(c, day, version);
+        count_day(c, day, version, true);
       }
       bump({c.app_id, hour, "a", c.action});
       if (!c.platform.empty())
