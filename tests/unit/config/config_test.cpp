@@ -81,6 +81,20 @@ TEST(Config, ErrorsNameTheKeyAndValue) {
       << "syntax errors give the line";
 }
 
+TEST(Config, CheckinKeysAreReadAndBounded) {
+  const Config c = load_text("[checkins]\ntimeline_events = 8\nretention_days = 0\n");
+  EXPECT_EQ(c.timeline_events, 8U);
+  EXPECT_EQ(c.retention_days, 0U);
+  EXPECT_EQ(load_config({}).timeline_events, 50U);
+  EXPECT_EQ(load_config({}).retention_days, 90U);
+  EXPECT_NE(error_of("[checkins]\ntimeline_events = 1001\n").find("checkins.timeline_events"),
+            std::string::npos);
+  EXPECT_NE(error_of("[checkins]\nretention_days = -1\n").find("checkins.retention_days"),
+            std::string::npos);
+  EXPECT_NE(error_of("[checkins]\nretention_days = \"90d\"\n").find("checkins.retention_days"),
+            std::string::npos);
+}
+
 TEST(Config, ShippedConfigsLoad) {
   // The documented files must stay in step with the keys the loader knows.
   for (const char* name : {"bundle-edge.toml", "origin.toml", "edge.toml"}) {
