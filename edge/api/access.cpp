@@ -160,7 +160,7 @@ std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
         "token '" + caller.name + "' (" + std::string(role_name(caller.role)) + ") " + why);
   };
   const bool read = !writes(method, path);
-  if (path == "/metrics" || path == "/v1/admin/fleet")
+  if (path == "/metrics" || path == "/v1/admin/fleet" || path == "/v1/admin/whoami")
     return read ? std::nullopt : std::optional(forbid("may only read " + std::string(path)));
   if (owns(path) || path == "/v1/admin/outbox/dead-letters")
     return forbid("may not use " + std::string(path) + ": it needs an admin token");

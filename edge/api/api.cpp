@@ -1,9 +1,11 @@
 #include "edge/api/api.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 
+#include "edge/api/console.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/http/http.hpp"
 
@@ -264,10 +266,14 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
   std::optional<Caller> caller;
   if (path == "/healthz" || path == "/readyz") {
     r = get ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
+  } else if (is_console_path(path)) {
+    r = console_response(req, path);  // static files; the page sends the token to the API
   } else if (caller = admin_caller(req, path, r); !caller) {
     // r: the 401 or 403
   } else if (access_ != nullptr && Access::owns(path)) {
     r = access_->handle(*caller, req, path, body);
+  } else if (path == "/v1/admin/whoami") {
+    r = get ? whoami(*caller) : method_not_allowed("GET, HEAD", Route::kAdmin);
   } else if (path == "/metrics") {
     if (!get) {
       r = method_not_allowed("GET, HEAD", Route::kMetrics);
@@ -304,6 +310,41 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     access_->audit(*caller, req.method(), path, r.status, change_seq_of(r));
   r.head_only = req.method() == bhttp::verb::head;
   return r;
+}
+
+Response Api::whoami(const Caller& caller) const {
+  const bool read_only = control_ != nullptr && control_->read_only();
+  const bool all = caller.role == Role::kAdmin ||
+                   std::find(caller.apps.begin(), caller.apps.end(), "*") != caller.apps.end();
+  std::string apps = "[", visible = "[";
+  for (const auto& a : caller.apps) {
+    apps += apps.size() > 1 ? ",\"" : "\"";
+    append_json_escaped(apps, a);
+    apps += '"';
+  }
+  if (control_ != nullptr) {
+    const auto state = control_->snapshot();
+    for (const auto& [id, app] : state->apps()) {
+      if (!all && std::find(caller.apps.begin(), caller.apps.end(), id) == caller.apps.end())
+        continue;
+      visible += visible.size() > 1 ? ",\"" : "\"";
+      append_json_escaped(visible, id);
+      visible += '"';
+    }
+  }
+  apps += ']';
+  visible += ']';
+  JsonObjectWriter w;
+  w.string("name", caller.name)
+      .string("role", role_name(caller.role))
+      .raw("apps", apps)
+      .raw("visible_apps", visible)
+      .string("node_role", filler_ != nullptr ? "edge" : "origin")
+      .boolean("read_only", read_only)
+      .boolean("can_write", caller.role != Role::kViewer && !read_only)
+      .boolean("can_delete", caller.role == Role::kAdmin && !read_only)
+      .boolean("can_manage_tokens", caller.role == Role::kAdmin);
+  return make_json_response(200, std::move(w).finish(), Route::kAdmin);
 }
 
 bool Api::is_upload(const RequestHeader& req) {

@@ -137,6 +137,10 @@ class Api {
   Response fill_then(Route route, const Sha256& id, bool chunk, std::string_view client,
                      std::function<Response()> again) const;
   Response health(bool ready_check) const;
+  /// GET /v1/admin/whoami: the caller's token name, role and apps, the apps it may read
+  /// (`visible_apps`), the node's role and what the caller may do here (can_write,
+  /// can_delete, can_manage_tokens): what the console offers.
+  Response whoami(const Caller& caller) const;
   /// The caller of an admin request, or the 401/403 answer (null caller) with the request
   /// audited when it was a refused write.
   std::optional<Caller> admin_caller(const RequestHeader& req, std::string_view path,
