@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <unordered_map>
 
 #include <boost/json.hpp>
 
@@ -10,6 +11,7 @@
 #include "edge/api/device_info.hpp"
 #include "edge/api/sync.hpp"
 #include "edge/core/clock.hpp"
+#include "edge/core/semver.hpp"
 #include "edge/core/sha256.hpp"
 #include "edge/core/utf8.hpp"
 #include "edge/http/http.hpp"
@@ -555,6 +557,117 @@ Response ControlService::put_channel(const control::AppState& app, const std::st
   return commit(b, app.channels.contains(name) ? 200 : 201, json::serialize(out));
 }
 
+namespace {
+
+// The release an edge moves from when `name` is published: the highest other live release
+// with files that sorts below it (semver precedence; names that are not semver sort by
+// name, below every semver name).
+std::optional<std::string> previous_release(const control::AppState& app, const std::string& name) {
+  const auto key = [](const std::string& n) {
+    auto v = SemVer::parse(n);
+    return std::pair<std::optional<SemVer>, std::string>(v ? std::optional(*v) : std::nullopt, n);
+  };
+  const auto below = [](const auto& a, const auto& b) {  // a sorts below b
+    if (a.first.has_value() != b.first.has_value())
+      return !a.first.has_value();
+    if (a.first && *a.first != *b.first)
+      return *a.first < *b.first;
+    return a.second < b.second;
+  };
+  const auto self = key(name);
+  std::optional<std::pair<std::optional<SemVer>, std::string>> best;
+  for (const auto& [n, doc] : app.releases) {
+    if (n == name || doc.deleted || (!doc.zip && doc.manifest.empty()))
+      continue;
+    auto k = key(n);
+    if (below(k, self) && (!best || below(*best, k)))
+      best = std::move(k);
+  }
+  if (!best)
+    return std::nullopt;
+  return best->second;
+}
+
+}  // namespace
+
+Response ControlService::release_files(const control::AppState& app, const std::string& name,
+                                       std::string_view query) const {
+  const auto it = app.releases.find(name);
+  if (it == app.releases.end())
+    return error_response(404, "not_found", "no release '" + name + "' in app " + app.app_id);
+  std::optional<std::string> base = previous_release(app, name);
+  for (const auto& param : parse_query(query)) {
+    if (param.first != "base") {
+      return error_response(
+          400, "invalid_query_parameters",
+          "unknown parameter '" + param.first.substr(0, 64) + "' (expected base)");
+    }
+    if (param.second.empty()) {
+      base.reset();  // base= : no comparison
+    } else if (!app.releases.contains(param.second) || param.second == name) {
+      return error_response(
+          400, "invalid_query_parameters",
+          "base: no other release '" + param.second.substr(0, 128) + "' in app " + app.app_id);
+    } else {
+      base = param.second;
+    }
+  }
+  // The chunks of a release's files; a blob whose recipe is not here (an edge that has not
+  // filled it) is listed with stored: false and adds no chunks.
+  struct Files {
+    json::array list;
+    std::unordered_map<Sha256, std::uint32_t, Sha256Hash> chunks;
+    std::uint64_t size = 0;
+  };
+  const auto files_of = [&](const control::ReleaseDoc& doc) {
+    Files f;
+    const auto add = [&](std::string_view kind, std::string_view file_name, const Sha256& blob) {
+      json::object o{{"kind", kind}, {"file_name", file_name}, {"blob", blob.hex()}};
+      auto recipe = blobs_.recipe(blob);
+      o["stored"] = recipe.has_value();
+      if (recipe) {
+        o["size"] = (*recipe)->size;
+        o["chunks"] = (*recipe)->chunks.size();
+        f.size += (*recipe)->size;
+        for (const auto& c : (*recipe)->chunks)
+          f.chunks.emplace(c.id, c.length);
+      }
+      f.list.push_back(std::move(o));
+    };
+    if (doc.zip)
+      add("zip", "", *doc.zip);
+    for (const auto& m : doc.manifest)
+      add("manifest", m.file_name, m.blob);
+    return f;
+  };
+  Files self = files_of(it->second);
+  std::unordered_map<Sha256, std::uint32_t, Sha256Hash> base_chunks;
+  if (base)
+    base_chunks = files_of(app.releases.at(*base)).chunks;
+  std::uint64_t chunk_bytes = 0, shared = 0, shared_bytes = 0;
+  for (const auto& [id, size] : self.chunks) {
+    chunk_bytes += size;
+    if (base_chunks.contains(id)) {
+      ++shared;
+      shared_bytes += size;
+    }
+  }
+  const control::ReleaseDoc& doc = it->second;
+  json::object out{{"app_id", app.app_id},
+                   {"release", name},
+                   {"base", base ? json::value(*base) : json::value(nullptr)},
+                   {"encrypted", !doc.session_key.empty()},
+                   {"files", std::move(self.list)},
+                   {"size", self.size},
+                   {"chunks", self.chunks.size()},
+                   {"chunk_bytes", chunk_bytes},
+                   {"shared_chunks", shared},
+                   {"shared_bytes", shared_bytes},
+                   {"new_chunks", self.chunks.size() - shared},
+                   {"new_bytes", chunk_bytes - shared_bytes}};
+  return json_response(200, out);
+}
+
 Response ControlService::device_index(const control::AppState& app, std::string_view query) const {
   if (checkins_ == nullptr)
     return error_response(404, "not_found", "check-ins are not kept on this node");
@@ -864,6 +977,14 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
   }
   if (coll == "channels" && segs.size() == 4)
     return channel_action(*app, segs[2], segs[3], method, body);
+  if (coll == "releases" && segs.size() == 4 && segs[3] == "files") {
+    if (!get)
+      return method_not_allowed("GET");
+    const std::string_view target(req.target().data(), req.target().size());
+    const auto q = target.find('?');
+    return release_files(*app, segs[2],
+                         q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
+  }
   if (segs.size() > 3 || (coll != "releases" && coll != "channels" && coll != "devices")) {
     return error_response(404, "not_found",
                           "no admin route for " + std::string(path.substr(0, 200)));

@@ -122,6 +122,12 @@ class ControlService {
 
   const Access* access_ = nullptr;
   Response device_index(const control::AppState& app, std::string_view query) const;
+  /// GET .../releases/<name>/files[?base=<release>]: the release's files with their sizes
+  /// and chunk counts, and how many of its distinct chunks (and bytes) it shares with `base`
+  /// (default: the highest live release with files below it), i.e. what an edge that has
+  /// `base` must still move. `base=` (empty) compares with nothing.
+  Response release_files(const control::AppState& app, const std::string& name,
+                         std::string_view query) const;
   Response channel_action(const control::AppState& app, const std::string& name,
                           std::string_view action, boost::beast::http::verb method,
                           std::string_view body);
