@@ -2,7 +2,8 @@
 # The README's "run" command: set up, build the release preset, start a standalone origin
 # (public 127.0.0.1:8080, admin 127.0.0.1:9090, data ./var), publish the small sample bundle
 # in tools/sample-bundle as release 1.0.1 of com.example.app on the public channel
-# "production", and print the request a device would make. Ctrl-C stops the node.
+# "production", and print the request a device would make, the web console's URL and
+# the token to sign in with. Ctrl-C stops the node.
 #   tools/run.sh --tls   also serves HTTPS on 127.0.0.1:8443 with a self-signed certificate
 #                        made here (var/tls/cert.pem, for localhost and 127.0.0.1), and
 #                        devices get https:// URLs: try curl --cacert var/tls/cert.pem ...
@@ -59,6 +60,13 @@ http://127.0.0.1:8080/updates) would ask:
   curl -s -X POST http://127.0.0.1:8080/updates -H 'Content-Type: application/json' -d '{"platform":"android","device_id":"0a1b2c3d-1111-4222-8333-444455556666","app_id":"com.example.app","version_build":"1.0.0","version_name":"builtin","plugin_version":"8.51.23","is_emulator":false,"is_prod":true,"defaultChannel":""}'
 
 Publish your own:  BUNDLE_EDGE_TOKEN=$(cat var/admin.token) tools/bundle-edge-ctl publish --app ID --version X --dir DIST --channel production
+MSG
+if [[ $TLS == 1 ]] && grep -q '^admin *= *true' conf/bundle-edge.toml; then CONSOLE=https; else CONSOLE=http; fi
+cat <<MSG
+
+The web console: ${CONSOLE}://127.0.0.1:9090/console/
+Sign in with the admin token: $(cat var/admin.token)
+(or a scoped one: tools/bundle-edge-ctl token create NAME --role viewer --app '*')
 Ctrl-C stops the node.
 MSG
 wait $NODE

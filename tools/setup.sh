@@ -9,6 +9,7 @@ packages=(
   liburing-dev libxxhash-dev librocksdb-dev libssl-dev libtomlplusplus-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl wrk nginx python3 valgrind openssl
+  chromium chromium-driver python3-selenium
 )
 
 missing=()
