@@ -292,17 +292,20 @@ function chart(id, labels, series, kind, fmt) {
                  labels[i].length > 10 ? labels[i].slice(5) : labels[i]));
   }
   svg.append(h("line", { class: "axis", x1: PAD.l, x2: W - PAD.r, y1: y(0), y2: y(0) }));
+  const base = labels.map(() => 0);  // stack: the height below the next series
   series.forEach((s, si) => {
     const color = PALETTE[si % PALETTE.length];
     s.color = color;
     if (kind === "stack") {
-      const g = h("g", { fill: color });
+      // One path per series (a rectangle per bucket): 720 hourly buckets stay 3 elements.
+      let d = "";
       s.values.forEach((v, i) => {
         if (!v) return;
-        const below = series.slice(0, si).reduce((a, o) => a + (o.values[i] || 0), 0);
-        g.append(h("rect", { x: xb(i), width: bw, y: y(below + v), height: Math.max(0.5, y(below) - y(below + v)) }));
+        const top = y(base[i] + v), height = Math.max(0.5, y(base[i]) - top);
+        d += `M${xb(i).toFixed(1)} ${top.toFixed(1)}h${bw.toFixed(2)}v${height.toFixed(1)}h${(-bw).toFixed(2)}z`;
+        base[i] += v;
       });
-      svg.append(g);
+      svg.append(h("path", { d, fill: color }));
     } else {
       const pts = s.values.map((v, i) => x(i).toFixed(1) + "," + y(v || 0).toFixed(1)).join(" ");
       svg.append(h("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 1.6 }));
@@ -338,14 +341,23 @@ function chart(id, labels, series, kind, fmt) {
   return h("div", {}, box, legend, figures(id, labels, series, fmt));
 }
 
-/** The numbers behind a chart, as a table (collapsed). Cells carry data-series/data-label. */
+/**
+ * The numbers behind a chart, as a table built when it is first opened (30 days of hourly
+ * buckets for 50 releases is 36,000 cells: too many to build for every render). Cells
+ * carry data-series / data-label.
+ */
 function figures(id, labels, series, fmt) {
-  const rows = labels.map((l, i) => h("tr", {}, h("td", {}, l),
-    series.map((s) => h("td", { class: "num", dataset: { series: s.name, label: l } }, fmt(s.values[i] || 0)))));
-  return h("details", { class: "figures", id: id + "-figures" }, h("summary", {}, "Figures"),
-    h("div", { class: "table-wrap" }, h("table", {},
+  const box = h("div", { class: "table-wrap" });
+  const details = h("details", { class: "figures", id: id + "-figures" }, h("summary", {}, "Figures"), box);
+  details.addEventListener("toggle", () => {
+    if (!details.open || box.firstChild) return;
+    const rows = labels.map((l, i) => h("tr", {}, h("td", {}, l),
+      series.map((s) => h("td", { class: "num", dataset: { series: s.name, label: l } }, fmt(s.values[i] || 0)))));
+    box.append(h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "bucket"), series.map((s) => h("th", { class: "num" }, s.name)))),
-      h("tbody", {}, rows))));
+      h("tbody", {}, rows)));
+  });
+  return details;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -229,6 +229,10 @@ def main():
             shown = lambda css: int(c.d.find_element(By.CSS_SELECTOR, css + " .n").text.replace(",", ""))
             assert (shown("#sum-get"), shown("#sum-installed"), shown("#sum-failed")) == (api_get, api_set, api_fail)
 
+            for chart_id in ("chart-actions", "chart-devices"):  # built when first opened
+                c.d.find_element(By.CSS_SELECTOR, "#%s-figures summary" % chart_id).click()
+                c.wait("#%s-figures table" % chart_id)
+
             def cells(series):  # the figures behind the actions chart, per series
                 return sum(int(e.get_attribute("textContent").replace(",", "")) for e in c.d.find_elements(
                     By.CSS_SELECTOR, '#chart-actions-figures td[data-series="%s"]' % series))
