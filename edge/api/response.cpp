@@ -1,5 +1,6 @@
 #include "edge/api/response.hpp"
 
+#include <array>
 #include <charconv>
 #include <cstdio>
 
@@ -73,23 +74,36 @@ std::string json_escape(std::string_view s) {
 }
 
 void append_json_escaped(std::string& out, std::string_view s) {
-  for (const char c : s) {
+  // Runs of bytes that need no escape (nearly all of them) are appended whole: byte-wise
+  // appends were the single largest user-space cost of an /updates answer.
+  static constexpr auto kEscape = [] {
+    std::array<bool, 256> t{};
+    for (unsigned c = 0; c < 0x20; ++c)
+      t[c] = true;
+    t['"'] = t['\\'] = true;
+    return t;
+  }();
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (!kEscape[c])
+      continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-          out += buf;
-        } else {
-          out += c;
-        }
+      default: {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+        out += buf;
+      }
     }
   }
+  out.append(s.data() + run, s.size() - run);
 }
 
 Response make_json_response(unsigned status, std::string body, Route route) {

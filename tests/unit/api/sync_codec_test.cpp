@@ -256,3 +256,21 @@ TEST(SyncApi, PushesOfAnotherEpochOrWithABadOneAreRefused) {
 
 }  // namespace
 }  // namespace edge::api
+
+// json_escape: runs of plain bytes are copied whole, and every byte JSON forbids in a
+// string is escaped, wherever it falls (first, last, back to back).
+TEST(JsonEscape, EscapesWhatJsonForbidsAndKeepsTheRest) {
+  using edge::api::json_escape;
+  EXPECT_EQ(json_escape(""), "");
+  EXPECT_EQ(json_escape("plain 1.0.0 text"), "plain 1.0.0 text");
+  EXPECT_EQ(json_escape("\"quoted\""), "\\\"quoted\\\"");
+  EXPECT_EQ(json_escape("a\\b"), "a\\\\b");
+  EXPECT_EQ(json_escape("\n\r\t"), "\\n\\r\\t");
+  EXPECT_EQ(json_escape(std::string("x\0y", 3)), "x\\u0000y");
+  EXPECT_EQ(json_escape("\x1f"), "\\u001f");
+  EXPECT_EQ(json_escape("caf\xc3\xa9 \xe2\x9c\x93"), "caf\xc3\xa9 \xe2\x9c\x93");  // UTF-8 as is
+  EXPECT_EQ(json_escape("\x7f"), "\x7f");
+  std::string s = "tail";
+  edge::api::append_json_escaped(s, "\"+");
+  EXPECT_EQ(s, "tail\\\"+");
+}
