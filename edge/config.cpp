@@ -33,6 +33,7 @@ const std::set<std::string>& known_keys() {
                                              "server.shutdown_grace_ms",
                                              "server.send_mode",
                                              "server.warm_cold_ranges",
+                                             "server.warm_always",
                                              "server.access_log",
                                              "admin.listen",
                                              "admin.token",
@@ -264,6 +265,7 @@ Config load_config(const ConfigOverrides& o) {
     r.integer("server.shutdown_grace_ms", c.server.shutdown_grace_ms, 0, 3'600'000);
     r.string("server.send_mode", send_mode);
     r.boolean("server.warm_cold_ranges", c.server.warm_cold_ranges);
+    r.boolean("server.warm_always", c.server.warm_always);
     r.boolean("server.access_log", c.server.access_log);
     r.string("admin.listen", admin_listen);
     r.string("admin.token", c.admin_token);

@@ -1021,7 +1021,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // True when the piece about to start is not in the page cache and has not been warmed:
   // sending it would block the event loop on the disk (DESIGN §4).
   bool cold_unwarmed(const store::Piece& p) const {
-    return !warmed_ && opt().warm_cold_ranges && item_pos_ == 0 && is_cold(p);
+    return !warmed_ && opt().warm_cold_ranges && item_pos_ == 0 &&
+           (opt().warm_always || is_cold(p));
   }
   // Reads the piece through io_uring, then write_loop goes on.
   void warm_then_write(const store::Piece& p) {

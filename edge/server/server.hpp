@@ -34,6 +34,9 @@ struct ServerOptions {
   std::uint32_t shutdown_grace_ms = 10'000;       ///< in-flight responses get this long
   bool use_sendfile = true;                       ///< false: pread + send copy path
   bool warm_cold_ranges = true;                   ///< io_uring read before sendfile if cold
+  /// Tests and diagnostics: take the warm path for every piece, as if nothing were in the
+  /// page cache (the cold-range path, made deterministic). Costs a read per piece.
+  bool warm_always = false;
   bool access_log = false;
   TlsOptions tls;  ///< [tls]: the HTTPS listener (and optionally TLS on the admin one)
 };

@@ -348,14 +348,48 @@ token = "node-secret"
             if warms > 0:
                 return
             seen.append("attempt %d: %d of %d pages resident after the advice" % (attempt, resident, total))
-        raise AssertionError("no cold range was warmed: " + "; ".join(seen))
+        # POSIX_FADV_DONTNEED is advice: the kernel may keep (or read back) the pages, so this
+        # probe cannot be made to fail reliably. The warm path itself is checked
+        # deterministically by "every piece warmed (server.warm_always)".
+        raise Skip("no page stayed cold long enough to be warmed: " + "; ".join(seen))
+
+    def t_warm_always():
+        # server.warm_always takes the cold path for every piece: the io_uring read, then
+        # sendfile. Whole, ranged and multipart answers stay byte-exact, and each is warmed.
+        warm = Node("[server]\nwarm_always = true\n[admin]\nmax_upload = \"48MiB\"\n")
+        try:
+            for name in ("mib", "big"):
+                assert upload(warm, files[name][0])[0] == 201
+            base = warm.url + "/v1/blobs/"
+
+            def warms():
+                st, _, m = curl("-H", "Authorization: Bearer " + warm.token, warm.admin_url + "/metrics")
+                return int(re.search(rb"edge_serve_cold_warms_total (\d+)", m).group(1))
+            before = warms()
+            data = files["big"][1]
+            st, _, body = curl(base + sha(data))
+            assert st == 200 and body == data
+            after_whole = warms()
+            assert after_whole > before, (before, after_whole)
+            for first, last in ((0, 0), (12345, 1 << 20), (len(data) - 70000, len(data) - 1)):
+                st, _, body = curl("-r", "%d-%d" % (first, last), base + sha(data))
+                assert st == 206 and body == data[first:last + 1], (first, last, st)
+            st, h, body = curl("-r", "0-9,30000000-30000099", base + sha(data))
+            assert st == 206 and "multipart/byteranges" in header(h, "Content-Type")
+            assert data[30000000:30000100] in body and data[0:10] in body
+            st, _, body = curl(base + sha(files["mib"][1]))
+            assert st == 200 and body == files["mib"][1]
+            assert warms() >= after_whole + 5, warms()
+        finally:
+            warm.stop()
 
     for name, fn in [("upload 0 B, 1 B, 1 MiB, 40 MiB", t_upload), ("download whole", t_download_whole),
                      ("ranges", t_ranges), ("resume with curl -C -", t_resume), ("HEAD", t_head),
                      ("304 and If-Range", t_304_and_if_range), ("416", t_416), ("multipart/byteranges", t_multipart),
                      ("bad Range syntax -> 200", t_bad_range_is_200), ("unknown and malformed ids", t_ids),
                      ("chunks and recipes", t_chunks_and_recipes),
-                     ("cold ranges warmed through io_uring", t_cold_ranges_are_warmed), ("parallel downloads", t_parallel),
+                     ("cold ranges warmed through io_uring", t_cold_ranges_are_warmed),
+                     ("every piece warmed (server.warm_always)", t_warm_always), ("parallel downloads", t_parallel),
                      ("pipelined requests", t_pipelined),
                      ("slow reader, disconnect mid-body", t_slow_reader_and_disconnect),
                      ("64 KiB header -> 431", t_431), ("one byte a second -> 408", t_408_slow_header),

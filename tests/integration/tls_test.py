@@ -458,9 +458,12 @@ def main():
             assert r.returncode == 1 and "rejected" in r.stderr and "--cacert" in r.stderr, (r.returncode, r.stderr)
             st, _, _ = curl("http://127.0.0.1:%d/healthz" % a.admin)
             assert st == 400  # the admin port speaks TLS now
+            # The web console comes over the same TLS listener (issue #13).
+            st, hdr, body = curl("--cacert", CERT, url + "/console/")
+            assert st == 200 and b"console.js" in body, (st, hdr)
         finally:
             a.stop()
-    check("admin listener over TLS; bundle-edge-ctl --cacert", admin_over_tls_with_ctl)
+    check("admin listener over TLS; bundle-edge-ctl --cacert; the console", admin_over_tls_with_ctl)
 
     def bad_tls_config():
         other_cert, other_key = make_cert("other")
