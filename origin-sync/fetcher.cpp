@@ -117,6 +117,12 @@ void Fetcher::complete(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>
     d(ec);
 }
 
+void Fetcher::trust_recipes(const std::vector<std::pair<Sha256, Sha256>>& pins) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [blob, digest] : pins)
+    trusted_[blob] = digest;
+}
+
 bool Fetcher::present(const Sha256& blob) const {
   auto recipe = blobs_.recipe(blob);
   if (!recipe)
@@ -300,6 +306,24 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority
       metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
       spdlog::error("fill: recipe of blob {} from {} is invalid: {}", id.hex(), client.base_url(),
                     error);
+      return complete(blob_waiters_, id, make_error_code(Errc::kChecksumMismatch));
+    }
+    std::optional<Sha256> pin;
+    {
+      std::lock_guard lock(mutex_);
+      if (const auto it = trusted_.find(id); it != trusted_.end())
+        pin = it->second;
+    }
+    // A recipe the release pins must be that recipe: a lying upstream cannot make this
+    // node fetch (or, streaming, send) chunks of its choosing. Releases written before
+    // recipe_sha256 existed pin nothing: their blob is still checked whole at the end.
+    if (pin && parsed->digest() != *pin) {
+      metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+      metrics_.recipe_mismatches.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error(
+          "fill: recipe of blob {} from {} hashes to {}, not to the {} its release pins; "
+          "refused",
+          id.hex(), client.base_url(), parsed->digest().hex(), pin->hex());
       return complete(blob_waiters_, id, make_error_code(Errc::kChecksumMismatch));
     }
     recipe = std::make_shared<const store::Recipe>(std::move(*parsed));

@@ -45,6 +45,12 @@ class Fetcher final : public api::Filler {
   Prefetched prefetch(const std::vector<Sha256>& ids,
                       std::chrono::steady_clock::time_point deadline);
 
+  /// Recipe digests the control state pins (release.recipe_sha256): a recipe fetched for
+  /// one of these blobs must hash to its pin (store::Recipe::digest) or it is refused
+  /// (Errc::kChecksumMismatch, counted) before any chunk is fetched by it. Merged into
+  /// what is already trusted (a blob's recipe never changes). Any thread.
+  void trust_recipes(const std::vector<std::pair<Sha256, Sha256>>& pins);
+
   /// True if the blob's recipe and every chunk are stored here.
   bool present(const Sha256& blob) const;
 
@@ -90,7 +96,8 @@ class Fetcher final : public api::Filler {
   static constexpr std::chrono::seconds kMissingTtl{5};
   static constexpr std::size_t kMissingEntries = 65536;
   std::unordered_map<Sha256, std::chrono::steady_clock::time_point, Sha256Hash>
-      missing_;  // guarded by mutex_
+      missing_;                                             // guarded by mutex_
+  std::unordered_map<Sha256, Sha256, Sha256Hash> trusted_;  // blob -> recipe digest; mutex_
   std::condition_variable puts_cv_;
   std::uint64_t put_bytes_ = 0;  // guarded by mutex_
   std::vector<std::unique_ptr<HttpClient>> clients_;

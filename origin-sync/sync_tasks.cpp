@@ -84,6 +84,8 @@ void Follower::push_loop() {
 }
 
 void Follower::prefetch_for(const control::ControlState& next) {
+  // The recipes the new state pins are trusted before anything is fetched by them.
+  fetcher_.trust_recipes(control::pinned_recipes(next));
   // Fetch-then-flip: every blob the new state can send devices to must be whole first.
   const auto started = std::chrono::steady_clock::now();
   const auto got =

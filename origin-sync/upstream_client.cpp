@@ -18,7 +18,10 @@ class EdgeUpstream final : public UpstreamClient {
         fetcher_(options, deps.chunks, deps.blobs, deps.metrics),
         follower_(options, deps.control, fetcher_, deps.metrics),
         uploader_(options, std::move(deps.node_id), deps.checkins, deps.metrics),
-        reporter_(options, std::move(deps.status), deps.children) {}
+        reporter_(options, std::move(deps.status), deps.children) {
+    // What the state this edge starts with pins; each change adds its own (prefetch_for).
+    fetcher_.trust_recipes(control::pinned_recipes(*deps.control.snapshot()));
+  }
   ~EdgeUpstream() override { stop(std::chrono::milliseconds(0)); }
 
   Filler& filler() override { return fetcher_; }

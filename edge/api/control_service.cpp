@@ -408,10 +408,19 @@ Response ControlService::put_release(const control::AppState& app, const std::st
         what + " blob " + id.hex() +
             " is not stored on this node; upload it first with PUT /v1/admin/blobs");
   };
-  if (doc.zip && !blobs_.recipe(*doc.zip))
+  // Each blob's recipe is pinned in the document (recipe_sha256), computed here from the
+  // stored recipe whatever the body said: edges check the recipes they fetch against it.
+  doc.recipe_sha256.clear();
+  const auto pin = [&](const Sha256& id) {
+    auto recipe = blobs_.recipe(id);
+    if (recipe)
+      doc.recipe_sha256[id] = (*recipe)->digest();
+    return recipe.has_value();
+  };
+  if (doc.zip && !pin(*doc.zip))
     return missing(*doc.zip, "zip");
   for (std::size_t i = 0; i < doc.manifest.size(); ++i) {
-    if (!blobs_.recipe(doc.manifest[i].blob)) {
+    if (!pin(doc.manifest[i].blob)) {
       return missing(doc.manifest[i].blob,
                      "manifest[" + std::to_string(i) + "] (" + doc.manifest[i].file_name + ")");
     }

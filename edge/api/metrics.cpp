@@ -202,6 +202,10 @@ void Metrics::render_sync(
   gauge("edge_fill_verification_failures_total",
         "Chunks or blobs from upstream that did not hash to their id (never stored).", "counter",
         m.verify_failures.load());
+  gauge("edge_fill_recipe_mismatches_total",
+        "Recipes from upstream that did not hash to the recipe_sha256 their release pins "
+        "(refused before any chunk was fetched by them).",
+        "counter", m.recipe_mismatches.load());
   gauge("edge_prefetch_blobs_pending", "Blobs being prefetched before a channel flip.", "gauge",
         m.prefetch_blobs_pending.load());
   gauge("edge_prefetch_blobs_done_total", "Blobs prefetched.", "counter",

@@ -89,6 +89,9 @@ struct SyncMetrics {
   std::atomic<std::uint64_t> fill_bytes{0};
   std::atomic<std::uint64_t> fill_errors{0};      ///< upstream unreachable, 5xx, timeouts
   std::atomic<std::uint64_t> verify_failures{0};  ///< bytes that did not hash to their id
+  /// Fetched recipes that did not hash to the recipe_sha256 their release pins (also
+  /// counted in verify_failures).
+  std::atomic<std::uint64_t> recipe_mismatches{0};
   std::atomic<std::uint64_t> prefetch_blobs_pending{0};
   std::atomic<std::uint64_t> prefetch_blobs_done{0};
   std::atomic<std::uint64_t> prefetch_timeouts{0};  ///< flips applied at the deadline

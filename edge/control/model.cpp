@@ -1,5 +1,6 @@
 #include "edge/control/model.hpp"
 
+#include <algorithm>
 #include <tuple>
 
 #include <boost/json.hpp>
@@ -197,6 +198,26 @@ Parsed<ReleaseDoc> parse_release(std::string_view text, Unknown unknown) {
       }
     }
   }
+  if (const auto* m = f.take("recipe_sha256"); m != nullptr && !m->is_null()) {
+    if (!m->is_object())
+      return f.error("recipe_sha256", "expected an object {blob: sha256 of its recipe}");
+    for (const auto& [k, v] : m->get_object()) {
+      auto blob = Sha256::parse(std::string_view(k.data(), k.size()));
+      auto digest = v.is_string() ? Sha256::parse(v.get_string()) : Errc::kInvalidArgument;
+      if (!blob || !digest) {
+        return f.error("recipe_sha256",
+                       "expected 64 lower-case hex digits for each blob and its recipe's SHA-256");
+      }
+      const bool named = (r.zip && *r.zip == *blob) ||
+                         std::any_of(r.manifest.begin(), r.manifest.end(),
+                                     [&](const ManifestEntry& e) { return e.blob == *blob; });
+      if (!named) {
+        return f.error("recipe_sha256", "names blob " + blob->hex() +
+                                            ", which is neither the zip nor a manifest file");
+      }
+      r.recipe_sha256.emplace(*blob, *digest);
+    }
+  }
   if (auto e = f.unknown())
     return *e;
   return r;
@@ -328,16 +349,22 @@ std::string to_json(const ReleaseDoc& r) {
     manifest.push_back(json::object{
         {"file_name", m.file_name}, {"file_hash", m.file_hash}, {"blob", m.blob.hex()}});
   }
-  return json::serialize(
-      json::object{{"zip", r.zip ? json::value(r.zip->hex()) : json::value(nullptr)},
-                   {"checksum", r.checksum},
-                   {"session_key", r.session_key},
-                   {"key_id", r.key_id},
-                   {"manifest", std::move(manifest)},
-                   {"min_update_version", nullable(r.min_update_version)},
-                   {"link", nullable(r.link)},
-                   {"comment", nullable(r.comment)},
-                   {"deleted", r.deleted}});
+  json::object o{{"zip", r.zip ? json::value(r.zip->hex()) : json::value(nullptr)},
+                 {"checksum", r.checksum},
+                 {"session_key", r.session_key},
+                 {"key_id", r.key_id},
+                 {"manifest", std::move(manifest)},
+                 {"min_update_version", nullable(r.min_update_version)},
+                 {"link", nullable(r.link)},
+                 {"comment", nullable(r.comment)},
+                 {"deleted", r.deleted}};
+  if (!r.recipe_sha256.empty()) {  // absent, not {}, in releases written before it existed
+    json::object recipes;
+    for (const auto& [blob, digest] : r.recipe_sha256)
+      recipes[blob.hex()] = digest.hex();
+    o["recipe_sha256"] = std::move(recipes);
+  }
+  return json::serialize(o);
 }
 
 std::string to_json(const Channel& c) {

@@ -4,6 +4,7 @@
 // StateStore keeps and what the changelog carries. Parsing is strict (unknown fields and
 // wrong types are errors naming the field) because these come from publishers' requests.
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -46,6 +47,11 @@ struct ReleaseDoc {
   std::string link;
   std::string comment;
   bool deleted = false;
+  /// Per blob the release names (zip and manifest files): the SHA-256 of its recipe's
+  /// canonical binary form (store::Recipe::encode). Set by the origin when the release is
+  /// written and carried by the feed, so an edge can trust a recipe it fetches before it
+  /// streams a byte by it (DESIGN §10). Empty in releases written before it existed.
+  std::map<Sha256, Sha256> recipe_sha256;
 };
 
 /// A device override: the channel a device is pinned to.

@@ -203,6 +203,17 @@ std::vector<Sha256> named_blobs(const ControlState& state) {
   return out;
 }
 
+std::vector<std::pair<Sha256, Sha256>> pinned_recipes(const ControlState& state) {
+  std::vector<std::pair<Sha256, Sha256>> out;
+  for (const auto& [id, app] : state.apps()) {
+    for (const auto& [name, release] : app->releases) {
+      if (!release.deleted)
+        out.insert(out.end(), release.recipe_sha256.begin(), release.recipe_sha256.end());
+    }
+  }
+  return out;
+}
+
 std::vector<Sha256> served_blobs(const ControlState& state) {
   std::vector<Sha256> out;
   for (const auto& [id, app] : state.apps()) {

@@ -108,6 +108,8 @@ std::vector<Sha256> served_blobs(const ControlState& state);
 /// Every blob a release of `state` names (zip and manifest files, deleted releases
 /// excepted), whether or not a channel points at it: what an edge may fill for devices.
 std::vector<Sha256> named_blobs(const ControlState& state);
+/// (blob, SHA-256 of its recipe) for every blob a live release pins in recipe_sha256.
+std::vector<std::pair<Sha256, Sha256>> pinned_recipes(const ControlState& state);
 
 /// The same for one app's channels only.
 std::vector<Sha256> served_blobs(const AppState& app);

@@ -47,6 +47,10 @@ std::string Recipe::encode() const {
   return out;
 }
 
+Sha256 Recipe::digest() const {
+  return sha256_of(encode());
+}
+
 Result<Recipe> Recipe::decode(const Sha256& id, std::string_view bytes) {
   if (bytes.size() < kRecipeHeader)
     return Errc::kCorrupt;

@@ -39,6 +39,9 @@ struct Recipe {
   /// Parses and checks the binary form (sizes must add up): Errc::kCorrupt otherwise.
   /// Safe on any bytes.
   static Result<Recipe> decode(const Sha256& id, std::string_view bytes);
+  /// SHA-256 of encode(): what a release's `recipe_sha256` pins, so that an edge can trust
+  /// a recipe it fetched before it streams by it (DESIGN §10).
+  Sha256 digest() const;
   /// Builds a recipe and its `starts` from chunk refs.
   static Recipe make(const Sha256& id, std::vector<ChunkRef> chunks);
   friend bool operator==(const Recipe&, const Recipe&) = default;

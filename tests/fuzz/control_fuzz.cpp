@@ -10,7 +10,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)edge::control::parse_device(text);
   if (auto r = edge::control::parse_release(text);
       std::holds_alternative<edge::control::ReleaseDoc>(r)) {
-    (void)edge::control::to_json(std::get<edge::control::ReleaseDoc>(r));
+    const std::string text = edge::control::to_json(std::get<edge::control::ReleaseDoc>(r));
+    const auto again = edge::control::parse_release(text);
+    if (!std::holds_alternative<edge::control::ReleaseDoc>(again) ||
+        edge::control::to_json(std::get<edge::control::ReleaseDoc>(again)) != text)
+      __builtin_trap();
   }
   if (auto c = edge::control::parse_channel(text);
       std::holds_alternative<edge::control::Channel>(c)) {

@@ -4,10 +4,12 @@ Push and long-poll sync, single-flight fills, prefetch before a flip, an upstrea
 kill -9 during check-ins, a corrupting upstream, tiering and snapshot catch-up.
 
 Usage: sync_test.py <path-to-bundle-edge>"""
+import hashlib
 import http.client
 import http.server
 import json
 import os
+import struct
 import threading
 import time
 
@@ -410,6 +412,90 @@ def main():
         assert st == 400 and b"time_ms" in out, out
         assert origin_checkins(o) == 3
 
+    def recipe_digest(recipe):
+        """store::Recipe::digest: SHA-256 of the binary form (u8 1, le64 size, le32 count,
+        then per chunk its 32 id bytes and le32 length)."""
+        out = b"\x01" + struct.pack("<QI", recipe["size"], len(recipe["chunks"]))
+        for c in recipe["chunks"]:
+            out += bytes.fromhex(c["sha256"]) + struct.pack("<I", c["size"])
+        return hashlib.sha256(out).hexdigest()
+
+    def t_recipe_pinned():
+        # The origin pins each blob's recipe in the release document; the feed carries it.
+        o = keep(origin())
+        data = publish(o, "3.0.0", size=300_000)
+        st, doc = admin(o, "GET", ADMIN_APP + "/releases/3.0.0")
+        st, _, body = curl("-H", "Authorization: Bearer " + TOKEN, o.url + "/v1/recipes/" + sha(data))
+        assert st == 200
+        assert doc["recipe_sha256"] == {sha(data): recipe_digest(json.loads(body))}, doc
+        # A publisher cannot pin a recipe of its choosing: the origin computes it.
+        st, doc = admin(o, "PUT", ADMIN_APP + "/releases/3.0.0", {"zip": sha(data), "recipe_sha256": {sha(data): "0" * 64}})
+        assert st == 200 and doc["unchanged"] and doc["recipe_sha256"][sha(data)] == recipe_digest(json.loads(body)), doc
+        st, doc = admin(o, "PUT", ADMIN_APP + "/releases/3.0.1", {"zip": sha(data), "recipe_sha256": {"1" * 64: "0" * 64}})
+        assert st == 400 and "recipe_sha256" in doc["message"], doc
+        e = keep(edge(o.url))
+        wait_version(e, "3.0.0")
+        st, got = get_blob(e, sha(data))
+        assert st == 200 and got == data
+        assert metric(e, "edge_fill_recipe_mismatches_total") == 0
+
+        # An upstream that serves another recipe than the one pinned (here: the true chunks
+        # in another order, which a device would only find out at the last byte) is refused
+        # before a single chunk is asked for.
+        parts = [os.urandom(40_000), os.urandom(50_000), os.urandom(30_000)]
+        blob = b"".join(parts)
+        blob_id = sha(blob)
+        recipe = {"sha256": blob_id, "size": len(blob), "chunks": [{"sha256": sha(p), "size": len(p)} for p in parts]}
+        lie = dict(recipe, chunks=[recipe["chunks"][1], recipe["chunks"][0], recipe["chunks"][2]])
+        asked = {"chunks": 0, "recipes": 0}
+
+        class Lying(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.startswith("/v1/sync/changes"):
+                    if "after=0&" in self.path:
+                        page = {"last_seq": 2, "changes": [
+                            {"seq": 1, "deleted": False, "kind": "app", "app_id": APP, "key": "", "doc": {}},
+                            {"seq": 2, "deleted": False, "kind": "release", "app_id": APP, "key": "1.0.0",
+                             "doc": {"zip": blob_id, "recipe_sha256": {blob_id: recipe_digest(recipe)}}}]}
+                        return self.reply(200, json.dumps(page).encode())
+                    time.sleep(0.5)
+                    return self.reply(200, b'{"last_seq":2,"changes":[]}')
+                if self.path == "/v1/recipes/" + blob_id:
+                    asked["recipes"] += 1
+                    return self.reply(200, json.dumps(lie).encode())
+                if self.path.startswith("/v1/chunks/"):
+                    asked["chunks"] += 1
+                return self.reply(404, b'{"error":"not_found"}')
+
+        class Quiet(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass
+
+        srv = Quiet(("127.0.0.1", 0), Lying)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            e2 = keep(edge("http://127.0.0.1:%d" % srv.server_address[1]))
+            wait_for("edge has the release", lambda: metric(e2, "edge_sync_cursor_seq") >= 2)
+            st, body = get_blob(e2, blob_id)
+            assert st == 502 and b"verification" in body, (st, body[:200])
+            assert asked["recipes"] >= 1 and asked["chunks"] == 0, asked
+            assert metric(e2, "edge_fill_recipe_mismatches_total") >= 1
+            assert metric(e2, "edge_fill_verification_failures_total") >= 1
+        finally:
+            srv.shutdown()
+
     def t_not_ready():
         # A fresh edge whose upstream is unreachable has nothing to answer devices with.
         e = keep(edge("http://127.0.0.1:%d" % free_port()))
@@ -427,6 +513,7 @@ def main():
                          ("upstream down: serve, queue, drain", t_upstream_down),
                          ("kill -9 during check-ins", t_kill9),
                          ("corrupt chunk is never served", t_bad_chunk),
+                         ("recipes pinned by recipe_sha256", t_recipe_pinned),
                          ("tiering: device-edge-edge-origin", t_tiering),
                          ("snapshot after log compaction", t_snapshot),
                          ("check-in batches apply once", t_idempotent)]:

@@ -80,5 +80,32 @@ TEST(Model, ReleaseRoundTripAndDecisionView) {
   EXPECT_EQ(view.min_update_version, "1.0.0");
 }
 
+// recipe_sha256 pins the recipe of each blob the release names; it round-trips, is absent
+// (not {}) when empty, and refuses bad hex and blobs the release does not name.
+TEST(Model, ReleaseRecipePins) {
+  const std::string other(64, 'b');
+  const std::string pin(64, 'c');
+  const std::string text = R"({"zip":")" + kSha +
+                           R"(","manifest":[{"file_name":"a.js","file_hash":"h",
+      "blob":")" + other + R"("}],"recipe_sha256":{")" +
+                           kSha + R"(":")" + pin + R"(",")" + other + R"(":")" + pin + R"("}})";
+  const ReleaseDoc r = ok(parse_release(text));
+  ASSERT_EQ(r.recipe_sha256.size(), 2U);
+  EXPECT_EQ(r.recipe_sha256.at(*Sha256::parse(kSha)).hex(), pin);
+  EXPECT_EQ(to_json(ok(parse_release(to_json(r)))), to_json(r));
+  EXPECT_NE(to_json(r).find("recipe_sha256"), std::string::npos);
+  EXPECT_EQ(to_json(ok(parse_release(R"({"zip":")" + kSha + R"("})"))).find("recipe_sha256"),
+            std::string::npos);
+  const auto bad = [&](const std::string& pins) {
+    return err(parse_release(R"({"zip":")" + kSha + R"(","recipe_sha256":)" + pins + "}"));
+  };
+  EXPECT_EQ(bad("[]").field, "recipe_sha256");
+  EXPECT_EQ(bad(R"({"nothex":")" + pin + R"("})").field, "recipe_sha256");
+  EXPECT_EQ(bad(R"({")" + kSha + R"(":42})").field, "recipe_sha256");
+  const FieldError stranger = bad(R"({")" + other + R"(":")" + pin + R"("})");
+  EXPECT_EQ(stranger.field, "recipe_sha256");
+  EXPECT_NE(stranger.message.find(other), std::string::npos);
+}
+
 }  // namespace
 }  // namespace edge::control
