@@ -51,15 +51,16 @@ void Fetcher::stop() {
     puts_cv_.wait(lock, [&] { return put_bytes_ == 0; });
   }
   // Whoever still waits hears that no fetch will come.
-  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blobs, chunks;
+  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blobs, chunks, recipes;
   {
     std::lock_guard lock(mutex_);
     blobs.swap(blob_waiters_);
     chunks.swap(chunk_waiters_);
+    recipes.swap(recipe_done_);
     for (auto& q : queues_)
       q.clear();
   }
-  for (auto* m : {&blobs, &chunks}) {
+  for (auto* m : {&blobs, &chunks, &recipes}) {
     for (auto& [id, list] : *m) {
       for (auto& d : list)
         d(make_error_code(Errc::kShutdown));
@@ -183,6 +184,10 @@ void Fetcher::fill_chunk(const Sha256& id, Done done) {
   fill_chunk_at(id, Priority::kDevice, std::move(done));
 }
 
+void Fetcher::fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done) {
+  fill_chunk_at(id, Priority::kDevice, std::move(done), length);
+}
+
 void Fetcher::fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size) {
   if (wait_for(chunk_waiters_, id, done))
     submit(priority, [this, id, size](HttpClient& client) { fetch_chunk(client, id, size); });
@@ -291,43 +296,108 @@ void Fetcher::fill_blob_at(const Sha256& id, Priority priority, Done done) {
   }
 }
 
-void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority) {
-  std::shared_ptr<const store::Recipe> recipe;
-  if (auto local = blobs_.recipe(id)) {
-    recipe = *local;  // a chunk of a known blob went missing (eviction, scrub)
-  } else {
-    auto reply = get(client, "/v1/recipes/" + id.hex(), kMaxRecipeBody);
-    if (!reply)
-      return complete(blob_waiters_, id, reply.error());
-    metrics_.fills.fetch_add(1, std::memory_order_relaxed);
-    std::string error;
-    auto parsed = api::parse_recipe(reply->text(), id, &error);
-    if (!parsed) {
-      metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
-      spdlog::error("fill: recipe of blob {} from {} is invalid: {}", id.hex(), client.base_url(),
-                    error);
-      return complete(blob_waiters_, id, make_error_code(Errc::kChecksumMismatch));
-    }
-    std::optional<Sha256> pin;
-    {
-      std::lock_guard lock(mutex_);
-      if (const auto it = trusted_.find(id); it != trusted_.end())
-        pin = it->second;
-    }
-    // A recipe the release pins must be that recipe: a lying upstream cannot make this
-    // node fetch (or, streaming, send) chunks of its choosing. Releases written before
-    // recipe_sha256 existed pin nothing: their blob is still checked whole at the end.
-    if (pin && parsed->digest() != *pin) {
-      metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
-      metrics_.recipe_mismatches.fetch_add(1, std::memory_order_relaxed);
-      spdlog::error(
-          "fill: recipe of blob {} from {} hashes to {}, not to the {} its release pins; "
-          "refused",
-          id.hex(), client.base_url(), parsed->digest().hex(), pin->hex());
-      return complete(blob_waiters_, id, make_error_code(Errc::kChecksumMismatch));
-    }
-    recipe = std::make_shared<const store::Recipe>(std::move(*parsed));
+Result<std::shared_ptr<const store::Recipe>> Fetcher::get_recipe(HttpClient& client,
+                                                                 const Sha256& id) {
+  if (auto local = blobs_.recipe(id))
+    return *local;  // a chunk of a known blob went missing (eviction, scrub)
+  std::optional<Sha256> pin;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
+      return it->second;
+    if (const auto it = trusted_.find(id); it != trusted_.end())
+      pin = it->second;
   }
+  auto reply = get(client, "/v1/recipes/" + id.hex(), kMaxRecipeBody);
+  if (!reply)
+    return reply.error();
+  metrics_.fills.fetch_add(1, std::memory_order_relaxed);
+  std::string error;
+  auto parsed = api::parse_recipe(reply->text(), id, &error);
+  if (!parsed) {
+    metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("fill: recipe of blob {} from {} is invalid: {}", id.hex(), client.base_url(),
+                  error);
+    return Errc::kChecksumMismatch;
+  }
+  // A recipe the release pins must be that recipe: a lying upstream cannot make this node
+  // fetch (or stream) chunks of its choosing. Releases written before recipe_sha256
+  // existed pin nothing: their blob is still checked whole before its recipe is stored.
+  if (pin && parsed->digest() != *pin) {
+    metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+    metrics_.recipe_mismatches.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error(
+        "fill: recipe of blob {} from {} hashes to {}, not to the {} its release pins; refused",
+        id.hex(), client.base_url(), parsed->digest().hex(), pin->hex());
+    return Errc::kChecksumMismatch;
+  }
+  auto recipe = std::make_shared<const store::Recipe>(std::move(*parsed));
+  if (pin) {
+    // Only a pinned recipe is kept for streams: an unpinned one is trusted only once its
+    // blob verified whole (and then it is stored).
+    std::lock_guard lock(mutex_);
+    if (fetched_recipes_.size() >= kFetchedRecipes)
+      fetched_recipes_.clear();
+    fetched_recipes_[id] = recipe;
+  }
+  return recipe;
+}
+
+void Fetcher::fill_recipe(const Sha256& id, RecipeDone done) {
+  if (auto local = blobs_.recipe(id))
+    return done({}, *local);
+  std::shared_ptr<const store::Recipe> cached;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
+      cached = it->second;
+  }
+  if (cached)
+    return done({}, std::move(cached));
+  bool pinned = false;
+  {
+    std::lock_guard lock(mutex_);
+    pinned = trusted_.contains(id);
+  }
+  if (!pinned) {
+    // Nothing to check a fetched recipe against before the blob's own SHA-256: the whole
+    // blob first, as before recipe pins existed.
+    return fill_blob(id, [this, id, done = std::move(done)](error_code ec) {
+      auto stored = ec ? Result<std::shared_ptr<const store::Recipe>>(ec) : blobs_.recipe(id);
+      if (!stored)
+        return done(stored.error(), nullptr);
+      done({}, *stored);
+    });
+  }
+  // Single flight, with the negative cache and stop rules of the other fills.
+  Done relay = [this, id, done](error_code ec) mutable {
+    std::shared_ptr<const store::Recipe> recipe;
+    if (!ec) {
+      std::lock_guard lock(mutex_);
+      if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
+        recipe = it->second;
+    }
+    if (!ec && recipe == nullptr) {
+      if (auto local = blobs_.recipe(id))
+        recipe = *local;
+      else
+        ec = make_error_code(Errc::kIo);
+    }
+    done(ec, std::move(recipe));
+  };
+  if (wait_for(recipe_done_, id, relay)) {
+    submit(Priority::kDevice, [this, id](HttpClient& client) {
+      auto recipe = get_recipe(client, id);
+      complete(recipe_done_, id, recipe ? error_code() : recipe.error());
+    });
+  }
+}
+
+void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority) {
+  auto got = get_recipe(client, id);
+  if (!got)
+    return complete(blob_waiters_, id, got.error());
+  std::shared_ptr<const store::Recipe> recipe = std::move(*got);
   // Linear in the recipe's length: one hash-set lookup per chunk (a recipe names a chunk
   // more than once when the blob repeats itself).
   std::vector<store::ChunkRef> missing;

@@ -35,6 +35,8 @@ class Fetcher final : public api::Filler {
 
   void fill_blob(const Sha256& id, Done done) override;
   void fill_chunk(const Sha256& id, Done done) override;
+  void fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done) override;
+  void fill_recipe(const Sha256& id, RecipeDone done) override;
 
   /// Fetches the blobs of `ids` that are not whole here and blocks until they are or
   /// `deadline` passes (prefetch before a channel flip). Concurrency is the pool's.
@@ -67,6 +69,8 @@ class Fetcher final : public api::Filler {
   void fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size = 0);
   void worker(HttpClient& client);  ///< owns `client`: one keep-alive connection per thread
   void fetch_blob(HttpClient& client, const Sha256& id, Priority priority);
+  /// The stored recipe, a recently fetched one, or GET /v1/recipes checked against its pin.
+  Result<std::shared_ptr<const store::Recipe>> get_recipe(HttpClient& client, const Sha256& id);
   void finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
                    boost::system::error_code ec);
   void fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t size);
@@ -98,6 +102,11 @@ class Fetcher final : public api::Filler {
   std::unordered_map<Sha256, std::chrono::steady_clock::time_point, Sha256Hash>
       missing_;                                             // guarded by mutex_
   std::unordered_map<Sha256, Sha256, Sha256Hash> trusted_;  // blob -> recipe digest; mutex_
+  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> recipe_done_;  // fill_recipe
+  /// Recipes fetched for blobs not whole yet (streams of one blob share one fetch); bounded.
+  std::unordered_map<Sha256, std::shared_ptr<const store::Recipe>, Sha256Hash>
+      fetched_recipes_;  // guarded by mutex_
+  static constexpr std::size_t kFetchedRecipes = 1024;
   std::condition_variable puts_cv_;
   std::uint64_t put_bytes_ = 0;  // guarded by mutex_
   std::vector<std::unique_ptr<HttpClient>> clients_;

@@ -4,6 +4,11 @@ origin (fetch-then-flip: recipe, chunks over 8 keep-alive connections, SHA-256 o
 chunk and of the blob, durable writes), as MB/s, against wrk downloading the same blob from
 the same origin in the same run. Everything on 127.0.0.1; both nodes stop by pid.
 
+Then a streaming miss (issue #14, DESIGN §10): a device downloads a 64 MiB blob the edge has
+never seen (a release names it, no channel serves it, so nothing was prefetched): time to
+its first body byte, the whole download against the same download from the origin in the
+same run, and the edge's CPU (utime+stime from /proc) per filled MiB.
+
 Usage: bench/load/prefetch.py [--binary build/release/bundle-edge] [--size-mib 64] [--runs 3]
 """
 import argparse
@@ -85,6 +90,79 @@ def disk_mbps(path, source):
     return len(data) / 1048576 / elapsed
 
 
+def cpu_seconds(pid):
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_get(url):
+    """GET with a raw socket: (seconds to the first body byte, seconds to the last, bytes)."""
+    import socket
+    import urllib.parse
+    u = urllib.parse.urlparse(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=120)
+    t0 = time.perf_counter()
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % u.path).encode())
+    data = bytearray()  # amortized appends: the client must not be the bottleneck
+    first = None
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    while True:
+        n = s.recv_into(view)
+        if n == 0:
+            break
+        data += view[:n]
+        if first is None:
+            end = data.find(b"\r\n\r\n")
+            if end >= 0 and len(data) > end + 4:
+                first = time.perf_counter() - t0
+    total = time.perf_counter() - t0
+    s.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise SystemExit("GET %s: %r" % (url, head[:200]))
+    return first, total, body
+
+
+def streaming_miss(args, work, origin, edge, app):
+    """Cold 64 MiB blobs through the edge (streamed while they fill) vs from the origin."""
+    size = args.size_mib << 20
+    rows = []
+    for run in range(args.runs):
+        blob = os.path.join(work, "cold%d" % run)
+        data = os.urandom(size)
+        with open(blob, "wb") as f:
+            f.write(data)
+        info = json.loads(curl("-X", "PUT", "-H", "Authorization: Bearer " + origin.token, "--data-binary",
+                               "@" + blob, origin.admin + "/v1/admin/blobs"))
+        admin(origin, "PUT", app + "/releases/cold-%d" % run, {"zip": info["sha256"]})
+        deadline = time.time() + 30
+        while b"cold-%d" % run not in curl("-H", "Authorization: Bearer " + edge.token,
+                                            edge.admin + app + "/releases"):
+            if time.time() > deadline:
+                raise SystemExit("the edge did not follow the release")
+            time.sleep(0.05)
+        o_first, o_total, o_body = timed_get(origin.url + "/v1/blobs/" + info["sha256"])
+        cpu0 = cpu_seconds(edge.proc.pid)
+        e_first, e_total, e_body = timed_get(edge.url + "/v1/blobs/" + info["sha256"])
+        cpu = cpu_seconds(edge.proc.pid) - cpu0
+        if e_body != data or o_body != data:
+            raise SystemExit("a download was not byte-exact")
+        rows.append((e_first, e_total, o_first, o_total, cpu))
+        print("cold run %d: edge first byte %.1f ms, whole %.0f ms; origin whole %.0f ms; edge CPU %.0f ms"
+              % (run + 1, e_first * 1000, e_total * 1000, o_total * 1000, cpu * 1000), flush=True)
+        os.unlink(blob)
+    med = lambda i: statistics.median(r[i] for r in rows)
+    print()
+    print("| streaming miss, %d MiB (median of %d) | figure |" % (args.size_mib, args.runs))
+    print("|---|---|")
+    print("| time to first byte through the edge (cold) | %.1f ms |" % (med(0) * 1000))
+    print("| whole download through the edge (cold) | %.0f ms (%.0f MB/s) |" % (med(1) * 1000, args.size_mib / med(1)))
+    print("| the same download from the origin, same run | %.0f ms (%.0f MB/s) |" % (med(3) * 1000, args.size_mib / med(3)))
+    print("| edge / origin time | %.2fx |" % (med(1) / med(3)))
+    print("| edge CPU per filled MiB | %.2f ms |" % (med(4) * 1000 / args.size_mib))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=os.path.join(ROOT, "build/release/bundle-edge"))
@@ -148,6 +226,8 @@ def main():
         print("| %d MiB release prefetched through an edge (median of %d) | %.0f MB/s | %.0f MB/s (wrk -c1: %.0f, -c8: %.0f) | %.2fx | %.0f MB/s (%.2fx) |"
               % (args.size_mib, args.runs, med, best_base, baseline[1], baseline[8], med / best_base,
                  baseline["disk"], med / baseline["disk"]))
+        print()
+        streaming_miss(args, work, origin, edge, app)
     finally:
         for n in reversed(nodes):
             n.stop()

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "edge/api/console.hpp"
+#include "edge/api/fill_stream.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/http/http.hpp"
 
@@ -408,8 +409,8 @@ void Api::warm(const store::Piece& piece, const store::ChunkStore::Executor& ex,
   chunks_.async_warm(piece.segment, piece.offset, piece.length, ex, std::move(done));
 }
 
-Response Api::fill_then(Route route, const Sha256& id, bool chunk, std::string_view client,
-                        std::function<Response()> again) const {
+Response Api::fill_then(Route route, const Sha256& id, FillKind kind, std::string_view client,
+                        std::function<Response(std::shared_ptr<const store::Recipe>)> again) const {
   // One client may have fills of only so many distinct ids in flight: random ids from one
   // address must not occupy the upstream connections that other devices' fills need.
   // Waiting on an id it already waits for is free (single flight: no upstream cost).
@@ -429,11 +430,11 @@ Response Api::fill_then(Route route, const Sha256& id, bool chunk, std::string_v
     }
     ++ids[id];
   }
-  return deferred(route, [this, route, id, chunk, again = std::move(again), who](
+  return deferred(route, [this, route, id, kind, again = std::move(again), who](
                              const store::ChunkStore::Executor&,
                              std::function<void(Response)> reply) {
-    auto done = [this, route, id, chunk, again, who,
-                 reply = std::move(reply)](boost::system::error_code ec) {
+    auto done = [this, route, id, kind, again, who, reply = std::move(reply)](
+                    boost::system::error_code ec, std::shared_ptr<const store::Recipe> recipe) {
       if (options_.max_fills_per_client > 0 && !who.empty()) {
         std::lock_guard lock(fills_mutex_);
         if (auto c = fills_by_client_.find(who); c != fills_by_client_.end()) {
@@ -443,27 +444,16 @@ Response Api::fill_then(Route route, const Sha256& id, bool chunk, std::string_v
             fills_by_client_.erase(c);
         }
       }
-      const std::string what = (chunk ? "chunk " : "blob ") + id.hex();
-      if (!ec) {
-        reply(again());
-      } else if (ec == Errc::kNotFound) {
-        reply(error_response(404, "not_found", "no " + what + " on this node or its upstream",
-                             route));
-      } else if (ec == Errc::kStorageFull) {
-        reply(storage_full_response(503, "storing " + what, route));
-      } else if (ec == Errc::kChecksumMismatch) {
-        reply(error_response(502, "verification_failed",
-                             "bytes of " + what + " from upstream failed SHA-256 verification",
-                             route));
-      } else {
-        reply(error_response(502, "upstream_unavailable",
-                             "fetching " + what + " from upstream failed: " + ec.message(), route));
-      }
+      if (!ec)
+        return reply(again(std::move(recipe)));
+      reply(fill_failure(route, (kind == FillKind::kChunk ? "chunk " : "blob ") + id.hex(), ec));
     };
-    if (chunk) {
-      filler_->fill_chunk(id, std::move(done));
-    } else {
-      filler_->fill_blob(id, std::move(done));
+    switch (kind) {
+      case FillKind::kChunk:
+        return filler_->fill_chunk(id, [done](boost::system::error_code ec) { done(ec, nullptr); });
+      case FillKind::kBlob:
+        return filler_->fill_blob(id, [done](boost::system::error_code ec) { done(ec, nullptr); });
+      case FillKind::kRecipe: return filler_->fill_recipe(id, std::move(done));
     }
   });
 }
@@ -472,14 +462,8 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool m
                          std::string_view client) const {
   auto split = split_id(rest);
   const auto& id = split.first;
-  const std::string_view name = split.second;
   if (!id)
     return bad_id("blob", rest.substr(0, rest.find('/')), Route::kBlob);
-  const auto fill = [&] {
-    return fill_then(Route::kBlob, *id, false, client, [this, req, rest = std::string(rest)] {
-      return serve_blob(req, rest, false);
-    });
-  };
   auto recipe = blobs_.recipe(*id);
   if (may_fill && recipe)
     metrics_.blob_lookup(true);
@@ -489,7 +473,12 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool m
     const auto fillable = fillable_.load();
     if (fillable == nullptr || fillable->contains(*id)) {
       metrics_.blob_lookup(false);
-      return fill();
+      // A trusted recipe first (DESIGN §10), then the answer streams while chunks fill.
+      return fill_then(Route::kBlob, *id, FillKind::kRecipe, client,
+                       [this, req, rest = std::string(rest), client = std::string(client)](
+                           std::shared_ptr<const store::Recipe> fetched) {
+                         return blob_answer(req, rest, std::move(fetched), true, client);
+                       });
     }
     return error_response(404, "not_found",
                           "no blob " + id->hex() + " on this node (no release names it)",
@@ -503,7 +492,17 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool m
     return error_response(500, "store_error", "blob " + id->hex() + ": " + recipe.error().message(),
                           Route::kBlob);
   }
-  const auto& rec = **recipe;
+  return blob_answer(req, rest, std::move(*recipe), may_fill, client);
+}
+
+Response Api::blob_answer(const RequestHeader& req, std::string_view rest,
+                          std::shared_ptr<const store::Recipe> recipe, bool may_fill,
+                          std::string_view client) const {
+  // Named, not a structured binding: clang 14 cannot capture those.
+  const auto split = split_id(rest);
+  const auto& id = split.first;
+  const std::string_view name = split.second;
+  const auto& rec = *recipe;
   const std::string etag = http::format_etag(id->hex());
   Response r;
   r.route = Route::kBlob;
@@ -536,45 +535,52 @@ Response Api::serve_blob(const RequestHeader& req, std::string_view rest, bool m
       ranges = std::move(*resolved);
     }
   }
-  // A chunk missing here (evicted, or lost to corruption) is filled from upstream on an
-  // edge; the origin has no upstream: 503.
   const auto pieces_for = [&](std::uint64_t first, std::uint64_t length) {
     return blobs_.resolve(rec, first, length);
   };
-  const auto missing_chunk = [&]() {
-    if (may_fill && filler_ != nullptr)
-      return fill();
+  // A chunk not stored here (a blob filling now, or a chunk evicted or lost to corruption):
+  // an edge streams the range while the chunks fill (DESIGN §10); the origin has no
+  // upstream: 503.
+  const bool can_fill = may_fill && filler_ != nullptr;
+  const auto stream = [&](std::uint64_t first, std::uint64_t length) {
+    r.stream = std::make_shared<FillStream>(chunks_, blobs_, *filler_, recipe, first, length,
+                                            Route::kBlob);
+    r.stream_length = length;
+    return r;
+  };
+  const auto unavailable = [&] {
     return error_response(503, "chunk_unavailable",
                           "a chunk of blob " + id->hex() + " is not stored on this node",
                           Route::kBlob);
   };
-  if (ranges.empty()) {
-    r.status = 200;
+  if (ranges.size() <= 1) {
+    const std::uint64_t first = ranges.empty() ? 0 : ranges[0].first;
+    const std::uint64_t length = ranges.empty() ? rec.size : ranges[0].length;
+    r.status = ranges.empty() ? 200 : 206;
     r.set("Content-Type", content_type);
-    auto p = pieces_for(0, rec.size);
+    if (!ranges.empty())
+      r.set("Content-Range", http::format_content_range(ranges[0], rec.size));
+    auto p = pieces_for(first, length);
     if (!p)
-      return missing_chunk();
+      return can_fill ? stream(first, length) : unavailable();
     r.parts.push_back({std::string(), std::move(*p)});
     return r;
   }
-  if (ranges.size() == 1) {
-    r.status = 206;
-    r.set("Content-Type", content_type);
-    r.set("Content-Range", http::format_content_range(ranges[0], rec.size));
-    auto p = pieces_for(ranges[0].first, ranges[0].length);
-    if (!p)
-      return missing_chunk();
-    r.parts.push_back({std::string(), std::move(*p)});
-    return r;
-  }
-  // RFC 9110 §14.6: multipart/byteranges, one part per range.
+  // RFC 9110 §14.6: multipart/byteranges, one part per range. Not streamed: a missing
+  // chunk fills the whole blob first.
   const std::string b = boundary();
   r.status = 206;
   r.set("Content-Type", "multipart/byteranges; boundary=" + b);
   for (const auto& range : ranges) {
     auto p = pieces_for(range.first, range.length);
-    if (!p)
-      return missing_chunk();
+    if (!p) {
+      if (!can_fill)
+        return unavailable();
+      return fill_then(Route::kBlob, *id, FillKind::kBlob, client,
+                       [this, req, rest = std::string(rest)](std::shared_ptr<const store::Recipe>) {
+                         return serve_blob(req, rest, false);
+                       });
+    }
     std::string prefix =
         (r.parts.empty() ? "--" : "\r\n--") + b + "\r\nContent-Type: " + content_type +
         "\r\nContent-Range: " + http::format_content_range(range, rec.size) + "\r\n\r\n";
@@ -590,9 +596,10 @@ Response Api::serve_chunk(const RequestHeader& req, std::string_view rest, bool 
     return bad_id("chunk", rest, Route::kChunk);
   auto loc = chunks_.find(*id);
   if (!loc && may_fill && filler_ != nullptr) {
-    return fill_then(Route::kChunk, *id, true, {}, [this, req, rest = std::string(rest)] {
-      return serve_chunk(req, rest, false);
-    });
+    return fill_then(Route::kChunk, *id, FillKind::kChunk, {},
+                     [this, req, rest = std::string(rest)](std::shared_ptr<const store::Recipe>) {
+                       return serve_chunk(req, rest, false);
+                     });
   }
   if (!loc)
     return error_response(404, "not_found", "no chunk " + id->hex() + " on this node",
@@ -619,8 +626,10 @@ Response Api::serve_recipe(std::string_view rest, bool may_fill) const {
     return bad_id("blob", rest, Route::kRecipe);
   auto recipe = blobs_.recipe(*id);
   if (!recipe && may_fill && filler_ != nullptr) {
-    return fill_then(Route::kRecipe, *id, false, {},
-                     [this, rest = std::string(rest)] { return serve_recipe(rest, false); });
+    return fill_then(Route::kRecipe, *id, FillKind::kBlob, {},
+                     [this, rest = std::string(rest)](std::shared_ptr<const store::Recipe>) {
+                       return serve_recipe(rest, false);
+                     });
   }
   if (!recipe)
     return error_response(404, "not_found", "no blob " + id->hex() + " on this node",

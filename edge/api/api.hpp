@@ -133,9 +133,16 @@ class Api {
                       std::string_view client = {}) const;
   Response serve_chunk(const RequestHeader& req, std::string_view rest, bool may_fill) const;
   Response serve_recipe(std::string_view rest, bool may_fill) const;
-  /// Fills `id` (a blob, or a chunk) from upstream, then answers `again()`.
-  Response fill_then(Route route, const Sha256& id, bool chunk, std::string_view client,
-                     std::function<Response()> again) const;
+  enum class FillKind { kBlob, kChunk, kRecipe };
+  /// Fills `id` from upstream (the whole blob, one chunk, or a blob's trusted recipe), then
+  /// answers `again(recipe)` (the recipe for kRecipe, else null), within the per-client
+  /// bound on distinct fills in flight.
+  Response fill_then(Route route, const Sha256& id, FillKind kind, std::string_view client,
+                     std::function<Response(std::shared_ptr<const store::Recipe>)> again) const;
+  /// GET|HEAD of blob `rest` by `recipe` (stored, or trusted and filling: `may_fill`).
+  Response blob_answer(const RequestHeader& req, std::string_view rest,
+                       std::shared_ptr<const store::Recipe> recipe, bool may_fill,
+                       std::string_view client) const;
   Response health(bool ready_check) const;
   /// GET /v1/admin/whoami: the caller's token name, role and apps, the apps it may read
   /// (`visible_apps`), the node's role and what the caller may do here (can_write,

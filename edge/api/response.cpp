@@ -57,6 +57,8 @@ std::uint64_t change_seq_of(const Response& r) {
 }
 
 std::uint64_t Response::content_length() const {
+  if (stream)
+    return stream_length;
   std::uint64_t n = body.size();
   for (const auto& p : parts) {
     n += p.prefix.size();

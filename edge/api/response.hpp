@@ -2,10 +2,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <boost/system/error_code.hpp>
 
 #include "edge/store/blob_store.hpp"
 
@@ -38,6 +41,25 @@ struct FilePart {
   std::vector<store::Piece> pieces;
 };
 
+struct Response;
+
+/// A body produced while it is sent: an edge streaming a blob it is filling (DESIGN §10).
+/// The server asks for the first pieces before it writes the header (so a dead upstream
+/// still gets a clean error answer), then for more each time what it has is sent. Every
+/// piece handed out is verified and stored: no byte of a chunk leaves before its SHA-256
+/// matched.
+class BodyStream {
+ public:
+  using Ready = std::function<void(boost::system::error_code, std::vector<store::Piece>)>;
+  virtual ~BodyStream() = default;
+  /// The next pieces of the body, in order. `ready` runs once, on any thread: with pieces,
+  /// with none once the body is complete, or with an error (then the server cuts the
+  /// connection short, and the client resumes with Range).
+  virtual void next(Ready ready) = 0;
+  /// The answer to send instead when the first next() failed with `ec`.
+  virtual Response failure(boost::system::error_code ec) const = 0;
+};
+
 /// What a handler answers. The server adds Content-Length, Connection and Date-less
 /// framing; handlers never touch sockets. A file-backed body is `parts` followed by
 /// `body` (the multipart closing delimiter); otherwise `body` is the whole body.
@@ -57,6 +79,10 @@ struct Response {
   /// real response; the other fields are ignored.
   std::function<void(const store::ChunkStore::Executor&, std::function<void(Response)> reply)>
       later;
+  /// Set for a streamed body (BodyStream): `stream_length` bytes in all, of which `parts`
+  /// (the server fills them from the first next()) go first. Ignored for HEAD and 304.
+  std::shared_ptr<BodyStream> stream;
+  std::uint64_t stream_length = 0;
 
   /// Bytes of the body as framed (Content-Length).
   std::uint64_t content_length() const;

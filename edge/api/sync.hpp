@@ -67,6 +67,18 @@ class Filler {
   virtual void fill_blob(const Sha256& id, Done done) = 0;
   /// The same for one chunk (GET /v1/chunks on a mid-tier edge).
   virtual void fill_chunk(const Sha256& id, Done done) = 0;
+  /// One chunk of a recipe, whose length bounds what upstream may send (DESIGN §10: a
+  /// streamed blob fills only the chunks it sends). Same single flight as fill_chunk.
+  virtual void fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done) = 0;
+  using RecipeDone =
+      std::function<void(boost::system::error_code, std::shared_ptr<const store::Recipe>)>;
+  /// A recipe of blob `id` that can be trusted before its chunks are: the stored one, or
+  /// one fetched from upstream (single flight) that hashes to the recipe_sha256 its release
+  /// pins (Errc::kChecksumMismatch if not). A fetched recipe is not stored: that waits
+  /// until the whole blob verified. A blob no release pins (published before pins existed)
+  /// is filled whole first (fill_blob), and its stored recipe is the answer. Errors as
+  /// fill_blob.
+  virtual void fill_recipe(const Sha256& id, RecipeDone done) = 0;
 };
 
 /// Receives changes the upstream pushes (POST /v1/sync/changes): origin-sync's follower.

@@ -728,26 +728,52 @@ class Session : public std::enable_shared_from_this<Session> {
     respond(std::move(r));
   }
 
+  // A reference to this session for a callback that may run, and be destroyed, on any
+  // thread (a store or fill thread): the session must still die on its own thread (its
+  // destructor touches worker state), so the last reference is handed back to the worker.
+  struct Keep {
+    explicit Keep(std::shared_ptr<Session> s) : session(std::move(s)) {}
+    Keep(const Keep&) = delete;
+    Keep& operator=(const Keep&) = delete;
+    ~Keep() {
+      if (session->server_.destroying.load(std::memory_order_relaxed))
+        return;  // the io_context is going away; the session dies here
+      auto& io = session->worker_.io;
+      asio::post(io, [s = std::move(session)] {});
+    }
+    std::shared_ptr<Session> session;
+  };
+
   void respond(api::Response r) {
+    // HEAD and 304 send no body: their header (Content-Length: stream_length) goes at once.
+    if (r.stream && !stream_ && !r.head_only && r.status != 304) {
+      // A streamed body: its first pieces before the header, so that a failure is still a
+      // clean answer; the header (with the whole length) leaves with them.
+      disarm();
+      auto keep = std::make_shared<Keep>(shared_from_this());
+      auto stream = r.stream;
+      stream_ = stream;
+      stream->next([keep, r = std::make_shared<api::Response>(std::move(r))](
+                       error_code ec, std::vector<store::Piece> pieces) mutable {
+        asio::post(keep->session->worker_.io, [self = keep->session, r = std::move(r), ec,
+                                               pieces = std::move(pieces)]() mutable {
+          if (!self->conn_.socket.is_open())
+            return;
+          if (ec) {
+            auto failed = std::move(self->stream_);
+            return self->respond(failed->failure(ec));
+          }
+          r->parts.clear();
+          r->parts.push_back({std::string(), std::move(pieces)});
+          self->respond(std::move(*r));
+        });
+      });
+      return;
+    }
     if (r.later) {
       // Deferred: nothing is armed while the handler works (its own timeouts bound it); the
       // reply comes back to this connection's thread.
       disarm();
-      // The reply may run, and be destroyed, on any thread (a store or fill thread); the
-      // session must still die on its own thread (its destructor touches worker state):
-      // the last reference held by the handler is handed back to the worker to drop.
-      struct Keep {
-        explicit Keep(std::shared_ptr<Session> s) : session(std::move(s)) {}
-        Keep(const Keep&) = delete;
-        Keep& operator=(const Keep&) = delete;
-        ~Keep() {
-          if (session->server_.destroying.load(std::memory_order_relaxed))
-            return;  // the io_context is going away; the session dies here
-          auto& io = session->worker_.io;
-          asio::post(io, [s = std::move(session)] {});
-        }
-        std::shared_ptr<Session> session;
-      };
       auto keep = std::make_shared<Keep>(shared_from_this());
       auto later = std::move(r.later);
       later(worker_.io.get_executor(), [keep](api::Response real) {
@@ -868,7 +894,50 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
     }
-    on_sent();
+    body_sent();
+  }
+
+  // What is staged is out: a streamed body asks for its next pieces, anything else is done.
+  void body_sent() {
+    if (!stream_)
+      return on_sent();
+    disarm();  // the fill has its own deadlines (upstream.timeout_ms)
+    auto keep = std::make_shared<Keep>(shared_from_this());
+    stream_->next([keep](error_code ec, std::vector<store::Piece> pieces) {
+      asio::post(keep->session->worker_.io,
+                 [self = keep->session, ec, pieces = std::move(pieces)]() mutable {
+                   self->on_stream(ec, std::move(pieces));
+                 });
+    });
+  }
+
+  void on_stream(error_code ec, std::vector<store::Piece> pieces) {
+    if (!conn_.socket.is_open())
+      return;
+    if (ec) {
+      // The header is out: cutting the connection short is the only honest answer (the
+      // client sees a short body and resumes with Range).
+      stream_.reset();
+      spdlog::warn("stream: cut a {} response after a fill failed: {}", api::route_name(route_),
+                   ec.message());
+      return close();
+    }
+    if (pieces.empty()) {
+      stream_.reset();
+      return on_sent();
+    }
+    out_parts_.clear();
+    out_parts_.push_back({std::string(), std::move(pieces)});
+    items_.clear();
+    for (auto& piece : out_parts_.front().pieces)
+      items_.push_back({nullptr, &piece});
+    item_ = 0;
+    item_pos_ = 0;
+    warmed_ = false;
+    if (conn_.ssl != nullptr && !conn_.ktls_send && stage_ == nullptr)
+      borrow_stage();
+    arm(Timeout::kSend, opt().send_timeout_ms);
+    write_loop();
   }
 
   // --- TLS send path ---------------------------------------------------------------------
@@ -942,7 +1011,7 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
     }
-    on_sent();
+    body_sent();
   }
 
   // Userspace TLS: fills the empty stage from the items (text copied, file bytes pread).
@@ -1176,6 +1245,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string out_tail_;
   std::vector<api::FilePart> out_parts_;
   std::vector<Item> items_;
+  std::shared_ptr<api::BodyStream> stream_;  // a streamed body being sent
   std::size_t item_ = 0;
   std::size_t item_pos_ = 0;
   bool warmed_ = false;

@@ -18,7 +18,7 @@ except ImportError:
     sys.path.append("/usr/lib/python3/dist-packages")
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -111,14 +111,16 @@ class Console:
 
     def wait(self, css, timeout=15):
         try:
-            return WebDriverWait(self.d, timeout).until(
+            # The page re-renders after every action: an element found a moment ago may be
+            # gone (stale); the wait then looks again.
+            return WebDriverWait(self.d, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
                 lambda d: d.find_element(By.CSS_SELECTOR, css) if d.find_elements(By.CSS_SELECTOR, css) else False)
         except TimeoutException:
             raise AssertionError("no %s on %s; notice: %r" % (css, self.d.current_url, self.notice()))
 
     def wait_text(self, css, text, timeout=15):
         try:
-            WebDriverWait(self.d, timeout).until(
+            WebDriverWait(self.d, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
                 lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)))
         except TimeoutException:
             got = [e.text for e in self.d.find_elements(By.CSS_SELECTOR, css)]
@@ -147,7 +149,14 @@ class Console:
 
     def click(self, css):
         self.d.execute_script("window.confirm = () => true")  # the page's confirmations
-        self.wait(css).click()
+        for attempt in range(5):
+            try:
+                self.wait(css).click()
+                break
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
+                time.sleep(0.1)  # re-rendered between finding and clicking: find it again
         self.idle()
 
     def shot(self, name):

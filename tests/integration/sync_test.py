@@ -9,6 +9,7 @@ import http.client
 import http.server
 import json
 import os
+import socket
 import struct
 import threading
 import time
@@ -496,6 +497,193 @@ def main():
         finally:
             srv.shutdown()
 
+    class FakeUpstream:
+        """An upstream whose feed names one release pinning the recipe of a blob of `sizes`
+        chunks; serves the chunks, counting requests per chunk index, holding chunk `hold`
+        until `release` is set and flipping a bit of chunk `corrupt`."""
+
+        def __init__(self, sizes, hold=None, corrupt=None):
+            self.parts = [os.urandom(n) for n in sizes]
+            self.blob = b"".join(self.parts)
+            self.blob_id = sha(self.blob)
+            self.recipe = {"sha256": self.blob_id, "size": len(self.blob),
+                           "chunks": [{"sha256": sha(p), "size": len(p)} for p in self.parts]}
+            self.index = {sha(p): i for i, p in enumerate(self.parts)}
+            self.asked = [0] * len(self.parts)
+            self.hold, self.corrupt = hold, corrupt
+            self.release = threading.Event()
+            fake = self
+
+            class Handler(http.server.BaseHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"
+
+                def log_message(self, *args):
+                    pass
+
+                def reply(self, status, body, ctype="application/json"):
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+                def do_GET(self):
+                    if self.path.startswith("/v1/sync/changes"):
+                        if "after=0&" in self.path:
+                            doc = {"zip": fake.blob_id, "recipe_sha256": {fake.blob_id: recipe_digest(fake.recipe)}}
+                            page = {"last_seq": 2, "changes": [
+                                {"seq": 1, "deleted": False, "kind": "app", "app_id": APP, "key": "", "doc": {}},
+                                {"seq": 2, "deleted": False, "kind": "release", "app_id": APP, "key": "1.0.0", "doc": doc}]}
+                            return self.reply(200, json.dumps(page).encode())
+                        time.sleep(0.5)
+                        return self.reply(200, b'{"last_seq":2,"changes":[]}')
+                    if self.path == "/v1/recipes/" + fake.blob_id:
+                        return self.reply(200, json.dumps(fake.recipe).encode())
+                    if self.path.startswith("/v1/chunks/"):
+                        i = fake.index.get(self.path.rsplit("/", 1)[1])
+                        if i is None:
+                            return self.reply(404, b'{"error":"not_found"}')
+                        fake.asked[i] += 1
+                        if i == fake.hold:
+                            fake.release.wait(30)
+                        body = bytearray(fake.parts[i])
+                        if i == fake.corrupt:
+                            body[len(body) // 2] ^= 0x01
+                        return self.reply(200, bytes(body), "application/octet-stream")
+                    return self.reply(404, b'{"error":"not_found"}')
+
+            class Quiet(http.server.ThreadingHTTPServer):
+                daemon_threads = True
+
+                def handle_error(self, request, client_address):
+                    pass
+
+            self.srv = Quiet(("127.0.0.1", 0), Handler)
+            threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+            self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
+
+        def start(self, i):
+            return sum(len(p) for p in self.parts[:i])
+
+        def stop(self):
+            self.release.set()
+            self.srv.shutdown()
+
+    def read_head(sock):
+        """Reads a response head from a socket: (status, headers dict, bytes after it)."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            d = sock.recv(65536)
+            if not d:
+                raise AssertionError("closed before the head: %r" % data[:200])
+            data += d
+        head, rest = data.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+        return int(lines[0].split()[1]), headers, rest
+
+    def read_until(sock, have, n, timeout=15):
+        sock.settimeout(timeout)
+        while len(have) < n:
+            d = sock.recv(1 << 20)
+            if not d:
+                break
+            have += d
+        return have
+
+    def t_stream_first_bytes_before_fill_ends():
+        # The last chunk is held upstream: the device gets its header and every byte before
+        # that chunk while the fill is still running, then the rest, byte-exact.
+        fake = FakeUpstream([100_000, 200_000, 150_000, 120_000, 80_000], hold=4)
+        try:
+            e = keep(edge(fake.url))
+            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
+            s = socket.create_connection(("127.0.0.1", e.port), timeout=15)
+            s.sendall(("GET /v1/blobs/%s/app.zip HTTP/1.1\r\nHost: x\r\n\r\n" % fake.blob_id).encode())
+            status, headers, body = read_head(s)
+            assert status == 200 and int(headers["content-length"]) == len(fake.blob), (status, headers)
+            before_held = fake.start(4)
+            body = read_until(s, body, before_held)
+            assert body[:before_held] == fake.blob[:before_held]
+            assert fake.asked[4] == 1 and not fake.release.is_set()  # the fill is not over
+            fake.release.set()
+            body = read_until(s, body, len(fake.blob))
+            s.close()
+            assert body == fake.blob
+            assert fake.asked == [1, 1, 1, 1, 1], fake.asked  # one fetch per chunk
+            # The blob is whole now (its recipe stored once verified): a plain hit.
+            wait_for("recipe stored", lambda: curl("-H", "Authorization: Bearer " + TOKEN,
+                                                   e.url + "/v1/recipes/" + fake.blob_id)[0] == 200)
+            st, got = get_blob(e, fake.blob_id)
+            assert st == 200 and got == fake.blob and fake.asked == [1, 1, 1, 1, 1]
+        finally:
+            fake.stop()
+
+    def t_stream_cut_before_bad_chunk():
+        # Chunk 2 of 4 is corrupted upstream: the device gets chunks 0 and 1 whole and not a
+        # byte of chunk 2; then the connection is cut. Nothing bad is stored.
+        fake = FakeUpstream([90_000, 110_000, 100_000, 70_000], corrupt=2)
+        try:
+            e = keep(edge(fake.url))
+            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
+            s = socket.create_connection(("127.0.0.1", e.port), timeout=15)
+            s.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % fake.blob_id).encode())
+            status, headers, body = read_head(s)
+            assert status == 200 and int(headers["content-length"]) == len(fake.blob)
+            body = read_until(s, body, len(fake.blob))
+            s.close()
+            assert body == fake.blob[:fake.start(2)], (len(body), fake.start(2))
+            assert metric(e, "edge_fill_verification_failures_total") >= 1
+            # Not stored: asking for the chunk (as a child edge would) fetches it again.
+            n = fake.asked[2]
+            st, _, _ = curl("-H", "Authorization: Bearer " + TOKEN,
+                            "%s/v1/chunks/%s" % (e.url, sha(fake.parts[2])))
+            assert st == 502 and fake.asked[2] > n, (st, fake.asked)
+            # A client resuming with Range gets the good chunks again, and no bad byte.
+            st, _, got = curl("-r", "0-%d" % (fake.start(2) - 1), "%s/v1/blobs/%s" % (e.url, fake.blob_id))
+            assert st == 206 and got == fake.blob[:fake.start(2)]
+        finally:
+            fake.stop()
+
+    def t_stream_cold_range_fetches_its_chunks():
+        fake = FakeUpstream([60_000, 70_000, 80_000, 90_000, 100_000])
+        try:
+            e = keep(edge(fake.url))
+            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
+            first, last = fake.start(2) + 10, fake.start(3) + 5  # ends 6 bytes into chunk 3
+            st, _, got = curl("-r", "%d-%d" % (first, last), "%s/v1/blobs/%s" % (e.url, fake.blob_id))
+            assert st == 206 and got == fake.blob[first:last + 1]
+            assert fake.asked == [0, 0, 1, 1, 0], fake.asked
+            st, _, got = curl("-r", "-1000", "%s/v1/blobs/%s" % (e.url, fake.blob_id))
+            assert st == 206 and got == fake.blob[-1000:]
+            assert fake.asked == [0, 0, 1, 1, 1], fake.asked
+        finally:
+            fake.stop()
+
+    def t_stream_kill9_mid_fill():
+        # kill -9 while a streamed fill waits for its last chunk; after a restart the edge
+        # serves the blob byte-exact (what it kept is verified; the rest fills again).
+        fake = FakeUpstream([100_000, 100_000, 100_000, 100_000], hold=3)
+        try:
+            e = edge(fake.url)
+            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
+            s = socket.create_connection(("127.0.0.1", e.port), timeout=15)
+            s.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % fake.blob_id).encode())
+            status, _, body = read_head(s)
+            body = read_until(s, body, fake.start(3))
+            assert status == 200 and body[:fake.start(3)] == fake.blob[:fake.start(3)]
+            e.kill()
+            s.close()
+            fake.release.set()
+            e.start()
+            keep(e)
+            st, got = get_blob(e, fake.blob_id)
+            assert st == 200 and got == fake.blob
+            st, _, got = curl("-r", "150000-250000", "%s/v1/blobs/%s" % (e.url, fake.blob_id))
+            assert st == 206 and got == fake.blob[150000:250001]
+        finally:
+            fake.stop()
+
     def t_not_ready():
         # A fresh edge whose upstream is unreachable has nothing to answer devices with.
         e = keep(edge("http://127.0.0.1:%d" % free_port()))
@@ -514,6 +702,10 @@ def main():
                          ("kill -9 during check-ins", t_kill9),
                          ("corrupt chunk is never served", t_bad_chunk),
                          ("recipes pinned by recipe_sha256", t_recipe_pinned),
+                         ("streaming: first bytes before the fill ends", t_stream_first_bytes_before_fill_ends),
+                         ("streaming: cut before a bad chunk's bytes", t_stream_cut_before_bad_chunk),
+                         ("streaming: a cold range fetches its chunks only", t_stream_cold_range_fetches_its_chunks),
+                         ("streaming: kill -9 mid-fill, restart", t_stream_kill9_mid_fill),
                          ("tiering: device-edge-edge-origin", t_tiering),
                          ("snapshot after log compaction", t_snapshot),
                          ("check-in batches apply once", t_idempotent)]:

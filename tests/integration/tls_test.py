@@ -386,6 +386,29 @@ def main():
             e.stop()
     check("edge syncs and fills from an HTTPS origin (ca_file)", edge_over_https)
 
+    def stream_over_tls():
+        # A blob the edge has never seen, asked for over the edge's own TLS listener: the
+        # answer streams while the chunks fill (issue #14), byte-exact, whole and ranged.
+        e = TlsNode('[node]\nrole = "edge"\n[upstream]\nurl = "%s"\ntoken = "%s"\ntimeout_ms = 3000\n'
+                    'backoff_max_ms = 500\n' % (node.url, TOKEN))
+        try:
+            data = os.urandom(2_500_000)
+            path = os.path.join(TMP, "zip-stream")
+            open(path, "wb").write(data)
+            assert upload(node, path)[0] in (200, 201)
+            st, doc = admin(node, "PUT", "/v1/admin/apps/%s/releases/9.0.0" % APP, {"zip": sha(data)})
+            assert st == 201 and doc["recipe_sha256"], (st, doc)
+            wait_for(lambda: e.metrics().get("edge_sync_cursor_seq", 0) >= node.metrics()["edge_sync_cursor_seq"],
+                     "the edge at the origin's cursor")
+            url = "https://localhost:%d/v1/blobs/%s/9.0.0.zip" % (e.tls_port, sha(data))
+            st, _, out = curl("--cacert", CERT, "-r", "1000000-1999999", url)
+            assert st == 206 and out == data[1000000:2000000], (st, len(out))
+            st, _, out = curl("--cacert", CERT, url)
+            assert st == 200 and out == data, (st, len(out))
+        finally:
+            e.stop()
+    check("a cold blob streams to a device over TLS", stream_over_tls)
+
     def wrong_certificates_upstream():
         wrong_cert, wrong_key = make_cert("wrongname", cn="other.example", san="DNS:other.example")
         expired_cert, expired_key = make_expired_cert("expired")
