@@ -43,6 +43,9 @@ const std::set<std::string>& known_keys() {
                                              "store.block_cache",
                                              "store.min_free",
                                              "store.reserve",
+                                             "store.chunk_sync",
+                                             "store.chunk_sync_bytes",
+                                             "store.chunk_sync_ms",
                                              "cache.max_bytes",
                                              "log.level",
                                              "node.id",
@@ -233,6 +236,7 @@ Config load_config(const ConfigOverrides& o) {
   std::string listen = "127.0.0.1:8080";
   std::string admin_listen = "127.0.0.1:9090";
   std::string send_mode = "sendfile";
+  std::string chunk_sync = "auto";
   std::string tls_listen;
   std::string data_dir = c.data_dir.string();
   unsigned threads = 0;
@@ -275,6 +279,9 @@ Config load_config(const ConfigOverrides& o) {
     r.size("store.block_cache", c.block_cache_bytes);
     r.size("store.min_free", c.min_free_bytes);
     r.size("store.reserve", c.reserve_bytes);
+    r.string("store.chunk_sync", chunk_sync);
+    r.size("store.chunk_sync_bytes", c.store.sync_every_bytes);
+    r.integer("store.chunk_sync_ms", c.store.sync_every_ms, 1, 3'600'000);
     r.size("cache.max_bytes", c.store.max_bytes);
     r.string("log.level", c.log_level);
     r.string("node.id", c.node_id);
@@ -418,6 +425,18 @@ Config load_config(const ConfigOverrides& o) {
     throw ConfigError("server.send_mode: expected 'sendfile' or 'copy', got '" + send_mode + "'");
   }
   c.server.use_sendfile = send_mode == "sendfile";
+  if (chunk_sync != "auto" && chunk_sync != "always" && chunk_sync != "background") {
+    throw ConfigError("store.chunk_sync: expected 'auto', 'always' or 'background', got '" +
+                      chunk_sync + "'");
+  }
+  // auto: an edge is a cache (chunks synced in the background, re-verified after a crash);
+  // the origin holds the only copy (synced before anything is acknowledged).
+  c.store.sync_in_background =
+      chunk_sync == "background" || (chunk_sync == "auto" && c.role == "edge");
+  if (c.store.sync_every_bytes < (1ULL << 20)) {
+    throw ConfigError("store.chunk_sync_bytes: expected at least 1MiB, got " +
+                      std::to_string(c.store.sync_every_bytes));
+  }
   c.server.threads = threads == 0 ? std::max(1U, std::thread::hardware_concurrency()) : threads;
   if (c.server.header_limit_bytes < 1024 || c.server.header_limit_bytes > (1U << 20)) {
     throw ConfigError("server.header_limit: expected 1KiB..1MiB, got " +

@@ -13,7 +13,7 @@ using boost::system::error_code;
 
 constexpr std::uint64_t kMaxChunkBody = 1U << 20;    // DESIGN §2: a chunk is 1 MiB at most
 constexpr std::uint64_t kMaxRecipeBody = 64U << 20;  // ~700k chunks of JSON
-constexpr std::size_t kChunkWindow = 32;             // chunk fetches one blob has in flight
+constexpr std::size_t kChunkWindow = 64;             // chunk fetches one blob has in flight
 
 }  // namespace
 
@@ -136,9 +136,11 @@ bool Fetcher::present(const Sha256& blob) const {
 }
 
 Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target,
-                               std::uint64_t max_body) {
+                               std::uint64_t max_body,
+                               const std::vector<std::pair<std::string, std::string>>& headers,
+                               unsigned expect) {
   for (unsigned attempt = 0;; ++attempt) {
-    auto reply = client.request("GET", target, {}, {}, 0, max_body);
+    auto reply = client.request("GET", target, {}, headers, 0, max_body);
     if (!reply && reply.error() == Errc::kTooLarge) {
       // A lying upstream: bigger than anything this id can be. Not retried.
       metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
@@ -146,7 +148,7 @@ Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target,
                     max_body);
       return Errc::kChecksumMismatch;
     }
-    if (reply && reply->status == 200)
+    if (reply && reply->status == expect)
       return reply;
     if (reply && reply->status == 404)
       return Errc::kNotFound;
@@ -188,6 +190,73 @@ void Fetcher::fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done
   fill_chunk_at(id, Priority::kDevice, std::move(done), length);
 }
 
+void Fetcher::fill_chunk_run(std::shared_ptr<const store::Recipe> recipe, std::size_t first,
+                             std::size_t count, RunDone done) {
+  fill_run_at(recipe, first, count, Priority::kDevice, done);
+}
+
+void Fetcher::fill_run_at(const std::shared_ptr<const store::Recipe>& recipe, std::size_t first,
+                          std::size_t count, Priority priority, const RunDone& done) {
+  // Which chunks this call fetches: those stored are done, those another fill fetches
+  // are waited for (single flight per chunk), the rest are ours.
+  std::vector<std::size_t> ours;
+  for (std::size_t i = first; i < first + count; ++i) {
+    const Sha256& id = recipe->chunks[i].id;
+    if (chunks_.find(id)) {
+      done(i, {});
+      continue;
+    }
+    Done d = [done, i](error_code ec) { done(i, ec); };
+    if (wait_for(chunk_waiters_, id, d))
+      ours.push_back(i);
+  }
+  // Adjacent chunks of ours in runs of at most kRunBytes, one Range request each.
+  for (std::size_t k = 0; k < ours.size();) {
+    std::size_t j = k;
+    std::uint64_t bytes = recipe->chunks[ours[k]].length;
+    while (j + 1 < ours.size() && ours[j + 1] == ours[j] + 1 &&
+           bytes + recipe->chunks[ours[j + 1]].length <= kRunBytes) {
+      ++j;
+      bytes += recipe->chunks[ours[j]].length;
+    }
+    submit(priority, [this, recipe, a = ours[k], b = ours[j]](HttpClient& client) {
+      fetch_run(client, recipe, a, b);
+    });
+    k = j + 1;
+  }
+}
+
+void Fetcher::fetch_run(HttpClient& client, const std::shared_ptr<const store::Recipe>& recipe,
+                        std::size_t a, std::size_t b) {
+  const std::uint64_t lo = recipe->starts[a];
+  const std::uint64_t hi = recipe->starts[b] + recipe->chunks[b].length;  // one past
+  Result<HttpReply> reply = Errc::kIo;
+  if (a < b) {
+    reply = get(client, "/v1/blobs/" + recipe->id.hex(), hi - lo,
+                {{"Range", "bytes=" + std::to_string(lo) + "-" + std::to_string(hi - 1)}}, 206);
+  }
+  if (!reply || reply->body.size() != hi - lo) {
+    if (!reply && reply.error() == Errc::kShutdown) {
+      for (std::size_t i = a; i <= b; ++i)
+        complete(chunk_waiters_, recipe->chunks[i].id, reply.error());
+      return;
+    }
+    // One chunk, or an upstream that did not serve the range: a request per chunk (their
+    // waiters are ours already).
+    for (std::size_t i = a; i <= b; ++i)
+      fetch_chunk(client, recipe->chunks[i].id, recipe->chunks[i].length);
+    return;
+  }
+  metrics_.fills.fetch_add(1, std::memory_order_relaxed);
+  metrics_.fill_bytes.fetch_add(hi - lo, std::memory_order_relaxed);
+  const auto* p = reply->body.data();
+  for (std::size_t i = a; i <= b; ++i) {
+    const auto len = recipe->chunks[i].length;
+    store_chunk(recipe->chunks[i].id, std::vector<std::uint8_t>(p, p + len), client.base_url());
+    p += len;
+  }
+}
+
 void Fetcher::fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size) {
   if (wait_for(chunk_waiters_, id, done))
     submit(priority, [this, id, size](HttpClient& client) { fetch_chunk(client, id, size); });
@@ -201,7 +270,11 @@ void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t si
     return complete(chunk_waiters_, id, reply.error());
   metrics_.fills.fetch_add(1, std::memory_order_relaxed);
   metrics_.fill_bytes.fetch_add(reply->body.size(), std::memory_order_relaxed);
-  std::vector<std::uint8_t> bytes = std::move(reply->body);
+  store_chunk(id, std::move(reply->body), client.base_url());
+}
+
+void Fetcher::store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes,
+                          const std::string& from) {
   const std::uint64_t n = bytes.size();
   {
     // The put is asynchronous so that this thread fetches the next chunk while the store
@@ -211,24 +284,23 @@ void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t si
     put_bytes_ += n;
   }
   // async_put checks the SHA-256 before anything is written: a bad chunk is never stored.
-  chunks_.async_put(id, std::move(bytes), {},
-                    [this, id, n, from = client.base_url()](error_code ec, bool) {
-                      if (ec == Errc::kChecksumMismatch) {
-                        metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
-                        spdlog::error(
-                            "fill: chunk {} from {} failed SHA-256 verification ({} bytes); "
-                            "not stored",
-                            id.hex(), from, n);
-                      } else if (ec) {
-                        spdlog::error("fill: storing chunk {}: {}", id.hex(), ec.message());
-                      }
-                      complete(chunk_waiters_, id, ec);
-                      {
-                        std::lock_guard lock(mutex_);
-                        put_bytes_ -= n;
-                      }
-                      puts_cv_.notify_all();
-                    });
+  chunks_.async_put(id, std::move(bytes), {}, [this, id, n, from](error_code ec, bool) {
+    if (ec == Errc::kChecksumMismatch) {
+      metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error(
+          "fill: chunk {} from {} failed SHA-256 verification ({} bytes); "
+          "not stored",
+          id.hex(), from, n);
+    } else if (ec) {
+      spdlog::error("fill: storing chunk {}: {}", id.hex(), ec.message());
+    }
+    complete(chunk_waiters_, id, ec);
+    {
+      std::lock_guard lock(mutex_);
+      put_bytes_ -= n;
+    }
+    puts_cv_.notify_all();
+  });
 }
 
 // One blob's chunk fetches in flight. The callbacks of its chunk fills hold it; once the
@@ -238,15 +310,16 @@ struct Fetcher::BlobFill : std::enable_shared_from_this<BlobFill> {
   Sha256 id;
   std::shared_ptr<const store::Recipe> recipe;
   Priority priority = Priority::kDevice;
-  std::vector<store::ChunkRef> missing;
+  std::vector<std::size_t> missing;  // recipe indexes of the chunks to fetch, ascending
   std::mutex mutex;
   std::size_t next = 0;       // guarded by mutex
   std::size_t in_flight = 0;  // guarded by mutex
   error_code first_error;     // guarded by mutex
 
-  // Issues chunk fetches up to the window (none after a failure).
+  // Issues chunk fetches up to the window (none after a failure), adjacent chunks as one
+  // run (a Range request on the blob).
   void issue() {
-    std::vector<store::ChunkRef> batch;
+    std::vector<std::size_t> batch;
     {
       std::lock_guard lock(mutex);
       while (!first_error && next < missing.size() && in_flight < kChunkWindow) {
@@ -254,10 +327,15 @@ struct Fetcher::BlobFill : std::enable_shared_from_this<BlobFill> {
         ++in_flight;
       }
     }
-    for (const auto& c : batch) {
-      fetcher->fill_chunk_at(
-          c.id, priority, [self = shared_from_this()](error_code ec) { self->on_chunk(ec); },
-          c.length);
+    const RunDone done = [self = shared_from_this()](std::size_t, error_code ec) {
+      self->on_chunk(ec);
+    };
+    for (std::size_t k = 0; k < batch.size();) {
+      std::size_t j = k;
+      while (j + 1 < batch.size() && batch[j + 1] == batch[j] + 1)
+        ++j;
+      fetcher->fill_run_at(recipe, batch[k], j - k + 1, priority, done);
+      k = j + 1;
     }
   }
 
@@ -400,13 +478,14 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority
   std::shared_ptr<const store::Recipe> recipe = std::move(*got);
   // Linear in the recipe's length: one hash-set lookup per chunk (a recipe names a chunk
   // more than once when the blob repeats itself).
-  std::vector<store::ChunkRef> missing;
+  std::vector<std::size_t> missing;
   {
     std::unordered_set<Sha256, Sha256Hash> seen;
     seen.reserve(recipe->chunks.size());
-    for (const auto& c : recipe->chunks) {
+    for (std::size_t i = 0; i < recipe->chunks.size(); ++i) {
+      const auto& c = recipe->chunks[i];
       if (seen.insert(c.id).second && !chunks_.find(c.id))
-        missing.push_back(c);
+        missing.push_back(i);
     }
   }
   if (missing.empty())
@@ -426,7 +505,13 @@ void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority
 void Fetcher::finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
                           error_code ec) {
   if (!ec) {
-    auto put = blobs_.put_recipe(*recipe);
+    bool pinned = false;
+    {
+      std::lock_guard lock(mutex_);
+      const auto it = trusted_.find(id);
+      pinned = it != trusted_.end() && it->second == recipe->digest();
+    }
+    auto put = blobs_.put_recipe(*recipe, pinned);
     if (!put) {
       ec = put.error();
       if (ec == Errc::kChecksumMismatch) {

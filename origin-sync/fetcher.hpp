@@ -37,6 +37,11 @@ class Fetcher final : public api::Filler {
   void fill_chunk(const Sha256& id, Done done) override;
   void fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done) override;
   void fill_recipe(const Sha256& id, RecipeDone done) override;
+  void fill_chunk_run(std::shared_ptr<const store::Recipe> recipe, std::size_t first,
+                      std::size_t count, RunDone done) override;
+
+  /// Largest Range request of a run of chunks.
+  static constexpr std::uint64_t kRunBytes = 4ULL << 20;
 
   /// Fetches the blobs of `ids` that are not whole here and blocks until they are or
   /// `deadline` passes (prefetch before a channel flip). Concurrency is the pool's.
@@ -74,9 +79,21 @@ class Fetcher final : public api::Filler {
   void finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
                    boost::system::error_code ec);
   void fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t size);
+  /// Chunks [a, b] of `recipe` with one Range request on its blob; per chunk on failure.
+  void fetch_run(HttpClient& client, const std::shared_ptr<const store::Recipe>& recipe,
+                 std::size_t a, std::size_t b);
+  /// Verifies and stores a fetched chunk (asynchronously, within kPutBudget), then
+  /// completes its waiters.
+  void store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes, const std::string& from);
+  /// Registers `done` for each chunk of [first, first + count) and starts Range fetches
+  /// for the runs this call must fetch (fill_chunk_run, and a blob fill's chunks).
+  void fill_run_at(const std::shared_ptr<const store::Recipe>& recipe, std::size_t first,
+                   std::size_t count, Priority priority, const RunDone& done);
   /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end),
   /// kChecksumMismatch (a body over `max_body`: an upstream that lies about sizes).
-  Result<HttpReply> get(HttpClient& client, const std::string& target, std::uint64_t max_body);
+  Result<HttpReply> get(HttpClient& client, const std::string& target, std::uint64_t max_body,
+                        const std::vector<std::pair<std::string, std::string>>& headers = {},
+                        unsigned expect = 200);
   /// Adds `done` to the waiters of `id`; true if the caller must start the fetch.
   bool wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
                 const Sha256& id, Done& done);

@@ -58,12 +58,20 @@ std::vector<std::size_t> FillStream::issue_locked() {
 }
 
 void FillStream::request(const std::vector<std::size_t>& slots) {
-  for (const std::size_t slot : slots) {
-    const auto& c = recipe_->chunks[chunk0_ + slot];
-    filler_.fill_chunk_sized(c.id, c.length,
-                             [self = shared_from_this(), slot](boost::system::error_code ec) {
-                               self->on_filled(slot, ec);
-                             });
+  // Adjacent missing chunks go as runs (Range requests on the blob upstream), at most
+  // kRun chunks each so that several run in parallel; the range's first chunk goes alone,
+  // so that its bytes (the response's first) wait for nothing else.
+  const Filler::RunDone done = [self = shared_from_this(), base = chunk0_](
+                                   std::size_t index, boost::system::error_code ec) {
+    self->on_filled(index - base, ec);
+  };
+  for (std::size_t k = 0; k < slots.size();) {
+    std::size_t j = k;
+    while (slots[k] != 0 && j + 1 < slots.size() && slots[j + 1] == slots[j] + 1 &&
+           j + 1 - k < kRun)
+      ++j;
+    filler_.fill_chunk_run(recipe_, chunk0_ + slots[k], j - k + 1, done);
+    k = j + 1;
   }
 }
 

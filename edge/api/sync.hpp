@@ -70,6 +70,13 @@ class Filler {
   /// One chunk of a recipe, whose length bounds what upstream may send (DESIGN §10: a
   /// streamed blob fills only the chunks it sends). Same single flight as fill_chunk.
   virtual void fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done) = 0;
+  using RunDone = std::function<void(std::size_t index, boost::system::error_code)>;
+  /// Chunks [first, first + count) of `recipe`: the ones no fill fetches already are asked
+  /// of the upstream as Range requests on the blob, a run of adjacent chunks per request
+  /// (DESIGN §10: fewer, larger transfers), each chunk verified and stored on its own.
+  /// `done(i, ec)` runs once per index i, on any thread, with fill_chunk's errors.
+  virtual void fill_chunk_run(std::shared_ptr<const store::Recipe> recipe, std::size_t first,
+                              std::size_t count, RunDone done) = 0;
   using RecipeDone =
       std::function<void(boost::system::error_code, std::shared_ptr<const store::Recipe>)>;
   /// A recipe of blob `id` that can be trusted before its chunks are: the stored one, or

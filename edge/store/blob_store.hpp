@@ -128,7 +128,13 @@ class BlobStore {
   /// after checking it: every chunk must be stored, and their bytes in order must hash to
   /// the blob id (Errc::kChecksumMismatch otherwise; nothing is stored then). Blocking;
   /// returns whether the recipe was new.
-  Result<bool> put_recipe(const Recipe& recipe);
+  ///
+  /// `pinned`: the recipe hashes to the recipe_sha256 its release pins (DESIGN §10). The
+  /// origin made that recipe from the blob it hashed when it chunked it, and every chunk
+  /// was verified when it was stored, so the bytes are not read back and hashed again
+  /// (that read-back was a third of an edge's CPU per filled MiB); the chunks must still
+  /// all be stored and their lengths add up.
+  Result<bool> put_recipe(const Recipe& recipe, bool pinned = false);
 
   /// The recipe of blob `id`: Errc::kNotFound if unknown, kCorrupt if undecodable.
   Result<std::shared_ptr<const Recipe>> recipe(const Sha256& id) const;

@@ -15,6 +15,7 @@
 #include "edge/store/uring.hpp"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +26,8 @@ using boost::system::error_code;
 namespace {
 
 constexpr std::string_view kCountersKey = "chunk_counters";
+// Background sync: le64 segment, le64 offset: every record before it is durable.
+constexpr std::string_view kWatermarkKey = "chunk_sync_watermark";
 constexpr std::size_t kEntryBytes = 20;        // le64 segment, le64 record offset, le32 length
 constexpr std::size_t kSegChunkKeyBytes = 16;  // be64 segment, be64 record offset
 constexpr std::size_t kSegChunkValBytes = 36;  // sha256, le32 length
@@ -247,6 +250,11 @@ void ChunkStore::recover() {
       throw StoreError(Errc::kDatabase, "reading segments: " + it->status().ToString());
   }
   std::uint64_t max_known = segments_.empty() ? 0 : segments_.rbegin()->first;
+  // Background sync: records past this (segment, offset) may be indexed without being
+  // durable (a power loss after the index reached the disk): each is re-verified below.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> watermark;
+  if (std::string w; db.db->Get({}, db.handle(kCfMeta), kWatermarkKey, &w).ok() && w.size() == 16)
+    watermark.emplace(get_le64(w.data()), get_le64(w.data() + 8));
 
   rocksdb::WriteBatch wb;
   const auto drop_entries = [&](std::uint64_t seg, std::uint64_t keep_below) {
@@ -275,6 +283,27 @@ void ChunkStore::recover() {
                        "segment " + std::to_string(seg) + ": " + r.error().message());
     recovery_.entries_dropped += dropped;
     return dropped;
+  };
+
+  // Re-verifies the committed records of `seg` in [off, end) (XXH3 and SHA-256 of each):
+  // returns the offset of the first one that fails, or `end`.
+  const auto verify_committed = [&](int fd, std::uint64_t off, std::uint64_t end) {
+    std::vector<std::uint8_t> buf;
+    std::array<std::uint8_t, kRecordHeaderBytes> hdr{};
+    while (off + kRecordHeaderBytes <= end) {
+      if (!ring_->read(fd, off, hdr.data(), hdr.size()))
+        return off;
+      auto h = decode_record_header(hdr);
+      if (!h || off + kRecordHeaderBytes + h->length > end)
+        return off;
+      buf.resize(h->length);
+      if (!ring_->read(fd, off + kRecordHeaderBytes, buf.data(), buf.size()) ||
+          !body_matches(*h, buf) || sha256_of(buf) != h->id)
+        return off;
+      recovery_.bytes_reverified += kRecordHeaderBytes + h->length;
+      off += kRecordHeaderBytes + h->length;
+    }
+    return off;
   };
 
   // Scans records from `off` to the end of the file; indexes the valid ones that are not
@@ -375,6 +404,28 @@ void ChunkStore::recover() {
                                    std::to_string(n) + " index entries past the end");
       m.bytes = size;
     }
+    if (watermark && seg >= watermark->first) {
+      const std::uint64_t from = seg == watermark->first
+                                     ? std::max(watermark->second, kSegmentHeaderBytes)
+                                     : kSegmentHeaderBytes;
+      if (from < m.bytes) {
+        const std::uint64_t good = verify_committed(fd, from, m.bytes);
+        if (good < m.bytes) {
+          const auto n = drop_entries(seg, good);
+          if (::ftruncate(fd, static_cast<off_t>(good)) != 0) {
+            throw StoreError(Errc::kIo, path.string() + ": cannot truncate unverified records: " +
+                                            errno_text(errno));
+          }
+          recovery_.bytes_truncated += m.bytes - good;
+          recovery_.problems.push_back(
+              "segment " + std::to_string(seg) + " (" + path.string() + "): records past the " +
+              "sync watermark failed verification at offset " + std::to_string(good) +
+              "; dropped " + std::to_string(n) + " index entries (a power loss lost them)");
+          m.bytes = good;
+          size = good;
+        }
+      }
+    }
     if (!m.sealed)
       m.bytes = scan_tail(seg, fd, m.bytes, size);
     m.file = std::make_shared<SegmentFile>(seg, fd, path);
@@ -441,6 +492,19 @@ void ChunkStore::recover() {
   for (const auto& [seg, m] : segments_)
     wb.Put(db.handle(kCfSegments), seg_key(seg), encode_segment(m));
   wb.Put(db.handle(kCfMeta), kCountersKey, encode_counters(counters_));
+  // Everything verified above is made durable, and the watermark moves to the end.
+  for (const auto& [seg, m] : segments_) {
+    if (watermark && seg >= watermark->first && m.file != nullptr)
+      ::fdatasync(m.file->fd());
+  }
+  if (open_segment_ != 0) {
+    char v[16];
+    put_le64(v, open_segment_);
+    put_le64(v + 8, segments_[open_segment_].bytes);
+    wb.Put(db.handle(kCfMeta), kWatermarkKey, rocksdb::Slice(v, 16));
+  } else {
+    wb.Delete(db.handle(kCfMeta), kWatermarkKey);
+  }
   rocksdb::WriteOptions wo;
   wo.sync = true;
   if (auto s = db.db->Write(wo, &wb); !s.ok()) {
@@ -469,9 +533,24 @@ void ChunkStore::commit_loop() {
   while (true) {
     {
       std::unique_lock lock(queue_mutex_);
-      queue_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      if (queue_.empty())
-        return;  // stop_ and drained
+      if (options_.sync_in_background && unsynced_bytes_ > 0) {
+        // Pending bytes are synced within sync_every_ms, busy or idle.
+        const auto due = last_sync_ + std::chrono::milliseconds(options_.sync_every_ms);
+        if (!queue_cv_.wait_until(lock, due, [this] { return stop_ || !queue_.empty(); }) ||
+            std::chrono::steady_clock::now() >= due) {
+          lock.unlock();
+          sync_watermark();
+          continue;
+        }
+      } else {
+        queue_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      }
+      if (queue_.empty()) {
+        lock.unlock();
+        if (options_.sync_in_background)
+          sync_watermark();  // a clean stop leaves nothing to re-verify
+        return;              // stop_ and drained
+      }
       std::size_t bytes = 0;
       while (!queue_.empty() && batch.size() < options_.max_batch_jobs &&
              bytes < options_.max_batch_bytes) {
@@ -484,7 +563,43 @@ void ChunkStore::commit_loop() {
     batch.clear();
     if (options_.max_bytes > 0)
       evict_over_budget();
+    if (options_.sync_in_background && unsynced_bytes_ >= options_.sync_every_bytes)
+      sync_watermark();
   }
+}
+
+void ChunkStore::sync_watermark() {
+  last_sync_ = std::chrono::steady_clock::now();
+  if (unsynced_bytes_ == 0)
+    return;
+  std::uint64_t seg = 0, end = 0;
+  std::shared_ptr<SegmentFile> file;
+  {
+    std::shared_lock lock(state_mutex_);
+    if (auto it = segments_.find(open_segment_); it != segments_.end()) {
+      seg = it->first;
+      end = it->second.bytes;
+      file = it->second.file;
+    }
+  }
+  if (file == nullptr)
+    return;
+  if (::fdatasync(file->fd()) != 0) {
+    spdlog::error("store: background sync of segment {}: {}", seg, errno_text(errno));
+    return;  // the watermark stays: open() re-verifies more
+  }
+  char v[16];
+  put_le64(v, seg);
+  put_le64(v + 8, end);
+  auto& db = db_.impl();
+  rocksdb::WriteBatch wb;
+  wb.Put(db.handle(kCfMeta), kWatermarkKey, rocksdb::Slice(v, 16));
+  // Synced: it also makes every index entry written before it durable.
+  if (auto ec = db.write(wb, true, false)) {
+    spdlog::error("store: recording the sync watermark: {}", ec.message());
+    return;
+  }
+  unsynced_bytes_ = 0;
 }
 
 Result<std::optional<IndexEntry>> ChunkStore::staged_lookup(BatchState& b, const Sha256& id) const {
@@ -503,6 +618,10 @@ Result<void> ChunkStore::stage_roll(BatchState& b) {
     if (auto r = flush_pending(b); !r)
       return r;
     b.segs[b.open_segment].sealed = true;
+    // Only the open segment may hold bytes past the watermark: a segment is durable
+    // before the next one is started.
+    if (options_.sync_in_background && ::fdatasync(b.segs[b.open_segment].file->fd()) != 0)
+      return error_code(errno, boost::system::system_category());
   }
   const std::uint64_t seg = b.next_segment_id++;
   const auto path = segment_path(seg);
@@ -580,7 +699,28 @@ Result<void> ChunkStore::flush_pending(BatchState& b) {
   if (b.pending.empty())
     return {};
   const auto& file = b.segs[b.open_segment].file;
-  auto r = ring_->write_sync(file->fd(), b.pending_offset, b.pending.data(), b.pending.size());
+  Result<void> r;
+  if (options_.sync_in_background) {
+    // Into the page cache only: sync_watermark() makes it durable later.
+    const std::uint8_t* p = b.pending.data();
+    std::size_t left = b.pending.size();
+    std::uint64_t off = b.pending_offset;
+    while (left > 0) {
+      const ssize_t n = ::pwrite(file->fd(), p, left, static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0) {
+        r = error_code(n < 0 ? errno : EIO, boost::system::system_category());
+        break;
+      }
+      p += n;
+      off += static_cast<std::uint64_t>(n);
+      left -= static_cast<std::size_t>(n);
+    }
+    unsynced_bytes_ += b.pending.size();
+  } else {
+    r = ring_->write_sync(file->fd(), b.pending_offset, b.pending.data(), b.pending.size());
+  }
   b.pending_offset += b.pending.size();
   b.pending.clear();
   return r;
@@ -595,7 +735,9 @@ Result<void> ChunkStore::commit(BatchState& b) {
     b.wb.Put(db.handle(kCfSegments), seg_key(seg), encode_segment(m));
   b.wb.Put(db.handle(kCfMeta), kCountersKey, encode_counters(b.counters));
   // Puts were refused up front while storage is full; what is left (evictions) frees space.
-  if (auto ec = db.write(b.wb, true, false))
+  // In background mode the index write is not synced either: entries past the watermark
+  // are re-verified at open.
+  if (auto ec = db.write(b.wb, !options_.sync_in_background, false))
     return ec;
   {
     std::unique_lock lock(state_mutex_);

@@ -23,7 +23,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from harness import BINARY, TMP, Node, admin, check, curl, header, run, sha, upload
+from harness import BINARY, TMP, Node, admin, check, curl, header, run, sha, upload, wait_for
 
 TOKEN = "console-sync-secret"
 APP = "com.example.console"
@@ -51,16 +51,6 @@ def stats_event(url, **fields):
     st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
                       json.dumps(dict(DEVICE, **fields)), url + "/stats")
     assert st == 200, (st, out)
-
-
-def wait_for(what, fn, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def seed(origin):

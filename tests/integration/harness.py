@@ -152,6 +152,17 @@ def raw(port, payload, read_until_close=True, timeout=10):
     return b"".join(chunks)
 
 
+def wait_for(what, fn, timeout=15.0, step=0.1):
+    """Polls fn() until it returns something true (returned), or fails naming `what`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("timed out waiting for " + what)
+
+
 class Skip(Exception):
     """Raised by a check whose precondition this machine cannot give; the reason is printed."""
 

@@ -117,6 +117,50 @@ def get_blob(node, blob_id):
     return st, body
 
 
+class UpstreamHandler(http.server.BaseHTTPRequestHandler):
+    """A fake upstream's handler: quiet, HTTP/1.1, reply(), and a feed whose state is one app
+    with one release (`release_doc`, set by the subclass): edges fill only named blobs."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, ctype="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def feed(self):
+        """Answers GET /v1/sync/changes (True), or leaves the request to the caller (False)."""
+        if not self.path.startswith("/v1/sync/changes"):
+            return False
+        if "after=0&" in self.path:
+            page = {"last_seq": 2, "changes": [
+                {"seq": 1, "deleted": False, "kind": "app", "app_id": APP, "key": "", "doc": {}},
+                {"seq": 2, "deleted": False, "kind": "release", "app_id": APP, "key": "1.0.0",
+                 "doc": self.release_doc()}]}
+            self.reply(200, json.dumps(page).encode())
+        else:
+            time.sleep(0.5)
+            self.reply(200, b'{"last_seq":2,"changes":[]}')
+        return True
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # the edge closing a long poll at shutdown is not a failure
+
+
+def serve(handler):
+    srv = QuietServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
 def main():
     nodes = []
 
@@ -201,11 +245,16 @@ def main():
         bad = [r for r in results if r != (200, blob)]
         assert not bad, bad[:3]
         after = o.metrics()
-        series = 'edge_http_requests_total{route="%s",status="200"}'
-        fetched = after.get(series % "chunk", 0) - before.get(series % "chunk", 0)
-        recipes = after.get(series % "recipe", 0) - before.get(series % "recipe", 0)
-        assert fetched == len(chunks), (fetched, len(chunks))
+        series = 'edge_http_requests_total{route="%s",status="%s"}'
+        delta = lambda s: after.get(s, 0) - before.get(s, 0)
+        recipes = delta(series % ("recipe", "200"))
         assert recipes == 1, recipes
+        # Every chunk crossed once: runs of adjacent chunks as Range requests on the blob
+        # (206), lone ones as chunk requests; the bytes moved are the blob's, once.
+        ranges = delta(series % ("blob", "206"))
+        moved = sum(delta('edge_http_response_body_bytes_total{route="%s"}' % r) for r in ("chunk", "blob"))
+        assert ranges >= 1 and moved == len(data), (ranges, moved, len(data))
+        assert delta(series % ("chunk", "200")) + ranges <= len(chunks)
         # Unknown ids: 404, and they never reach the origin (no release names them).
         for _ in range(3):
             st, _ = get_blob(e, "ab" * 32)
@@ -297,31 +346,13 @@ def main():
         bad_id = sha(parts[1])
         served = {"bad": 0}
 
-        class Corrupting(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def reply(self, status, body, ctype="application/json"):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Corrupting(UpstreamHandler):
+            def release_doc(self):
+                return {"zip": blob_id}
 
             def do_GET(self):
-                if self.path.startswith("/v1/sync/changes"):
-                    # A state whose one release names the blob (edges fill only those).
-                    if "after=0&" in self.path:
-                        page = {"last_seq": 2, "changes": [
-                            {"seq": 1, "deleted": False, "kind": "app", "app_id": APP,
-                             "key": "", "doc": {}},
-                            {"seq": 2, "deleted": False, "kind": "release", "app_id": APP,
-                             "key": "1.0.0", "doc": {"zip": blob_id}}]}
-                        return self.reply(200, json.dumps(page).encode())
-                    time.sleep(0.5)
-                    return self.reply(200, b'{"last_seq":2,"changes":[]}')
+                if self.feed():
+                    return
                 if self.path == "/v1/recipes/" + blob_id:
                     return self.reply(200, json.dumps(recipe).encode())
                 if self.path.startswith("/v1/chunks/"):
@@ -333,12 +364,7 @@ def main():
                     return self.reply(200, bytes(body), "application/octet-stream")
                 return self.reply(404, b'{"error":"not_found"}')
 
-        class Quiet(http.server.ThreadingHTTPServer):
-            def handle_error(self, request, client_address):
-                pass  # the edge closing a long poll at shutdown is not a failure
-
-        srv = Quiet(("127.0.0.1", 0), Corrupting)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        srv = serve(Corrupting)
         try:
             e = keep(edge("http://127.0.0.1:%d" % srv.server_address[1]))
             wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
@@ -450,29 +476,13 @@ def main():
         lie = dict(recipe, chunks=[recipe["chunks"][1], recipe["chunks"][0], recipe["chunks"][2]])
         asked = {"chunks": 0, "recipes": 0}
 
-        class Lying(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def reply(self, status, body):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Lying(UpstreamHandler):
+            def release_doc(self):
+                return {"zip": blob_id, "recipe_sha256": {blob_id: recipe_digest(recipe)}}
 
             def do_GET(self):
-                if self.path.startswith("/v1/sync/changes"):
-                    if "after=0&" in self.path:
-                        page = {"last_seq": 2, "changes": [
-                            {"seq": 1, "deleted": False, "kind": "app", "app_id": APP, "key": "", "doc": {}},
-                            {"seq": 2, "deleted": False, "kind": "release", "app_id": APP, "key": "1.0.0",
-                             "doc": {"zip": blob_id, "recipe_sha256": {blob_id: recipe_digest(recipe)}}}]}
-                        return self.reply(200, json.dumps(page).encode())
-                    time.sleep(0.5)
-                    return self.reply(200, b'{"last_seq":2,"changes":[]}')
+                if self.feed():
+                    return
                 if self.path == "/v1/recipes/" + blob_id:
                     asked["recipes"] += 1
                     return self.reply(200, json.dumps(lie).encode())
@@ -480,12 +490,7 @@ def main():
                     asked["chunks"] += 1
                 return self.reply(404, b'{"error":"not_found"}')
 
-        class Quiet(http.server.ThreadingHTTPServer):
-            def handle_error(self, request, client_address):
-                pass
-
-        srv = Quiet(("127.0.0.1", 0), Lying)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        srv = serve(Lying)
         try:
             e2 = keep(edge("http://127.0.0.1:%d" % srv.server_address[1]))
             wait_for("edge has the release", lambda: metric(e2, "edge_sync_cursor_seq") >= 2)
@@ -514,29 +519,13 @@ def main():
             self.release = threading.Event()
             fake = self
 
-            class Handler(http.server.BaseHTTPRequestHandler):
-                protocol_version = "HTTP/1.1"
-
-                def log_message(self, *args):
-                    pass
-
-                def reply(self, status, body, ctype="application/json"):
-                    self.send_response(status)
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+            class Handler(UpstreamHandler):
+                def release_doc(self):
+                    return {"zip": fake.blob_id, "recipe_sha256": {fake.blob_id: recipe_digest(fake.recipe)}}
 
                 def do_GET(self):
-                    if self.path.startswith("/v1/sync/changes"):
-                        if "after=0&" in self.path:
-                            doc = {"zip": fake.blob_id, "recipe_sha256": {fake.blob_id: recipe_digest(fake.recipe)}}
-                            page = {"last_seq": 2, "changes": [
-                                {"seq": 1, "deleted": False, "kind": "app", "app_id": APP, "key": "", "doc": {}},
-                                {"seq": 2, "deleted": False, "kind": "release", "app_id": APP, "key": "1.0.0", "doc": doc}]}
-                            return self.reply(200, json.dumps(page).encode())
-                        time.sleep(0.5)
-                        return self.reply(200, b'{"last_seq":2,"changes":[]}')
+                    if self.feed():
+                        return
                     if self.path == "/v1/recipes/" + fake.blob_id:
                         return self.reply(200, json.dumps(fake.recipe).encode())
                     if self.path.startswith("/v1/chunks/"):
@@ -552,14 +541,7 @@ def main():
                         return self.reply(200, bytes(body), "application/octet-stream")
                     return self.reply(404, b'{"error":"not_found"}')
 
-            class Quiet(http.server.ThreadingHTTPServer):
-                daemon_threads = True
-
-                def handle_error(self, request, client_address):
-                    pass
-
-            self.srv = Quiet(("127.0.0.1", 0), Handler)
-            threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+            self.srv = serve(Handler)
             self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
 
         def start(self, i):

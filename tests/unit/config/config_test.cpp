@@ -95,6 +95,27 @@ TEST(Config, CheckinKeysAreReadAndBounded) {
             std::string::npos);
 }
 
+// store.chunk_sync (issue #14): an edge syncs chunk data in the background by default,
+// the origin before every acknowledgement; both can be forced; bad values name the key.
+TEST(Config, ChunkSyncFollowsTheRoleUnlessSet) {
+  const std::string edge =
+      "[node]\nrole = \"edge\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n";
+  EXPECT_FALSE(load_text("").store.sync_in_background);
+  EXPECT_TRUE(load_text(edge).store.sync_in_background);
+  EXPECT_FALSE(load_text(edge + "[store]\nchunk_sync = \"always\"\n").store.sync_in_background);
+  const Config c = load_text(
+      "[store]\nchunk_sync = \"background\"\nchunk_sync_bytes = \"8MiB\"\nchunk_sync_ms = 250\n");
+  EXPECT_TRUE(c.store.sync_in_background);
+  EXPECT_EQ(c.store.sync_every_bytes, 8ULL << 20);
+  EXPECT_EQ(c.store.sync_every_ms, 250U);
+  EXPECT_NE(error_of("[store]\nchunk_sync = \"sometimes\"\n").find("store.chunk_sync"),
+            std::string::npos);
+  EXPECT_NE(error_of("[store]\nchunk_sync_bytes = \"4KiB\"\n").find("store.chunk_sync_bytes"),
+            std::string::npos);
+  EXPECT_NE(error_of("[store]\nchunk_sync_ms = 0\n").find("store.chunk_sync_ms"),
+            std::string::npos);
+}
+
 TEST(Config, ShippedConfigsLoad) {
   // The documented files must stay in step with the keys the loader knows.
   for (const char* name : {"bundle-edge.toml", "origin.toml", "edge.toml"}) {
