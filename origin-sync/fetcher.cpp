@@ -186,10 +186,6 @@ void Fetcher::fill_chunk(const Sha256& id, Done done) {
   fill_chunk_at(id, Priority::kDevice, std::move(done));
 }
 
-void Fetcher::fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done) {
-  fill_chunk_at(id, Priority::kDevice, std::move(done), length);
-}
-
 void Fetcher::fill_chunk_run(std::shared_ptr<const store::Recipe> recipe, std::size_t first,
                              std::size_t count, RunDone done) {
   fill_run_at(recipe, first, count, Priority::kDevice, done);

@@ -35,7 +35,6 @@ class Fetcher final : public api::Filler {
 
   void fill_blob(const Sha256& id, Done done) override;
   void fill_chunk(const Sha256& id, Done done) override;
-  void fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done) override;
   void fill_recipe(const Sha256& id, RecipeDone done) override;
   void fill_chunk_run(std::shared_ptr<const store::Recipe> recipe, std::size_t first,
                       std::size_t count, RunDone done) override;

@@ -60,16 +60,14 @@ class Filler {
   virtual ~Filler() = default;
   /// Makes blob `id` whole on this node: its recipe and every chunk, fetched from upstream,
   /// each chunk checked against its SHA-256 and the blob against its own before the recipe
-  /// is stored. Single flight: concurrent calls for one blob or chunk share one fetch.
-  /// `done` runs once, on any thread: {} once stored; Errc::kNotFound if upstream has no
-  /// such blob; Errc::kChecksumMismatch if bytes failed verification (never stored);
+  /// is stored (a recipe that matches its release's recipe_sha256 vouches for the blob's
+  /// SHA-256 instead: BlobStore::put_recipe). Single flight: concurrent calls for one blob or chunk
+  /// share one fetch. `done` runs once, on any thread: {} once stored; Errc::kNotFound if upstream
+  /// has no such blob; Errc::kChecksumMismatch if bytes failed verification (never stored);
   /// Errc::kIo if upstream could not be reached within the configured retries.
   virtual void fill_blob(const Sha256& id, Done done) = 0;
   /// The same for one chunk (GET /v1/chunks on a mid-tier edge).
   virtual void fill_chunk(const Sha256& id, Done done) = 0;
-  /// One chunk of a recipe, whose length bounds what upstream may send (DESIGN §10: a
-  /// streamed blob fills only the chunks it sends). Same single flight as fill_chunk.
-  virtual void fill_chunk_sized(const Sha256& id, std::uint32_t length, Done done) = 0;
   using RunDone = std::function<void(std::size_t index, boost::system::error_code)>;
   /// Chunks [first, first + count) of `recipe`: the ones no fill fetches already are asked
   /// of the upstream as Range requests on the blob, a run of adjacent chunks per request
