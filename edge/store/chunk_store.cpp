@@ -196,6 +196,8 @@ std::unique_ptr<ChunkStore> ChunkStore::open(Database& db, const std::filesystem
   store->ring_ = std::make_unique<IoRing>(256);
   store->recover();
   store->committer_ = std::thread([s = store.get()] { s->commit_loop(); });
+  if (store->options_.sync_in_background)
+    store->syncer_ = std::thread([s = store.get()] { s->sync_loop(); });
   return store;
 }
 
@@ -207,6 +209,14 @@ ChunkStore::~ChunkStore() {
     }
     queue_cv_.notify_all();
     committer_.join();
+  }
+  if (syncer_.joinable()) {
+    {
+      std::lock_guard lock(sync_mutex_);
+      sync_stop_ = true;  // after what the commit thread queued last: the queue drains first
+    }
+    sync_cv_.notify_all();
+    syncer_.join();
   }
   ring_.reset();
 }
@@ -572,34 +582,59 @@ void ChunkStore::sync_watermark() {
   last_sync_ = std::chrono::steady_clock::now();
   if (unsynced_bytes_ == 0)
     return;
-  std::uint64_t seg = 0, end = 0;
   std::shared_ptr<SegmentFile> file;
+  std::uint64_t end = 0;
   {
     std::shared_lock lock(state_mutex_);
     if (auto it = segments_.find(open_segment_); it != segments_.end()) {
-      seg = it->first;
-      end = it->second.bytes;
       file = it->second.file;
+      end = it->second.bytes;
     }
   }
-  if (file == nullptr)
-    return;
-  if (::fdatasync(file->fd()) != 0) {
-    spdlog::error("store: background sync of segment {}: {}", seg, errno_text(errno));
-    return;  // the watermark stays: open() re-verifies more
-  }
-  char v[16];
-  put_le64(v, seg);
-  put_le64(v + 8, end);
-  auto& db = db_.impl();
-  rocksdb::WriteBatch wb;
-  wb.Put(db.handle(kCfMeta), kWatermarkKey, rocksdb::Slice(v, 16));
-  // Synced: it also makes every index entry written before it durable.
-  if (auto ec = db.write(wb, true, false)) {
-    spdlog::error("store: recording the sync watermark: {}", ec.message());
-    return;
-  }
+  if (file != nullptr)
+    request_sync(std::move(file), open_segment_, end);
   unsynced_bytes_ = 0;
+}
+
+void ChunkStore::request_sync(std::shared_ptr<SegmentFile> file, std::uint64_t seg,
+                              std::uint64_t end) {
+  {
+    std::lock_guard lock(sync_mutex_);
+    if (!sync_queue_.empty() && sync_queue_.back().seg == seg) {
+      sync_queue_.back().end = std::max(sync_queue_.back().end, end);  // one sync covers both
+    } else {
+      sync_queue_.push_back({std::move(file), seg, end});
+    }
+  }
+  sync_cv_.notify_one();
+}
+
+void ChunkStore::sync_loop() {
+  while (true) {
+    SyncRequest req;
+    {
+      std::unique_lock lock(sync_mutex_);
+      sync_cv_.wait(lock, [this] { return sync_stop_ || !sync_queue_.empty(); });
+      if (sync_queue_.empty())
+        return;  // stopped and drained
+      req = std::move(sync_queue_.front());
+      sync_queue_.pop_front();
+    }
+    if (::fdatasync(req.file->fd()) != 0) {
+      // The watermark stays where it is: open() re-verifies more, nothing is lost.
+      spdlog::error("store: background sync of segment {}: {}", req.seg, errno_text(errno));
+      continue;
+    }
+    char v[16];
+    put_le64(v, req.seg);
+    put_le64(v + 8, req.end);
+    auto& db = db_.impl();
+    rocksdb::WriteBatch wb;
+    wb.Put(db.handle(kCfMeta), kWatermarkKey, rocksdb::Slice(v, 16));
+    // Synced: it also makes every index entry written before it durable.
+    if (auto ec = db.write(wb, true, false))
+      spdlog::error("store: recording the sync watermark: {}", ec.message());
+  }
 }
 
 Result<std::optional<IndexEntry>> ChunkStore::staged_lookup(BatchState& b, const Sha256& id) const {
@@ -618,10 +653,12 @@ Result<void> ChunkStore::stage_roll(BatchState& b) {
     if (auto r = flush_pending(b); !r)
       return r;
     b.segs[b.open_segment].sealed = true;
-    // Only the open segment may hold bytes past the watermark: a segment is durable
-    // before the next one is started.
-    if (options_.sync_in_background && ::fdatasync(b.segs[b.open_segment].file->fd()) != 0)
-      return error_code(errno, boost::system::system_category());
+    // The sealed segment is synced (in order, before anything of the next one) off this
+    // thread; open() re-verifies every segment from the watermark's on.
+    if (options_.sync_in_background) {
+      const auto& sealed = b.segs[b.open_segment];
+      request_sync(sealed.file, b.open_segment, sealed.bytes);
+    }
   }
   const std::uint64_t seg = b.next_segment_id++;
   const auto path = segment_path(seg);

@@ -251,8 +251,22 @@ class ChunkStore {
   // Background sync (ChunkStoreOptions::sync_in_background); commit thread only.
   std::uint64_t unsynced_bytes_ = 0;
   std::chrono::steady_clock::time_point last_sync_{};
-  /// fdatasync()s the open segment and records the durable watermark (its committed end).
+  /// Hands the open segment's committed end to the syncer thread (commit thread only).
   void sync_watermark();
+  /// Queues a sync of `file` up to `end`; the syncer fdatasync()s it, then records the
+  /// durable watermark (seg, end). Requests run in order, so the watermark only grows.
+  void request_sync(std::shared_ptr<SegmentFile> file, std::uint64_t seg, std::uint64_t end);
+  void sync_loop();  ///< the syncer thread: fdatasync off the commit thread
+  struct SyncRequest {
+    std::shared_ptr<SegmentFile> file;
+    std::uint64_t seg = 0;
+    std::uint64_t end = 0;
+  };
+  std::mutex sync_mutex_;
+  std::condition_variable sync_cv_;
+  std::deque<SyncRequest> sync_queue_;  // guarded by sync_mutex_
+  bool sync_stop_ = false;              // guarded by sync_mutex_
+  std::thread syncer_;
   void evict_over_budget();
   Result<std::optional<IndexEntry>> staged_lookup(BatchState& b, const Sha256& id) const;
   Result<IndexEntry> stage_append(BatchState& b, const Sha256& id,
