@@ -686,18 +686,19 @@ async function channelView(name) {
 
   // Auto-pause
   const ap = c.auto_pause;
-  const apRate = h("input", { id: "ap-rate", type: "number", min: 0.01, max: 100, step: "0.01", value: ap ? ap.failure_rate_bps / 100 : 5, disabled: !w });
-  const apWin = h("input", { id: "ap-window", type: "number", min: 1, max: 1440, value: ap ? ap.window_minutes : 30, disabled: !w });
-  const apMin = h("input", { id: "ap-min", type: "number", min: 1, value: ap ? ap.min_attempts : 200, disabled: !w });
+  const apRate = h("input", { id: "ap-rate", type: "number", min: 0.01, max: 100, step: "0.01", value: ap ? ap.failure_rate_bps / 100 : 5 });
+  const apWin = h("input", { id: "ap-window", type: "number", min: 1, max: 1440, value: ap ? ap.window_minutes : 30 });
+  const apMin = h("input", { id: "ap-min", type: "number", min: 1, value: ap ? ap.min_attempts : 200 });
   const autoPause = h("section", { class: "panel" }, h("h2", {}, "Auto-pause"),
     h("p", { class: "muted small", id: "auto-pause-state" }, ap
       ? `On: pause the rollout when ${(ap.failure_rate_bps / 100).toFixed(2)}% of at least ${ap.min_attempts} devices trying it fail within ${ap.window_minutes} min.`
       : "Off."),
-    h("div", { class: "row" }, h("label", {}, "Failure rate %", apRate), h("label", {}, "Window (min)", apWin), h("label", {}, "Min. devices", apMin),
-      w ? h("button", { id: "ap-save", onclick: (ev) => put(ev.target, "Saving…", (d) => {
+    // A reader sees the rule (or "Off."), not a form it cannot use.
+    !w ? null : h("div", { class: "row" }, h("label", {}, "Failure rate %", apRate), h("label", {}, "Window (min)", apWin), h("label", {}, "Min. devices", apMin),
+      h("button", { id: "ap-save", onclick: (ev) => put(ev.target, "Saving…", (d) => {
         d.auto_pause = { failure_rate_bps: Math.round(Number(apRate.value) * 100), window_minutes: Number(apWin.value), min_attempts: Number(apMin.value) };
-      }, "Auto-pause saved.") }, "Save") : null,
-      w && ap ? h("button", { id: "ap-off", onclick: (ev) => put(ev.target, "Saving…", (d) => { d.auto_pause = null; }, "Auto-pause off.") }, "Turn off") : null));
+      }, "Auto-pause saved.") }, "Save"),
+      ap ? h("button", { id: "ap-off", onclick: (ev) => put(ev.target, "Saving…", (d) => { d.auto_pause = null; }, "Auto-pause off.") }, "Turn off") : null));
 
   // History with rollback
   const history = h("section", { class: "panel" }, h("h2", {}, "History"),
@@ -863,7 +864,7 @@ async function fleetView() {
       h("thead", {}, h("tr", {}, ["node", "role", "upstream", "sync lag", "outbox", "cache", "hit ratio", "bytes served", "last contact", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows.map((n) => h("tr", { class: stale(n) ? "stale" : "", dataset: { node: n.node_id || "" } },
         h("td", { class: "mono" }, n.node_id || "-"), h("td", {}, n.role || "-"), h("td", { class: "mono" }, n.upstream || "-"),
-        h("td", { class: "num" }, n.lag_seq === undefined ? "-" : fmtInt(n.lag_seq) + " changes"),
+        h("td", { class: "num" }, n.lag_seq === undefined ? "-" : fmtInt(n.lag_seq) + (n.lag_seq === 1 ? " change" : " changes")),
         h("td", { class: "num" }, fmtInt(n.outbox_depth), n.outbox_bytes ? " (" + fmtBytes(n.outbox_bytes) + ")" : ""),
         h("td", { class: "num" }, fmtBytes(n.cache_bytes)),
         h("td", { class: "num" }, n.hit_ratio === undefined || n.hit_ratio === null ? "-" : (n.hit_ratio * 100).toFixed(1) + "%"),

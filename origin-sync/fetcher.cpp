@@ -186,17 +186,18 @@ void Fetcher::fill_chunk(const Sha256& id, Done done) {
   fill_chunk_at(id, Priority::kDevice, std::move(done));
 }
 
-void Fetcher::fill_chunk_run(std::shared_ptr<const store::Recipe> recipe, std::size_t first,
-                             std::size_t count, RunDone done) {
-  fill_run_at(recipe, first, count, Priority::kDevice, done);
+void Fetcher::fill_chunks(std::shared_ptr<const store::Recipe> recipe,
+                          const std::vector<std::size_t>& indexes, RunDone done) {
+  fill_runs_at(recipe, indexes, Priority::kDevice, done);
 }
 
-void Fetcher::fill_run_at(const std::shared_ptr<const store::Recipe>& recipe, std::size_t first,
-                          std::size_t count, Priority priority, const RunDone& done) {
+void Fetcher::fill_runs_at(const std::shared_ptr<const store::Recipe>& recipe,
+                           const std::vector<std::size_t>& indexes, Priority priority,
+                           const RunDone& done) {
   // Which chunks this call fetches: those stored are done, those another fill fetches
   // are waited for (single flight per chunk), the rest are ours.
   std::vector<std::size_t> ours;
-  for (std::size_t i = first; i < first + count; ++i) {
+  for (const std::size_t i : indexes) {
     const Sha256& id = recipe->chunks[i].id;
     if (chunks_.find(id)) {
       done(i, {});
@@ -206,11 +207,12 @@ void Fetcher::fill_run_at(const std::shared_ptr<const store::Recipe>& recipe, st
     if (wait_for(chunk_waiters_, id, d))
       ours.push_back(i);
   }
-  // Adjacent chunks of ours in runs of at most kRunBytes, one Range request each.
+  // Adjacent chunks of ours in runs of at most kRunChunks and kRunBytes, one Range request
+  // each.
   for (std::size_t k = 0; k < ours.size();) {
     std::size_t j = k;
     std::uint64_t bytes = recipe->chunks[ours[k]].length;
-    while (j + 1 < ours.size() && ours[j + 1] == ours[j] + 1 &&
+    while (j + 1 < ours.size() && ours[j + 1] == ours[j] + 1 && j + 1 - k < kRunChunks &&
            bytes + recipe->chunks[ours[j + 1]].length <= kRunBytes) {
       ++j;
       bytes += recipe->chunks[ours[j]].length;
@@ -323,16 +325,9 @@ struct Fetcher::BlobFill : std::enable_shared_from_this<BlobFill> {
         ++in_flight;
       }
     }
-    const RunDone done = [self = shared_from_this()](std::size_t, error_code ec) {
-      self->on_chunk(ec);
-    };
-    for (std::size_t k = 0; k < batch.size();) {
-      std::size_t j = k;
-      while (j + 1 < batch.size() && batch[j + 1] == batch[j] + 1)
-        ++j;
-      fetcher->fill_run_at(recipe, batch[k], j - k + 1, priority, done);
-      k = j + 1;
-    }
+    fetcher->fill_runs_at(
+        recipe, batch, priority,
+        [self = shared_from_this()](std::size_t, error_code ec) { self->on_chunk(ec); });
   }
 
   void on_chunk(error_code ec) {

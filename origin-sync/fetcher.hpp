@@ -36,11 +36,13 @@ class Fetcher final : public api::Filler {
   void fill_blob(const Sha256& id, Done done) override;
   void fill_chunk(const Sha256& id, Done done) override;
   void fill_recipe(const Sha256& id, RecipeDone done) override;
-  void fill_chunk_run(std::shared_ptr<const store::Recipe> recipe, std::size_t first,
-                      std::size_t count, RunDone done) override;
+  void fill_chunks(std::shared_ptr<const store::Recipe> recipe,
+                   const std::vector<std::size_t>& indexes, RunDone done) override;
 
-  /// Largest Range request of a run of chunks.
+  /// Largest Range request of a run of chunks: bytes, and chunks (several runs of a blob
+  /// then fetch in parallel).
   static constexpr std::uint64_t kRunBytes = 4ULL << 20;
+  static constexpr std::size_t kRunChunks = 16;
 
   /// Fetches the blobs of `ids` that are not whole here and blocks until they are or
   /// `deadline` passes (prefetch before a channel flip). Concurrency is the pool's.
@@ -84,10 +86,11 @@ class Fetcher final : public api::Filler {
   /// Verifies and stores a fetched chunk (asynchronously, within kPutBudget), then
   /// completes its waiters.
   void store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes, const std::string& from);
-  /// Registers `done` for each chunk of [first, first + count) and starts Range fetches
-  /// for the runs this call must fetch (fill_chunk_run, and a blob fill's chunks).
-  void fill_run_at(const std::shared_ptr<const store::Recipe>& recipe, std::size_t first,
-                   std::size_t count, Priority priority, const RunDone& done);
+  /// Registers `done` for each chunk of `indexes` and starts Range fetches for the runs
+  /// this call must fetch (fill_chunks, and a blob fill's chunks).
+  void fill_runs_at(const std::shared_ptr<const store::Recipe>& recipe,
+                    const std::vector<std::size_t>& indexes, Priority priority,
+                    const RunDone& done);
   /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end),
   /// kChecksumMismatch (a body over `max_body`: an upstream that lies about sizes).
   Result<HttpReply> get(HttpClient& client, const std::string& target, std::uint64_t max_body,

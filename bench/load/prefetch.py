@@ -17,10 +17,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOKEN = "bench-sync-token"
@@ -97,8 +99,6 @@ def cpu_seconds(pid):
 
 def timed_get(url):
     """GET with a raw socket: (seconds to the first body byte, seconds to the last, bytes)."""
-    import socket
-    import urllib.parse
     u = urllib.parse.urlparse(url)
     s = socket.create_connection((u.hostname, u.port), timeout=120)
     t0 = time.perf_counter()

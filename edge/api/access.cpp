@@ -144,6 +144,12 @@ std::optional<std::string_view> decide_app(std::string_view path) {
   return app;
 }
 
+bool may_read_app(const Caller& caller, std::string_view app_id) {
+  return caller.role == Role::kAdmin ||
+         std::any_of(caller.apps.begin(), caller.apps.end(),
+                     [&](const std::string& a) { return a == "*" || a == app_id; });
+}
+
 bool writes(bhttp::verb method, std::string_view path) {
   if (method == bhttp::verb::get || method == bhttp::verb::head)
     return false;
@@ -174,9 +180,7 @@ std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
     return forbid("may not list every app: ask for GET " + std::string(kAppsPath) +
                   "/<app_id> of an app it holds");
   }
-  const bool holds = std::any_of(caller.apps.begin(), caller.apps.end(),
-                                 [&](const std::string& a) { return a == "*" || a == app; });
-  if (!holds) {
+  if (!may_read_app(caller, app)) {
     return forbid("may not touch app '" + std::string(app.substr(0, 255)) +
                   "': it is not among the token's apps");
   }

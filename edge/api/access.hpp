@@ -36,6 +36,9 @@ struct Caller {
 /// every role that reads the app may call it), or nullopt for any other path.
 std::optional<std::string_view> decide_app(std::string_view path);
 
+/// True if `caller` may read app `app_id`: an admin, or a token whose apps name it (or "*").
+bool may_read_app(const Caller& caller, std::string_view app_id);
+
 /// True if an admin request may change something: every method but GET and HEAD, except
 /// the dry run of decide_app. Writes are what a viewer is refused and what the audit log
 /// records.

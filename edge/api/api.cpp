@@ -1,6 +1,5 @@
 #include "edge/api/api.hpp"
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -315,22 +314,19 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
 
 Response Api::whoami(const Caller& caller) const {
   const bool read_only = control_ != nullptr && control_->read_only();
-  const bool all = caller.role == Role::kAdmin ||
-                   std::find(caller.apps.begin(), caller.apps.end(), "*") != caller.apps.end();
+  // JSON arrays of strings: `[` then `,"x"` per item; the first comma becomes nothing.
+  const auto add = [](std::string& array, std::string_view item) {
+    array += array.size() > 1 ? ",\"" : "\"";
+    append_json_escaped(array, item);
+    array += '"';
+  };
   std::string apps = "[", visible = "[";
-  for (const auto& a : caller.apps) {
-    apps += apps.size() > 1 ? ",\"" : "\"";
-    append_json_escaped(apps, a);
-    apps += '"';
-  }
+  for (const auto& a : caller.apps)
+    add(apps, a);
   if (control_ != nullptr) {
-    const auto state = control_->snapshot();
-    for (const auto& [id, app] : state->apps()) {
-      if (!all && std::find(caller.apps.begin(), caller.apps.end(), id) == caller.apps.end())
-        continue;
-      visible += visible.size() > 1 ? ",\"" : "\"";
-      append_json_escaped(visible, id);
-      visible += '"';
+    for (const auto& [id, app] : control_->snapshot()->apps()) {
+      if (may_read_app(caller, id))
+        add(visible, id);
     }
   }
   apps += ']';

@@ -58,21 +58,22 @@ std::vector<std::size_t> FillStream::issue_locked() {
 }
 
 void FillStream::request(const std::vector<std::size_t>& slots) {
-  // Adjacent missing chunks go as runs (Range requests on the blob upstream), at most
-  // kRun chunks each so that several run in parallel; the range's first chunk goes alone,
-  // so that its bytes (the response's first) wait for nothing else.
+  if (slots.empty())
+    return;
   const Filler::RunDone done = [self = shared_from_this(), base = chunk0_](
                                    std::size_t index, boost::system::error_code ec) {
     self->on_filled(index - base, ec);
   };
-  for (std::size_t k = 0; k < slots.size();) {
-    std::size_t j = k;
-    while (slots[k] != 0 && j + 1 < slots.size() && slots[j + 1] == slots[j] + 1 &&
-           j + 1 - k < kRun)
-      ++j;
-    filler_.fill_chunk_run(recipe_, chunk0_ + slots[k], j - k + 1, done);
-    k = j + 1;
+  // The filler groups adjacent chunks into Range requests; the range's first chunk goes
+  // alone, so that its bytes (the response's first) wait for nothing else.
+  std::vector<std::size_t> indexes;
+  for (const std::size_t slot : slots) {
+    if (slot == 0)
+      filler_.fill_chunks(recipe_, {chunk0_}, done);
+    else
+      indexes.push_back(chunk0_ + slot);
   }
+  filler_.fill_chunks(recipe_, indexes, done);
 }
 
 void FillStream::on_filled(std::size_t slot, boost::system::error_code ec) {
@@ -94,17 +95,14 @@ void FillStream::next(Ready ready) {
   std::size_t from = 0, to = 0;  // chunks [from, to) of the range go out now
   bool end = false;
   bool parked = false;
+  bool complete_blob = false;
   {
     std::lock_guard lock(mutex_);
     fills = issue_locked();
     if (cursor_ == state_.size()) {
       end = true;
-      if (!completed_ && first_ == 0 && end_ == recipe_->size && !blobs_.recipe(recipe_->id)) {
-        completed_ = true;
-        // Every chunk is here now: the blob's SHA-256 is checked and its recipe stored, so
-        // the next request for it is a plain hit.
-        filler_.fill_blob(recipe_->id, [](boost::system::error_code) {});
-      }
+      complete_blob = !completed_ && first_ == 0 && end_ == recipe_->size;
+      completed_ = true;
     } else if (state_[cursor_] == State::kFailed) {
       failed = error_[cursor_];
     } else if (state_[cursor_] == State::kReady) {
@@ -121,6 +119,11 @@ void FillStream::next(Ready ready) {
     }
   }
   request(fills);
+  if (complete_blob && !blobs_.recipe(recipe_->id)) {
+    // Every chunk is here now: the blob is checked and its recipe stored (fill_blob finds
+    // nothing to fetch), so the next request for it is a plain hit.
+    filler_.fill_blob(recipe_->id, [](boost::system::error_code) {});
+  }
   if (parked)
     return;
   if (end)

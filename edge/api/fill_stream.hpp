@@ -33,7 +33,6 @@ class FillStream final : public BodyStream, public std::enable_shared_from_this<
   Response failure(boost::system::error_code ec) const override;
 
   static constexpr std::size_t kWindow = 64;  ///< chunks filled ahead of the one being sent
-  static constexpr std::size_t kRun = 16;     ///< chunks of one upstream request at most
   static constexpr std::size_t kBatch = 16;   ///< chunks handed out by one next() at most
 
  private:

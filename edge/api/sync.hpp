@@ -69,12 +69,13 @@ class Filler {
   /// The same for one chunk (GET /v1/chunks on a mid-tier edge).
   virtual void fill_chunk(const Sha256& id, Done done) = 0;
   using RunDone = std::function<void(std::size_t index, boost::system::error_code)>;
-  /// Chunks [first, first + count) of `recipe`: the ones no fill fetches already are asked
+  /// Chunks `indexes` (ascending) of `recipe`: the ones no fill fetches already are asked
   /// of the upstream as Range requests on the blob, a run of adjacent chunks per request
-  /// (DESIGN §10: fewer, larger transfers), each chunk verified and stored on its own.
-  /// `done(i, ec)` runs once per index i, on any thread, with fill_chunk's errors.
-  virtual void fill_chunk_run(std::shared_ptr<const store::Recipe> recipe, std::size_t first,
-                              std::size_t count, RunDone done) = 0;
+  /// (DESIGN §10: fewer, larger transfers; at most 16 chunks and 4 MiB a run), each chunk
+  /// verified and stored on its own. `done(i, ec)` runs once per index i, on any thread,
+  /// with fill_chunk's errors.
+  virtual void fill_chunks(std::shared_ptr<const store::Recipe> recipe,
+                           const std::vector<std::size_t>& indexes, RunDone done) = 0;
   using RecipeDone =
       std::function<void(boost::system::error_code, std::shared_ptr<const store::Recipe>)>;
   /// A recipe of blob `id` that can be trusted before its chunks are: the stored one, or

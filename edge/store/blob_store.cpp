@@ -331,33 +331,24 @@ Result<std::vector<Piece>> BlobStore::resolve(const Recipe& recipe, std::uint64_
 }
 
 Result<bool> BlobStore::put_recipe(const Recipe& recipe, bool pinned) {
-  Sha256Hasher hasher;
   std::uint64_t size = 0;
   std::unordered_set<Sha256, Sha256Hash> seen;
-  std::vector<Sha256> needs;
-  if (pinned) {
-    for (const auto& c : recipe.chunks) {
-      size += c.length;
-      if (seen.insert(c.id).second)
-        needs.push_back(c.id);  // the commit checks that each is indexed
-    }
-    if (size != recipe.size)
-      return Errc::kChecksumMismatch;
-  }
+  std::vector<Sha256> needs;  // the commit checks that each is indexed
+  Sha256Hasher hasher;
   for (const auto& c : recipe.chunks) {
-    if (pinned)
-      break;
-    auto body = chunks_.read(c.id);
-    if (!body)
-      return body.error();
-    if (body->size() != c.length)
-      return Errc::kChecksumMismatch;
-    hasher.update(*body);
-    size += body->size();
+    if (!pinned) {
+      auto body = chunks_.read(c.id);
+      if (!body)
+        return body.error();
+      if (body->size() != c.length)
+        return Errc::kChecksumMismatch;
+      hasher.update(*body);
+    }
+    size += c.length;
     if (seen.insert(c.id).second)
       needs.push_back(c.id);
   }
-  if (!pinned && (size != recipe.size || hasher.finish() != recipe.id))
+  if (size != recipe.size || (!pinned && hasher.finish() != recipe.id))
     return Errc::kChecksumMismatch;
   std::promise<std::pair<error_code, bool>> p;
   auto f = p.get_future();

@@ -28,6 +28,13 @@ namespace {
 constexpr std::string_view kCountersKey = "chunk_counters";
 // Background sync: le64 segment, le64 offset: every record before it is durable.
 constexpr std::string_view kWatermarkKey = "chunk_sync_watermark";
+
+std::string encode_watermark(std::uint64_t seg, std::uint64_t end) {
+  std::string v(16, '\0');
+  put_le64(v.data(), seg);
+  put_le64(v.data() + 8, end);
+  return v;
+}
 constexpr std::size_t kEntryBytes = 20;        // le64 segment, le64 record offset, le32 length
 constexpr std::size_t kSegChunkKeyBytes = 16;  // be64 segment, be64 record offset
 constexpr std::size_t kSegChunkValBytes = 36;  // sha256, le32 length
@@ -295,21 +302,27 @@ void ChunkStore::recover() {
     return dropped;
   };
 
-  // Re-verifies the committed records of `seg` in [off, end) (XXH3 and SHA-256 of each):
-  // returns the offset of the first one that fails, or `end`.
-  const auto verify_committed = [&](int fd, std::uint64_t off, std::uint64_t end) {
-    std::vector<std::uint8_t> buf;
+  // The record at `off` if it lies whole before `end` and its header CRC, XXH3 and SHA-256
+  // check out (a torn write fails XXH3; the SHA-256 also rejects a record never verified).
+  std::vector<std::uint8_t> buf;
+  const auto valid_record = [&](int fd, std::uint64_t off,
+                                std::uint64_t end) -> std::optional<RecordHeader> {
     std::array<std::uint8_t, kRecordHeaderBytes> hdr{};
-    while (off + kRecordHeaderBytes <= end) {
-      if (!ring_->read(fd, off, hdr.data(), hdr.size()))
-        return off;
-      auto h = decode_record_header(hdr);
-      if (!h || off + kRecordHeaderBytes + h->length > end)
-        return off;
-      buf.resize(h->length);
-      if (!ring_->read(fd, off + kRecordHeaderBytes, buf.data(), buf.size()) ||
-          !body_matches(*h, buf) || sha256_of(buf) != h->id)
-        return off;
+    if (off + kRecordHeaderBytes > end || !ring_->read(fd, off, hdr.data(), hdr.size()))
+      return std::nullopt;
+    auto h = decode_record_header(hdr);
+    if (!h || off + kRecordHeaderBytes + h->length > end)
+      return std::nullopt;
+    buf.resize(h->length);
+    if (!ring_->read(fd, off + kRecordHeaderBytes, buf.data(), buf.size()) ||
+        !body_matches(*h, buf) || sha256_of(buf) != h->id)
+      return std::nullopt;
+    return *h;
+  };
+  // Re-verifies the committed records of `seg` in [off, end): returns the offset of the
+  // first one that fails, or `end`.
+  const auto verify_committed = [&](int fd, std::uint64_t off, std::uint64_t end) {
+    while (const auto h = valid_record(fd, off, end)) {
       recovery_.bytes_reverified += kRecordHeaderBytes + h->length;
       off += kRecordHeaderBytes + h->length;
     }
@@ -319,21 +332,8 @@ void ChunkStore::recover() {
   // Scans records from `off` to the end of the file; indexes the valid ones that are not
   // indexed yet; truncates the file at the first invalid one. Returns the new end.
   const auto scan_tail = [&](std::uint64_t seg, int fd, std::uint64_t off, std::uint64_t size) {
-    std::vector<std::uint8_t> buf;
-    std::array<std::uint8_t, kRecordHeaderBytes> hdr{};
-    while (off + kRecordHeaderBytes <= size) {
-      if (!ring_->read(fd, off, hdr.data(), hdr.size()))
-        break;
-      auto h = decode_record_header(hdr);
-      if (!h || off + kRecordHeaderBytes + h->length > size)
-        break;
-      buf.resize(h->length);
-      if (!ring_->read(fd, off + kRecordHeaderBytes, buf.data(), buf.size()))
-        break;
-      // A torn write fails XXH3; the SHA-256 check also rejects a record that was never
-      // verified (it costs little: only the uncommitted tail is scanned).
-      if (!body_matches(*h, buf) || sha256_of(buf) != h->id)
-        break;
+    // Only the uncommitted tail is scanned: its SHA-256 checks cost little.
+    while (const auto h = valid_record(fd, off, size)) {
       std::string cur;
       const bool indexed = db.db->Get({}, db.handle(kCfChunks), id_slice(h->id), &cur).ok();
       if (!indexed) {
@@ -508,10 +508,8 @@ void ChunkStore::recover() {
       ::fdatasync(m.file->fd());
   }
   if (open_segment_ != 0) {
-    char v[16];
-    put_le64(v, open_segment_);
-    put_le64(v + 8, segments_[open_segment_].bytes);
-    wb.Put(db.handle(kCfMeta), kWatermarkKey, rocksdb::Slice(v, 16));
+    wb.Put(db.handle(kCfMeta), kWatermarkKey,
+           encode_watermark(open_segment_, segments_[open_segment_].bytes));
   } else {
     wb.Delete(db.handle(kCfMeta), kWatermarkKey);
   }
@@ -625,12 +623,9 @@ void ChunkStore::sync_loop() {
       spdlog::error("store: background sync of segment {}: {}", req.seg, errno_text(errno));
       continue;
     }
-    char v[16];
-    put_le64(v, req.seg);
-    put_le64(v + 8, req.end);
     auto& db = db_.impl();
     rocksdb::WriteBatch wb;
-    wb.Put(db.handle(kCfMeta), kWatermarkKey, rocksdb::Slice(v, 16));
+    wb.Put(db.handle(kCfMeta), kWatermarkKey, encode_watermark(req.seg, req.end));
     // Synced: it also makes every index entry written before it durable.
     if (auto ec = db.write(wb, true, false))
       spdlog::error("store: recording the sync watermark: {}", ec.message());

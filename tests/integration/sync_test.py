@@ -564,6 +564,18 @@ def main():
         headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
         return int(lines[0].split()[1]), headers, rest
 
+    def fake_edge(fake):
+        """An edge of `fake`, once it has the fake's release."""
+        e = edge(fake.url)
+        wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
+        return e
+
+    def open_get(node, blob_id):
+        """A raw GET of a blob: (socket, status, headers, body bytes read with the head)."""
+        s = socket.create_connection(("127.0.0.1", node.port), timeout=15)
+        s.sendall(("GET /v1/blobs/%s/app.zip HTTP/1.1\r\nHost: x\r\n\r\n" % blob_id).encode())
+        return (s,) + read_head(s)
+
     def read_until(sock, have, n, timeout=15):
         sock.settimeout(timeout)
         while len(have) < n:
@@ -578,11 +590,8 @@ def main():
         # that chunk while the fill is still running, then the rest, byte-exact.
         fake = FakeUpstream([100_000, 200_000, 150_000, 120_000, 80_000], hold=4)
         try:
-            e = keep(edge(fake.url))
-            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
-            s = socket.create_connection(("127.0.0.1", e.port), timeout=15)
-            s.sendall(("GET /v1/blobs/%s/app.zip HTTP/1.1\r\nHost: x\r\n\r\n" % fake.blob_id).encode())
-            status, headers, body = read_head(s)
+            e = keep(fake_edge(fake))
+            s, status, headers, body = open_get(e, fake.blob_id)
             assert status == 200 and int(headers["content-length"]) == len(fake.blob), (status, headers)
             before_held = fake.start(4)
             body = read_until(s, body, before_held)
@@ -606,11 +615,8 @@ def main():
         # byte of chunk 2; then the connection is cut. Nothing bad is stored.
         fake = FakeUpstream([90_000, 110_000, 100_000, 70_000], corrupt=2)
         try:
-            e = keep(edge(fake.url))
-            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
-            s = socket.create_connection(("127.0.0.1", e.port), timeout=15)
-            s.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % fake.blob_id).encode())
-            status, headers, body = read_head(s)
+            e = keep(fake_edge(fake))
+            s, status, headers, body = open_get(e, fake.blob_id)
             assert status == 200 and int(headers["content-length"]) == len(fake.blob)
             body = read_until(s, body, len(fake.blob))
             s.close()
@@ -630,8 +636,7 @@ def main():
     def t_stream_cold_range_fetches_its_chunks():
         fake = FakeUpstream([60_000, 70_000, 80_000, 90_000, 100_000])
         try:
-            e = keep(edge(fake.url))
-            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
+            e = keep(fake_edge(fake))
             first, last = fake.start(2) + 10, fake.start(3) + 5  # ends 6 bytes into chunk 3
             st, _, got = curl("-r", "%d-%d" % (first, last), "%s/v1/blobs/%s" % (e.url, fake.blob_id))
             assert st == 206 and got == fake.blob[first:last + 1]
@@ -647,11 +652,8 @@ def main():
         # serves the blob byte-exact (what it kept is verified; the rest fills again).
         fake = FakeUpstream([100_000, 100_000, 100_000, 100_000], hold=3)
         try:
-            e = edge(fake.url)
-            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
-            s = socket.create_connection(("127.0.0.1", e.port), timeout=15)
-            s.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % fake.blob_id).encode())
-            status, _, body = read_head(s)
+            e = fake_edge(fake)
+            s, status, _, body = open_get(e, fake.blob_id)
             body = read_until(s, body, fake.start(3))
             assert status == 200 and body[:fake.start(3)] == fake.blob[:fake.start(3)]
             e.kill()
