@@ -564,18 +564,26 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   // Hashes of the day markers this batch puts (a late event must not count a device twice
   // before the batch is written).
   std::unordered_set<std::uint64_t> markers;
-  // Counts a device for `day_text` (and the release it runs) and leaves its marker for
-  // late events; `late`: an event of an earlier day than the device's last, counted only
-  // if its marker says it was not.
+  // A day marker says a device was counted that day, for late events. The device's current
+  // day is in the device table, so its marker is only written once the device moves past
+  // it (or a late event counts it): a new device costs one put fewer.
+  const auto put_marker = [&](const std::string& marker) {
+    markers.insert(device_hash(marker));
+    wb.Put(d.handle(kCfDaily), marker, one);
+  };
+  // Counts a device for `day_text` (and the release it runs); `late`: an event of an
+  // earlier day than the device's current one, counted only if its marker says it was not.
   const auto count_day = [&](const Checkin& c, const std::string& day_text,
                              const std::string& version, bool late) {
     const std::string marker = join({"\x01" + c.app_id, day_text, c.device_id});
-    std::string v;
-    if (!markers.insert(device_hash(marker)).second && late)
-      return;  // this batch counted it already
-    if (late && d.db->Get({}, d.handle(kCfDaily), marker, &v).ok())
-      return;  // counted that day already (its release too, but for a change of release)
-    wb.Put(d.handle(kCfDaily), marker, one);
+    if (late) {
+      std::string v;
+      if (markers.contains(device_hash(marker)))
+        return;  // this batch counted it already
+      if (d.db->Get({}, d.handle(kCfDaily), marker, &v).ok())
+        return;  // counted that day already (its release too, but for a change of release)
+      put_marker(marker);
+    }
     bump({c.app_id, day_text, "D", ""});
     if (!version.empty())
       bump({c.app_id, day_text, "v", version});
@@ -684,6 +692,10 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       const auto dn = static_cast<std::int32_t>(floor_div(c.time_ms, kDayMs));
       const std::uint32_t vh = version.empty() ? 0 : version_hash(version);
       if (dn > e.day) {
+        if (e.day != INT32_MIN) {
+          // Leaving the day the device was counted on: its marker, for late events of it.
+          put_marker(join({"\x01" + c.app_id, utc_day(std::int64_t{e.day} * kDayMs), c.device_id}));
+        }
         e.day = dn;
         e.version = vh;
         count_day(c, day, version, false);

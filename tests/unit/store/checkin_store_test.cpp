@@ -294,6 +294,44 @@ TEST(CheckinStore, AFullOutboxDropsTheOldestAndCountsThem) {
   EXPECT_EQ(batch.checkins.back().device_id, "dev-39") << "the newest are kept";
 }
 
+// A device's current day lives in the device table; its day marker is written once the
+// device moves past that day. Late events must still count each device once a day: in the
+// batch that moves the device on, and after a restart (the table rebuilt from disk).
+TEST(CheckinStore, DistinctDevicesPerDayAcrossOneBatchAndARestart) {
+  TempDir tmp;
+  constexpr std::int64_t kDay3 = kDay2 + 86'400'000;
+  const auto checkin = [](std::string dev, std::int64_t t) {
+    return Checkin{"com.a.b", std::move(dev), "ios", "1.0.0", "1.0.0", "updates", "", t};
+  };
+  {
+    auto db = Database::open(tmp.path() / "db");
+    CheckinStore s(*db, keep_all());
+    s.record(checkin("d1", kDay1 + 1));
+    s.record(checkin("d2", kDay1 + 1));
+    s.flush();
+    // One batch: d1 moves to day 2, then a late day-1 event of it.
+    s.record(checkin("d1", kDay2 + 1));
+    s.record(checkin("d1", kDay1 + 2));
+    s.flush();
+  }
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, keep_all());
+  // After the restart: d2 (counted on day 1, never moved on) moves to day 3, then late
+  // events of day 1 (counted) and day 2 (not counted yet) arrive.
+  s.record(checkin("d2", kDay3 + 1));
+  s.flush();
+  s.record(checkin("d2", kDay1 + 3));
+  s.record(checkin("d2", kDay2 + 3));
+  s.record(checkin("d2", kDay2 + 4));
+  s.record(checkin("d1", kDay1 + 4));
+  s.flush();
+  auto a = s.analytics("com.a.b", kDay1, kDay3 + 86'400'000 - 1);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->days.at("2025-11-26").devices, 2U) << "d1 and d2, each once";
+  EXPECT_EQ(a->days.at("2025-11-27").devices, 2U) << "d1, and d2's late events once";
+  EXPECT_EQ(a->days.at("2025-11-28").devices, 1U);
+}
+
 TEST(CheckinStore, HourlyBucketsDistinctDevicesAndReleasesPerDay) {
   TempDir tmp;
   auto db = Database::open(tmp.path() / "db");
