@@ -1,6 +1,7 @@
 // The /updates decision (capgo-protocol.md §5) in ns/op, over an app with 20 channels and a
 // rollout, rotating device ids (BM_Decide: the pure engine), and the whole endpoint without
-// HTTP (BM_UpdatesEndpoint: body parsing and validation, decision, answer).
+// HTTP (BM_UpdatesEndpoint: body parsing and validation, decision, answer), and the check-in
+// behind it (BM_CheckinRecord).
 #include <filesystem>
 #include <map>
 #include <string>
@@ -12,6 +13,7 @@
 #include "edge/api/device.hpp"
 #include "edge/control/decision.hpp"
 #include "edge/store/blob_store.hpp"
+#include "edge/store/checkin_store.hpp"
 #include "edge/store/chunk_store.hpp"
 #include "edge/store/database.hpp"
 #include "edge/store/state_store.hpp"
@@ -137,5 +139,47 @@ void BM_UpdatesEndpoint(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_UpdatesEndpoint);
+
+}  // namespace
+
+// The check-in behind every /updates answer, as the device path records it on an origin
+// (record() without a durable callback: group-committed by the writer thread): a new device
+// per check-in, one app, one day, as bench/load/updates.lua sends them. Real time per
+// check-in, the queue drained at the end: the writer's cost (the RocksDB batch with the raw
+// log, the device's last check-in, its timeline and the day's counters).
+namespace {
+
+void BM_CheckinRecord(benchmark::State& state) {
+  namespace store = edge::store;
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("checkin-bench-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    auto db = store::Database::open(dir / "db");
+    store::CheckinStore checkins(*db);
+    const std::int64_t now = 1'780'000'000'000;
+    constexpr std::uint64_t kCheckins = 200'000;
+    std::uint64_t n = 0;
+    for (auto _ : state) {
+      for (std::uint64_t i = 0; i < kCheckins; ++i, ++n) {
+        store::Checkin c;
+        c.app_id = "com.bench.app";
+        c.device_id = "0a1b2c3d-1111-4222-8333-" + std::to_string(100000000000 + n);
+        c.platform = "android";
+        c.version_name = "builtin";
+        c.version_build = "1.0.0";
+        c.action = "updates";
+        c.decision = "update";
+        c.plugin_version = "8.51.23";
+        c.time_ms = now + static_cast<std::int64_t>(n / 64);
+        checkins.record(std::move(c));
+      }
+      checkins.flush();  // the writer's work is the figure
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(n));
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_CheckinRecord)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

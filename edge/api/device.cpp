@@ -1,10 +1,13 @@
 #include "edge/api/device.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <functional>
+#include <memory>
 
 #include <boost/json.hpp>
 
@@ -214,20 +217,49 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
   }
 
   const auto& doc = app->releases.at(d.release->name);
+  const bool metadata = app->settings.expose_metadata && supports_metadata(req.plugin_version);
+  // An update's answer depends on the release and three flags only: it is built once per
+  // control snapshot and io thread, then copied (building it was a fifth of this path).
+  struct Answer {
+    std::weak_ptr<const control::ControlState> state;  // owner identity, not ownership
+    const DeviceApi* api = nullptr;
+    const void* doc = nullptr;
+    unsigned flags = 0;
+    std::string body;
+  };
+  thread_local std::array<Answer, 4> answers;
+  const unsigned flags =
+      (d.send_zip ? 1U : 0U) | (d.send_manifest ? 2U : 0U) | (metadata ? 4U : 0U);
+  Answer& slot = answers[(std::hash<const void*>{}(&doc) ^ flags) & 3U];
+  // `state` is held here: the same owner means the same live snapshot, so `doc` is too.
+  const bool hit = slot.api == this && slot.doc == &doc && slot.flags == flags &&
+                   !slot.state.owner_before(state) && !state.owner_before(slot.state);
+  if (!hit) {
+    slot.body = update_answer(doc, d.release->name, d.send_zip, d.send_manifest, metadata);
+    slot.state = state;
+    slot.api = this;
+    slot.doc = &doc;
+    slot.flags = flags;
+  }
+  return make_json_response(200, slot.body, Route::kUpdates);
+}
+
+std::string DeviceApi::update_answer(const control::ReleaseDoc& doc, const std::string& name,
+                                     bool send_zip, bool send_manifest, bool metadata) const {
   JsonObjectWriter out;
-  out.string("version", d.release->name);
+  out.string("version", name);
   // Without the zip (delta format, manifest-only release) the url is still a syntactically
   // valid one, as plugins require (§2.4 item 6).
   std::string url = public_url_;
-  if (d.send_zip) {
-    url += "/v1/blobs/" + doc.zip->hex() + "/" + encode_path(d.release->name) + ".zip";
+  if (send_zip) {
+    url += "/v1/blobs/" + doc.zip->hex() + "/" + encode_path(name) + ".zip";
   } else {
     url += "/v1/blobs/no-zip/no.zip";
   }
   out.string("url", url);
   out.string("session_key", doc.session_key);
   out.string("checksum", doc.checksum);
-  if (d.send_manifest) {
+  if (send_manifest) {
     std::string manifest = "[";
     for (const auto& m : doc.manifest) {
       if (manifest.size() > 1)
@@ -242,13 +274,13 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
     manifest += ']';
     out.raw("manifest", manifest);
   }
-  if (app->settings.expose_metadata && supports_metadata(req.plugin_version)) {
+  if (metadata) {
     if (!doc.link.empty())
       out.string("link", doc.link);
     if (!doc.comment.empty())
       out.string("comment", doc.comment);
   }
-  return make_json_response(200, std::move(out).finish(), Route::kUpdates);
+  return std::move(out).finish();
 }
 
 }  // namespace edge::api

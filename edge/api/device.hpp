@@ -61,6 +61,9 @@ class DeviceApi {
   Response updates_now(bool post, std::string_view body, std::vector<store::Checkin>& pending,
                        std::string* why = nullptr) const;
   Response stats_now(bool post, std::string_view body, std::vector<store::Checkin>& pending) const;
+  /// The JSON answer that sends release `name` (`doc`) to a device.
+  std::string update_answer(const control::ReleaseDoc& doc, const std::string& name, bool send_zip,
+                            bool send_manifest, bool metadata) const;
   /// Records `pending` and answers `r` (after the commit when durable_).
   Response record_then(Response r, std::vector<store::Checkin> pending) const;
   /// A deferred /channel_self answer: {"status":"ok"} once the override write is durable,
