@@ -5,8 +5,11 @@
 # and the sendfile-vs-copy ratio. Everything runs on 127.0.0.1 and stops by itself.
 #
 # Usage: bench/load/compare-nginx.sh [--binary PATH] [--duration SECONDS] [--connections N]
-#                                    [--threads N] [--updates-only] [--https | --https-only]
+#                                    [--threads N] [--updates-only] [--rounds N]
+#                                    [--https | --https-only]
 # --updates-only: just the tiny and /updates rows (for before/after runs of the device path).
+# --rounds N: each row measured N times, nginx then ours back to back; the table shows the
+#   round with the median CPU/resp ratio (default 1, 3 with --updates-only).
 # --https: also the HTTPS rows (issue #11): both servers on one self-signed EC P-256
 #   certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 only, keep-alive, same files: 64 KiB
 #   GET, 1 MiB GET, 64 KiB Range, tiny, and a row with a new connection (a full handshake)
@@ -21,6 +24,7 @@ DURATION=10
 CONNS=32
 THREADS=1
 UPDATES_ONLY=0
+ROUNDS=""
 HTTPS=0
 PLAIN=1
 while [ $# -gt 0 ]; do
@@ -30,11 +34,15 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --updates-only) UPDATES_ONLY=1; shift ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --https) HTTPS=1; shift ;;
     --https-only) HTTPS=1; PLAIN=0; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
+# --updates-only is the before/after run of the device path: three rounds unless told.
+[ -n "$ROUNDS" ] || { [ "$UPDATES_ONLY" = 1 ] && ROUNDS=3 || ROUNDS=1; }
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive integer, not '$ROUNDS'" >&2; exit 2; }
 [ -x "$BIN" ] || { echo "no binary at $BIN: cmake --preset release && cmake --build --preset release" >&2; exit 2; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx: tools/setup.sh" >&2; exit 2; }
 
@@ -165,11 +173,20 @@ measure() {  # $1 pid, $2 url, rest: extra wrk args
 
 ROWS=()
 row() {  # $1 label, $2 our url, $3 nginx url, rest: wrk args
+  # ROUNDS pairs (nginx, then ours, back to back); the row is the pair with the median
+  # CPU/resp ratio: on a shared machine, a pair measured minutes apart says more about the
+  # neighbours than about the servers.
   local label=$1 ours=$2 theirs=$3; shift 3
-  local n e
-  n=$(measure "$NGINX_PID" "$theirs" "$@")
-  e=$(measure "$EDGE_PID" "$ours" "$@")
-  ROWS+=("$label|$e|$n")
+  local n e i pairs=()
+  for i in $(seq "$ROUNDS"); do
+    n=$(measure "$NGINX_PID" "$theirs" "$@")
+    e=$(measure "$EDGE_PID" "$ours" "$@")
+    pairs+=("$(awk -v e="${e##* }" -v n="${n##* }" 'BEGIN {printf "%.4f", e / n}')|$e|$n")
+    if [ "$ROUNDS" -gt 1 ]; then echo "  $label, round $i: CPU/resp ours ${e##* } µs, nginx ${n##* } µs" >&2; fi
+  done
+  local median
+  median=$(printf '%s\n' "${pairs[@]}" | sort -t'|' -k1,1 -g | sed -n "$(((ROUNDS + 1) / 2))p")
+  ROWS+=("$label|${median#*|}")
   echo "measured: $label" >&2
 }
 
@@ -213,7 +230,7 @@ if [ "$UPDATES_ONLY" = 0 ] && [ "$PLAIN" = 1 ]; then
 fi
 
 echo
-echo "$(date -u +%F) $(nproc) cores, $(uname -r), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk -t1 -c$CONNS -d${DURATION}s, server threads=$THREADS"
+echo "$(date -u +%F) $(nproc) cores, $(uname -r), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk -t1 -c$CONNS -d${DURATION}s, server threads=$THREADS, rounds=$ROUNDS (median CPU ratio)"
 if [ -n "$TLS_PATH" ]; then
   echo "HTTPS: TLS 1.3, TLS_AES_128_GCM_SHA256, EC P-256 certificate, $(openssl version | cut -d' ' -f1-2); our TLS connections by send path: $TLS_PATH (kernel ULPs: $(cat /proc/sys/net/ipv4/tcp_available_ulp))"
 fi
