@@ -1,6 +1,8 @@
 #include "edge/core/utf8.hpp"
 
 #include <cctype>
+#include <cstdint>
+#include <cstring>
 
 namespace edge {
 
@@ -44,6 +46,15 @@ std::size_t utf8_sequence_length(std::string_view s) noexcept {
 
 bool valid_utf8(std::string_view s) noexcept {
   while (!s.empty()) {
+    // ASCII, 8 bytes at a time (device ids, versions, names: nearly every byte checked).
+    if (s.size() >= 8) {
+      std::uint64_t word = 0;
+      std::memcpy(&word, s.data(), 8);
+      if ((word & 0x8080808080808080ULL) == 0) {
+        s.remove_prefix(8);
+        continue;
+      }
+    }
     const std::size_t n = utf8_sequence_length(s);
     if (n == 0)
       return false;

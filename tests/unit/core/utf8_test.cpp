@@ -1,5 +1,7 @@
 #include "edge/core/utf8.hpp"
 
+#include <string>
+
 #include <gtest/gtest.h>
 
 namespace edge {
@@ -19,6 +21,16 @@ TEST(Utf8, SequencesFollowRfc3629) {
   EXPECT_TRUE(valid_utf8(""));
   EXPECT_TRUE(valid_utf8("caf\xc3\xa9 \xe2\x82\xac"));
   EXPECT_FALSE(valid_utf8("caf\xc3"));
+  // Long ASCII runs are checked 8 bytes at a time: a bad byte at any offset is still found.
+  for (std::size_t at = 0; at < 24; ++at) {
+    std::string s(24, 'a');
+    s[at] = '\xff';
+    EXPECT_FALSE(valid_utf8(s)) << "bad byte at " << at;
+    s[at] = '\x7f';
+    EXPECT_TRUE(valid_utf8(s));
+  }
+  EXPECT_TRUE(valid_utf8("0a1b2c3d-1111-4222-8333-\xc3\xa9-444455556666"));
+  EXPECT_FALSE(valid_utf8("0a1b2c3d-1111-4222-8333-\xed\xa0\x80-444455556666"));  // surrogate
 }
 
 TEST(Utf8, ClampNeverSplitsACharacter) {
