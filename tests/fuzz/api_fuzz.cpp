@@ -106,9 +106,13 @@ Stack& stack() {
   static Stack* s = new Stack();  // lives for the process: libFuzzer never returns
   static const bool cleanup = [] {
     // The temporary store goes with the process (the replay main and libFuzzer both exit).
+    // The stack is torn down first: its store and writer threads must have stopped before
+    // the static objects they use are destroyed, and before the directory goes.
     std::atexit([] {
+      const auto dir = s->dir;
+      delete s;
       std::error_code ec;
-      std::filesystem::remove_all(s->dir, ec);
+      std::filesystem::remove_all(dir, ec);
     });
     return true;
   }();
