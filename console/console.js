@@ -452,7 +452,7 @@ async function dashboardView(query) {
         runningSeries.length ? chart("chart-running", labels, runningSeries, "line") : emptyState("No check-ins in this range."))),
     channels.channels.length === 0
       ? h("div", { class: "panel" }, emptyState("This app has no channel yet: devices get no_channel until one is public.",
-        "bundle-edge-ctl channel set " + state.app + " production --release 1.0.0 --public true"))
+        "bundle-edge-ctl channel set " + state.app + " production --release 1.0.0 --public"))
       : null);
 }
 
@@ -605,7 +605,7 @@ async function channelsView() {
       h("td", {}, h("a", { href: appLink("channels", c.name) }, c.name)),
       h("td", {}, c.release || badge("builtin")), h("td", {}, c.public ? badge("public", "ok") : "no"),
       h("td", {}, c.update_package || "all"), h("td", {}, channelSummary(c)))))))
-    : emptyState("No channels yet: devices get no_channel until a public one exists.", `bundle-edge-ctl channel set ${state.app} production --release 1.0.0 --public true`);
+    : emptyState("No channels yet: devices get no_channel until a public one exists.", `bundle-edge-ctl channel set ${state.app} production --release 1.0.0 --public`);
   return h("div", {}, h("h1", {}, "Channels"), table, create);
 }
 

@@ -7,8 +7,11 @@ Chromium driven by chromedriver (python3-selenium), against a real origin and ed
 Usage: console_test.py <path-to-bundle-edge>"""
 import json
 import os
+import shlex
+import subprocess
 import sys
 import time
+import zipfile
 
 # Debian's python3-selenium lives in the system interpreter's dist-packages; a pyenv or
 # venv interpreter running this file finds it there too (pure Python).
@@ -24,6 +27,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from harness import BINARY, TMP, Node, admin, check, curl, header, run, sha, upload, wait_for
+
+CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bundle-edge-ctl")
 
 TOKEN = "console-sync-secret"
 APP = "com.example.console"
@@ -388,6 +393,39 @@ def main():
             e.wait_text("#read-only-note", "edge")
             assert not e.has("#save-channel")
 
+        def empty_states():
+            # A new app with nothing in it: every page says so and gives the next step.
+            empty = "com.example.empty"
+            commands = {}
+            st, _ = admin(origin, "PUT", "/v1/admin/apps/" + empty, {})
+            assert st in (200, 201), st
+            c.sign_in(origin.token)
+            c.wait("#summary")
+            for page, text, hint in (
+                    ("dashboard", "No check-ins in this range yet", None),
+                    ("releases", "No releases yet. Publish one:", "bundle-edge-ctl publish --app " + empty),
+                    ("channels", "No channels yet", "bundle-edge-ctl channel set " + empty),
+                    ("devices", "No device has checked in yet.", None)):
+                c.open("#/app/%s/%s" % (empty, page))
+                c.wait_text(".empty", text)
+                if hint:
+                    c.wait_text(".empty code", hint)
+                    commands[page] = c.d.find_element(By.CSS_SELECTOR, ".empty code").text
+                c.shot("empty-" + page)
+            # The next steps the pages give work as printed: publish, then the channel.
+            work = os.path.join(TMP, "empty-app")
+            os.makedirs(work, exist_ok=True)
+            with zipfile.ZipFile(os.path.join(work, "bundle.zip"), "w") as z:
+                z.writestr("index.html", "<html>empty no more</html>")
+            env = dict(os.environ, BUNDLE_EDGE_URL=origin.admin_url, BUNDLE_EDGE_TOKEN=origin.token)
+            for page in ("releases", "channels"):
+                argv = shlex.split(commands[page])
+                assert argv[0] == "bundle-edge-ctl", argv
+                out = subprocess.run([CTL, *argv[1:]], cwd=work, env=env, capture_output=True, text=True)
+                assert out.returncode == 0, (commands[page], out.stdout, out.stderr)
+            st, ch = admin(origin, "GET", "/v1/admin/apps/%s/channels/production" % empty)
+            assert st == 200 and ch["release"] == "1.0.0" and ch["public"] is True, (st, ch)
+
         check("console static files", static_files)
         check("whoami and release files API", whoami_and_release_files)
         check("a wrong token shows the API's message", wrong_token)
@@ -402,6 +440,7 @@ def main():
         check("a viewer sees no write controls", viewer_sees_no_write_controls)
         check("phone-width layout", phone_layout)
         check("an edge's console is read-only", edge_console_is_read_only)
+        check("an empty app's pages say what to do next", empty_states)
         print("screenshots in " + ARTIFACTS)
     finally:
         driver.quit()
