@@ -222,7 +222,7 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
   // control snapshot and io thread, then copied (building it was a fifth of this path).
   struct Answer {
     std::weak_ptr<const control::ControlState> state;  // owner identity, not ownership
-    const DeviceApi* api = nullptr;
+    std::uint64_t api = 0;                             // DeviceApi::instance_
     const void* doc = nullptr;
     unsigned flags = 0;
     std::string body;
@@ -232,16 +232,21 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
       (d.send_zip ? 1U : 0U) | (d.send_manifest ? 2U : 0U) | (metadata ? 4U : 0U);
   Answer& slot = answers[(std::hash<const void*>{}(&doc) ^ flags) & 3U];
   // `state` is held here: the same owner means the same live snapshot, so `doc` is too.
-  const bool hit = slot.api == this && slot.doc == &doc && slot.flags == flags &&
+  const bool hit = slot.api == instance_ && slot.doc == &doc && slot.flags == flags &&
                    !slot.state.owner_before(state) && !state.owner_before(slot.state);
   if (!hit) {
     slot.body = update_answer(doc, d.release->name, d.send_zip, d.send_manifest, metadata);
     slot.state = state;
-    slot.api = this;
+    slot.api = instance_;
     slot.doc = &doc;
     slot.flags = flags;
   }
   return make_json_response(200, slot.body, Route::kUpdates);
+}
+
+std::uint64_t DeviceApi::next_instance() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::string DeviceApi::update_answer(const control::ReleaseDoc& doc, const std::string& name,

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -76,6 +77,9 @@ class DeviceApi {
   store::CheckinStore* checkins_;
   const store::BlobStore* blobs_;
   bool durable_ = false;
+  /// Tells this object's cached answers from another's (an address can be reused).
+  std::uint64_t instance_ = next_instance();
+  static std::uint64_t next_instance();
 };
 
 /// Percent-encodes a manifest file name for a URL path, keeping '/' and RFC 3986 unreserved.
