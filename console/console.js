@@ -442,7 +442,9 @@ async function dashboardView(query) {
     h("div", { class: "grid" },
       h("section", { class: "panel" }, h("h2", {}, "Check-ins by action"),
         h("p", { class: "muted small" }, "get: update checks (/updates); installed: set events; failed: *_fail, checksum_required, session_key_required"),
-        chart("chart-actions", labels, actionSeries, "stack")),
+        actionSeries.some((sr) => total(sr) > 0)
+          ? chart("chart-actions", labels, actionSeries, "stack")
+          : emptyState("No check-ins in this range.")),
       h("section", { class: "panel" }, h("h2", {}, "Active devices by release (per day)"),
         deviceSeries.length ? chart("chart-devices", dayKeys, deviceSeries, "line") : emptyState("No devices seen in this range.")),
       h("section", { class: "panel" }, h("h2", {}, "Failure rate per release"),
