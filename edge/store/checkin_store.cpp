@@ -4,6 +4,7 @@
 #include <charconv>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_set>
@@ -104,6 +105,40 @@ std::uint64_t device_hash(std::string_view seen_key) {
 
 std::uint32_t version_hash(std::string_view v) {
   return static_cast<std::uint32_t>(XXH3_64bits(v.data(), v.size())) | 1;  // 0: none counted
+}
+
+// The value of the last put of `key` into column family `cf` in `wb`, if any.
+std::optional<std::string> last_put(const rocksdb::WriteBatch& wb, std::uint32_t cf,
+                                    std::string_view key) {
+  struct Finder : rocksdb::WriteBatch::Handler {
+    std::uint32_t cf = 0;
+    std::string_view key;
+    std::optional<std::string> value;
+    rocksdb::Status PutCF(std::uint32_t id, const rocksdb::Slice& k,
+                          const rocksdb::Slice& v) override {
+      if (id == cf && k.ToStringView() == key)
+        value = v.ToString();
+      return rocksdb::Status::OK();
+    }
+    // Whatever else a batch holds is skipped (the defaults refuse non-default families).
+    rocksdb::Status DeleteCF(std::uint32_t, const rocksdb::Slice&) override {
+      return rocksdb::Status::OK();
+    }
+    rocksdb::Status SingleDeleteCF(std::uint32_t, const rocksdb::Slice&) override {
+      return rocksdb::Status::OK();
+    }
+    rocksdb::Status DeleteRangeCF(std::uint32_t, const rocksdb::Slice&,
+                                  const rocksdb::Slice&) override {
+      return rocksdb::Status::OK();
+    }
+    rocksdb::Status MergeCF(std::uint32_t, const rocksdb::Slice&, const rocksdb::Slice&) override {
+      return rocksdb::Status::OK();
+    }
+  } finder;
+  finder.cf = cf;
+  finder.key = key;
+  (void)wb.Iterate(&finder);
+  return finder.value;
 }
 
 }  // namespace
@@ -667,16 +702,36 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       const std::uint32_t slot = ring > 0 ? e.events % ring : 0;
       if (to_timeline)
         ++e.events;
-      if (target) {
+      // A late event (an earlier day than the device's current one: relayed by an edge that
+      // was cut off) goes to the timeline and the counters of its own hour and day, but the
+      // device's row keeps its newest state; only the ring position in it moves on (a
+      // restart resumes the ring from it, and the device table's day from its time).
+      const auto dn = static_cast<std::int32_t>(floor_div(c.time_ms, kDayMs));
+      const bool late = e.day != INT32_MIN && dn < e.day;
+      if (late) {
+        if (to_timeline) {
+          // The row as this batch left it (rare: the device wrote earlier in the batch),
+          // else as stored.
+          std::optional<std::string> row;
+          if (running.contains(seen_key))
+            row = last_put(wb, d.handle(kCfDeviceSeen)->GetID(), seen_key);
+          if (std::string v; !row && d.db->Get({}, d.handle(kCfDeviceSeen), seen_key, &v).ok())
+            row = std::move(v);
+          if (auto newest = row ? decode(*row) : std::nullopt)
+            wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(*newest, e.events));
+        }
+      } else if (target) {
         Checkin seen = c;
         seen.version_name = version;
         wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(seen, e.events));
-        if (!c.version_name.empty())
-          bump({c.app_id, hour, "t", c.version_name, c.action});
       } else {
         wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(c, e.events));
         running[seen_key] = c.version_name;
-        if (!c.version_name.empty()) {
+      }
+      if (!c.version_name.empty()) {
+        if (target) {
+          bump({c.app_id, hour, "t", c.version_name, c.action});
+        } else {
           bump({c.app_id, hour, "r", c.version_name});
           if (c.action == "set")
             bump({c.app_id, hour, "i", c.version_name});
@@ -689,7 +744,6 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       }
       // Distinct devices per day (and per release that day), from the device table: a
       // device's first event of a day counts it, and leaves its marker for late events.
-      const auto dn = static_cast<std::int32_t>(floor_div(c.time_ms, kDayMs));
       const std::uint32_t vh = version.empty() ? 0 : version_hash(version);
       if (dn > e.day) {
         if (e.day != INT32_MIN) {

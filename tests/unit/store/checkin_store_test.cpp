@@ -332,6 +332,46 @@ TEST(CheckinStore, DistinctDevicesPerDayAcrossOneBatchAndARestart) {
   EXPECT_EQ(a->days.at("2025-11-28").devices, 1U);
 }
 
+// A late event (an earlier day than the device's current one, relayed by an edge that was cut
+// off) joins the device's timeline and its own day's counts, but does not set the device back:
+// its row keeps the newest version and time, in a later batch and in the same batch, and after
+// a restart the device is not counted twice on its current day nor its timeline overwritten.
+TEST(CheckinStore, ALateEventDoesNotSetTheDeviceBack) {
+  TempDir tmp;
+  const auto checkin = [](std::string dev, std::string version, std::string action,
+                          std::int64_t t) {
+    return Checkin{"com.a.b", std::move(dev),    "ios", std::move(version),
+                   "1.0.0",   std::move(action), "",    t};
+  };
+  {
+    auto db = Database::open(tmp.path() / "db");
+    CheckinStore s(*db, keep_all());
+    s.record(checkin("d1", "2.0.0", "updates", kDay2 + 10));
+    s.flush();
+    s.record(checkin("d1", "1.0.0", "get", kDay1 + 10));  // late, a batch of its own
+    s.record(checkin("d2", "2.0.0", "updates", kDay2 + 20));
+    s.record(checkin("d2", "1.0.0", "get", kDay1 + 20));  // late, same batch
+    s.flush();
+    for (const char* dev : {"d1", "d2"}) {
+      auto last = s.last("com.a.b", dev);
+      ASSERT_TRUE(last && *last) << dev;
+      EXPECT_EQ((*last)->version_name, "2.0.0") << dev;
+      EXPECT_GE((*last)->time_ms, kDay2) << dev;
+      EXPECT_EQ(s.timeline("com.a.b", dev, 10)->size(), 2U) << dev;
+    }
+  }
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, keep_all());
+  s.record(checkin("d1", "2.0.0", "download_0", kDay2 + 30));
+  s.flush();
+  auto a = s.analytics("com.a.b", kDay1, kDay2 + 86'400'000 - 1);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->days.at("2025-11-27").devices, 2U) << "d1 and d2 once each on their current day";
+  EXPECT_EQ(a->days.at("2025-11-26").devices, 2U) << "their late events count on their day";
+  EXPECT_EQ(a->hours.at("2025-11-26T00").releases.at("1.0.0"), 2U);
+  EXPECT_EQ(s.timeline("com.a.b", "d1", 10)->size(), 3U) << "the ring resumed past the late event";
+}
+
 TEST(CheckinStore, HourlyBucketsDistinctDevicesAndReleasesPerDay) {
   TempDir tmp;
   auto db = Database::open(tmp.path() / "db");
