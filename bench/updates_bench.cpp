@@ -24,6 +24,19 @@ namespace {
 
 using namespace edge::control;
 
+// A fresh directory under the system temp dir for one benchmark's stores, removed after
+// them (declare it before the stores).
+struct BenchDir {
+  std::filesystem::path path;
+  explicit BenchDir(const std::string& prefix)
+      : path(std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(path);
+  }
+  ~BenchDir() { std::filesystem::remove_all(path); }
+  BenchDir(const BenchDir&) = delete;
+  BenchDir& operator=(const BenchDir&) = delete;
+};
+
 struct App final : AppView {
   std::map<std::string, Channel, std::less<>> channel_map;
   std::map<std::string, Release, std::less<>> release_map;
@@ -93,9 +106,8 @@ namespace {
 
 void BM_UpdatesEndpoint(benchmark::State& state) {
   namespace store = edge::store;
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("updates-bench-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  const BenchDir tmp("updates-bench-");
+  const auto& dir = tmp.path;
   {
     auto db = store::Database::open(dir / "db");
     store::StateStore states(*db);
@@ -136,7 +148,6 @@ void BM_UpdatesEndpoint(benchmark::State& state) {
     benchmark::DoNotOptimize(bytes);
     control.drain();
   }
-  std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_UpdatesEndpoint);
 
@@ -151,9 +162,8 @@ namespace {
 
 void BM_CheckinRecord(benchmark::State& state) {
   namespace store = edge::store;
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("checkin-bench-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  const BenchDir tmp("checkin-bench-");
+  const auto& dir = tmp.path;
   {
     auto db = store::Database::open(dir / "db");
     store::CheckinStore checkins(*db);
@@ -178,7 +188,6 @@ void BM_CheckinRecord(benchmark::State& state) {
     }
     state.SetItemsProcessed(static_cast<std::int64_t>(n));
   }
-  std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_CheckinRecord)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 

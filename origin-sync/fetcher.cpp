@@ -416,18 +416,15 @@ void Fetcher::fill_recipe(const Sha256& id, RecipeDone done) {
   if (auto local = blobs_.recipe(id))
     return done({}, *local);
   std::shared_ptr<const store::Recipe> cached;
+  bool pinned = false;
   {
     std::lock_guard lock(mutex_);
     if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
       cached = it->second;
+    pinned = trusted_.contains(id);
   }
   if (cached)
     return done({}, std::move(cached));
-  bool pinned = false;
-  {
-    std::lock_guard lock(mutex_);
-    pinned = trusted_.contains(id);
-  }
   if (!pinned) {
     // Nothing to check a fetched recipe against before the blob's own SHA-256: the whole
     // blob first, as before recipe pins existed.

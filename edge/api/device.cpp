@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 
@@ -230,7 +231,10 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
   thread_local std::array<Answer, 4> answers;
   const unsigned flags =
       (d.send_zip ? 1U : 0U) | (d.send_manifest ? 2U : 0U) | (metadata ? 4U : 0U);
-  Answer& slot = answers[(std::hash<const void*>{}(&doc) ^ flags) & 3U];
+  // The slot from the document's address: its low bits are alignment, so they are skipped
+  // (a rollout's two releases must not evict each other).
+  const auto addr = reinterpret_cast<std::uintptr_t>(&doc);
+  Answer& slot = answers[((addr >> 6) ^ (addr >> 10) ^ flags) & 3U];
   // `state` is held here: the same owner means the same live snapshot, so `doc` is too.
   const bool hit = slot.api == instance_ && slot.doc == &doc && slot.flags == flags &&
                    !slot.state.owner_before(state) && !state.owner_before(slot.state);

@@ -602,6 +602,9 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   // A day marker says a device was counted that day, for late events. The device's current
   // day is in the device table, so its marker is only written once the device moves past
   // it (or a late event counts it): a new device costs one put fewer.
+  const auto marker_of = [](const Checkin& c, const std::string& day_text) {
+    return join({"\x01" + c.app_id, day_text, c.device_id});
+  };
   const auto put_marker = [&](const std::string& marker) {
     markers.insert(device_hash(marker));
     wb.Put(d.handle(kCfDaily), marker, one);
@@ -610,7 +613,7 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   // earlier day than the device's current one, counted only if its marker says it was not.
   const auto count_day = [&](const Checkin& c, const std::string& day_text,
                              const std::string& version, bool late) {
-    const std::string marker = join({"\x01" + c.app_id, day_text, c.device_id});
+    const std::string marker = marker_of(c, day_text);
     if (late) {
       std::string v;
       if (markers.contains(device_hash(marker)))
@@ -745,21 +748,19 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       // Distinct devices per day (and per release that day), from the device table: a
       // device's first event of a day counts it, and leaves its marker for late events.
       const std::uint32_t vh = version.empty() ? 0 : version_hash(version);
-      if (dn > e.day) {
+      if (late) {
+        count_day(c, day, version, true);
+      } else if (dn > e.day) {
         if (e.day != INT32_MIN) {
           // Leaving the day the device was counted on: its marker, for late events of it.
-          put_marker(join({"\x01" + c.app_id, utc_day(std::int64_t{e.day} * kDayMs), c.device_id}));
+          put_marker(marker_of(c, utc_day(std::int64_t{e.day} * kDayMs)));
         }
         e.day = dn;
         e.version = vh;
         count_day(c, day, version, false);
-      } else if (dn == e.day) {
-        if (vh != 0 && vh != e.version) {
-          e.version = vh;
-          bump({c.app_id, day, "v", version});
-        }
-      } else {
-        count_day(c, day, version, true);
+      } else if (vh != 0 && vh != e.version) {
+        e.version = vh;  // the same day, another release
+        bump({c.app_id, day, "v", version});
       }
       bump({c.app_id, hour, "a", c.action});
       if (!c.platform.empty())

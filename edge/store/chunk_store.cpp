@@ -29,6 +29,21 @@ constexpr std::string_view kCountersKey = "chunk_counters";
 // Background sync: le64 segment, le64 offset: every record before it is durable.
 constexpr std::string_view kWatermarkKey = "chunk_sync_watermark";
 
+// pwrite(2) of all `len` bytes at `off` (a write may be cut short), no sync.
+Result<void> write_all(int fd, const std::uint8_t* p, std::size_t len, std::uint64_t off) {
+  while (len > 0) {
+    const ssize_t n = ::pwrite(fd, p, len, static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return error_code(n < 0 ? errno : EIO, boost::system::system_category());
+    p += n;
+    off += static_cast<std::uint64_t>(n);
+    len -= static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
 std::string encode_watermark(std::uint64_t seg, std::uint64_t end) {
   std::string v(16, '\0');
   put_le64(v.data(), seg);
@@ -734,21 +749,7 @@ Result<void> ChunkStore::flush_pending(BatchState& b) {
   Result<void> r;
   if (options_.sync_in_background) {
     // Into the page cache only: sync_watermark() makes it durable later.
-    const std::uint8_t* p = b.pending.data();
-    std::size_t left = b.pending.size();
-    std::uint64_t off = b.pending_offset;
-    while (left > 0) {
-      const ssize_t n = ::pwrite(file->fd(), p, left, static_cast<off_t>(off));
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0) {
-        r = error_code(n < 0 ? errno : EIO, boost::system::system_category());
-        break;
-      }
-      p += n;
-      off += static_cast<std::uint64_t>(n);
-      left -= static_cast<std::size_t>(n);
-    }
+    r = write_all(file->fd(), b.pending.data(), b.pending.size(), b.pending_offset);
     unsynced_bytes_ += b.pending.size();
   } else {
     r = ring_->write_sync(file->fd(), b.pending_offset, b.pending.data(), b.pending.size());
