@@ -1,6 +1,8 @@
 #include "origin-sync/fetcher.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <thread>
 #include <unordered_set>
 
@@ -51,7 +53,8 @@ void Fetcher::stop() {
     puts_cv_.wait(lock, [&] { return put_bytes_ == 0; });
   }
   // Whoever still waits hears that no fetch will come.
-  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blobs, chunks, recipes;
+  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blobs, recipes;
+  std::unordered_map<Sha256, std::vector<ChunkWaiter>, Sha256Hash> chunks;
   {
     std::lock_guard lock(mutex_);
     blobs.swap(blob_waiters_);
@@ -60,11 +63,15 @@ void Fetcher::stop() {
     for (auto& q : queues_)
       q.clear();
   }
-  for (auto* m : {&blobs, &chunks, &recipes}) {
+  for (auto* m : {&blobs, &recipes}) {
     for (auto& [id, list] : *m) {
       for (auto& d : list)
         d(make_error_code(Errc::kShutdown));
     }
+  }
+  for (auto& [id, list] : chunks) {
+    for (auto& w : list)
+      w.done(make_error_code(Errc::kShutdown), nullptr);
   }
 }
 
@@ -164,22 +171,73 @@ Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target,
   }
 }
 
+std::optional<Errc> Fetcher::refusal_locked(const Sha256& id) const {
+  const auto miss = missing_.find(id);
+  if (miss != missing_.end() && miss->second > std::chrono::steady_clock::now())
+    return Errc::kNotFound;  // upstream said 404 a moment ago: do not ask again yet
+  if (stopping_)
+    return Errc::kShutdown;
+  return std::nullopt;
+}
+
 bool Fetcher::wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
                        const Sha256& id, Done& done) {
-  Errc refusal = Errc::kShutdown;
+  std::optional<Errc> refusal;
   {
     std::lock_guard lock(mutex_);
-    const auto miss = missing_.find(id);
-    if (miss != missing_.end() && miss->second > std::chrono::steady_clock::now()) {
-      refusal = Errc::kNotFound;  // upstream said 404 a moment ago: do not ask again yet
-    } else if (!stopping_) {
+    refusal = refusal_locked(id);
+    if (!refusal) {
       auto [it, fresh] = waiting.try_emplace(id);
       it->second.push_back(std::move(done));
       return fresh;  // not fresh: a fetch is already on its way, this caller waits for it
     }
   }
-  done(make_error_code(refusal));
+  done(make_error_code(*refusal));
   return false;
+}
+
+bool Fetcher::wait_for_chunk(const Sha256& id, ChunkWaiter waiter) {
+  std::optional<Errc> refusal;
+  {
+    std::lock_guard lock(mutex_);
+    refusal = refusal_locked(id);
+    if (!refusal) {
+      auto [it, fresh] = chunk_waiters_.try_emplace(id);
+      it->second.push_back(std::move(waiter));
+      return fresh;
+    }
+  }
+  waiter.done(make_error_code(*refusal), nullptr);
+  return false;
+}
+
+void Fetcher::complete_chunk(const Sha256& id, error_code ec, const store::SharedBytes& verified) {
+  std::vector<ChunkWaiter> list;
+  {
+    std::lock_guard lock(mutex_);
+    if (ec == Errc::kNotFound) {
+      if (missing_.size() >= kMissingEntries)
+        missing_.clear();
+      missing_[id] = std::chrono::steady_clock::now() + kMissingTtl;
+    }
+    const auto it = chunk_waiters_.find(id);
+    if (it == chunk_waiters_.end())
+      return;
+    if (verified != nullptr) {
+      // Verified, not stored yet: the streams take the bytes now; the entry stays (the
+      // fetch is still in flight for everyone else) until the put completes.
+      auto& waiters = it->second;
+      const auto split = std::stable_partition(waiters.begin(), waiters.end(),
+                                               [](const ChunkWaiter& w) { return !w.early; });
+      std::move(split, waiters.end(), std::back_inserter(list));
+      waiters.erase(split, waiters.end());
+    } else {
+      list.swap(it->second);
+      chunk_waiters_.erase(it);
+    }
+  }
+  for (auto& w : list)
+    w.done(ec, verified);
 }
 
 void Fetcher::fill_chunk(const Sha256& id, Done done) {
@@ -188,23 +246,25 @@ void Fetcher::fill_chunk(const Sha256& id, Done done) {
 
 void Fetcher::fill_chunks(std::shared_ptr<const store::Recipe> recipe,
                           const std::vector<std::size_t>& indexes, RunDone done) {
-  fill_runs_at(recipe, indexes, Priority::kDevice, done);
+  fill_runs_at(recipe, indexes, Priority::kDevice, done, true);
 }
 
 void Fetcher::fill_runs_at(const std::shared_ptr<const store::Recipe>& recipe,
                            const std::vector<std::size_t>& indexes, Priority priority,
-                           const RunDone& done) {
+                           const RunDone& done, bool early) {
   // Which chunks this call fetches: those stored are done, those another fill fetches
   // are waited for (single flight per chunk), the rest are ours.
   std::vector<std::size_t> ours;
   for (const std::size_t i : indexes) {
     const Sha256& id = recipe->chunks[i].id;
     if (chunks_.find(id)) {
-      done(i, {});
+      done(i, {}, nullptr);
       continue;
     }
-    Done d = [done, i](error_code ec) { done(i, ec); };
-    if (wait_for(chunk_waiters_, id, d))
+    ChunkWaiter w{
+        [done, i](error_code ec, store::SharedBytes bytes) { done(i, ec, std::move(bytes)); },
+        early};
+    if (wait_for_chunk(id, std::move(w)))
       ours.push_back(i);
   }
   // Adjacent chunks of ours in runs of at most kRunChunks and kRunBytes, one Range request
@@ -236,7 +296,7 @@ void Fetcher::fetch_run(HttpClient& client, const std::shared_ptr<const store::R
   if (!reply || reply->body.size() != hi - lo) {
     if (!reply && reply.error() == Errc::kShutdown) {
       for (std::size_t i = a; i <= b; ++i)
-        complete(chunk_waiters_, recipe->chunks[i].id, reply.error());
+        complete_chunk(recipe->chunks[i].id, reply.error());
       return;
     }
     // One chunk, or an upstream that did not serve the range: a request per chunk (their
@@ -256,16 +316,17 @@ void Fetcher::fetch_run(HttpClient& client, const std::shared_ptr<const store::R
 }
 
 void Fetcher::fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size) {
-  if (wait_for(chunk_waiters_, id, done))
+  ChunkWaiter w{[d = std::move(done)](error_code ec, const store::SharedBytes&) { d(ec); }, false};
+  if (wait_for_chunk(id, std::move(w)))
     submit(priority, [this, id, size](HttpClient& client) { fetch_chunk(client, id, size); });
 }
 
 void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t size) {
   if (chunks_.find(id))
-    return complete(chunk_waiters_, id, {});
+    return complete_chunk(id, {});
   auto reply = get(client, "/v1/chunks/" + id.hex(), size != 0 ? size : kMaxChunkBody);
   if (!reply)
-    return complete(chunk_waiters_, id, reply.error());
+    return complete_chunk(id, reply.error());
   metrics_.fills.fetch_add(1, std::memory_order_relaxed);
   metrics_.fill_bytes.fetch_add(reply->body.size(), std::memory_order_relaxed);
   store_chunk(id, std::move(reply->body), client.base_url());
@@ -274,6 +335,15 @@ void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t si
 void Fetcher::store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes,
                           const std::string& from) {
   const std::uint64_t n = bytes.size();
+  // The one hash of these bytes: a bad chunk is never sent nor stored.
+  if (sha256_of(bytes) != id) {
+    metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("fill: chunk {} from {} failed SHA-256 verification ({} bytes); not stored",
+                  id.hex(), from, n);
+    return complete_chunk(id, make_error_code(Errc::kChecksumMismatch));
+  }
+  auto shared = std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes));
+  complete_chunk(id, {}, shared);  // streams send it while it is stored
   {
     // The put is asynchronous so that this thread fetches the next chunk while the store
     // group-commits: one fdatasync then covers many chunks. Bounded by kPutBudget.
@@ -281,18 +351,10 @@ void Fetcher::store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes,
     puts_cv_.wait(lock, [&] { return put_bytes_ < kPutBudget; });
     put_bytes_ += n;
   }
-  // async_put checks the SHA-256 before anything is written: a bad chunk is never stored.
-  chunks_.async_put(id, std::move(bytes), {}, [this, id, n, from](error_code ec, bool) {
-    if (ec == Errc::kChecksumMismatch) {
-      metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
-      spdlog::error(
-          "fill: chunk {} from {} failed SHA-256 verification ({} bytes); "
-          "not stored",
-          id.hex(), from, n);
-    } else if (ec) {
+  chunks_.async_put_verified(id, std::move(shared), {}, [this, id, n](error_code ec, bool) {
+    if (ec)
       spdlog::error("fill: storing chunk {}: {}", id.hex(), ec.message());
-    }
-    complete(chunk_waiters_, id, ec);
+    complete_chunk(id, ec);
     {
       std::lock_guard lock(mutex_);
       put_bytes_ -= n;
@@ -327,7 +389,10 @@ struct Fetcher::BlobFill : std::enable_shared_from_this<BlobFill> {
     }
     fetcher->fill_runs_at(
         recipe, batch, priority,
-        [self = shared_from_this()](std::size_t, error_code ec) { self->on_chunk(ec); });
+        [self = shared_from_this()](std::size_t, error_code ec, const store::SharedBytes&) {
+          self->on_chunk(ec);
+        },
+        false);
   }
 
   void on_chunk(error_code ec) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -83,14 +84,28 @@ class Fetcher final : public api::Filler {
   /// Chunks [a, b] of `recipe` with one Range request on its blob; per chunk on failure.
   void fetch_run(HttpClient& client, const std::shared_ptr<const store::Recipe>& recipe,
                  std::size_t a, std::size_t b);
-  /// Verifies and stores a fetched chunk (asynchronously, within kPutBudget), then
-  /// completes its waiters.
+  /// Verifies a fetched chunk, hands its bytes to the waiters that stream them, then
+  /// stores it (asynchronously, within kPutBudget) and completes the others.
   void store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes, const std::string& from);
   /// Registers `done` for each chunk of `indexes` and starts Range fetches for the runs
   /// this call must fetch (fill_chunks, and a blob fill's chunks).
+  /// `early`: `done` runs once the chunk is verified (with its bytes), not once stored.
   void fill_runs_at(const std::shared_ptr<const store::Recipe>& recipe,
-                    const std::vector<std::size_t>& indexes, Priority priority,
-                    const RunDone& done);
+                    const std::vector<std::size_t>& indexes, Priority priority, const RunDone& done,
+                    bool early);
+  /// A caller waiting for a chunk: `early` ones are told as soon as the bytes verified.
+  using ChunkDone = std::function<void(boost::system::error_code, store::SharedBytes)>;
+  struct ChunkWaiter {
+    ChunkDone done;
+    bool early = false;
+  };
+  /// The chunk-waiter forms of wait_for and complete (one fetch per chunk in flight);
+  /// `bytes` set: the verified bytes, for the early waiters only (the entry stays).
+  bool wait_for_chunk(const Sha256& id, ChunkWaiter waiter);
+  void complete_chunk(const Sha256& id, boost::system::error_code ec,
+                      const store::SharedBytes& verified = nullptr);
+  /// Why a fetch of `id` is refused now (a recent 404, or stopping), or nullopt; mutex_ held.
+  std::optional<Errc> refusal_locked(const Sha256& id) const;
   /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end),
   /// kChecksumMismatch (a body over `max_body`: an upstream that lies about sizes).
   Result<HttpReply> get(HttpClient& client, const std::string& target, std::uint64_t max_body,
@@ -112,7 +127,7 @@ class Fetcher final : public api::Filler {
   std::array<std::deque<Job>, 2> queues_;  // by Priority; guarded by mutex_
   bool stopping_ = false;
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blob_waiters_;
-  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> chunk_waiters_;
+  std::unordered_map<Sha256, std::vector<ChunkWaiter>, Sha256Hash> chunk_waiters_;
   static constexpr std::uint64_t kPutBudget = 64ULL << 20;  ///< chunk bytes being stored
   /// Negative cache: an id upstream answered 404 for is not asked for again for this long
   /// (devices asking for unknown ids must not become upstream load), except by a prefetch.

@@ -1,6 +1,7 @@
 #include "edge/api/fill_stream.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 #include "edge/core/errc.hpp"
 
@@ -40,6 +41,7 @@ FillStream::FillStream(store::ChunkStore& chunks, store::BlobStore& blobs, Fille
   const std::size_t n = length == 0 ? 0 : last - chunk0_;
   state_.assign(n, State::kIdle);
   error_.assign(n, {});
+  bytes_.assign(n, nullptr);
 }
 
 std::vector<std::size_t> FillStream::issue_locked() {
@@ -61,8 +63,9 @@ void FillStream::request(const std::vector<std::size_t>& slots) {
   if (slots.empty())
     return;
   const Filler::RunDone done = [self = shared_from_this(), base = chunk0_](
-                                   std::size_t index, boost::system::error_code ec) {
-    self->on_filled(index - base, ec);
+                                   std::size_t index, boost::system::error_code ec,
+                                   store::SharedBytes bytes) {
+    self->on_filled(index - base, ec, std::move(bytes));
   };
   // The filler groups adjacent chunks into Range requests; the range's first chunk goes
   // alone, so that its bytes (the response's first) wait for nothing else.
@@ -76,12 +79,14 @@ void FillStream::request(const std::vector<std::size_t>& slots) {
   filler_.fill_chunks(recipe_, indexes, done);
 }
 
-void FillStream::on_filled(std::size_t slot, boost::system::error_code ec) {
+void FillStream::on_filled(std::size_t slot, boost::system::error_code ec,
+                           store::SharedBytes bytes) {
   Ready resume;
   {
     std::lock_guard lock(mutex_);
     state_[slot] = ec ? State::kFailed : State::kReady;
     error_[slot] = ec;
+    bytes_[slot] = ec ? nullptr : std::move(bytes);
     if (waiting_ && slot == cursor_)
       resume = std::move(waiting_);
   }
@@ -96,6 +101,7 @@ void FillStream::next(Ready ready) {
   bool end = false;
   bool parked = false;
   bool complete_blob = false;
+  std::vector<store::SharedBytes> memory;  // per chunk of [from, to): verified bytes, or null
   {
     std::lock_guard lock(mutex_);
     fills = issue_locked();
@@ -110,6 +116,9 @@ void FillStream::next(Ready ready) {
       while (cursor_ < state_.size() && state_[cursor_] == State::kReady && cursor_ - from < kBatch)
         ++cursor_;
       to = cursor_;
+      memory.reserve(to - from);
+      for (std::size_t slot = from; slot < to; ++slot)
+        memory.push_back(std::move(bytes_[slot]));
       // What was handed out makes room in the window.
       auto more = issue_locked();
       fills.insert(fills.end(), more.begin(), more.end());
@@ -130,17 +139,34 @@ void FillStream::next(Ready ready) {
     return ready({}, {});
   if (failed)
     return ready(failed, {});
-  // Bytes of the range in chunks [from, to): the pieces are read from the store's index
-  // (a chunk evicted since it was found is a failure: the client resumes).
+  // Bytes of the range in chunks [from, to): verified bytes from memory, the rest read from
+  // the store's index (a chunk evicted since it was found is a failure: the client
+  // resumes), in runs of stored chunks.
   const auto& starts = recipe_->starts;
   const auto& chunks = recipe_->chunks;
-  const std::uint64_t lo = std::max(first_, starts[chunk0_ + from]);
-  const std::uint64_t hi =
-      std::min(end_, starts[chunk0_ + to - 1] + chunks[chunk0_ + to - 1].length);
-  auto pieces = blobs_.resolve(*recipe_, lo, hi - lo);
-  if (!pieces)
-    return ready(pieces.error(), {});
-  ready({}, std::move(*pieces));
+  const auto lo_of = [&](std::size_t slot) { return std::max(first_, starts[chunk0_ + slot]); };
+  const auto hi_of = [&](std::size_t slot) {
+    return std::min(end_, starts[chunk0_ + slot] + chunks[chunk0_ + slot].length);
+  };
+  std::vector<store::Piece> pieces;
+  for (std::size_t slot = from; slot < to;) {
+    if (memory[slot - from] != nullptr) {
+      const std::uint64_t lo = lo_of(slot);
+      pieces.push_back(
+          {nullptr, lo - starts[chunk0_ + slot], hi_of(slot) - lo, std::move(memory[slot - from])});
+      ++slot;
+      continue;
+    }
+    std::size_t run = slot + 1;
+    while (run < to && memory[run - from] == nullptr)
+      ++run;
+    auto stored = blobs_.resolve(*recipe_, lo_of(slot), hi_of(run - 1) - lo_of(slot));
+    if (!stored)
+      return ready(stored.error(), {});
+    std::move(stored->begin(), stored->end(), std::back_inserter(pieces));
+    slot = run;
+  }
+  ready({}, std::move(pieces));
 }
 
 Response FillStream::failure(boost::system::error_code ec) const {

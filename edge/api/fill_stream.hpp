@@ -15,10 +15,11 @@ namespace edge::api {
 /// A byte range of a blob sent while its chunks fill from upstream (DESIGN §10): the
 /// response walks the recipe in order; a chunk already here goes out at once, a missing one
 /// is filled (single flight per chunk, so many devices on one blob share every fetch) and
-/// goes out once it is verified and stored. Fills run a window of chunks ahead of the one
-/// being sent. Only the chunks the range covers are fetched. When a stream that covered the
-/// whole blob ends and the recipe is not stored yet, the blob is completed through
-/// Filler::fill_blob (which checks the blob's SHA-256 and stores its recipe).
+/// goes out once it is verified, from the verified bytes in memory while the store writes
+/// them (a stream never waits for the disk, nor reads back what it just filled). Fills run a window
+/// of chunks ahead of the one being sent. Only the chunks the range covers are fetched. When a
+/// stream that covered the whole blob ends and the recipe is not stored yet, the blob is completed
+/// through Filler::fill_blob (which checks the blob's SHA-256 and stores its recipe).
 ///
 /// `recipe` must be trusted (stored, or matching its release's recipe_sha256: see
 /// Filler::fill_recipe): chunks are verified one by one, the recipe is what orders them.
@@ -41,7 +42,7 @@ class FillStream final : public BodyStream, public std::enable_shared_from_this<
   // holds mutex_.
   std::vector<std::size_t> issue_locked();
   void request(const std::vector<std::size_t>& slots);
-  void on_filled(std::size_t slot, boost::system::error_code ec);
+  void on_filled(std::size_t slot, boost::system::error_code ec, store::SharedBytes bytes);
 
   store::ChunkStore& chunks_;
   store::BlobStore& blobs_;
@@ -55,8 +56,11 @@ class FillStream final : public BodyStream, public std::enable_shared_from_this<
   std::mutex mutex_;
   std::vector<State> state_;                      // per chunk of the range; guarded by mutex_
   std::vector<boost::system::error_code> error_;  // guarded by mutex_
-  std::size_t cursor_ = 0;                        // next chunk to hand out; mutex_
-  std::size_t issued_ = 0;                        // chunks looked at for fills; mutex_
+  /// Verified bytes of chunks not handed out yet that the store may not have written
+  /// (null: read from the store); guarded by mutex_. Dropped once handed out.
+  std::vector<store::SharedBytes> bytes_;
+  std::size_t cursor_ = 0;  // next chunk to hand out; mutex_
+  std::size_t issued_ = 0;  // chunks looked at for fills; mutex_
   Ready waiting_;           // a next() waiting for the chunk at cursor_; guarded by mutex_
   bool completed_ = false;  // guarded by mutex_
 };

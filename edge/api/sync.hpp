@@ -23,6 +23,7 @@
 #include "edge/api/fleet.hpp"
 #include "edge/api/response.hpp"
 #include "edge/store/checkin_store.hpp"
+#include "edge/store/chunk_store.hpp"
 #include "edge/store/state_store.hpp"
 
 namespace edge::api {
@@ -68,12 +69,16 @@ class Filler {
   virtual void fill_blob(const Sha256& id, Done done) = 0;
   /// The same for one chunk (GET /v1/chunks on a mid-tier edge).
   virtual void fill_chunk(const Sha256& id, Done done) = 0;
-  using RunDone = std::function<void(std::size_t index, boost::system::error_code)>;
+  /// `bytes`: the chunk's verified bytes when they are not stored yet, else null.
+  using RunDone =
+      std::function<void(std::size_t index, boost::system::error_code, store::SharedBytes bytes)>;
   /// Chunks `indexes` (ascending) of `recipe`: the ones no fill fetches already are asked
   /// of the upstream as Range requests on the blob, a run of adjacent chunks per request
   /// (DESIGN §10: fewer, larger transfers; at most 16 chunks and 4 MiB a run), each chunk
-  /// verified and stored on its own. `done(i, ec)` runs once per index i, on any thread,
-  /// with fill_chunk's errors.
+  /// verified and stored on its own. `done(i, ec, bytes)` runs once per index i, on any
+  /// thread, with fill_chunk's errors, as soon as the chunk can be sent: with its bytes
+  /// once they matched its SHA-256 (the store writes them meanwhile), or with null bytes
+  /// once it is stored (it was already, or another fill brought it).
   virtual void fill_chunks(std::shared_ptr<const store::Recipe> recipe,
                            const std::vector<std::size_t>& indexes, RunDone done) = 0;
   using RecipeDone =

@@ -863,7 +863,11 @@ class Session : public std::enable_shared_from_this<Session> {
           next_item();
           continue;
         }
-        if (opt().use_sendfile) {
+        if (p.memory != nullptr) {
+          // Verified bytes of a streaming fill, sent from memory.
+          n = ::send(fd, p.memory->data() + p.offset + item_pos_, p.length - item_pos_,
+                     MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+        } else if (opt().use_sendfile) {
           if (cold_unwarmed(p))
             return warm_then_write(p);
           off_t off = static_cast<off_t>(p.offset + item_pos_);
@@ -992,11 +996,17 @@ class Session : public std::enable_shared_from_this<Session> {
             next_item();
             continue;
           }
-          if (cold_unwarmed(p))
-            return warm_then_write(p);
-          n = conn_.tls_sendfile(p.segment->fd(), static_cast<off_t>(p.offset + item_pos_),
-                                 std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall),
-                                 want, failed);
+          if (p.memory != nullptr) {
+            n = conn_.tls_write(
+                reinterpret_cast<const char*>(p.memory->data()) + p.offset + item_pos_,
+                p.length - item_pos_, want, failed);
+          } else {
+            if (cold_unwarmed(p))
+              return warm_then_write(p);
+            n = conn_.tls_sendfile(p.segment->fd(), static_cast<off_t>(p.offset + item_pos_),
+                                   std::min<std::uint64_t>(p.length - item_pos_, kMaxSendfileCall),
+                                   want, failed);
+          }
           item_pos_ += n;
         }
       }
@@ -1034,6 +1044,15 @@ class Session : public std::enable_shared_from_this<Session> {
       const store::Piece& p = *it.piece;
       if (item_pos_ == p.length) {
         next_item();
+        continue;
+      }
+      if (p.memory != nullptr) {
+        const std::size_t n = std::min<std::uint64_t>(room, p.length - item_pos_);
+        std::memcpy(stage_.get() + stage_len_, p.memory->data() + p.offset + item_pos_, n);
+        stage_len_ += n;
+        item_pos_ += n;
+        if (item_pos_ == p.length)
+          next_item();
         continue;
       }
       if (cold_unwarmed(p)) {
@@ -1090,7 +1109,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // True when the piece about to start is not in the page cache and has not been warmed:
   // sending it would block the event loop on the disk (DESIGN §4).
   bool cold_unwarmed(const store::Piece& p) const {
-    return !warmed_ && opt().warm_cold_ranges && item_pos_ == 0 &&
+    return p.memory == nullptr && !warmed_ && opt().warm_cold_ranges && item_pos_ == 0 &&
            (opt().warm_always || is_cold(p));
   }
   // Reads the piece through io_uring, then write_loop goes on.

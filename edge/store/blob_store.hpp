@@ -50,9 +50,12 @@ struct Recipe {
 /// A contiguous run of blob bytes in one segment file: send `length` bytes from `offset`
 /// of `segment->fd()`.
 struct Piece {
-  std::shared_ptr<const SegmentFile> segment;
+  std::shared_ptr<const SegmentFile> segment;  ///< null for a piece in memory
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
+  /// Set instead of `segment`: bytes [offset, offset + length) of a chunk verified in
+  /// memory, which a streaming fill sends before the store has written it (DESIGN §10).
+  SharedBytes memory{};
 };
 
 /// Merges pieces whose bytes follow each other in the same file, so one sendfile call can

@@ -67,6 +67,9 @@ class SegmentFile {
   std::filesystem::path path_;
 };
 
+/// Bytes shared read-only between a fill, the streams that send them and the store.
+using SharedBytes = std::shared_ptr<const std::vector<std::uint8_t>>;
+
 /// Where a chunk's bytes are: `length` bytes at `offset` of `segment->fd()`, ready for
 /// pread or sendfile. Holding it keeps the descriptor open.
 struct ChunkLocation {
@@ -183,6 +186,12 @@ class ChunkStore {
   /// is durable and indexed.
   void async_put(const Sha256& id, std::vector<std::uint8_t> bytes, const Executor& ex,
                  PutHandler handler);
+  /// async_put for bytes whose SHA-256 the caller has already checked against `id` (a fill
+  /// hashes each chunk once, then streams and stores it): no second hash. The bytes are
+  /// shared, never modified, and may be sent by others while they are stored. A caller
+  /// that has not verified them must use async_put.
+  void async_put_verified(const Sha256& id, SharedBytes bytes, const Executor& ex,
+                          PutHandler handler);
   /// Blocking form of async_put; returns whether the chunk was inserted.
   Result<bool> put(const Sha256& id, std::span<const std::uint8_t> bytes);
 
