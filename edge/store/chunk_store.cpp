@@ -11,6 +11,7 @@
 #include <boost/asio/post.hpp>
 
 #include "edge/store/database_impl.hpp"
+#include "edge/store/direct_append.hpp"
 #include "edge/store/record.hpp"
 #include "edge/store/uring.hpp"
 
@@ -570,9 +571,21 @@ void ChunkStore::commit_loop() {
       }
       if (queue_.empty()) {
         lock.unlock();
-        if (options_.sync_in_background)
-          sync_watermark();  // a clean stop leaves nothing to re-verify
-        return;              // stop_ and drained
+        if (options_.sync_in_background) {
+          std::shared_ptr<SegmentFile> file;
+          std::uint64_t end = 0;
+          {
+            std::shared_lock state(state_mutex_);
+            if (auto it = segments_.find(open_segment_); it != segments_.end()) {
+              file = it->second.file;
+              end = it->second.bytes;
+            }
+          }
+          if (file != nullptr)
+            finish_segment(*file, end);  // a clean stop leaves no padding to cut at open
+          sync_watermark();              // nor anything to re-verify
+        }
+        return;  // stop_ and drained
       }
       std::size_t bytes = 0;
       while (!queue_.empty() && batch.size() < options_.max_batch_jobs &&
@@ -664,6 +677,7 @@ Result<void> ChunkStore::stage_roll(BatchState& b) {
     if (auto r = flush_pending(b); !r)
       return r;
     b.segs[b.open_segment].sealed = true;
+    finish_segment(*b.segs[b.open_segment].file, b.segs[b.open_segment].bytes);
     // The sealed segment is synced (in order, before anything of the next one) off this
     // thread; open() re-verifies every segment from the watermark's on.
     if (options_.sync_in_background) {
@@ -749,8 +763,8 @@ Result<void> ChunkStore::flush_pending(BatchState& b) {
   const auto& file = b.segs[b.open_segment].file;
   Result<void> r;
   if (options_.sync_in_background) {
-    // Into the page cache only: sync_watermark() makes it durable later.
-    r = write_all(file->fd(), b.pending.data(), b.pending.size(), b.pending_offset);
+    // Not synced: sync_watermark() makes it durable later.
+    r = write_unsynced(*file, b.pending.data(), b.pending.size(), b.pending_offset);
     unsynced_bytes_ += b.pending.size();
   } else {
     r = ring_->write_sync(file->fd(), b.pending_offset, b.pending.data(), b.pending.size());
@@ -758,6 +772,33 @@ Result<void> ChunkStore::flush_pending(BatchState& b) {
   b.pending_offset += b.pending.size();
   b.pending.clear();
   return r;
+}
+
+Result<void> ChunkStore::write_unsynced(const SegmentFile& file, const std::uint8_t* bytes,
+                                        std::size_t len, std::uint64_t offset) {
+  if (!direct_refused_) {
+    if (direct_ == nullptr)
+      direct_ = std::make_unique<DirectAppender>();
+    auto direct = direct_->write(file.path(), file.fd(), bytes, len, offset);
+    if (!direct)
+      return direct.error();
+    if (*direct) {
+      direct_writes_.fetch_add(1, std::memory_order_relaxed);
+      return {};
+    }
+    direct_refused_ = true;
+    spdlog::info("store: {} refuses O_DIRECT: chunk data goes through the page cache",
+                 dir_.string());
+  }
+  return write_all(file.fd(), bytes, len, offset);
+}
+
+void ChunkStore::finish_segment(const SegmentFile& file, std::uint64_t end) {
+  if (direct_ == nullptr)
+    return;
+  // Padding left would only cost a truncation at the next open: not an error.
+  if (auto r = direct_->finish(file.path(), file.fd(), end); !r)
+    spdlog::warn("store: trimming segment {}: {}", file.id(), r.error().message());
 }
 
 Result<void> ChunkStore::commit(BatchState& b) {
@@ -1281,6 +1322,7 @@ StoreStats ChunkStore::stats() const {
   s.segments = segments_.size();
   for (const auto& [seg, m] : segments_)
     s.bytes_on_disk += m.bytes;
+  s.direct_writes = direct_writes_.load(std::memory_order_relaxed);
   return s;
 }
 

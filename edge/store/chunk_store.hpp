@@ -27,6 +27,7 @@
 namespace edge::store {
 
 class IoRing;
+class DirectAppender;
 struct BatchState;
 class SegmentFile;
 
@@ -132,6 +133,9 @@ struct StoreStats {
   std::uint64_t evicted_segments = 0;
   std::uint64_t evicted_chunks = 0;
   std::uint64_t relocated_chunks = 0;  ///< pinned chunks copied forward by eviction
+  /// Appends of chunk data written with O_DIRECT (background sync on a filesystem that
+  /// takes it: DESIGN §10); 0 when the page cache takes them.
+  std::uint64_t direct_writes = 0;
 };
 
 /// What open() found and mended. `problems` has one human-readable line per damaged
@@ -260,6 +264,15 @@ class ChunkStore {
   // Background sync (ChunkStoreOptions::sync_in_background); commit thread only.
   std::uint64_t unsynced_bytes_ = 0;
   std::chrono::steady_clock::time_point last_sync_{};
+  /// Chunk data to the disk with O_DIRECT (the page cache when the filesystem refuses it).
+  std::unique_ptr<DirectAppender> direct_;
+  bool direct_refused_ = false;
+  std::atomic<std::uint64_t> direct_writes_{0};
+  /// Writes bytes of the open segment without waiting for the disk (background sync).
+  Result<void> write_unsynced(const SegmentFile& file, const std::uint8_t* bytes, std::size_t len,
+                              std::uint64_t offset);
+  /// Cuts the O_DIRECT padding off a segment that takes no more appends.
+  void finish_segment(const SegmentFile& file, std::uint64_t end);
   /// Hands the open segment's committed end to the syncer thread (commit thread only).
   void sync_watermark();
   /// Queues a sync of `file` up to `end`; the syncer fdatasync()s it, then records the
