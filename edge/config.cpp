@@ -46,6 +46,7 @@ const std::set<std::string>& known_keys() {
                                              "store.chunk_sync",
                                              "store.chunk_sync_bytes",
                                              "store.chunk_sync_ms",
+                                             "store.chunk_write",
                                              "cache.max_bytes",
                                              "log.level",
                                              "node.id",
@@ -237,6 +238,7 @@ Config load_config(const ConfigOverrides& o) {
   std::string admin_listen = "127.0.0.1:9090";
   std::string send_mode = "sendfile";
   std::string chunk_sync = "auto";
+  std::string chunk_write = "direct";
   std::string tls_listen;
   std::string data_dir = c.data_dir.string();
   unsigned threads = 0;
@@ -282,6 +284,7 @@ Config load_config(const ConfigOverrides& o) {
     r.string("store.chunk_sync", chunk_sync);
     r.size("store.chunk_sync_bytes", c.store.sync_every_bytes);
     r.integer("store.chunk_sync_ms", c.store.sync_every_ms, 1, 3'600'000);
+    r.string("store.chunk_write", chunk_write);
     r.size("cache.max_bytes", c.store.max_bytes);
     r.string("log.level", c.log_level);
     r.string("node.id", c.node_id);
@@ -433,6 +436,11 @@ Config load_config(const ConfigOverrides& o) {
   // the origin holds the only copy (synced before anything is acknowledged).
   c.store.sync_in_background =
       chunk_sync == "background" || (chunk_sync == "auto" && c.role == "edge");
+  if (chunk_write != "direct" && chunk_write != "page_cache") {
+    throw ConfigError("store.chunk_write: expected 'direct' or 'page_cache', got '" + chunk_write +
+                      "'");
+  }
+  c.store.direct_writes = chunk_write == "direct";
   if (c.store.sync_every_bytes < (1ULL << 20)) {
     throw ConfigError("store.chunk_sync_bytes: expected at least 1MiB, got " +
                       std::to_string(c.store.sync_every_bytes));

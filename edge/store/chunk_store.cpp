@@ -776,7 +776,7 @@ Result<void> ChunkStore::flush_pending(BatchState& b) {
 
 Result<void> ChunkStore::write_unsynced(const SegmentFile& file, const std::uint8_t* bytes,
                                         std::size_t len, std::uint64_t offset) {
-  if (!direct_refused_) {
+  if (options_.direct_writes && !direct_refused_) {
     if (direct_ == nullptr)
       direct_ = std::make_unique<DirectAppender>();
     auto direct = direct_->write(file.path(), file.fd(), bytes, len, offset);

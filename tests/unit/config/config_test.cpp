@@ -114,6 +114,10 @@ TEST(Config, ChunkSyncFollowsTheRoleUnlessSet) {
             std::string::npos);
   EXPECT_NE(error_of("[store]\nchunk_sync_ms = 0\n").find("store.chunk_sync_ms"),
             std::string::npos);
+  EXPECT_TRUE(load_text(edge).store.direct_writes);
+  EXPECT_FALSE(load_text(edge + "[store]\nchunk_write = \"page_cache\"\n").store.direct_writes);
+  EXPECT_NE(error_of("[store]\nchunk_write = \"mmap\"\n").find("store.chunk_write: expected"),
+            std::string::npos);
 }
 
 TEST(Config, ShippedConfigsLoad) {
