@@ -10,9 +10,11 @@ its first body byte, the whole download against the same download from the origi
 same run, and the edge's CPU (utime+stime from /proc) per filled MiB.
 
 Usage: bench/load/prefetch.py [--binary build/release/bundle-edge] [--size-mib 64] [--runs 3]
+                              [--chunk-write direct|page_cache]
 """
 import argparse
 import json
+import mmap
 import os
 import re
 import shutil
@@ -80,26 +82,43 @@ def wrk_mbps(url, conns, seconds):
     return float(m.group(1)) * scale
 
 
-def disk_mbps(path, source, durable):
+def disk_mbps(path, source, durable, direct=False):
     """What the edge's disk takes: `source` written to a new file in 1 MiB pieces. durable:
     write + fdatasync (the origin's policy). Otherwise the edge's store.chunk_sync policy
-    (background): the writes into the page cache are timed, the sync after them is not (a
-    syncer thread does it while the next chunks arrive). The file is left for the caller:
-    pages freed by deleting it would make the next write (the probe's or the edge's) look
-    faster than a cache that grows, as the edge's does (on this kind of VM a page the guest
-    has not used lately costs a host fault: ~0.2-0.4 GB/s into new pages, ~2 GB/s into
-    reused ones)."""
+    (background): the writes are timed, the sync after them is not (a syncer thread does it
+    while the next chunks arrive). direct: with O_DIRECT from one reused aligned buffer, as
+    the edge's store writes (store.chunk_write = "direct"; the page cache if the filesystem
+    refuses it); else into the page cache. The file is left for the caller: pages freed by
+    deleting it would make the next write (the probe's or the edge's) look faster than a
+    cache that grows (on this kind of VM a page the guest has not used lately costs a host
+    fault: ~0.2-0.4 GB/s into new pages, ~2 GB/s into reused ones)."""
     data = memoryview(open(source, "rb").read())
+    piece = 1 << 20
+    buf = mmap.mmap(-1, piece)  # page-aligned, as O_DIRECT needs
     t0 = time.time()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    for off in range(0, len(data), 1 << 20):
-        os.pwrite(fd, data[off:off + (1 << 20)], off)
+    fd = None
+    if direct:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
+        except OSError:
+            fd = None
+    if fd is None:
+        direct = False
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for off in range(0, len(data), piece):
+        if direct:
+            chunk = data[off:off + piece]
+            buf[:len(chunk)] = chunk
+            os.pwrite(fd, memoryview(buf)[:len(chunk)], off)
+        else:
+            os.pwrite(fd, data[off:off + piece], off)
     if durable:
         os.fdatasync(fd)
     elapsed = time.time() - t0
     if not durable:
         os.fdatasync(fd)
     os.close(fd)
+    buf.close()
     return len(data) / 1048576 / elapsed
 
 
@@ -180,6 +199,8 @@ def main():
     ap.add_argument("--size-mib", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--wrk-seconds", type=int, default=5)
+    ap.add_argument("--chunk-write", choices=["direct", "page_cache"], default="direct",
+                    help="the edge's store.chunk_write (and how the disk bound is measured)")
     args = ap.parse_args()
     for tool in ("wrk", "curl"):
         if not shutil.which(tool):
@@ -190,7 +211,8 @@ def main():
         origin = Node(args.binary, work, "origin", '[sync]\ntoken = "%s"\n' % TOKEN)
         nodes.append(origin)
         edge = Node(args.binary, work, "edge",
-                    '[node]\nrole = "edge"\n[upstream]\nurl = "%s"\ntoken = "%s"\n' % (origin.url, TOKEN))
+                    '[node]\nrole = "edge"\n[upstream]\nurl = "%s"\ntoken = "%s"\n[store]\nchunk_write = "%s"\n'
+                    % (origin.url, TOKEN, args.chunk_write))
         nodes.append(edge)
         app = "/v1/admin/apps/com.example.bench"
         admin(origin, "PUT", app, {})
@@ -217,7 +239,7 @@ def main():
             # The bound of issue #14: the edge's disk under its own sync policy, measured
             # just before this run (a new file, as the store's segments are).
             probe = os.path.join(edge.dir, "cache-probe%d" % run)
-            cache_rate = disk_mbps(probe, blob, durable=False)
+            cache_rate = disk_mbps(probe, blob, durable=False, direct=args.chunk_write == "direct")
             before = len(re.findall(r"prefetch: \d+ blob\(s\) whole in", edge.log()))
             t0 = time.time()
             admin(origin, "PUT", app + "/channels/production", {"release": version, "public": True})
