@@ -180,35 +180,36 @@ std::optional<Errc> Fetcher::refusal_locked(const Sha256& id) const {
   return std::nullopt;
 }
 
+template <class Waiter>
+std::optional<Errc> Fetcher::enlist(
+    std::unordered_map<Sha256, std::vector<Waiter>, Sha256Hash>& waiting, const Sha256& id,
+    Waiter& waiter, bool& fresh) {
+  std::lock_guard lock(mutex_);
+  if (auto refusal = refusal_locked(id))
+    return refusal;
+  auto [it, first] = waiting.try_emplace(id);
+  it->second.push_back(std::move(waiter));
+  fresh = first;  // not fresh: a fetch is already on its way, this caller waits for it
+  return std::nullopt;
+}
+
 bool Fetcher::wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
                        const Sha256& id, Done& done) {
-  std::optional<Errc> refusal;
-  {
-    std::lock_guard lock(mutex_);
-    refusal = refusal_locked(id);
-    if (!refusal) {
-      auto [it, fresh] = waiting.try_emplace(id);
-      it->second.push_back(std::move(done));
-      return fresh;  // not fresh: a fetch is already on its way, this caller waits for it
-    }
+  bool fresh = false;
+  if (auto refusal = enlist(waiting, id, done, fresh)) {
+    done(make_error_code(*refusal));
+    return false;
   }
-  done(make_error_code(*refusal));
-  return false;
+  return fresh;
 }
 
 bool Fetcher::wait_for_chunk(const Sha256& id, ChunkWaiter waiter) {
-  std::optional<Errc> refusal;
-  {
-    std::lock_guard lock(mutex_);
-    refusal = refusal_locked(id);
-    if (!refusal) {
-      auto [it, fresh] = chunk_waiters_.try_emplace(id);
-      it->second.push_back(std::move(waiter));
-      return fresh;
-    }
+  bool fresh = false;
+  if (auto refusal = enlist(chunk_waiters_, id, waiter, fresh)) {
+    waiter.done(make_error_code(*refusal), nullptr);
+    return false;
   }
-  waiter.done(make_error_code(*refusal), nullptr);
-  return false;
+  return fresh;
 }
 
 void Fetcher::complete_chunk(const Sha256& id, error_code ec, const store::SharedBytes& verified) {

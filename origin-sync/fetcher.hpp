@@ -106,6 +106,11 @@ class Fetcher final : public api::Filler {
                       const store::SharedBytes& verified = nullptr);
   /// Why a fetch of `id` is refused now (a recent 404, or stopping), or nullopt; mutex_ held.
   std::optional<Errc> refusal_locked(const Sha256& id) const;
+  /// Adds `waiter` to the waiters of `id` (`fresh`: the first, who starts the fetch), or
+  /// says why not (the waiter is left to the caller).
+  template <class Waiter>
+  std::optional<Errc> enlist(std::unordered_map<Sha256, std::vector<Waiter>, Sha256Hash>& waiting,
+                             const Sha256& id, Waiter& waiter, bool& fresh);
   /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end),
   /// kChecksumMismatch (a body over `max_body`: an upstream that lies about sizes).
   Result<HttpReply> get(HttpClient& client, const std::string& target, std::uint64_t max_body,

@@ -572,16 +572,7 @@ void ChunkStore::commit_loop() {
       if (queue_.empty()) {
         lock.unlock();
         if (options_.sync_in_background) {
-          std::shared_ptr<SegmentFile> file;
-          std::uint64_t end = 0;
-          {
-            std::shared_lock state(state_mutex_);
-            if (auto it = segments_.find(open_segment_); it != segments_.end()) {
-              file = it->second.file;
-              end = it->second.bytes;
-            }
-          }
-          if (file != nullptr)
+          if (auto [file, end] = open_segment_end(); file != nullptr)
             finish_segment(*file, end);  // a clean stop leaves no padding to cut at open
           sync_watermark();              // nor anything to re-verify
         }
@@ -609,18 +600,16 @@ void ChunkStore::sync_watermark() {
   last_sync_ = std::chrono::steady_clock::now();
   if (unsynced_bytes_ == 0)
     return;
-  std::shared_ptr<SegmentFile> file;
-  std::uint64_t end = 0;
-  {
-    std::shared_lock lock(state_mutex_);
-    if (auto it = segments_.find(open_segment_); it != segments_.end()) {
-      file = it->second.file;
-      end = it->second.bytes;
-    }
-  }
-  if (file != nullptr)
+  if (auto [file, end] = open_segment_end(); file != nullptr)
     request_sync(std::move(file), open_segment_, end);
   unsynced_bytes_ = 0;
+}
+
+std::pair<std::shared_ptr<SegmentFile>, std::uint64_t> ChunkStore::open_segment_end() const {
+  std::shared_lock lock(state_mutex_);
+  if (auto it = segments_.find(open_segment_); it != segments_.end())
+    return {it->second.file, it->second.bytes};
+  return {nullptr, 0};
 }
 
 void ChunkStore::request_sync(std::shared_ptr<SegmentFile> file, std::uint64_t seg,

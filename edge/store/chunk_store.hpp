@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -276,6 +277,8 @@ class ChunkStore {
   /// Writes bytes of the open segment without waiting for the disk (background sync).
   Result<void> write_unsynced(const SegmentFile& file, const std::uint8_t* bytes, std::size_t len,
                               std::uint64_t offset);
+  /// The open segment's file and committed end (null: none yet); commit thread.
+  std::pair<std::shared_ptr<SegmentFile>, std::uint64_t> open_segment_end() const;
   /// Cuts the O_DIRECT padding off a segment that takes no more appends.
   void finish_segment(const SegmentFile& file, std::uint64_t end);
   /// Hands the open segment's committed end to the syncer thread (commit thread only).
