@@ -71,7 +71,7 @@ void Fetcher::stop() {
   }
   for (auto& [id, list] : chunks) {
     for (auto& w : list)
-      w.done(make_error_code(Errc::kShutdown), nullptr);
+      w.done(make_error_code(Errc::kShutdown), {});
   }
 }
 
@@ -206,13 +206,13 @@ bool Fetcher::wait_for(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>
 bool Fetcher::wait_for_chunk(const Sha256& id, ChunkWaiter waiter) {
   bool fresh = false;
   if (auto refusal = enlist(chunk_waiters_, id, waiter, fresh)) {
-    waiter.done(make_error_code(*refusal), nullptr);
+    waiter.done(make_error_code(*refusal), {});
     return false;
   }
   return fresh;
 }
 
-void Fetcher::complete_chunk(const Sha256& id, error_code ec, const store::SharedBytes& verified) {
+void Fetcher::complete_chunk(const Sha256& id, error_code ec, const SharedBytes& verified) {
   std::vector<ChunkWaiter> list;
   {
     std::lock_guard lock(mutex_);
@@ -224,7 +224,7 @@ void Fetcher::complete_chunk(const Sha256& id, error_code ec, const store::Share
     const auto it = chunk_waiters_.find(id);
     if (it == chunk_waiters_.end())
       return;
-    if (verified != nullptr) {
+    if (verified) {
       // Verified, not stored yet: the streams take the bytes now; the entry stays (the
       // fetch is still in flight for everyone else) until the put completes.
       auto& waiters = it->second;
@@ -259,12 +259,11 @@ void Fetcher::fill_runs_at(const std::shared_ptr<const store::Recipe>& recipe,
   for (const std::size_t i : indexes) {
     const Sha256& id = recipe->chunks[i].id;
     if (chunks_.find(id)) {
-      done(i, {}, nullptr);
+      done(i, {}, {});
       continue;
     }
-    ChunkWaiter w{
-        [done, i](error_code ec, store::SharedBytes bytes) { done(i, ec, std::move(bytes)); },
-        early};
+    ChunkWaiter w{[done, i](error_code ec, SharedBytes bytes) { done(i, ec, std::move(bytes)); },
+                  early};
     if (wait_for_chunk(id, std::move(w)))
       ours.push_back(i);
   }
@@ -294,7 +293,7 @@ void Fetcher::fetch_run(HttpClient& client, const std::shared_ptr<const store::R
     reply = get(client, "/v1/blobs/" + recipe->id.hex(), hi - lo,
                 {{"Range", "bytes=" + std::to_string(lo) + "-" + std::to_string(hi - 1)}}, 206);
   }
-  if (!reply || reply->body.size() != hi - lo) {
+  if (!reply || reply->body.size != hi - lo) {
     if (!reply && reply.error() == Errc::kShutdown) {
       for (std::size_t i = a; i <= b; ++i)
         complete_chunk(recipe->chunks[i].id, reply.error());
@@ -308,16 +307,17 @@ void Fetcher::fetch_run(HttpClient& client, const std::shared_ptr<const store::R
   }
   metrics_.fills.fetch_add(1, std::memory_order_relaxed);
   metrics_.fill_bytes.fetch_add(hi - lo, std::memory_order_relaxed);
-  const auto* p = reply->body.data();
+  // Each chunk is a slice of the reply: hashed, streamed and stored from where it arrived.
+  std::size_t at = 0;
   for (std::size_t i = a; i <= b; ++i) {
     const auto len = recipe->chunks[i].length;
-    store_chunk(recipe->chunks[i].id, std::vector<std::uint8_t>(p, p + len), client.base_url());
-    p += len;
+    store_chunk(recipe->chunks[i].id, reply->body.slice(at, len), client.base_url());
+    at += len;
   }
 }
 
 void Fetcher::fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size) {
-  ChunkWaiter w{[d = std::move(done)](error_code ec, const store::SharedBytes&) { d(ec); }, false};
+  ChunkWaiter w{[d = std::move(done)](error_code ec, const SharedBytes&) { d(ec); }, false};
   if (wait_for_chunk(id, std::move(w)))
     submit(priority, [this, id, size](HttpClient& client) { fetch_chunk(client, id, size); });
 }
@@ -329,22 +329,20 @@ void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t si
   if (!reply)
     return complete_chunk(id, reply.error());
   metrics_.fills.fetch_add(1, std::memory_order_relaxed);
-  metrics_.fill_bytes.fetch_add(reply->body.size(), std::memory_order_relaxed);
+  metrics_.fill_bytes.fetch_add(reply->body.size, std::memory_order_relaxed);
   store_chunk(id, std::move(reply->body), client.base_url());
 }
 
-void Fetcher::store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes,
-                          const std::string& from) {
-  const std::uint64_t n = bytes.size();
+void Fetcher::store_chunk(const Sha256& id, SharedBytes bytes, const std::string& from) {
+  const std::uint64_t n = bytes.size;
   // The one hash of these bytes: a bad chunk is never sent nor stored.
-  if (sha256_of(bytes) != id) {
+  if (sha256_of(bytes.span()) != id) {
     metrics_.verify_failures.fetch_add(1, std::memory_order_relaxed);
     spdlog::error("fill: chunk {} from {} failed SHA-256 verification ({} bytes); not stored",
                   id.hex(), from, n);
     return complete_chunk(id, make_error_code(Errc::kChecksumMismatch));
   }
-  auto shared = std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes));
-  complete_chunk(id, {}, shared);  // streams send it while it is stored
+  complete_chunk(id, {}, bytes);  // streams send it while it is stored
   {
     // The put is asynchronous so that this thread fetches the next chunk while the store
     // group-commits: one fdatasync then covers many chunks. Bounded by kPutBudget.
@@ -352,7 +350,7 @@ void Fetcher::store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes,
     puts_cv_.wait(lock, [&] { return put_bytes_ < kPutBudget; });
     put_bytes_ += n;
   }
-  chunks_.async_put_verified(id, std::move(shared), {}, [this, id, n](error_code ec, bool) {
+  chunks_.async_put_verified(id, std::move(bytes), {}, [this, id, n](error_code ec, bool) {
     if (ec)
       spdlog::error("fill: storing chunk {}: {}", id.hex(), ec.message());
     complete_chunk(id, ec);
@@ -390,7 +388,7 @@ struct Fetcher::BlobFill : std::enable_shared_from_this<BlobFill> {
     }
     fetcher->fill_runs_at(
         recipe, batch, priority,
-        [self = shared_from_this()](std::size_t, error_code ec, const store::SharedBytes&) {
+        [self = shared_from_this()](std::size_t, error_code ec, const SharedBytes&) {
           self->on_chunk(ec);
         },
         false);

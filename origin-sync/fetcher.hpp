@@ -86,7 +86,7 @@ class Fetcher final : public api::Filler {
                  std::size_t a, std::size_t b);
   /// Verifies a fetched chunk, hands its bytes to the waiters that stream them, then
   /// stores it (asynchronously, within kPutBudget) and completes the others.
-  void store_chunk(const Sha256& id, std::vector<std::uint8_t> bytes, const std::string& from);
+  void store_chunk(const Sha256& id, SharedBytes bytes, const std::string& from);
   /// Registers `done` for each chunk of `indexes` and starts Range fetches for the runs
   /// this call must fetch (fill_chunks, and a blob fill's chunks).
   /// `early`: `done` runs once the chunk is verified (with its bytes), not once stored.
@@ -94,7 +94,7 @@ class Fetcher final : public api::Filler {
                     const std::vector<std::size_t>& indexes, Priority priority, const RunDone& done,
                     bool early);
   /// A caller waiting for a chunk: `early` ones are told as soon as the bytes verified.
-  using ChunkDone = std::function<void(boost::system::error_code, store::SharedBytes)>;
+  using ChunkDone = std::function<void(boost::system::error_code, SharedBytes)>;
   struct ChunkWaiter {
     ChunkDone done;
     bool early = false;
@@ -103,7 +103,7 @@ class Fetcher final : public api::Filler {
   /// `bytes` set: the verified bytes, for the early waiters only (the entry stays).
   bool wait_for_chunk(const Sha256& id, ChunkWaiter waiter);
   void complete_chunk(const Sha256& id, boost::system::error_code ec,
-                      const store::SharedBytes& verified = nullptr);
+                      const SharedBytes& verified = {});
   /// Why a fetch of `id` is refused now (a recent 404, or stopping), or nullopt; mutex_ held.
   std::optional<Errc> refusal_locked(const Sha256& id) const;
   /// Adds `waiter` to the waiters of `id` (`fresh`: the first, who starts the fetch), or

@@ -1,6 +1,7 @@
 #include "origin-sync/http_client.hpp"
 
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -360,13 +361,16 @@ Result<HttpReply> HttpClient::request(
     } else {
       bhttp::write(*im.socket, req, ec);
     }
+    const std::uint64_t limit = max_body_bytes != 0 ? max_body_bytes : kMaxReplyBytes;
     bhttp::response_parser<bhttp::vector_body<std::uint8_t>> parser;
-    parser.body_limit(max_body_bytes != 0 ? max_body_bytes : kMaxReplyBytes);
-    while (!ec && !parser.is_done()) {
+    parser.body_limit(limit);
+    parser.eager(false);  // the header first: a sized body is read below, straight into place
+    SharedBytes direct;   // the body, when it was read that way
+    const auto read_step = [&] {
       const auto remaining = left();
       if (remaining.count() <= 0) {
         ec = asio::error::timed_out;
-        break;
+        return;
       }
       im.arm_read(remaining);
       if (im.https) {
@@ -374,7 +378,35 @@ Result<HttpReply> HttpClient::request(
       } else {
         bhttp::read_some(*im.socket, im.buffer, parser, ec);
       }
+    };
+    while (!ec && !parser.is_header_done())
+      read_step();
+    if (!ec && !parser.is_done() && parser.content_length()) {
+      // A sized body (a blob range, a chunk) goes into one buffer that is never zero-filled,
+      // in reads as large as the socket gives, without passing through the parser's buffer.
+      const std::uint64_t n = *parser.content_length();
+      if (n > limit) {
+        ec = bhttp::error::body_limit;
+      } else {
+        std::uint8_t* to = nullptr;
+        direct = SharedBytes::uninitialized(n, to);
+        std::size_t got = std::min<std::size_t>(im.buffer.size(), n);
+        std::memcpy(to, im.buffer.data().data(), got);
+        im.buffer.consume(got);
+        while (!ec && got < n) {
+          const auto remaining = left();
+          if (remaining.count() <= 0) {
+            ec = asio::error::timed_out;
+            break;
+          }
+          im.arm_read(remaining);
+          const auto into = asio::buffer(to + got, n - got);
+          got += im.https ? tls.read_some(into, ec) : im.socket->read_some(into, ec);
+        }
+      }
     }
+    while (!ec && !direct && !parser.is_done())
+      read_step();
     if (ec) {
       im.last_error = ec.message();
       im.close();
@@ -393,7 +425,8 @@ Result<HttpReply> HttpClient::request(
     auto res = parser.release();
     if (!res.keep_alive())
       im.close();
-    return HttpReply{res.result_int(), std::move(res.body())};
+    return HttpReply{res.result_int(),
+                     direct ? std::move(direct) : SharedBytes::of(std::move(res.body()))};
   }
   return Errc::kIo;
 }

@@ -12,16 +12,17 @@
 #include <vector>
 
 #include "edge/core/errc.hpp"
+#include "edge/core/shared_bytes.hpp"
 
 namespace edge::sync {
 
 /// What an upstream answered.
 struct HttpReply {
   unsigned status = 0;
-  std::vector<std::uint8_t> body;  ///< bytes as received (chunks go to the store as they are)
-  std::string_view text() const {
-    return {reinterpret_cast<const char*>(body.data()), body.size()};
-  }
+  /// Bytes as received, in one buffer that is never zero-filled: chunks are hashed, sent
+  /// and stored from slices of it.
+  SharedBytes body;
+  std::string_view text() const { return {reinterpret_cast<const char*>(body.data), body.size}; }
 };
 
 /// A blocking HTTP/1.1 client for node-to-node calls: one keep-alive connection to one

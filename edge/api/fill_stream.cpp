@@ -41,7 +41,7 @@ FillStream::FillStream(store::ChunkStore& chunks, store::BlobStore& blobs, Fille
   const std::size_t n = length == 0 ? 0 : last - chunk0_;
   state_.assign(n, State::kIdle);
   error_.assign(n, {});
-  bytes_.assign(n, nullptr);
+  bytes_.assign(n, {});
 }
 
 std::vector<std::size_t> FillStream::issue_locked() {
@@ -64,7 +64,7 @@ void FillStream::request(const std::vector<std::size_t>& slots) {
     return;
   const Filler::RunDone done = [self = shared_from_this(), base = chunk0_](
                                    std::size_t index, boost::system::error_code ec,
-                                   store::SharedBytes bytes) {
+                                   SharedBytes bytes) {
     self->on_filled(index - base, ec, std::move(bytes));
   };
   // The filler groups adjacent chunks into Range requests; the range's first chunk goes
@@ -79,14 +79,13 @@ void FillStream::request(const std::vector<std::size_t>& slots) {
   filler_.fill_chunks(recipe_, indexes, done);
 }
 
-void FillStream::on_filled(std::size_t slot, boost::system::error_code ec,
-                           store::SharedBytes bytes) {
+void FillStream::on_filled(std::size_t slot, boost::system::error_code ec, SharedBytes bytes) {
   Ready resume;
   {
     std::lock_guard lock(mutex_);
     state_[slot] = ec ? State::kFailed : State::kReady;
     error_[slot] = ec;
-    bytes_[slot] = ec ? nullptr : std::move(bytes);
+    bytes_[slot] = ec ? SharedBytes{} : std::move(bytes);
     if (waiting_ && slot == cursor_)
       resume = std::move(waiting_);
   }
@@ -101,7 +100,7 @@ void FillStream::next(Ready ready) {
   bool end = false;
   bool parked = false;
   bool complete_blob = false;
-  std::vector<store::SharedBytes> memory;  // per chunk of [from, to): verified bytes, or null
+  std::vector<SharedBytes> memory;  // per chunk of [from, to): verified bytes, or null
   {
     std::lock_guard lock(mutex_);
     fills = issue_locked();
@@ -150,7 +149,7 @@ void FillStream::next(Ready ready) {
   };
   std::vector<store::Piece> pieces;
   for (std::size_t slot = from; slot < to;) {
-    if (memory[slot - from] != nullptr) {
+    if (memory[slot - from]) {
       const std::uint64_t lo = lo_of(slot);
       pieces.push_back(
           {nullptr, lo - starts[chunk0_ + slot], hi_of(slot) - lo, std::move(memory[slot - from])});
@@ -158,7 +157,7 @@ void FillStream::next(Ready ready) {
       continue;
     }
     std::size_t run = slot + 1;
-    while (run < to && memory[run - from] == nullptr)
+    while (run < to && !memory[run - from])
       ++run;
     auto stored = blobs_.resolve(*recipe_, lo_of(slot), hi_of(run - 1) - lo_of(slot));
     if (!stored)

@@ -42,7 +42,7 @@ class FillStream final : public BodyStream, public std::enable_shared_from_this<
   // holds mutex_.
   std::vector<std::size_t> issue_locked();
   void request(const std::vector<std::size_t>& slots);
-  void on_filled(std::size_t slot, boost::system::error_code ec, store::SharedBytes bytes);
+  void on_filled(std::size_t slot, boost::system::error_code ec, SharedBytes bytes);
 
   store::ChunkStore& chunks_;
   store::BlobStore& blobs_;
@@ -58,7 +58,7 @@ class FillStream final : public BodyStream, public std::enable_shared_from_this<
   std::vector<boost::system::error_code> error_;  // guarded by mutex_
   /// Verified bytes of chunks not handed out yet that the store may not have written
   /// (null: read from the store); guarded by mutex_. Dropped once handed out.
-  std::vector<store::SharedBytes> bytes_;
+  std::vector<SharedBytes> bytes_;
   std::size_t cursor_ = 0;  // next chunk to hand out; mutex_
   std::size_t issued_ = 0;  // chunks looked at for fills; mutex_
   Ready waiting_;           // a next() waiting for the chunk at cursor_; guarded by mutex_

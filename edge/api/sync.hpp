@@ -71,7 +71,7 @@ class Filler {
   virtual void fill_chunk(const Sha256& id, Done done) = 0;
   /// `bytes`: the chunk's verified bytes when they are not stored yet, else null.
   using RunDone =
-      std::function<void(std::size_t index, boost::system::error_code, store::SharedBytes bytes)>;
+      std::function<void(std::size_t index, boost::system::error_code, SharedBytes bytes)>;
   /// Chunks `indexes` (ascending) of `recipe`: the ones no fill fetches already are asked
   /// of the upstream as Range requests on the blob, a run of adjacent chunks per request
   /// (DESIGN §10: fewer, larger transfers; at most 16 chunks and 4 MiB a run), each chunk

@@ -863,9 +863,9 @@ class Session : public std::enable_shared_from_this<Session> {
           next_item();
           continue;
         }
-        if (p.memory != nullptr) {
+        if (p.memory) {
           // Verified bytes of a streaming fill, sent from memory.
-          n = ::send(fd, p.memory->data() + p.offset + item_pos_, p.length - item_pos_,
+          n = ::send(fd, p.memory.data + p.offset + item_pos_, p.length - item_pos_,
                      MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         } else if (opt().use_sendfile) {
           if (cold_unwarmed(p))
@@ -996,10 +996,9 @@ class Session : public std::enable_shared_from_this<Session> {
             next_item();
             continue;
           }
-          if (p.memory != nullptr) {
-            n = conn_.tls_write(
-                reinterpret_cast<const char*>(p.memory->data()) + p.offset + item_pos_,
-                p.length - item_pos_, want, failed);
+          if (p.memory) {
+            n = conn_.tls_write(reinterpret_cast<const char*>(p.memory.data) + p.offset + item_pos_,
+                                p.length - item_pos_, want, failed);
           } else {
             if (cold_unwarmed(p))
               return warm_then_write(p);
@@ -1046,9 +1045,9 @@ class Session : public std::enable_shared_from_this<Session> {
         next_item();
         continue;
       }
-      if (p.memory != nullptr) {
+      if (p.memory) {
         const std::size_t n = std::min<std::uint64_t>(room, p.length - item_pos_);
-        std::memcpy(stage_.get() + stage_len_, p.memory->data() + p.offset + item_pos_, n);
+        std::memcpy(stage_.get() + stage_len_, p.memory.data + p.offset + item_pos_, n);
         stage_len_ += n;
         item_pos_ += n;
         if (item_pos_ == p.length)
@@ -1109,7 +1108,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // True when the piece about to start is not in the page cache and has not been warmed:
   // sending it would block the event loop on the disk (DESIGN §4).
   bool cold_unwarmed(const store::Piece& p) const {
-    return p.memory == nullptr && !warmed_ && opt().warm_cold_ranges && item_pos_ == 0 &&
+    return !p.memory && !warmed_ && opt().warm_cold_ranges && item_pos_ == 0 &&
            (opt().warm_always || is_cold(p));
   }
   // Reads the piece through io_uring, then write_loop goes on.

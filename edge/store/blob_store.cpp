@@ -95,8 +95,8 @@ void merge_adjacent(std::vector<Piece>& pieces) {
   std::size_t out = 0;
   for (std::size_t i = 1; i < pieces.size(); ++i) {
     Piece& last = pieces[out];
-    if (last.memory == nullptr && pieces[i].memory == nullptr &&
-        pieces[i].segment == last.segment && last.offset + last.length == pieces[i].offset) {
+    if (!last.memory && !pieces[i].memory && pieces[i].segment == last.segment &&
+        last.offset + last.length == pieces[i].offset) {
       last.length += pieces[i].length;
     } else {
       pieces[++out] = std::move(pieces[i]);

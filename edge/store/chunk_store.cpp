@@ -581,8 +581,7 @@ void ChunkStore::commit_loop() {
       std::size_t bytes = 0;
       while (!queue_.empty() && batch.size() < options_.max_batch_jobs &&
              bytes < options_.max_batch_bytes) {
-        bytes += (queue_.front().bytes ? queue_.front().bytes->size() : 0) +
-                 queue_.front().recipe.size();
+        bytes += queue_.front().bytes.size + queue_.front().recipe.size();
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
@@ -842,7 +841,7 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
   // Below store.min_free nothing new is written (deletes still are: they free space).
   std::uint64_t incoming = 0;
   for (const Job& job : jobs)
-    incoming += job.kind == Job::Kind::kPut ? job.bytes->size() + kRecordHeaderBytes : 0;
+    incoming += job.kind == Job::Kind::kPut ? job.bytes.size + kRecordHeaderBytes : 0;
   const bool writable = db_.writable() && (incoming == 0 || db_.room_for(incoming));
   for (std::size_t i = 0; i < jobs.size() && !batch_ec; ++i) {
     Job& job = jobs[i];
@@ -857,7 +856,7 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
           outcome[i] = {cur.error(), false};
         } else if (cur->has_value()) {
           outcome[i] = {{}, false};  // already stored: never written twice
-        } else if (auto e = stage_append(b, job.id, *job.bytes); !e) {
+        } else if (auto e = stage_append(b, job.id, job.bytes.span()); !e) {
           // An I/O error may have lost bytes staged before this job: fail the whole
           // batch rather than index anything that may not be durable.
           batch_ec = e.error();
@@ -1008,13 +1007,12 @@ void ChunkStore::async_put(const Sha256& id, std::vector<std::uint8_t> bytes, co
     complete_on(ex, std::move(handler), make_error_code(Errc::kChecksumMismatch), false);
     return;
   }
-  async_put_verified(id, std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes)), ex,
-                     std::move(handler));
+  async_put_verified(id, SharedBytes::of(std::move(bytes)), ex, std::move(handler));
 }
 
 void ChunkStore::async_put_verified(const Sha256& id, SharedBytes bytes, const Executor& ex,
                                     PutHandler handler) {
-  if (bytes == nullptr || bytes->size() > kMaxRecordBody) {
+  if (!bytes || bytes.size > kMaxRecordBody) {
     complete_on(ex, std::move(handler), make_error_code(Errc::kTooLarge), false);
     return;
   }

@@ -22,6 +22,7 @@
 
 #include "edge/core/errc.hpp"
 #include "edge/core/sha256.hpp"
+#include "edge/core/shared_bytes.hpp"
 #include "edge/store/database.hpp"
 #include "edge/store/lru_cache.hpp"
 
@@ -68,9 +69,6 @@ class SegmentFile {
   int fd_;
   std::filesystem::path path_;
 };
-
-/// Bytes shared read-only between a fill, the streams that send them and the store.
-using SharedBytes = std::shared_ptr<const std::vector<std::uint8_t>>;
 
 /// Where a chunk's bytes are: `length` bytes at `offset` of `segment->fd()`, ready for
 /// pread or sendfile. Holding it keeps the descriptor open.
