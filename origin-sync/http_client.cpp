@@ -108,6 +108,76 @@ struct TlsStream {
   }
 };
 
+// Plain TCP on a blocking socket, each wait bounded by SO_RCVTIMEO/SO_SNDTIMEO, as a Beast
+// SyncReadStream and SyncWriteStream. Not Asio's own blocking reads: after an EAGAIN (the
+// timeout) Asio polls again without a timeout, so a peer that stalls mid-reply would hold
+// the thread for good.
+struct PlainStream {
+  int fd;
+  static boost::system::error_code error_of(int err) {
+    if (err == EAGAIN || err == EWOULDBLOCK)
+      return asio::error::timed_out;  // SO_*TIMEO ran out
+    return {err, boost::system::system_category()};
+  }
+  template <class Buffers>
+  std::size_t read_some(const Buffers& buffers, boost::system::error_code& ec) {
+    const asio::mutable_buffer b = *asio::buffer_sequence_begin(buffers);
+    while (true) {
+      const ssize_t n = ::recv(fd, b.data(), b.size(), 0);
+      if (n > 0) {
+        ec = {};
+        return static_cast<std::size_t>(n);
+      }
+      if (n == 0 && b.size() > 0) {
+        ec = asio::error::eof;
+        return 0;
+      }
+      if (n < 0 && errno == EINTR)
+        continue;
+      ec = n == 0 ? boost::system::error_code() : error_of(errno);
+      return 0;
+    }
+  }
+  template <class Buffers>
+  std::size_t write_some(const Buffers& buffers, boost::system::error_code& ec) {
+    for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
+         ++it) {
+      const asio::const_buffer b = *it;
+      if (b.size() == 0)
+        continue;
+      while (true) {
+        const ssize_t n = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL);
+        if (n >= 0) {
+          ec = {};
+          return static_cast<std::size_t>(n);
+        }
+        if (errno == EINTR)
+          continue;
+        ec = error_of(errno);
+        return 0;
+      }
+    }
+    ec = {};
+    return 0;
+  }
+  template <class Buffers>
+  std::size_t read_some(const Buffers& buffers) {
+    boost::system::error_code ec;
+    const std::size_t n = read_some(buffers, ec);
+    if (ec)
+      throw boost::system::system_error(ec);
+    return n;
+  }
+  template <class Buffers>
+  std::size_t write_some(const Buffers& buffers) {
+    boost::system::error_code ec;
+    const std::size_t n = write_some(buffers, ec);
+    if (ec)
+      throw boost::system::system_error(ec);
+    return n;
+  }
+};
+
 }  // namespace
 
 // Blocking sockets with SO_RCVTIMEO/SO_SNDTIMEO: a recv that waits for the peer costs one
@@ -263,6 +333,9 @@ struct HttpClient::Impl {
       return ec;
     socket.emplace(stream.release_socket());
     socket->set_option(tcp::no_delay(true), ec);
+    // Blocking from here: every wait is bounded by SO_RCVTIMEO/SO_SNDTIMEO (PlainStream,
+    // TlsStream), not by a reactor.
+    socket->native_non_blocking(false, ec);
     std::lock_guard lock(fd_mutex);
     fd = socket->native_handle();
     return ec;
@@ -356,10 +429,11 @@ Result<HttpReply> HttpClient::request(
     im.set_timeouts(std::max(left(), std::chrono::milliseconds(1)));
     boost::system::error_code ec;
     TlsStream tls{im.ssl};
+    PlainStream plain{im.socket->native_handle()};
     if (im.https) {
       bhttp::write(tls, req, ec);
     } else {
-      bhttp::write(*im.socket, req, ec);
+      bhttp::write(plain, req, ec);
     }
     const std::uint64_t limit = max_body_bytes != 0 ? max_body_bytes : kMaxReplyBytes;
     bhttp::response_parser<bhttp::vector_body<std::uint8_t>> parser;
@@ -376,7 +450,7 @@ Result<HttpReply> HttpClient::request(
       if (im.https) {
         bhttp::read_some(tls, im.buffer, parser, ec);
       } else {
-        bhttp::read_some(*im.socket, im.buffer, parser, ec);
+        bhttp::read_some(plain, im.buffer, parser, ec);
       }
     };
     while (!ec && !parser.is_header_done())
@@ -401,7 +475,10 @@ Result<HttpReply> HttpClient::request(
           }
           im.arm_read(remaining);
           const auto into = asio::buffer(to + got, n - got);
-          got += im.https ? tls.read_some(into, ec) : im.socket->read_some(into, ec);
+          const std::size_t n_read = im.https ? tls.read_some(into, ec) : plain.read_some(into, ec);
+          if (!ec && n_read == 0)
+            ec = asio::error::eof;
+          got += n_read;
         }
       }
     }
