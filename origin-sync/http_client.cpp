@@ -44,9 +44,21 @@ std::string ssl_errors() {
   return out;
 }
 
+// The first non-empty buffer of a sequence (a write sends one at a time), or an empty one.
+template <class Buffers>
+asio::const_buffer first_bytes(const Buffers& buffers) {
+  for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
+       ++it) {
+    const asio::const_buffer b = *it;
+    if (b.size() != 0)
+      return b;
+  }
+  return {};
+}
+
 // OpenSSL on a blocking socket (SO_RCVTIMEO/SO_SNDTIMEO bound each wait) as a Beast
 // SyncReadStream and SyncWriteStream.
-struct TlsStream {
+struct TlsIo {
   SSL* ssl;
   static void map_error(SSL* ssl, int r, boost::system::error_code& ec) {
     switch (SSL_get_error(ssl, r)) {
@@ -72,39 +84,17 @@ struct TlsStream {
   }
   template <class Buffers>
   std::size_t write_some(const Buffers& buffers, boost::system::error_code& ec) {
-    for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
-         ++it) {
-      const asio::const_buffer b = *it;
-      if (b.size() == 0)
-        continue;
-      std::size_t n = 0;
-      ERR_clear_error();
-      const int r = SSL_write_ex(ssl, b.data(), b.size(), &n);
-      if (r == 1) {
-        ec = {};
-        return n;
-      }
-      map_error(ssl, r, ec);
-      return 0;
-    }
+    const asio::const_buffer b = first_bytes(buffers);
     ec = {};
+    if (b.size() == 0)
+      return 0;
+    std::size_t n = 0;
+    ERR_clear_error();
+    const int r = SSL_write_ex(ssl, b.data(), b.size(), &n);
+    if (r == 1)
+      return n;
+    map_error(ssl, r, ec);
     return 0;
-  }
-  template <class Buffers>
-  std::size_t read_some(const Buffers& buffers) {
-    boost::system::error_code ec;
-    const std::size_t n = read_some(buffers, ec);
-    if (ec)
-      throw boost::system::system_error(ec);
-    return n;
-  }
-  template <class Buffers>
-  std::size_t write_some(const Buffers& buffers) {
-    boost::system::error_code ec;
-    const std::size_t n = write_some(buffers, ec);
-    if (ec)
-      throw boost::system::system_error(ec);
-    return n;
   }
 };
 
@@ -112,7 +102,7 @@ struct TlsStream {
 // SyncReadStream and SyncWriteStream. Not Asio's own blocking reads: after an EAGAIN (the
 // timeout) Asio polls again without a timeout, so a peer that stalls mid-reply would hold
 // the thread for good.
-struct PlainStream {
+struct PlainIo {
   int fd;
   static boost::system::error_code error_of(int err) {
     if (err == EAGAIN || err == EWOULDBLOCK)
@@ -140,30 +130,31 @@ struct PlainStream {
   }
   template <class Buffers>
   std::size_t write_some(const Buffers& buffers, boost::system::error_code& ec) {
-    for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
-         ++it) {
-      const asio::const_buffer b = *it;
-      if (b.size() == 0)
-        continue;
-      while (true) {
-        const ssize_t n = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL);
-        if (n >= 0) {
-          ec = {};
-          return static_cast<std::size_t>(n);
-        }
-        if (errno == EINTR)
-          continue;
+    const asio::const_buffer b = first_bytes(buffers);
+    ec = {};
+    if (b.size() == 0)
+      return 0;
+    while (true) {
+      const ssize_t n = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL);
+      if (n >= 0)
+        return static_cast<std::size_t>(n);
+      if (errno != EINTR) {
         ec = error_of(errno);
         return 0;
       }
     }
-    ec = {};
-    return 0;
   }
+};
+
+// The throwing forms Beast's stream concepts also ask for, over a stream's error_code forms.
+template <class Stream>
+struct Throwing : Stream {
+  using Stream::read_some;
+  using Stream::write_some;
   template <class Buffers>
   std::size_t read_some(const Buffers& buffers) {
     boost::system::error_code ec;
-    const std::size_t n = read_some(buffers, ec);
+    const std::size_t n = Stream::read_some(buffers, ec);
     if (ec)
       throw boost::system::system_error(ec);
     return n;
@@ -171,12 +162,15 @@ struct PlainStream {
   template <class Buffers>
   std::size_t write_some(const Buffers& buffers) {
     boost::system::error_code ec;
-    const std::size_t n = write_some(buffers, ec);
+    const std::size_t n = Stream::write_some(buffers, ec);
     if (ec)
       throw boost::system::system_error(ec);
     return n;
   }
 };
+
+using TlsStream = Throwing<TlsIo>;
+using PlainStream = Throwing<PlainIo>;
 
 }  // namespace
 
@@ -428,8 +422,8 @@ Result<HttpReply> HttpClient::request(
     }
     im.set_timeouts(std::max(left(), std::chrono::milliseconds(1)));
     boost::system::error_code ec;
-    TlsStream tls{im.ssl};
-    PlainStream plain{im.socket->native_handle()};
+    TlsStream tls{{im.ssl}};
+    PlainStream plain{{im.socket->native_handle()}};
     if (im.https) {
       bhttp::write(tls, req, ec);
     } else {
