@@ -110,11 +110,7 @@ void Fetcher::complete(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>
   std::vector<Done> list;
   {
     std::lock_guard lock(mutex_);
-    if (ec == Errc::kNotFound) {
-      if (missing_.size() >= kMissingEntries)
-        missing_.clear();  // a flood of unknown ids: start over rather than grow
-      missing_[id] = std::chrono::steady_clock::now() + kMissingTtl;
-    }
+    remember_locked(id, ec);
     const auto it = waiting.find(id);
     if (it == waiting.end())
       return;
@@ -171,6 +167,14 @@ Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target,
   }
 }
 
+void Fetcher::remember_locked(const Sha256& id, error_code ec) {
+  if (ec != Errc::kNotFound)
+    return;
+  if (missing_.size() >= kMissingEntries)
+    missing_.clear();  // a flood of unknown ids: start over rather than grow
+  missing_[id] = std::chrono::steady_clock::now() + kMissingTtl;
+}
+
 std::optional<Errc> Fetcher::refusal_locked(const Sha256& id) const {
   const auto miss = missing_.find(id);
   if (miss != missing_.end() && miss->second > std::chrono::steady_clock::now())
@@ -216,11 +220,7 @@ void Fetcher::complete_chunk(const Sha256& id, error_code ec, const SharedBytes&
   std::vector<ChunkWaiter> list;
   {
     std::lock_guard lock(mutex_);
-    if (ec == Errc::kNotFound) {
-      if (missing_.size() >= kMissingEntries)
-        missing_.clear();
-      missing_[id] = std::chrono::steady_clock::now() + kMissingTtl;
-    }
+    remember_locked(id, ec);
     const auto it = chunk_waiters_.find(id);
     if (it == chunk_waiters_.end())
       return;

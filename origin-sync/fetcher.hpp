@@ -104,6 +104,8 @@ class Fetcher final : public api::Filler {
   bool wait_for_chunk(const Sha256& id, ChunkWaiter waiter);
   void complete_chunk(const Sha256& id, boost::system::error_code ec,
                       const SharedBytes& verified = {});
+  /// A 404 for `id` goes into the negative cache (kMissingTtl); mutex_ held.
+  void remember_locked(const Sha256& id, boost::system::error_code ec);
   /// Why a fetch of `id` is refused now (a recent 404, or stopping), or nullopt; mutex_ held.
   std::optional<Errc> refusal_locked(const Sha256& id) const;
   /// Adds `waiter` to the waiters of `id` (`fresh`: the first, who starts the fetch), or

@@ -434,7 +434,9 @@ Result<HttpReply> HttpClient::request(
     parser.body_limit(limit);
     parser.eager(false);  // the header first: a sized body is read below, straight into place
     SharedBytes direct;   // the body, when it was read that way
-    const auto read_step = [&] {
+    // One bounded read: `read(stream)` on the connection's stream, its wait bounded by what
+    // is left of the deadline.
+    const auto step = [&](const auto& read) {
       const auto remaining = left();
       if (remaining.count() <= 0) {
         ec = asio::error::timed_out;
@@ -442,13 +444,14 @@ Result<HttpReply> HttpClient::request(
       }
       im.arm_read(remaining);
       if (im.https) {
-        bhttp::read_some(tls, im.buffer, parser, ec);
+        read(tls);
       } else {
-        bhttp::read_some(plain, im.buffer, parser, ec);
+        read(plain);
       }
     };
+    const auto parse_some = [&](auto& stream) { bhttp::read_some(stream, im.buffer, parser, ec); };
     while (!ec && !parser.is_header_done())
-      read_step();
+      step(parse_some);
     if (!ec && !parser.is_done() && parser.content_length()) {
       // A sized body (a blob range, a chunk) goes into one buffer that is never zero-filled,
       // in reads as large as the socket gives, without passing through the parser's buffer.
@@ -462,22 +465,12 @@ Result<HttpReply> HttpClient::request(
         std::memcpy(to, im.buffer.data().data(), got);
         im.buffer.consume(got);
         while (!ec && got < n) {
-          const auto remaining = left();
-          if (remaining.count() <= 0) {
-            ec = asio::error::timed_out;
-            break;
-          }
-          im.arm_read(remaining);
-          const auto into = asio::buffer(to + got, n - got);
-          const std::size_t n_read = im.https ? tls.read_some(into, ec) : plain.read_some(into, ec);
-          if (!ec && n_read == 0)
-            ec = asio::error::eof;
-          got += n_read;
+          step([&](auto& stream) { got += stream.read_some(asio::buffer(to + got, n - got), ec); });
         }
       }
     }
     while (!ec && !direct && !parser.is_done())
-      read_step();
+      step(parse_some);
     if (ec) {
       im.last_error = ec.message();
       im.close();
