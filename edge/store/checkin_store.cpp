@@ -50,26 +50,49 @@ auto tail_fields(C& c) {
 }
 
 // Fields joined by '\0' (none holds NUL: sanitize replaced them), the time after the first
-// seven; a device's last check-in also carries its event count at the end.
-std::string encode(const Checkin& c, std::optional<std::uint32_t> events = std::nullopt) {
-  std::string out;
+// seven. A device's last check-in (its row in the device index) also carries, at the end,
+// the events of its timeline ring from before timelines were chained through the raw log
+// (read only, 0 for devices first seen since) and the chain's head (DeviceRow).
+struct DeviceRow {
+  std::uint32_t legacy_events = 0;  ///< events in the device's old ring (kCfTimeline)
+  std::uint64_t head = 0;           ///< seq of its newest timeline record in the raw log (0: none)
+};
+
+void encode_into(std::string& out, const Checkin& c) {
+  out.clear();
   for (const std::string* f : head_fields(c)) {
     out += *f;
     out += '\0';
   }
-  out += std::to_string(c.time_ms);
+  char digits[24];
+  const auto t = std::to_chars(digits, digits + sizeof digits, c.time_ms);
+  out.append(digits, t.ptr);
   for (const std::string* f : tail_fields(c)) {
     out += '\0';
     out += *f;
   }
-  if (events) {
-    out += '\0';
-    out += std::to_string(*events);
-  }
+}
+
+std::string encode(const Checkin& c) {
+  std::string out;
+  encode_into(out, c);
   return out;
 }
 
-std::optional<Checkin> decode(std::string_view v, std::uint32_t* events = nullptr) {
+// A device row: `record` (an encoded check-in) and the row's trailer.
+std::string encode_row(std::string_view record, DeviceRow row) {
+  std::string out;
+  out.reserve(record.size() + 32);
+  out += record;
+  char digits[24];
+  out += '\0';
+  out.append(digits, std::to_chars(digits, digits + sizeof digits, row.legacy_events).ptr);
+  out += '\0';
+  out.append(digits, std::to_chars(digits, digits + sizeof digits, row.head).ptr);
+  return out;
+}
+
+std::optional<Checkin> decode(std::string_view v, DeviceRow* row = nullptr) {
   Checkin c;
   for (std::string* f : head_fields(c)) {
     const auto nul = v.find('\0');
@@ -90,13 +113,22 @@ std::optional<Checkin> decode(std::string_view v, std::uint32_t* events = nullpt
   if (more) {
     for (std::string* f : tail_fields(c))
       f->assign(take());
-    if (events != nullptr && !v.empty()) {
+    // A row written before the chain ends after its ring count.
+    if (row != nullptr && !v.empty()) {
       const std::string_view e = take();
-      std::from_chars(e.data(), e.data() + e.size(), *events);
+      std::from_chars(e.data(), e.data() + e.size(), row->legacy_events);
+      const std::string_view h = take();
+      std::from_chars(h.data(), h.data() + h.size(), row->head);
     }
   }
   return c;
 }
+
+// Raw log keys: be64(seq), and for an event on its device's timeline, be64(seq) then
+// be64(seq of the device's previous timeline event, 0 for none): each timeline is a chain
+// through the log, newest first, and costs no write of its own.
+constexpr std::size_t kLogKey = 8;
+constexpr std::size_t kLinkedLogKey = 16;
 
 std::uint64_t device_hash(std::string_view seen_key) {
   const std::uint64_t h = XXH3_64bits(seen_key.data(), seen_key.size());
@@ -231,16 +263,17 @@ void put_u64(Database::Impl& d, rocksdb::WriteBatch& wb, std::string_view key, s
 
 }  // namespace
 
-/// An open-addressing table keyed by device hash: 24 bytes a slot, at most 70% full.
+/// An open-addressing table keyed by device hash: 32 bytes a slot, at most 70% full.
 struct CheckinStore::DeviceTable {
   struct Entry {
-    std::uint64_t key = 0;         ///< device_hash; 0: empty
-    std::int32_t day = INT32_MIN;  ///< the last day the device was counted (days since 1970)
-    std::uint32_t version = 0;     ///< version_hash of the release counted that day
-    std::uint32_t events = 0;      ///< events recorded (the timeline ring's position)
-    std::uint32_t last_check = 0;  ///< hash of the last update check (0: the last was not one)
+    std::uint64_t key = 0;            ///< device_hash; 0: empty
+    std::uint64_t head = 0;           ///< DeviceRow::head: the newest timeline record's seq
+    std::int32_t day = INT32_MIN;     ///< the last day the device was counted (days since 1970)
+    std::uint32_t version = 0;        ///< version_hash of the release counted that day
+    std::uint32_t last_check = 0;     ///< hash of the last update check (0: the last was not one)
+    std::uint32_t legacy_events = 0;  ///< DeviceRow::legacy_events, carried into every row
   };
-  static_assert(sizeof(Entry) == 24);
+  static_assert(sizeof(Entry) == 32);
   std::vector<Entry> slots = std::vector<Entry>(1024);
   std::size_t size = 0;
 
@@ -278,22 +311,26 @@ CheckinStore::CheckinStore(Database& db, CheckinOptions options)
   {
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDeviceSeen)));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      std::uint32_t events = 0;
-      const auto c = decode(it->value().ToStringView(), &events);
+      DeviceRow row;
+      const auto c = decode(it->value().ToStringView(), &row);
       if (!c)
         continue;
       auto& e = table_->at(device_hash(it->key().ToStringView()));
       e.day = static_cast<std::int32_t>(floor_div(c->time_ms, kDayMs));
       e.version = c->version_name.empty() ? 0 : version_hash(c->version_name);
-      e.events = events;
+      e.head = row.head;
+      e.legacy_events = row.legacy_events;
+      // Sequence numbers never go back, even when retention emptied the log: a chain must
+      // not run into another device's record.
+      next_seq_ = std::max(next_seq_, row.head + 1);
     }
     table_size_ = table_->size;
     table_capacity_ = table_->slots.size();
   }
   std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfCheckins)));
   it->SeekToLast();
-  if (it->Valid() && it->key().size() == 8)
-    next_seq_ = get_be64(it->key().data()) + 1;
+  if (it->Valid() && it->key().size() >= kLogKey)
+    next_seq_ = std::max(next_seq_, get_be64(it->key().data()) + 1);
   // The outbox survives restarts: count what waits, find the next seq and the batch that
   // was in flight.
   std::unique_ptr<rocksdb::Iterator> ob(d.db->NewIterator({}, d.handle(kCfOutbox)));
@@ -511,7 +548,7 @@ void CheckinStore::retention_pass(std::int64_t now_ms, std::size_t max_devices) 
   {
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfCheckins)));
     it->SeekToFirst();
-    if (it->Valid() && it->key().size() == 8) {
+    if (it->Valid() && it->key().size() >= kLogKey) {
       std::uint64_t lo = get_be64(it->key().data());
       std::uint64_t hi = next_seq_;  // first seq known to be kept (none yet)
       const std::uint64_t first = lo;
@@ -534,12 +571,15 @@ void CheckinStore::retention_pass(std::int64_t now_ms, std::size_t max_devices) 
       }
     }
   }
-  // The timelines of devices not seen since the cutoff, a slice of the devices per pass.
-  if (options_.timeline_events > 0) {
+  // Timelines are chains through the raw log, so they go with it. The rings written before
+  // that (kCfTimeline, read only now) go with their device: those of devices not seen since
+  // the cutoff, a slice of the devices per pass, while there are any.
+  std::unique_ptr<rocksdb::Iterator> ring(d.db->NewIterator({}, d.handle(kCfTimeline)));
+  ring->SeekToFirst();
+  if (ring->Valid()) {
     // Point deletes of the ring's slots, not a range per device: thousands of range
     // tombstones would slow every read of the timeline family.
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDeviceSeen)));
-    std::unique_ptr<rocksdb::Iterator> ring(d.db->NewIterator({}, d.handle(kCfTimeline)));
     it->Seek(timeline_cursor_);
     std::size_t n = 0;
     for (; it->Valid() && n < max_devices; it->Next(), ++n) {
@@ -647,6 +687,7 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   std::vector<DeviceTable::Entry> undo;
   std::vector<std::string> seen_keys;  // per check-in of an item: app \0 device
   std::vector<std::uint64_t> hashes;   // and its device_hash
+  std::string record;                  // the check-in being written, encoded
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const Item& item = batch[i];
     if (item.task)
@@ -678,10 +719,7 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       const Checkin& c = item.checkins[j];
       if (j + 4 < hashes.size())
         table_->prefetch(hashes[j + 4]);
-      char seq[8];
-      put_be64(seq, next_seq_++);
-      const std::string record = encode(c);
-      wb.Put(d.handle(kCfCheckins), rocksdb::Slice(seq, 8), record);
+      encode_into(record, c);
       const std::string& seen_key = seen_keys[j];
       const std::int64_t h = floor_div(c.time_ms, kHourMs);
       if (h != hour_number) {
@@ -702,13 +740,20 @@ void CheckinStore::commit(std::deque<Item>& batch) {
                                 : 0;
       const bool to_timeline = ring > 0 && (check == 0 || check != e.last_check);
       e.last_check = check;
-      const std::uint32_t slot = ring > 0 ? e.events % ring : 0;
+      // The raw log's record; on the timeline, linked to the device's previous one.
+      const std::uint64_t seq = next_seq_++;
+      char log_key[kLinkedLogKey];
+      put_be64(log_key, seq);
+      put_be64(log_key + kLogKey, e.head);
+      wb.Put(d.handle(kCfCheckins), rocksdb::Slice(log_key, to_timeline ? kLinkedLogKey : kLogKey),
+             record);
       if (to_timeline)
-        ++e.events;
+        e.head = seq;
+      const DeviceRow trailer{e.legacy_events, e.head};
       // A late event (an earlier day than the device's current one: relayed by an edge that
       // was cut off) goes to the timeline and the counters of its own hour and day, but the
-      // device's row keeps its newest state; only the ring position in it moves on (a
-      // restart resumes the ring from it, and the device table's day from its time).
+      // device's row keeps its newest state; only the timeline's head in it moves on (a
+      // restart resumes the chain from it, and the device table's day from its time).
       const auto dn = static_cast<std::int32_t>(floor_div(c.time_ms, kDayMs));
       const bool late = e.day != INT32_MIN && dn < e.day;
       if (late) {
@@ -721,14 +766,14 @@ void CheckinStore::commit(std::deque<Item>& batch) {
           if (std::string v; !row && d.db->Get({}, d.handle(kCfDeviceSeen), seen_key, &v).ok())
             row = std::move(v);
           if (auto newest = row ? decode(*row) : std::nullopt)
-            wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(*newest, e.events));
+            wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(encode(*newest), trailer));
         }
       } else if (target) {
         Checkin seen = c;
         seen.version_name = version;
-        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(seen, e.events));
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(encode(seen), trailer));
       } else {
-        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode(c, e.events));
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(record, trailer));
         running[seen_key] = c.version_name;
       }
       if (!c.version_name.empty()) {
@@ -739,11 +784,6 @@ void CheckinStore::commit(std::deque<Item>& batch) {
           if (c.action == "set")
             bump({c.app_id, hour, "i", c.version_name});
         }
-      }
-      if (to_timeline) {
-        char s[4] = {static_cast<char>(slot >> 24), static_cast<char>(slot >> 16),
-                     static_cast<char>(slot >> 8), static_cast<char>(slot)};
-        wb.Put(d.handle(kCfTimeline), seen_key + '\0' + std::string(s, 4), record);
       }
       // Distinct devices per day (and per release that day), from the device table: a
       // device's first event of a day counts it, and leaves its marker for late events.
@@ -1127,32 +1167,60 @@ Result<std::vector<TimelineEntry>> CheckinStore::timeline(const std::string& app
     return out;
   if (auto ec = to_error(s))
     return ec;
-  std::uint32_t events = 0;
-  if (!decode(v, &events) || events == 0)
+  DeviceRow row;
+  if (!decode(v, &row))
     return out;
-  // The ring's slots, read in one pass, then walked back from the newest.
-  std::map<std::uint32_t, Checkin> slots;
-  const std::string prefix = seen_key + '\0';
-  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfTimeline)));
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    const std::string_view k = it->key().ToStringView().substr(prefix.size());
-    if (k.size() != 4)
-      continue;
-    const auto* b = reinterpret_cast<const unsigned char*>(k.data());
-    const std::uint32_t slot = (std::uint32_t{b[0]} << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
-    if (auto c = decode(it->value().ToStringView()))
-      slots.emplace(slot, std::move(*c));
-  }
-  if (auto ec = to_error(it->status()))
-    return ec;
   const std::uint32_t ring = options_.timeline_events;
-  const std::uint32_t n = std::min<std::uint32_t>(events, ring);
-  for (std::uint32_t k = 0; k < n; ++k) {
-    const auto found = slots.find((events - 1 - k) % ring);
-    if (found != slots.end())
-      out.push_back(found->second);
+  // The chain through the raw log, from the newest. It ends at a record that links to
+  // nothing (then the ring from before the chain, if any, holds older events), or at one
+  // the retention sweep deleted (then so were the older ones), or that is not the device's
+  // (never expected: sequence numbers are not reused).
+  bool whole = true;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfCheckins)));
+    for (std::uint64_t seq = row.head; seq != 0 && out.size() < ring;) {
+      char k[kLogKey];
+      put_be64(k, seq);
+      it->Seek(rocksdb::Slice(k, kLogKey));
+      auto c =
+          it->Valid() && it->key().size() == kLinkedLogKey && it->key().starts_with({k, kLogKey})
+              ? decode(it->value().ToStringView())
+              : std::nullopt;
+      if (!c || c->app_id != app_id || c->device_id != device_id) {
+        whole = false;
+        break;
+      }
+      seq = get_be64(it->key().data() + kLogKey);
+      out.push_back(std::move(*c));
+    }
+    if (auto ec = to_error(it->status()))
+      return ec;
   }
-  // The ring is in arrival order; events relayed by an edge arrive late: newest event first.
+  if (whole && row.legacy_events > 0 && out.size() < ring) {
+    // The ring's slots, read in one pass, then walked back from the newest.
+    std::map<std::uint32_t, Checkin> slots;
+    const std::string prefix = seen_key + '\0';
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfTimeline)));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      const std::string_view k = it->key().ToStringView().substr(prefix.size());
+      if (k.size() != 4)
+        continue;
+      const auto* b = reinterpret_cast<const unsigned char*>(k.data());
+      const std::uint32_t slot = (std::uint32_t{b[0]} << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+      if (auto c = decode(it->value().ToStringView()))
+        slots.emplace(slot, std::move(*c));
+    }
+    if (auto ec = to_error(it->status()))
+      return ec;
+    const std::uint32_t events = row.legacy_events;
+    const std::uint32_t n = std::min<std::uint32_t>(events, ring);
+    for (std::uint32_t k = 0; k < n && out.size() < ring; ++k) {
+      const auto found = slots.find((events - 1 - k) % ring);
+      if (found != slots.end())
+        out.push_back(found->second);
+    }
+  }
+  // In arrival order; events relayed by an edge arrive late: newest event first.
   std::stable_sort(out.begin(), out.end(),
                    [](const Checkin& a, const Checkin& b) { return a.time_ms > b.time_ms; });
   if (out.size() > limit)

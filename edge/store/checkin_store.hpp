@@ -80,10 +80,12 @@ struct CheckinOptions {
   bool outbox = false;
   /// Past this many bytes of queued check-ins the oldest are dropped (and counted).
   std::uint64_t outbox_max_bytes = 1ULL << 30;
-  /// Each device's timeline keeps its last this many events (0: no timelines).
+  /// Each device's timeline shows its last this many events (0: no timelines). A timeline is
+  /// a chain through the raw log, so it holds events the retention sweep has not deleted.
   std::uint32_t timeline_events = 50;
-  /// Hourly buckets, the raw log, and the timelines of devices not seen for longer than
-  /// this many days are deleted (an hourly sweep). 0: keep everything.
+  /// Hourly buckets and the raw log older than this many days (with them the timelines'
+  /// older events), and the old rings of devices not seen for as long, are deleted (an
+  /// hourly sweep). 0: keep everything.
   std::uint32_t retention_days = 90;
 };
 
@@ -166,9 +168,9 @@ class CheckinStore {
   /// with the number of hours and of distinct names in them, not with the check-ins.
   Result<Analytics> analytics(const std::string& app_id, std::int64_t from_ms,
                               std::int64_t to_ms) const;
-  /// A device's last events as they arrived (at most CheckinOptions::timeline_events), the
-  /// newest event time first, at most `limit` of them. Target-naming events keep the
-  /// version they name.
+  /// A device's last events as they arrived (at most CheckinOptions::timeline_events, and
+  /// within the retention), the newest event time first, at most `limit` of them.
+  /// Target-naming events keep the version they name. Reads one raw log record per event.
   Result<std::vector<TimelineEntry>> timeline(const std::string& app_id,
                                               const std::string& device_id,
                                               std::size_t limit) const;
@@ -245,8 +247,8 @@ class CheckinStore {
   };
   void run();
   void commit(std::deque<Item>& batch);
-  /// The retention sweep's steps (writer thread): buckets and the raw log at once, device
-  /// timelines a slice per call (from timeline_cursor_).
+  /// The retention sweep's steps (writer thread): buckets and the raw log at once, the old
+  /// timeline rings a slice of the devices per call (from timeline_cursor_).
   void retention_pass(std::int64_t now_ms, std::size_t max_devices);
   /// Runs `fn` on the writer thread and waits for it.
   void run_on_writer(std::function<void()> fn);
@@ -273,7 +275,7 @@ class CheckinStore {
   std::uint64_t dead_checkins_ = 0;   // guarded by mutex_
   std::uint64_t generation_ = 0;
   /// Per device (a 64-bit hash of app and id): the last day counted, the version counted
-  /// that day and the event count (the timeline's ring position). Writer thread only,
+  /// that day and the head of its timeline chain. Writer thread only,
   /// after the constructor; its size is read under mutex_ (table_size_).
   std::unique_ptr<DeviceTable> table_;
   std::uint64_t table_size_ = 0;         // guarded by mutex_
@@ -288,8 +290,8 @@ class CheckinStore {
   /// kPacedWait, whichever comes first.
   static constexpr std::size_t kPacedBatch = 512;
   static constexpr std::chrono::milliseconds kPacedWait{1};
-  /// Devices whose timeline the hourly sweep checks per pass (a full cycle over a million
-  /// devices takes 50 passes).
+  /// Devices whose old timeline ring the hourly sweep checks per pass, while there are any
+  /// (a full cycle over a million devices takes 50 passes).
   static constexpr std::size_t kSweepDevices = 20'000;
   std::thread writer_;
 };

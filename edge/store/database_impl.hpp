@@ -31,13 +31,17 @@ enum Cf : std::size_t {
   kCfChannels,       // app_id \0 name -> JSON
   kCfDevices,        // app_id \0 device_id -> JSON
   kCfChangelog,      // be64(seq) -> encoded change
-  kCfCheckins,       // be64(seq) -> encoded check-in       (CheckinStore)
-  kCfDeviceSeen,     // app \0 device -> last check-in
+  // be64(seq) [be64(the device's previous timeline seq), for timeline events] -> encoded
+  // check-in (CheckinStore)
+  kCfCheckins,
+  kCfDeviceSeen,  // app \0 device -> last check-in \0 old ring's events \0 timeline head seq
   // app \0 hour|day \0 kind \0 name -> le64 count (CheckinStore: hourly a, p, r, i, t;
   // daily D, v) and "\x01" app \0 day \0 device -> 1 (a device's marker for the day)
   kCfDaily,
-  kCfOutbox,    // be64(outbox seq) -> encoded check-in, waiting to go upstream (edges)
-  kCfTimeline,  // app \0 device \0 be32(slot) -> encoded check-in (a ring per device)
+  kCfOutbox,  // be64(outbox seq) -> encoded check-in, waiting to go upstream (edges)
+  // app \0 device \0 be32(slot) -> encoded check-in: the timeline rings of before the chain
+  // (read, and deleted with their idle devices; no longer written)
+  kCfTimeline,
   kCfCount
 };
 

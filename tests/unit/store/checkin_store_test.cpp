@@ -8,6 +8,7 @@
 
 #include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
+#include "edge/store/database_impl.hpp"
 
 #include "test_util.hpp"
 
@@ -487,6 +488,60 @@ TEST(CheckinStore, TimelinesKeepTheLastEventsNewestFirstAcrossRestarts) {
   EXPECT_GT(s.table_bytes(), 0U);
 }
 
+// A data directory from before timelines were chained through the raw log: a device's row
+// ends with its ring's event count, the ring is in the timeline family. The ring is read
+// behind the chain's events, and goes with its device once idle past the retention.
+TEST(CheckinStore, TimelineRingsFromBeforeTheChainAreStillRead) {
+  TempDir tmp;
+  const auto event = [](std::string action, std::int64_t t) {
+    return Checkin{"com.a.b", "dev-old", "ios", "1.0.0", "1.0.0", std::move(action), "", t};
+  };
+  {
+    // Written as the store before the chain wrote them: three events in a ring of 5.
+    auto db = Database::open(tmp.path() / "db");
+    auto& d = db->impl();
+    const auto encoded = [](const Checkin& c) {
+      std::string out;
+      for (const std::string* f : {&c.app_id, &c.device_id, &c.platform, &c.version_name,
+                                   &c.version_build, &c.action, &c.decision})
+        out += *f + '\0';
+      return out + std::to_string(c.time_ms) + std::string(3, '\0');  // empty later fields
+    };
+    rocksdb::WriteBatch wb;
+    for (std::uint32_t slot = 0; slot < 3; ++slot) {
+      const std::string ring_key = std::string("com.a.b\0dev-old\0\0\0\0", 19) + char(slot);
+      wb.Put(d.handle(kCfTimeline), ring_key,
+             encoded(event("old" + std::to_string(slot), kDay1 + slot)));
+    }
+    wb.Put(d.handle(kCfDeviceSeen), std::string("com.a.b\0dev-old", 15),
+           encoded(event("old2", kDay1 + 2)) + '\0' + "3");
+    ASSERT_FALSE(d.write(wb, true, false));
+  }
+  CheckinOptions o = keep_all();
+  o.timeline_events = 5;
+  {
+    auto db = Database::open(tmp.path() / "db");
+    CheckinStore s(*db, o);
+    auto t = s.timeline("com.a.b", "dev-old", 10);
+    ASSERT_TRUE(t);
+    ASSERT_EQ(t->size(), 3U);
+    EXPECT_EQ(t->front().action, "old2");
+    for (int i = 0; i < 3; ++i)
+      s.record(event("new" + std::to_string(i), kDay1 + 10 + i));
+    s.flush();
+  }
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, o);
+  auto t = s.timeline("com.a.b", "dev-old", 10);
+  ASSERT_TRUE(t);
+  std::vector<std::string> actions;
+  for (const auto& c : *t)
+    actions.push_back(c.action);
+  EXPECT_EQ(actions, (std::vector<std::string>{"new2", "new1", "new0", "old2", "old1"}))
+      << "the chain, then the ring, up to timeline_events, across a restart";
+  EXPECT_EQ((*s.last("com.a.b", "dev-old"))->action, "new2");
+}
+
 TEST(CheckinStore, RetentionDeletesOldBucketsLogAndIdleTimelines) {
   TempDir tmp;
   auto db = Database::open(tmp.path() / "db");
@@ -511,7 +566,9 @@ TEST(CheckinStore, RetentionDeletesOldBucketsLogAndIdleTimelines) {
   EXPECT_EQ(a->days.size(), 1U) << "the old day is gone";
   EXPECT_TRUE(a->days.contains(utc_day(recent)));
   EXPECT_TRUE(s.timeline("com.a.b", "dev-0", 10)->empty()) << "an idle device's timeline";
-  EXPECT_EQ(s.timeline("com.a.b", "dev-1", 10)->size(), 2U) << "kept whole while seen";
+  auto seen = s.timeline("com.a.b", "dev-1", 10);
+  ASSERT_EQ(seen->size(), 1U) << "a timeline is a chain through the raw log: it goes with it";
+  EXPECT_EQ(seen->front().action, "app_moved_to_foreground");
   EXPECT_TRUE(s.last("com.a.b", "dev-0")->has_value()) << "the device index keeps it";
   std::size_t logged = 0;
   ASSERT_TRUE(s.scan_back(0, 100, [&](const Checkin&) { ++logged; }));
