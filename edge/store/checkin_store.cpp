@@ -688,6 +688,7 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   std::vector<std::string> seen_keys;  // per check-in of an item: app \0 device
   std::vector<std::uint64_t> hashes;   // and its device_hash
   std::string record;                  // the check-in being written, encoded
+  std::string check_text;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const Item& item = batch[i];
     if (item.task)
@@ -735,9 +736,11 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       undo.push_back(e);  // restored if the write fails
       // An update check that repeats the device's previous event (same versions, same
       // answer) adds nothing to its timeline: an app checks at every start.
-      const std::uint32_t check =
-          c.action == "updates" ? version_hash(join({c.version_name, c.version_build, c.decision}))
-                                : 0;
+      std::uint32_t check = 0;
+      if (c.action == "updates") {
+        join_into(check_text, {c.version_name, c.version_build, c.decision});
+        check = version_hash(check_text);
+      }
       const bool to_timeline = ring > 0 && (check == 0 || check != e.last_check);
       e.last_check = check;
       // The raw log's record; on the timeline, linked to the device's previous one.
