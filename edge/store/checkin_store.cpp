@@ -36,6 +36,7 @@ std::string utc_format(std::int64_t time_ms, const char* format) {
 
 constexpr std::int64_t kDayMs = 86'400'000;
 constexpr std::int64_t kHourMs = 3'600'000;
+constexpr std::int64_t kMinuteMs = 60'000;
 
 // The fields of a check-in in their stored order: the first seven, then the time, then the
 // three added later (a record written before them simply ends after the time).
@@ -50,13 +51,17 @@ auto tail_fields(C& c) {
 }
 
 // Fields joined by '\0' (none holds NUL: sanitize replaced them), the time after the first
-// seven. A device's last check-in (its row in the device index) also carries, at the end,
-// the events of its timeline ring from before timelines were chained through the raw log
-// (read only, 0 for devices first seen since) and the chain's head (DeviceRow).
-struct DeviceRow {
-  std::uint32_t legacy_events = 0;  ///< events in the device's old ring (kCfTimeline)
-  std::uint64_t head = 0;           ///< seq of its newest timeline record in the raw log (0: none)
-};
+// seven. A device's last check-in (its row in the device index) also ends with its timeline's
+// head: "@" and a Link.
+//
+// A Link names a device's newest timeline record in the raw log (its seq; 0: none), or, for a
+// device whose timeline began as a ring in kCfTimeline (before timelines were chained through
+// the log), kRingLink with the ring's event count. Rows of that time end with the bare count.
+constexpr std::uint64_t kRingLink = 1ULL << 63;
+
+bool is_ring(std::uint64_t link) {
+  return (link & kRingLink) != 0;
+}
 
 void encode_into(std::string& out, const Checkin& c) {
   out.clear();
@@ -79,20 +84,20 @@ std::string encode(const Checkin& c) {
   return out;
 }
 
-// A device row: `record` (an encoded check-in) and the row's trailer.
-std::string encode_row(std::string_view record, DeviceRow row) {
+// A device row: `record` (an encoded check-in) and its timeline's head.
+std::string encode_row(std::string_view record, std::uint64_t head) {
   std::string out;
-  out.reserve(record.size() + 32);
+  out.reserve(record.size() + 24);
   out += record;
+  out += '\0';
+  out += '@';
   char digits[24];
-  out += '\0';
-  out.append(digits, std::to_chars(digits, digits + sizeof digits, row.legacy_events).ptr);
-  out += '\0';
-  out.append(digits, std::to_chars(digits, digits + sizeof digits, row.head).ptr);
+  out.append(digits, std::to_chars(digits, digits + sizeof digits, head).ptr);
   return out;
 }
 
-std::optional<Checkin> decode(std::string_view v, DeviceRow* row = nullptr) {
+// An encoded check-in; for a device row, `head` is set to its timeline's head.
+std::optional<Checkin> decode(std::string_view v, std::uint64_t* head = nullptr) {
   Checkin c;
   for (std::string* f : head_fields(c)) {
     const auto nul = v.find('\0');
@@ -113,12 +118,15 @@ std::optional<Checkin> decode(std::string_view v, DeviceRow* row = nullptr) {
   if (more) {
     for (std::string* f : tail_fields(c))
       f->assign(take());
-    // A row written before the chain ends after its ring count.
-    if (row != nullptr && !v.empty()) {
-      const std::string_view e = take();
-      std::from_chars(e.data(), e.data() + e.size(), row->legacy_events);
+    if (head != nullptr && !v.empty()) {
       const std::string_view h = take();
-      std::from_chars(h.data(), h.data() + h.size(), row->head);
+      if (h.starts_with('@')) {
+        std::from_chars(h.data() + 1, h.data() + h.size(), *head);
+      } else {
+        std::uint32_t ring_events = 0;  // a row of before the chain
+        std::from_chars(h.data(), h.data() + h.size(), ring_events);
+        *head = ring_events > 0 ? kRingLink | ring_events : 0;
+      }
     }
   }
   return c;
@@ -266,12 +274,14 @@ void put_u64(Database::Impl& d, rocksdb::WriteBatch& wb, std::string_view key, s
 /// An open-addressing table keyed by device hash: 32 bytes a slot, at most 70% full.
 struct CheckinStore::DeviceTable {
   struct Entry {
-    std::uint64_t key = 0;            ///< device_hash; 0: empty
-    std::uint64_t head = 0;           ///< DeviceRow::head: the newest timeline record's seq
-    std::int32_t day = INT32_MIN;     ///< the last day the device was counted (days since 1970)
-    std::uint32_t version = 0;        ///< version_hash of the release counted that day
-    std::uint32_t last_check = 0;     ///< hash of the last update check (0: the last was not one)
-    std::uint32_t legacy_events = 0;  ///< DeviceRow::legacy_events, carried into every row
+    std::uint64_t key = 0;         ///< device_hash; 0: empty
+    std::uint64_t head = 0;        ///< the head of its timeline (a Link)
+    std::int32_t day = INT32_MIN;  ///< the last day the device was counted (days since 1970)
+    std::uint32_t version = 0;     ///< version_hash of the release counted that day
+    /// Hash of the last update check's fields but its time (0: the last was not one).
+    std::uint32_t last_check = 0;
+    /// The minute (since 1970) its row in the device index was last written (0: unknown).
+    std::uint32_t row_minute = 0;
   };
   static_assert(sizeof(Entry) == 32);
   std::vector<Entry> slots = std::vector<Entry>(1024);
@@ -311,18 +321,18 @@ CheckinStore::CheckinStore(Database& db, CheckinOptions options)
   {
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDeviceSeen)));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      DeviceRow row;
-      const auto c = decode(it->value().ToStringView(), &row);
+      std::uint64_t head = 0;
+      const auto c = decode(it->value().ToStringView(), &head);
       if (!c)
         continue;
       auto& e = table_->at(device_hash(it->key().ToStringView()));
       e.day = static_cast<std::int32_t>(floor_div(c->time_ms, kDayMs));
       e.version = c->version_name.empty() ? 0 : version_hash(c->version_name);
-      e.head = row.head;
-      e.legacy_events = row.legacy_events;
+      e.head = head;
       // Sequence numbers never go back, even when retention emptied the log: a chain must
       // not run into another device's record.
-      next_seq_ = std::max(next_seq_, row.head + 1);
+      if (!is_ring(head))
+        next_seq_ = std::max(next_seq_, head + 1);
     }
     table_size_ = table_->size;
     table_capacity_ = table_->slots.size();
@@ -734,14 +744,17 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       const std::string version = target ? running_version(seen_key) : c.version_name;
       DeviceTable::Entry& e = table_->at(hashes[j]);
       undo.push_back(e);  // restored if the write fails
-      // An update check that repeats the device's previous event (same versions, same
-      // answer) adds nothing to its timeline: an app checks at every start.
+      // An update check that repeats the device's previous event (the same fields but the
+      // time: same versions, same answer) adds nothing to its timeline: an app checks at
+      // every start.
       std::uint32_t check = 0;
       if (c.action == "updates") {
-        join_into(check_text, {c.version_name, c.version_build, c.decision});
+        join_into(check_text, {c.platform, c.version_name, c.version_build, c.decision,
+                               c.plugin_version, c.custom_id, c.default_channel});
         check = version_hash(check_text);
       }
-      const bool to_timeline = ring > 0 && (check == 0 || check != e.last_check);
+      const bool repeat = check != 0 && check == e.last_check;
+      const bool to_timeline = ring > 0 && !repeat;
       e.last_check = check;
       // The raw log's record; on the timeline, linked to the device's previous one.
       const std::uint64_t seq = next_seq_++;
@@ -752,13 +765,19 @@ void CheckinStore::commit(std::deque<Item>& batch) {
              record);
       if (to_timeline)
         e.head = seq;
-      const DeviceRow trailer{e.legacy_events, e.head};
       // A late event (an earlier day than the device's current one: relayed by an edge that
       // was cut off) goes to the timeline and the counters of its own hour and day, but the
       // device's row keeps its newest state; only the timeline's head in it moves on (a
       // restart resumes the chain from it, and the device table's day from its time).
       const auto dn = static_cast<std::int32_t>(floor_div(c.time_ms, kDayMs));
       const bool late = e.day != INT32_MIN && dn < e.day;
+      // The minute of the event: a device that repeats its update check keeps its row (its
+      // last check-in, the same but for the time) for the rest of the minute it was written
+      // in, then the next repeat refreshes it. The same day only: the row's day is the
+      // device's day in the device table, rebuilt from the rows at a start.
+      const auto minute = static_cast<std::uint32_t>(
+          std::clamp<std::int64_t>(floor_div(c.time_ms, kMinuteMs), 1, UINT32_MAX));
+      const bool fresh_row = repeat && dn == e.day && minute == e.row_minute;
       if (late) {
         if (to_timeline) {
           // The row as this batch left it (rare: the device wrote earlier in the batch),
@@ -769,14 +788,18 @@ void CheckinStore::commit(std::deque<Item>& batch) {
           if (std::string v; !row && d.db->Get({}, d.handle(kCfDeviceSeen), seen_key, &v).ok())
             row = std::move(v);
           if (auto newest = row ? decode(*row) : std::nullopt)
-            wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(encode(*newest), trailer));
+            wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(encode(*newest), e.head));
         }
       } else if (target) {
         Checkin seen = c;
         seen.version_name = version;
-        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(encode(seen), trailer));
+        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(encode(seen), e.head));
+        e.row_minute = minute;
       } else {
-        wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(record, trailer));
+        if (!fresh_row) {
+          wb.Put(d.handle(kCfDeviceSeen), seen_key, encode_row(record, e.head));
+          e.row_minute = minute;
+        }
         running[seen_key] = c.version_name;
       }
       if (!c.version_name.empty()) {
@@ -1170,36 +1193,35 @@ Result<std::vector<TimelineEntry>> CheckinStore::timeline(const std::string& app
     return out;
   if (auto ec = to_error(s))
     return ec;
-  DeviceRow row;
-  if (!decode(v, &row))
+  std::uint64_t link = 0;
+  if (!decode(v, &link))
     return out;
   const std::uint32_t ring = options_.timeline_events;
   // The chain through the raw log, from the newest. It ends at a record that links to
-  // nothing (then the ring from before the chain, if any, holds older events), or at one
-  // the retention sweep deleted (then so were the older ones), or that is not the device's
+  // nothing, or to the ring the device's timeline began in (before the chain), or at one the
+  // retention sweep deleted (then so were the older ones), or that is not the device's
   // (never expected: sequence numbers are not reused).
-  bool whole = true;
   {
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfCheckins)));
-    for (std::uint64_t seq = row.head; seq != 0 && out.size() < ring;) {
+    while (link != 0 && !is_ring(link) && out.size() < ring) {
       char k[kLogKey];
-      put_be64(k, seq);
+      put_be64(k, link);
       it->Seek(rocksdb::Slice(k, kLogKey));
-      auto c =
-          it->Valid() && it->key().size() == kLinkedLogKey && it->key().starts_with({k, kLogKey})
-              ? decode(it->value().ToStringView())
-              : std::nullopt;
+      auto c = it->Valid() && it->key().size() == kLinkedLogKey &&
+                       it->key().starts_with(rocksdb::Slice(k, kLogKey))
+                   ? decode(it->value().ToStringView())
+                   : std::nullopt;
       if (!c || c->app_id != app_id || c->device_id != device_id) {
-        whole = false;
+        link = 0;
         break;
       }
-      seq = get_be64(it->key().data() + kLogKey);
+      link = get_be64(it->key().data() + kLogKey);
       out.push_back(std::move(*c));
     }
     if (auto ec = to_error(it->status()))
       return ec;
   }
-  if (whole && row.legacy_events > 0 && out.size() < ring) {
+  if (is_ring(link) && out.size() < ring) {
     // The ring's slots, read in one pass, then walked back from the newest.
     std::map<std::uint32_t, Checkin> slots;
     const std::string prefix = seen_key + '\0';
@@ -1215,7 +1237,7 @@ Result<std::vector<TimelineEntry>> CheckinStore::timeline(const std::string& app
     }
     if (auto ec = to_error(it->status()))
       return ec;
-    const std::uint32_t events = row.legacy_events;
+    const auto events = static_cast<std::uint32_t>(link & ~kRingLink);
     const std::uint32_t n = std::min<std::uint32_t>(events, ring);
     for (std::uint32_t k = 0; k < n && out.size() < ring; ++k) {
       const auto found = slots.find((events - 1 - k) % ring);

@@ -488,6 +488,40 @@ TEST(CheckinStore, TimelinesKeepTheLastEventsNewestFirstAcrossRestarts) {
   EXPECT_GT(s.table_bytes(), 0U);
 }
 
+// A device that repeats its update check (an app checks at every start) keeps its row in
+// the device index for the rest of the minute it was written in: the last check-in's time
+// is right to the minute, every check-in is still in the raw log and the counters, and any
+// change (another field, another answer, another event, a new minute) writes the row.
+TEST(CheckinStore, ARepeatedCheckRefreshesTheDeviceRowOncePerMinute) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, keep_all());
+  const auto check = [&](std::int64_t t, std::string custom_id = "") {
+    Checkin c{"com.a.b", "dev-r", "ios", "1.0.0", "1.0.0", "updates", "no_new_version_available",
+              t};
+    c.custom_id = std::move(custom_id);
+    s.record(std::move(c));
+    s.flush();
+    return (*s.last("com.a.b", "dev-r"))->time_ms;
+  };
+  constexpr std::int64_t kMinute = 60'000;
+  const std::int64_t t0 = kDay1 + 10 * kMinute + 5;
+  EXPECT_EQ(check(t0), t0);
+  EXPECT_EQ(check(t0 + 1000), t0) << "the same check in the same minute: the row stays";
+  EXPECT_EQ(check(t0 + 2000, "user-1"), t0 + 2000) << "another field: written at once";
+  EXPECT_EQ(check(t0 + 3000, "user-1"), t0 + 2000);
+  EXPECT_EQ(check(t0 + kMinute), t0 + kMinute) << "the next minute refreshes it";
+  std::size_t logged = 0;
+  ASSERT_TRUE(s.scan_back(0, 100, [&](const Checkin&) { ++logged; }));
+  EXPECT_EQ(logged, 5U) << "every check-in is in the raw log";
+  auto a = s.analytics("com.a.b", kDay1, kDay1 + 86'400'000 - 1);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->hours.at("2025-11-26T00").actions.at("updates"), 5U);
+  EXPECT_EQ(a->days.at("2025-11-26").devices, 1U);
+  EXPECT_EQ(s.timeline("com.a.b", "dev-r", 10)->size(), 3U)
+      << "the first check, the first with a custom id, the first without it again";
+}
+
 // A data directory from before timelines were chained through the raw log: a device's row
 // ends with its ring's event count, the ring is in the timeline family. The ring is read
 // behind the chain's events, and goes with its device once idle past the retention.
