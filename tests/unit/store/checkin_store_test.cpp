@@ -1,7 +1,11 @@
 #include "edge/store/checkin_store.hpp"
 
+#include <chrono>
 #include <future>
 #include <map>
+#include <optional>
+#include <random>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -11,6 +15,10 @@
 #include "edge/store/database_impl.hpp"
 
 #include "test_util.hpp"
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace edge::store {
 namespace {
@@ -607,6 +615,152 @@ TEST(CheckinStore, RetentionDeletesOldBucketsLogAndIdleTimelines) {
   std::size_t logged = 0;
   ASSERT_TRUE(s.scan_back(0, 100, [&](const Checkin&) { ++logged; }));
   EXPECT_EQ(logged, 1U) << "the raw log before the cutoff is deleted";
+}
+
+// kill -9 while devices check in (each check-in acknowledged only once durable): after every
+// restart each device's timeline holds exactly its acknowledged events but repeated update
+// checks, oldest first, perhaps followed by the one in flight at the kill; its row in the
+// device index is no older than its last acknowledged event that was not a repeat; and the
+// chains go on from where they were (an event after the restart joins them).
+namespace {
+
+// Event `i` of a device: a stats event, an update check, the same check again (a repeat), a
+// check with another answer, and that again.
+Checkin crash_event(const std::string& dev, std::uint64_t i) {
+  const std::uint64_t k = i % 5;
+  Checkin c{"com.a.b", dev,
+            "ios",     "1.0.0",
+            "1.0.0",   k == 0 ? "get" : "updates",
+            "",        kDay1 + static_cast<std::int64_t>(i) * 1000};
+  if (k != 0)
+    c.decision = k <= 2 ? "update" : "no_new_version_available";
+  return c;
+}
+
+bool crash_repeat(std::uint64_t i) {
+  return i % 5 == 2 || i % 5 == 4;
+}
+
+[[noreturn]] void checkin_child(const std::filesystem::path& dir, int out_fd, int round) {
+  try {
+    auto db = Database::open(dir);
+    CheckinOptions o = keep_all();
+    o.timeline_events = 1000;
+    CheckinStore s(*db, o);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (std::uint64_t i = 0;; ++i) {
+          for (int d = 0; d < 3; ++d) {
+            const std::string dev =
+                "r" + std::to_string(round) + "-t" + std::to_string(t) + "-d" + std::to_string(d);
+            std::promise<bool> kept;
+            s.record(crash_event(dev, i), [&kept](bool ok) { kept.set_value(ok); });
+            if (!kept.get_future().get())
+              _exit(3);
+            const std::string line = dev + " " + std::to_string(i) + "\n";
+            if (::write(out_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+              _exit(4);
+          }
+        }
+      });
+    }
+    for (auto& th : threads)
+      th.join();
+  } catch (...) {
+    _exit(2);
+  }
+  _exit(0);
+}
+
+}  // namespace
+
+TEST(CheckinStore, KillNineKeepsEveryAcknowledgedTimelineEvent) {
+  TempDir tmp;
+  std::mt19937 rng(20261203);
+  std::map<std::string, std::uint64_t> acked;  // device -> events acknowledged
+  for (int round = 0; round < 8; ++round) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      checkin_child(tmp.path() / "db", fds[1], round);
+    }
+    ::close(fds[1]);
+    // The kill lands at a random moment after the first acknowledgement.
+    std::string buffer;
+    char chunk[4096];
+    const auto start = std::chrono::steady_clock::now();
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+    while (!deadline || std::chrono::steady_clock::now() < *deadline) {
+      if (!deadline && std::chrono::steady_clock::now() - start > std::chrono::seconds(60))
+        break;
+      pollfd p{fds[0], POLLIN, 0};
+      if (::poll(&p, 1, 5) > 0) {
+        const ssize_t k = ::read(fds[0], chunk, sizeof chunk);
+        if (k <= 0)
+          break;
+        buffer.append(chunk, static_cast<std::size_t>(k));
+        if (!deadline && buffer.find('\n') != std::string::npos)
+          deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(rng() % 300);
+      }
+    }
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with status " << WEXITSTATUS(status);
+    ssize_t k;
+    while ((k = ::read(fds[0], chunk, sizeof chunk)) > 0)
+      buffer.append(chunk, static_cast<std::size_t>(k));
+    ::close(fds[0]);
+    std::istringstream lines(buffer);
+    std::string dev;
+    std::uint64_t i = 0;
+    const std::string prefix = "r" + std::to_string(round) + "-";
+    while (lines >> dev >> i)
+      acked[dev] = std::max(acked[dev], i + 1);
+
+    auto db = Database::open(tmp.path() / "db");
+    CheckinOptions o = keep_all();
+    o.timeline_events = 1000;
+    CheckinStore s(*db, o);
+    std::size_t checked = 0;
+    for (const auto& [device, n] : acked) {
+      if (!device.starts_with(prefix))
+        continue;
+      ++checked;
+      auto t = s.timeline("com.a.b", device, 10000);
+      ASSERT_TRUE(t);
+      std::vector<std::int64_t> got;  // event times, oldest first
+      for (auto it = t->rbegin(); it != t->rend(); ++it)
+        got.push_back(it->time_ms);
+      std::vector<std::int64_t> want;
+      std::int64_t last_kept = 0;
+      for (std::uint64_t e = 0; e < n; ++e) {
+        if (!crash_repeat(e)) {
+          want.push_back(crash_event(device, e).time_ms);
+          last_kept = want.back();
+        }
+      }
+      ASSERT_GE(got.size(), want.size()) << device << ": acknowledged events lost";
+      ASSERT_LE(got.size(), want.size() + 1) << device << ": more than the one in flight";
+      EXPECT_TRUE(std::equal(want.begin(), want.end(), got.begin())) << device;
+      if (got.size() > want.size())
+        EXPECT_EQ(got.back(), crash_event(device, n).time_ms) << device << ": not the next one";
+      auto last = s.last("com.a.b", device);
+      ASSERT_TRUE(last && *last) << device;
+      EXPECT_GE((*last)->time_ms, last_kept) << device;
+      // The chain goes on after the restart.
+      s.record(crash_event(device, 1'000'000));
+      s.flush();
+      EXPECT_EQ(s.timeline("com.a.b", device, 10000)->size(), got.size() + 1) << device;
+    }
+    EXPECT_GT(checked, 0U) << "round " << round << " acknowledged nothing";
+    if (::testing::Test::HasFailure())
+      return;
+  }
 }
 
 }  // namespace
