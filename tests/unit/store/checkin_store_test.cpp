@@ -1,9 +1,7 @@
 #include "edge/store/checkin_store.hpp"
 
-#include <chrono>
 #include <future>
 #include <map>
-#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -15,9 +13,6 @@
 #include "edge/store/database_impl.hpp"
 
 #include "test_util.hpp"
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace edge::store {
@@ -641,36 +636,30 @@ bool crash_repeat(std::uint64_t i) {
   return i % 5 == 2 || i % 5 == 4;
 }
 
-[[noreturn]] void checkin_child(const std::filesystem::path& dir, int out_fd, int round) {
-  try {
-    auto db = Database::open(dir);
-    CheckinOptions o = keep_all();
-    o.timeline_events = 1000;
-    CheckinStore s(*db, o);
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 4; ++t) {
-      threads.emplace_back([&, t] {
-        for (std::uint64_t i = 0;; ++i) {
-          for (int d = 0; d < 3; ++d) {
-            const std::string dev =
-                "r" + std::to_string(round) + "-t" + std::to_string(t) + "-d" + std::to_string(d);
-            std::promise<bool> kept;
-            s.record(crash_event(dev, i), [&kept](bool ok) { kept.set_value(ok); });
-            if (!kept.get_future().get())
-              _exit(3);
-            const std::string line = dev + " " + std::to_string(i) + "\n";
-            if (::write(out_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
-              _exit(4);
-          }
+// The child of a round: 3 devices per thread check in from 4 threads until it is killed.
+void checkin_child(const std::filesystem::path& dir, int out_fd, int round) {
+  auto db = Database::open(dir);
+  CheckinOptions o = keep_all();
+  o.timeline_events = 1000;
+  CheckinStore s(*db, o);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (std::uint64_t i = 0;; ++i) {
+        for (int d = 0; d < 3; ++d) {
+          const std::string dev =
+              "r" + std::to_string(round) + "-t" + std::to_string(t) + "-d" + std::to_string(d);
+          std::promise<bool> kept;
+          s.record(crash_event(dev, i), [&kept](bool ok) { kept.set_value(ok); });
+          if (!kept.get_future().get())
+            _exit(3);
+          testing::write_ack(out_fd, dev + " " + std::to_string(i) + "\n");
         }
-      });
-    }
-    for (auto& th : threads)
-      th.join();
-  } catch (...) {
-    _exit(2);
+      }
+    });
   }
-  _exit(0);
+  for (auto& th : threads)
+    th.join();
 }
 
 }  // namespace
@@ -680,42 +669,10 @@ TEST(CheckinStore, KillNineKeepsEveryAcknowledgedTimelineEvent) {
   std::mt19937 rng(20261203);
   std::map<std::string, std::uint64_t> acked;  // device -> events acknowledged
   for (int round = 0; round < 8; ++round) {
-    int fds[2];
-    ASSERT_EQ(::pipe(fds), 0);
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::close(fds[0]);
-      checkin_child(tmp.path() / "db", fds[1], round);
-    }
-    ::close(fds[1]);
-    // The kill lands at a random moment after the first acknowledgement.
-    std::string buffer;
-    char chunk[4096];
-    const auto start = std::chrono::steady_clock::now();
-    std::optional<std::chrono::steady_clock::time_point> deadline;
-    while (!deadline || std::chrono::steady_clock::now() < *deadline) {
-      if (!deadline && std::chrono::steady_clock::now() - start > std::chrono::seconds(60))
-        break;
-      pollfd p{fds[0], POLLIN, 0};
-      if (::poll(&p, 1, 5) > 0) {
-        const ssize_t k = ::read(fds[0], chunk, sizeof chunk);
-        if (k <= 0)
-          break;
-        buffer.append(chunk, static_cast<std::size_t>(k));
-        if (!deadline && buffer.find('\n') != std::string::npos)
-          deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(rng() % 300);
-      }
-    }
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with status " << WEXITSTATUS(status);
-    ssize_t k;
-    while ((k = ::read(fds[0], chunk, sizeof chunk)) > 0)
-      buffer.append(chunk, static_cast<std::size_t>(k));
-    ::close(fds[0]);
-    std::istringstream lines(buffer);
+    const auto run = testing::run_until_killed(
+        [&](int fd) { checkin_child(tmp.path() / "db", fd, round); }, rng, 300);
+    ASSERT_TRUE(run.killed) << "child exited early with status " << run.exit_status;
+    std::istringstream lines(run.output);
     std::string dev;
     std::uint64_t i = 0;
     const std::string prefix = "r" + std::to_string(round) + "-";
@@ -747,8 +704,9 @@ TEST(CheckinStore, KillNineKeepsEveryAcknowledgedTimelineEvent) {
       ASSERT_GE(got.size(), want.size()) << device << ": acknowledged events lost";
       ASSERT_LE(got.size(), want.size() + 1) << device << ": more than the one in flight";
       EXPECT_TRUE(std::equal(want.begin(), want.end(), got.begin())) << device;
-      if (got.size() > want.size())
+      if (got.size() > want.size()) {
         EXPECT_EQ(got.back(), crash_event(device, n).time_ms) << device << ": not the next one";
+      }
       auto last = s.last("com.a.b", device);
       ASSERT_TRUE(last && *last) << device;
       EXPECT_GE((*last)->time_ms, last_kept) << device;

@@ -2,8 +2,6 @@
 // and reports each id only after the call returned; the parent SIGKILLs it at a random
 // moment, reopens the store, and checks that everything acknowledged is present and
 // byte-exact and that no index entry points at bad bytes. 30+ kill/reopen rounds.
-#include <chrono>
-#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -13,9 +11,6 @@
 #include "edge/store/blob_store.hpp"
 
 #include "test_util.hpp"
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace edge::store {
@@ -31,41 +26,34 @@ struct Acked {
   std::size_t size;
 };
 
-[[noreturn]] void child_main(const std::filesystem::path& dir, int out_fd, std::uint64_t round,
-                             const ChunkStoreOptions& options) {
-  try {
-    Node n(dir, options);
-    std::vector<std::thread> threads;
-    for (std::uint64_t t = 0; t < 4; ++t) {
-      threads.emplace_back([&, t] {
-        std::mt19937_64 rng(round * 1000 + t);
-        for (std::uint64_t i = 0;; ++i) {
-          const std::uint64_t seed = (round << 32) | (t << 24) | i;
-          const bool blob = rng() % 4 == 0;
-          const std::size_t size = blob ? rng() % (600 * 1024) : 1 + rng() % (80 * 1024);
-          const auto bytes = random_bytes(size, seed);
-          bool ok = false;
-          if (blob) {
-            ok = n.blobs->put(bytes).has_value();
-          } else {
-            ok = n.chunks->put(sha256_of(bytes), bytes).has_value();
-          }
-          if (!ok)
-            _exit(3);
-          // One write() of a short line is atomic on a pipe: the parent sees whole lines.
-          const std::string line = std::string(1, blob ? 'B' : 'C') + " " + std::to_string(seed) +
-                                   " " + std::to_string(size) + "\n";
-          if (::write(out_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
-            _exit(4);
+// The child of a round: puts from 4 threads until it is killed.
+void child_main(const std::filesystem::path& dir, int out_fd, std::uint64_t round,
+                const ChunkStoreOptions& options) {
+  Node n(dir, options);
+  std::vector<std::thread> threads;
+  for (std::uint64_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(round * 1000 + t);
+      for (std::uint64_t i = 0;; ++i) {
+        const std::uint64_t seed = (round << 32) | (t << 24) | i;
+        const bool blob = rng() % 4 == 0;
+        const std::size_t size = blob ? rng() % (600 * 1024) : 1 + rng() % (80 * 1024);
+        const auto bytes = random_bytes(size, seed);
+        bool ok = false;
+        if (blob) {
+          ok = n.blobs->put(bytes).has_value();
+        } else {
+          ok = n.chunks->put(sha256_of(bytes), bytes).has_value();
         }
-      });
-    }
-    for (auto& th : threads)
-      th.join();
-  } catch (...) {
-    _exit(2);
+        if (!ok)
+          _exit(3);
+        testing::write_ack(out_fd, std::string(1, blob ? 'B' : 'C') + " " + std::to_string(seed) +
+                                       " " + std::to_string(size) + "\n");
+      }
+    });
   }
-  _exit(0);
+  for (auto& th : threads)
+    th.join();
 }
 
 void parse_lines(std::string& buffer, std::vector<Acked>& acked) {
@@ -101,46 +89,12 @@ void kill_rounds(const ChunkStoreOptions& options, const int kRounds) {
   std::size_t max_reindexed = 0;
   std::uint64_t max_reverified = 0;
   for (int round = 0; round < kRounds; ++round) {
-    int fds[2];
-    ASSERT_EQ(::pipe(fds), 0);
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::close(fds[0]);
-      child_main(tmp.path(), fds[1], static_cast<std::uint64_t>(round) + 1, options);
-    }
-    ::close(fds[1]);
-    // The kill comes at a random moment after the child's first acknowledgement, so that it
-    // lands while puts are in flight however slow start-up is (sanitizers, a busy machine).
-    std::string buffer;
     const std::size_t before = acked.size();
-    char chunk[4096];
-    const auto start = std::chrono::steady_clock::now();
-    std::optional<std::chrono::steady_clock::time_point> deadline;
-    while (!deadline || std::chrono::steady_clock::now() < *deadline) {
-      if (!deadline && std::chrono::steady_clock::now() - start > std::chrono::seconds(60))
-        break;
-      pollfd p{fds[0], POLLIN, 0};
-      if (::poll(&p, 1, 5) > 0) {
-        const ssize_t k = ::read(fds[0], chunk, sizeof chunk);
-        if (k <= 0)
-          break;
-        buffer.append(chunk, static_cast<std::size_t>(k));
-        if (!deadline && buffer.find('\n') != std::string::npos) {
-          deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(rng() % 400);
-        }
-      }
-    }
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with status " << WEXITSTATUS(status);
-    // Lines already in the pipe were acknowledged before the kill.
-    ssize_t k;
-    while ((k = ::read(fds[0], chunk, sizeof chunk)) > 0)
-      buffer.append(chunk, static_cast<std::size_t>(k));
-    ::close(fds[0]);
-    parse_lines(buffer, acked);
+    auto run = testing::run_until_killed(
+        [&](int fd) { child_main(tmp.path(), fd, static_cast<std::uint64_t>(round) + 1, options); },
+        rng, 400);
+    ASSERT_TRUE(run.killed) << "child exited early with status " << run.exit_status;
+    parse_lines(run.output, acked);
 
     Node n(tmp.path(), options);
     max_reindexed = std::max<std::size_t>(max_reindexed, n.chunks->recovery().records_reindexed);

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -39,6 +40,25 @@ struct Node {
   std::unique_ptr<ChunkStore> chunks;
   std::unique_ptr<BlobStore> blobs;
 };
+
+/// What a child process wrote to its pipe, and how it ended (run_until_killed).
+struct KilledChild {
+  bool killed = false;  ///< ended by the SIGKILL (not on its own)
+  int exit_status = 0;  ///< its exit status when it ended on its own
+  std::string output;   ///< everything it wrote, including what was in the pipe at the kill
+};
+
+/// Forks a child that runs `child(fd)` (it writes a line to `fd` per acknowledged write with
+/// write_ack, and runs until killed; an exception ends it with status 2) and SIGKILLs it at a
+/// random moment: up to `max_delay_ms` (from `rng`) after its first line, so that the kill lands
+/// while writes are in flight however slow start-up is, or after 60 s without one.
+KilledChild run_until_killed(const std::function<void(int fd)>& child, std::mt19937& rng,
+                             unsigned max_delay_ms);
+
+/// In a run_until_killed child: writes `line` (ending in '\n') to `fd` in one write(), which
+/// is atomic on a pipe for a short line, so the parent sees whole lines; exits with status 4
+/// if it cannot.
+void write_ack(int fd, const std::string& line);
 
 /// Puts `bytes` as a chunk and returns its id (asserting success).
 Sha256 put_chunk(ChunkStore& store, const std::vector<std::uint8_t>& bytes);
