@@ -1,16 +1,20 @@
 // The /updates decision (capgo-protocol.md §5) in ns/op, over an app with 20 channels and a
 // rollout, rotating device ids (BM_Decide: the pure engine), and the whole endpoint without
-// HTTP (BM_UpdatesEndpoint: body parsing and validation, decision, answer), and the check-in
-// behind it (BM_CheckinRecord).
+// HTTP (BM_UpdatesEndpoint: body parsing and validation, decision, answer), the body's two
+// readers (BM_DeviceInfoFromDocument, BM_DeviceInfoFromBytes) and the check-in behind it
+// (BM_CheckinRecord).
 #include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
+#include <boost/json.hpp>
+
 #include <benchmark/benchmark.h>
 
 #include "edge/api/control_service.hpp"
 #include "edge/api/device.hpp"
+#include "edge/api/device_info.hpp"
 #include "edge/control/decision.hpp"
 #include "edge/store/blob_store.hpp"
 #include "edge/store/checkin_store.hpp"
@@ -150,6 +154,56 @@ void BM_UpdatesEndpoint(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_UpdatesEndpoint);
+
+}  // namespace
+
+// The plugin's /updates body read two ways: a JSON document and the rules over it (what
+// /stats and manifest_size still do), and parse_info straight from the bytes (what /updates
+// and POST/PUT /channel_self do). The device id rotates over 1024 bodies.
+namespace {
+
+std::vector<std::string> device_bodies() {
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 1024; ++i) {
+    bodies.push_back(R"({"platform":"android","device_id":"0a1b2c3d-1111-4222-8333-)" +
+                     std::to_string(100000000000 + i) +
+                     R"(","app_id":"com.example.app","custom_id":"","version_build":"1.2.0",)"
+                     R"("version_code":"120","version_os":"14","version_name":"1.2.3",)"
+                     R"("plugin_version":"8.51.23","is_emulator":false,"is_prod":true,)"
+                     R"("install_source":"google_play","defaultChannel":""})");
+  }
+  return bodies;
+}
+
+void BM_DeviceInfoFromDocument(benchmark::State& state) {
+  const auto bodies = device_bodies();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    unsigned char buffer[2048];
+    boost::json::monotonic_resource resource(buffer, sizeof buffer);
+    boost::json::value doc = boost::json::value(boost::json::storage_ptr(&resource));
+    edge::api::DeviceInfo info;
+    if (edge::api::parse_json_body(bodies[i++ & 1023], doc) ||
+        edge::api::read_info(edge::api::DeviceEndpoint::kUpdates, doc.get_object(), info))
+      state.SkipWithError("refused");
+    benchmark::DoNotOptimize(info);
+  }
+}
+BENCHMARK(BM_DeviceInfoFromDocument);
+
+void BM_DeviceInfoFromBytes(benchmark::State& state) {
+  const auto bodies = device_bodies();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    std::string scratch;
+    edge::api::DeviceInfo info;
+    if (edge::api::parse_info(edge::api::DeviceEndpoint::kUpdates, bodies[i++ & 1023], scratch,
+                              info))
+      state.SkipWithError("refused");
+    benchmark::DoNotOptimize(info);
+  }
+}
+BENCHMARK(BM_DeviceInfoFromBytes);
 
 }  // namespace
 

@@ -4,8 +4,10 @@
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 
 #include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 
 #include "edge/api/control_service.hpp"
 #include "edge/control/json_parse.hpp"
@@ -29,7 +31,9 @@ enum class Need : std::uint8_t {
   kNonEmpty,  // must be present and not ""
 };
 
-enum class Type : std::uint8_t { kString, kBool, kObject, kArray };
+// A rule's type, and the type of a value a device sent (kOther: a number or null, never a
+// rule's type).
+enum class Type : std::uint8_t { kString, kBool, kObject, kArray, kOther };
 
 // The rule beyond type and length.
 enum class Check : std::uint8_t {
@@ -259,28 +263,53 @@ std::string_view type_reason(Type t) {
     case Type::kBool: return "expected true or false";
     case Type::kObject: return "expected an object";
     case Type::kArray: return "expected an array";
+    case Type::kOther: break;
   }
   return "wrong type";
 }
 
-bool has_type(const json::value& v, Type t) {
-  switch (t) {
-    case Type::kString: return v.is_string();
-    case Type::kBool: return v.is_bool();
-    case Type::kObject: return v.is_object();
-    case Type::kArray: return v.is_array();
+// One top-level field of the info object as the rules read it: from a JSON document
+// (read_info), or straight from the parser's events (parse_info).
+struct Field {
+  bool present = false;
+  Type type = Type::kOther;
+  bool boolean = false;              // kBool
+  std::string_view text;             // kString
+  const json::value* dom = nullptr;  // the document's value (metadata, manifest), if any
+};
+
+Field field_of(const json::value& v) {
+  Field f;
+  f.present = true;
+  f.dom = &v;
+  switch (v.kind()) {
+    case json::kind::string:
+      f.type = Type::kString;
+      f.text = v.get_string();
+      break;
+    case json::kind::bool_:
+      f.type = Type::kBool;
+      f.boolean = v.get_bool();
+      break;
+    case json::kind::object: f.type = Type::kObject; break;
+    case json::kind::array: f.type = Type::kArray; break;
+    default: break;
   }
-  return false;
+  return f;
 }
 
-std::string_view view(const json::value& v) {
-  return v.is_string() ? std::string_view(v.get_string()) : std::string_view();
+// The row of the table named `key` that endpoint column `col` reads; -1 for any other key.
+int rule_of(std::string_view key, std::size_t col) {
+  for (std::size_t i = 0; i < std::size(kRules); ++i) {
+    if (kRules[i].name.size() == key.size() && kRules[i].name == key)
+      return kRules[i].need[col] == Need::kIgnored ? -1 : static_cast<int>(i);
+  }
+  return -1;
 }
 
 // The rule's check on a present value of the right type; the reason if it fails.
-std::optional<std::string_view> check(const Rule& r, E endpoint, const json::value& v,
-                                      DeviceInfo& out) {
-  const std::string_view s = view(v);
+std::optional<std::string_view> check(const Rule& r, E endpoint, const Field& v, DeviceInfo& out) {
+  const std::string_view s = v.text;
   switch (r.check) {
     case Check::kNone: return std::nullopt;
     case Check::kPlatform:
@@ -310,7 +339,9 @@ std::optional<std::string_view> check(const Rule& r, E endpoint, const json::val
         return "is not a known stats action";
       return std::nullopt;
     case Check::kMetadata: {
-      const auto& m = v.get_object();
+      if (v.dom == nullptr)  // parse_info does not read the endpoints that take metadata
+        return "expected an object";
+      const auto& m = v.dom->get_object();
       if (m.size() > 30)
         return "holds more than 30 keys";
       for (const auto& kv : m) {
@@ -327,8 +358,8 @@ std::optional<std::string_view> check(const Rule& r, E endpoint, const json::val
   return std::nullopt;
 }
 
-void store(Slot slot, const json::value& v, DeviceInfo& out) {
-  const std::string_view s = view(v);
+void store(Slot slot, const Field& v, DeviceInfo& out) {
+  const std::string_view s = v.text;
   switch (slot) {
     case Slot::kPlatform: out.platform_text = s; break;
     case Slot::kDeviceId: out.device_id = ascii_lower(s); break;
@@ -339,8 +370,8 @@ void store(Slot slot, const json::value& v, DeviceInfo& out) {
     case Slot::kVersionOs: out.version_os = s; break;
     case Slot::kVersionName: out.version_name = s; break;
     case Slot::kPluginVersion: break;  // set by its check
-    case Slot::kIsEmulator: out.is_emulator = v.get_bool(); break;
-    case Slot::kIsProd: out.is_prod = v.get_bool(); break;
+    case Slot::kIsEmulator: out.is_emulator = v.boolean; break;
+    case Slot::kIsProd: out.is_prod = v.boolean; break;
     case Slot::kInstallSource: out.install_source = s; break;
     case Slot::kDefaultChannel: out.default_channel = s; break;
     case Slot::kKeyId: out.key_id = s; break;
@@ -348,15 +379,15 @@ void store(Slot slot, const json::value& v, DeviceInfo& out) {
     case Slot::kAction: out.action = s; break;
     case Slot::kOldVersionName: out.old_version_name = s; break;
     case Slot::kStatsMode: out.stats_mode = s; break;
-    case Slot::kMetadata: out.metadata = &v.get_object(); break;
+    case Slot::kMetadata: out.metadata = v.dom != nullptr ? &v.dom->get_object() : nullptr; break;
     case Slot::kVersion: out.version = s; break;
-    case Slot::kManifest: out.manifest = &v.get_array(); break;
+    case Slot::kManifest: out.manifest = v.dom != nullptr ? &v.dom->get_array() : nullptr; break;
   }
 }
 
 // Absent or "" (the presence checks of §2.2 that come before the schema).
-bool missing(const json::value* v) {
-  return v == nullptr || (v->is_string() && v->get_string().empty());
+bool missing(const Field& v) {
+  return !v.present || (v.type == Type::kString && v.text.empty());
 }
 
 std::string url_decode(std::string_view s) {
@@ -374,6 +405,225 @@ std::string url_decode(std::string_view s) {
   }
   return out;
 }
+
+// The rules of `endpoint` over its fields, in the order of §2.2: the presence of device_id
+// and app_id, then the version_build coercion, then the schema in table order.
+std::optional<InfoError> read_fields(E endpoint, const Field* values, DeviceInfo& out) {
+  const auto col = static_cast<std::size_t>(endpoint);
+  if (missing(values[rule_index(Slot::kDeviceId)]))
+    return InfoError{"missing_device_id", "Cannot find device_id", "device_id", "required"};
+  if (missing(values[rule_index(Slot::kAppId)]))
+    return InfoError{"missing_app_id", "Cannot find app_id", "app_id", "required"};
+  if (const Field& b = values[rule_index(Slot::kVersionBuild)];
+      b.type == Type::kString && !b.text.empty()) {
+    out.version_build = coerce_version_build(b.text);
+    if (!out.version_build) {
+      return InfoError{"semver_error",
+                       "Native version (version_build) " + utf8_quote(b.text, kQuoted) +
+                           " doesn't follow semver convention, please check "
+                           "https://capgo.app/semver_tester/ to learn more about semver usage "
+                           "in Capgo",
+                       "version_build", "not SemVer"};
+    }
+  }
+  for (std::size_t i = 0; i < std::size(kRules); ++i) {
+    const Rule& r = kRules[i];
+    const Need need = r.need[col];
+    const Field& v = values[i];
+    if (need == Need::kIgnored)
+      continue;
+    if (need == Need::kKept) {
+      if (v.present && v.type == r.type &&
+          (r.type != Type::kString || r.max == 0 || v.text.size() <= r.max))
+        store(r.slot, v, out);
+      continue;
+    }
+    if (!v.present) {
+      if (need == Need::kRequired || need == Need::kNonEmpty)
+        return schema(endpoint, r.name, "is required");
+      continue;
+    }
+    if (v.type != r.type)
+      return schema(endpoint, r.name, std::string(type_reason(r.type)));
+    if (r.type == Type::kString) {
+      if (need == Need::kNonEmpty && v.text.empty())
+        return schema(endpoint, r.name, "must not be empty");
+      if (r.max != 0 && v.text.size() > r.max)
+        return schema(endpoint, r.name, "is longer than " + std::to_string(r.max) + " bytes",
+                      v.text);
+    }
+    if (auto reason = check(r, endpoint, v, out))
+      return schema(endpoint, r.name, std::string(*reason), v.text);
+    store(r.slot, v, out);
+  }
+  return std::nullopt;
+}
+
+// Whether every field `endpoint` reads is a string or a boolean: parse_info can read its
+// body without a JSON document (not /stats' metadata nor manifest_size's manifest).
+constexpr bool streams(E endpoint) {
+  for (const Rule& r : kRules) {
+    if ((r.type == Type::kObject || r.type == Type::kArray) &&
+        r.need[static_cast<std::size_t>(endpoint)] != Need::kIgnored)
+      return false;
+  }
+  return true;
+}
+static_assert(streams(E::kUpdates) && streams(E::kChannelSet) && streams(E::kChannelGet));
+
+// The parser's handler for parse_info: keeps the top-level fields the endpoint reads, builds
+// nothing else. A string's view points into the body, or into `scratch` when the parser
+// hands it over in parts (escapes): scratch is reserved to the body's size before its first
+// byte, and an unescaped string is never longer than its source, so it never moves.
+class FieldCollector {
+ public:
+  // The limits of the document parser (boost::json::parse), so both accept the same bodies.
+  static constexpr std::size_t max_object_size = json::object::max_size();
+  static constexpr std::size_t max_array_size = json::array::max_size();
+  static constexpr std::size_t max_key_size = json::string::max_size();
+  static constexpr std::size_t max_string_size = json::string::max_size();
+
+  FieldCollector(std::string_view body, std::string& scratch, std::size_t col, Field* values)
+      : body_(body), scratch_(scratch), col_(col), values_(values) {}
+
+  Type root() const { return root_; }
+  std::size_t root_keys() const { return root_keys_; }
+
+  bool on_document_begin(boost::system::error_code&) { return true; }
+  bool on_document_end(boost::system::error_code&) { return true; }
+  bool on_object_begin(boost::system::error_code&) {
+    value(Type::kObject);
+    ++depth_;
+    return true;
+  }
+  bool on_object_end(std::size_t n, boost::system::error_code&) {
+    if (--depth_ == 0)
+      root_keys_ = n;  // pairs, repeated keys included: non-zero exactly when the object is
+    return true;
+  }
+  bool on_array_begin(boost::system::error_code&) {
+    value(Type::kArray);
+    ++depth_;
+    return true;
+  }
+  bool on_array_end(std::size_t, boost::system::error_code&) {
+    --depth_;
+    return true;
+  }
+  bool on_key_part(json::string_view s, std::size_t, boost::system::error_code& ec) {
+    return depth_ != 1 || part(s, ec);
+  }
+  bool on_key(json::string_view s, std::size_t, boost::system::error_code& ec) {
+    if (depth_ != 1)
+      return true;
+    std::string_view key;
+    if (!whole(s, key, ec))
+      return false;
+    current_ = rule_of(key, col_);  // a repeated key keeps its last value, as in a document
+    return true;
+  }
+  bool on_string_part(json::string_view s, std::size_t, boost::system::error_code& ec) {
+    return !kept() || part(s, ec);
+  }
+  bool on_string(json::string_view s, std::size_t, boost::system::error_code& ec) {
+    if (!kept()) {
+      value(Type::kString);
+      return true;
+    }
+    Field f;
+    f.present = true;
+    f.type = Type::kString;
+    if (!whole(s, f.text, ec))
+      return false;
+    values_[current_] = f;
+    return true;
+  }
+  bool on_number_part(json::string_view, boost::system::error_code&) { return true; }
+  bool on_int64(std::int64_t, json::string_view, boost::system::error_code&) {
+    value(Type::kOther);
+    return true;
+  }
+  bool on_uint64(std::uint64_t, json::string_view, boost::system::error_code&) {
+    value(Type::kOther);
+    return true;
+  }
+  bool on_double(double d, json::string_view, boost::system::error_code& ec) {
+    if (!std::isfinite(d)) {  // as control::parse_finite refuses it
+      ec = json::error::exponent_overflow;
+      return false;
+    }
+    value(Type::kOther);
+    return true;
+  }
+  bool on_bool(bool b, boost::system::error_code&) {
+    value(Type::kBool, b);
+    return true;
+  }
+  bool on_null(boost::system::error_code&) {
+    value(Type::kOther);
+    return true;
+  }
+  bool on_comment_part(json::string_view, boost::system::error_code&) { return true; }
+  bool on_comment(json::string_view, boost::system::error_code&) { return true; }
+
+ private:
+  // A value at the top level of the object, for a field the endpoint reads.
+  bool kept() const { return depth_ == 1 && current_ >= 0; }
+  void value(Type t, bool b = false) {
+    if (depth_ == 0) {
+      root_ = t;
+    } else if (kept()) {
+      Field f;
+      f.present = true;
+      f.type = t;
+      f.boolean = b;
+      values_[current_] = f;
+    }
+  }
+  bool part(std::string_view s, boost::system::error_code& ec) {
+    if (!partial_) {
+      partial_ = true;
+      start_ = scratch_.size();
+    }
+    return append(s, ec);
+  }
+  bool whole(std::string_view s, std::string_view& out, boost::system::error_code& ec) {
+    const auto at = reinterpret_cast<std::uintptr_t>(s.data());
+    const auto begin = reinterpret_cast<std::uintptr_t>(body_.data());
+    if (!partial_ && at >= begin && at + s.size() <= begin + body_.size()) {
+      out = s;  // in the body as sent: no copy
+      return true;
+    }
+    if (!partial_)
+      start_ = scratch_.size();
+    partial_ = false;
+    if (!append(s, ec))
+      return false;
+    out = std::string_view(scratch_).substr(start_);
+    return true;
+  }
+  bool append(std::string_view s, boost::system::error_code& ec) {
+    if (scratch_.empty())
+      scratch_.reserve(body_.size());
+    if (scratch_.size() + s.size() > scratch_.capacity()) {
+      ec = json::error::exception;  // cannot happen (see above); never a dangling view
+      return false;
+    }
+    scratch_.append(s);
+    return true;
+  }
+
+  std::string_view body_;
+  std::string& scratch_;
+  std::size_t col_;
+  Field* values_;
+  int depth_ = 0;
+  int current_ = -1;  // the rule of the top-level key whose value comes next, or -1
+  Type root_ = Type::kOther;
+  std::size_t root_keys_ = 0;
+  bool partial_ = false;
+  std::size_t start_ = 0;  // where the string being assembled in parts starts in scratch
+};
 
 }  // namespace
 
@@ -399,68 +649,13 @@ std::optional<InfoError> read_info(DeviceEndpoint endpoint, const json::object& 
                                    DeviceInfo& out) {
   const auto col = static_cast<std::size_t>(endpoint);
   // One pass over the body's fields (a dozen), each matched against the rule names, instead
-  // of a hash lookup per rule. A repeated key keeps its last value.
-  const json::value* values[std::size(kRules)] = {};
+  // of a hash lookup per rule.
+  Field values[std::size(kRules)];
   for (const auto& kv : body) {
-    const std::string_view key = kv.key();
-    for (std::size_t i = 0; i < std::size(kRules); ++i) {
-      if (kRules[i].name.size() == key.size() && kRules[i].name == key) {
-        if (kRules[i].need[col] != Need::kIgnored)
-          values[i] = &kv.value();
-        break;
-      }
-    }
+    if (const int i = rule_of(kv.key(), col); i >= 0)
+      values[i] = field_of(kv.value());
   }
-  // §2.2: the presence of device_id and app_id, then the version_build coercion, before the
-  // schema.
-  if (missing(values[rule_index(Slot::kDeviceId)]))
-    return InfoError{"missing_device_id", "Cannot find device_id", "device_id", "required"};
-  if (missing(values[rule_index(Slot::kAppId)]))
-    return InfoError{"missing_app_id", "Cannot find app_id", "app_id", "required"};
-  if (const json::value* b = values[rule_index(Slot::kVersionBuild)];
-      b != nullptr && b->is_string() && !b->get_string().empty()) {
-    const std::string_view text = b->get_string();
-    out.version_build = coerce_version_build(text);
-    if (!out.version_build) {
-      return InfoError{"semver_error",
-                       "Native version (version_build) " + utf8_quote(text, kQuoted) +
-                           " doesn't follow semver convention, please check "
-                           "https://capgo.app/semver_tester/ to learn more about semver usage "
-                           "in Capgo",
-                       "version_build", "not SemVer"};
-    }
-  }
-  for (std::size_t i = 0; i < std::size(kRules); ++i) {
-    const Rule& r = kRules[i];
-    const Need need = r.need[col];
-    const json::value* v = values[i];
-    if (need == Need::kIgnored)
-      continue;
-    if (need == Need::kKept) {
-      if (v != nullptr && has_type(*v, r.type) &&
-          (r.type != Type::kString || r.max == 0 || v->get_string().size() <= r.max))
-        store(r.slot, *v, out);
-      continue;
-    }
-    if (v == nullptr) {
-      if (need == Need::kRequired || need == Need::kNonEmpty)
-        return schema(endpoint, r.name, "is required");
-      continue;
-    }
-    if (!has_type(*v, r.type))
-      return schema(endpoint, r.name, std::string(type_reason(r.type)));
-    if (r.type == Type::kString) {
-      const std::string_view s = v->get_string();
-      if (need == Need::kNonEmpty && s.empty())
-        return schema(endpoint, r.name, "must not be empty");
-      if (r.max != 0 && s.size() > r.max)
-        return schema(endpoint, r.name, "is longer than " + std::to_string(r.max) + " bytes", s);
-    }
-    if (auto reason = check(r, endpoint, *v, out))
-      return schema(endpoint, r.name, std::string(*reason), view(*v));
-    store(r.slot, *v, out);
-  }
-  return std::nullopt;
+  return read_fields(endpoint, values, out);
 }
 
 std::optional<InfoError> parse_json_body(std::string_view body, json::value& out,
@@ -474,6 +669,23 @@ std::optional<InfoError> parse_json_body(std::string_view body, json::value& out
   if (!out.is_object() || out.get_object().empty())
     return InfoError{"invalid_json_body", "Cannot parse body", "", "not a non-empty object"};
   return std::nullopt;
+}
+
+std::optional<InfoError> parse_info(DeviceEndpoint endpoint, std::string_view body,
+                                    std::string& scratch, DeviceInfo& out) {
+  if (!streams(endpoint))
+    return InfoError{"invalid_json_body", "Cannot parse body", "", "read with parse_json_body"};
+  scratch.clear();
+  Field values[std::size(kRules)];
+  json::basic_parser<FieldCollector> parser(json::parse_options{}, body, scratch,
+                                            static_cast<std::size_t>(endpoint), values);
+  boost::system::error_code ec;
+  const std::size_t n = parser.write_some(false, body.data(), body.size(), ec);
+  if (ec || n < body.size())  // as boost::json::parse: not JSON, or more after it
+    return InfoError{"invalid_json_parse_body", "Invalid JSON body", "", "not JSON"};
+  if (parser.handler().root() != Type::kObject || parser.handler().root_keys() == 0)
+    return InfoError{"invalid_json_body", "Cannot parse body", "", "not a non-empty object"};
+  return read_fields(endpoint, values, out);
 }
 
 std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query) {

@@ -4,7 +4,9 @@
 // for every device endpoint: /updates, /updates/manifest_size, /stats events and the four
 // methods of /channel_self. Each endpoint has its own column of rules and the validation
 // order and error codes of §2.2 / §3.3 / §4; the `builtin` rewrite and the version_build
-// coercion live here and nowhere else.
+// coercion live here and nowhere else. The fields come from a JSON document (read_info), or,
+// on /updates and POST/PUT /channel_self, straight from the parser's events (parse_info):
+// the same rules over either, and the tests and the fuzz target hold the two to one answer.
 
 #include <cstdint>
 #include <optional>
@@ -83,6 +85,9 @@ struct DeviceInfo {
   /// equals version_build (as sent or coerced). Plugins report the native version as
   /// version_name while on builtin (§1.1).
   bool on_builtin() const;
+
+  /// Field by field, the views by their text (the tests compare the two readers with it).
+  bool operator==(const DeviceInfo&) const = default;
 };
 
 /// Reads `body` as the info object of `endpoint`, in the order of §2.2: device_id present
@@ -99,6 +104,16 @@ std::optional<InfoError> read_info(DeviceEndpoint endpoint, const boost::json::o
 /// non-empty object is invalid_json_body. Does not throw.
 std::optional<InfoError> parse_json_body(std::string_view body, boost::json::value& out,
                                          bool allow_array = false);
+
+/// parse_json_body and read_info in one pass over the bytes, without building a JSON
+/// document: the same answers (codes, fields, messages) and the same DeviceInfo. For the
+/// endpoints whose fields are all strings and booleans: /updates and POST/PUT /channel_self
+/// (/stats and manifest_size read objects and arrays: any other endpoint is refused with
+/// invalid_json_body). The DeviceInfo's views point into `body`, or into `scratch` for
+/// strings the device sent with escapes: keep both alive, and unchanged, while it is used.
+/// Does not throw (but for std::bad_alloc).
+std::optional<InfoError> parse_info(DeviceEndpoint endpoint, std::string_view body,
+                                    std::string& scratch, DeviceInfo& out);
 
 /// Turns a query string into the object the rules read, as the backend converts it (§4.3):
 /// every parameter a string, except `is_emulator` and `is_prod`, true exactly when the

@@ -1,6 +1,8 @@
 // Device requests: the info-object parser on every endpoint (the body as JSON, and as the
-// query string of GET/DELETE /channel_self), the query decoder and version coercion.
+// query string of GET/DELETE /channel_self), the reader without a document against it, the
+// query decoder and version coercion.
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include <boost/json.hpp>
@@ -33,6 +35,24 @@ void read_as(DeviceEndpoint e, const boost::json::object& o) {
   (void)info.on_builtin();
 }
 
+// The reader without a document answers as parse_json_body + read_info do, for the
+// endpoints that use it: the same refusal, or the same DeviceInfo.
+void same_as_document(DeviceEndpoint e, std::string_view text) {
+  edge::api::DeviceInfo from_bytes;
+  std::string scratch;
+  const auto bytes_error = edge::api::parse_info(e, text, scratch, from_bytes);
+  boost::json::value doc;
+  edge::api::DeviceInfo from_doc;
+  auto doc_error = edge::api::parse_json_body(text, doc);
+  if (!doc_error)
+    doc_error = edge::api::read_info(e, doc.get_object(), from_doc);
+  if (bytes_error.has_value() != doc_error.has_value())
+    __builtin_trap();
+  if (doc_error ? bytes_error->code != doc_error->code || bytes_error->message != doc_error->message
+                : !(from_bytes == from_doc))
+    __builtin_trap();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -54,6 +74,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                    DeviceEndpoint::kChannelSet, DeviceEndpoint::kChannelGet})
       read_as(e, body.get_object());
   }
+  for (auto e :
+       {DeviceEndpoint::kUpdates, DeviceEndpoint::kChannelSet, DeviceEndpoint::kChannelGet})
+    same_as_document(e, text);
   boost::json::object query;
   if (!edge::api::query_object(text, query)) {
     read_as(DeviceEndpoint::kChannelList, query);

@@ -2,6 +2,7 @@
 // (capgo-protocol.md §1.1, §2.2, §3.3, §4, §9.5), table-driven.
 #include "edge/api/device_info.hpp"
 
+#include <algorithm>
 #include <functional>
 
 #include <boost/json.hpp>
@@ -90,6 +91,38 @@ void run(E e, const json::object& body, Outcome& out) {
   }
   out.error = read_info(e, out.storage, out.info);
 }
+
+// parse_info on `body` answers exactly as parse_json_body + read_info do: the same refusal
+// (code, field, message) or the same DeviceInfo.
+testing::AssertionResult same_as_document(E e, std::string_view body) {
+  DeviceInfo from_bytes;
+  std::string scratch;
+  const auto bytes_error = parse_info(e, body, scratch, from_bytes);
+  json::value doc;
+  DeviceInfo from_doc;
+  auto doc_error = parse_json_body(body, doc);
+  if (!doc_error)
+    doc_error = read_info(e, doc.get_object(), from_doc);
+  if (bytes_error.has_value() != doc_error.has_value()) {
+    return testing::AssertionFailure()
+           << "parse_info " << (bytes_error ? bytes_error->message : "accepts") << ", the document "
+           << (doc_error ? doc_error->message : "accepts");
+  }
+  if (doc_error) {
+    if (bytes_error->code != doc_error->code || bytes_error->field != doc_error->field ||
+        bytes_error->message != doc_error->message || bytes_error->reason != doc_error->reason) {
+      return testing::AssertionFailure()
+             << "parse_info: " << bytes_error->code << " " << bytes_error->message
+             << "; the document: " << doc_error->code << " " << doc_error->message;
+    }
+    return testing::AssertionSuccess() << doc_error->code;
+  }
+  if (!(from_bytes == from_doc))
+    return testing::AssertionFailure() << "another DeviceInfo";
+  return testing::AssertionSuccess();
+}
+
+constexpr E kStreamed[] = {E::kUpdates, E::kChannelSet, E::kChannelGet};
 
 enum Only : unsigned { kAny = 0, kJson = 1, kQuery = 2 };
 
@@ -362,6 +395,9 @@ TEST(DeviceInfo, EveryFieldRuleOnEveryEndpoint) {
       Outcome out;
       run(e, body, out);
       const std::string where = std::string(c.what) + " on " + name(e);
+      if (std::find(std::begin(kStreamed), std::end(kStreamed), e) != std::end(kStreamed)) {
+        EXPECT_TRUE(same_as_document(e, json::serialize(body))) << where;
+      }
       std::string want = c.code[i];
       if (want == schema)
         want = query_form(e) ? "invalid_query_parameters" : "invalid_json_body";
@@ -438,6 +474,79 @@ TEST(DeviceInfo, BodiesThatAreNotAnObject) {
   EXPECT_EQ(parse_json_body("[1]", v)->code, "invalid_json_body");
   EXPECT_FALSE(parse_json_body("[1]", v, true)) << "stats batches";
   EXPECT_EQ(parse_json_body("\"x\"", v, true)->code, "invalid_json_body");
+}
+
+// The reader without a document (/updates, POST/PUT /channel_self) on what a document hides:
+// escapes (also in keys, and longer than the parser's buffer), repeated keys, nested values,
+// numbers, and bodies that are not JSON or not an object.
+TEST(DeviceInfo, ParseInfoReadsTheBytesAsTheDocumentReaderDoes) {
+  std::string body = json::serialize(base(E::kUpdates));
+  body.pop_back();  // the closing brace: the cases below add fields
+  const std::string longer(6000, 'x');
+  std::string escaped;  // 3000 characters, every one escaped
+  for (int i = 0; i < 3000; ++i)
+    escaped += "\\u0078";
+  const std::string bodies[] = {
+      body + "}",
+      body + " } \n",
+      body + R"(,"device\u005fid":"0A1B2C3D-1111-4222-8333-44445555666\u0037"})",
+      body + R"(,"platform":"\u0069os","version_name":"1.2.\u0033\t"})",
+      body + R"(,"defaultChannel":")" + longer + R"(\n"})",
+      body + R"(,"install_source":")" + longer + R"(\n"})",
+      body + R"(,"custom_id":"\"quoted\"","key_id":"\ud83d\ude00"})",
+      body + R"(,"device_id":"x","device_id":"0A1B2C3D-1111-4222-8333-444455556667"})",
+      body + R"(,"platform":"ios","platform":7})",
+      body + R"(,"extra":{"device_id":"x","a":[1,{"platform":1}]},"more":[[],{}]})",
+      body + R"(,"is_prod":{"x":1}})",
+      body + R"(,"is_prod":[true]})",
+      body + R"(,"is_emulator":null})",
+      body + R"(,"is_emulator":1})",
+      body + R"(,"version_build":1.5})",
+      body + R"(,"n":-12,"m":18446744073709551615,"f":1.5e300})",
+      body + R"(,"f":1e999})",
+      body + R"(,"defaultChannel":")" + escaped + R"("})",
+      body + R"(,"f":-1e999})",
+      body + "} x",
+      body + "}}",
+      body,
+      body + ",}",
+      body + R"(,"bad":"\xff"})",
+      body + ",\"bad\":\"\xff\"}",
+      body + R"(,"deep":)" + std::string(40, '[') + std::string(40, ']') + "}",
+      body + R"(,"deep":)" + std::string(30, '[') + std::string(30, ']') + "}",
+      R"({"device_id":"0A1B2C3D-1111-4222-8333-444455556666"})",
+      "{}",
+      "[]",
+      "[1]",
+      "\"x\"",
+      "1",
+      "null",
+      "",
+      " ",
+  };
+  for (const E e : kStreamed) {
+    for (const std::string& b : bodies)
+      EXPECT_TRUE(same_as_document(e, b)) << name(e) << ": " << b.substr(0, 200);
+  }
+  // A string with escapes keeps its unescaped text (in the scratch space, not the body).
+  DeviceInfo info;
+  std::string scratch;
+  ASSERT_FALSE(parse_info(E::kUpdates, bodies[4], scratch, info));
+  EXPECT_EQ(info.default_channel, longer + "\n");
+  ASSERT_TRUE(parse_info(E::kUpdates, bodies[5], scratch, info)) << "install_source > 64 bytes";
+  info = {};
+  ASSERT_FALSE(parse_info(E::kUpdates, bodies[6], scratch, info));
+  EXPECT_EQ(info.key_id, "\xF0\x9F\x98\x80");
+  EXPECT_EQ(info.custom_id, "\"quoted\"");
+  info = {};
+  ASSERT_FALSE(parse_info(E::kUpdates, bodies[17], scratch, info));
+  EXPECT_EQ(info.default_channel, std::string(3000, 'x'));
+  // The endpoints that read objects and arrays keep the document reader.
+  for (const E e : {E::kStats, E::kManifestSize}) {
+    const auto refused = parse_info(e, body + "}", scratch, info);
+    ASSERT_TRUE(refused) << name(e);
+    EXPECT_EQ(refused->code, "invalid_json_body");
+  }
 }
 
 TEST(DeviceInfo, QuotesAtMost128BytesOfAValue) {
