@@ -83,7 +83,7 @@ Response edge_refusal() {
 bool valid_app_id(std::string_view id) {
   // ^[a-z0-9]+(\.[\w-]+)+$ (case-insensitive)
   std::size_t i = 0;
-  while (i < id.size() && std::isalnum(static_cast<unsigned char>(id[i])))
+  while (i < id.size() && ascii_alnum(id[i]))
     ++i;
   if (i == 0)
     return false;
@@ -93,8 +93,7 @@ bool valid_app_id(std::string_view id) {
       return false;
     ++i;
     const std::size_t start = i;
-    while (i < id.size() &&
-           (std::isalnum(static_cast<unsigned char>(id[i])) || id[i] == '_' || id[i] == '-'))
+    while (i < id.size() && (ascii_alnum(id[i]) || id[i] == '_' || id[i] == '-'))
       ++i;
     if (i == start)
       return false;
@@ -108,7 +107,7 @@ bool valid_device_id(std::string_view id) {
     return false;
   for (std::size_t i = 0; i < id.size(); ++i) {
     const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? id[i] != '-' : !std::isxdigit(static_cast<unsigned char>(id[i])))
+    if (dash ? id[i] != '-' : !ascii_hex_digit(id[i]))
       return false;
   }
   return true;

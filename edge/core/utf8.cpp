@@ -55,6 +55,10 @@ bool valid_utf8(std::string_view s) noexcept {
         continue;
       }
     }
+    if (static_cast<unsigned char>(s[0]) < 0x80) {  // the tail of short ASCII strings
+      s.remove_prefix(1);
+      continue;
+    }
     const std::size_t n = utf8_sequence_length(s);
     if (n == 0)
       return false;
@@ -96,7 +100,7 @@ bool is_plain_name(std::string_view s, std::size_t max) noexcept {
   if (s.empty() || s.size() > max)
     return false;
   for (const char c : s) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+    if (!(ascii_alnum(c) || c == '.' || c == '_' || c == '-'))
       return false;
   }
   return true;

@@ -26,6 +26,18 @@ std::string utf8_quote(std::string_view s, std::size_t max_bytes);
 /// URLs carry without escaping).
 bool is_plain_name(std::string_view s, std::size_t max = 64) noexcept;
 
+/// [A-Za-z0-9], whatever the C locale says (std::isalnum is a call through the locale).
+constexpr bool ascii_alnum(char c) noexcept {
+  const auto l = static_cast<unsigned char>(c | 0x20);
+  return (c >= '0' && c <= '9') || (l >= 'a' && l <= 'z');
+}
+
+/// [0-9A-Fa-f], whatever the C locale says.
+constexpr bool ascii_hex_digit(char c) noexcept {
+  const auto l = static_cast<unsigned char>(c | 0x20);
+  return (c >= '0' && c <= '9') || (l >= 'a' && l <= 'f');
+}
+
 /// `s` with A-Z lowered (device ids, hex digits); other bytes as they are.
 std::string ascii_lower(std::string_view s);
 
