@@ -174,7 +174,7 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
     return unknown_app(Route::kUpdates);
 
   control::UpdateRequest req;
-  req.device_id = info.device_id;
+  req.device_id = std::move(info.device_id);
   req.platform = *info.platform;
   req.version_build = *info.version_build;
   req.version_name = info.running_version();
@@ -190,10 +190,12 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
   if (why != nullptr)
     *why = explain(d, req, view);
   if (checkins_ != nullptr && why == nullptr) {
+    // The request's strings move into the check-in: nothing below reads them.
     pending.push_back(store::Checkin{
-        std::string(info.app_id), req.device_id, std::string(info.platform_text), req.version_name,
-        req.version_build.to_string(), "updates", std::string(checkin_decision(d)), wall_clock_ms(),
-        req.plugin_version.to_string(), std::string(info.custom_id), req.default_channel});
+        std::string(info.app_id), std::move(req.device_id), std::string(info.platform_text),
+        std::move(req.version_name), req.version_build.to_string(), "updates",
+        std::string(checkin_decision(d)), wall_clock_ms(), req.plugin_version.to_string(),
+        std::string(info.custom_id), std::move(req.default_channel)});
   }
   // The answers are written straight into the body (no JSON document built first): this is
   // the hot path of every device.
