@@ -287,11 +287,13 @@ class CheckinStore {
   bool stop_ = false;
   bool urgent_ = false;  ///< guarded by mutex_: a queued item (or flush) waits for its commit
   /// Check-ins nobody waits for are committed in batches of up to this many, or after
-  /// kPacedWait, whichever comes first. 5 ms, not 1: a batch's fixed cost (the counters
-  /// read, the WAL write, waking the writer on the server's core) over ~5x the check-ins
-  /// took ~0.5-1 µs off each at 50k/s (bench/load/updates-threads.sh).
+  /// kPacedWait, whichever comes first. 2 ms, not 1: a batch's fixed cost (the counters
+  /// read, the WAL write, waking the writer on the server's core) is spread over twice the
+  /// check-ins. Not longer: the writer runs a batch in one go on a core it may share with
+  /// the server, so a longer wait is a longer stall of the answers behind it (5 ms gave
+  /// p90/p99 ~0.3/1-2 ms more with no CPU gain beyond noise, bench/load/updates-threads.sh).
   static constexpr std::size_t kPacedBatch = 512;
-  static constexpr std::chrono::milliseconds kPacedWait{5};
+  static constexpr std::chrono::milliseconds kPacedWait{2};
   /// Devices whose old timeline ring the hourly sweep checks per pass, while there are any
   /// (a full cycle over a million devices takes 50 passes).
   static constexpr std::size_t kSweepDevices = 20'000;
