@@ -103,11 +103,25 @@ BENCHMARK(BM_Decide);
 
 }  // namespace
 
+namespace {
+
+// The plugin's /updates body, over 1024 device ids.
+std::vector<std::string> device_bodies() {
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 1024; ++i) {
+    bodies.push_back(R"({"platform":"android","device_id":"0a1b2c3d-1111-4222-8333-)" +
+                     std::to_string(100000000000 + i) +
+                     R"(","app_id":"com.example.app","custom_id":"","version_build":"1.2.0",)"
+                     R"("version_code":"120","version_os":"14","version_name":"1.2.3",)"
+                     R"("plugin_version":"8.51.23","is_emulator":false,"is_prod":true,)"
+                     R"("install_source":"google_play","defaultChannel":""})");
+  }
+  return bodies;
+}
+
 // The whole /updates endpoint without HTTP: the plugin's JSON body parsed and validated,
 // the decision over a loaded ControlService snapshot, the answer serialised (no check-in).
 // The device id rotates over 1024 bodies, as real traffic does.
-namespace {
-
 void BM_UpdatesEndpoint(benchmark::State& state) {
   namespace store = edge::store;
   const BenchDir tmp("updates-bench-");
@@ -134,15 +148,7 @@ void BM_UpdatesEndpoint(benchmark::State& state) {
     store::BlobStore blobs(*chunks);
     edge::api::ControlService control(states, blobs);
     const edge::api::DeviceApi api(control, "http://127.0.0.1:8080");
-    std::vector<std::string> bodies;
-    for (int i = 0; i < 1024; ++i) {
-      bodies.push_back(R"({"platform":"android","device_id":"0a1b2c3d-1111-4222-8333-)" +
-                       std::to_string(100000000000 + i) +
-                       R"(","app_id":"com.example.app","custom_id":"","version_build":"1.2.0",)"
-                       R"("version_code":"120","version_os":"14","version_name":"1.2.3",)"
-                       R"("plugin_version":"8.51.23","is_emulator":false,"is_prod":true,)"
-                       R"("install_source":"google_play","defaultChannel":""})");
-    }
+    const std::vector<std::string> bodies = device_bodies();
     std::size_t i = 0;
     std::size_t bytes = 0;
     for (auto _ : state) {
@@ -161,19 +167,6 @@ BENCHMARK(BM_UpdatesEndpoint);
 // /stats and manifest_size still do), and parse_info straight from the bytes (what /updates
 // and POST/PUT /channel_self do). The device id rotates over 1024 bodies.
 namespace {
-
-std::vector<std::string> device_bodies() {
-  std::vector<std::string> bodies;
-  for (int i = 0; i < 1024; ++i) {
-    bodies.push_back(R"({"platform":"android","device_id":"0a1b2c3d-1111-4222-8333-)" +
-                     std::to_string(100000000000 + i) +
-                     R"(","app_id":"com.example.app","custom_id":"","version_build":"1.2.0",)"
-                     R"("version_code":"120","version_os":"14","version_name":"1.2.3",)"
-                     R"("plugin_version":"8.51.23","is_emulator":false,"is_prod":true,)"
-                     R"("install_source":"google_play","defaultChannel":""})");
-  }
-  return bodies;
-}
 
 void BM_DeviceInfoFromDocument(benchmark::State& state) {
   const auto bodies = device_bodies();
