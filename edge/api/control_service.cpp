@@ -1,7 +1,6 @@
 #include "edge/api/control_service.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <unordered_map>
 
 #include <boost/json.hpp>
@@ -321,8 +320,7 @@ bool base64_part(std::string_view s) {
   if (s.empty())
     return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=' ||
-           c == '-' || c == '_';
+    return ascii_alnum(c) || c == '+' || c == '/' || c == '=' || c == '-' || c == '_';
   });
 }
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <charconv>
 #include <cmath>
 
@@ -273,9 +272,12 @@ std::string_view type_reason(Type t) {
 struct Field {
   bool present = false;
   Type type = Type::kOther;
-  bool boolean = false;              // kBool
-  std::string_view text;             // kString
-  const json::value* dom = nullptr;  // the document's value (metadata, manifest), if any
+  bool boolean = false;   // kBool
+  std::string_view text;  // kString
+  // The document's value, for the rules that read an object or array (metadata, manifest):
+  // set by every read from a document; parse_info reads only the endpoints without such
+  // rules (streams()).
+  const json::value* dom = nullptr;
 };
 
 Field field_of(const json::value& v) {
@@ -339,8 +341,6 @@ std::optional<std::string_view> check(const Rule& r, E endpoint, const Field& v,
         return "is not a known stats action";
       return std::nullopt;
     case Check::kMetadata: {
-      if (v.dom == nullptr)  // parse_info does not read the endpoints that take metadata
-        return "expected an object";
       const auto& m = v.dom->get_object();
       if (m.size() > 30)
         return "holds more than 30 keys";
@@ -379,9 +379,9 @@ void store(Slot slot, const Field& v, DeviceInfo& out) {
     case Slot::kAction: out.action = s; break;
     case Slot::kOldVersionName: out.old_version_name = s; break;
     case Slot::kStatsMode: out.stats_mode = s; break;
-    case Slot::kMetadata: out.metadata = v.dom != nullptr ? &v.dom->get_object() : nullptr; break;
+    case Slot::kMetadata: out.metadata = &v.dom->get_object(); break;
     case Slot::kVersion: out.version = s; break;
-    case Slot::kManifest: out.manifest = v.dom != nullptr ? &v.dom->get_array() : nullptr; break;
+    case Slot::kManifest: out.manifest = &v.dom->get_array(); break;
   }
 }
 

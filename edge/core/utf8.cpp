@@ -1,6 +1,5 @@
 #include "edge/core/utf8.hpp"
 
-#include <cctype>
 #include <cstdint>
 #include <cstring>
 

@@ -34,7 +34,9 @@ enum Cf : std::size_t {
   // be64(seq) [be64(the device's previous timeline seq), for timeline events] -> encoded
   // check-in (CheckinStore)
   kCfCheckins,
-  kCfDeviceSeen,  // app \0 device -> last check-in \0 old ring's events \0 timeline head seq
+  // app \0 device -> last check-in \0 "@" the timeline's head seq (rows written before the
+  // chain end with \0 their ring's event count instead)
+  kCfDeviceSeen,
   // app \0 hour|day \0 kind \0 name -> le64 count (CheckinStore: hourly a, p, r, i, t;
   // daily D, v) and "\x01" app \0 day \0 device -> 1 (a device's marker for the day)
   kCfDaily,
