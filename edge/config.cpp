@@ -35,6 +35,7 @@ const std::set<std::string>& known_keys() {
                                              "server.warm_cold_ranges",
                                              "server.warm_always",
                                              "server.access_log",
+                                             "server.background_slice_us",
                                              "admin.listen",
                                              "admin.token",
                                              "admin.max_upload",
@@ -273,6 +274,7 @@ Config load_config(const ConfigOverrides& o) {
     r.boolean("server.warm_cold_ranges", c.server.warm_cold_ranges);
     r.boolean("server.warm_always", c.server.warm_always);
     r.boolean("server.access_log", c.server.access_log);
+    r.integer("server.background_slice_us", c.background_slice_us, 0, 100'000);
     r.string("admin.listen", admin_listen);
     r.string("admin.token", c.admin_token);
     r.size("admin.max_upload", c.max_upload_bytes);
@@ -445,6 +447,13 @@ Config load_config(const ConfigOverrides& o) {
     throw ConfigError("store.chunk_sync_bytes: expected at least 1MiB, got " +
                       std::to_string(c.store.sync_every_bytes));
   }
+  if (c.background_slice_us != 0 && c.background_slice_us < 100) {
+    throw ConfigError(
+        "server.background_slice_us: expected 0 (the kernel's default) or 100..100000 "
+        "(the slices Linux accepts), got " +
+        std::to_string(c.background_slice_us));
+  }
+  c.server.io_threads_default_slice = c.background_slice_us != 0;
   c.server.threads = threads == 0 ? std::max(1U, std::thread::hardware_concurrency()) : threads;
   if (c.server.header_limit_bytes < 1024 || c.server.header_limit_bytes > (1U << 20)) {
     throw ConfigError("server.header_limit: expected 1KiB..1MiB, got " +

@@ -13,6 +13,7 @@
 #include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
+#include "edge/core/sched.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
 #include "edge/store/blob_store.hpp"
@@ -100,7 +101,27 @@ void update_pins(const edge::api::ControlService& control, edge::store::BlobStor
   chunks.set_pin_set(std::make_shared<edge::store::HashPinSet>(std::move(ids)));
 }
 
+// Before any thread exists, so that every thread started from here on inherits the slice;
+// the server gives its io threads the default back (ServerOptions::io_threads_default_slice).
+void set_background_slice(std::uint32_t us) {
+  if (us == 0)
+    return;
+  const std::chrono::microseconds slice{us};
+  if (auto set = edge::set_thread_slice(slice); !set) {
+    spdlog::warn(
+        "server.background_slice_us = {}: the kernel refused a custom slice ({}); "
+        "every thread keeps the default",
+        us, set.error().message());
+  } else if (auto now = edge::thread_slice(); !now || *now != slice) {
+    spdlog::info(
+        "server.background_slice_us = {}: this kernel has no custom slices (Linux < "
+        "6.12); every thread keeps the default",
+        us);
+  }
+}
+
 int run(const edge::Config& c) {
+  set_background_slice(c.background_slice_us);
   std::filesystem::create_directories(c.data_dir);
   const std::string token = admin_token(c);
 

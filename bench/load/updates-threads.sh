@@ -9,6 +9,7 @@
 # Usage: bench/load/updates-threads.sh [--binary PATH] [--devices N] [--duration SECONDS]
 # --devices: distinct device ids the requests cycle through (default 1000000: a new device
 #   per request; 1000: devices that keep checking in).
+# Also prints wrk's p50/p90/p99 of the measured run.
 # Run two builds alternately in one sitting for a before/after (the machine is shared).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -57,7 +58,7 @@ BUNDLE_EDGE_URL=http://127.0.0.1:$ADMIN BUNDLE_EDGE_TOKEN=bench-token tools/bund
   --app com.bench.app --version 1.0.1 --dir "$WORK/bundle" --delta --channel production --public >/dev/null
 
 load() {
-  UPDATES_DEVICES=$DEVICES "${CLIENT_CPU[@]}" wrk -t1 -c32 -d"$1"s -s bench/load/updates.lua \
+  UPDATES_DEVICES=$DEVICES "${CLIENT_CPU[@]}" wrk --latency -t1 -c32 -d"$1"s -s bench/load/updates.lua \
     "http://127.0.0.1:$PORT/updates"
 }
 # Per thread: tid, name, utime+stime in ticks.
@@ -72,6 +73,7 @@ load "$DURATION" > "$WORK/wrk.txt"
 threads > "$WORK/after"
 REQ=$(grep -oP '^\s*\K[0-9]+(?= requests)' "$WORK/wrk.txt")
 HZ=$(getconf CLK_TCK)
+echo "latency: $(grep -E "^ +(50|90|99)%" "$WORK/wrk.txt" | tr -s " " | tr "\n" " ")"
 echo "/updates, $DEVICES devices, ${DURATION}s: $REQ responses ($((REQ / DURATION)) req/s), $(basename "$BIN")"
 join "$WORK/before" "$WORK/after" | awk -v r="$REQ" -v hz="$HZ" -v main="$PID" '
   { us = ($5 - $3) * 1e6 / hz / r; total += us

@@ -454,6 +454,47 @@ token = "node-secret"
             assert small.stop() == 0
 
     check("max_connections -> 503", t_max_connections)
+
+    def slices(pid):
+        """{tid: (thread name, scheduler slice in ns)} from /proc (se.slice: Linux 6.6+)."""
+        out = {}
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                name = open("/proc/%d/task/%s/comm" % (pid, tid)).read().strip()
+                m = re.search(r"se\.slice\s*:\s*(\d+)", open("/proc/%d/task/%s/sched" % (pid, tid)).read())
+            except OSError:
+                continue  # a thread that ended meanwhile
+            if m:
+                out[int(tid)] = (name, int(m.group(1)))
+        return out
+
+    def t_background_slice():
+        # server.background_slice_us: every thread but the io threads runs with the short
+        # slice (the check-in writer, the chunk store's threads, RocksDB's); 0 leaves all alone.
+        try:  # the kernel's default, as this test's own thread has it
+            default = int(re.search(r"se\.slice\s*:\s*(\d+)", open("/proc/thread-self/sched").read()).group(1))
+        except (OSError, AttributeError):
+            raise Skip("this kernel shows no se.slice in /proc (before Linux 6.6)")
+        sliced = Node("[server]\nbackground_slice_us = 250\n")
+        plain = Node("[server]\nbackground_slice_us = 0\n")
+        try:
+            curl(sliced.url + "/healthz")
+            threads = slices(sliced.proc.pid)
+            if "no custom slices" in open(sliced.log_path).read():
+                raise Skip("this kernel has no custom slices (Linux < 6.12); the node said so in its log")
+            assert threads[sliced.proc.pid][1] == default, ("io thread 0 keeps the default", threads)
+            io_like = [t for t, (n, v) in threads.items() if v == default]
+            assert len(io_like) == 2, ("--threads 2: exactly the two io threads keep the default", threads)
+            short = [n for (n, v) in threads.values() if v == 250_000]
+            assert any(n.startswith("rocksdb:") for n in short), threads
+            assert short.count("bundle-edge") >= 3, ("writer, committer, syncer...", threads)
+            assert len(short) + 2 == len(threads), threads
+            assert all(v == default for (_, v) in slices(plain.proc.pid).values()), slices(plain.proc.pid)
+        finally:
+            assert sliced.stop() == 0
+            assert plain.stop() == 0
+
+    check("background threads get server.background_slice_us, io threads the default", t_background_slice)
     if node.proc.poll() is None:
         node.stop()
 

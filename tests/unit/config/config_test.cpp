@@ -120,6 +120,26 @@ TEST(Config, ChunkSyncFollowsTheRoleUnlessSet) {
             std::string::npos);
 }
 
+// server.background_slice_us: the io threads' neighbours get short scheduler slices by
+// default; 0 turns it off; values the kernel would clamp are refused with the key.
+TEST(Config, BackgroundSliceIsBoundedAndZeroTurnsItOff) {
+  const Config d = load_config({});
+  EXPECT_EQ(d.background_slice_us, 100U);
+  EXPECT_TRUE(d.server.io_threads_default_slice);
+  const Config off = load_text("[server]\nbackground_slice_us = 0\n");
+  EXPECT_EQ(off.background_slice_us, 0U);
+  EXPECT_FALSE(off.server.io_threads_default_slice);
+  EXPECT_EQ(load_text("[server]\nbackground_slice_us = 2000\n").background_slice_us, 2000U);
+  EXPECT_NE(error_of("[server]\nbackground_slice_us = 50\n")
+                .find("server.background_slice_us: expected 0 (the kernel's default) or "
+                      "100..100000 (the slices Linux accepts), got 50"),
+            std::string::npos);
+  EXPECT_NE(error_of("[server]\nbackground_slice_us = 100001\n").find("server.background_slice_us"),
+            std::string::npos);
+  EXPECT_NE(error_of("[server]\nbackground_slice_us = -1\n").find("server.background_slice_us"),
+            std::string::npos);
+}
+
 TEST(Config, ShippedConfigsLoad) {
   // The documented files must stay in step with the keys the loader knows.
   for (const char* name : {"bundle-edge.toml", "origin.toml", "edge.toml"}) {
