@@ -453,7 +453,6 @@ Config load_config(const ConfigOverrides& o) {
         "(the slices Linux accepts), got " +
         std::to_string(c.background_slice_us));
   }
-  c.server.io_threads_default_slice = c.background_slice_us != 0;
   c.server.threads = threads == 0 ? std::max(1U, std::thread::hardware_concurrency()) : threads;
   if (c.server.header_limit_bytes < 1024 || c.server.header_limit_bytes > (1U << 20)) {
     throw ConfigError("server.header_limit: expected 1KiB..1MiB, got " +

@@ -26,8 +26,8 @@ struct Config {
   std::filesystem::path data_dir = "./var";
   std::string public_url;  ///< empty: http://<listen host>:<bound port>, set by main
   server::ServerOptions server;
-  /// [server] background_slice_us: the scheduler slice of every thread but the io threads
-  /// (edge::set_thread_slice); 0: the kernel's default for all.
+  /// [server] background_slice_us: the scheduler slice of the storage threads
+  /// (edge::set_thread_slice; main sets it while they start); 0: the kernel's default.
   std::uint32_t background_slice_us = 100;
   std::string admin_token;  ///< empty: read or create <data_dir>/admin.token
   std::uint64_t max_upload_bytes = 2ULL << 30;

@@ -22,8 +22,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
-#include "edge/core/sched.hpp"
-
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1563,19 +1561,11 @@ void Server::run() {
   impl.accept(*impl.workers[0], Impl::Listener::kAdmin);
   impl.signals.emplace(impl.workers[0]->io, SIGINT, SIGTERM, SIGHUP);
   wait_signal();
-  const bool default_slice = impl.options.io_threads_default_slice;
-  const auto serve = [default_slice](boost::asio::io_context& io) {
-    if (default_slice) {
-      // Best effort: a kernel that refuses keeps the inherited slice (main logged why).
-      (void)set_thread_slice(std::chrono::microseconds{0});
-    }
-    io.run();
-  };
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < impl.workers.size(); ++i) {
-    threads.emplace_back([&serve, w = impl.workers[i].get()] { serve(w->io); });
+    threads.emplace_back([w = impl.workers[i].get()] { w->io.run(); });
   }
-  serve(impl.workers[0]->io);
+  impl.workers[0]->io.run();
   for (auto& t : threads)
     t.join();
 }

@@ -38,10 +38,6 @@ struct ServerOptions {
   /// page cache (the cold-range path, made deterministic). Costs a read per piece.
   bool warm_always = false;
   bool access_log = false;
-  /// run() gives each io thread the kernel's default scheduler slice as it starts
-  /// (edge::set_thread_slice(0)): main gives the process a short one for its background
-  /// threads (server.background_slice_us), which threads created by it inherit.
-  bool io_threads_default_slice = false;
   TlsOptions tls;  ///< [tls]: the HTTPS listener (and optionally TLS on the admin one)
 };
 

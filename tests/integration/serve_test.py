@@ -469,8 +469,9 @@ token = "node-secret"
         return out
 
     def t_background_slice():
-        # server.background_slice_us: every thread but the io threads runs with the short
-        # slice (the check-in writer, the chunk store's threads, RocksDB's); 0 leaves all alone.
+        # server.background_slice_us: the storage bookkeeping threads (RocksDB's, the disk
+        # guard, the check-in writer, auto-pause) run with the short slice; the io threads and
+        # the chunk store's keep the default; 0 leaves every thread alone.
         try:  # the kernel's default, as this test's own thread has it
             default = int(re.search(r"se\.slice\s*:\s*(\d+)", open("/proc/thread-self/sched").read()).group(1))
         except (OSError, AttributeError):
@@ -484,11 +485,11 @@ token = "node-secret"
                 raise Skip("this kernel has no custom slices (Linux < 6.12); the node said so in its log")
             assert threads[sliced.proc.pid][1] == default, ("io thread 0 keeps the default", threads)
             io_like = [t for t, (n, v) in threads.items() if v == default]
-            assert len(io_like) == 2, ("--threads 2: exactly the two io threads keep the default", threads)
+            assert len(io_like) >= 2, ("--threads 2: both io threads keep the default", threads)
             short = [n for (n, v) in threads.values() if v == 250_000]
-            assert any(n.startswith("rocksdb:") for n in short), threads
-            assert short.count("bundle-edge") >= 3, ("writer, committer, syncer...", threads)
-            assert len(short) + 2 == len(threads), threads
+            assert sum(n.startswith("rocksdb:") for n in short) >= 2, threads
+            assert short.count("bundle-edge") >= 3, ("guard, writer, auto-pause", threads)
+            assert len(short) + len(io_like) == len(threads), ("no third value", threads)
             assert all(v == default for (_, v) in slices(plain.proc.pid).values()), slices(plain.proc.pid)
         finally:
             assert sliced.stop() == 0

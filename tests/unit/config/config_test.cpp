@@ -125,10 +125,8 @@ TEST(Config, ChunkSyncFollowsTheRoleUnlessSet) {
 TEST(Config, BackgroundSliceIsBoundedAndZeroTurnsItOff) {
   const Config d = load_config({});
   EXPECT_EQ(d.background_slice_us, 100U);
-  EXPECT_TRUE(d.server.io_threads_default_slice);
   const Config off = load_text("[server]\nbackground_slice_us = 0\n");
   EXPECT_EQ(off.background_slice_us, 0U);
-  EXPECT_FALSE(off.server.io_threads_default_slice);
   EXPECT_EQ(load_text("[server]\nbackground_slice_us = 2000\n").background_slice_us, 2000U);
   EXPECT_NE(error_of("[server]\nbackground_slice_us = 50\n")
                 .find("server.background_slice_us: expected 0 (the kernel's default) or "
