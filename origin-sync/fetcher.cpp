@@ -6,6 +6,8 @@
 #include <thread>
 #include <unordered_set>
 
+#include "edge/core/sched.hpp"
+
 #include <spdlog/spdlog.h>
 
 namespace edge::sync {
@@ -27,7 +29,10 @@ Fetcher::Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks,
                                                     options_.timeout_ms, options_.ca_file));
   }
   for (auto& c : clients_)
-    threads_.emplace_back([this, client = c.get()] { worker(*client); });
+    threads_.emplace_back([this, client = c.get()] {
+      set_thread_name("fill-fetch");
+      worker(*client);
+    });
 }
 
 Fetcher::~Fetcher() {

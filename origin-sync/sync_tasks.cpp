@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "edge/core/clock.hpp"
+#include "edge/core/sched.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -36,8 +37,14 @@ Follower::~Follower() {
 }
 
 void Follower::start() {
-  pull_ = std::thread([this] { pull_loop(); });
-  push_ = std::thread([this] { push_loop(); });
+  pull_ = std::thread([this] {
+    set_thread_name("sync-pull");
+    pull_loop();
+  });
+  push_ = std::thread([this] {
+    set_thread_name("sync-pushed");
+    push_loop();
+  });
 }
 
 void Follower::stop() {
@@ -302,7 +309,10 @@ Uploader::~Uploader() {
 }
 
 void Uploader::start() {
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    set_thread_name("checkin-upload");
+    loop();
+  });
 }
 
 void Uploader::stop() {
@@ -416,7 +426,10 @@ StatusReporter::~StatusReporter() {
 
 void StatusReporter::start() {
   if (status_ && options_.status_interval_ms > 0)
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+      set_thread_name("status-report");
+      loop();
+    });
 }
 
 void StatusReporter::stop() {
@@ -480,7 +493,10 @@ void Pusher::start() {
   seq_ = state_.last_seq();
   for (auto& t : targets_) {
     t->sent = seq_;
-    t->thread = std::thread([this, target = t.get()] { loop(*target); });
+    t->thread = std::thread([this, target = t.get()] {
+      set_thread_name("push-out");
+      loop(*target);
+    });
   }
 }
 

@@ -3,7 +3,7 @@
 # rows of compare-nginx.sh (bench/load/updates.lua, wrk -t1 -c32, node pinned to core 0 and
 # wrk to core 1), with each thread's utime+stime from /proc/<pid>/task/*/stat around the
 # measured run, per response. The main thread is the io thread (--threads 1); the check-in
-# writer is the other busy "bundle-edge" thread; rocksdb:high is RocksDB's memtable flush.
+# writer is "checkin-writer"; rocksdb:high is RocksDB's memtable flush.
 # Everything runs on 127.0.0.1; the node is stopped by its pid.
 #
 # Usage: bench/load/updates-threads.sh [--binary PATH] [--devices N] [--duration SECONDS]

@@ -9,6 +9,7 @@
 #include "edge/api/control_service.hpp"
 #include "edge/control/model.hpp"
 #include "edge/core/clock.hpp"
+#include "edge/core/sched.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -71,6 +72,7 @@ void AutoPauser::start(const store::CheckinStore& checkins) {
             .count());
   }
   thread_ = std::thread([this] {
+    set_thread_name("auto-pause");
     std::unique_lock lock(stop_mutex_);
     while (!stop_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
       lock.unlock();

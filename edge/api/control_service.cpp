@@ -10,6 +10,7 @@
 #include "edge/api/device_info.hpp"
 #include "edge/api/sync.hpp"
 #include "edge/core/clock.hpp"
+#include "edge/core/sched.hpp"
 #include "edge/core/semver.hpp"
 #include "edge/core/sha256.hpp"
 #include "edge/core/utf8.hpp"
@@ -260,7 +261,10 @@ void ControlService::async_set_device_override(std::string app_id, std::string d
   {
     std::lock_guard lock(override_mutex_);
     if (!override_thread_.joinable())
-      override_thread_ = std::thread([this] { override_writer(); });
+      override_thread_ = std::thread([this] {
+        set_thread_name("override-write");
+        override_writer();
+      });
     override_queue_.push_back(
         {std::move(app_id), std::move(device_id), std::move(channel), std::move(done)});
   }

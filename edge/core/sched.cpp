@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdint>
 
+#include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -68,6 +69,12 @@ Result<std::chrono::microseconds> thread_slice() noexcept {
     return std::chrono::microseconds{0};
   return std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::nanoseconds{attr->sched_runtime});
+}
+
+void set_thread_name(std::string_view name) noexcept {
+  char buf[16] = {};  // TASK_COMM_LEN, with its terminating zero
+  name.copy(buf, sizeof buf - 1);
+  (void)::pthread_setname_np(::pthread_self(), buf);
 }
 
 }  // namespace edge

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <string_view>
 
 #include "edge/core/errc.hpp"
 
@@ -26,5 +27,9 @@ Result<void> set_thread_slice(std::chrono::microseconds slice) noexcept;
 /// The calling thread's slice as the kernel reports it (sched_getattr(2)): the custom slice
 /// on 6.12 and later (the default one when none was set), 0 on kernels that report none.
 Result<std::chrono::microseconds> thread_slice() noexcept;
+
+/// Names the calling thread (pthread_setname_np; top -H, ps -L, /proc/<pid>/task/*/comm),
+/// cut to the kernel's 15 bytes. Best effort: a failure leaves the inherited name.
+void set_thread_name(std::string_view name) noexcept;
 
 }  // namespace edge

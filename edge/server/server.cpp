@@ -22,6 +22,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "edge/core/sched.hpp"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1563,7 +1565,10 @@ void Server::run() {
   wait_signal();
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < impl.workers.size(); ++i) {
-    threads.emplace_back([w = impl.workers[i].get()] { w->io.run(); });
+    threads.emplace_back([i, w = impl.workers[i].get()] {
+      set_thread_name("io-" + std::to_string(i));  // io 0 is the main thread: "bundle-edge"
+      w->io.run();
+    });
   }
   impl.workers[0]->io.run();
   for (auto& t : threads)

@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "edge/core/clock.hpp"
+#include "edge/core/sched.hpp"
 #include "edge/core/utf8.hpp"
 #include "edge/store/database_impl.hpp"
 
@@ -376,7 +377,10 @@ CheckinStore::CheckinStore(Database& db, CheckinOptions options)
     next_outbox_ = std::max(next_outbox_, b.last + 1);
     inflight_ = std::move(b);  // its check-ins are re-read by outbox_next
   }
-  writer_ = std::thread([this] { run(); });
+  writer_ = std::thread([this] {
+    set_thread_name("checkin-writer");
+    run();
+  });
 }
 
 CheckinStore::~CheckinStore() {

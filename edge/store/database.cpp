@@ -8,6 +8,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 
+#include "edge/core/sched.hpp"
 #include "edge/store/database_impl.hpp"
 
 #include <fcntl.h>
@@ -282,6 +283,7 @@ std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
       keep_reserve(dir, options, impl->free_bytes);
     Impl* im = impl.get();
     im->guard = std::thread([im] {
+      set_thread_name("disk-guard");
       std::unique_lock lock(im->guard_mutex);
       while (!im->guard_cv.wait_for(lock, std::chrono::milliseconds(im->options.check_interval_ms),
                                     [im] { return im->guard_stop; })) {

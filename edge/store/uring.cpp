@@ -8,6 +8,7 @@
 
 #include <liburing.h>
 
+#include "edge/core/sched.hpp"
 #include "edge/store/database.hpp"
 
 #include <sys/eventfd.h>
@@ -51,7 +52,10 @@ IoRing::IoRing(unsigned entries) : ring_(new io_uring), capacity_(entries) {
     throw StoreError(Errc::kIo,
                      std::string("io_uring eventfd registration failed: ") + std::strerror(errno));
   }
-  reaper_ = std::thread([this] { reap_loop(); });
+  reaper_ = std::thread([this] {
+    set_thread_name("uring-reaper");
+    reap_loop();
+  });
 }
 
 IoRing::~IoRing() {

@@ -1,5 +1,7 @@
 #include "edge/core/sched.hpp"
 
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -67,6 +69,20 @@ TEST(ThreadSlice, KeepsTheThreadsPolicyAndNiceValue) {
     ASSERT_TRUE(edge::set_thread_slice(microseconds{300}));
     EXPECT_EQ(::getpriority(PRIO_PROCESS, tid), 7);
     EXPECT_EQ(::sched_getscheduler(0), SCHED_OTHER);
+  });
+}
+
+TEST(ThreadName, NamesTheCallingThreadCutToTheKernelsFifteenBytes) {
+  const auto comm = [] {
+    std::string name;
+    std::getline(std::ifstream("/proc/thread-self/comm"), name);
+    return name;
+  };
+  on_thread([&] {
+    edge::set_thread_name("chunk-commit");
+    EXPECT_EQ(comm(), "chunk-commit");
+    edge::set_thread_name("a-name-longer-than-fifteen-bytes");
+    EXPECT_EQ(comm(), "a-name-longer-t");
   });
 }
 
