@@ -9,7 +9,8 @@
 #                                    [--https | --https-only]
 # --updates-only: just the tiny and /updates rows (for before/after runs of the device path).
 # --rounds N: each row measured N times, nginx then ours back to back; the table shows the
-#   round with the median CPU/resp ratio (default 1, 3 with --updates-only).
+#   round with the median CPU/resp ratio (default 1, 3 with --updates-only); each round is
+#   also printed to stderr with both p99s and the host's steal during it.
 # --https: also the HTTPS rows (issue #11): both servers on one self-signed EC P-256
 #   certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 only, keep-alive, same files: 64 KiB
 #   GET, 1 MiB GET, 64 KiB Range, tiny, and a row with a new connection (a full handshake)
@@ -156,6 +157,16 @@ for f in 64k 1m 16m; do
     "$ADMIN/v1/admin/blobs" | sed -E 's/.*"sha256":"([0-9a-f]+)".*/\1/')
 done
 
+# The machine's CPU times from /proc/stat ("cpu" line: user nice system idle iowait irq
+# softirq steal ...); steal_pct BEFORE AFTER: the share of them the hypervisor gave to other
+# guests in between. A round with steal has its p99 set by the host, not by the servers.
+cpu_times() { awk '$1 == "cpu" {print $2, $3, $4, $5, $6, $7, $8, $9; exit}' /proc/stat; }
+steal_pct() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x); split(b, y); t = 0
+    for (i = 1; i <= 8; i++) t += y[i] - x[i]
+    printf "%.1f", (t > 0 ? (y[8] - x[8]) * 100 / t : 0) }'
+}
+
 # Runs wrk; prints "reqs req/s MB/s p99_ms cpu_us_per_response".
 measure() {  # $1 pid, $2 url, rest: extra wrk args
   local pid=$1 url=$2; shift 2
@@ -177,12 +188,17 @@ row() {  # $1 label, $2 our url, $3 nginx url, rest: wrk args
   # CPU/resp ratio: on a shared machine, a pair measured minutes apart says more about the
   # neighbours than about the servers.
   local label=$1 ours=$2 theirs=$3; shift 3
-  local n e i pairs=()
+  local n e i s0 s1 pairs=()
   for i in $(seq "$ROUNDS"); do
+    s0=$(cpu_times)
     n=$(measure "$NGINX_PID" "$theirs" "$@")
     e=$(measure "$EDGE_PID" "$ours" "$@")
+    s1=$(cpu_times)
     pairs+=("$(awk -v e="${e##* }" -v n="${n##* }" 'BEGIN {printf "%.4f", e / n}')|$e|$n")
-    if [ "$ROUNDS" -gt 1 ]; then echo "  $label, round $i: CPU/resp ours ${e##* } µs, nginx ${n##* } µs" >&2; fi
+    if [ "$ROUNDS" -gt 1 ]; then
+      # p99 is field 4 of measure's output; steal is CPU time the host gave to others.
+      echo "  $label, round $i: CPU/resp ours ${e##* } µs, nginx ${n##* } µs; p99 ours $(echo "$e" | cut -d' ' -f4) ms, nginx $(echo "$n" | cut -d' ' -f4) ms; host steal $(steal_pct "$s0" "$s1")% of the round" >&2
+    fi
   done
   local median
   median=$(printf '%s\n' "${pairs[@]}" | sort -t'|' -k1,1 -g | sed -n "$(((ROUNDS + 1) / 2))p")
