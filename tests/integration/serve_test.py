@@ -476,9 +476,12 @@ token = "node-secret"
             default = int(re.search(r"se\.slice\s*:\s*(\d+)", open("/proc/thread-self/sched").read()).group(1))
         except (OSError, AttributeError):
             raise Skip("this kernel shows no se.slice in /proc (before Linux 6.6)")
-        sliced = Node("[server]\nbackground_slice_us = 250\n")
-        plain = Node("[server]\nbackground_slice_us = 0\n")
+        nodes = []  # each stopped by its pid, whatever fails
         try:
+            sliced = Node("[server]\nbackground_slice_us = 250\n")
+            nodes.append(sliced)
+            plain = Node("[server]\nbackground_slice_us = 0\n")
+            nodes.append(plain)
             curl(sliced.url + "/healthz")
             threads = slices(sliced.proc.pid)
             if "no custom slices" in open(sliced.log_path).read():
@@ -494,8 +497,8 @@ token = "node-secret"
             assert set(v for (_, v) in threads.values()) == {default, 250_000}, ("no third value", threads)
             assert all(v == default for (_, v) in slices(plain.proc.pid).values()), slices(plain.proc.pid)
         finally:
-            assert sliced.stop() == 0
-            assert plain.stop() == 0
+            codes = [n.stop() for n in nodes]
+        assert codes == [0, 0], ("both nodes stop cleanly on SIGTERM", codes)
 
     check("background threads get server.background_slice_us, io threads the default", t_background_slice)
     if node.proc.poll() is None:
