@@ -6,6 +6,7 @@
 #include <sstream>
 #include <thread>
 
+#include "edge/core/sched.hpp"
 #include "edge/core/utf8.hpp"
 
 #include <toml++/toml.h>
@@ -274,7 +275,7 @@ Config load_config(const ConfigOverrides& o) {
     r.boolean("server.warm_cold_ranges", c.server.warm_cold_ranges);
     r.boolean("server.warm_always", c.server.warm_always);
     r.boolean("server.access_log", c.server.access_log);
-    r.integer("server.background_slice_us", c.background_slice_us, 0, 100'000);
+    r.integer("server.background_slice_us", c.background_slice_us, 0, kMaxThreadSlice.count());
     r.string("admin.listen", admin_listen);
     r.string("admin.token", c.admin_token);
     r.size("admin.max_upload", c.max_upload_bytes);
@@ -447,11 +448,11 @@ Config load_config(const ConfigOverrides& o) {
     throw ConfigError("store.chunk_sync_bytes: expected at least 1MiB, got " +
                       std::to_string(c.store.sync_every_bytes));
   }
-  if (c.background_slice_us != 0 && c.background_slice_us < 100) {
-    throw ConfigError(
-        "server.background_slice_us: expected 0 (the kernel's default) or 100..100000 "
-        "(the slices Linux accepts), got " +
-        std::to_string(c.background_slice_us));
+  if (c.background_slice_us != 0 && c.background_slice_us < kMinThreadSlice.count()) {
+    throw ConfigError("server.background_slice_us: expected 0 (the kernel's default) or " +
+                      std::to_string(kMinThreadSlice.count()) + ".." +
+                      std::to_string(kMaxThreadSlice.count()) +
+                      " (the slices Linux accepts), got " + std::to_string(c.background_slice_us));
   }
   c.server.threads = threads == 0 ? std::max(1U, std::thread::hardware_concurrency()) : threads;
   if (c.server.header_limit_bytes < 1024 || c.server.header_limit_bytes > (1U << 20)) {
