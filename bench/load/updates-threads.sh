@@ -7,8 +7,11 @@
 # Everything runs on 127.0.0.1; the node is stopped by its pid.
 #
 # Usage: bench/load/updates-threads.sh [--binary PATH] [--devices N] [--duration SECONDS]
+#                                      [--server-option 'KEY = VALUE']...
 # --devices: distinct device ids the requests cycle through (default 1000000: a new device
 #   per request; 1000: devices that keep checking in).
+# --server-option: a line added to the node's [server] table, for runs of one binary with
+#   and without a setting (e.g. 'background_slice_us = 0'); repeatable.
 # Also prints wrk's p50/p90/p99 of the measured run and the host's steal during it.
 # Run two builds alternately in one sitting for a before/after (the machine is shared).
 set -euo pipefail
@@ -16,11 +19,15 @@ cd "$(dirname "$0")/../.."
 BIN=build/release/bundle-edge
 DEVICES=1000000
 DURATION=8
+SERVER_OPTIONS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) BIN=$2; shift 2 ;;
     --devices) DEVICES=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
+    --server-option)
+      [[ "$2" =~ ^[a-z_]+\ =\ [^[:space:]]+$ ]] || { echo "--server-option must look like 'key = value', not '$2'" >&2; exit 2; }
+      SERVER_OPTIONS+=("$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -46,6 +53,7 @@ cat > "$WORK/node.toml" <<TOML
 [server]
 max_connections = 100000
 max_connections_per_ip = 0  # every wrk connection comes from 127.0.0.1
+$(printf '%s\n' "${SERVER_OPTIONS[@]}")
 [log]
 level = "warn"
 TOML
@@ -53,6 +61,7 @@ TOML
   --admin-listen 127.0.0.1:$ADMIN --threads 1 --admin-token bench-token >"$WORK/node.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 || { echo "the node did not start:" >&2; cat "$WORK/node.log" >&2; exit 2; }
 mkdir -p "$WORK/bundle" && echo '<html>bench</html>' > "$WORK/bundle/index.html"
 BUNDLE_EDGE_URL=http://127.0.0.1:$ADMIN BUNDLE_EDGE_TOKEN=bench-token tools/bundle-edge-ctl publish \
   --app com.bench.app --version 1.0.1 --dir "$WORK/bundle" --delta --channel production --public >/dev/null
