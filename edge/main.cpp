@@ -102,7 +102,33 @@ void update_pins(const edge::api::ControlService& control, edge::store::BlobStor
   chunks.set_pin_set(std::make_shared<edge::store::HashPinSet>(std::move(ids)));
 }
 
-// server.background_slice_us: while it lives, the main thread runs with the short slice, so
+// server.background_slice_us as this kernel takes it: the value, or 0 (logged once) when the
+// kernel refuses a custom slice or has none (Linux < 6.12). Probed on the main thread, which
+// is given its default back.
+std::uint32_t usable_background_slice(std::uint32_t us) {
+  if (us == 0)
+    return 0;
+  const std::chrono::microseconds slice{us};
+  if (auto set = edge::set_thread_slice(slice); !set) {
+    spdlog::warn(
+        "server.background_slice_us = {}: the kernel refused a custom slice ({}); "
+        "every thread keeps the default",
+        us, set.error().message());
+    return 0;
+  }
+  const auto now = edge::thread_slice();
+  (void)edge::set_thread_slice(std::chrono::microseconds{0});
+  if (!now || *now != slice) {
+    spdlog::info(
+        "server.background_slice_us = {}: this kernel has no custom slices (Linux < "
+        "6.12); every thread keeps the default",
+        us);
+    return 0;
+  }
+  return us;
+}
+
+// While it lives, the main thread runs with the short slice (usable_background_slice), so
 // that the threads started meanwhile inherit it: RocksDB's flushes and compactions, the disk
 // guard, the check-in writer, auto-pause. Everything else (the event loops, fills and the
 // chunk store's committer and syncer, sync, pushes) keeps the kernel's default: a short slice
@@ -111,24 +137,8 @@ void update_pins(const edge::api::ControlService& control, edge::store::BlobStor
 class BackgroundSlice {
  public:
   explicit BackgroundSlice(std::uint32_t us) : us_(us) {
-    if (us_ == 0)
-      return;
-    static bool reported = false;  // main thread only
-    const std::chrono::microseconds slice{us_};
-    if (auto set = edge::set_thread_slice(slice); !set) {
-      if (!std::exchange(reported, true)) {
-        spdlog::warn(
-            "server.background_slice_us = {}: the kernel refused a custom slice ({}); "
-            "every thread keeps the default",
-            us_, set.error().message());
-      }
-    } else if (auto now = edge::thread_slice();
-               (!now || *now != slice) && !std::exchange(reported, true)) {
-      spdlog::info(
-          "server.background_slice_us = {}: this kernel has no custom slices (Linux < "
-          "6.12); every thread keeps the default",
-          us_);
-    }
+    if (us_ != 0)
+      (void)edge::set_thread_slice(std::chrono::microseconds{us_});  // probed: accepted
   }
   ~BackgroundSlice() {
     if (us_ != 0)
@@ -142,6 +152,7 @@ class BackgroundSlice {
 };
 
 int run(const edge::Config& c) {
+  const std::uint32_t background_slice = usable_background_slice(c.background_slice_us);
   std::filesystem::create_directories(c.data_dir);
   const std::string token = admin_token(c);
 
@@ -150,7 +161,7 @@ int run(const edge::Config& c) {
   db_options.min_free_bytes = c.min_free_bytes;
   db_options.reserve_bytes = c.reserve_bytes;
   auto db = [&] {
-    const BackgroundSlice slice(c.background_slice_us);
+    const BackgroundSlice slice(background_slice);
     return edge::store::Database::open(c.data_dir / "db", db_options);
   }();
   auto chunks = edge::store::ChunkStore::open(*db, c.data_dir / "segments", c.store);
@@ -176,7 +187,7 @@ int run(const edge::Config& c) {
   // Declared before the check-in store it observes: it outlives the store's writer thread.
   std::optional<edge::api::AutoPauser> auto_pause;
   edge::store::CheckinStore checkins = [&] {
-    const BackgroundSlice slice(c.background_slice_us);
+    const BackgroundSlice slice(background_slice);
     return edge::store::CheckinStore(
         *db, {is_edge, c.outbox_max_bytes, c.timeline_events, c.retention_days});
   }();
@@ -202,7 +213,7 @@ int run(const edge::Config& c) {
   if (!is_edge) {
     auto_pause.emplace(control, &access);
     checkins.set_observer([&auto_pause](const edge::store::Checkin& c) { auto_pause->observe(c); });
-    const BackgroundSlice slice(c.background_slice_us);
+    const BackgroundSlice slice(background_slice);
     auto_pause->start(checkins);
   }
   edge::api::SyncApi sync(state, checkins, c.sync_token);

@@ -29,10 +29,7 @@ Fetcher::Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks,
                                                     options_.timeout_ms, options_.ca_file));
   }
   for (auto& c : clients_)
-    threads_.emplace_back([this, client = c.get()] {
-      set_thread_name("fill-fetch");
-      worker(*client);
-    });
+    threads_.push_back(named_thread("fill-fetch", [this, client = c.get()] { worker(*client); }));
 }
 
 Fetcher::~Fetcher() {

@@ -37,14 +37,8 @@ Follower::~Follower() {
 }
 
 void Follower::start() {
-  pull_ = std::thread([this] {
-    set_thread_name("sync-pull");
-    pull_loop();
-  });
-  push_ = std::thread([this] {
-    set_thread_name("sync-pushed");
-    push_loop();
-  });
+  pull_ = named_thread("sync-pull", [this] { pull_loop(); });
+  push_ = named_thread("sync-pushed", [this] { push_loop(); });
 }
 
 void Follower::stop() {
@@ -309,10 +303,7 @@ Uploader::~Uploader() {
 }
 
 void Uploader::start() {
-  thread_ = std::thread([this] {
-    set_thread_name("checkin-upload");
-    loop();
-  });
+  thread_ = named_thread("checkin-upload", [this] { loop(); });
 }
 
 void Uploader::stop() {
@@ -426,10 +417,7 @@ StatusReporter::~StatusReporter() {
 
 void StatusReporter::start() {
   if (status_ && options_.status_interval_ms > 0)
-    thread_ = std::thread([this] {
-      set_thread_name("status-report");
-      loop();
-    });
+    thread_ = named_thread("status-report", [this] { loop(); });
 }
 
 void StatusReporter::stop() {
@@ -493,10 +481,7 @@ void Pusher::start() {
   seq_ = state_.last_seq();
   for (auto& t : targets_) {
     t->sent = seq_;
-    t->thread = std::thread([this, target = t.get()] {
-      set_thread_name("push-out");
-      loop(*target);
-    });
+    t->thread = named_thread("push-out", [this, target = t.get()] { loop(*target); });
   }
 }
 

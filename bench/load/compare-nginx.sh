@@ -157,15 +157,8 @@ for f in 64k 1m 16m; do
     "$ADMIN/v1/admin/blobs" | sed -E 's/.*"sha256":"([0-9a-f]+)".*/\1/')
 done
 
-# The machine's CPU times from /proc/stat ("cpu" line: user nice system idle iowait irq
-# softirq steal ...); steal_pct BEFORE AFTER: the share of them the hypervisor gave to other
-# guests in between. A round with steal has its p99 set by the host, not by the servers.
-cpu_times() { awk '$1 == "cpu" {print $2, $3, $4, $5, $6, $7, $8, $9; exit}' /proc/stat; }
-steal_pct() {
-  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x); split(b, y); t = 0
-    for (i = 1; i <= 8; i++) t += y[i] - x[i]
-    printf "%.1f", (t > 0 ? (y[8] - x[8]) * 100 / t : 0) }'
-}
+# cpu_times and steal_pct: the host's steal during each round.
+. bench/load/host-steal.sh
 
 # Runs wrk; prints "reqs req/s MB/s p99_ms cpu_us_per_response".
 measure() {  # $1 pid, $2 url, rest: extra wrk args

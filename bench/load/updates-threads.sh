@@ -16,6 +16,7 @@
 # Run two builds alternately in one sitting for a before/after (the machine is shared).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/load/host-steal.sh  # cpu_times, steal_pct
 BIN=build/release/bundle-edge
 DEVICES=1000000
 DURATION=8
@@ -78,17 +79,14 @@ threads() {
 }
 load 3 >/dev/null  # warm-up: the device table and the memtables are not empty
 threads > "$WORK/before"
-cpu_times() { awk '$1 == "cpu" {print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9; exit}' /proc/stat; }
-read -r total0 steal0 < <(cpu_times)
+s0=$(cpu_times)
 load "$DURATION" > "$WORK/wrk.txt"
-read -r total1 steal1 < <(cpu_times)
+s1=$(cpu_times)
 threads > "$WORK/after"
 REQ=$(grep -oP '^\s*\K[0-9]+(?= requests)' "$WORK/wrk.txt")
 HZ=$(getconf CLK_TCK)
 echo "latency: $(grep -E "^ +(50|90|99)%" "$WORK/wrk.txt" | tr -s " " | tr "\n" " ")"
-# Steal: CPU time the hypervisor gave to other guests during the run; with a few percent of
-# it, p99 is the host's, not the node's.
-echo "host steal: $(awk -v t=$((total1 - total0)) -v s=$((steal1 - steal0)) 'BEGIN {printf "%.1f", (t > 0 ? s * 100 / t : 0)}')% of the run"
+echo "host steal: $(steal_pct "$s0" "$s1")% of the run"
 echo "/updates, $DEVICES devices, ${DURATION}s: $REQ responses ($((REQ / DURATION)) req/s), $(basename "$BIN")"
 join "$WORK/before" "$WORK/after" | awk -v r="$REQ" -v hz="$HZ" -v main="$PID" '
   { us = ($5 - $3) * 1e6 / hz / r; total += us

@@ -71,8 +71,7 @@ void AutoPauser::start(const store::CheckinStore& checkins) {
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
             .count());
   }
-  thread_ = std::thread([this] {
-    set_thread_name("auto-pause");
+  thread_ = named_thread("auto-pause", [this] {
     std::unique_lock lock(stop_mutex_);
     while (!stop_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
       lock.unlock();

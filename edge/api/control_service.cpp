@@ -261,10 +261,7 @@ void ControlService::async_set_device_override(std::string app_id, std::string d
   {
     std::lock_guard lock(override_mutex_);
     if (!override_thread_.joinable())
-      override_thread_ = std::thread([this] {
-        set_thread_name("override-write");
-        override_writer();
-      });
+      override_thread_ = named_thread("override-write", [this] { override_writer(); });
     override_queue_.push_back(
         {std::move(app_id), std::move(device_id), std::move(channel), std::move(done)});
   }

@@ -1,7 +1,10 @@
 #pragma once
 
 #include <chrono>
+#include <string>
 #include <string_view>
+#include <thread>
+#include <utility>
 
 #include "edge/core/errc.hpp"
 
@@ -31,5 +34,14 @@ Result<std::chrono::microseconds> thread_slice() noexcept;
 /// Names the calling thread (pthread_setname_np; top -H, ps -L, /proc/<pid>/task/*/comm),
 /// cut to the kernel's 15 bytes. Best effort: a failure leaves the inherited name.
 void set_thread_name(std::string_view name) noexcept;
+
+/// A thread that names itself `name` (set_thread_name) and then runs `fn`.
+template <class Fn>
+std::thread named_thread(std::string name, Fn&& fn) {
+  return std::thread([name = std::move(name), fn = std::forward<Fn>(fn)]() mutable {
+    set_thread_name(name);
+    fn();
+  });
+}
 
 }  // namespace edge

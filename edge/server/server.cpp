@@ -1565,10 +1565,9 @@ void Server::run() {
   wait_signal();
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < impl.workers.size(); ++i) {
-    threads.emplace_back([i, w = impl.workers[i].get()] {
-      set_thread_name("io-" + std::to_string(i));  // io 0 is the main thread: "bundle-edge"
-      w->io.run();
-    });
+    // io 0 is the main thread: it keeps the process's name.
+    threads.push_back(
+        named_thread("io-" + std::to_string(i), [w = impl.workers[i].get()] { w->io.run(); }));
   }
   impl.workers[0]->io.run();
   for (auto& t : threads)

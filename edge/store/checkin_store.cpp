@@ -377,10 +377,7 @@ CheckinStore::CheckinStore(Database& db, CheckinOptions options)
     next_outbox_ = std::max(next_outbox_, b.last + 1);
     inflight_ = std::move(b);  // its check-ins are re-read by outbox_next
   }
-  writer_ = std::thread([this] {
-    set_thread_name("checkin-writer");
-    run();
-  });
+  writer_ = named_thread("checkin-writer", [this] { run(); });
 }
 
 CheckinStore::~CheckinStore() {

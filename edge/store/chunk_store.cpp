@@ -219,15 +219,9 @@ std::unique_ptr<ChunkStore> ChunkStore::open(Database& db, const std::filesystem
   std::unique_ptr<ChunkStore> store(new ChunkStore(db, dir, options));
   store->ring_ = std::make_unique<IoRing>(256);
   store->recover();
-  store->committer_ = std::thread([s = store.get()] {
-    set_thread_name("chunk-commit");
-    s->commit_loop();
-  });
+  store->committer_ = named_thread("chunk-commit", [s = store.get()] { s->commit_loop(); });
   if (store->options_.sync_in_background)
-    store->syncer_ = std::thread([s = store.get()] {
-      set_thread_name("chunk-sync");
-      s->sync_loop();
-    });
+    store->syncer_ = named_thread("chunk-sync", [s = store.get()] { s->sync_loop(); });
   return store;
 }
 

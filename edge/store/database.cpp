@@ -282,8 +282,7 @@ std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
     if (!impl->full)
       keep_reserve(dir, options, impl->free_bytes);
     Impl* im = impl.get();
-    im->guard = std::thread([im] {
-      set_thread_name("disk-guard");
+    im->guard = named_thread("disk-guard", [im] {
       std::unique_lock lock(im->guard_mutex);
       while (!im->guard_cv.wait_for(lock, std::chrono::milliseconds(im->options.check_interval_ms),
                                     [im] { return im->guard_stop; })) {

@@ -52,10 +52,7 @@ IoRing::IoRing(unsigned entries) : ring_(new io_uring), capacity_(entries) {
     throw StoreError(Errc::kIo,
                      std::string("io_uring eventfd registration failed: ") + std::strerror(errno));
   }
-  reaper_ = std::thread([this] {
-    set_thread_name("uring-reaper");
-    reap_loop();
-  });
+  reaper_ = named_thread("uring-reaper", [this] { reap_loop(); });
 }
 
 IoRing::~IoRing() {
