@@ -179,8 +179,16 @@ int run(const edge::Config& c) {
   if (!is_edge && state.epoch().empty()) {
     // The origin names its feed's numbering once; a follower that sees another name later
     // knows the numbering restarted (DESIGN §6, README "Sync").
-    if (auto set = state.set_epoch(random_hex(8)); !set)
-      throw std::runtime_error("cannot write the feed epoch: " + set.error().message());
+    // On a full disk the epoch is adopted in memory and written with the first change that
+    // the disk takes (StateStore::set_epoch): the node runs with writes refused.
+    if (auto set = state.set_epoch(random_hex(8)); !set) {
+      if (set.error() != edge::Errc::kStorageFull)
+        throw std::runtime_error("cannot write the feed epoch: " + set.error().message());
+      spdlog::warn(
+          "storage is full: the new feed epoch {} is written with the first change once space "
+          "returns",
+          state.epoch());
+    }
   }
   edge::api::ControlService control(state, blobs);
   control.set_read_only(is_edge);
@@ -215,6 +223,7 @@ int run(const edge::Config& c) {
     checkins.set_observer([&auto_pause](const edge::store::Checkin& c) { auto_pause->observe(c); });
     const BackgroundSlice slice(background_slice);
     auto_pause->start(checkins);
+    metrics.set_auto_pause(&*auto_pause);
   }
   edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);

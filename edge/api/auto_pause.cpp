@@ -1,5 +1,6 @@
 #include "edge/api/auto_pause.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -7,9 +8,12 @@
 
 #include "edge/api/access.hpp"
 #include "edge/api/control_service.hpp"
+#include "edge/control/decision.hpp"
 #include "edge/control/model.hpp"
+#include "edge/control/state.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
+#include "edge/core/sha256.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -20,7 +24,12 @@ namespace bhttp = boost::beast::http;
 
 constexpr std::int64_t kLongestWindowMs = 1440LL * 60'000;
 constexpr std::size_t kRebuildMaxRecords = 5'000'000;
-constexpr std::size_t kMaxDevicesPerRelease = 1'000'000;
+
+// The release a check-in names: the part before ':' (a manifest download's failure names
+// "<release>:<file>").
+std::string_view release_of(std::string_view version_name) {
+  return version_name.substr(0, version_name.find(':'));
+}
 
 }  // namespace
 
@@ -41,33 +50,90 @@ AutoPauser::~AutoPauser() {
 }
 
 void AutoPauser::observe(const store::Checkin& c) {
-  const bool attempt = is_attempt(c.action);
-  const bool failure = !attempt && is_failure(c.action);
-  if ((!attempt && !failure) || c.version_name.empty())
-    return;
+  auto state = control_.snapshot();
   std::lock_guard lock(mutex_);
-  auto& devices = seen_[{c.app_id, c.version_name}];
-  auto it = devices.find(c.device_id);
-  if (it == devices.end()) {
-    if (devices.size() >= kMaxDevicesPerRelease)
-      return;  // bounded: a release tried by more devices than this counts the first ones
-    it = devices.emplace(c.device_id, Device{}).first;
+  if (state != watched_state_)
+    refresh_locked(std::move(state));  // a rule set a moment ago counts from the next event
+  observe_locked(c);
+}
+
+void AutoPauser::observe_locked(const store::Checkin& c) {
+  auto app = watches_.find(c.app_id);
+  if (app == watches_.end())
+    return;  // no watched rollout: nothing is kept (the common case)
+  const bool update_check = c.action == "updates";
+  const bool attempt = !update_check && is_attempt(c.action);
+  const bool failure = !update_check && !attempt && is_failure(c.action);
+  if (!update_check && !attempt && !failure)
+    return;
+  const std::string_view release = release_of(c.version_name);
+  std::uint64_t key = 0;
+  for (auto& w : app->second) {
+    // An update check offers the rollout's release when it was answered with an update, or
+    // comes from a device that already runs it; the other events must name the release.
+    const bool offered = update_check && (c.decision == "update" || release == w.release);
+    if (!offered && (update_check || release != w.release))
+      continue;
+    if (!control::rollout_selects(w.rollout_id, c.device_id, w.bps))
+      continue;  // outside the rollout's population: a forged id, or another channel's device
+    if (key == 0)
+      key = xxh3_64(c.device_id.data(), c.device_id.size()) | 1;
+    auto it = w.devices.find(key);
+    if (it == w.devices.end()) {
+      if (w.devices.size() >= kMaxDevicesPerRollout)
+        continue;  // bounded: a rollout tried by more devices counts the first ones
+      it = w.devices.emplace(key, Device{}).first;
+    }
+    Device& d = it->second;
+    if (offered) {
+      d.offered_ms = std::max(d.offered_ms, c.time_ms);
+      continue;
+    }
+    // A failure is also a try: the device got far enough to fail with the release.
+    d.tried_ms = std::max(d.tried_ms, c.time_ms);
+    if (failure)
+      d.failed_ms = std::max(d.failed_ms, c.time_ms);
   }
-  // A failure is also a try: the device got far enough to fail with the release.
-  it->second.tried_ms = std::max(it->second.tried_ms, c.time_ms);
-  if (failure)
-    it->second.failed_ms = std::max(it->second.failed_ms, c.time_ms);
+}
+
+void AutoPauser::refresh_locked(std::shared_ptr<const control::ControlState> state) {
+  std::map<std::string, std::vector<Watch>, std::less<>> next;
+  for (const auto& [app_id, app] : state->apps()) {
+    for (const auto& [name, channel] : app->channels) {
+      const auto& r = channel.rollout;
+      if (!channel.auto_pause || !r || !r->enabled || r->release.empty() || r->bps == 0)
+        continue;
+      Watch w{name, r->release, r->id, r->bps, {}};
+      // The same rollout as before keeps its devices (a wider rollout selects a superset).
+      if (auto old = watches_.find(app_id); old != watches_.end()) {
+        for (auto& o : old->second) {
+          if (o.channel == name && o.release == r->release && o.rollout_id == r->id) {
+            w.devices = std::move(o.devices);
+            break;
+          }
+        }
+      }
+      next[app_id].push_back(std::move(w));
+    }
+  }
+  watches_ = std::move(next);
+  watched_state_ = std::move(state);
 }
 
 void AutoPauser::start(const store::CheckinStore& checkins) {
   const auto t0 = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mutex_);
+    refresh_locked(control_.snapshot());
+  }
   auto read = checkins.scan_back(wall_clock_ms() - kLongestWindowMs, kRebuildMaxRecords,
                                  [this](const store::Checkin& c) { observe(c); });
   if (!read) {
     spdlog::error("auto-pause: cannot read the stored check-ins: {}", read.error().message());
   } else if (*read > 0) {
     spdlog::info(
-        "auto-pause: windows rebuilt from {} stored check-ins in {} ms", *read,
+        "auto-pause: windows of {} watched rollouts rebuilt from {} stored check-ins in {} ms",
+        watched_rollouts(), *read,
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
             .count());
   }
@@ -91,10 +157,33 @@ void AutoPauser::stop() {
     thread_.join();
 }
 
+std::size_t AutoPauser::watched_rollouts() const {
+  std::lock_guard lock(mutex_);
+  std::size_t n = 0;
+  for (const auto& [app, list] : watches_)
+    n += list.size();
+  return n;
+}
+
+std::size_t AutoPauser::remembered_devices() const {
+  std::lock_guard lock(mutex_);
+  std::size_t n = 0;
+  for (const auto& [app, list] : watches_) {
+    for (const auto& w : list)
+      n += w.devices.size();
+  }
+  return n;
+}
+
 std::size_t AutoPauser::check_now() {
   const auto state = control_.snapshot();
   const std::int64_t now = wall_clock_ms();
   std::size_t paused = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (state != watched_state_)
+      refresh_locked(state);
+  }
   for (const auto& [app_id, app] : state->apps()) {
     for (const auto& [name, channel] : app->channels) {
       if (!channel.auto_pause || !channel.rollout || !channel.rollout->enabled ||
@@ -103,34 +192,45 @@ std::size_t AutoPauser::check_now() {
       }
       const auto& rule = *channel.auto_pause;
       const std::int64_t since = now - std::int64_t{rule.window_minutes} * 60'000;
+      std::uint64_t offered = 0;
       std::uint64_t tried = 0;
       std::uint64_t failed = 0;
       {
         std::lock_guard lock(mutex_);
-        auto it = seen_.find({app_id, channel.rollout->release});
-        if (it == seen_.end())
+        auto it = watches_.find(app_id);
+        if (it == watches_.end())
           continue;
-        for (auto d = it->second.begin(); d != it->second.end();) {
-          if (d->second.tried_ms < now - kLongestWindowMs) {
-            d = it->second.erase(d);  // older than any window: forgotten
+        auto w = std::find_if(it->second.begin(), it->second.end(),
+                              [&](const Watch& x) { return x.channel == name; });
+        if (w == it->second.end())
+          continue;
+        for (auto d = w->devices.begin(); d != w->devices.end();) {
+          const Device& dev = d->second;
+          if (std::max(dev.offered_ms, dev.tried_ms) < now - kLongestWindowMs) {
+            d = w->devices.erase(d);  // older than any window: forgotten
             continue;
           }
-          tried += d->second.tried_ms >= since ? 1 : 0;
-          failed += d->second.failed_ms >= since ? 1 : 0;
           ++d;
+          if (dev.offered_ms == 0)
+            continue;  // tried or failed without being offered the release: not counted
+          ++offered;
+          tried += dev.tried_ms >= since ? 1 : 0;
+          failed += dev.failed_ms >= since ? 1 : 0;
         }
       }
       if (tried < rule.min_attempts ||
           failed * 10'000 < std::uint64_t{rule.failure_rate_bps} * tried)
         continue;
-      char reason[256];
+      char reason[320];
       std::snprintf(reason, sizeof reason,
                     "auto-pause: %llu of %llu devices trying %s failed in the last %u min "
-                    "(%.2f%%, threshold %.2f%%)",
+                    "(%.2f%%, threshold %.2f%%); rests on %llu distinct failing devices, of "
+                    "%llu the rollout offered the release to",
                     static_cast<unsigned long long>(failed), static_cast<unsigned long long>(tried),
                     channel.rollout->release.c_str(), rule.window_minutes,
                     100.0 * static_cast<double>(failed) / static_cast<double>(tried),
-                    rule.failure_rate_bps / 100.0);
+                    rule.failure_rate_bps / 100.0, static_cast<unsigned long long>(failed),
+                    static_cast<unsigned long long>(offered));
       control::Channel next = channel;
       next.rollout->paused = true;
       next.rollout->pause_reason = reason;

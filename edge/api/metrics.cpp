@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <utility>
 
+#include "edge/api/auto_pause.hpp"
 #include "edge/core/clock.hpp"
 
 namespace edge::api {
@@ -224,6 +225,15 @@ void Metrics::render_sync(
           "gauge", checkins_->table_devices());
     gauge("edge_device_table_bytes", "Memory the device table holds.", "gauge",
           checkins_->table_bytes());
+  }
+  if (auto_pause_ != nullptr) {
+    gauge("edge_auto_pause_rollouts",
+          "Rollouts watched for auto-pause (enabled, with a release and a rule).", "gauge",
+          auto_pause_->watched_rollouts());
+    gauge("edge_auto_pause_devices",
+          "Devices remembered across the watched rollouts (selected by a rollout and seen with "
+          "its release).",
+          "gauge", auto_pause_->remembered_devices());
   }
   if (outbox_ != nullptr) {
     const auto o = outbox_->outbox_stats();

@@ -13,6 +13,8 @@
 
 namespace edge::api {
 
+class AutoPauser;
+
 /// Process-wide counters for GET /metrics (Prometheus text format 0.0.4). Updates are
 /// relaxed atomics: any thread, no locks on the data plane.
 class Metrics {
@@ -85,6 +87,8 @@ class Metrics {
   /// Adds the check-in store's device-table figures (edge_device_table_*). Call before
   /// serving.
   void set_checkins(const store::CheckinStore* checkins) { checkins_ = checkins; }
+  /// Adds the auto-pause figures (edge_auto_pause_*; origins). Call before serving.
+  void set_auto_pause(const AutoPauser* auto_pause) { auto_pause_ = auto_pause; }
 
   /// The exposition text, store figures included.
   std::string render(const store::StoreStats& stats) const;
@@ -98,6 +102,7 @@ class Metrics {
   std::function<std::uint64_t()> cursor_;
   const store::CheckinStore* outbox_ = nullptr;
   const store::CheckinStore* checkins_ = nullptr;
+  const AutoPauser* auto_pause_ = nullptr;
   const store::Database* db_ = nullptr;
   std::int64_t started_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::system_clock::now().time_since_epoch())

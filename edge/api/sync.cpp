@@ -661,6 +661,12 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
     auto list = parse_checkins(body, &error);
     if (!list)
       return error_response(400, "invalid_body", error, route);
+    // A child's clock cannot date events far into this node's future: times are clamped to
+    // the receipt time plus kMaxChildClockSkewMs, so that a check-in dated years ahead cannot
+    // keep an auto-pause window (or an hourly bucket of the future) alive.
+    const std::int64_t latest = wall_clock_ms() + kMaxChildClockSkewMs;
+    for (auto& c : *list)
+      c.time_ms = std::min(c.time_ms, latest);
     const std::size_t n = list->size();
     return deferred(route, [this, key = *key, list = std::move(*list), n](
                                const store::ChunkStore::Executor&,

@@ -176,6 +176,10 @@ std::string encode_snapshot(const store::StateStore::Snapshot& snap);
 std::optional<store::StateStore::Snapshot> parse_snapshot(std::string_view json,
                                                           std::string* error);
 
+/// How far ahead of its receipt time a relayed check-in may be dated (a child's clock skew):
+/// later times are clamped to receipt + this.
+inline constexpr std::int64_t kMaxChildClockSkewMs = 60'000;
+
 /// {"checkins":[{"app_id","device_id","platform","version_name","version_build","action",
 /// "decision","time_ms"}...]}
 std::string encode_checkins(const std::vector<store::Checkin>& checkins);

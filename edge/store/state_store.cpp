@@ -158,9 +158,15 @@ Result<void> StateStore::set_epoch(const std::string& epoch) {
   auto& d = db_.impl();
   rocksdb::WriteBatch wb;
   wb.Put(d.handle(kCfMeta), kEpochKey, epoch);
-  if (auto r = write_synced(d, wb); !r)
+  if (auto r = write_synced(d, wb); !r) {
+    if (r.error() == Errc::kStorageFull) {
+      epoch_ = epoch;  // written with the next change the disk takes
+      epoch_unwritten_ = true;
+    }
     return r.error();
+  }
   epoch_ = epoch;
+  epoch_unwritten_ = false;
   return {};
 }
 
@@ -209,6 +215,8 @@ Result<std::uint64_t> StateStore::write_changes_locked(const std::vector<Change>
     seq = c.seq;
   }
   put_meta_u64(d, wb, kLastSeqKey, seq);
+  if (epoch_unwritten_)
+    wb.Put(d.handle(kCfMeta), kEpochKey, epoch_);
   // Retention: drop the oldest entries in the same batch.
   std::uint64_t start = log_start_;
   if (retention_ > 0 && seq >= retention_ && seq - retention_ + 1 > start) {
@@ -225,6 +233,7 @@ Result<std::uint64_t> StateStore::write_changes_locked(const std::vector<Change>
     return r.error();
   last_seq_ = seq;
   log_start_ = start;
+  epoch_unwritten_ = false;
   return seq;
 }
 
@@ -309,8 +318,10 @@ Result<std::uint64_t> StateStore::replace(const Snapshot& snap) {
     return r.error();
   last_seq_ = snap.seq;
   log_start_ = snap.seq + 1;
-  if (new_epoch)
+  if (new_epoch) {
     epoch_ = snap.epoch;
+    epoch_unwritten_ = false;
+  }
   return snap.seq;
 }
 

@@ -115,7 +115,8 @@ class StateStore {
   /// reset or replaced) and takes a snapshot instead of trusting its cursor. Empty: none
   /// yet (a fresh edge, or data from before epochs existed).
   std::string epoch() const;
-  /// Sets the epoch (synced). Errc::kInvalidArgument unless 1-32 of [0-9a-f].
+  /// Sets the epoch (synced). Errc::kInvalidArgument unless 1-32 of [0-9a-f]. On a full disk
+  /// (Errc::kStorageFull) the epoch is adopted anyway and written with the next commit.
   Result<void> set_epoch(const std::string& epoch);
   /// True if `epoch` is 1-32 lower-case hex digits.
   static bool valid_epoch(std::string_view epoch);
@@ -126,10 +127,11 @@ class StateStore {
 
   Database& db_;
   mutable std::mutex write_mutex_;
-  std::uint64_t last_seq_ = 0;   // guarded by write_mutex_
-  std::uint64_t log_start_ = 1;  // guarded by write_mutex_
-  std::uint64_t retention_ = 0;  // guarded by write_mutex_
-  std::string epoch_;            // guarded by write_mutex_
+  std::uint64_t last_seq_ = 0;    // guarded by write_mutex_
+  std::uint64_t log_start_ = 1;   // guarded by write_mutex_
+  std::uint64_t retention_ = 0;   // guarded by write_mutex_
+  std::string epoch_;             // guarded by write_mutex_
+  bool epoch_unwritten_ = false;  // set_epoch met a full disk; guarded by write_mutex_
 };
 
 }  // namespace edge::store

@@ -571,6 +571,35 @@ def full_disk_case(mnt, nodes):
     o.start()  # and nothing acknowledged was lost
     st, doc = admin(o, "GET", ADMIN_APP + "/channels/beta")
     assert st == 200, (st, doc)
+    o.stop()
+    # A fresh origin started below store.min_free (with more than the 4 MiB floor free) runs
+    # with writes refused; its new feed epoch is written with the first change once space
+    # returns, and survives a restart.
+    free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+    subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M", "count=%d" % ((free >> 20) - 6)],
+                   capture_output=True)
+    fresh = Node(conf, data=os.path.join(mnt, "fresh"))
+    nodes.append(fresh)
+    assert fresh.proc.poll() is None, open(fresh.log_path).read()
+    assert "written with the first change once space returns" in open(fresh.log_path).read()
+    assert curl(fresh.url + "/healthz")[0] == 200
+    st, doc = admin(fresh, "PUT", ADMIN_APP, {})
+    assert st == 507 and doc["error"] == "storage_full", (st, doc)
+
+    def feed_epoch(node):
+        st, _, out = curl("-H", "Authorization: Bearer " + TOKEN, node.url + "/v1/sync/changes?after=0&wait_ms=0")
+        assert st == 200, (st, out)
+        return json.loads(out)["epoch"]
+    epoch = feed_epoch(fresh)
+    assert epoch, "a fresh origin names its feed epoch even on a full disk"
+    os.unlink(filler)
+    wait_for("writes resume on the fresh origin", lambda: metric(fresh, "edge_storage_full") == 0, timeout=10)
+    st, doc = admin(fresh, "PUT", ADMIN_APP, {})
+    assert st == 201, (st, doc)
+    fresh.stop()
+    fresh.start()
+    assert feed_epoch(fresh) == epoch, "the epoch was written with the first change"
+    fresh.stop()
 
 
 def curl_blob(node, blob):

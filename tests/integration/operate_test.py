@@ -399,8 +399,13 @@ def main():
         assert r.returncode == 0 and "50.00% of at least 4 devices" in r.stdout, (r.stdout, r.stderr)
         wait_for("the rollout on the edge", lambda: updates(edge).get("version") == "1.0.3")
 
+        offered = set()
+
         def stats(node, n, action):
             dev = "0a1b2c3d-1111-4222-8333-%012d" % n
+            if dev not in offered:  # only devices offered the release count
+                assert updates(node, device_id=dev).get("version") == "1.0.3"
+                offered.add(dev)
             st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
                               json.dumps(dict(DEVICE, device_id=dev, action=action, version_name="1.0.3")),
                               node.url + "/stats")
@@ -443,7 +448,8 @@ def main():
         stats(origin, 5, "unzip_fail")  # 6 devices tried, 3 failed: 50%
         wait_for("the auto-pause after a restart",
                  lambda: admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["paused"], timeout=20)
-        assert "3 of 6 devices" in admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["pause_reason"]
+        reason = admin(origin, "GET", BASE + "/channels/production")[1]["rollout"]["pause_reason"]
+        assert "3 of 6 devices" in reason and "rests on 3 distinct failing devices" in reason, reason
         # Bad rules: 400 naming the field.
         ch = admin(origin, "GET", BASE + "/channels/production")[1]
         ch.pop("name")
@@ -460,6 +466,88 @@ def main():
             assert st == 400 and "auto_pause." in doc["message"], (bad, st, doc)
     check("auto-pause: a rollout failing on too many devices pauses on the origin and the edge, "
           "counts survive a restart", auto_pause)
+
+    def auto_pause_forged():
+        app = "com.example.forged"
+        base = app_with_releases(origin, app, ["1.0.0", "2.0.0"])
+        st, doc = admin(origin, "PUT", base + "/channels/production",
+                        {"release": "1.0.0", "public": True, "disable_auto_update": "none"})
+        assert st == 201, (st, doc)
+        assert ctl(origin, "rollout", "start", app, "production", "--release", "2.0.0",
+                   "--percent", "20").returncode == 0
+        assert ctl(origin, "rollout", "auto-pause", app, "production", "--failure-rate", "20",
+                   "--window", "10", "--min-attempts", "5").returncode == 0
+        wait_for("the rollout watched", lambda: origin.metrics().get("edge_auto_pause_rollouts", 0) >= 1)
+
+        def post_stats(events):
+            st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                              json.dumps(events), origin.url + "/stats")
+            assert st == 200, (st, out)
+
+        def ev(dev, action, version):
+            return dict(DEVICE, app_id=app, device_id=dev, action=action, version_name=version)
+        # 200 forged failures from never-seen ids (most outside the rollout's 20%): no pause.
+        forged = ["0f0f0f0f-2222-4333-8444-%012d" % i for i in range(200)]
+        post_stats([ev(d, "download_0", "2.0.0") for d in forged[:100]])
+        post_stats([ev(d, "download_0", "2.0.0") for d in forged[100:]])
+        post_stats([ev(d, "download_fail", "2.0.0") for d in forged[:100]])
+        post_stats([ev(d, "download_fail", "2.0.0") for d in forged[100:]])
+        time.sleep(2.5)
+        ro = admin(origin, "GET", base + "/channels/production")[1]["rollout"]
+        assert not ro["paused"], ("forged failures of devices never offered the release", ro)
+        # Names that are no watched release keep no auto-pause state, however many.
+        held = origin.metrics()["edge_auto_pause_devices"]
+        for k in range(3):
+            post_stats([ev("0e0e0e0e-2222-4333-8444-%012d" % (k * 100 + i),
+                           "download_fail", "unknown:%s" % os.urandom(8).hex()) for i in range(100)])
+            post_stats([ev("0e0e0e0e-2222-4333-8444-%012d" % (k * 100 + i),
+                           "download_fail", os.urandom(6).hex()) for i in range(100)])
+        time.sleep(1)
+        assert origin.metrics()["edge_auto_pause_devices"] == held, (held, origin.metrics()["edge_auto_pause_devices"])
+        # Real devices: offered 2.0.0 by the rollout, then failing with it: a pause that says
+        # how many distinct devices it rests on.
+        chosen = []
+        for i in range(400):
+            dev = "0d0d0d0d-2222-4333-8444-%012d" % i
+            if updates(origin, app_id=app, device_id=dev, version_name="1.0.0").get("version") == "2.0.0":
+                chosen.append(dev)
+            if len(chosen) == 6:
+                break
+        assert len(chosen) == 6, chosen
+        post_stats([ev(d, "download_0", "2.0.0") for d in chosen])
+        post_stats([ev(d, "download_fail", "2.0.0") for d in chosen[:2]])
+        wait_for("the auto-pause of real failures",
+                 lambda: admin(origin, "GET", base + "/channels/production")[1]["rollout"]["paused"], timeout=20)
+        reason = admin(origin, "GET", base + "/channels/production")[1]["rollout"]["pause_reason"]
+        assert "2 of 6 devices" in reason and "rests on 2 distinct failing devices" in reason, reason
+        # The rollout ends: its devices are forgotten.
+        assert ctl(origin, "rollout", "abort", app, "production").returncode == 0
+        wait_for("the state pruned", lambda: origin.metrics()["edge_auto_pause_devices"] <= held, timeout=5)
+    check("auto-pause: forged failures of devices never offered the release do not pause; any "
+          "other name keeps no state; the reason counts distinct devices; state goes with the rollout",
+          auto_pause_forged)
+
+    def future_relayed_checkin():
+        # A child's check-in dated ten years ahead is taken as made at receipt (+ a minute).
+        dev = "0c0c0c0c-2222-4333-8444-000000000001"
+        ahead = int(time.time() * 1000) + 10 * 365 * 86_400_000
+        batch = {"checkins": [{"app_id": APP, "device_id": dev, "platform": "ios", "version_name": "1.0.3",
+                               "version_build": "1.0.3", "action": "download_fail", "decision": "",
+                               "time_ms": ahead}]}
+        st, _, out = curl("-X", "POST", "-H", "Authorization: Bearer " + TOKEN, "-H", "Content-Type: application/json",
+                          "-H", "Idempotency-Key: future-child:1:1", "--data-binary", json.dumps(batch),
+                          origin.url + "/v1/checkins")
+        assert st == 200, (st, out)
+        now = int(time.time() * 1000)
+
+        def stored():
+            st, doc = admin(origin, "GET", BASE + "/devices/" + dev)
+            return doc["timeline"] if st == 200 and doc.get("timeline") else None
+        wait_for("the relayed check-in", stored)
+        t = stored()[0]["time_ms"]
+        assert now - 60_000 <= t <= now + 61_000, (t, now)
+    check("a relayed check-in dated years ahead is clamped to the receipt time plus a minute",
+          future_relayed_checkin)
 
     edge.stop()
     origin.stop()
