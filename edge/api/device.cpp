@@ -633,9 +633,49 @@ Response storage_full_answer(Response r) {
 
 }  // namespace
 
+bool apply_collection(const control::AppSettings& settings, store::Checkin& c) {
+  using control::StatsMode;
+  const std::string_view a = c.action;
+  const bool update_check = a == "updates";
+  switch (settings.stats_mode) {
+    case StatsMode::kAll: break;
+    case StatsMode::kUpdatesOnly:
+      if (a.starts_with("app_") || a.starts_with("webview_") || a == "ping")
+        return false;
+      break;
+    case StatsMode::kBillingOnly:
+      if (!update_check && a != "set" && a != "download_complete" && a != "set_fail" &&
+          a != "update_fail" && a != "download_fail")
+        return false;
+      c.custom_id.clear();
+      c.default_channel.clear();
+      break;
+  }
+  const auto& keep = settings.collect;
+  if (!keep.platform)
+    c.platform.clear();
+  if (!keep.plugin_version)
+    c.plugin_version.clear();
+  if (!keep.version_build)
+    c.version_build.clear();
+  if (!keep.custom_id)
+    c.custom_id.clear();
+  return true;
+}
+
 Response DeviceApi::record_then(Response r, std::vector<store::Checkin> pending) const {
   if (pending.empty())
     return r;
+  {
+    // The app's privacy settings, before anything is stored (or sent upstream).
+    const auto state = control_.snapshot();
+    std::erase_if(pending, [&state](store::Checkin& c) {
+      const auto app = state->app(c.app_id);
+      return app != nullptr && !apply_collection(app->settings, c);
+    });
+    if (pending.empty())
+      return r;  // every event dropped by stats_mode: answered as recorded
+  }
   if (!checkins_->writable()) {
     for (auto& c : pending)
       checkins_->record(std::move(c));  // refused by the store, and counted

@@ -85,4 +85,10 @@ class DeviceApi {
 /// Percent-encodes a manifest file name for a URL path, keeping '/' and RFC 3986 unreserved.
 std::string encode_path(std::string_view path);
 
+/// An app's privacy settings applied to one of its check-ins before it is stored (at the
+/// first node that records it, so dropped data never travels upstream): false when
+/// `stats_mode` drops the event; otherwise the device fields the app does not collect are
+/// cleared (and with billingOnly, custom_id and default_channel).
+bool apply_collection(const control::AppSettings& settings, store::Checkin& c);
+
 }  // namespace edge::api

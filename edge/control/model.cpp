@@ -137,9 +137,53 @@ Parsed<AppSettings> parse_app(std::string_view text, Unknown unknown) {
     return *e;
   if (auto e = f.boolean("allow_device_custom_id", a.allow_device_custom_id))
     return *e;
+  if (const auto* m = f.take("stats_mode"); m != nullptr) {
+    const auto mode = m->is_string() ? parse_stats_mode(m->get_string()) : std::nullopt;
+    if (!mode)
+      return f.error("stats_mode", "expected \"all\", \"updatesOnly\" or \"billingOnly\"");
+    a.stats_mode = *mode;
+  }
+  if (const auto* d = f.take("device_data_collection"); d != nullptr && !d->is_null()) {
+    if (!d->is_object())
+      return f.error("device_data_collection", "expected an object of booleans");
+    Fields df(d->get_object(), "device_data_collection.", unknown);
+    auto& c = a.collect;
+    for (auto [name, field] : {std::pair{"platform", &c.platform},
+                               {"os_version", &c.os_version},
+                               {"plugin_version", &c.plugin_version},
+                               {"version_build", &c.version_build},
+                               {"is_emulator", &c.is_emulator},
+                               {"is_prod", &c.is_prod},
+                               {"install_source", &c.install_source},
+                               {"custom_id", &c.custom_id}}) {
+      if (auto e = df.boolean(name, *field))
+        return *e;
+    }
+    if (auto e = df.unknown())
+      return *e;
+  }
   if (auto e = f.unknown())
     return *e;
   return a;
+}
+
+std::string_view to_string(StatsMode mode) {
+  switch (mode) {
+    case StatsMode::kUpdatesOnly: return "updatesOnly";
+    case StatsMode::kBillingOnly: return "billingOnly";
+    case StatsMode::kAll: break;
+  }
+  return "all";
+}
+
+std::optional<StatsMode> parse_stats_mode(std::string_view text) {
+  if (text == "all")
+    return StatsMode::kAll;
+  if (text == "updatesOnly")
+    return StatsMode::kUpdatesOnly;
+  if (text == "billingOnly")
+    return StatsMode::kBillingOnly;
+  return std::nullopt;
 }
 
 Parsed<ReleaseDoc> parse_release(std::string_view text, Unknown unknown) {
@@ -339,8 +383,19 @@ json::value nullable(const std::string& s) {
 }  // namespace
 
 std::string to_json(const AppSettings& a) {
-  return json::serialize(json::object{{"expose_metadata", a.expose_metadata},
-                                      {"allow_device_custom_id", a.allow_device_custom_id}});
+  const auto& c = a.collect;
+  return json::serialize(
+      json::object{{"expose_metadata", a.expose_metadata},
+                   {"allow_device_custom_id", a.allow_device_custom_id},
+                   {"stats_mode", to_string(a.stats_mode)},
+                   {"device_data_collection", json::object{{"platform", c.platform},
+                                                           {"os_version", c.os_version},
+                                                           {"plugin_version", c.plugin_version},
+                                                           {"version_build", c.version_build},
+                                                           {"is_emulator", c.is_emulator},
+                                                           {"is_prod", c.is_prod},
+                                                           {"install_source", c.install_source},
+                                                           {"custom_id", c.custom_id}}}});
 }
 
 std::string to_json(const ReleaseDoc& r) {

@@ -25,9 +25,37 @@ struct FieldError {
 template <class T>
 using Parsed = std::variant<T, FieldError>;
 
+/// What an app's devices' events are kept for (`stats_mode`, Capgo's names). Applied where a
+/// check-in is first recorded; /updates decisions never change.
+enum class StatsMode {
+  kAll,          ///< "all": every event
+  kUpdatesOnly,  ///< "updatesOnly": no app_*, webview_* or ping events (app health, navigation)
+  kBillingOnly,  ///< "billingOnly": set, download_complete, set_fail, update_fail, download_fail
+                 ///< and update checks, without custom_id and defaultChannel
+};
+std::string_view to_string(StatsMode mode);
+std::optional<StatsMode> parse_stats_mode(std::string_view text);
+
+/// Which device fields an app's check-ins keep (`device_data_collection`): all by default.
+/// A field not collected is stored empty. os_version, is_emulator, is_prod and
+/// install_source are never stored by this node; they are accepted for Capgo parity.
+struct DeviceDataCollection {
+  bool platform = true;
+  bool os_version = true;
+  bool plugin_version = true;
+  bool version_build = true;
+  bool is_emulator = true;
+  bool is_prod = true;
+  bool install_source = true;
+  bool custom_id = true;
+  bool operator==(const DeviceDataCollection&) const = default;
+};
+
 struct AppSettings {
   bool expose_metadata = false;
   bool allow_device_custom_id = false;
+  StatsMode stats_mode = StatsMode::kAll;
+  DeviceDataCollection collect;
 };
 
 struct ManifestEntry {

@@ -62,6 +62,10 @@ def app_with_releases(node, app, versions):
     return base
 
 
+def dev(n):
+    return "0a0b0c0d-3333-4444-8555-%012d" % n
+
+
 def point(node, version):
     st, doc = admin(node, "PUT", BASE + "/channels/production",
                     {"release": version, "public": True, "disable_auto_update": "none"})
@@ -389,6 +393,46 @@ def main():
         assert m["edge_device_table_devices"] >= 10_020 and m["edge_device_table_bytes"] > 0, m.get("edge_device_table_devices")
     check("analytics: hourly buckets, devices per day and release, failure rates, rollout progress, "
           "time ranges (bad ones 400); device timelines and the new index fields", analytics_and_timelines)
+
+    def privacy_settings():
+        app = "com.example.private"
+        base = app_with_releases(origin, app, ["1.0.0"])
+        st, doc = admin(origin, "PUT", base + "/channels/production",
+                        {"release": "1.0.0", "public": True, "disable_auto_update": "none"})
+        assert st == 201, (st, doc)
+        st, doc = admin(origin, "PUT", base, {"stats_mode": "billingOnly",
+                                              "device_data_collection": {"platform": False}})
+        assert st in (200, 201) and doc["stats_mode"] == "billingOnly", (st, doc)
+        assert doc["device_data_collection"]["platform"] is False, doc
+        st, doc = admin(origin, "PUT", base, {"stats_mode": "some"})
+        assert st == 400 and "stats_mode" in doc["message"], (st, doc)
+        # Through the edge: the dropped event is answered as recorded and never travels.
+        def edge_has_settings():
+            st, doc = admin(edge, "GET", base)
+            return st == 200 and doc.get("stats_mode") == "billingOnly"
+        wait_for("the settings on the edge", edge_has_settings)
+        assert updates(edge, app_id=app, device_id=dev(1)).get("version") == "1.0.0"
+        for action in ("app_moved_to_foreground", "download_10", "set"):
+            st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                              json.dumps(dict(DEVICE, app_id=app, device_id=dev(1), action=action,
+                                              version_name="1.0.0", custom_id="patient-42")),
+                              edge.url + "/stats")
+            assert st == 200 and json.loads(out)["status"] == "ok", (action, st, out)
+
+        def timeline():
+            st, doc = admin(origin, "GET", base + "/devices/" + dev(1))
+            return doc.get("timeline") if st == 200 else None
+        wait_for("the kept events at the origin", lambda: timeline() and timeline()[0]["action"] == "set")
+        tl = timeline()
+        assert [e["action"] for e in tl] == ["set", "updates"], tl
+        assert all(e["platform"] == "" and e["custom_id"] == "" for e in tl), tl
+        # Back to everything: later events keep every field.
+        st, doc = admin(origin, "PUT", base, {"stats_mode": "all"})
+        assert st == 200 and doc["device_data_collection"]["platform"] is True, (st, doc)
+        wait_for("the edge keeps everything again", lambda: updates(edge, app_id=app, device_id=dev(1)) and
+                 timeline()[0]["platform"] == "android", timeout=10)
+    check("privacy: stats_mode and device_data_collection applied where a check-in is first recorded "
+          "(an edge), dropped events answered ok and never sent upstream", privacy_settings)
 
     def auto_pause():
         point(origin, "1.0.2")

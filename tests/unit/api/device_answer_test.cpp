@@ -99,3 +99,75 @@ TEST_F(DeviceAnswer, AnAnswerFollowsTheSnapshotAndTheNodeItCameFrom) {
 }
 
 }  // namespace
+
+namespace {
+
+edge::store::Checkin event(std::string action) {
+  return {"com.example.app",
+          "0a1b2c3d-1111-4222-8333-444455556666",
+          "ios",
+          "1.0.1",
+          "1.0.0",
+          std::move(action),
+          "",
+          1,
+          "8.52.0",
+          "user-7",
+          "beta"};
+}
+
+}  // namespace
+
+TEST(Collection, StatsModesDropOrKeepEvents) {
+  using edge::control::AppSettings;
+  using edge::control::StatsMode;
+  AppSettings all;
+  AppSettings updates_only;
+  updates_only.stats_mode = StatsMode::kUpdatesOnly;
+  AppSettings billing;
+  billing.stats_mode = StatsMode::kBillingOnly;
+  for (const char* a : {"updates", "set", "download_complete", "download_fail",
+                        "app_moved_to_foreground", "webview_page_loaded", "ping", "download_10"}) {
+    auto c = event(a);
+    EXPECT_TRUE(edge::api::apply_collection(all, c)) << a;
+    EXPECT_EQ(c.custom_id, "user-7");
+  }
+  for (const char* a : {"updates", "set", "download_10", "checksum_fail", "set_next"}) {
+    auto c = event(a);
+    EXPECT_TRUE(edge::api::apply_collection(updates_only, c)) << a;
+  }
+  for (const char* a :
+       {"app_moved_to_background", "app_crash", "webview_javascript_error", "ping"}) {
+    auto c = event(a);
+    EXPECT_FALSE(edge::api::apply_collection(updates_only, c)) << a;
+  }
+  for (const char* a :
+       {"updates", "set", "download_complete", "set_fail", "update_fail", "download_fail"}) {
+    auto c = event(a);
+    EXPECT_TRUE(edge::api::apply_collection(billing, c)) << a;
+    EXPECT_EQ(c.custom_id, "") << "billingOnly keeps no custom id";
+    EXPECT_EQ(c.default_channel, "");
+    EXPECT_EQ(c.platform, "ios");
+  }
+  for (const char* a : {"download_10", "app_moved_to_foreground", "checksum_fail", "set_next"}) {
+    auto c = event(a);
+    EXPECT_FALSE(edge::api::apply_collection(billing, c)) << a;
+  }
+}
+
+TEST(Collection, FieldsNotCollectedAreCleared) {
+  edge::control::AppSettings s;
+  s.collect.platform = false;
+  s.collect.plugin_version = false;
+  s.collect.version_build = false;
+  s.collect.custom_id = false;
+  auto c = event("set");
+  ASSERT_TRUE(edge::api::apply_collection(s, c));
+  EXPECT_EQ(c.platform, "");
+  EXPECT_EQ(c.plugin_version, "");
+  EXPECT_EQ(c.version_build, "");
+  EXPECT_EQ(c.custom_id, "");
+  EXPECT_EQ(c.version_name, "1.0.1");  // what analytics and auto-pause need stays
+  EXPECT_EQ(c.device_id, "0a1b2c3d-1111-4222-8333-444455556666");
+  EXPECT_EQ(c.default_channel, "beta");
+}

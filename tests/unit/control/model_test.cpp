@@ -64,6 +64,33 @@ TEST(Model, ErrorsNameTheField) {
   EXPECT_EQ(err(parse_app(R"({"expose_metadata":1})")).field, "expose_metadata");
 }
 
+TEST(Model, AppPrivacySettings) {
+  const AppSettings defaults = ok(parse_app("{}"));
+  EXPECT_EQ(defaults.stats_mode, StatsMode::kAll);
+  EXPECT_EQ(defaults.collect, DeviceDataCollection{});
+  const AppSettings a = ok(parse_app(
+      R"({"stats_mode":"billingOnly","device_data_collection":{"platform":false,"custom_id":false}})"));
+  EXPECT_EQ(a.stats_mode, StatsMode::kBillingOnly);
+  EXPECT_FALSE(a.collect.platform);
+  EXPECT_FALSE(a.collect.custom_id);
+  EXPECT_TRUE(a.collect.plugin_version);
+  // The document round-trips, every field spelled out.
+  const AppSettings back = ok(parse_app(to_json(a)));
+  EXPECT_EQ(back.stats_mode, StatsMode::kBillingOnly);
+  EXPECT_EQ(back.collect, a.collect);
+  EXPECT_EQ(ok(parse_app(R"({"stats_mode":"updatesOnly"})")).stats_mode, StatsMode::kUpdatesOnly);
+  EXPECT_EQ(err(parse_app(R"({"stats_mode":"none"})")).field, "stats_mode");
+  EXPECT_EQ(err(parse_app(R"({"stats_mode":1})")).field, "stats_mode");
+  EXPECT_EQ(err(parse_app(R"({"device_data_collection":[]})")).field, "device_data_collection");
+  EXPECT_EQ(err(parse_app(R"({"device_data_collection":{"platform":0}})")).field,
+            "device_data_collection.platform");
+  EXPECT_EQ(err(parse_app(R"({"device_data_collection":{"ip":false}})")).field,
+            "device_data_collection.ip");
+  // A newer node's field is ignored by an older one reading synced documents.
+  EXPECT_TRUE(ok(parse_app(R"({"device_data_collection":{"ip":false}})", Unknown::kIgnore))
+                  .collect.platform);
+}
+
 TEST(Model, ReleaseRoundTripAndDecisionView) {
   const std::string text = R"({"zip":")" + kSha + R"(","checksum":"c","key_id":"k",
       "manifest":[{"file_name":"a.js","file_hash":"h1","blob":")" +
