@@ -431,7 +431,7 @@ void StatusReporter::loop() {
   bool warned = false;
   while (!stopper_.stopped()) {
     const std::vector<api::NodeStatus> below =
-        children_ != nullptr ? children_->nodes() : std::vector<api::NodeStatus>{};
+        children_ != nullptr ? children_->nodes(wall_clock_ms()) : std::vector<api::NodeStatus>{};
     auto reply =
         client_.request("POST", "/v1/sync/status", api::encode_status_report(status_(), below));
     std::uint32_t wait = options_.status_interval_ms;
