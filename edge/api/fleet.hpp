@@ -108,7 +108,8 @@ struct FleetSummary {
 /// The latest status of every node below this one (its children, and theirs through them),
 /// bounded: a node not heard from for expire_after_ms is dropped (reads do not see it and
 /// the next call forgets it), and when max_nodes are kept a new node evicts the one heard
-/// from longest ago. Thread-safe; every call takes one lock, reads copy at most one page.
+/// from longest ago. Thread-safe: every call takes one lock; page() and render() copy one
+/// page, summary() walks the table without copying it.
 class Fleet {
  public:
   explicit Fleet(FleetOptions options = {});
