@@ -854,26 +854,75 @@ async function deviceView(id) {
 // ---------------------------------------------------------------------------------------
 // Fleet
 
+// The node answers one page of the fleet (FLEET_PAGE nodes) and a summary of all of it, so
+// the page costs the same with 10 nodes or 10,000; the refresh replaces the summary and the
+// rows of the page shown, not the view.
+const FLEET_PAGE = 100;
+
+function fleetPath(cursor) {
+  return "/v1/admin/fleet?limit=" + FLEET_PAGE + (cursor ? "&cursor=" + enc(cursor) : "");
+}
+
+function fleetSummary(doc) {
+  const s = doc.summary || {};
+  return h("div", { class: "stats", id: "fleet-summary" },
+    stat("Nodes below", fmtInt(s.nodes), "fleet-nodes"),
+    stat("Stale", fmtInt(s.stale), "fleet-stale"),
+    stat("Max sync lag", fmtInt(s.max_lag_seq) + (s.max_lag_node ? " (" + s.max_lag_node + ")" : ""), "fleet-max-lag"),
+    stat("Outbox, all nodes", fmtInt(s.outbox_depth) + " (" + fmtBytes(s.outbox_bytes) + ")", "fleet-outbox"));
+}
+
+function fleetRow(n, self) {
+  const age = self ? null : n.age_s;
+  return h("tr", { class: n.stale ? "stale" : "", dataset: { node: n.node_id || "" } },
+    h("td", { class: "mono" }, n.node_id || "-"), h("td", {}, n.role || "-"), h("td", { class: "mono" }, n.upstream || "-"),
+    h("td", { class: "num" }, n.lag_seq === undefined ? "-" : fmtInt(n.lag_seq) + (n.lag_seq === 1 ? " change" : " changes")),
+    h("td", { class: "num" }, fmtInt(n.outbox_depth), n.outbox_bytes ? " (" + fmtBytes(n.outbox_bytes) + ")" : ""),
+    h("td", { class: "num" }, fmtBytes(n.cache_bytes)),
+    h("td", { class: "num" }, n.hit_ratio === undefined || n.hit_ratio === null ? "-" : (n.hit_ratio * 100).toFixed(1) + "%"),
+    h("td", { class: "num" }, fmtBytes(n.bytes_served)),
+    h("td", {}, self ? "now" : n.received_ms ? fmtTime(n.received_ms) + " (" + fmtInt(age) + " s ago)" : "-"),
+    h("td", {}, self ? badge("this node") : n.stale ? badge("stale", "bad") : badge("ok", "ok")));
+}
+
+function fleetRows(doc, cursor) {
+  // This node first, on the first page only.
+  return [cursor ? null : fleetRow(Object.assign({ via: "this node" }, doc.self), true),
+          ...doc.nodes.map((n) => fleetRow(n, false))];
+}
+
 async function fleetView() {
-  const doc = await api("GET", "/v1/admin/fleet");
-  const rows = [Object.assign({ via: "this node" }, doc.self), ...doc.nodes];
-  const age = (n) => (n.age_s !== undefined ? n.age_s : n.seconds_since_contact);
-  const stale = (n) => n !== rows[0] && age(n) !== undefined && age(n) !== null && age(n) > STALE_SECONDS;
-  state.timer = setInterval(() => { if (route().parts[0] === "fleet" && state.pending === 0) render(); }, 10000);
+  const query = route().query;
+  const cursor = query.get("cursor") || "";
+  const doc = await api("GET", fleetPath(cursor));
+  const summary = h("div", {}, fleetSummary(doc));
+  const tbody = h("tbody");
+  const pager = h("div", { class: "row" });
+  const fill = (d) => {
+    summary.replaceChildren(fleetSummary(d));
+    tbody.replaceChildren(...fleetRows(d, cursor).filter(Boolean));
+    pager.replaceChildren(
+      cursor ? h("button", { id: "fleet-first-page", onclick: () => go("#/fleet") }, "First page") : null,
+      d.next ? h("button", { id: "fleet-next-page", onclick: () => go("#/fleet?cursor=" + enc(d.next)) }, "Next page")
+             : h("span", { class: "muted" }, "End of the list."));
+  };
+  fill(doc);
+  state.timer = setInterval(async () => {
+    if (route().parts[0] !== "fleet" || state.pending !== 0 || !tbody.isConnected) return;
+    try {
+      fill(await api("GET", fleetPath(cursor)));
+    } catch (e) {
+      handleError(e);
+    }
+  }, 10000);
   return h("div", {}, h("h1", {}, "Fleet"),
-    h("p", { class: "muted" }, "This node and every edge below it, as they last reported (edges report every upstream.status_interval_ms). Refreshes every 10 s."),
+    h("p", { class: "muted" }, "This node and every edge below it, as they last reported (edges report every upstream.status_interval_ms), " +
+      FLEET_PAGE + " a page in node-id order. A node not heard from for half of sync.fleet_expire_ms is marked stale, and dropped at its end. Refreshes every 10 s."),
+    summary,
     h("div", { class: "panel table-wrap" }, h("table", { id: "fleet" },
       h("thead", {}, h("tr", {}, ["node", "role", "upstream", "sync lag", "outbox", "cache", "hit ratio", "bytes served", "last contact", ""].map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows.map((n) => h("tr", { class: stale(n) ? "stale" : "", dataset: { node: n.node_id || "" } },
-        h("td", { class: "mono" }, n.node_id || "-"), h("td", {}, n.role || "-"), h("td", { class: "mono" }, n.upstream || "-"),
-        h("td", { class: "num" }, n.lag_seq === undefined ? "-" : fmtInt(n.lag_seq) + (n.lag_seq === 1 ? " change" : " changes")),
-        h("td", { class: "num" }, fmtInt(n.outbox_depth), n.outbox_bytes ? " (" + fmtBytes(n.outbox_bytes) + ")" : ""),
-        h("td", { class: "num" }, fmtBytes(n.cache_bytes)),
-        h("td", { class: "num" }, n.hit_ratio === undefined || n.hit_ratio === null ? "-" : (n.hit_ratio * 100).toFixed(1) + "%"),
-        h("td", { class: "num" }, fmtBytes(n.bytes_served)),
-        h("td", {}, n === rows[0] ? "now" : n.received_ms ? fmtTime(n.received_ms) + " (" + fmtInt(age(n)) + " s ago)" : "-"),
-        h("td", {}, stale(n) ? badge("stale", "bad") : n === rows[0] ? badge("this node") : badge("ok", "ok"))))))),
-    doc.nodes.length ? null : emptyState("No edge reports to this node yet. Start one with --role edge --upstream <this node's public URL> and the same sync token."));
+      tbody), pager),
+    doc.summary && doc.summary.nodes ? null : emptyState("No edge reports to this node yet. Start one with --role edge --upstream <this node's public URL> and the same sync token."));
 }
 
 // ---------------------------------------------------------------------------------------

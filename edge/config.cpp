@@ -68,6 +68,7 @@ const std::set<std::string>& known_keys() {
                                              "sync.token",
                                              "sync.push_to",
                                              "sync.changelog_keep",
+                                             "sync.fleet_expire_ms",
                                              "outbox.max_bytes",
                                              "checkins.timeline_events",
                                              "checkins.retention_days",
@@ -316,6 +317,7 @@ Config load_config(const ConfigOverrides& o) {
       }
     }
     r.integer("sync.changelog_keep", c.changelog_keep, 0, std::int64_t{1} << 62);
+    r.integer("sync.fleet_expire_ms", c.fleet_expire_ms, 0, 86'400'000);
     r.size("outbox.max_bytes", c.outbox_max_bytes);
     r.integer("checkins.timeline_events", c.timeline_events, 0, 1000);
     r.integer("checkins.retention_days", c.retention_days, 0, 36'500);

@@ -42,7 +42,10 @@ struct Config {
   std::string sync_token;            ///< [sync] token children and the origin's pushes carry
   std::vector<std::string> push_to;  ///< [sync] push_to: edges this node pushes changes to
   std::string push_ca_file;  ///< [sync] ca_file: CA bundle for https:// push_to (empty: system)
-  std::uint64_t changelog_keep = 100'000;       ///< [sync] changelog_keep (0: keep all)
+  std::uint64_t changelog_keep = 100'000;  ///< [sync] changelog_keep (0: keep all)
+  /// [sync] fleet_expire_ms: a node below not heard from for this long leaves the fleet
+  /// view. 0: 5 x upstream.status_interval_ms (50 s; 50 s also when that is 0).
+  std::uint32_t fleet_expire_ms = 0;
   std::uint64_t outbox_max_bytes = 1ULL << 30;  ///< [outbox] max_bytes
   std::uint32_t timeline_events = 50;           ///< [checkins] timeline_events (0: no timelines)
   std::uint32_t retention_days = 90;            ///< [checkins] retention_days (0: keep everything)

@@ -234,7 +234,12 @@ int run(const edge::Config& c) {
   std::unique_ptr<edge::api::ChangePusher> pusher;
   // The fleet view (DESIGN §11): every node keeps what the nodes below it report, shows it
   // with its own status at GET /v1/admin/fleet, and (edges) reports both upstream.
-  edge::api::Fleet fleet;
+  // Its entries expire after missed reports: 5 intervals unless sync.fleet_expire_ms says.
+  const std::uint32_t status_interval =
+      c.upstream.status_interval_ms > 0 ? c.upstream.status_interval_ms : 10'000;
+  edge::api::Fleet fleet(
+      {c.fleet_expire_ms > 0 ? std::int64_t{c.fleet_expire_ms} : std::int64_t{5} * status_interval,
+       edge::api::kMaxFleetNodes});
   sync.set_fleet(&fleet);
   const std::string self_id = node_id(c);
   const auto self_status = [&, self_id] {

@@ -429,28 +429,50 @@ void StatusReporter::stop() {
 
 void StatusReporter::loop() {
   bool warned = false;
+  // The receiver's body limit (server.json_body_limit) may be below kMaxReportBytes: a 413
+  // halves what this node puts in one post, down to kMinReportBytes (one status fits).
+  std::size_t max_bytes = api::kMaxReportBytes;
   while (!stopper_.stopped()) {
     const std::vector<api::NodeStatus> below =
-        children_ != nullptr ? children_->nodes() : std::vector<api::NodeStatus>{};
-    auto reply =
-        client_.request("POST", "/v1/sync/status", api::encode_status_report(status_(), below));
+        children_ != nullptr ? children_->nodes(wall_clock_ms()) : std::vector<api::NodeStatus>{};
     std::uint32_t wait = options_.status_interval_ms;
-    if (reply && reply->status == 404) {
-      if (!warned)
-        spdlog::info(
-            "status: the upstream keeps no fleet status (an older node); asking again "
-            "once a minute");
-      warned = true;
-      wait = std::max<std::uint32_t>(wait, 60'000);
-    } else if (!reply || reply->status != 200) {
-      if (!warned) {
-        spdlog::warn("status: POST {}/v1/sync/status failed ({})", options_.url,
-                     reply ? "HTTP " + std::to_string(reply->status) : client_.last_error());
+    bool again = false;
+    bool failed = false;
+    bool no_route = false;
+    // Every post starts with this node's own status, so each part is attributed to it.
+    for (const auto& body :
+         api::encode_status_reports(status_(), below, max_bytes, api::kMaxReportNodes)) {
+      auto reply = client_.request("POST", "/v1/sync/status", body);
+      if (reply && reply->status == 413 && max_bytes > kMinReportBytes) {
+        max_bytes = std::max(max_bytes / 2, kMinReportBytes);
+        spdlog::info("status: the upstream refused {} bytes (413); posting at most {} at once",
+                     body.size(), max_bytes);
+        again = true;
+        break;
       }
-      warned = true;
-    } else {
-      warned = false;
+      if (reply && reply->status == 404) {
+        if (!warned)
+          spdlog::info(
+              "status: the upstream keeps no fleet status (an older node); asking again "
+              "once a minute");
+        no_route = true;
+        wait = std::max<std::uint32_t>(wait, 60'000);
+        break;
+      }
+      if (!reply || reply->status != 200) {
+        if (!warned && !failed) {
+          spdlog::warn("status: POST {}/v1/sync/status failed ({})", options_.url,
+                       reply ? "HTTP " + std::to_string(reply->status) : client_.last_error());
+        }
+        failed = true;
+        if (!reply)
+          break;   // unreachable: the next round tries again
+        continue;  // one refused part does not hold back the others
+      }
     }
+    if (again)
+      continue;
+    warned = failed || no_route;  // warn again only after a round that went through
     if (!stopper_.sleep_for(std::chrono::milliseconds(wait)))
       return;
   }

@@ -93,11 +93,16 @@ class Uploader {
 };
 
 /// Reports this node's status upstream every upstream.status_interval_ms (POST
-/// /v1/sync/status, sync token): its own, then the latest of each node below it, so the
-/// origin sees the whole tree (DESIGN §11). An upstream without the route (older) is
-/// asked again once a minute.
+/// /v1/sync/status, sync token): its own, then the latest of each node below it heard from
+/// within sync.fleet_expire_ms, so the origin sees the whole tree (DESIGN §11). A large
+/// subtree goes in several posts, each under the receiver's limits (kMaxReportNodes nodes,
+/// kMaxReportBytes, halved after a 413) and each starting with this node's own status. An
+/// upstream without the route (older) is asked again once a minute.
 class StatusReporter {
  public:
+  /// The least a post is cut to after 413s: this node's status and one relayed status.
+  static constexpr std::size_t kMinReportBytes = 2 * api::kMaxStatusBytes + 64;
+
   StatusReporter(const api::UpstreamOptions& options, std::function<std::string()> status,
                  const api::Fleet* children);
   ~StatusReporter();

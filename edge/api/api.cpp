@@ -294,8 +294,15 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     if (!get) {
       r = method_not_allowed("GET, HEAD", Route::kAdmin);
     } else {
-      const std::int64_t now = wall_clock_ms();
-      r = make_json_response(200, fleet_->render(self_status_(), now), Route::kAdmin);
+      const auto q = target.find('?');
+      std::string error;
+      if (const auto query = parse_fleet_query(
+              q == std::string_view::npos ? std::string_view() : target.substr(q + 1), &error)) {
+        r = make_json_response(200, fleet_->render(self_status_(), *query, wall_clock_ms()),
+                               Route::kAdmin);
+      } else {
+        r = error_response(400, "invalid_query_parameters", error);
+      }
     }
   } else if (sync_ != nullptr && path == "/v1/admin/outbox/dead-letters") {
     r = get ? sync_->dead_letters() : method_not_allowed("GET, HEAD", Route::kAdmin);

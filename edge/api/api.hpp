@@ -97,7 +97,8 @@ class Api {
   /// Scoped admin tokens and the audit log (DESIGN §11). Without it only the bootstrap
   /// token (ApiOptions::admin_token) opens the admin listener. Call before serving.
   void set_access(Access* access) { access_ = access; }
-  /// GET /v1/admin/fleet: this node's status (`self`) and what its children reported.
+  /// GET /v1/admin/fleet?limit=&cursor=: this node's status (`self`), a summary of what the
+  /// nodes below reported and one page of them (400 invalid_query_parameters on a bad query).
   void set_fleet(const Fleet* fleet, std::function<std::string()> self) {
     fleet_ = fleet;
     self_status_ = std::move(self);

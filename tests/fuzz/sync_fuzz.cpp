@@ -1,13 +1,14 @@
 // Node-to-node bodies: changes pages, snapshots, check-in batches and recipes arrive from
 // other nodes (or whoever reaches the port), and Idempotency-Key from a header; fleet
-// status reports from child nodes. Whatever
-// parses must survive a round trip through its encoder unchanged.
+// status reports from child nodes and the fleet view's query string. Whatever parses must
+// survive a round trip through its encoder unchanged.
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "edge/api/fleet.hpp"
 #include "edge/api/sync.hpp"
+#include "edge/core/utf8.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
@@ -39,7 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (key->node.empty() || key->batch_seq == 0)
       __builtin_trap();
   }
-  // Fleet status reports: what parses survives encode -> parse, and the fleet renders it.
+  // Fleet status reports: what parses survives encode -> parse, also split into several
+  // posts (each under the limits, each starting with the sender), and the fleet renders it.
   if (auto report = edge::api::parse_status_report(text, &error)) {
     if (report->empty())
       return 0;
@@ -48,9 +50,38 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         edge::api::encode_status_report(report->front().doc, rest), &error);
     if (!again || again->size() != report->size())
       __builtin_trap();
-    edge::api::Fleet fleet;
+    std::size_t relayed = 0;
+    const std::size_t max_bytes = 2 * edge::api::kMaxStatusBytes + 64;
+    for (const auto& body :
+         edge::api::encode_status_reports(report->front().doc, rest, max_bytes, 3)) {
+      auto part = edge::api::parse_status_report(body, &error);
+      if (!part || part->empty() || part->size() > 3 || body.size() > max_bytes ||
+          part->front().node_id != report->front().node_id)
+        __builtin_trap();
+      relayed += part->size() - 1;
+    }
+    if (relayed != rest.size())
+      __builtin_trap();
+    edge::api::Fleet fleet({1000, 2});
     fleet.accept(std::move(*report), 1);
-    if (fleet.render("{}", 2).empty())
+    if (fleet.summary(2).nodes > 2 || fleet.render("{}", {}, 2).empty() ||
+        fleet.summary(1001).nodes != 0)
+      __builtin_trap();
+  }
+  // GET /v1/admin/fleet's query: what parses is in bounds, and pages with it.
+  if (auto q = edge::api::parse_fleet_query(text, &error)) {
+    if (q->limit < 1 || q->limit > edge::api::kMaxFleetPage ||
+        (!q->cursor.empty() && !edge::is_plain_name(q->cursor)))
+      __builtin_trap();
+    edge::api::Fleet fleet;
+    std::vector<edge::api::NodeStatus> two(2);
+    two[0].node_id = "a";
+    two[0].doc = R"({"node_id":"a"})";
+    two[1].node_id = "b";
+    two[1].doc = R"({"node_id":"b"})";
+    fleet.accept(std::move(two), 1);
+    std::string next;
+    if (fleet.page(*q, 2, &next).size() > q->limit || fleet.render("{}", *q, 2).empty())
       __builtin_trap();
   }
   return 0;

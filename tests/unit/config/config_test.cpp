@@ -95,6 +95,15 @@ TEST(Config, CheckinKeysAreReadAndBounded) {
             std::string::npos);
 }
 
+TEST(Config, FleetExpiryIsReadAndBounded) {
+  EXPECT_EQ(load_config({}).fleet_expire_ms, 0U) << "0: derived from the status interval";
+  EXPECT_EQ(load_text("[sync]\nfleet_expire_ms = 3000\n").fleet_expire_ms, 3000U);
+  EXPECT_NE(error_of("[sync]\nfleet_expire_ms = -1\n").find("sync.fleet_expire_ms"),
+            std::string::npos);
+  EXPECT_NE(error_of("[sync]\nfleet_expire_ms = 86400001\n").find("sync.fleet_expire_ms"),
+            std::string::npos);
+}
+
 // store.chunk_sync (issue #14): an edge syncs chunk data in the background by default,
 // the origin before every acknowledgement; both can be forced; bad values name the key.
 TEST(Config, ChunkSyncFollowsTheRoleUnlessSet) {
