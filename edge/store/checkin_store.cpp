@@ -722,13 +722,19 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     }
     join_into(prefix, {app, bucket, kind, ""});
     const std::string_view kept = admit(prefix, name);
-    if (!action) {
-      bump({app, bucket, kind, kept});
-      return;
+    std::string_view kept_action;
+    if (action) {
+      prefix.append(kept);
+      prefix += '\0';
+      kept_action = admit(prefix, *action);
     }
-    prefix.append(kept);
-    prefix += '\0';
-    bump({app, bucket, kind, kept, admit(prefix, *action)});
+    if (kept == name && (!action || kept_action == *action)) {
+      ++counts.emplace(key, 0).first->second;  // a new name with room: `key` still names it
+    } else if (action) {
+      bump({app, bucket, kind, kept, kept_action});
+    } else {
+      bump({app, bucket, kind, kept});
+    }
   };
   std::map<std::string, std::uint64_t> node_seq;  // highest applied batch per child node
   // One strftime per hour of event time, not per check-in.
