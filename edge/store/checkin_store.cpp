@@ -202,7 +202,9 @@ std::string_view analytics_release(std::string_view version_name) {
 namespace {
 
 // Adds `n` to `name` in `m`, or to kOtherName once `m` holds kMaxAnalyticsNames other names:
-// buckets written before the cap (or by an older version) read back bounded too.
+// buckets written before the cap (or by an older version) read back bounded too, their
+// releases without a ':<file>' suffix and their platforms folded (but their targets are not
+// checked against the releases: the store cannot see them).
 void add_capped(std::map<std::string, std::uint64_t>& m, std::string_view name, std::uint64_t n) {
   auto it = m.find(std::string(name));
   if (it == m.end()) {
@@ -1261,7 +1263,7 @@ Result<Analytics> CheckinStore::analytics(const std::string& app_id, std::int64_
         continue;
       }
       if (kind == "v") {
-        add_capped(out.days[std::string(bucket)].by_release, name, n);
+        add_capped(out.days[std::string(bucket)].by_release, analytics_release(name), n);
         continue;
       }
       if (kind == "d") {
@@ -1280,14 +1282,14 @@ Result<Analytics> CheckinStore::analytics(const std::string& app_id, std::int64_
     } else if (kind == "p") {
       add_capped(s.platforms, analytics_platform(name), n);
     } else if (kind == "r") {
-      add_capped(s.releases, name, n);
+      add_capped(s.releases, analytics_release(name), n);
     } else if (kind == "i") {
-      add_capped(s.installs, name, n);
+      add_capped(s.installs, analytics_release(name), n);
     } else if (kind == "t") {
       const auto p3 = name.find('\0');
       if (p3 == std::string_view::npos)
         continue;
-      std::string release(name.substr(0, p3));
+      std::string release(analytics_release(name.substr(0, p3)));
       if (!s.targets.contains(release) &&
           s.targets.size() - (s.targets.contains(std::string(kOtherName)) ? 1 : 0) >=
               kMaxAnalyticsNames)

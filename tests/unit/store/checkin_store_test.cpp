@@ -924,5 +924,40 @@ TEST(CheckinStore, TenThousandRandomNamesLeaveTheCountersBounded) {
   EXPECT_GT(keys, 4 * kMax) << "the maps filled up to the cap";
 }
 
+TEST(CheckinStore, BucketsWrittenBeforeTheCapReadBackBounded) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  {
+    // Counters as a node without the caps wrote them: 1000 names per map.
+    auto& d = db->impl();
+    rocksdb::WriteBatch wb;
+    const auto put = [&](std::string_view kind, const std::string& name) {
+      const std::string one("\x01\0\0\0\0\0\0\0", 8);
+      wb.Put(d.handle(kCfDaily),
+             std::string("com.a.b\0", 8) + (kind == "v" ? "2025-11-26" : "2025-11-26T00") + '\0' +
+                 std::string(kind) + '\0' + name,
+             one);
+    };
+    for (int i = 0; i < 1000; ++i) {
+      const std::string n = std::to_string(i);
+      put("p", "platform-" + n);
+      put("r", "1.0." + n);
+      put("v", "1.0." + n);
+      put("t", "1.2.3:file-" + n + ".js" + '\0' + "download_fail");
+    }
+    ASSERT_FALSE(d.write(wb, true, false));
+  }
+  CheckinStore s(*db, keep_all());
+  auto a = s.analytics("com.a.b", kDay1, kDay1 + 3'599'999);
+  ASSERT_TRUE(a);
+  const HourStats& h = a->hours.at("2025-11-26T00");
+  EXPECT_EQ(h.platforms, (std::map<std::string, std::uint64_t>{{"other", 1000}}));
+  EXPECT_EQ(h.releases.size(), kMaxAnalyticsNames + 1);
+  EXPECT_EQ(h.releases.at("other"), 1000 - kMaxAnalyticsNames);
+  EXPECT_EQ(h.targets, (std::map<std::string, std::map<std::string, std::uint64_t>>{
+                           {"1.2.3", {{"download_fail", 1000}}}}));
+  EXPECT_EQ(a->days.at("2025-11-26").by_release.size(), kMaxAnalyticsNames + 1);
+}
+
 }  // namespace
 }  // namespace edge::store
