@@ -256,6 +256,31 @@ function noAppView() {
 
 const W = 640, H = 220, PAD = { l: 44, r: 10, t: 10, b: 26 };
 
+/** The largest of `values` and `floor`, by a loop: spreading a long array into Math.max's
+ * arguments overflows the call stack (the analytics answer can hold thousands of values). */
+function maxOf(values, floor) {
+  let m = floor;
+  for (const v of values) if (v > m) m = v;
+  return m;
+}
+
+/** Series to draw: the `limit` largest by total; the rest (and any series named "other")
+ * summed into one "other" series, named with how many it holds. Keeps charts, legends and
+ * figure tables small whatever the answer holds. */
+const MAX_SERIES = 20;
+function topSeries(series, limit) {
+  limit = limit || MAX_SERIES;
+  const sum = (s) => s.values.reduce((a, b) => a + (b || 0), 0);
+  const named = series.filter((s) => s.name !== "other");
+  if (named.length <= limit) return series;
+  const ranked = named.map((s) => [sum(s), s]).sort((a, b) => b[0] - a[0]);
+  const kept = ranked.slice(0, limit).map(([, s]) => s);
+  const rest = ranked.slice(limit).map(([, s]) => s).concat(series.filter((s) => s.name === "other"));
+  const values = kept.length ? kept[0].values.map(() => 0) : [];
+  for (const s of rest) s.values.forEach((v, i) => { values[i] = (values[i] || 0) + (v || 0); });
+  return kept.concat([{ name: `other (${fmtInt(ranked.length - limit)} more)`, values }]);
+}
+
 function niceMax(v) {
   if (v <= 0) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
@@ -272,8 +297,8 @@ function chart(id, labels, series, kind, fmt) {
   fmt = fmt || fmtInt;
   const n = labels.length;
   const totals = labels.map((_, i) => series.reduce((s, x) => s + (x.values[i] || 0), 0));
-  const max = niceMax(kind === "stack" ? Math.max(0, ...totals)
-                                       : Math.max(0, ...series.flatMap((s) => s.values)));
+  const max = niceMax(kind === "stack" ? maxOf(totals, 0)
+                                       : series.reduce((m, s) => maxOf(s.values, m), 0));
   const iw = W - PAD.l - PAD.r, ih = H - PAD.t - PAD.b;
   const x = (i) => PAD.l + (n <= 1 ? iw / 2 : (i * iw) / (n - 1));
   const bw = Math.max(1, iw / Math.max(n, 1) - 1);
@@ -410,9 +435,9 @@ async function dashboardView(query) {
   const dayKeys = bucketKeys(stats.from_ms, stats.to_ms, false);
   const dayMap = new Map(stats.days.map((d) => [d.day, d]));
   const releaseNames = [...new Set(stats.days.flatMap((d) => Object.keys(d.devices_by_release || {})))].sort();
-  const deviceSeries = releaseNames.map((r) => ({ name: r, values: dayKeys.map((d) => ((dayMap.get(d) || {}).devices_by_release || {})[r] || 0) }));
+  const deviceSeries = topSeries(releaseNames.map((r) => ({ name: r, values: dayKeys.map((d) => ((dayMap.get(d) || {}).devices_by_release || {})[r] || 0) })));
   const runningNames = [...new Set(buckets.flatMap((b) => Object.keys(b.releases || {})))].sort();
-  const runningSeries = runningNames.map((r) => ({ name: r, values: labels.map((l) => ((byKey.get(l) || {}).releases || {})[r] || 0) }));
+  const runningSeries = topSeries(runningNames.map((r) => ({ name: r, values: labels.map((l) => ((byKey.get(l) || {}).releases || {})[r] || 0) })));
 
   const total = (s) => s.values.reduce((a, b) => a + b, 0);
   const devicesToday = stats.days.length ? stats.days[stats.days.length - 1].devices : 0;
@@ -462,9 +487,13 @@ function stat(label, value, id) {
   return h("div", { class: "stat", id }, h("div", { class: "n" }, value), h("div", { class: "l" }, label));
 }
 
-/** Horizontal bars: [{name, value, note}]. */
+/** Horizontal bars: [{name, value, note}], the `MAX_BARS` largest values, then a row saying
+ * how many more there are. */
+const MAX_BARS = 20;
 function barList(id, rows, fmt) {
-  const max = Math.max(1, ...rows.map((r) => r.value));
+  const more = Math.max(0, rows.length - MAX_BARS);
+  if (more) rows = rows.slice().sort((a, b) => b.value - a.value).slice(0, MAX_BARS);
+  const max = maxOf(rows.map((r) => r.value), 1);
   return h("div", { class: "table-wrap" }, h("table", { id }, h("tbody", {}, rows.map((r) => {
     const bar = h("div");
     bar.style.width = ((r.value / max) * 100).toFixed(1) + "%";
@@ -472,7 +501,8 @@ function barList(id, rows, fmt) {
       h("td", { class: "num", dataset: { value: String(r.value) } }, fmt(r.value)),
       h("td", { class: "bar-cell" }, h("div", { class: "progress" + (r.value > 500 ? " paused" : "") }, bar)),
       h("td", { class: "muted small" }, r.note));
-  }))));
+  }), more ? h("tr", { class: "more" }, h("td", { colspan: 4, class: "muted small" },
+    `${fmtInt(more)} more not shown`)) : null)));
 }
 
 function rolloutProgress(ro, dayKeys) {

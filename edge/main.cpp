@@ -196,8 +196,14 @@ int run(const edge::Config& c) {
   std::optional<edge::api::AutoPauser> auto_pause;
   edge::store::CheckinStore checkins = [&] {
     const BackgroundSlice slice(background_slice);
+    // Target names count under their release only if it is one of the app's (the control
+    // state outlives the store's writer thread: declared before it).
+    auto is_release = [&control](std::string_view app_id, std::string_view release) {
+      const auto app = control.snapshot()->app(app_id);
+      return app != nullptr && app->releases.contains(release);
+    };
     return edge::store::CheckinStore(
-        *db, {is_edge, c.outbox_max_bytes, c.timeline_events, c.retention_days});
+        *db, {is_edge, c.outbox_max_bytes, c.timeline_events, c.retention_days, is_release});
   }();
   control.set_checkins(&checkins);
   edge::api::Metrics metrics;

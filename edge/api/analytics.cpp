@@ -1,10 +1,12 @@
 #include "edge/api/analytics.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <boost/json.hpp>
 
@@ -58,8 +60,62 @@ void add_into(store::HourStats& to, const store::HourStats& from) {
     add_into(to.targets[r], by_action);
 }
 
+// `m` cut to its store::kMaxAnalyticsNames largest names (ties: the first by name), the rest
+// added to store::kOtherName: buckets summed over hours or days (each capped in the store)
+// are capped again, so an answer stays bounded whatever names devices sent.
+template <typename V>
+void keep_top(std::map<std::string, V>& m, std::uint64_t (*weight)(const V&),
+              void (*merge)(V&, const V&)) {
+  const std::string other(store::kOtherName);
+  if (m.size() <= store::kMaxAnalyticsNames + (m.contains(other) ? 1 : 0))
+    return;
+  std::vector<std::pair<std::uint64_t, const std::string*>> order;
+  order.reserve(m.size());
+  for (const auto& [k, v] : m) {
+    if (k != other)
+      order.emplace_back(weight(v), &k);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::set<std::string> drop;
+  for (std::size_t i = store::kMaxAnalyticsNames; i < order.size(); ++i)
+    drop.insert(*order[i].second);
+  V folded{};
+  for (const auto& k : drop) {
+    merge(folded, m[k]);
+    m.erase(k);
+  }
+  merge(m[other], folded);
+}
+
+void keep_top(std::map<std::string, std::uint64_t>& m) {
+  keep_top<std::uint64_t>(
+      m, [](const std::uint64_t& n) { return n; },
+      [](std::uint64_t& to, const std::uint64_t& from) { to += from; });
+}
+
+void keep_top(store::HourStats& s) {
+  keep_top(s.actions);
+  keep_top(s.platforms);
+  keep_top(s.releases);
+  keep_top(s.installs);
+  using Actions = std::map<std::string, std::uint64_t>;
+  keep_top<Actions>(
+      s.targets,
+      [](const Actions& by_action) {
+        std::uint64_t n = 0;
+        for (const auto& [a, k] : by_action)
+          n += k;
+        return n;
+      },
+      [](Actions& to, const Actions& from) { add_into(to, from); });
+  for (auto& [r, by_action] : s.targets)
+    keep_top(by_action);
+}
+
 // A bucket's counters as JSON fields of `o`.
-void put_counters(json::object& o, const store::HourStats& s) {
+void put_counters(json::object& o, store::HourStats s) {
+  keep_top(s);
   std::uint64_t total = 0;
   for (const auto& [a, n] : s.actions)
     total += n;
@@ -158,6 +214,7 @@ Response analytics_response(const store::CheckinStore& checkins, const control::
   store::HourStats total;
   for (const auto& [h, s] : a->hours)
     add_into(total, s);
+  keep_top(total);
   json::array releases;
   std::set<std::string> names;
   for (const auto& [r, n] : total.installs)

@@ -24,7 +24,10 @@ std::optional<std::int64_t> parse_query_time(std::string_view text, bool end);
 /// `hours` with the counters and `days` with the device figures), a per-release summary of
 /// the range (installs, failures, `failure_rate_bps` = failures / (installs + failures))
 /// and each rollout's progress (devices on its release and on the channel's release per
-/// day). A bad parameter is a 400 `invalid_query_parameters` naming it.
+/// day). A bad parameter is a 400 `invalid_query_parameters` naming it. Every name map of a
+/// bucket, of the range's totals and of each target holds at most store::kMaxAnalyticsNames
+/// names (the largest counts) and "other" with the rest, so the answer stays bounded (a
+/// day's bucket sums 24 hours, each capped in the store).
 Response analytics_response(const store::CheckinStore& checkins, const control::AppState& app,
                             std::string_view query, std::int64_t now_ms);
 

@@ -189,7 +189,31 @@ bool names_target_release(std::string_view a) {
          a == "checksum_required" || a == "session_key_required" || a == "insufficient_disk_space";
 }
 
+std::string_view analytics_platform(std::string_view platform) {
+  if (platform.empty() || platform == "ios" || platform == "android" || platform == "electron")
+    return platform;
+  return kOtherName;
+}
+
+std::string_view analytics_release(std::string_view version_name) {
+  return version_name.substr(0, version_name.find(':'));
+}
+
 namespace {
+
+// Adds `n` to `name` in `m`, or to kOtherName once `m` holds kMaxAnalyticsNames other names:
+// buckets written before the cap (or by an older version) read back bounded too, their
+// releases without a ':<file>' suffix and their platforms folded (but their targets are not
+// checked against the releases: the store cannot see them).
+void add_capped(std::map<std::string, std::uint64_t>& m, std::string_view name, std::uint64_t n) {
+  auto it = m.find(std::string(name));
+  if (it == m.end()) {
+    const bool full =
+        m.size() - (m.contains(std::string(kOtherName)) ? 1 : 0) >= kMaxAnalyticsNames;
+    it = m.try_emplace(std::string(full ? kOtherName : name)).first;
+  }
+  it->second += n;
+}
 
 // `parts` joined by NUL into `out` (replacing what it held).
 void join_into(std::string& out, std::initializer_list<std::string_view> parts) {
@@ -628,17 +652,91 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   // The key is built in one reused buffer: a counter this batch already touched costs a
   // lookup, not an allocation.
   std::string key;
+  // The counter named by `key`, read from the database at its first touch in this batch; a
+  // counter that does not exist yet is created only with `create` (else nullptr).
+  const auto counter = [&](bool create) -> std::uint64_t* {
+    auto it = counts.find(key);
+    if (it != counts.end())
+      return &it->second;
+    std::string v;
+    if (d.db->Get({}, d.handle(kCfDaily), key, &v).ok() && v.size() == 8)
+      return &counts.emplace(key, get_le64(v.data())).first->second;
+    return create ? &counts.emplace(key, 0).first->second : nullptr;
+  };
   const auto bump = [&](std::initializer_list<std::string_view> parts) {
     join_into(key, parts);
-    auto it = counts.find(key);
-    if (it == counts.end()) {
-      std::string v;
-      std::uint64_t current = 0;
-      if (d.db->Get({}, d.handle(kCfDaily), key, &v).ok() && v.size() == 8)
-        current = get_le64(v.data());
-      it = counts.emplace(key, current).first;
+    ++*counter(true);
+  };
+  // The names each counter map touched by a new name holds (by the map's key prefix), read
+  // once per batch: at most kMaxAnalyticsNames, found with as many seeks (a target map's
+  // keys are <release> \0 <action>: one seek per release).
+  std::map<std::string, std::set<std::string, std::less<>>, std::less<>> map_names;
+  const auto names_of = [&](const std::string& prefix) -> std::set<std::string, std::less<>>& {
+    auto it = map_names.find(prefix);
+    if (it != map_names.end())
+      return it->second;
+    std::set<std::string, std::less<>> names;
+    std::unique_ptr<rocksdb::Iterator> scan(d.db->NewIterator({}, d.handle(kCfDaily)));
+    scan->Seek(prefix);
+    while (scan->Valid() && scan->key().starts_with(prefix) && names.size() < kMaxAnalyticsNames) {
+      const std::string_view rest = scan->key().ToStringView().substr(prefix.size());
+      const auto nul = rest.find('\0');
+      const std::string_view name = rest.substr(0, nul);
+      if (name != kOtherName)
+        names.emplace(name);
+      if (nul == std::string_view::npos) {
+        scan->Next();
+      } else {
+        scan->Seek(prefix + std::string(name) + '\x01');  // past this release's actions
+      }
     }
-    ++it->second;
+    return map_names.emplace(prefix, std::move(names)).first->second;
+  };
+  // The name `name` counts under in the map at `prefix`: itself while the map holds it or
+  // has room for it, else kOtherName.
+  const auto admit = [&](const std::string& prefix, std::string_view name) -> std::string_view {
+    if (name == kOtherName)
+      return name;
+    auto& names = names_of(prefix);
+    if (names.contains(name))
+      return name;
+    if (names.size() >= kMaxAnalyticsNames)
+      return kOtherName;
+    names.emplace(name);
+    return name;
+  };
+  // Bumps the counter of `name` in the map <app> \0 <bucket> \0 <kind> (and, with an
+  // `action`, of `action` in the name's own map below it), capped: a name that is not yet
+  // a key of a full map counts under kOtherName.
+  std::string prefix;
+  const auto bump_name = [&](std::string_view app, std::string_view bucket, std::string_view kind,
+                             std::string_view name,
+                             std::optional<std::string_view> action = std::nullopt) {
+    if (name.empty())
+      name = kOtherName;
+    if (action)
+      join_into(key, {app, bucket, kind, name, *action});
+    else
+      join_into(key, {app, bucket, kind, name});
+    if (std::uint64_t* n = counter(false)) {
+      ++*n;
+      return;
+    }
+    join_into(prefix, {app, bucket, kind, ""});
+    const std::string_view kept = admit(prefix, name);
+    std::string_view kept_action;
+    if (action) {
+      prefix.append(kept);
+      prefix += '\0';
+      kept_action = admit(prefix, *action);
+    }
+    if (kept == name && (!action || kept_action == *action)) {
+      ++counts.emplace(key, 0).first->second;  // a new name with room: `key` still names it
+    } else if (action) {
+      bump({app, bucket, kind, kept, kept_action});
+    } else {
+      bump({app, bucket, kind, kept});
+    }
   };
   std::map<std::string, std::uint64_t> node_seq;  // highest applied batch per child node
   // One strftime per hour of event time, not per check-in.
@@ -675,7 +773,7 @@ void CheckinStore::commit(std::deque<Item>& batch) {
     }
     bump({c.app_id, day_text, "D", ""});
     if (!version.empty())
-      bump({c.app_id, day_text, "v", version});
+      bump_name(c.app_id, day_text, "v", analytics_release(version));
   };
   // The version each device of this batch runs, as this batch leaves it.
   // Appended per event (no map: a node and a key copy per check-in were ~4% of the
@@ -821,12 +919,15 @@ void CheckinStore::commit(std::deque<Item>& batch) {
         running.push_back({hashes[j], &c, c.version_name});
       }
       if (!c.version_name.empty()) {
+        const std::string_view release = analytics_release(c.version_name);
         if (target) {
-          bump({c.app_id, hour, "t", c.version_name, c.action});
+          const bool known = release == "builtin" || !options_.is_release ||
+                             (!release.empty() && options_.is_release(c.app_id, release));
+          bump_name(c.app_id, hour, "t", known ? release : kOtherName, c.action);
         } else {
-          bump({c.app_id, hour, "r", c.version_name});
+          bump_name(c.app_id, hour, "r", release);
           if (c.action == "set")
-            bump({c.app_id, hour, "i", c.version_name});
+            bump_name(c.app_id, hour, "i", release);
         }
       }
       // Distinct devices per day (and per release that day), from the device table: a
@@ -844,11 +945,11 @@ void CheckinStore::commit(std::deque<Item>& batch) {
         count_day(c, day, version, false);
       } else if (vh != 0 && vh != e.version) {
         e.version = vh;  // the same day, another release
-        bump({c.app_id, day, "v", version});
+        bump_name(c.app_id, day, "v", analytics_release(version));
       }
-      bump({c.app_id, hour, "a", c.action});
+      bump_name(c.app_id, hour, "a", c.action);
       if (!c.platform.empty())
-        bump({c.app_id, hour, "p", c.platform});
+        bump_name(c.app_id, hour, "p", analytics_platform(c.platform));
       if (options_.outbox) {
         char ok[8];
         put_be64(ok, next_outbox_++);
@@ -1162,7 +1263,7 @@ Result<Analytics> CheckinStore::analytics(const std::string& app_id, std::int64_
         continue;
       }
       if (kind == "v") {
-        out.days[std::string(bucket)].by_release[std::string(name)] = n;
+        add_capped(out.days[std::string(bucket)].by_release, analytics_release(name), n);
         continue;
       }
       if (kind == "d") {
@@ -1177,17 +1278,23 @@ Result<Analytics> CheckinStore::analytics(const std::string& app_id, std::int64_
       continue;
     HourStats& s = out.hours[h];
     if (kind == "a") {
-      s.actions[std::string(name)] += n;
+      add_capped(s.actions, name, n);
     } else if (kind == "p") {
-      s.platforms[std::string(name)] += n;
+      add_capped(s.platforms, analytics_platform(name), n);
     } else if (kind == "r") {
-      s.releases[std::string(name)] += n;
+      add_capped(s.releases, analytics_release(name), n);
     } else if (kind == "i") {
-      s.installs[std::string(name)] += n;
+      add_capped(s.installs, analytics_release(name), n);
     } else if (kind == "t") {
       const auto p3 = name.find('\0');
-      if (p3 != std::string_view::npos)
-        s.targets[std::string(name.substr(0, p3))][std::string(name.substr(p3 + 1))] += n;
+      if (p3 == std::string_view::npos)
+        continue;
+      std::string release(analytics_release(name.substr(0, p3)));
+      if (!s.targets.contains(release) &&
+          s.targets.size() - (s.targets.contains(std::string(kOtherName)) ? 1 : 0) >=
+              kMaxAnalyticsNames)
+        release = kOtherName;
+      add_capped(s.targets[release], name.substr(p3 + 1), n);
     }
   }
   if (auto ec = to_error(it->status()))

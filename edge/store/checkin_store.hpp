@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -38,8 +39,27 @@ struct Checkin {
 inline constexpr std::size_t kMaxCheckinField = 1024;
 void sanitize(Checkin& c);
 
+/// Distinct device-reported names one counter map of a bucket keeps (an hour's actions,
+/// platforms, releases, installs, targets and each target's actions; a day's devices by
+/// release). Once a map holds this many, a new name counts under kOtherName: the stored
+/// counters, and so the analytics answers, stay bounded whatever devices send. Above the 93
+/// stats actions Capgo defines, so a map of real actions never overflows.
+inline constexpr std::size_t kMaxAnalyticsNames = 128;
+/// The name that gathers what a counter map does not keep by its own name: platforms other
+/// than ios/android/electron, targets that are not releases of the app, and the names
+/// beyond kMaxAnalyticsNames.
+inline constexpr std::string_view kOtherName = "other";
+
+/// The platform a check-in counts under: "ios", "android", "electron", else kOtherName
+/// ("" for an empty one, which is not counted).
+std::string_view analytics_platform(std::string_view platform);
+/// The release a version name counts under: the part before the first ':' (the plugin names
+/// a failing file of a manifest as "<release>:<file>").
+std::string_view analytics_release(std::string_view version_name);
+
 /// The counters of one hour of one app ("YYYY-MM-DDTHH", UTC), from the check-ins whose
-/// event time falls in it.
+/// event time falls in it. Each map holds at most kMaxAnalyticsNames names and kOtherName;
+/// names of releases are analytics_release's, platforms analytics_platform's.
 struct HourStats {
   std::map<std::string, std::uint64_t> actions;    ///< check-ins by action
   std::map<std::string, std::uint64_t> platforms;  ///< check-ins by platform
@@ -55,7 +75,7 @@ struct HourStats {
 struct DayDevices {
   std::uint64_t devices = 0;  ///< distinct devices seen that day
   /// Distinct devices that ran each release that day (a device counts once per release it
-  /// ran; one that went A -> B -> A the same day counts twice for A).
+  /// ran; one that went A -> B -> A the same day counts twice for A). Capped like HourStats.
   std::map<std::string, std::uint64_t> by_release;
 };
 
@@ -87,6 +107,11 @@ struct CheckinOptions {
   /// older events), and the old rings of devices not seen for as long, are deleted (an
   /// hourly sweep). 0: keep everything.
   std::uint32_t retention_days = 90;
+  /// Whether `release` is a release of `app_id`. Target-naming events whose release
+  /// (analytics_release) is neither one nor "builtin" count under kOtherName, so random
+  /// names cannot crowd the real releases out of a bucket. Called on the writer thread (for
+  /// relayed check-ins too), so it must be thread-safe and cheap. Empty: every name counts.
+  std::function<bool(std::string_view app_id, std::string_view release)> is_release{};
 };
 
 /// UTC day "YYYY-MM-DD" and hour "YYYY-MM-DDTHH" of a millisecond time.

@@ -1,5 +1,6 @@
 #include "edge/store/checkin_store.hpp"
 
+#include <atomic>
 #include <future>
 #include <map>
 #include <random>
@@ -719,6 +720,243 @@ TEST(CheckinStore, KillNineKeepsEveryAcknowledgedTimelineEvent) {
     if (::testing::Test::HasFailure())
       return;
   }
+}
+
+// Device-reported names (platform, running version, target, action) are keys of the
+// counters: each map of a bucket is bounded, and what it does not keep counts as "other".
+
+// Applies `list` as one relayed batch (the way an edge's check-ins reach the origin).
+void relay(CheckinStore& s, std::vector<Checkin> list, std::uint64_t seq) {
+  std::promise<bool> p;
+  s.record_batch("edge-a", "g1", seq, std::move(list), [&p](bool ok, bool) { p.set_value(ok); });
+  ASSERT_TRUE(p.get_future().get());
+}
+
+TEST(CheckinStore, PlatformsOutsideIosAndroidElectronCountAsOther) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, keep_all());
+  int i = 0;
+  for (const char* platform : {"ios", "android", "electron", "web", "Windows", "ios ", "x\x01y"})
+    s.record({"com.a.b", "d" + std::to_string(i), platform, "1.0.0", "1.0.0", "updates", "",
+              kDay1 + i++});
+  s.flush();
+  auto a = s.analytics("com.a.b", kDay1, kDay1 + 3'599'999);
+  ASSERT_TRUE(a);
+  const auto& p = a->hours.at("2025-11-26T00").platforms;
+  EXPECT_EQ(p, (std::map<std::string, std::uint64_t>{
+                   {"android", 1}, {"electron", 1}, {"ios", 1}, {"other", 4}}));
+  // The device's own record keeps what it sent.
+  auto last = s.last("com.a.b", "d3");
+  ASSERT_TRUE(last && *last);
+  EXPECT_EQ((*last)->platform, "web");
+}
+
+TEST(CheckinStore, TargetsCountUnderTheirReleaseAndUnknownNamesAsOther) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinOptions o = keep_all();
+  std::atomic<int> asked{0};
+  o.is_release = [&asked](std::string_view app, std::string_view release) {
+    ++asked;
+    return app == "com.a.b" && (release == "1.2.3" || release == "1.3.0");
+  };
+  CheckinStore s(*db, o);
+  const auto ev = [](std::string dev, std::string version, std::string action, int t) {
+    return Checkin{"com.a.b", std::move(dev),    "ios", std::move(version),
+                   "1.0.0",   std::move(action), "",    kDay1 + t};
+  };
+  s.record(ev("d1", "1.2.3:main.js", "download_fail", 1));    // a failing file of 1.2.3
+  s.record(ev("d1", "1.2.3:vendor.js", "download_fail", 2));  // another one
+  s.record(ev("d1", "1.2.3", "checksum_fail", 3));
+  s.record(ev("d2", "builtin", "set_next", 4));             // the builtin bundle is always a target
+  s.record(ev("d2", "9.9.9:main.js", "download_fail", 5));  // not a release of the app
+  s.record(ev("d3", "random-name", "download_fail", 6));
+  s.record(ev("d3", ":x", "download_fail", 7));
+  // A running version with a file suffix counts under its release too.
+  s.record(ev("d4", "1.3.0:main.js", "app_moved_to_foreground", 8));
+  s.flush();
+  // Relayed from an edge: checked against the same releases.
+  relay(s,
+        {ev("d5", "1.3.0:index.html", "download_fail", 9),
+         ev("d5", "1.4.0-nope:index.html", "download_fail", 10)},
+        1);
+  auto a = s.analytics("com.a.b", kDay1, kDay1 + 3'599'999);
+  ASSERT_TRUE(a);
+  const HourStats& h = a->hours.at("2025-11-26T00");
+  using Counts = std::map<std::string, std::uint64_t>;
+  EXPECT_EQ(h.targets.size(), 4U);
+  EXPECT_EQ(h.targets.at("1.2.3"), (Counts{{"checksum_fail", 1}, {"download_fail", 2}}));
+  EXPECT_EQ(h.targets.at("1.3.0"), (Counts{{"download_fail", 1}}));
+  EXPECT_EQ(h.targets.at("builtin"), (Counts{{"set_next", 1}}));
+  EXPECT_EQ(h.targets.at("other"), (Counts{{"download_fail", 4}}));
+  EXPECT_EQ(h.releases.at("1.3.0"), 1U);
+  EXPECT_FALSE(h.releases.contains("1.3.0:main.js"));
+  EXPECT_EQ(a->days.at("2025-11-26").by_release.count("1.3.0:main.js"), 0U);
+  EXPECT_GT(asked.load(), 0);
+  // The timeline keeps the names as sent.
+  auto t = s.timeline("com.a.b", "d1", 10);
+  ASSERT_TRUE(t);
+  ASSERT_EQ(t->size(), 3U);
+  EXPECT_EQ(t->back().version_name, "1.2.3:main.js");
+}
+
+TEST(CheckinStore, EachMapKeepsItsFirstNamesAndCountsTheRestAsOther) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, keep_all());
+  constexpr std::size_t kMax = kMaxAnalyticsNames;
+  const auto check = [&](std::size_t i, const std::string& version) {
+    s.record({"com.a.b", "d" + std::to_string(i), "android", version, "1.0.0", "updates", "",
+              kDay1 + static_cast<std::int64_t>(i)});
+  };
+  // Most names in one commit, the map's last free places and beyond in later ones: the
+  // count of names held comes from the database as well as from the batch.
+  for (std::size_t i = 0; i + 10 < kMax; ++i)
+    check(i, "v" + std::to_string(i));
+  s.flush();
+  for (std::size_t i = kMax - 10; i < kMax + 50; ++i)
+    check(i, "v" + std::to_string(i));
+  s.flush();
+  check(1000, "v3");           // a name the map holds keeps counting under itself
+  check(1001, "other");        // a device may call its version "other": it joins the rest
+  check(1002, "v-late-name");  // the map is full
+  s.flush();
+  auto a = s.analytics("com.a.b", kDay1, kDay1 + 3'599'999);
+  ASSERT_TRUE(a);
+  const HourStats& h = a->hours.at("2025-11-26T00");
+  EXPECT_EQ(h.releases.size(), kMax + 1);
+  EXPECT_EQ(h.releases.at("v0"), 1U);
+  EXPECT_EQ(h.releases.at("v" + std::to_string(kMax - 1)), 1U);
+  EXPECT_FALSE(h.releases.contains("v" + std::to_string(kMax)));
+  EXPECT_EQ(h.releases.at("v3"), 2U);
+  EXPECT_EQ(h.releases.at("other"), 52U);
+  std::uint64_t sum = 0;
+  for (const auto& [r, n] : h.releases)
+    sum += n;
+  EXPECT_EQ(sum, kMax + 53) << "every check-in is counted, under its name or other";
+  const DayDevices& day = a->days.at("2025-11-26");
+  EXPECT_EQ(day.devices, kMax + 53);
+  EXPECT_EQ(day.by_release.size(), kMax + 1);
+  EXPECT_EQ(day.by_release.at("other"), 52U);
+}
+
+TEST(CheckinStore, AFullMapStaysFullAcrossARestart) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  const auto check = [](CheckinStore& s, std::size_t i, const std::string& platform_action) {
+    s.record({"com.a.b", "d", "ios", "1.0.0", "1.0.0", platform_action, "",
+              kDay1 + static_cast<std::int64_t>(i)});
+  };
+  {
+    CheckinStore s(*db, keep_all());
+    std::vector<Checkin> list;
+    for (std::size_t i = 0; i < kMaxAnalyticsNames + 5; ++i)
+      list.push_back({"com.a.b", "d", "ios", "1.0.0", "1.0.0", "a" + std::to_string(i), "",
+                      kDay1 + static_cast<std::int64_t>(i)});
+    relay(s, std::move(list), 1);
+  }
+  CheckinStore s(*db, keep_all());
+  check(s, 1, "a-new");  // the map is read back full: a new name is other
+  check(s, 2, "a0");     // a kept one still counts under itself
+  s.flush();
+  auto a = s.analytics("com.a.b", kDay1, kDay1 + 3'599'999);
+  ASSERT_TRUE(a);
+  const auto& actions = a->hours.at("2025-11-26T00").actions;
+  EXPECT_EQ(actions.size(), kMaxAnalyticsNames + 1);
+  EXPECT_EQ(actions.at("other"), 6U);
+  EXPECT_EQ(actions.at("a0"), 2U);
+}
+
+TEST(CheckinStore, TenThousandRandomNamesLeaveTheCountersBounded) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  CheckinStore s(*db, keep_all());
+  std::mt19937_64 rng(42);
+  const auto word = [&rng] {
+    std::string w = "n";
+    for (int i = 0; i < 12; ++i)
+      w += static_cast<char>('a' + rng() % 26);
+    return w;
+  };
+  // Through a device-facing record and relayed batches (which may carry any action).
+  std::vector<Checkin> batch;
+  std::uint64_t seq = 0;
+  for (int i = 0; i < 10'000; ++i) {
+    const std::string dev = "d" + std::to_string(i % 500);
+    const std::int64_t t = kDay1 + i;
+    s.record({"com.a.b", dev, word(), word(), "1.0.0", "updates", "", t});
+    s.record({"com.a.b", dev, "ios", word() + ":" + word(), "1.0.0", "download_fail", "", t});
+    batch.push_back({"com.a.b", dev, "android", word(), "1.0.0", word(), "", t});
+    batch.push_back({"com.a.b", dev, "android", word(), "1.0.0", word() + "_fail", "", t});
+    if (batch.size() >= 500) {
+      relay(s, std::move(batch), ++seq);
+      batch.clear();
+    }
+  }
+  s.flush();
+  constexpr std::size_t kMax = kMaxAnalyticsNames;
+  auto a = s.analytics("com.a.b", kDay1, kDay1 + 86'399'999);
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->hours.size(), 1U);
+  const HourStats& h = a->hours.begin()->second;
+  EXPECT_LE(h.platforms.size(), 4U);
+  EXPECT_EQ(h.platforms.at("other"), 10'000U);
+  EXPECT_EQ(h.releases.size(), kMax + 1);
+  EXPECT_EQ(h.actions.size(), kMax + 1);
+  EXPECT_EQ(h.targets.size(), kMax + 1);
+  for (const auto& [r, by_action] : h.targets)
+    EXPECT_LE(by_action.size(), kMax + 1) << r;
+  EXPECT_LE(a->days.begin()->second.by_release.size(), kMax + 1);
+  std::uint64_t actions = 0;
+  for (const auto& [k, n] : h.actions)
+    actions += n;
+  EXPECT_EQ(actions, 40'000U) << "nothing is lost, only folded";
+  // The stored counters themselves (not only the answer): per map at most kMax + 1 keys.
+  auto& d = db->impl();
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfDaily)));
+  std::size_t keys = 0;
+  const std::string prefix = std::string("com.a.b") + '\0';
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+    ++keys;
+  // a, p, r, i (hour), v (day) maps, the targets' releases each with its actions, D.
+  EXPECT_LE(keys, 3 * (kMax + 1) + 4 + (kMax + 1) * (kMax + 1) + (kMax + 1) + 1);
+  EXPECT_GT(keys, 4 * kMax) << "the maps filled up to the cap";
+}
+
+TEST(CheckinStore, BucketsWrittenBeforeTheCapReadBackBounded) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  {
+    // Counters as a node without the caps wrote them: 1000 names per map.
+    auto& d = db->impl();
+    rocksdb::WriteBatch wb;
+    const auto put = [&](std::string_view kind, const std::string& name) {
+      const std::string one("\x01\0\0\0\0\0\0\0", 8);
+      wb.Put(d.handle(kCfDaily),
+             std::string("com.a.b\0", 8) + (kind == "v" ? "2025-11-26" : "2025-11-26T00") + '\0' +
+                 std::string(kind) + '\0' + name,
+             one);
+    };
+    for (int i = 0; i < 1000; ++i) {
+      const std::string n = std::to_string(i);
+      put("p", "platform-" + n);
+      put("r", "1.0." + n);
+      put("v", "1.0." + n);
+      put("t", "1.2.3:file-" + n + ".js" + '\0' + "download_fail");
+    }
+    ASSERT_FALSE(d.write(wb, true, false));
+  }
+  CheckinStore s(*db, keep_all());
+  auto a = s.analytics("com.a.b", kDay1, kDay1 + 3'599'999);
+  ASSERT_TRUE(a);
+  const HourStats& h = a->hours.at("2025-11-26T00");
+  EXPECT_EQ(h.platforms, (std::map<std::string, std::uint64_t>{{"other", 1000}}));
+  EXPECT_EQ(h.releases.size(), kMaxAnalyticsNames + 1);
+  EXPECT_EQ(h.releases.at("other"), 1000 - kMaxAnalyticsNames);
+  EXPECT_EQ(h.targets, (std::map<std::string, std::map<std::string, std::uint64_t>>{
+                           {"1.2.3", {{"download_fail", 1000}}}}));
+  EXPECT_EQ(a->days.at("2025-11-26").by_release.size(), kMaxAnalyticsNames + 1);
 }
 
 }  // namespace
