@@ -16,6 +16,8 @@
 #include "edge/core/utf8.hpp"
 #include "edge/http/http.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace edge::api {
 namespace {
 
@@ -778,22 +780,16 @@ Response ControlService::device_index(const control::AppState& app, std::string_
 std::vector<ChannelVersion> ControlService::channel_history(const std::string& app_id,
                                                             const std::string& name,
                                                             std::size_t limit) const {
-  // The changelog keeps sync.changelog_keep entries: the history is as long as it is.
+  // The store's per-channel history, not the changelog: device overrides and other
+  // channels' writes cannot push a channel's versions out.
   std::vector<ChannelVersion> out;
-  std::uint64_t after = store_.log_start() > 0 ? store_.log_start() - 1 : 0;
-  while (true) {
-    auto page = store_.changes_after(after, kFeedPageChanges, kFeedPageBytes);
-    if (!page || page->empty())
-      break;
-    for (auto& c : *page) {
-      if (c.kind == StateKind::kChannel && c.app_id == app_id && c.key == name)
-        out.push_back(ChannelVersion{c.seq, c.deleted, std::move(c.value)});
-    }
-    after = page->back().seq;
+  auto versions = store_.channel_history(app_id, name, limit);
+  if (!versions) {
+    spdlog::error("channel history of {} {}: {}", app_id, name, versions.error().message());
+    return out;
   }
-  std::reverse(out.begin(), out.end());  // newest first
-  if (out.size() > limit)
-    out.resize(limit);
+  for (auto& c : *versions)
+    out.push_back(ChannelVersion{c.seq, c.deleted, std::move(c.value)});
   return out;
 }
 
