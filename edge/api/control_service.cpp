@@ -777,6 +777,52 @@ Response ControlService::device_index(const control::AppState& app, std::string_
                                                                      : json::value(page->next)}});
 }
 
+Response ControlService::override_page(const control::AppState& app, std::string_view query) const {
+  // Paged as device_index is (cursor, limit, "next"): a million overrides would be one
+  // answer of tens of MB otherwise. The cursor is the last device id of the page before.
+  std::string cursor;
+  std::size_t limit = 100;
+  for (const auto& [key, value] : parse_query(query)) {
+    if (key == "cursor") {
+      if (!value.empty() && !valid_device_id(value)) {
+        return error_response(400, "invalid_query_parameters",
+                              "cursor: not a cursor this node gave");
+      }
+      cursor = value;
+    } else if (key == "limit") {
+      std::uint64_t n = 0;
+      if (!http::parse_u64(value, n) || n < 1 || n > 1000) {
+        return error_response(400, "invalid_query_parameters",
+                              "limit: expected 1..1000, got '" + value.substr(0, 64) + "'");
+      }
+      limit = static_cast<std::size_t>(n);
+    } else {
+      return error_response(
+          400, "invalid_query_parameters",
+          "unknown parameter '" + key.substr(0, 64) + "' (expected cursor, limit)");
+    }
+  }
+  // One more than asked: whether there is a next page.
+  auto page = store_.list_after(StateKind::kDevice, app.app_id, cursor, limit + 1);
+  if (!page)
+    return error_response(500, "store_error", "reading overrides: " + page.error().message());
+  json::array devices;
+  std::string last;
+  for (std::size_t i = 0; i < page->size() && i < limit; ++i) {
+    const auto& id = (*page)[i].first;
+    last = id;
+    // The published state, as every other read answers (a write committing right now
+    // shows on the next read).
+    if (const std::string* ch = app.overrides.find(id))
+      devices.push_back(json::object{{"device_id", id}, {"channel", *ch}});
+  }
+  const bool more = page->size() > limit;
+  return json_response(200,
+                       json::object{{"app_id", app.app_id},
+                                    {"devices", std::move(devices)},
+                                    {"next", more ? json::value(last) : json::value(nullptr)}});
+}
+
 std::vector<ChannelVersion> ControlService::channel_history(const std::string& app_id,
                                                             const std::string& name,
                                                             std::size_t limit) const {
@@ -1003,13 +1049,10 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
       for (const auto& [n, c] : app->channels)
         items.push_back(named("name", n, control::to_json(c)));
     } else {
-      std::vector<std::pair<std::string_view, std::string_view>> all;
-      all.reserve(app->overrides.size());
-      app->overrides.for_each(
-          [&](const std::string& n, const std::string& ch) { all.emplace_back(n, ch); });
-      std::sort(all.begin(), all.end());  // shards are unordered among themselves
-      for (const auto& [n, ch] : all)
-        items.push_back(json::object{{"device_id", n}, {"channel", ch}});
+      const std::string_view target(req.target().data(), req.target().size());
+      const auto q = target.find('?');
+      return override_page(*app,
+                           q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
     }
     return json_response(200, json::object{{coll, std::move(items)}});
   }

@@ -123,6 +123,8 @@ class ControlService {
 
   const Access* access_ = nullptr;
   Response device_index(const control::AppState& app, std::string_view query) const;
+  /// GET .../devices?cursor=&limit=: the app's overrides by device id, a page at a time.
+  Response override_page(const control::AppState& app, std::string_view query) const;
   /// GET .../releases/<name>/files[?base=<release>]: the release's files with their sizes
   /// and chunk counts, and how many of its distinct chunks (and bytes) it shares with `base`
   /// (default: the highest live release with files below it), i.e. what an edge that has

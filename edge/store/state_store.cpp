@@ -471,6 +471,26 @@ Result<std::vector<std::pair<std::string, std::string>>> StateStore::list(
   return out;
 }
 
+Result<std::vector<std::pair<std::string, std::string>>> StateStore::list_after(
+    StateKind kind, std::string_view app_id, std::string_view after, std::size_t limit) const {
+  if (kind == StateKind::kApp || has_nul(app_id) || has_nul(after))
+    return Errc::kInvalidArgument;
+  auto& d = db_.impl();
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::string prefix = key_of(kind, app_id, "");
+  std::string from = key_of(kind, app_id, after);
+  if (!after.empty())
+    from += '\0';  // the first key past `after`
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(cf_of(kind))));
+  for (it->Seek(from); it->Valid() && it->key().starts_with(prefix) && out.size() < limit;
+       it->Next()) {
+    out.emplace_back(it->key().ToString().substr(prefix.size()), it->value().ToString());
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return out;
+}
+
 Result<std::vector<Change>> StateStore::changes_after(std::uint64_t after, std::size_t limit,
                                                       std::size_t max_bytes) const {
   auto& d = db_.impl();

@@ -72,6 +72,12 @@ class StateStore {
   /// (app_id, document), and `app_id` is ignored.
   Result<std::vector<std::pair<std::string, std::string>>> list(StateKind kind,
                                                                 std::string_view app_id) const;
+  /// Up to `limit` (key, document) of one app and kind (not kApp) with key > `after`,
+  /// ordered by key: a page of list() that costs its own size, not the app's.
+  Result<std::vector<std::pair<std::string, std::string>>> list_after(StateKind kind,
+                                                                      std::string_view app_id,
+                                                                      std::string_view after,
+                                                                      std::size_t limit) const;
   /// Up to `limit` changes with seq > `after`, in order, and no more than about
   /// `max_bytes` of them, each counted as its fields plus 128 bytes of framing (always at
   /// least one). Check log_start() first: changes
