@@ -233,5 +233,29 @@ TEST(StateStore, OldDataDirGetsItsChannelHistoryFromTheChangelog) {
   EXPECT_EQ(s.channel_history("a.b", "c", 10)->size(), 3U);
 }
 
+TEST(StateStore, ListAfterPagesOneAppsKeys) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  StateStore s(*db);
+  StateStore::Batch b;
+  for (const char* id : {"c", "a", "b", "d"})
+    b.put(StateKind::kDevice, "a.b", id, id);
+  b.put(StateKind::kDevice, "a.bc", "a", "other app");
+  b.put(StateKind::kDevice, "a", "z", "other app");
+  ASSERT_TRUE(s.commit(b));
+  auto p1 = s.list_after(StateKind::kDevice, "a.b", "", 2);
+  ASSERT_TRUE(p1);
+  ASSERT_EQ(p1->size(), 2U);
+  EXPECT_EQ((*p1)[0].first, "a");
+  EXPECT_EQ((*p1)[1], (std::pair<std::string, std::string>("b", "b")));
+  auto p2 = s.list_after(StateKind::kDevice, "a.b", "b", 10);
+  ASSERT_EQ(p2->size(), 2U) << "only this app's keys past the cursor";
+  EXPECT_EQ((*p2)[0].first, "c");
+  EXPECT_EQ((*p2)[1].first, "d");
+  EXPECT_TRUE(s.list_after(StateKind::kDevice, "a.b", "d", 10)->empty());
+  EXPECT_EQ(s.list_after(StateKind::kDevice, "a.b", "bb", 10)->size(), 2U) << "any cursor";
+  EXPECT_EQ(s.list_after(StateKind::kApp, "", "", 10).error(), Errc::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace edge::store
