@@ -859,9 +859,11 @@ Response ControlService::channel_action(const control::AppState& app, const std:
       // same write as another, such as a demotion).
       if (const auto a = authors.find(v.seq); a != authors.end()) {
         e["by"] = a->second.token;
+        e["by_kind"] = a->second.actor_kind;
         e["time_ms"] = a->second.time_ms;
       } else {
         e["by"] = nullptr;
+        e["by_kind"] = nullptr;
         e["time_ms"] = nullptr;
       }
       if (!v.deleted) {

@@ -14,10 +14,12 @@ Usage: audit_test.py <path-to-bundle-edge>"""
 import http.client
 import json
 import os
+import subprocess
 import threading
 
 from harness import TMP, Node, admin, check, curl, header, run, sha, upload
 
+CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bundle-edge-ctl")
 APP = "com.example.audit"
 BASE = "/v1/admin/apps/" + APP
 
@@ -112,6 +114,9 @@ def main():
             assert admin(node, "DELETE", "/v1/admin/audit/refusals")[0] == 405
             st, _, doc = call(node, viewer, "GET", "/v1/admin/audit/refusals")
             assert st == 403, "refusals are for admin tokens"
+            r = subprocess.run([CTL, "--url", node.admin_url, "--token", node.token, "audit", "--refusals"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0 and "dash" in r.stdout and "x20000" in r.stdout, r.stdout + r.stderr
         finally:
             node.stop()
     check("20k refused writes: audit log, channel authors kept; refusals coalesced", refusal_flood)
@@ -184,6 +189,7 @@ def main():
             st, doc = admin(node, "GET", BASE + "/channels/production/history")
             assert st == 200 and [e["release"] for e in doc["history"]] == ["1.0.1", "1.0.0"], doc
             assert [e["by"] for e in doc["history"]] == ["bootstrap", "bootstrap"], doc
+            assert [e["by_kind"] for e in doc["history"]] == ["token", "token"], doc
             st, doc = admin(node, "POST", BASE + "/channels/production/rollback", {})
             assert st == 200 and doc["rolled_back_from"] == "1.0.1" and doc["rolled_back_to"] == "1.0.0", (st, doc)
 
