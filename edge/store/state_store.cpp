@@ -6,6 +6,8 @@
 
 #include "edge/store/database_impl.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace edge::store {
 namespace {
 
@@ -189,9 +191,11 @@ void StateStore::backfill_channel_history() {
   std::map<std::string, std::vector<Change>> by_channel;
   for (std::uint64_t after = log_start_ > 0 ? log_start_ - 1 : 0;;) {
     auto page = changes_after(after, 10'000, 16 << 20);
-    if (!page)
-      throw StoreError(Errc::kDatabase, "reading the changelog to fill the channel history: " +
-                                            page.error().message());
+    if (!page) {
+      spdlog::error("channel history: cannot read the changelog to fill it: {}",
+                    page.error().message());
+      return;  // tried again at the next start
+    }
     if (page->empty())
       break;
     for (auto& c : *page) {
@@ -212,8 +216,9 @@ void StateStore::backfill_channel_history() {
       wb.Put(d.handle(kCfMeta), history_key(prefix, versions[i].seq), encode_change(versions[i]));
   }
   wb.Put(d.handle(kCfMeta), kHistoryReadyKey, "1");
+  // A full disk at start must not stop the node: the history is filled at a later start.
   if (auto r = write_synced(d, wb); !r)
-    throw StoreError(Errc::kDatabase, "writing the channel history: " + r.error().message());
+    spdlog::error("channel history: cannot store it: {}", r.error().message());
 }
 
 void StateStore::set_channel_history_keep(std::size_t versions) {
