@@ -740,7 +740,7 @@ async function channelView(name) {
     } }, "Roll back to the previous release")) : null,
     hist.history.length ? h("div", { class: "table-wrap" }, h("table", { id: "history" },
       h("thead", {}, h("tr", {}, ["seq", "when", "by", "release", "rollout"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, hist.history.map((e) => h("tr", {}, h("td", { class: "num" }, e.seq), h("td", {}, fmtTime(e.time_ms)), h("td", {}, e.by || "-"),
+      h("tbody", {}, hist.history.map((e) => h("tr", {}, h("td", { class: "num" }, e.seq), h("td", {}, fmtTime(e.time_ms)), h("td", {}, e.by ? (e.by_kind === "system" ? `${e.by} (system)` : e.by) : "-"),
         h("td", {}, e.deleted ? "deleted" : e.release || "builtin"), h("td", {}, e.rollout ? channelSummary({ rollout: e.rollout }) : "-"))))))
       : emptyState("No history retained for this channel."));
 

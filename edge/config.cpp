@@ -40,6 +40,10 @@ const std::set<std::string>& known_keys() {
                                              "admin.listen",
                                              "admin.token",
                                              "admin.max_upload",
+                                             "admin.audit_keep",
+                                             "admin.audit_keep_days",
+                                             "admin.refusals_keep",
+                                             "admin.refusals_per_minute",
                                              "store.segment_size",
                                              "store.index_cache_entries",
                                              "store.block_cache",
@@ -69,6 +73,7 @@ const std::set<std::string>& known_keys() {
                                              "sync.push_to",
                                              "sync.changelog_keep",
                                              "sync.fleet_expire_ms",
+                                             "sync.channel_history_keep",
                                              "outbox.max_bytes",
                                              "checkins.timeline_events",
                                              "checkins.retention_days",
@@ -280,6 +285,10 @@ Config load_config(const ConfigOverrides& o) {
     r.string("admin.listen", admin_listen);
     r.string("admin.token", c.admin_token);
     r.size("admin.max_upload", c.max_upload_bytes);
+    r.integer("admin.audit_keep", c.audit_keep, 0, std::int64_t{1} << 62);
+    r.integer("admin.audit_keep_days", c.audit_keep_days, 0, 36'500);
+    r.integer("admin.refusals_keep", c.refusals_keep, 0, 1'000'000);
+    r.integer("admin.refusals_per_minute", c.refusals_per_minute, 0, 1'000'000);
     r.size("store.segment_size", c.store.segment_bytes);
     r.integer("store.index_cache_entries", c.store.cache_entries, 16, 1'000'000'000);
     r.size("store.block_cache", c.block_cache_bytes);
@@ -318,6 +327,7 @@ Config load_config(const ConfigOverrides& o) {
     }
     r.integer("sync.changelog_keep", c.changelog_keep, 0, std::int64_t{1} << 62);
     r.integer("sync.fleet_expire_ms", c.fleet_expire_ms, 0, 86'400'000);
+    r.integer("sync.channel_history_keep", c.channel_history_keep, 1, 100'000);
     r.size("outbox.max_bytes", c.outbox_max_bytes);
     r.integer("checkins.timeline_events", c.timeline_events, 0, 1000);
     r.integer("checkins.retention_days", c.retention_days, 0, 36'500);

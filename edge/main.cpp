@@ -176,6 +176,7 @@ int run(const edge::Config& c) {
   edge::store::BlobStore blobs(*chunks);
   edge::store::StateStore state(*db);
   state.set_log_retention(c.changelog_keep);
+  state.set_channel_history_keep(c.channel_history_keep);
   if (!is_edge && state.epoch().empty()) {
     // The origin names its feed's numbering once; a follower that sees another name later
     // knows the numbering restarted (DESIGN §6, README "Sync").
@@ -219,8 +220,10 @@ int run(const edge::Config& c) {
       {token, c.max_upload_bytes, c.upstream.stale_is_unready, c.upstream.max_fills_per_client});
   api.set_control(&control);
   // Scoped admin tokens and the audit log: this node's own, never synced (DESIGN §11).
-  edge::store::AccessStore access_store(*db);
-  edge::api::Access access(&access_store, token);
+  edge::store::AccessStore access_store(*db, c.audit_keep);
+  edge::api::Access access(
+      &access_store, token,
+      {std::int64_t{c.audit_keep_days} * 86'400'000, c.refusals_keep, c.refusals_per_minute});
   api.set_access(&access);
   control.set_access(&access);
   // Rollout auto-pause runs where check-ins end up: the origin (edges relay theirs).

@@ -26,6 +26,8 @@ namespace json = boost::json;
 
 constexpr std::string_view kTokensPath = "/v1/admin/tokens";
 constexpr std::string_view kAuditPath = "/v1/admin/audit";
+constexpr std::string_view kRefusalsPath = "/v1/admin/audit/refusals";
+constexpr std::int64_t kMinuteMs = 60'000;
 constexpr std::string_view kAppsPath = "/v1/admin/apps";
 constexpr std::size_t kMaxTokens = 1000;
 constexpr std::size_t kMaxApps = 100;
@@ -63,7 +65,30 @@ std::string_view app_of(std::string_view path) {
   return rest.substr(0, rest.find('/'));
 }
 
+std::string_view actor_kind(std::string_view name) {
+  return is_system_actor(name) ? "system" : "token";
+}
+
+// The refusal record a (token, method, path) coalesces into.
+std::string refusal_key(std::string_view token, std::string_view method, std::string_view path) {
+  std::string k(token);
+  k += '\0';
+  k += method;
+  k += '\0';
+  k += path;
+  return k;
+}
+
 }  // namespace
+
+bool is_system_actor(std::string_view name) {
+  return name == "auto-pause";
+}
+
+bool is_reserved_name(std::string_view name) {
+  return name == "bootstrap" || name == "system" || name.starts_with("system-") ||
+         is_system_actor(name);
+}
 
 std::string_view role_name(Role role) {
   switch (role) {
@@ -74,10 +99,39 @@ std::string_view role_name(Role role) {
   return "viewer";
 }
 
-Access::Access(store::AccessStore* store, std::string bootstrap_token)
-    : store_(store), bootstrap_(std::move(bootstrap_token)) {
+Access::Access(store::AccessStore* store, std::string bootstrap_token, AccessOptions options)
+    : store_(store), bootstrap_(std::move(bootstrap_token)), options_(options) {
   if (store_ == nullptr)
     return;
+  if (auto stored = store_->refusals()) {
+    for (const auto& [key, doc] : *stored) {
+      boost::system::error_code ec;
+      const json::value v = json::parse(doc, ec);
+      const json::object* o = v.if_object();
+      if (ec || o == nullptr)
+        continue;
+      Refusal r;
+      const auto str = [&](const char* f) {
+        const auto* x = o->if_contains(f);
+        return x != nullptr && x->is_string() ? std::string(x->get_string()) : std::string();
+      };
+      const auto num = [&](const char* f) {
+        const auto* x = o->if_contains(f);
+        return x != nullptr && x->is_int64() ? x->get_int64() : std::int64_t{0};
+      };
+      r.token = str("token");
+      r.role = str("role");
+      r.method = str("method");
+      r.path = str("path");
+      r.status = static_cast<unsigned>(num("status"));
+      r.count = static_cast<std::uint64_t>(num("count"));
+      r.first_ms = num("first_ms");
+      r.last_ms = num("last_ms");
+      refusals_.emplace(key, std::move(r));
+    }
+  } else {
+    spdlog::error("access: cannot read the refusal records: {}", stored.error().message());
+  }
   auto stored = store_->tokens();
   if (!stored) {
     spdlog::error("access: cannot read the stored tokens: {}", stored.error().message());
@@ -90,6 +144,10 @@ Access::Access(store::AccessStore* store, std::string bootstrap_token)
     if (ec || o == nullptr) {
       spdlog::error("access: token '{}' is not readable: skipped (revoke it and create it again)",
                     name);
+      continue;
+    }
+    if (is_reserved_name(name)) {
+      spdlog::error("access: token '{}' has a reserved name: it is not accepted (revoke it)", name);
       continue;
     }
     Token t;
@@ -195,7 +253,118 @@ std::optional<Response> Access::refuse(const Caller& caller, bhttp::verb method,
 
 bool Access::owns(std::string_view path) {
   return path == kTokensPath || path.starts_with(std::string(kTokensPath) + "/") ||
-         path == kAuditPath;
+         path == kAuditPath || path == kRefusalsPath;
+}
+
+std::optional<Response> Access::throttle(const Caller& caller) const {
+  if (options_.refusals_per_minute == 0 || store_ == nullptr)
+    return std::nullopt;
+  const std::int64_t now = wall_clock_ms();
+  std::int64_t until = 0;
+  {
+    std::lock_guard lock(refusal_mutex_);
+    const auto it = strikes_.find(caller.name);
+    if (it == strikes_.end() || it->second.blocked_until_ms <= now)
+      return std::nullopt;
+    until = it->second.blocked_until_ms;
+  }
+  const std::int64_t wait_s = (until - now + 999) / 1000;
+  Response r = error_response(429, "too_many_refusals",
+                              "token '" + caller.name +
+                                  "' was refused more than admin.refusals_per_minute (" +
+                                  std::to_string(options_.refusals_per_minute) +
+                                  ") times in a minute; retry in " + std::to_string(wait_s) + " s");
+  r.set("Retry-After", std::to_string(wait_s));
+  return r;
+}
+
+void Access::refused(const Caller& caller, bhttp::verb method, std::string_view path,
+                     unsigned status) {
+  if (store_ == nullptr)
+    return;
+  const std::int64_t now = wall_clock_ms();
+  const std::string_view method_name(bhttp::to_string(method).data(),
+                                     bhttp::to_string(method).size());
+  const std::string_view shown = path.substr(0, 512);
+  const std::string key = refusal_key(caller.name, method_name, shown);
+  std::string doc;
+  {
+    std::lock_guard lock(refusal_mutex_);
+    if (status == 403 && options_.refusals_per_minute > 0) {
+      auto& s = strikes_[caller.name];
+      if (now - s.window_start_ms >= kMinuteMs) {
+        s.window_start_ms = now;
+        s.count = 0;
+      }
+      if (++s.count >= options_.refusals_per_minute && s.blocked_until_ms <= now) {
+        s.blocked_until_ms = now + kMinuteMs;
+        spdlog::warn("access: token '{}' was refused {} times in a minute: answered 429 for {} s",
+                     caller.name, s.count, kMinuteMs / 1000);
+      }
+    }
+    auto it = refusals_.find(key);
+    if (it == refusals_.end()) {
+      if (options_.refusals_keep == 0)
+        return;
+      if (refusals_.size() >= options_.refusals_keep) {
+        // Full: the least recently seen record makes room (rare: one key per token and route).
+        auto oldest = refusals_.begin();
+        for (auto i = refusals_.begin(); i != refusals_.end(); ++i) {
+          if (i->second.last_ms < oldest->second.last_ms)
+            oldest = i;
+        }
+        if (auto e = store_->erase_refusal(oldest->first); !e)
+          spdlog::warn("access: cannot drop a refusal record: {}", e.error().message());
+        refusals_.erase(oldest);
+      }
+      it = refusals_
+               .emplace(key,
+                        Refusal{caller.name, std::string(role_name(caller.role)),
+                                std::string(method_name), std::string(shown), status, 0, now, now})
+               .first;
+    }
+    Refusal& r = it->second;
+    ++r.count;
+    r.status = status;
+    r.last_ms = now;
+    doc = json::serialize(json::object{{"token", r.token},
+                                       {"actor_kind", actor_kind(r.token)},
+                                       {"role", r.role},
+                                       {"method", r.method},
+                                       {"path", r.path},
+                                       {"status", r.status},
+                                       {"count", r.count},
+                                       {"first_ms", r.first_ms},
+                                       {"last_ms", r.last_ms}});
+  }
+  if (auto put = store_->put_refusal(key, doc); !put)
+    spdlog::warn("access: cannot record a refusal: {}", put.error().message());
+  prune(now);
+}
+
+void Access::prune(std::int64_t now_ms) {
+  if (options_.audit_keep_ms <= 0)
+    return;
+  const std::int64_t cutoff = now_ms - options_.audit_keep_ms;
+  std::vector<std::string> gone;
+  {
+    std::lock_guard lock(refusal_mutex_);
+    if (now_ms - last_prune_ms_ < kMinuteMs)
+      return;
+    last_prune_ms_ = now_ms;
+    for (auto it = refusals_.begin(); it != refusals_.end();) {
+      if (it->second.last_ms < cutoff) {
+        gone.push_back(it->first);
+        it = refusals_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& key : gone)
+    (void)store_->erase_refusal(key);
+  if (auto n = store_->prune_audit(cutoff); !n)
+    spdlog::warn("audit: cannot delete old records: {}", n.error().message());
 }
 
 Response Access::handle(const Caller& caller, const bhttp::request_header<>& req,
@@ -206,6 +375,11 @@ Response Access::handle(const Caller& caller, const bhttp::request_header<>& req
   Response r;
   if (store_ == nullptr) {
     r = error_response(404, "not_found", "scoped tokens are not available on this node");
+  } else if (path == kRefusalsPath) {
+    const auto q = target.find('?');
+    r = method == bhttp::verb::get || method == bhttp::verb::head
+            ? refusals_page(q == std::string_view::npos ? std::string_view() : target.substr(q + 1))
+            : method_not_allowed("GET");
   } else if (path == kAuditPath) {
     const auto q = target.find('?');
     r = method == bhttp::verb::get || method == bhttp::verb::head
@@ -241,10 +415,13 @@ Response Access::create(const Caller& caller, std::string_view body) {
     }
   }
   const auto* name = o->if_contains("name");
-  if (name == nullptr || !name->is_string() || !is_plain_name(name->get_string()) ||
-      name->get_string() == "bootstrap") {
-    return error_response(400, "invalid_name",
-                          "name: expected 1-64 of [A-Za-z0-9._-], not 'bootstrap'");
+  if (name == nullptr || !name->is_string() || !is_plain_name(name->get_string()))
+    return error_response(400, "invalid_name", "name: expected 1-64 of [A-Za-z0-9._-]");
+  if (is_reserved_name(name->get_string())) {
+    return error_response(400, "reserved_name",
+                          "name: '" + std::string(name->get_string()) +
+                              "' is reserved for the node itself (bootstrap, auto-pause, system, "
+                              "system-*): audit records under it must be the node's");
   }
   const auto* role_v = o->if_contains("role");
   const auto role =
@@ -330,6 +507,10 @@ Response Access::revoke(std::string_view name) {
   std::lock_guard lock(mutex_);
   const auto it = by_name_.find(std::string(name));
   if (it == by_name_.end()) {
+    // A token stored under a name reserved since (never loaded) can still be removed.
+    if (is_reserved_name(name) && store_->erase_token(name))
+      return make_json_response(200, json::serialize(json::object{{"revoked", name}}),
+                                Route::kAdmin);
     return error_response(404, "not_found",
                           "no token named '" + std::string(name.substr(0, 64)) + "'");
   }
@@ -373,6 +554,47 @@ Response Access::audit_page(std::string_view query) const {
   return make_json_response(200, std::move(body), Route::kAdmin);
 }
 
+Response Access::refusals_page(std::string_view query) const {
+  std::uint64_t limit = 100;
+  for (const auto& [key, value] : parse_query(query)) {
+    if (key != "limit") {
+      return error_response(400, "invalid_query_parameters",
+                            "unknown parameter '" + key.substr(0, 64) + "' (expected limit)");
+    }
+    if (!http::parse_u64(value, limit) || limit == 0 || limit > 1000) {
+      return error_response(400, "invalid_query_parameters",
+                            "limit: expected 1..1000, got '" + value.substr(0, 64) + "'");
+    }
+  }
+  std::vector<Refusal> all;
+  {
+    std::lock_guard lock(refusal_mutex_);
+    all.reserve(refusals_.size());
+    for (const auto& [_, r] : refusals_)
+      all.push_back(r);
+  }
+  const std::size_t total = all.size();
+  const std::size_t n = std::min<std::size_t>(limit, all.size());
+  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n), all.end(),
+                    [](const Refusal& a, const Refusal& b) { return a.last_ms > b.last_ms; });
+  json::array out;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& r = all[i];
+    out.push_back(json::object{{"token", r.token},
+                               {"actor_kind", actor_kind(r.token)},
+                               {"role", r.role},
+                               {"method", r.method},
+                               {"path", r.path},
+                               {"status", r.status},
+                               {"count", r.count},
+                               {"first_ms", r.first_ms},
+                               {"last_ms", r.last_ms}});
+  }
+  return make_json_response(
+      200, json::serialize(json::object{{"refusals", std::move(out)}, {"total", total}}),
+      Route::kAdmin);
+}
+
 std::map<std::uint64_t, Access::Author> Access::authors(
     const std::vector<std::uint64_t>& seqs) const {
   std::map<std::uint64_t, Author> out;
@@ -380,24 +602,27 @@ std::map<std::uint64_t, Access::Author> Access::authors(
     return out;
   for (const auto s : seqs)
     out.emplace(s, Author{});
+  // Newest first: the changes asked for are usually recent, and the scan stops once all
+  // of them are found.
   std::size_t found = 0;
-  for (std::uint64_t after = 0; found < seqs.size();) {
-    auto page = store_->audit_after(after, 1000);
+  for (std::uint64_t before = ~std::uint64_t{0}; found < seqs.size();) {
+    auto page = store_->audit_before(before, 1000);
     if (!page || page->empty())
       break;
     for (const auto& [n, doc] : *page) {
-      after = n;
+      before = n;
       boost::system::error_code ec;
       const json::value v = json::parse(doc, ec);
       const json::object* o = v.if_object();
       const json::value* seq = o != nullptr ? o->if_contains("change_seq") : nullptr;
       if (seq == nullptr || !seq->is_number())
         continue;
-      const auto it = out.find(seq->to_number<std::uint64_t>());
-      if (it == out.end() || !it->second.token.empty())
+      const auto it = out.find(seq->to_number<std::uint64_t>(ec));
+      if (ec || it == out.end() || !it->second.token.empty())
         continue;
       if (const auto* t = o->if_contains("token"); t != nullptr && t->is_string())
         it->second.token = std::string(t->get_string());
+      it->second.actor_kind = std::string(actor_kind(it->second.token));
       if (const auto* t = o->if_contains("time_ms"); t != nullptr && t->is_int64())
         it->second.time_ms = t->get_int64();
       ++found;
@@ -411,8 +636,15 @@ void Access::audit(const Caller& caller, bhttp::verb method, std::string_view pa
                    std::uint64_t change_seq) {
   if (store_ == nullptr)
     return;
-  const json::object doc{{"time_ms", wall_clock_ms()},
+  if (status >= 400 && status < 500) {
+    refused(caller, method, path, status);
+    return;
+  }
+  const std::int64_t now = wall_clock_ms();
+  // time_ms first: AccessStore::prune_audit reads it.
+  const json::object doc{{"time_ms", now},
                          {"token", caller.name},
+                         {"actor_kind", actor_kind(caller.name)},
                          {"role", role_name(caller.role)},
                          {"method", std::string(bhttp::to_string(method))},
                          {"path", std::string(path.substr(0, 512))},
@@ -421,6 +653,7 @@ void Access::audit(const Caller& caller, bhttp::verb method, std::string_view pa
   if (auto n = store_->append_audit(json::serialize(doc)); !n)
     spdlog::warn("audit: cannot record {} {}: {}", std::string(bhttp::to_string(method)), path,
                  n.error().message());
+  prune(now);
 }
 
 }  // namespace edge::api

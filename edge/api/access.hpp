@@ -32,6 +32,25 @@ struct Caller {
   std::vector<std::string> apps;  ///< publisher and viewer: the apps it may touch ("*": all)
 };
 
+/// Names no created token may take: the bootstrap token's and the node's own automation's
+/// (is_system_actor), so an audit record's name says who acted.
+bool is_reserved_name(std::string_view name);
+/// True for the names the node's automation writes under ("auto-pause"): never a token's.
+/// Audit records carry it as "actor_kind": "system" (else "token"), a field no request
+/// can set.
+bool is_system_actor(std::string_view name);
+
+/// Bounds of the audit log and of refusals (config [admin]).
+struct AccessOptions {
+  /// Audit records and refusal records older than this are deleted (0: no age bound).
+  std::int64_t audit_keep_ms = std::int64_t{90} * 86'400'000;
+  /// Distinct refusal records kept (token, method, path); the least recently seen goes.
+  std::size_t refusals_keep = 10'000;
+  /// 403s a token may collect in a minute; past it, every admin request it makes is
+  /// answered 429 with Retry-After for a minute (0: no limit).
+  std::uint32_t refusals_per_minute = 30;
+};
+
 /// The app of `/v1/admin/apps/<app>/decide` (a dry run of /updates: it writes nothing, so
 /// every role that reads the app may call it), or nullopt for any other path.
 std::optional<std::string_view> decide_app(std::string_view path);
@@ -54,27 +73,41 @@ bool writes(boost::beast::http::verb method, std::string_view path);
 class Access {
  public:
   /// `store` may be null (tests, nodes without scoped tokens): only the bootstrap token
-  /// works and nothing is audited. Loads the stored tokens.
-  Access(store::AccessStore* store, std::string bootstrap_token);
+  /// works and nothing is audited. Loads the stored tokens (a stored token under a
+  /// reserved name, from an older version, is skipped and may only be revoked) and the
+  /// refusal records.
+  Access(store::AccessStore* store, std::string bootstrap_token, AccessOptions options = {});
 
   /// The caller presenting the request's bearer token, or nullopt (answer 401).
   std::optional<Caller> identify(const boost::beast::http::request_header<>& req) const;
   /// Null if `caller` may make this request; else the 403 answer naming what is missing.
   std::optional<Response> refuse(const Caller& caller, boost::beast::http::verb method,
                                  std::string_view path) const;
-  /// True for the routes this class answers (/v1/admin/tokens[/<name>], /v1/admin/audit).
+  /// The 429 answer (with Retry-After) if `caller` collected more than
+  /// refusals_per_minute 403s in the last minute, else nullopt.
+  std::optional<Response> throttle(const Caller& caller) const;
+  /// Records that `caller`'s request was refused with `status` (403 from refuse(), or a
+  /// 4xx a write was answered): coalesced per (token, method, path) with a count and the
+  /// first and last time, apart from the audit log; a 403 counts towards throttle().
+  void refused(const Caller& caller, boost::beast::http::verb method, std::string_view path,
+               unsigned status);
+  /// True for the routes this class answers (/v1/admin/tokens[/<name>], /v1/admin/audit,
+  /// /v1/admin/audit/refusals).
   static bool owns(std::string_view path);
   /// Answers those routes (the caller was identified and allowed).
   Response handle(const Caller& caller, const boost::beast::http::request_header<>& req,
                   std::string_view path, std::string_view body);
-  /// Records an admin write (any method but GET and HEAD): time, token, method, path,
-  /// status and the change seq it made (0: none). Failures are logged, never answered.
+  /// Records an admin write (any method but GET and HEAD): time, token, actor_kind, method,
+  /// path, status and the change seq it made (0: none). A write answered 4xx is a refusal
+  /// (refused()), not an audit record: refusals can never push writes out of the audit
+  /// log. Failures are logged, never answered.
   void audit(const Caller& caller, boost::beast::http::verb method, std::string_view path,
              unsigned status, std::uint64_t change_seq);
 
   /// Who made a numbered change, and when, from the audit log.
   struct Author {
     std::string token;
+    std::string actor_kind;  ///< "system" or "token"
     std::int64_t time_ms = 0;
   };
   /// The authors of the changes numbered `seqs` that the audit log still holds.
@@ -93,11 +126,33 @@ class Access {
   Response list() const;
   Response revoke(std::string_view name);
   Response audit_page(std::string_view query) const;
+  Response refusals_page(std::string_view query) const;
+  /// Age bound: deletes old audit and refusal records, at most once a minute.
+  void prune(std::int64_t now_ms);
+
+  /// Repeated refusals of one (token, method, path), coalesced.
+  struct Refusal {
+    std::string token, role, method, path;
+    unsigned status = 0;
+    std::uint64_t count = 0;
+    std::int64_t first_ms = 0, last_ms = 0;
+  };
+  /// A token's 403s in the current minute.
+  struct Strikes {
+    std::int64_t window_start_ms = 0;
+    std::uint32_t count = 0;
+    std::int64_t blocked_until_ms = 0;
+  };
 
   store::AccessStore* store_;
   std::string bootstrap_;
+  AccessOptions options_;
   mutable std::mutex mutex_;
   std::map<std::string, Token> by_name_;  // guarded by mutex_
+  mutable std::mutex refusal_mutex_;
+  std::map<std::string, Refusal> refusals_;  // by store key; guarded by refusal_mutex_
+  std::map<std::string, Strikes> strikes_;   // by token name; guarded by refusal_mutex_
+  std::int64_t last_prune_ms_ = 0;           // guarded by refusal_mutex_
 };
 
 }  // namespace edge::api

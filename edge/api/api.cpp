@@ -247,9 +247,13 @@ std::optional<Caller> Api::admin_caller(const RequestHeader& req, std::string_vi
     return std::nullopt;
   }
   if (access_ != nullptr) {
+    // A token that keeps being refused is told to back off before anything else is done.
+    if (auto wait = access_->throttle(*caller)) {
+      refusal = std::move(*wait);
+      return std::nullopt;
+    }
     if (auto no = access_->refuse(*caller, req.method(), path)) {
-      if (writes(req.method(), path))
-        access_->audit(*caller, req.method(), path, no->status, 0);
+      access_->refused(*caller, req.method(), path, no->status);
       refusal = std::move(*no);
       return std::nullopt;
     }
@@ -311,8 +315,8 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
   } else {
     r = error_response(404, "not_found", "no admin route for " + std::string(path.substr(0, 200)));
   }
-  // Every admin write is in the audit log, refused ones included (admin_caller recorded
-  // those refused for their token).
+  // Every admin write is recorded: in the audit log, or, answered 4xx, among the refusals
+  // (Access::audit tells them apart; admin_caller recorded those refused for their token).
   if (caller && access_ != nullptr && writes(req.method(), path))
     access_->audit(*caller, req.method(), path, r.status, change_seq_of(r));
   r.head_only = req.method() == bhttp::verb::head;

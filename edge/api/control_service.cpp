@@ -16,6 +16,8 @@
 #include "edge/core/utf8.hpp"
 #include "edge/http/http.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace edge::api {
 namespace {
 
@@ -775,25 +777,65 @@ Response ControlService::device_index(const control::AppState& app, std::string_
                                                                      : json::value(page->next)}});
 }
 
+Response ControlService::override_page(const control::AppState& app, std::string_view query) const {
+  // Paged as device_index is (cursor, limit, "next"): a million overrides would be one
+  // answer of tens of MB otherwise. The cursor is the last device id of the page before.
+  std::string cursor;
+  std::size_t limit = 100;
+  for (const auto& [key, value] : parse_query(query)) {
+    if (key == "cursor") {
+      if (!value.empty() && !valid_device_id(value)) {
+        return error_response(400, "invalid_query_parameters",
+                              "cursor: not a cursor this node gave");
+      }
+      cursor = value;
+    } else if (key == "limit") {
+      std::uint64_t n = 0;
+      if (!http::parse_u64(value, n) || n < 1 || n > 1000) {
+        return error_response(400, "invalid_query_parameters",
+                              "limit: expected 1..1000, got '" + value.substr(0, 64) + "'");
+      }
+      limit = static_cast<std::size_t>(n);
+    } else {
+      return error_response(
+          400, "invalid_query_parameters",
+          "unknown parameter '" + key.substr(0, 64) + "' (expected cursor, limit)");
+    }
+  }
+  // One more than asked: whether there is a next page.
+  auto page = store_.list_after(StateKind::kDevice, app.app_id, cursor, limit + 1);
+  if (!page)
+    return error_response(500, "store_error", "reading overrides: " + page.error().message());
+  json::array devices;
+  std::string last;
+  for (std::size_t i = 0; i < page->size() && i < limit; ++i) {
+    const auto& id = (*page)[i].first;
+    last = id;
+    // The published state, as every other read answers (a write committing right now
+    // shows on the next read).
+    if (const std::string* ch = app.overrides.find(id))
+      devices.push_back(json::object{{"device_id", id}, {"channel", *ch}});
+  }
+  const bool more = page->size() > limit;
+  return json_response(200,
+                       json::object{{"app_id", app.app_id},
+                                    {"devices", std::move(devices)},
+                                    {"next", more ? json::value(last) : json::value(nullptr)}});
+}
+
 std::vector<ChannelVersion> ControlService::channel_history(const std::string& app_id,
                                                             const std::string& name,
                                                             std::size_t limit) const {
-  // The changelog keeps sync.changelog_keep entries: the history is as long as it is.
+  // The store's per-channel history, not the changelog: device overrides and other
+  // channels' writes cannot push a channel's versions out.
   std::vector<ChannelVersion> out;
-  std::uint64_t after = store_.log_start() > 0 ? store_.log_start() - 1 : 0;
-  while (true) {
-    auto page = store_.changes_after(after, kFeedPageChanges, kFeedPageBytes);
-    if (!page || page->empty())
-      break;
-    for (auto& c : *page) {
-      if (c.kind == StateKind::kChannel && c.app_id == app_id && c.key == name)
-        out.push_back(ChannelVersion{c.seq, c.deleted, std::move(c.value)});
-    }
-    after = page->back().seq;
+  auto versions = store_.channel_history(app_id, name, limit);
+  if (!versions) {
+    spdlog::error("channel history of {} {}: {}", app_id, name, versions.error().message());
+    return out;
   }
-  std::reverse(out.begin(), out.end());  // newest first
-  if (out.size() > limit)
-    out.resize(limit);
+  for (auto& c : *versions)
+    out.push_back(ChannelVersion{c.seq, c.deleted, std::move(c.value)});
   return out;
 }
 
@@ -817,9 +859,11 @@ Response ControlService::channel_action(const control::AppState& app, const std:
       // same write as another, such as a demotion).
       if (const auto a = authors.find(v.seq); a != authors.end()) {
         e["by"] = a->second.token;
+        e["by_kind"] = a->second.actor_kind;
         e["time_ms"] = a->second.time_ms;
       } else {
         e["by"] = nullptr;
+        e["by_kind"] = nullptr;
         e["time_ms"] = nullptr;
       }
       if (!v.deleted) {
@@ -1007,13 +1051,10 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
       for (const auto& [n, c] : app->channels)
         items.push_back(named("name", n, control::to_json(c)));
     } else {
-      std::vector<std::pair<std::string_view, std::string_view>> all;
-      all.reserve(app->overrides.size());
-      app->overrides.for_each(
-          [&](const std::string& n, const std::string& ch) { all.emplace_back(n, ch); });
-      std::sort(all.begin(), all.end());  // shards are unordered among themselves
-      for (const auto& [n, ch] : all)
-        items.push_back(json::object{{"device_id", n}, {"channel", ch}});
+      const std::string_view target(req.target().data(), req.target().size());
+      const auto q = target.find('?');
+      return override_page(*app,
+                           q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
     }
     return json_response(200, json::object{{coll, std::move(items)}});
   }

@@ -97,8 +97,9 @@ class ControlService {
 
   /// Channel history names who made each change and when from `access`'s audit log.
   void set_access(const Access* access) { access_ = access; }
-  /// The versions of channel `name` of `app_id` in the retained changelog
-  /// (sync.changelog_keep entries), newest first, at most `limit`.
+  /// The versions of channel `name` of `app_id` in the store's per-channel history
+  /// (StateStore::channel_history: the newest sync.channel_history_keep versions, whatever
+  /// the changelog retains), newest first, at most `limit`.
   std::vector<ChannelVersion> channel_history(const std::string& app_id, const std::string& name,
                                               std::size_t limit) const;
 
@@ -122,6 +123,8 @@ class ControlService {
 
   const Access* access_ = nullptr;
   Response device_index(const control::AppState& app, std::string_view query) const;
+  /// GET .../devices?cursor=&limit=: the app's overrides by device id, a page at a time.
+  Response override_page(const control::AppState& app, std::string_view query) const;
   /// GET .../releases/<name>/files[?base=<release>]: the release's files with their sizes
   /// and chunk counts, and how many of its distinct chunks (and bytes) it shares with `base`
   /// (default: the highest live release with files below it), i.e. what an edge that has

@@ -1,5 +1,7 @@
 #include "edge/store/access_store.hpp"
 
+#include <optional>
+
 #include "edge/store/database_impl.hpp"
 
 namespace edge::store {
@@ -7,6 +9,30 @@ namespace {
 
 constexpr std::string_view kTokenPrefix = "access_token:";  // + name -> JSON
 constexpr std::string_view kAuditPrefix = "access_audit:";  // + be64(n) -> JSON
+// Refusals: a range of their own, so they never count against the audit log's bound.
+constexpr std::string_view kRefusalPrefix = "access_refusal:";  // + caller's key -> JSON
+
+std::string refusal_key(std::string_view key) {
+  std::string k(kRefusalPrefix);
+  k += key;
+  return k;
+}
+
+// The "time_ms" of a stored audit document: the caller writes it as a top-level number.
+// Inside a JSON string a '"' is escaped, so the quoted key cannot match inside a value.
+std::optional<std::int64_t> time_of(std::string_view doc) {
+  constexpr std::string_view kField = "\"time_ms\":";
+  const auto at = doc.find(kField);
+  if (at == std::string_view::npos)
+    return std::nullopt;
+  std::int64_t v = 0;
+  std::size_t i = at + kField.size(), digits = 0;
+  for (; i < doc.size() && doc[i] >= '0' && doc[i] <= '9' && digits < 18; ++i, ++digits)
+    v = v * 10 + (doc[i] - '0');
+  if (digits == 0)
+    return std::nullopt;
+  return v;
+}
 
 std::string token_key(std::string_view name) {
   std::string k(kTokenPrefix);
@@ -109,6 +135,77 @@ Result<std::vector<std::pair<std::uint64_t, std::string>>> AccessStore::audit_af
   if (auto ec = to_error(it->status()))
     return ec;
   return out;
+}
+
+Result<std::vector<std::pair<std::uint64_t, std::string>>> AccessStore::audit_before(
+    std::uint64_t before, std::size_t limit) const {
+  const auto& d = db_.impl();
+  std::vector<std::pair<std::uint64_t, std::string>> out;
+  if (before == 0)
+    return out;
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfMeta)));
+  for (it->SeekForPrev(audit_key(before - 1));
+       it->Valid() && it->key().starts_with(kAuditPrefix) && out.size() < limit; it->Prev()) {
+    if (it->key().size() != kAuditPrefix.size() + 8)
+      continue;
+    out.emplace_back(audit_number(it->key().ToStringView()), it->value().ToString());
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return out;
+}
+
+Result<void> AccessStore::put_refusal(std::string_view key, std::string_view doc) {
+  auto& d = db_.impl();
+  rocksdb::WriteBatch wb;
+  wb.Put(d.handle(kCfMeta), refusal_key(key), rocksdb::Slice(doc.data(), doc.size()));
+  if (auto ec = d.write(wb, false, true))
+    return ec;
+  return {};
+}
+
+Result<void> AccessStore::erase_refusal(std::string_view key) {
+  auto& d = db_.impl();
+  rocksdb::WriteBatch wb;
+  wb.Delete(d.handle(kCfMeta), refusal_key(key));
+  if (auto ec = d.write(wb, false, false))
+    return ec;
+  return {};
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> AccessStore::refusals() const {
+  const auto& d = db_.impl();
+  std::vector<std::pair<std::string, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfMeta)));
+  for (it->Seek(kRefusalPrefix); it->Valid() && it->key().starts_with(kRefusalPrefix); it->Next()) {
+    out.emplace_back(std::string(it->key().ToStringView().substr(kRefusalPrefix.size())),
+                     it->value().ToString());
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return out;
+}
+
+Result<std::size_t> AccessStore::prune_audit(std::int64_t before_ms) {
+  auto& d = db_.impl();
+  std::lock_guard lock(audit_mutex_);
+  rocksdb::WriteBatch wb;
+  std::size_t n = 0;
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfMeta)));
+  for (it->Seek(kAuditPrefix); it->Valid() && it->key().starts_with(kAuditPrefix); it->Next()) {
+    const auto t = time_of(it->value().ToStringView());
+    if (!t || *t >= before_ms)
+      break;
+    wb.Delete(d.handle(kCfMeta), it->key());
+    ++n;
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  if (n == 0)
+    return n;
+  if (auto ec = d.write(wb, true, false))
+    return ec;
+  return n;
 }
 
 }  // namespace edge::store

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "edge/store/database_impl.hpp"
+
+#include <spdlog/spdlog.h>
 
 namespace edge::store {
 namespace {
@@ -13,6 +16,11 @@ constexpr std::string_view kEpochKey = "state_feed_epoch";
 // What changes_after counts for a change beyond its fields (its seq, kind and framing).
 constexpr std::size_t kChangeFraming = 128;
 constexpr std::string_view kLogStartKey = "state_log_start";
+// Per-channel history (channel_history): + app, NUL, name, NUL, be64(seq) -> encode_change.
+// The range ends before kHistoryEnd (':' + 1), and the ready marker sorts outside it.
+constexpr std::string_view kHistoryPrefix = "state_channel_history:";
+constexpr std::string_view kHistoryEnd = "state_channel_history;";
+constexpr std::string_view kHistoryReadyKey = "state_channel_history_ready";
 constexpr StateKind kKinds[] = {StateKind::kApp, StateKind::kRelease, StateKind::kChannel,
                                 StateKind::kDevice};
 
@@ -102,6 +110,42 @@ void stage_log(Database::Impl& d, rocksdb::WriteBatch& wb, const Change& c) {
   wb.Put(d.handle(kCfChangelog), rocksdb::Slice(sk, 8), encode_change(c));
 }
 
+std::string history_prefix(std::string_view app_id, std::string_view name) {
+  std::string k(kHistoryPrefix);
+  k.append(app_id).push_back('\0');
+  k.append(name).push_back('\0');
+  return k;
+}
+
+std::string history_key(std::string_view prefix, std::uint64_t seq) {
+  std::string k(prefix);
+  char b[8];
+  put_be64(b, seq);
+  k.append(b, 8);
+  return k;
+}
+
+// Stages the new versions of each channel in `added` (prefix -> seqs, ascending, all newer
+// than what is stored) and deletes what falls beyond the newest `keep` of each.
+void stage_history(Database::Impl& d, rocksdb::WriteBatch& wb,
+                   const std::map<std::string, std::vector<const Change*>>& added,
+                   std::size_t keep) {
+  for (const auto& [prefix, changes] : added) {
+    std::vector<std::string> keys;
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfMeta)));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+      keys.push_back(it->key().ToString());
+    for (const Change* c : changes) {
+      keys.push_back(history_key(prefix, c->seq));
+      wb.Put(d.handle(kCfMeta), keys.back(), encode_change(*c));
+    }
+    // A Delete after a Put of the same key in one batch wins: a batch of more than `keep`
+    // versions of one channel keeps only its newest.
+    for (std::size_t i = 0; i + keep < keys.size(); ++i)
+      wb.Delete(d.handle(kCfMeta), keys[i]);
+  }
+}
+
 Result<void> write_synced(Database::Impl& d, rocksdb::WriteBatch& wb) {
   if (auto ec = d.write(wb, true, true))
     return ec;
@@ -137,6 +181,78 @@ StateStore::StateStore(Database& db) : db_(db) {
     log_start_ = get_le64(v.data());
   if (d.db->Get({}, d.handle(kCfMeta), kEpochKey, &v).ok() && valid_epoch(v))
     epoch_ = v;
+  if (!d.db->Get({}, d.handle(kCfMeta), kHistoryReadyKey, &v).ok())
+    backfill_channel_history();
+}
+
+void StateStore::backfill_channel_history() {
+  // Data from before the per-channel history: the retained changelog is the history there
+  // is. Read in pages; only channel changes are kept, at most history_keep_ per channel.
+  std::map<std::string, std::vector<Change>> by_channel;
+  for (std::uint64_t after = log_start_ > 0 ? log_start_ - 1 : 0;;) {
+    auto page = changes_after(after, 10'000, 16 << 20);
+    if (!page) {
+      spdlog::error("channel history: cannot read the changelog to fill it: {}",
+                    page.error().message());
+      return;  // tried again at the next start
+    }
+    if (page->empty())
+      break;
+    for (auto& c : *page) {
+      if (c.kind != StateKind::kChannel)
+        continue;
+      auto& versions = by_channel[history_prefix(c.app_id, c.key)];
+      versions.push_back(std::move(c));
+      if (versions.size() > 2 * history_keep_)
+        versions.erase(versions.begin(), versions.end() - history_keep_);
+    }
+    after = page->back().seq;
+  }
+  auto& d = db_.impl();
+  rocksdb::WriteBatch wb;
+  for (auto& [prefix, versions] : by_channel) {
+    const std::size_t skip = versions.size() > history_keep_ ? versions.size() - history_keep_ : 0;
+    for (std::size_t i = skip; i < versions.size(); ++i)
+      wb.Put(d.handle(kCfMeta), history_key(prefix, versions[i].seq), encode_change(versions[i]));
+  }
+  wb.Put(d.handle(kCfMeta), kHistoryReadyKey, "1");
+  // A full disk at start must not stop the node: the history is filled at a later start.
+  if (auto r = write_synced(d, wb); !r)
+    spdlog::error("channel history: cannot store it: {}", r.error().message());
+}
+
+void StateStore::set_channel_history_keep(std::size_t versions) {
+  std::lock_guard lock(write_mutex_);
+  history_keep_ = std::max<std::size_t>(versions, 1);
+}
+
+std::size_t StateStore::channel_history_keep() const {
+  std::lock_guard lock(write_mutex_);
+  return history_keep_;
+}
+
+Result<std::vector<Change>> StateStore::channel_history(std::string_view app_id,
+                                                        std::string_view name,
+                                                        std::size_t limit) const {
+  std::vector<Change> out;
+  if (has_nul(app_id) || has_nul(name) || limit == 0)
+    return out;
+  auto& d = db_.impl();
+  const std::string prefix = history_prefix(app_id, name);
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(kCfMeta)));
+  // Newest first: from the end of this channel's range backwards.
+  it->SeekForPrev(history_key(prefix, ~std::uint64_t{0}));
+  for (; it->Valid() && it->key().starts_with(prefix) && out.size() < limit; it->Prev()) {
+    if (it->key().size() != prefix.size() + 8)
+      return Errc::kCorrupt;
+    auto c = decode_change(get_be64(it->key().data() + prefix.size()), it->value().ToStringView());
+    if (!c)
+      return Errc::kCorrupt;
+    out.push_back(std::move(*c));
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return out;
 }
 
 bool StateStore::valid_epoch(std::string_view epoch) {
@@ -207,13 +323,17 @@ Result<std::uint64_t> StateStore::write_changes_locked(const std::vector<Change>
   auto& d = db_.impl();
   rocksdb::WriteBatch wb;
   std::uint64_t seq = last_seq_;
+  std::map<std::string, std::vector<const Change*>> history;
   for (const auto& c : changes) {
     if (c.seq <= last_seq_)
       continue;
     stage_doc(d, wb, c);
     stage_log(d, wb, c);
+    if (c.kind == StateKind::kChannel)
+      history[history_prefix(c.app_id, c.key)].push_back(&c);
     seq = c.seq;
   }
+  stage_history(d, wb, history, history_keep_);
   put_meta_u64(d, wb, kLastSeqKey, seq);
   if (epoch_unwritten_)
     wb.Put(d.handle(kCfMeta), kEpochKey, epoch_);
@@ -309,6 +429,8 @@ Result<std::uint64_t> StateStore::replace(const Snapshot& snap) {
   put_be64(from, 0);
   put_be64(to, ~std::uint64_t{0});
   wb.DeleteRange(d.handle(kCfChangelog), rocksdb::Slice(from, 8), rocksdb::Slice(to, 8));
+  // The history's numbers belong to the feed being replaced.
+  wb.DeleteRange(d.handle(kCfMeta), kHistoryPrefix, kHistoryEnd);
   put_meta_u64(d, wb, kLastSeqKey, snap.seq);
   put_meta_u64(d, wb, kLogStartKey, snap.seq + 1);
   const bool new_epoch = valid_epoch(snap.epoch);
@@ -358,6 +480,26 @@ Result<std::vector<std::pair<std::string, std::string>>> StateStore::list(
   const std::string prefix = kind == StateKind::kApp ? std::string() : key_of(kind, app_id, "");
   std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(cf_of(kind))));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    out.emplace_back(it->key().ToString().substr(prefix.size()), it->value().ToString());
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> StateStore::list_after(
+    StateKind kind, std::string_view app_id, std::string_view after, std::size_t limit) const {
+  if (kind == StateKind::kApp || has_nul(app_id) || has_nul(after))
+    return Errc::kInvalidArgument;
+  auto& d = db_.impl();
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::string prefix = key_of(kind, app_id, "");
+  std::string from = key_of(kind, app_id, after);
+  if (!after.empty())
+    from += '\0';  // the first key past `after`
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator({}, d.handle(cf_of(kind))));
+  for (it->Seek(from); it->Valid() && it->key().starts_with(prefix) && out.size() < limit;
+       it->Next()) {
     out.emplace_back(it->key().ToString().substr(prefix.size()), it->value().ToString());
   }
   if (auto ec = to_error(it->status()))

@@ -72,6 +72,12 @@ class StateStore {
   /// (app_id, document), and `app_id` is ignored.
   Result<std::vector<std::pair<std::string, std::string>>> list(StateKind kind,
                                                                 std::string_view app_id) const;
+  /// Up to `limit` (key, document) of one app and kind (not kApp) with key > `after`,
+  /// ordered by key: a page of list() that costs its own size, not the app's.
+  Result<std::vector<std::pair<std::string, std::string>>> list_after(StateKind kind,
+                                                                      std::string_view app_id,
+                                                                      std::string_view after,
+                                                                      std::size_t limit) const;
   /// Up to `limit` changes with seq > `after`, in order, and no more than about
   /// `max_bytes` of them, each counted as its fields plus 128 bytes of framing (always at
   /// least one). Check log_start() first: changes
@@ -87,6 +93,22 @@ class StateStore {
   /// Keeps at most `entries` changelog entries: each commit deletes the older ones in the
   /// same batch (0 = keep everything, the default).
   void set_log_retention(std::uint64_t entries);
+
+  /// The versions of channel `name` of `app_id`, newest first, at most `limit`: each
+  /// channel write (commit or apply) also stores its change in a per-channel history that
+  /// keeps the newest channel_history_keep() versions of that channel, apart from the
+  /// changelog. Changelog retention never shortens it, so however many other changes come
+  /// (a flood of device overrides), rollback and channel history still see the channel's
+  /// past. A data directory from before this history existed has it filled from its
+  /// retained changelog when it is first opened. replace() empties it (a snapshot carries
+  /// no history).
+  Result<std::vector<Change>> channel_history(std::string_view app_id, std::string_view name,
+                                              std::size_t limit) const;
+  /// Versions kept per channel (default kChannelHistoryKeep; at least 1). Applies from the
+  /// next write of each channel on.
+  void set_channel_history_keep(std::size_t versions);
+  std::size_t channel_history_keep() const;
+  static constexpr std::size_t kChannelHistoryKeep = 200;
 
   /// Applies changes numbered upstream (an edge following its upstream, DESIGN §6): their
   /// documents, their changelog entries and the new last seq in one synced batch, so the
@@ -124,13 +146,16 @@ class StateStore {
  private:
   Result<std::vector<Change>> list_all_locked() const;
   Result<std::uint64_t> write_changes_locked(const std::vector<Change>& changes);
+  /// Fills the per-channel history from the retained changelog, once (older data dirs).
+  void backfill_channel_history();
 
   Database& db_;
   mutable std::mutex write_mutex_;
-  std::uint64_t last_seq_ = 0;    // guarded by write_mutex_
-  std::uint64_t log_start_ = 1;   // guarded by write_mutex_
-  std::uint64_t retention_ = 0;   // guarded by write_mutex_
-  std::string epoch_;             // guarded by write_mutex_
+  std::uint64_t last_seq_ = 0;                      // guarded by write_mutex_
+  std::uint64_t log_start_ = 1;                     // guarded by write_mutex_
+  std::uint64_t retention_ = 0;                     // guarded by write_mutex_
+  std::string epoch_;                               // guarded by write_mutex_
+  std::size_t history_keep_ = kChannelHistoryKeep;  // guarded by write_mutex_
   bool epoch_unwritten_ = false;  // set_epoch met a full disk; guarded by write_mutex_
 };
 

@@ -55,7 +55,7 @@ def main():
         assert "bet_" not in json.dumps(doc) and "sha256" not in json.dumps(doc), "a secret or hash is listed"
         # Bad input: 400 naming the field, 409 for a second token of one name; nothing made.
         for body, code in [({"name": "x y", "role": "viewer", "apps": [APP]}, "invalid_name"),
-                           ({"name": "bootstrap", "role": "admin"}, "invalid_name"),
+                           ({"name": "bootstrap", "role": "admin"}, "reserved_name"),
                            ({"name": "r", "role": "root"}, "invalid_role"),
                            ({"name": "v", "role": "viewer"}, "invalid_apps"),
                            ({"name": "a", "role": "admin", "apps": [APP]}, "invalid_apps"),
@@ -156,8 +156,15 @@ def main():
         rel = by("ci", "PUT", "/releases/1.0.0")
         assert rel and rel[0]["status"] == 201 and rel[0]["change_seq"] > 0, rel
         assert by("ci", "PUT", "/v1/admin/blobs") and by("ci", "PUT", "/v1/admin/blobs")[0]["status"] in (200, 201)
-        denied = by("ci", "DELETE", "/releases/1.0.0")
-        assert denied and denied[0]["status"] == 403 and denied[0]["change_seq"] == 0, denied
+        assert not by("ci", "DELETE", "/releases/1.0.0"), "refusals are kept apart from the audit log"
+        assert {r["actor_kind"] for r in recs} == {"token"}, "people act through tokens"
+        # Refusals: coalesced per token, method and path (the API once, the CLI twice).
+        st, doc = admin(node, "GET", "/v1/admin/audit/refusals")
+        assert st == 200, (st, doc)
+        denied = [r for r in doc["refusals"] if r["token"] == "ci" and r["method"] == "DELETE"
+                  and r["path"].endswith("/releases/1.0.0")]
+        assert len(denied) == 1 and denied[0]["status"] == 403 and denied[0]["count"] == 3, denied
+        assert denied[0]["first_ms"] <= denied[0]["last_ms"] and denied[0]["actor_kind"] == "token"
         assert by("ops", "DELETE", "/v1/admin/tokens/dash")[0]["status"] == 200
         assert by("bootstrap", "POST", "/v1/admin/tokens"), "the bootstrap token's writes are audited"
         assert not [r for r in recs if r["method"] == "GET"], "reads are not audited"

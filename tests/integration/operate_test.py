@@ -475,7 +475,9 @@ def main():
                 break
             audit += page
             after = page[-1]["n"]
-        assert [r for r in audit if r["token"] == "auto-pause" and r["status"] == 200 and r["change_seq"] > 0], audit[-3:]
+        assert [r for r in audit if r["token"] == "auto-pause" and r["status"] == 200 and r["change_seq"] > 0
+                and r["actor_kind"] == "system"], audit[-3:]
+        assert all(r["actor_kind"] == "token" for r in audit if r["token"] != "auto-pause"), audit[-3:]
 
         # Counts survive a restart mid-window: resume with a higher floor, restart, and the
         # devices counted before the restart still count.

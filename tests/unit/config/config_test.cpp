@@ -104,6 +104,27 @@ TEST(Config, FleetExpiryIsReadAndBounded) {
             std::string::npos);
 }
 
+TEST(Config, AuditAndHistoryKeysAreReadAndBounded) {
+  const Config d = load_config({});
+  EXPECT_EQ(d.audit_keep, 100'000U);
+  EXPECT_EQ(d.audit_keep_days, 90U);
+  EXPECT_EQ(d.refusals_keep, 10'000U);
+  EXPECT_EQ(d.refusals_per_minute, 30U);
+  EXPECT_EQ(d.channel_history_keep, 200U);
+  const Config c = load_text(
+      "[admin]\naudit_keep = 0\naudit_keep_days = 7\nrefusals_keep = 5\n"
+      "refusals_per_minute = 0\n[sync]\nchannel_history_keep = 20\n");
+  EXPECT_EQ(c.audit_keep, 0U);
+  EXPECT_EQ(c.audit_keep_days, 7U);
+  EXPECT_EQ(c.refusals_keep, 5U);
+  EXPECT_EQ(c.refusals_per_minute, 0U);
+  EXPECT_EQ(c.channel_history_keep, 20U);
+  EXPECT_NE(error_of("[sync]\nchannel_history_keep = 0\n").find("sync.channel_history_keep"),
+            std::string::npos);
+  EXPECT_NE(error_of("[admin]\naudit_keep_days = -1\n").find("admin.audit_keep_days"),
+            std::string::npos);
+}
+
 // store.chunk_sync (issue #14): an edge syncs chunk data in the background by default,
 // the origin before every acknowledgement; both can be forced; bad values name the key.
 TEST(Config, ChunkSyncFollowsTheRoleUnlessSet) {

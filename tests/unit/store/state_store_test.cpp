@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "edge/store/database_impl.hpp"
+
 #include "test_util.hpp"
 
 namespace edge::store {
@@ -138,6 +140,121 @@ TEST(StateStore, RetentionCompactsTheLogAndSnapshotsReplaceEverything) {
   EXPECT_FALSE(other.get(StateKind::kChannel, "com.gone.app", "x")->has_value());
   EXPECT_EQ(other.list(StateKind::kRelease, "com.example.app")->size(), 5U);
   EXPECT_EQ(*other.apply({numbered(6, StateKind::kApp, "", "{}")}), 6U) << "then follows the log";
+}
+
+// A flood of device overrides (old plugins' setChannel) shares the changelog with channels;
+// changelog retention must not take the channels' past with it.
+TEST(StateStore, ChannelHistoryOutlivesChangelogRetention) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  StateStore s(*db);
+  s.set_log_retention(1000);
+  ASSERT_TRUE(
+      s.put(StateKind::kChannel, "com.example.app", "production", R"({"release":"1.0.0"})"));
+  ASSERT_TRUE(
+      s.put(StateKind::kChannel, "com.example.app", "production", R"({"release":"1.0.1"})"));
+  ASSERT_TRUE(s.put(StateKind::kChannel, "com.example.app", "beta", R"({"release":"2.0.0"})"));
+  for (int i = 0; i < 50; ++i) {
+    StateStore::Batch b;
+    for (int j = 0; j < 2000; ++j) {
+      char id[40];
+      std::snprintf(id, sizeof id, "%08x-0000-4000-8000-000000000000", i * 2000 + j);
+      b.put(StateKind::kDevice, "com.example.app", id, R"({"channel":"beta"})");
+    }
+    ASSERT_TRUE(s.commit(b));
+  }
+  EXPECT_EQ(s.last_seq(), 100'003U);
+  EXPECT_GT(s.log_start(), 3U) << "the channel writes left the changelog";
+  auto h = s.channel_history("com.example.app", "production", 10);
+  ASSERT_TRUE(h);
+  ASSERT_EQ(h->size(), 2U);
+  EXPECT_EQ((*h)[0].seq, 2U) << "newest first";
+  EXPECT_EQ((*h)[0].value, R"({"release":"1.0.1"})");
+  EXPECT_EQ((*h)[1].seq, 1U);
+  EXPECT_EQ(s.channel_history("com.example.app", "beta", 10)->size(), 1U);
+  EXPECT_TRUE(s.channel_history("com.example.app", "nope", 10)->empty());
+  EXPECT_TRUE(s.channel_history("com.example", "app", 10)->empty()) << "no prefix bleed";
+}
+
+TEST(StateStore, ChannelHistoryKeepsTheNewestVersionsAndRecordsDeletion) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  StateStore s(*db);
+  s.set_channel_history_keep(3);
+  for (int i = 1; i <= 5; ++i)
+    ASSERT_TRUE(s.put(StateKind::kChannel, "a.b", "c", "{\"v\":" + std::to_string(i) + "}"));
+  StateStore::Batch b;  // two versions in one batch
+  b.put(StateKind::kChannel, "a.b", "c", R"({"v":6})");
+  b.erase(StateKind::kChannel, "a.b", "c");
+  ASSERT_TRUE(s.commit(b));
+  auto h = s.channel_history("a.b", "c", 100);
+  ASSERT_TRUE(h);
+  ASSERT_EQ(h->size(), 3U);
+  EXPECT_TRUE((*h)[0].deleted);
+  EXPECT_EQ((*h)[0].seq, 7U);
+  EXPECT_EQ((*h)[1].value, R"({"v":6})");
+  EXPECT_EQ((*h)[2].value, R"({"v":5})");
+  EXPECT_EQ(s.channel_history("a.b", "c", 1)->size(), 1U);
+  // A follower's applied changes build the same history.
+  TempDir tmp2;
+  auto db2 = Database::open(tmp2.path() / "db");
+  StateStore f(*db2);
+  ASSERT_TRUE(f.apply({numbered(1, StateKind::kChannel, "c", R"({"v":1})"),
+                       numbered(2, StateKind::kChannel, "c", R"({"v":2})")}));
+  EXPECT_EQ(f.channel_history("com.example.app", "c", 10)->size(), 2U);
+}
+
+// A data directory written before the per-channel history existed: the history is filled
+// from its changelog when it is opened.
+TEST(StateStore, OldDataDirGetsItsChannelHistoryFromTheChangelog) {
+  TempDir tmp;
+  {
+    auto db = Database::open(tmp.path() / "db");
+    StateStore s(*db);
+    ASSERT_TRUE(s.put(StateKind::kChannel, "a.b", "c", R"({"v":1})"));
+    ASSERT_TRUE(s.put(StateKind::kDevice, "a.b", "d", R"({"channel":"c"})"));
+    ASSERT_TRUE(s.put(StateKind::kChannel, "a.b", "c", R"({"v":2})"));
+    // Take away what the older format did not have.
+    auto& d = db->impl();
+    rocksdb::WriteBatch wb;
+    wb.DeleteRange(d.handle(kCfMeta), "state_channel_history:", "state_channel_history;");
+    wb.Delete(d.handle(kCfMeta), "state_channel_history_ready");
+    ASSERT_FALSE(d.write(wb, true, false));
+    EXPECT_TRUE(s.channel_history("a.b", "c", 10)->empty());
+  }
+  auto db = Database::open(tmp.path() / "db");
+  StateStore s(*db);
+  auto h = s.channel_history("a.b", "c", 10);
+  ASSERT_TRUE(h);
+  ASSERT_EQ(h->size(), 2U);
+  EXPECT_EQ((*h)[0].seq, 3U);
+  EXPECT_EQ((*h)[1].value, R"({"v":1})");
+  ASSERT_TRUE(s.put(StateKind::kChannel, "a.b", "c", R"({"v":3})"));
+  EXPECT_EQ(s.channel_history("a.b", "c", 10)->size(), 3U);
+}
+
+TEST(StateStore, ListAfterPagesOneAppsKeys) {
+  TempDir tmp;
+  auto db = Database::open(tmp.path() / "db");
+  StateStore s(*db);
+  StateStore::Batch b;
+  for (const char* id : {"c", "a", "b", "d"})
+    b.put(StateKind::kDevice, "a.b", id, id);
+  b.put(StateKind::kDevice, "a.bc", "a", "other app");
+  b.put(StateKind::kDevice, "a", "z", "other app");
+  ASSERT_TRUE(s.commit(b));
+  auto p1 = s.list_after(StateKind::kDevice, "a.b", "", 2);
+  ASSERT_TRUE(p1);
+  ASSERT_EQ(p1->size(), 2U);
+  EXPECT_EQ((*p1)[0].first, "a");
+  EXPECT_EQ((*p1)[1], (std::pair<std::string, std::string>("b", "b")));
+  auto p2 = s.list_after(StateKind::kDevice, "a.b", "b", 10);
+  ASSERT_EQ(p2->size(), 2U) << "only this app's keys past the cursor";
+  EXPECT_EQ((*p2)[0].first, "c");
+  EXPECT_EQ((*p2)[1].first, "d");
+  EXPECT_TRUE(s.list_after(StateKind::kDevice, "a.b", "d", 10)->empty());
+  EXPECT_EQ(s.list_after(StateKind::kDevice, "a.b", "bb", 10)->size(), 2U) << "any cursor";
+  EXPECT_EQ(s.list_after(StateKind::kApp, "", "", 10).error(), Errc::kInvalidArgument);
 }
 
 }  // namespace
