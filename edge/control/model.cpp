@@ -137,6 +137,18 @@ Parsed<AppSettings> parse_app(std::string_view text, Unknown unknown) {
     return *e;
   if (auto e = f.boolean("allow_device_custom_id", a.allow_device_custom_id))
     return *e;
+  if (auto e = f.string("key_id", a.key_id, true))
+    return *e;
+  const bool base64 = std::all_of(a.key_id.begin(), a.key_id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/' || c == '=';
+  });
+  if (a.key_id.size() > 20 || !base64) {
+    return f.error("key_id",
+                   "expected the first 20 characters of the public key's base64 body (what "
+                   "`bundle-edge-ctl key create` prints), got '" +
+                       a.key_id.substr(0, 80) + "'");
+  }
   if (auto e = f.unknown())
     return *e;
   return a;
@@ -339,8 +351,12 @@ json::value nullable(const std::string& s) {
 }  // namespace
 
 std::string to_json(const AppSettings& a) {
-  return json::serialize(json::object{{"expose_metadata", a.expose_metadata},
-                                      {"allow_device_custom_id", a.allow_device_custom_id}});
+  json::object o{{"expose_metadata", a.expose_metadata},
+                 {"allow_device_custom_id", a.allow_device_custom_id}};
+  if (!a.key_id
+           .empty())  // absent, not "", in apps without a key: their documents stay as they were
+    o["key_id"] = a.key_id;
+  return json::serialize(o);
 }
 
 std::string to_json(const ReleaseDoc& r) {
