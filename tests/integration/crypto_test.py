@@ -4,8 +4,8 @@ real node, then the bundle is opened the way the Capgo plugin opens it, with the
 alone (capgo-protocol.md §2.5, §2.6): RSA public-decrypt of the session key's AES key and of
 the checksum (PKCS#1 v1.5 type 1), AES-128-CBC decrypt of the zip downloaded from the node's
 url, and the plain zip's SHA-256 equals the decrypted checksum. Also: the key files and their
-modes, the app's key id refusing a wrong key pair (in the CLI and in the node), and what
-/updates tells devices with and without the app's key.
+modes, the app's key id refusing a wrong key pair (in the CLI and in the node), what
+/updates tells devices with and without the app's key, and an edge passing it all on.
 
 Every RSA and AES operation here is the openssl command's. Usage: crypto_test.py <bundle-edge>"""
 import base64
@@ -20,10 +20,11 @@ import sys
 import time
 import zipfile
 
-from harness import run, TMP, Node, check, curl, admin, results, sha
+from harness import run, TMP, Node, check, curl, admin, sha, wait_for
 
 CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bundle-edge-ctl")
 APP = "com.example.crypto"
+SYNC_TOKEN = "crypto-sync-secret"
 HEADER = "-----BEGIN RSA PUBLIC KEY-----"
 
 
@@ -48,7 +49,7 @@ def public_decrypt(public_pem_path, block):
 
 
 def main():
-    node = Node("")
+    node = Node('[sync]\ntoken = "%s"\n' % SYNC_TOKEN)  # an origin an edge can follow
     work = os.path.join(TMP, "publisher")
     os.makedirs(work)
     figures = {}
@@ -71,8 +72,8 @@ def main():
               "version_build": "1.0.0", "version_name": "builtin", "plugin_version": "8.51.23",
               "is_emulator": False, "is_prod": True, "defaultChannel": ""}
 
-    def updates(body):
-        st, _, out = curl("-X", "POST", "--data-binary", json.dumps(body), node.url + "/updates")
+    def updates(body, at=None):
+        st, _, out = curl("-X", "POST", "--data-binary", json.dumps(body), (at or node).url + "/updates")
         assert st == 200, st
         return json.loads(out)
 
@@ -183,6 +184,40 @@ def main():
         # A device without a key id (older plugins) still gets the release.
         assert updates(device)["version"] == "1.0.1"
 
+    def open_like_a_device(doc, public):
+        """The plugin's steps on an /updates answer: (plain zip, decrypted checksum)."""
+        iv_b64, key_b64 = doc["session_key"].split(":")
+        iv = base64.b64decode(iv_b64, validate=True)
+        aes_key = public_decrypt(public, base64.b64decode(key_b64, validate=True))
+        expected = public_decrypt(public, bytes.fromhex(doc["checksum"])).hex()
+        st, _, blob = curl(doc["url"])
+        assert st == 200, st
+        return openssl("enc", "-d", "-aes-128-cbc", "-K", aes_key.hex(), "-iv", iv.hex(), data=blob), expected
+
+    def t_through_edge():
+        # An edge following the origin passes the encrypted release on as it is: same
+        # session_key and checksum, the same ciphertext filled from the origin.
+        conf = ('[node]\nrole = "edge"\n[sync]\ntoken = "%s"\n[upstream]\nurl = "%s"\ntoken = "%s"\n'
+                'timeout_ms = 3000\nretries = 1\nbackoff_max_ms = 500\n' % (SYNC_TOKEN, node.url, SYNC_TOKEN))
+        edge = Node(conf)
+        try:
+            public = os.path.join(keys, "public_key.pem")
+            asked = dict(device, key_id=key_id(public))
+            at_origin = updates(asked)
+            at_edge = wait_for("1.0.1 on the edge", lambda: (lambda d: d if d.get("version") == "1.0.1" else None)(
+                updates(asked, at=edge)))
+            assert at_edge["session_key"] == at_origin["session_key"], at_edge
+            assert at_edge["checksum"] == at_origin["checksum"], at_edge
+            assert at_edge["url"].startswith(edge.url), at_edge["url"]
+            plain, expected = open_like_a_device(at_edge, public)
+            assert plain == plain_zip["bytes"] and sha(plain) == expected
+            # The app's key id reached the edge with the app document.
+            st, doc = admin(edge, "GET", "/v1/admin/apps/" + APP)
+            assert st == 200 and doc.get("key_id") == key_id(public), (st, doc)
+            assert updates(dict(device, key_id="MIIBCgKCAQEAzzzzzzzz"), at=edge)["error"] == "key_id_mismatch"
+        finally:
+            assert edge.stop() == 0
+
     def t_wrong_key():
         zip_path = os.path.join(work, "bundle.zip")
         registered = key_id(os.path.join(keys, "public_key.pem"))
@@ -236,6 +271,7 @@ def main():
                      ("app set-key stores the key id only; other key forms refused", t_set_key_refusals),
                      ("publish --encrypt, then decrypt with the public key alone as the plugin does",
                       t_round_trip),
+                     ("an edge serves the encrypted release as the origin does", t_through_edge),
                      ("a wrong key pair is refused by the CLI and by the node", t_wrong_key),
                      ("--encrypt refuses --delta, a missing key, manual fields, a 1024-bit key", t_usage_refusals)]:
         check(name, fn)
