@@ -476,6 +476,30 @@ Response ControlService::put_release(const control::AppState& app, const std::st
   } else if (doc.zip) {
     doc.checksum = doc.zip->hex();
   }
+  // The app's registered key (bundle-edge-ctl app set-key): devices that ship it decrypt
+  // with it, so a bundle encrypted under another key would fail on every one of them.
+  const std::string& app_key = app.settings.key_id;
+  const bool has_files = doc.zip || !doc.manifest.empty();
+  if (!app_key.empty() && encrypted && !doc.key_id.empty() && doc.key_id != app_key) {
+    return error_response(
+        422, "key_id_mismatch",
+        "key_id: the release is encrypted for key " + doc.key_id + " but app " + app.app_id +
+            " ships key " + app_key +
+            "; its devices would refuse it (encrypt with the app's private key, or register "
+            "the new public key with `bundle-edge-ctl app set-key` first)");
+  }
+  if (!app_key.empty() && encrypted && doc.key_id.empty()) {
+    warnings.push_back(
+        json::value("key_id: not given, so it was not checked against the app's "
+                    "key " +
+                    app_key + "; devices of another key would fail to decrypt"));
+  }
+  if (!app_key.empty() && !encrypted && has_files) {
+    warnings.push_back(json::value(
+        "session_key: app " + app.app_id + " ships public key " + app_key +
+        ": devices with it refuse an unencrypted bundle (session_key_required); publish with "
+        "--encrypt"));
+  }
   const auto existing = app.releases.find(name);
   if (existing != app.releases.end()) {
     const control::ReleaseDoc& old = existing->second;

@@ -162,6 +162,18 @@ Parsed<AppSettings> parse_app(std::string_view text, Unknown unknown) {
     if (auto e = df.unknown())
       return *e;
   }
+  if (auto e = f.string("key_id", a.key_id, true))
+    return *e;
+  const bool base64 = std::all_of(a.key_id.begin(), a.key_id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/' || c == '=';
+  });
+  if (a.key_id.size() > 20 || !base64) {
+    return f.error("key_id",
+                   "expected the first 20 characters of the public key's base64 body (what "
+                   "`bundle-edge-ctl key create` prints), got '" +
+                       a.key_id.substr(0, 80) + "'");
+  }
   if (auto e = f.unknown())
     return *e;
   return a;
@@ -384,18 +396,20 @@ json::value nullable(const std::string& s) {
 
 std::string to_json(const AppSettings& a) {
   const auto& c = a.collect;
-  return json::serialize(
-      json::object{{"expose_metadata", a.expose_metadata},
-                   {"allow_device_custom_id", a.allow_device_custom_id},
-                   {"stats_mode", to_string(a.stats_mode)},
-                   {"device_data_collection", json::object{{"platform", c.platform},
-                                                           {"os_version", c.os_version},
-                                                           {"plugin_version", c.plugin_version},
-                                                           {"version_build", c.version_build},
-                                                           {"is_emulator", c.is_emulator},
-                                                           {"is_prod", c.is_prod},
-                                                           {"install_source", c.install_source},
-                                                           {"custom_id", c.custom_id}}}});
+  json::object o{{"expose_metadata", a.expose_metadata},
+                 {"allow_device_custom_id", a.allow_device_custom_id},
+                 {"stats_mode", to_string(a.stats_mode)},
+                 {"device_data_collection", json::object{{"platform", c.platform},
+                                                         {"os_version", c.os_version},
+                                                         {"plugin_version", c.plugin_version},
+                                                         {"version_build", c.version_build},
+                                                         {"is_emulator", c.is_emulator},
+                                                         {"is_prod", c.is_prod},
+                                                         {"install_source", c.install_source},
+                                                         {"custom_id", c.custom_id}}}};
+  if (!a.key_id.empty())  // absent, not "", in apps without a key
+    o["key_id"] = a.key_id;
+  return json::serialize(o);
 }
 
 std::string to_json(const ReleaseDoc& r) {

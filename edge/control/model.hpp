@@ -56,6 +56,11 @@ struct AppSettings {
   bool allow_device_custom_id = false;
   StatsMode stats_mode = StatsMode::kAll;
   DeviceDataCollection collect;
+  /// The key id (Capgo's: the first 20 characters of the PKCS#1 public key's base64 body) of
+  /// the public key the app ships in `CapacitorUpdater.publicKey`; "" = none registered. Only
+  /// the id is kept: the node never holds a key. Encrypted releases under another id are
+  /// refused (every device with this key would refuse them).
+  std::string key_id;
 };
 
 struct ManifestEntry {

@@ -107,6 +107,23 @@ TEST(Model, ReleaseRoundTripAndDecisionView) {
   EXPECT_EQ(view.min_update_version, "1.0.0");
 }
 
+// An app's key_id (the public key its devices ship) round-trips, is absent from documents of
+// apps without one (they stay byte for byte as before), and must look like a key id.
+TEST(Model, AppKeyId) {
+  const AppSettings plain = ok(parse_app(R"({"expose_metadata":true})"));
+  EXPECT_EQ(to_json(plain), R"({"expose_metadata":true,"allow_device_custom_id":false})");
+  const AppSettings keyed = ok(parse_app(R"({"key_id":"MIIBCgKCAQEAxkr/EJMn"})"));
+  EXPECT_EQ(keyed.key_id, "MIIBCgKCAQEAxkr/EJMn");
+  EXPECT_EQ(ok(parse_app(to_json(keyed))).key_id, keyed.key_id);
+  EXPECT_TRUE(ok(parse_app(R"({"key_id":null})")).key_id.empty());
+  EXPECT_EQ(err(parse_app(R"({"key_id":"MIIBCgKCAQEAxkr/EJMnX"})")).field, "key_id");
+  EXPECT_EQ(err(parse_app(R"({"key_id":"has space"})")).field, "key_id");
+  EXPECT_EQ(err(parse_app(R"({"key_id":7})")).field, "key_id");
+  // An edge older than key_id reads an origin's app document without failing.
+  EXPECT_EQ(err(parse_app(R"({"key_id":"k","later":1})")).field, "later");
+  EXPECT_EQ(ok(parse_app(R"({"key_id":"k","later":1})", Unknown::kIgnore)).key_id, "k");
+}
+
 // recipe_sha256 pins the recipe of each blob the release names; it round-trips, is absent
 // (not {}) when empty, and refuses bad hex and blobs the release does not name.
 TEST(Model, ReleaseRecipePins) {
