@@ -395,18 +395,21 @@ json::value nullable(const std::string& s) {
 }  // namespace
 
 std::string to_json(const AppSettings& a) {
-  const auto& c = a.collect;
+  // Settings at their defaults are left out: an app's document stays as older nodes wrote it.
   json::object o{{"expose_metadata", a.expose_metadata},
-                 {"allow_device_custom_id", a.allow_device_custom_id},
-                 {"stats_mode", to_string(a.stats_mode)},
-                 {"device_data_collection", json::object{{"platform", c.platform},
-                                                         {"os_version", c.os_version},
-                                                         {"plugin_version", c.plugin_version},
-                                                         {"version_build", c.version_build},
-                                                         {"is_emulator", c.is_emulator},
-                                                         {"is_prod", c.is_prod},
-                                                         {"install_source", c.install_source},
-                                                         {"custom_id", c.custom_id}}}};
+                 {"allow_device_custom_id", a.allow_device_custom_id}};
+  if (a.stats_mode != StatsMode::kAll)
+    o["stats_mode"] = to_string(a.stats_mode);
+  if (const auto& c = a.collect; c != DeviceDataCollection{}) {
+    o["device_data_collection"] = json::object{{"platform", c.platform},
+                                               {"os_version", c.os_version},
+                                               {"plugin_version", c.plugin_version},
+                                               {"version_build", c.version_build},
+                                               {"is_emulator", c.is_emulator},
+                                               {"is_prod", c.is_prod},
+                                               {"install_source", c.install_source},
+                                               {"custom_id", c.custom_id}};
+  }
   if (!a.key_id.empty())  // absent, not "", in apps without a key
     o["key_id"] = a.key_id;
   return json::serialize(o);
