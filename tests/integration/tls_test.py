@@ -6,13 +6,16 @@ origin, wrong certificates upstream, certificate reload on SIGHUP, and hostile c
 
 Usage: tls_test.py <path-to-bundle-edge>"""
 import asyncio
+import hashlib
 import http.client
+import http.server
 import json
 import os
 import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -124,6 +127,108 @@ def https_get(node, path, headers=None, conn=None):
     if own:
         conn.close()
     return r.status, dict(r.getheaders()), body
+
+
+class ChunkUpstream:
+    """A fake upstream (plain HTTP) whose feed names one release pinning the recipe of a blob
+    of `sizes` chunks. While `down` is set, chunk `dies_at` answers 503 (the upstream died
+    mid-blob); while `hold` is set, it waits instead (a fill in flight)."""
+
+    def __init__(self, sizes, dies_at):
+        self.parts = [os.urandom(n) for n in sizes]
+        self.blob = b"".join(self.parts)
+        self.blob_id = sha(self.blob)
+        self.recipe = {"sha256": self.blob_id, "size": len(self.blob),
+                       "chunks": [{"sha256": sha(p), "size": len(p)} for p in self.parts]}
+        digest = b"\x01" + struct.pack("<QI", self.recipe["size"], len(self.parts))
+        for p in self.parts:
+            digest += hashlib.sha256(p).digest() + struct.pack("<I", len(p))
+        self.recipe_sha = hashlib.sha256(digest).hexdigest()
+        self.index = {sha(p): i for i, p in enumerate(self.parts)}
+        self.dies_at = dies_at
+        self.down, self.hold, self.held = threading.Event(), threading.Event(), threading.Event()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body, ctype="application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.startswith("/v1/sync/changes"):
+                    if "after=0&" not in self.path:
+                        time.sleep(0.5)
+                        return self.reply(200, b'{"last_seq":2,"changes":[]}')
+                    doc = {"zip": fake.blob_id, "recipe_sha256": {fake.blob_id: fake.recipe_sha}}
+                    page = {"last_seq": 2, "changes": [
+                        {"seq": 1, "deleted": False, "kind": "app", "app_id": APP, "key": "", "doc": {}},
+                        {"seq": 2, "deleted": False, "kind": "release", "app_id": APP, "key": "1.0.0", "doc": doc}]}
+                    return self.reply(200, json.dumps(page).encode())
+                if self.path == "/v1/recipes/" + fake.blob_id:
+                    return self.reply(200, json.dumps(fake.recipe).encode())
+                i = fake.index.get(self.path.rsplit("/", 1)[1]) if self.path.startswith("/v1/chunks/") else None
+                if i is None:
+                    return self.reply(404, b'{"error":"not_found"}')
+                if i == fake.dies_at and fake.down.is_set():
+                    return self.reply(503, b'{"error":"unavailable"}')
+                if i == fake.dies_at and fake.hold.is_set():
+                    fake.held.set()
+                    while fake.hold.is_set():
+                        time.sleep(0.05)
+                return self.reply(200, fake.parts[i], "application/octet-stream")
+
+        class Quiet(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass
+
+        self.srv = Quiet(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
+
+    def start(self, i):
+        return sum(len(p) for p in self.parts[:i])
+
+    def stop(self):
+        self.hold.clear()
+        self.srv.shutdown()
+
+
+def strict_get(port, path, extra=""):
+    """A GET over TLS by a client that refuses an EOF without close_notify, as the 8.52
+    engine (rustls) does: (status, headers, body, how the connection ended), where the end
+    is "close_notify" (a clean TLS close) or the name of the error."""
+    s = context().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                        server_hostname="localhost", suppress_ragged_eofs=False)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: identity\r\n"
+              "Connection: close\r\n%s\r\n" % (path, extra)).encode())
+    data, end = b"", None
+    try:
+        while True:
+            d = s.recv(1 << 16)
+            if not d:
+                end = "close_notify"  # SSL_ERROR_ZERO_RETURN: the peer's close_notify
+                break
+            data += d
+    except ssl.SSLEOFError:
+        end = "SSLEOFError"  # EOF without close_notify: rustls' UnexpectedEof
+    except (ssl.SSLError, OSError) as e:
+        end = type(e).__name__
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+    return (int(lines[0].split()[1]) if lines[0] else 0), headers, body, end
 
 
 def wait_for(fn, what, timeout=15):
@@ -408,6 +513,56 @@ def main():
         finally:
             e.stop()
     check("a cold blob streams to a device over TLS", stream_over_tls)
+
+    def cut_stream_ends_with_close_notify():
+        # The edge's upstream dies mid-blob after the header went out: the cut ends with a
+        # close_notify (an EOF without one is a TLS error the 8.52 engine never retries),
+        # then, the upstream back, the device resumes with Range and gets the rest exact.
+        fake = ChunkUpstream([100_000, 120_000, 90_000, 110_000], dies_at=2)
+        e = TlsNode('[node]\nrole = "edge"\n[upstream]\nurl = "%s"\ntoken = "%s"\ntimeout_ms = 3000\n'
+                    'retries = 1\nbackoff_max_ms = 200\n' % (fake.url, TOKEN))
+        try:
+            wait_for(lambda: e.metrics().get("edge_sync_cursor_seq", 0) >= 2, "the edge to have the release")
+            fake.down.set()
+            path = "/v1/blobs/%s/1.0.0.zip" % fake.blob_id
+            st, headers, body, end = strict_get(e.tls_port, path)
+            assert st == 200 and int(headers["content-length"]) == len(fake.blob), (st, headers)
+            assert body == fake.blob[:fake.start(2)], (len(body), fake.start(2))
+            assert end == "close_notify", end
+            fake.down.clear()
+            n = len(body)
+            st, headers, rest, end = strict_get(e.tls_port, path, "Range: bytes=%d-\r\n" % n)
+            assert st == 206 and headers["content-range"] == "bytes %d-%d/%d" % (n, len(fake.blob) - 1, len(fake.blob)), (st, headers)
+            assert body + rest == fake.blob and end == "close_notify", end
+
+        finally:
+            e.stop()
+            fake.stop()
+    check("a cut response ends with close_notify; Range resumes it", cut_stream_ends_with_close_notify)
+
+    def shutdown_cut_ends_with_close_notify():
+        # A fill in flight when the shutdown grace period runs out: that cut too ends with a
+        # close_notify.
+        fake = ChunkUpstream([100_000, 120_000, 90_000, 110_000], dies_at=2)
+        e = TlsNode('[node]\nrole = "edge"\n[server]\nshutdown_grace_ms = 500\n[upstream]\nurl = "%s"\n'
+                    'token = "%s"\ntimeout_ms = 3000\nretries = 1\nbackoff_max_ms = 200\n' % (fake.url, TOKEN))
+        try:
+            wait_for(lambda: e.metrics().get("edge_sync_cursor_seq", 0) >= 2, "the edge to have the release")
+            fake.hold.set()
+            got = {}
+            t = threading.Thread(target=lambda: got.update(r=strict_get(e.tls_port, "/v1/blobs/%s" % fake.blob_id)))
+            t.start()
+            assert fake.held.wait(15), "the fill never asked for the held chunk"
+            time.sleep(0.3)  # the first chunks on their way to the client
+            e.stop()
+            t.join(20)
+            st, _, body, end = got["r"]
+            assert st == 200 and body == fake.blob[:fake.start(2)], (st, len(body))
+            assert end == "close_notify", end
+        finally:
+            e.stop()
+            fake.stop()
+    check("shutdown grace expiry ends a TLS cut with close_notify", shutdown_cut_ends_with_close_notify)
 
     def wrong_certificates_upstream():
         wrong_cert, wrong_key = make_cert("wrongname", cn="other.example", san="DNS:other.example")
