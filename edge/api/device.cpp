@@ -340,6 +340,10 @@ DeviceEndpoint channel_endpoint(std::string_view method) {
 
 }  // namespace
 
+Response DeviceApi::website_live() {
+  return json_reply(200, Route::kOther, json::object{{"allowed", false}, {"mode", "capgo"}});
+}
+
 Response DeviceApi::channel_self(std::string_view method, std::string_view query,
                                  std::string_view body) const {
   const DeviceEndpoint endpoint = channel_endpoint(method);
@@ -529,7 +533,9 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
   } else {
     events.push_back(&v.get_object());
   }
-  // The first event decides the app; its app id errors are 400, later ones 200 (§3.3).
+  // The first event decides the app. A bad app id is 400 for a single event (§3.3) but 200
+  // for a batch, wherever it sits: the engine drops a whole batch on any other 4xx, and
+  // 8.52 wants 2xx for every batch (§10 item 7); nothing of such a batch is recorded.
   std::string app_id;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const json::value* a = events[i] != nullptr ? events[i]->if_contains("app_id") : nullptr;
@@ -538,7 +544,7 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
     if (!valid) {
       const std::string message =
           present ? "App ID must be a reverse domain string" : "App ID is required";
-      return stats_json(i == 0 ? 400 : 200,
+      return stats_json(batch ? 200 : 400,
                         json::object{{"error", "invalid_app_id"}, {"message", message}});
     }
     if (i == 0) {
@@ -559,30 +565,14 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
   for (std::size_t i = 0; i < events.size(); ++i) {
     DeviceInfo info;
     std::optional<InfoError> err = read_info(DeviceEndpoint::kStats, *events[i], info);
-    json::object extra;
     if (!err && !app)
       err = InfoError{"on_premise_app", "On-premise app detected", "", ""};
-    if (!err) {
-      // The version is the part before ':' (per-file manifest failures); builtin and unknown
-      // are placeholders that always exist. A release without files exists too.
-      const std::string_view version = info.version_name.substr(0, info.version_name.find(':'));
-      if (!version.empty() && version != "builtin" && version != "unknown" &&
-          !app->releases.contains(std::string(version))) {
-        err = InfoError{"version_not_found", "Version not found", "version_name", ""};
-        extra = json::object{{"app_id", app_id}, {"version_name", info.version_name}};
-      }
-    }
+    // A version that is not a release is recorded all the same (§10 item 8): a device keeps
+    // running a deleted bundle, and builtin comes as the native version_build. Only the
+    // per-release usage counters, downstream, skip names that are not releases.
     if (err) {
       if (!batch) {
-        const bool soft = err->code == "version_not_found";
-        if (!soft)
-          single = info_error(*err, Route::kStats);
-        else {
-          json::object o{{"error", err->code}, {"message", err->message}};
-          for (auto& kv : extra)
-            o[kv.key()] = kv.value();
-          single = stats_json(200, o);
-        }
+        single = info_error(*err, Route::kStats);
       } else {
         results.push_back(json::object{
             {"status", "error"}, {"error", err->code}, {"message", err->message}, {"index", i}});

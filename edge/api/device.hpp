@@ -51,6 +51,11 @@ class DeviceApi {
   /// would refuse gets the same 400.
   Response decide_for(std::string_view app_id, std::string_view body) const;
 
+  /// GET /website_live?app_id= (§10 item 11): this node offers no website mode, so every
+  /// app, known or not (no app-id oracle), gets 200 {"allowed":false,"mode":"capgo"} and the
+  /// plugin stays on /updates.
+  static Response website_live();
+
   /// /channel_self (§4): POST = setChannel, PUT = getChannel, GET = listChannels (info
   /// object in the query string), DELETE = unset for old plugins. `query` is the part of
   /// the target after '?'.

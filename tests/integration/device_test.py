@@ -221,9 +221,10 @@ def main():
         q = "app_id=%s&platform=android&device_id=%s&plugin_version=7.0.0" % (APP, DEV)
         st, doc, _ = device("/channel_self", None, "DELETE", q + "&version_build=1.x")
         assert st == 400 and doc["error"] == "semver_error", doc
+        # DELETE (old plugins' unset) needs the device; GET (listChannels) does not (§10.9).
+        st, doc, _ = device("/channel_self", None, "DELETE", "app_id=%s&platform=android" % APP)
+        assert st == 400 and doc["error"] == "missing_device_id", doc
         for method in ("DELETE", "GET"):
-            st, doc, _ = device("/channel_self", None, method, "app_id=%s&platform=android" % APP)
-            assert st == 400 and doc["error"] == "missing_device_id", (method, doc)
             st, doc, _ = device("/channel_self", None, method, "device_id=%s&platform=android" % DEV)
             assert st == 400 and doc["error"] == "missing_app_id", (method, doc)
         for bad in (5, "x" * 65):
@@ -262,6 +263,72 @@ def main():
         assert day["targets"]["3.0.0"] == {"download_fail": 1, "checksum_required": 1}, day
         assert "3.0.0" not in day["releases"], day
 
+
+    def t_stats_unknown_versions_recorded():
+        # §10.8: a version that is not a release (a deleted bundle a device still runs) is
+        # recorded, single or batched; no version_not_found.
+        dev3 = "0a1b2c3d-3333-4222-8333-444455556666"
+        dev4 = "0a1b2c3d-4444-4222-8333-444455556666"
+
+        def day_devices():
+            st, s = admin("GET", ADMIN_APP + "/stats")
+            assert st == 200, s
+            return s["days"][-1]["devices"] if s["days"] else 0
+        before = day_devices()
+        st, doc, _ = device("/stats", dict(INFO, device_id=dev3, action="set", version_name="7.7.7"))
+        assert (st, doc) == (200, {"status": "ok"}), doc
+        st, doc, _ = device("/stats", [dict(INFO, device_id=dev4, action="set", version_name="7.7.8"),
+                                       dict(INFO, device_id=dev4, action="app_moved_to_foreground",
+                                            version_name="7.7.8:www/app.js")])
+        assert st == 200 and doc["results"] == [{"status": "ok", "index": 0}, {"status": "ok", "index": 1}], doc
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            rows = [admin("GET", ADMIN_APP + "/devices/" + d) for d in (dev3, dev4)]
+            if all(st == 200 and (r.get("last_checkin") or {}).get("version_name") for st, r in rows) \
+                    and day_devices() >= before + 2:
+                break
+            time.sleep(0.1)
+        assert rows[0][1]["last_checkin"]["version_name"] == "7.7.7", rows[0]
+        assert rows[1][1]["last_checkin"]["action"] == "app_moved_to_foreground", rows[1]
+        assert rows[1][1]["last_checkin"]["version_name"] == "7.7.8:www/app.js", rows[1]
+        assert day_devices() >= before + 2, (before, day_devices())
+
+    def t_stats_batches_answer_2xx():
+        # §10.7: any 4xx drops the whole batch on the device; a batch is always 2xx, even
+        # when its first event carries a bad app_id (a single event still gets its 400).
+        for first in ({"app_id": "not a domain"}, {"app_id": None}):
+            event = {k: v for k, v in dict(INFO, action="set", **first).items() if v is not None}
+            st, doc, _ = device("/stats", [event, dict(INFO, action="set")])
+            assert st == 200 and doc["error"] == "invalid_app_id", (first, st, doc)
+            st, doc, _ = device("/stats", event)
+            assert st == 400 and doc["error"] == "invalid_app_id", (first, st, doc)
+        st, doc, _ = device("/stats", [dict(INFO, action="set"), dict(INFO, action="no_such_action"),
+                                       dict(INFO, device_id="nope", action="set")])
+        assert st == 200 and [r["status"] for r in doc["results"]] == ["ok", "error", "error"], doc
+
+    def t_list_channels_without_device():
+        # §10.9: listChannels sends the info object as a query string, device_id or not.
+        st, doc = admin("PUT", ADMIN_APP + "/channels/beta",
+                        {"public": False, "allow_device_self_set": True, "disable_auto_update": "none"})
+        assert st in (200, 201), doc
+        for q in ("app_id=%s&platform=android" % APP,
+                  "app_id=%s&platform=android&device_id=&is_emulator=false&is_prod=true&version_name=1.0.0" % APP,
+                  "app_id=%s&platform=android&device_id=%s" % (APP, DEV)):
+            st, doc, _ = device("/channel_self", None, "GET", q)
+            assert st == 200 and isinstance(doc, list), (q, st, doc)
+            assert {c["name"] for c in doc} >= {"production", "beta"}, (q, doc)
+            assert all(isinstance(c["id"], int) for c in doc), doc
+        st, doc, _ = device("/channel_self", None, "GET", "app_id=%s&platform=ios&device_id=nope" % APP)
+        assert st == 400 and doc["error"] == "invalid_query_parameters", doc  # a bad one is still refused
+        st, doc, _ = device("/channel_self", None, "GET", "platform=android")
+        assert st == 400 and doc["error"] == "missing_app_id", doc
+
+    def t_website_live():
+        # §10.11: the same answer for any app (no app-id oracle).
+        for app in (APP, "com.unknown.app", ""):
+            st, doc, headers = device("/website_live", None, "GET", "app_id=" + app)
+            assert (st, doc) == (200, {"allowed": False, "mode": "capgo"}), (app, st, doc)
+
     def t_retry_after():
         for path, body in (("/updates", dict(INFO, app_id="com.unknown.app")),
                            ("/stats", dict(INFO, app_id="com.unknown.app", action="set")),
@@ -297,6 +364,10 @@ def main():
                      ("native floor warning", t_native_floor_warning),
                      ("/channel_self validation", t_channel_self_validation),
                      ("/stats validation and currency", t_stats_validation_and_currency),
+                     ("/stats records versions that are not releases", t_stats_unknown_versions_recorded),
+                     ("/stats batches answer 2xx", t_stats_batches_answer_2xx),
+                     ("GET /channel_self without device_id", t_list_channels_without_device),
+                     ("GET /website_live", t_website_live),
                      ("429 carries Retry-After", t_retry_after),
                      ("pipelined /updates bodies", t_pipelined_bodies),
                      ("release names must be UTF-8", t_names_are_utf8)]:
