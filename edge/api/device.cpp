@@ -16,6 +16,7 @@
 #include "edge/control/decision.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
+#include "edge/http/encoding.hpp"
 
 namespace edge::api {
 namespace {
@@ -228,6 +229,7 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
     const void* doc = nullptr;
     unsigned flags = 0;
     std::string body;
+    std::shared_ptr<const std::string> gzip;  // for clients that take it (big manifests)
   };
   thread_local std::array<Answer, 4> answers;
   const unsigned flags =
@@ -241,12 +243,21 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
                    !slot.state.owner_before(state) && !state.owner_before(slot.state);
   if (!hit) {
     slot.body = update_answer(doc, d.release->name, d.send_zip, d.send_manifest, metadata);
+    // Compressed once per snapshot and thread, not per device: a manifest of thousands of
+    // files is most of the answer and shrinks several times (README, "JSON gzip").
+    slot.gzip.reset();
+    if (slot.body.size() >= http::kGzipMinBytes) {
+      if (auto z = http::gzip(slot.body, http::kGzipLevel))
+        slot.gzip = std::make_shared<const std::string>(std::move(*z));
+    }
     slot.state = state;
     slot.api = instance_;
     slot.doc = &doc;
     slot.flags = flags;
   }
-  return make_json_response(200, slot.body, Route::kUpdates);
+  Response r = make_json_response(200, slot.body, Route::kUpdates);
+  r.gzip_body = slot.gzip;
+  return r;
 }
 
 std::uint64_t DeviceApi::next_instance() {
@@ -256,11 +267,24 @@ std::uint64_t DeviceApi::next_instance() {
 
 std::string DeviceApi::update_answer(const control::ReleaseDoc& doc, const std::string& name,
                                      bool send_zip, bool send_manifest, bool metadata) const {
+  return build_update_answer(doc, name, public_url_, send_zip, send_manifest, metadata);
+}
+
+std::uint64_t largest_update_answer_bytes(const control::ReleaseDoc& doc, const std::string& name,
+                                          std::size_t public_url_bytes) {
+  return build_update_answer(doc, name, std::string(public_url_bytes, 'x'), doc.zip.has_value(),
+                             true, true)
+      .size();
+}
+
+std::string build_update_answer(const control::ReleaseDoc& doc, const std::string& name,
+                                const std::string& public_url, bool send_zip, bool send_manifest,
+                                bool metadata) {
   JsonObjectWriter out;
   out.string("version", name);
   // Without the zip (delta format, manifest-only release) the url is still a syntactically
   // valid one, as plugins require (§2.4 item 6).
-  std::string url = public_url_;
+  std::string url = public_url;
   if (send_zip) {
     url += "/v1/blobs/" + doc.zip->hex() + "/" + encode_path(name) + ".zip";
   } else {
@@ -278,7 +302,7 @@ std::string DeviceApi::update_answer(const control::ReleaseDoc& doc, const std::
       entry.string("file_name", m.file_name)
           .string("file_hash", m.file_hash)
           .string("download_url",
-                  public_url_ + "/v1/blobs/" + m.blob.hex() + "/" + encode_path(m.file_name));
+                  public_url + "/v1/blobs/" + m.blob.hex() + "/" + encode_path(m.file_name));
       manifest += std::move(entry).finish();
     }
     manifest += ']';

@@ -87,6 +87,23 @@ class DeviceApi {
   static std::uint64_t next_instance();
 };
 
+/// A JSON answer longer than this is refused by plugin 8.52's engine (capgo-protocol §10
+/// item 5), so a release whose /updates answer would be longer is refused at publish.
+inline constexpr std::uint64_t kMaxJsonAnswerBytes = 16 << 20;
+/// The public_url length publish-time checks allow for: an edge's URL may be longer than
+/// the origin's, and the answer carries it once per manifest entry.
+inline constexpr std::size_t kPublicUrlAllowance = 256;
+
+/// The /updates answer that sends release `name` (`doc`) from a node reached at
+/// `public_url`: the zip url (or a placeholder), the manifest and the metadata as asked.
+std::string build_update_answer(const control::ReleaseDoc& doc, const std::string& name,
+                                const std::string& public_url, bool send_zip, bool send_manifest,
+                                bool metadata);
+/// Bytes of the longest /updates answer for `doc` (zip, manifest and metadata all sent)
+/// from a node whose public_url has `public_url_bytes` bytes.
+std::uint64_t largest_update_answer_bytes(const control::ReleaseDoc& doc, const std::string& name,
+                                          std::size_t public_url_bytes);
+
 /// Percent-encodes a manifest file name for a URL path, keeping '/' and RFC 3986 unreserved.
 std::string encode_path(std::string_view path);
 

@@ -23,6 +23,7 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include "edge/core/sched.hpp"
+#include "edge/http/encoding.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -573,6 +574,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_header(error_code ec) {
     idle_ = false;
+    accepts_gzip_ = false;
     buffers_released_ = false;
     if (timeout_ == Timeout::kIdle)
       return close();  // an idle keep-alive connection
@@ -605,6 +607,8 @@ class Session : public std::enable_shared_from_this<Session> {
       return fail(400, "bad_request", *bad);
     keep_alive_ = req.keep_alive();
     client_closes_ = !keep_alive_;
+    if (const auto ae = req.find(bhttp::field::accept_encoding); ae != req.end())
+      accepts_gzip_ = http::accepts_gzip(std::string_view(ae->value().data(), ae->value().size()));
     if (admin_ && api::Api::is_upload(req))
       return begin_upload();
     if (!parser_->is_done())
@@ -814,6 +818,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (r.close || server_.draining.load(std::memory_order_relaxed))
       keep_alive_ = false;
+    api::encode_json(r, accepts_gzip_);  // JSON answers only; downloads stay identity
     status_ = r.status;
     route_ = r.route;
     const std::uint64_t length = r.content_length();
@@ -1337,6 +1342,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool idle_ = false;
   bool keep_alive_ = true;
   bool client_closes_ = false;  // the request said "Connection: close" (or was HTTP/1.0)
+  bool accepts_gzip_ = false;   // the request's Accept-Encoding takes gzip
   Clock::time_point started_{};
   unsigned status_ = 0;
   api::Route route_ = api::Route::kOther;

@@ -5,6 +5,7 @@ builtin revert, version rows without files, each update_package, the publish-tim
 Retry-After. The real binary on 127.0.0.1, port 0, stopped by its pid.
 
 Usage: device_test.py <path-to-bundle-edge>"""
+import gzip
 import json
 import os
 import subprocess
@@ -28,7 +29,10 @@ def main():
     def admin(method, path, body=None):
         args = ["-X", method, "-H", "Authorization: Bearer " + node.token]
         if body is not None:
-            args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+            # From a file: a release of a thousand files is past the limit of one argument.
+            body_path = os.path.join(TMP, "admin-body.json")
+            open(body_path, "w").write(json.dumps(body))
+            args += ["-H", "Content-Type: application/json", "--data-binary", "@" + body_path]
         st, _, out = curl(*args, node.admin_url + path)
         return st, (json.loads(out) if out else None)
 
@@ -329,6 +333,69 @@ def main():
             st, doc, headers = device("/website_live", None, "GET", "app_id=" + app)
             assert (st, doc) == (200, {"allowed": False, "mode": "capgo"}), (app, st, doc)
 
+
+    def t_json_gzip():
+        # JSON answers to Accept-Encoding: gzip are gzip from 8 KiB on (a manifest of many
+        # files); small ones and every download stay identity; Vary on each JSON answer.
+        app = "com.example.gzip"
+        base = "/v1/admin/apps/" + app
+        assert admin("PUT", base, {})[0] == 201
+        files = [{"file_name": "www/assets/chunk-%04d.js" % i, "file_hash": sha(js), "blob": js_id}
+                 for i in range(1000)]
+        st, doc = admin("PUT", base + "/releases/3.0.0", {"zip": zip_id, "manifest": files})
+        assert st == 201, doc
+        st, doc = admin("PUT", base + "/channels/production",
+                        {"release": "3.0.0", "public": True, "disable_auto_update": "none"})
+        assert st in (200, 201), doc
+        info = json.dumps(dict(INFO, app_id=app, version_name="1.0.0"))
+        st, h_id, plain = curl("-X", "POST", "-H", "Accept-Encoding: identity", "--data-binary", info, node.url + "/updates")
+        assert st == 200 and header(h_id, "Content-Encoding") is None, h_id
+        assert header(h_id, "Vary") == "Accept-Encoding", h_id
+        st, h_gz, packed = curl("-X", "POST", "-H", "Accept-Encoding: gzip", "--data-binary", info, node.url + "/updates")
+        assert st == 200 and header(h_gz, "Content-Encoding") == "gzip", h_gz
+        assert header(h_gz, "Vary") == "Accept-Encoding", h_gz
+        assert int(header(h_gz, "Content-Length")) == len(packed) < len(plain) / 5, (len(packed), len(plain))
+        assert gzip.decompress(packed) == plain
+        doc = json.loads(plain)
+        assert len(doc["manifest"]) == 1000, len(doc["manifest"])
+        # A small answer stays identity, even when gzip is welcome.
+        st, h, out = curl("-X", "POST", "-H", "Accept-Encoding: gzip", "--data-binary",
+                          json.dumps(dict(INFO, app_id=app, version_name="3.0.0")), node.url + "/updates")
+        assert st == 200 and header(h, "Content-Encoding") is None and json.loads(out)["kind"] == "up_to_date", (h, out)
+        assert header(h, "Vary") == "Accept-Encoding", h
+        # Downloads are never encoded: the zip, a manifest file, a range of it.
+        for url, want, extra in ((doc["url"], zip_bytes, ()), (doc["manifest"][7]["download_url"], js, ()),
+                                 (doc["manifest"][7]["download_url"], js[100:200], ("-r", "100-199"))):
+            st, h, out = curl("-H", "Accept-Encoding: gzip", *extra, url)
+            assert st in (200, 206) and out == want and header(h, "Content-Encoding") is None, (url, h)
+            assert header(h, "Vary") is None, h
+
+    def t_manifest_over_16mib_refused():
+        # A release whose /updates answer would pass the 16 MiB a device reads is refused at
+        # publish, naming the limit (the request body fits a raised json_body_limit).
+        big = Node('[server]\njson_body_limit = "64MiB"\n')
+        try:
+            def call(method, path, body):
+                path_ = os.path.join(TMP, "body.json")
+                open(path_, "w").write(json.dumps(body))
+                st, _, out = curl("-X", method, "-H", "Authorization: Bearer " + big.token,
+                                  "--data-binary", "@" + path_, big.admin_url + path)
+                return st, json.loads(out)
+            app = "/v1/admin/apps/com.example.huge"
+            assert call("PUT", app, {})[0] == 201
+            p = os.path.join(TMP, "one.js")
+            open(p, "wb").write(js)
+            assert upload(big, p)[0] in (200, 201)
+            name = "www/" + "n" * 4000 + "/%05d.js"
+            files = [{"file_name": name % i, "file_hash": sha(js), "blob": js_id} for i in range(2200)]
+            st, doc = call("PUT", app + "/releases/1.0.0", {"manifest": files})
+            assert st == 422 and doc["error"] == "manifest_too_large", (st, doc)
+            assert "16777216" in doc["message"] and "2200 files" in doc["message"], doc
+            st, doc = call("PUT", app + "/releases/1.0.0", {"manifest": files[:1000]})
+            assert st == 201, (st, doc)
+        finally:
+            big.stop()
+
     def t_retry_after():
         for path, body in (("/updates", dict(INFO, app_id="com.unknown.app")),
                            ("/stats", dict(INFO, app_id="com.unknown.app", action="set")),
@@ -368,6 +435,8 @@ def main():
                      ("/stats batches answer 2xx", t_stats_batches_answer_2xx),
                      ("GET /channel_self without device_id", t_list_channels_without_device),
                      ("GET /website_live", t_website_live),
+                     ("JSON answers gzip when asked; downloads never", t_json_gzip),
+                     ("a manifest over 16 MiB is refused at publish", t_manifest_over_16mib_refused),
                      ("429 carries Retry-After", t_retry_after),
                      ("pipelined /updates bodies", t_pipelined_bodies),
                      ("release names must be UTF-8", t_names_are_utf8)]:
