@@ -540,6 +540,90 @@ def main():
             fake.stop()
     check("a cut response ends with close_notify; Range resumes it", cut_stream_ends_with_close_notify)
 
+    def every_rustls_suite():
+        # Plugin 8.52 speaks through rustls: TLS 1.2 and 1.3, ECDHE only, AES-128/256-GCM and
+        # ChaCha20-Poly1305 (capgo-protocol §10 item 1). Each suite and group of the defaults,
+        # with an ECDSA certificate (the node's) and an RSA one.
+        rsa_cert, rsa_key = os.path.join(TMP, "rsa.crt"), os.path.join(TMP, "rsa.key")
+        r = openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", rsa_key, "-out", rsa_cert)
+        assert r.returncode == 0, r.stderr
+        rsa = TlsNode(cert=rsa_cert, key=rsa_key)
+        try:
+            def handshake(port, *args):
+                r = openssl("s_client", "-connect", "127.0.0.1:%d" % port, "-servername", "localhost",
+                            "-brief", *args, input=b"", timeout=20)
+                out = (r.stdout + r.stderr).decode(errors="replace")
+                return r.returncode == 0 and "CONNECTION ESTABLISHED" in out, out
+            cases = []
+            for aes in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "CHACHA20-POLY1305"):
+                cases.append((node.tls_port, "-tls1_2", "-cipher", "ECDHE-ECDSA-" + aes))
+                cases.append((rsa.tls_port, "-tls1_2", "-cipher", "ECDHE-RSA-" + aes))
+            for suite in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"):
+                for port in (node.tls_port, rsa.tls_port):
+                    cases.append((port, "-tls1_3", "-ciphersuites", suite))
+            # Key exchange on each group. In TLS 1.2 the client's groups also bound the curve of
+            # an ECDSA certificate (RFC 8422 §5.1): one group at a time is tried on the RSA one.
+            for group in ("X25519", "P-256", "P-384"):
+                cases.append((node.tls_port, "-tls1_3", "-groups", group))
+                cases.append((rsa.tls_port, "-tls1_2", "-groups", group))
+            for port, *args in cases:
+                ok, out = handshake(port, *args)
+                assert ok, (args, out[-600:])
+                want = args[-1]
+                if args[1] == "-cipher" or args[1] == "-ciphersuites":
+                    assert re.search(r"Ciphersuite: " + re.escape(want), out), (args, out[-600:])
+            # Nothing weaker: no static RSA key exchange, no CBC, no TLS 1.1.
+            for args in (("-tls1_2", "-cipher", "AES128-GCM-SHA256"), ("-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"),
+                         ("-tls1_1",)):
+                ok, out = handshake(rsa.tls_port, *args)
+                assert not ok, (args, out[-600:])
+        finally:
+            rsa.stop()
+    check("every rustls suite and group: ECDSA and RSA certificates", every_rustls_suite)
+
+    def delta_download_connections():
+        # A delta download opens up to 64 HTTP/1.1 connections from one device (§10 item
+        # 6): with the default limits, 64 concurrent keep-alive TLS connections from one
+        # address are all served, each with two requests.
+        d = TlsNode()
+        try:
+            files = []
+            for i in range(4):
+                f = os.urandom(20_000)
+                p = os.path.join(TMP, "delta-%d" % i)
+                open(p, "wb").write(f)
+                assert upload(d, p)[0] in (200, 201)
+                files.append(f)
+            barrier = threading.Barrier(64, timeout=30)
+            results = [None] * 64
+
+            def one(i):
+                try:
+                    conn = http.client.HTTPSConnection("localhost", d.tls_port, timeout=30, context=context())
+                    conn.connect()
+                    barrier.wait()  # all 64 open at once
+                    got = []
+                    for k in range(2):
+                        f = files[(i + k) % 4]
+                        st, _, body = https_get(d, "/v1/blobs/%s/f.js" % sha(f), conn=conn)
+                        got.append(st == 200 and body == f)
+                    barrier.wait()  # still all open
+                    conn.close()
+                    results[i] = all(got)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    results[i] = repr(e)
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(64)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert results == [True] * 64, [r for r in results if r is not True][:3]
+            assert d.metrics().get("edge_http_connections_refused_total", 0) == 0
+        finally:
+            d.stop()
+    check("64 concurrent keep-alive connections from one address", delta_download_connections)
+
     def shutdown_cut_ends_with_close_notify():
         # A fill in flight when the shutdown grace period runs out: that cut too ends with a
         # close_notify.
