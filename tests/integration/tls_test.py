@@ -648,6 +648,30 @@ def main():
             fake.stop()
     check("shutdown grace expiry ends a TLS cut with close_notify", shutdown_cut_ends_with_close_notify)
 
+    def non_reader_is_bounded():
+        # A client that stops reading mid-download: the send timeout ends the connection, and
+        # the close_notify that follows is bounded too (the peer reads nothing, so the alert
+        # cannot leave): the slot is free within send_timeout_ms + 1 s + the linger.
+        n = TlsNode("[server]\nsend_timeout_ms = 1000\n")
+        try:
+            data = os.urandom(24_000_000)
+            p = os.path.join(TMP, "big-nonreader")
+            open(p, "wb").write(data)
+            assert upload(n, p)[0] in (200, 201)
+            s = context().wrap_socket(socket.create_connection(("127.0.0.1", n.tls_port)), server_hostname="localhost")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % sha(data)).encode())
+            # The gauge counts the admin connection that reads it, too.
+            wait_for(lambda: n.metrics().get("edge_http_connections", 0) >= 2, "the download to start")
+            t0 = time.time()
+            wait_for(lambda: n.metrics().get("edge_http_connections", 2) == 1, "the stalled connection to close")
+            assert time.time() - t0 < 6, time.time() - t0
+            s.close()
+            assert https_get(n, "/healthz")[0] == 200
+        finally:
+            n.stop()
+    check("a client that stops reading is closed in bounded time", non_reader_is_bounded)
+
     def wrong_certificates_upstream():
         wrong_cert, wrong_key = make_cert("wrongname", cn="other.example", san="DNS:other.example")
         expired_cert, expired_key = make_expired_cert("expired")
