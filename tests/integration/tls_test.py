@@ -534,6 +534,9 @@ def main():
             st, headers, rest, end = strict_get(e.tls_port, path, "Range: bytes=%d-\r\n" % n)
             assert st == 206 and headers["content-range"] == "bytes %d-%d/%d" % (n, len(fake.blob) - 1, len(fake.blob)), (st, headers)
             assert body + rest == fake.blob and end == "close_notify", end
+            # An error answer that closes (431 for a header past the limit) ends the same way.
+            st, _, _, end = strict_get(e.tls_port, "/healthz", "X-Big: %s\r\n" % ("a" * 20000))
+            assert st == 431 and end == "close_notify", (st, end)
 
         finally:
             e.stop()
