@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
   liburing-dev libxxhash-dev librocksdb-dev libssl-dev libtomlplusplus-dev libspdlog-dev
+  zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl wrk nginx python3 valgrind openssl
   chromium chromium-driver python3-selenium

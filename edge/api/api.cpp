@@ -205,6 +205,8 @@ Response Api::handle_public(const RequestHeader& req, std::string_view body,
     r = (m == "GET" || m == "PUT" || m == "POST" || m == "DELETE")
             ? device_->channel_self(m, query, body)
             : method_not_allowed("GET, PUT, POST, DELETE", Route::kChannelSelf);
+  } else if (device_ != nullptr && path == "/website_live") {
+    r = (get || head) ? DeviceApi::website_live() : method_not_allowed("GET, HEAD", Route::kOther);
   } else if (device_ != nullptr && path == "/updates/manifest_size") {
     r = req.method() == bhttp::verb::post ? device_->manifest_size(body)
                                           : method_not_allowed("POST", Route::kUpdates);

@@ -7,6 +7,7 @@
 
 #include "edge/api/access.hpp"
 #include "edge/api/analytics.hpp"
+#include "edge/api/device.hpp"
 #include "edge/api/device_info.hpp"
 #include "edge/api/sync.hpp"
 #include "edge/core/clock.hpp"
@@ -427,6 +428,18 @@ Response ControlService::put_release(const control::AppState& app, const std::st
   }
   // Publish-time checks (capgo-protocol.md §9.2, §9.3): what devices would refuse is
   // refused here, naming the field, instead of failing on every device.
+  if (!doc.manifest.empty()) {
+    // Plugin 8.52 reads at most 16 MiB of JSON (§10 item 5): a bigger /updates answer would
+    // fail on every device, gzip or not.
+    const std::uint64_t bytes = largest_update_answer_bytes(doc, name, kPublicUrlAllowance);
+    if (bytes > kMaxJsonAnswerBytes) {
+      return error_response(
+          422, "manifest_too_large",
+          "manifest: " + std::to_string(doc.manifest.size()) + " files make a /updates answer of " +
+              std::to_string(bytes) + " bytes, over the " + std::to_string(kMaxJsonAnswerBytes) +
+              " (16 MiB) a device reads; ship fewer, larger files or the zip alone");
+    }
+  }
   json::array warnings;
   // An RSA-2048 session key is ~370 characters and an encrypted checksum 344 (base64) or 512
   // (hex): anything far past that is not one, and every /updates answer would carry it.

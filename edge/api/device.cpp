@@ -16,6 +16,7 @@
 #include "edge/control/decision.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/utf8.hpp"
+#include "edge/http/encoding.hpp"
 
 namespace edge::api {
 namespace {
@@ -228,6 +229,7 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
     const void* doc = nullptr;
     unsigned flags = 0;
     std::string body;
+    std::shared_ptr<const std::string> gzip;  // for clients that take it (big manifests)
   };
   thread_local std::array<Answer, 4> answers;
   const unsigned flags =
@@ -241,12 +243,21 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
                    !slot.state.owner_before(state) && !state.owner_before(slot.state);
   if (!hit) {
     slot.body = update_answer(doc, d.release->name, d.send_zip, d.send_manifest, metadata);
+    // Compressed once per snapshot and thread, not per device: a manifest of thousands of
+    // files is most of the answer and shrinks several times (README, "JSON gzip").
+    slot.gzip.reset();
+    if (slot.body.size() >= http::kGzipMinBytes) {
+      if (auto z = http::gzip(slot.body, http::kGzipLevel))
+        slot.gzip = std::make_shared<const std::string>(std::move(*z));
+    }
     slot.state = state;
     slot.api = instance_;
     slot.doc = &doc;
     slot.flags = flags;
   }
-  return make_json_response(200, slot.body, Route::kUpdates);
+  Response r = make_json_response(200, slot.body, Route::kUpdates);
+  r.gzip_body = slot.gzip;
+  return r;
 }
 
 std::uint64_t DeviceApi::next_instance() {
@@ -256,11 +267,24 @@ std::uint64_t DeviceApi::next_instance() {
 
 std::string DeviceApi::update_answer(const control::ReleaseDoc& doc, const std::string& name,
                                      bool send_zip, bool send_manifest, bool metadata) const {
+  return build_update_answer(doc, name, public_url_, send_zip, send_manifest, metadata);
+}
+
+std::uint64_t largest_update_answer_bytes(const control::ReleaseDoc& doc, const std::string& name,
+                                          std::size_t public_url_bytes) {
+  return build_update_answer(doc, name, std::string(public_url_bytes, 'x'), doc.zip.has_value(),
+                             true, true)
+      .size();
+}
+
+std::string build_update_answer(const control::ReleaseDoc& doc, const std::string& name,
+                                const std::string& public_url, bool send_zip, bool send_manifest,
+                                bool metadata) {
   JsonObjectWriter out;
   out.string("version", name);
   // Without the zip (delta format, manifest-only release) the url is still a syntactically
   // valid one, as plugins require (§2.4 item 6).
-  std::string url = public_url_;
+  std::string url = public_url;
   if (send_zip) {
     url += "/v1/blobs/" + doc.zip->hex() + "/" + encode_path(name) + ".zip";
   } else {
@@ -278,7 +302,7 @@ std::string DeviceApi::update_answer(const control::ReleaseDoc& doc, const std::
       entry.string("file_name", m.file_name)
           .string("file_hash", m.file_hash)
           .string("download_url",
-                  public_url_ + "/v1/blobs/" + m.blob.hex() + "/" + encode_path(m.file_name));
+                  public_url + "/v1/blobs/" + m.blob.hex() + "/" + encode_path(m.file_name));
       manifest += std::move(entry).finish();
     }
     manifest += ']';
@@ -339,6 +363,10 @@ DeviceEndpoint channel_endpoint(std::string_view method) {
 }
 
 }  // namespace
+
+Response DeviceApi::website_live() {
+  return json_reply(200, Route::kOther, json::object{{"allowed", false}, {"mode", "capgo"}});
+}
 
 Response DeviceApi::channel_self(std::string_view method, std::string_view query,
                                  std::string_view body) const {
@@ -529,7 +557,9 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
   } else {
     events.push_back(&v.get_object());
   }
-  // The first event decides the app; its app id errors are 400, later ones 200 (§3.3).
+  // The first event decides the app. A bad app id is 400 for a single event (§3.3) but 200
+  // for a batch, wherever it sits: the engine drops a whole batch on any other 4xx, and
+  // 8.52 wants 2xx for every batch (§10 item 7); nothing of such a batch is recorded.
   std::string app_id;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const json::value* a = events[i] != nullptr ? events[i]->if_contains("app_id") : nullptr;
@@ -538,7 +568,7 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
     if (!valid) {
       const std::string message =
           present ? "App ID must be a reverse domain string" : "App ID is required";
-      return stats_json(i == 0 ? 400 : 200,
+      return stats_json(batch ? 200 : 400,
                         json::object{{"error", "invalid_app_id"}, {"message", message}});
     }
     if (i == 0) {
@@ -559,30 +589,14 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
   for (std::size_t i = 0; i < events.size(); ++i) {
     DeviceInfo info;
     std::optional<InfoError> err = read_info(DeviceEndpoint::kStats, *events[i], info);
-    json::object extra;
     if (!err && !app)
       err = InfoError{"on_premise_app", "On-premise app detected", "", ""};
-    if (!err) {
-      // The version is the part before ':' (per-file manifest failures); builtin and unknown
-      // are placeholders that always exist. A release without files exists too.
-      const std::string_view version = info.version_name.substr(0, info.version_name.find(':'));
-      if (!version.empty() && version != "builtin" && version != "unknown" &&
-          !app->releases.contains(std::string(version))) {
-        err = InfoError{"version_not_found", "Version not found", "version_name", ""};
-        extra = json::object{{"app_id", app_id}, {"version_name", info.version_name}};
-      }
-    }
+    // A version that is not a release is recorded all the same (§10 item 8): a device keeps
+    // running a deleted bundle, and builtin comes as the native version_build. Only the
+    // per-release usage counters, downstream, skip names that are not releases.
     if (err) {
       if (!batch) {
-        const bool soft = err->code == "version_not_found";
-        if (!soft)
-          single = info_error(*err, Route::kStats);
-        else {
-          json::object o{{"error", err->code}, {"message", err->message}};
-          for (auto& kv : extra)
-            o[kv.key()] = kv.value();
-          single = stats_json(200, o);
-        }
+        single = info_error(*err, Route::kStats);
       } else {
         results.push_back(json::object{
             {"status", "error"}, {"error", err->code}, {"message", err->message}, {"index", i}});

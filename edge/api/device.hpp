@@ -51,6 +51,11 @@ class DeviceApi {
   /// would refuse gets the same 400.
   Response decide_for(std::string_view app_id, std::string_view body) const;
 
+  /// GET /website_live?app_id= (§10 item 11): this node offers no website mode, so every
+  /// app, known or not (no app-id oracle), gets 200 {"allowed":false,"mode":"capgo"} and the
+  /// plugin stays on /updates.
+  static Response website_live();
+
   /// /channel_self (§4): POST = setChannel, PUT = getChannel, GET = listChannels (info
   /// object in the query string), DELETE = unset for old plugins. `query` is the part of
   /// the target after '?'.
@@ -81,6 +86,23 @@ class DeviceApi {
   std::uint64_t instance_ = next_instance();
   static std::uint64_t next_instance();
 };
+
+/// A JSON answer longer than this is refused by plugin 8.52's engine (capgo-protocol §10
+/// item 5), so a release whose /updates answer would be longer is refused at publish.
+inline constexpr std::uint64_t kMaxJsonAnswerBytes = 16 << 20;
+/// The public_url length publish-time checks allow for: an edge's URL may be longer than
+/// the origin's, and the answer carries it once per manifest entry.
+inline constexpr std::size_t kPublicUrlAllowance = 256;
+
+/// The /updates answer that sends release `name` (`doc`) from a node reached at
+/// `public_url`: the zip url (or a placeholder), the manifest and the metadata as asked.
+std::string build_update_answer(const control::ReleaseDoc& doc, const std::string& name,
+                                const std::string& public_url, bool send_zip, bool send_manifest,
+                                bool metadata);
+/// Bytes of the longest /updates answer for `doc` (zip, manifest and metadata all sent)
+/// from a node whose public_url has `public_url_bytes` bytes.
+std::uint64_t largest_update_answer_bytes(const control::ReleaseDoc& doc, const std::string& name,
+                                          std::size_t public_url_bytes);
 
 /// Percent-encodes a manifest file name for a URL path, keeping '/' and RFC 3986 unreserved.
 std::string encode_path(std::string_view path);

@@ -92,7 +92,8 @@ constexpr Need K = Need::kKept;
 constexpr Rule kRules[] = {
     //  name               slot                    type          max  check
     //                                    upd man sta set get lst del
-    {"device_id", Slot::kDeviceId, Type::kString, 36, Check::kUuid, {N, N, N, N, N, N, N}},
+    // listChannels needs no device: Capgo answers it from app_id and platform (§10 item 9).
+    {"device_id", Slot::kDeviceId, Type::kString, 36, Check::kUuid, {N, N, N, N, N, O, N}},
     {"app_id", Slot::kAppId, Type::kString, 0, Check::kAppId, {N, N, N, N, N, N, N}},
     {"platform", Slot::kPlatform, Type::kString, 0, Check::kPlatform, {R, R, R, R, R, R, R}},
     {"plugin_version",
@@ -410,7 +411,8 @@ std::string url_decode(std::string_view s) {
 // and app_id, then the version_build coercion, then the schema in table order.
 std::optional<InfoError> read_fields(E endpoint, const Field* values, DeviceInfo& out) {
   const auto col = static_cast<std::size_t>(endpoint);
-  if (missing(values[rule_index(Slot::kDeviceId)]))
+  if (kRules[rule_index(Slot::kDeviceId)].need[col] == Need::kNonEmpty &&
+      missing(values[rule_index(Slot::kDeviceId)]))
     return InfoError{"missing_device_id", "Cannot find device_id", "device_id", "required"};
   if (missing(values[rule_index(Slot::kAppId)]))
     return InfoError{"missing_app_id", "Cannot find app_id", "app_id", "required"};
@@ -443,6 +445,9 @@ std::optional<InfoError> read_fields(E endpoint, const Field* values, DeviceInfo
         return schema(endpoint, r.name, "is required");
       continue;
     }
+    if (need == Need::kOptional && r.check == Check::kUuid && v.type == Type::kString &&
+        v.text.empty())
+      continue;  // an optional device_id left empty (`device_id=` in a query) is absent
     if (v.type != r.type)
       return schema(endpoint, r.name, std::string(type_reason(r.type)));
     if (r.type == Type::kString) {

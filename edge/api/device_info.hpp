@@ -56,7 +56,7 @@ struct DeviceInfo {
   std::string_view platform_text;
   /// ios | android | electron; nullopt only on /stats, which takes any platform string.
   std::optional<control::Platform> platform;
-  std::string device_id;  ///< lower-cased ("" only where the endpoint does not read it)
+  std::string device_id;  ///< lower-cased; "" only on GET /channel_self (listChannels, §10.9)
   std::string_view app_id;
   std::string_view custom_id;
   std::string_view version_build_text;  ///< as sent
@@ -91,7 +91,8 @@ struct DeviceInfo {
 };
 
 /// Reads `body` as the info object of `endpoint`, in the order of §2.2: device_id present
-/// (missing_device_id), app_id present (missing_app_id), version_build coercible
+/// where the endpoint needs it (all but listChannels: missing_device_id), app_id present
+/// (missing_app_id), version_build coercible
 /// (semver_error), then every field's rule in table order (invalid_json_body, or
 /// invalid_query_parameters for the query forms). Unknown fields are ignored, as the
 /// backend does. Does not throw.

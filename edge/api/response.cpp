@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "edge/core/utf8.hpp"
+#include "edge/http/encoding.hpp"
 
 namespace edge::api {
 
@@ -47,6 +48,25 @@ Response method_not_allowed(std::string_view allow, Route route) {
   Response r = error_response(405, "method_not_allowed", "allowed: " + std::string(allow), route);
   r.set("Allow", allow);
   return r;
+}
+
+void encode_json(Response& r, bool client_accepts_gzip) {
+  if (!r.parts.empty() || r.stream || r.later || r.status == 304 || r.status == 204 ||
+      !r.header("Content-Type").starts_with("application/json")) {
+    return;
+  }
+  r.set("Vary", "Accept-Encoding");
+  if (!client_accepts_gzip || r.body.size() < http::kGzipMinBytes)
+    return;
+  if (r.gzip_body) {
+    r.body = *r.gzip_body;
+  } else if (auto z = http::gzip(r.body, http::kGzipLevel)) {
+    r.body = std::move(*z);
+  } else {
+    return;  // zlib out of memory: identity is always acceptable
+  }
+  r.gzip_body.reset();
+  r.set("Content-Encoding", "gzip");
 }
 
 std::uint64_t change_seq_of(const Response& r) {

@@ -83,6 +83,9 @@ struct Response {
   /// (the server fills them from the first next()) go first. Ignored for HEAD and 304.
   std::shared_ptr<BodyStream> stream;
   std::uint64_t stream_length = 0;
+  /// `body` already gzip-encoded, when the handler keeps it at hand (a cached answer):
+  /// encode_json() sends it instead of compressing again. Shared: never copied per answer.
+  std::shared_ptr<const std::string> gzip_body;
 
   /// Bytes of the body as framed (Content-Length).
   std::uint64_t content_length() const;
@@ -95,6 +98,13 @@ struct Response {
     headers.append(name).append(": ").append(value).append("\r\n");
   }
 };
+
+/// Content coding of a JSON answer (`Content-Type: application/json`, an in-memory body):
+/// gzip when `client_accepts_gzip` and the body has at least http::kGzipMinBytes bytes,
+/// identity otherwise; such answers get `Vary: Accept-Encoding` either way. Downloads
+/// (file parts, streams) and other types are never encoded: devices need their bytes
+/// exact (capgo-protocol §10 item 3). Called by the server on every answer.
+void encode_json(Response& r, bool client_accepts_gzip);
 
 /// The change seq an admin write answered with (its X-Change-Seq field), 0 if none.
 std::uint64_t change_seq_of(const Response& r);

@@ -23,6 +23,7 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include "edge/core/sched.hpp"
+#include "edge/http/encoding.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -54,6 +55,10 @@ constexpr std::size_t kUploadReadBuffer = 256 << 10;
 constexpr std::size_t kTlsStage = 64 << 10;           // pread-into buffer of the userspace TLS path
 constexpr std::size_t kTlsGather = kTlsStage + 1024;  // its records, gathered for one send
 constexpr int kSweepMs = 100;  // deadline check period: the resolution of every timeout
+// How long a TLS connection may take to get its close_notify out (a peer that reads
+// nothing must not hold the connection), and then to drain what the peer still sends.
+constexpr std::uint32_t kCloseNotifyMs = 1000;
+constexpr std::uint32_t kLingerMs = 2000;
 
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
@@ -208,9 +213,13 @@ class Conn {
     std::size_t n = 0;
     const int r = SSL_write_ex(ssl, data, len, &n);
     failed = false;
+    record_pending = false;
     if (r == 1 && !peer_misbehaved())
       return n;
-    return write_failed(r == 1 ? SSL_ERROR_SSL : SSL_get_error(ssl, r), want, failed);
+    const std::size_t none =
+        write_failed(r == 1 ? SSL_ERROR_SSL : SSL_get_error(ssl, r), want, failed);
+    record_pending = !failed;  // OpenSSL keeps the rest of a record for the retry
+    return none;
   }
 
   /// kTLS: one SSL_sendfile of up to `len` bytes of `fd` at `offset` (the kernel encrypts);
@@ -249,6 +258,9 @@ class Conn {
   tcp::socket socket;
   SSL* ssl;
   bool ktls_send = false;
+  // The last SSL_write stopped inside a record: nothing else (no alert) may be written
+  // until that record is finished by the same write (OpenSSL's write-retry rule).
+  bool record_pending = false;
   TlsPeerEvents events;
   CoalescingWriter writer;  // userspace TLS: the write BIO (attached after the handshake)
   CipherFeed feed;          // the read BIO (attached before the handshake)
@@ -400,13 +412,27 @@ class Session : public std::enable_shared_from_this<Session> {
   // Called on shutdown: idle connections close now; busy ones after their response.
   void drain() {
     if (idle_) {
+      // The pending read ends with operation_aborted and on_header closes (TLS: with a
+      // close_notify, as every end of a TLS connection).
       error_code ec;
-      conn_.socket.close(ec);
+      conn_.socket.cancel(ec);
     }
   }
 
+  // The shutdown grace period is over (the io_context stops next): a TLS connection gets
+  // one non-blocking try at its close_notify, then the socket closes.
+  void hang_up() {
+    if (tls_can_notify()) {
+      (void)conn_.writer.flush();
+      if (!conn_.writer.pending() && !conn_.writer.broken())
+        send_close_notify();
+      (void)conn_.writer.flush();
+    }
+    close_socket();
+  }
+
  private:
-  enum class Timeout { kNone, kIdle, kHeader, kRequest, kSend };
+  enum class Timeout { kNone, kIdle, kHeader, kRequest, kSend, kClose };
 
   const ServerOptions& opt() const { return server_.options; }
 
@@ -548,6 +574,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_header(error_code ec) {
     idle_ = false;
+    accepts_gzip_ = false;
     buffers_released_ = false;
     if (timeout_ == Timeout::kIdle)
       return close();  // an idle keep-alive connection
@@ -580,6 +607,8 @@ class Session : public std::enable_shared_from_this<Session> {
       return fail(400, "bad_request", *bad);
     keep_alive_ = req.keep_alive();
     client_closes_ = !keep_alive_;
+    if (const auto ae = req.find(bhttp::field::accept_encoding); ae != req.end())
+      accepts_gzip_ = http::accepts_gzip(std::string_view(ae->value().data(), ae->value().size()));
     if (admin_ && api::Api::is_upload(req))
       return begin_upload();
     if (!parser_->is_done())
@@ -789,6 +818,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (r.close || server_.draining.load(std::memory_order_relaxed))
       keep_alive_ = false;
+    api::encode_json(r, accepts_gzip_);  // JSON answers only; downloads stay identity
     status_ = r.status;
     route_ = r.route;
     const std::uint64_t length = r.content_length();
@@ -922,7 +952,9 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     if (ec) {
       // The header is out: cutting the connection short is the only honest answer (the
-      // client sees a short body and resumes with Range).
+      // client sees a short body and resumes with Range). Over TLS the cut ends with a
+      // close_notify (close()): without one, the 8.52 engine takes the EOF for a TLS error,
+      // deletes the partial file and never resumes (capgo-protocol §10 item 2).
       stream_.reset();
       spdlog::warn("stream: cut a {} response after a fill failed: {}", api::route_name(route_),
                    ec.message());
@@ -1192,30 +1224,83 @@ class Session : public std::enable_shared_from_this<Session> {
     return ::ioctl(conn_.socket.native_handle(), FIONREAD, &unread) == 0 && unread == 0;
   }
 
-  void close_now() {
-    send_close_notify();
-    close();
-  }
-
-  // TLS: close_notify, best effort (non-blocking); nothing for plain HTTP.
-  void send_close_notify() {
-    if (conn_.ssl == nullptr)
-      return;
-    ERR_clear_error();
-    (void)SSL_shutdown(conn_.ssl);
-    ERR_clear_error();
-  }
+  void close_now() { close(); }
 
   // Closing with unread request bytes makes the kernel send RST, which can destroy the
   // response before the client reads it (e.g. a 431 for a huge header). So: shut down our
   // side, then read and discard for a short while, as nginx's lingering_close does.
   void linger_close() {
-    send_close_notify();
+    linger_ = true;
+    close();
+  }
+
+  // Ends the connection. TLS: a close_notify goes first (RFC 8446 §6.1), whatever ends the
+  // connection (a response done, a fill failed after the header, a timeout, an error
+  // answer, shutdown), bounded by kCloseNotifyMs; then FIN, and a linger when the peer may
+  // still be sending. Plain HTTP: the linger when asked for, else the socket closes now.
+  void close() {
+    if (ending_ || !conn_.socket.is_open())
+      return close_socket();
+    ending_ = true;
+    if (!tls_can_notify())
+      return linger_ ? shut_and_linger() : close_socket();
+    arm(Timeout::kClose, kCloseNotifyMs);
+    notify_step();
+  }
+
+  // A close_notify can follow: the handshake is done and no record is half-written.
+  bool tls_can_notify() const {
+    return conn_.ssl != nullptr && conn_.events.established && !conn_.record_pending &&
+           conn_.socket.is_open();
+  }
+
+  // One step of the close_notify: what the writer gathered, the alert, the alert's flush;
+  // waits for writability in between (the kClose deadline cancels the wait).
+  void notify_step() {
+    if (timeout_ == Timeout::kClose || conn_.writer.broken())
+      return close_socket();
+    if (conn_.writer.pending() && !conn_.writer.flush())
+      return conn_.writer.broken() ? close_socket() : notify_when_writable();
+    if (!notified_) {
+      ERR_clear_error();
+      const int r = SSL_shutdown(conn_.ssl);  // 0: ours sent, the peer's not yet read
+      const int err = r < 0 ? SSL_get_error(conn_.ssl, r) : SSL_ERROR_NONE;
+      ERR_clear_error();
+      if (err == SSL_ERROR_WANT_WRITE)
+        return notify_when_writable();
+      if (err != SSL_ERROR_NONE)
+        return close_socket();
+      notified_ = true;
+      if (conn_.writer.pending() && !conn_.writer.flush())  // a lent buffer gathered it
+        return conn_.writer.broken() ? close_socket() : notify_when_writable();
+    }
+    // The peer may answer with its own close_notify, or still be sending: unread bytes at
+    // close() would make the kernel send RST, which can destroy what the peer has not read.
+    if (linger_ || !nothing_unread())
+      return shut_and_linger();
+    close_socket();
+  }
+  void notify_when_writable() {
+    conn_.socket.async_wait(tcp::socket::wait_write, [self = shared_from_this()](error_code ec) {
+      if (ec)
+        return self->close_socket();
+      self->notify_step();
+    });
+  }
+
+  // TLS close_notify at once, no wait (the grace expiry): written if the socket takes it.
+  void send_close_notify() {
+    ERR_clear_error();
+    (void)SSL_shutdown(conn_.ssl);
+    ERR_clear_error();
+  }
+
+  void shut_and_linger() {
     error_code ec;
     conn_.socket.shutdown(tcp::socket::shutdown_send, ec);
     if (ec)
-      return close();
-    arm(Timeout::kIdle, 2000);
+      return close_socket();
+    arm(Timeout::kIdle, kLingerMs);
     linger_buf_.resize(4096);
     linger_read();
   }
@@ -1223,12 +1308,12 @@ class Session : public std::enable_shared_from_this<Session> {
     conn_.socket.async_read_some(asio::buffer(linger_buf_),
                                  [self = shared_from_this()](error_code ec, std::size_t) {
                                    if (ec || self->timeout_ != Timeout::kNone)
-                                     return self->close();
+                                     return self->close_socket();
                                    self->linger_read();
                                  });
   }
 
-  void close() {
+  void close_socket() {
     disarm();
     error_code ec;
     conn_.socket.close(ec);
@@ -1257,6 +1342,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool idle_ = false;
   bool keep_alive_ = true;
   bool client_closes_ = false;  // the request said "Connection: close" (or was HTTP/1.0)
+  bool accepts_gzip_ = false;   // the request's Accept-Encoding takes gzip
   Clock::time_point started_{};
   unsigned status_ = 0;
   api::Route route_ = api::Route::kOther;
@@ -1278,6 +1364,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t stage_pos_ = 0;
   std::uint64_t tls_sent_ = 0;
   bool buffers_released_ = false;  // TLS: the record buffers were freed in this idle spell
+  bool ending_ = false;            // close() began: what ends the connection is under way
+  bool linger_ = false;            // the peer may still be sending: drain before closing
+  bool notified_ = false;          // TLS: our close_notify is written
 };
 
 void Server::Impl::accept(Worker& w, Listener which) {
@@ -1431,8 +1520,15 @@ void Server::Impl::stop() {
         return;
       spdlog::warn("shutdown grace period over: closing {} connections",
                    connections.load(std::memory_order_relaxed));
-      for (auto& w : workers)
-        w->io.stop();
+      // Each connection is closed on its own thread, a TLS one after a close_notify.
+      for (auto& w : workers) {
+        asio::post(w->io, [wp = w.get()] {
+          const std::vector<Session*> sessions(wp->sessions.begin(), wp->sessions.end());
+          for (Session* s : sessions)
+            s->hang_up();
+          wp->io.stop();
+        });
+      }
     });
   });
 }

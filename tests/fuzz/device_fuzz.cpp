@@ -29,7 +29,9 @@ void read_as(DeviceEndpoint e, const boost::json::object& o) {
     __builtin_trap();
   if (e == DeviceEndpoint::kManifestSize && info.manifest == nullptr)
     __builtin_trap();
-  if (info.device_id.size() != 36 || info.app_id.empty())
+  // listChannels may come without a device (capgo-protocol §10 item 9); nothing else may.
+  const bool no_device = e == DeviceEndpoint::kChannelList && info.device_id.empty();
+  if ((info.device_id.size() != 36 && !no_device) || info.app_id.empty())
     __builtin_trap();
   (void)info.running_version();
   (void)info.on_builtin();

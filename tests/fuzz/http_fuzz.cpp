@@ -1,7 +1,8 @@
-// Range, If-None-Match and If-Range values come straight from clients.
+// Range, If-None-Match, If-Range and Accept-Encoding values come straight from clients.
 #include <cstdint>
 #include <string_view>
 
+#include "edge/http/encoding.hpp"
 #include "edge/http/http.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -19,6 +20,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)edge::http::if_none_match(text, "\"x\"");
   (void)edge::http::if_range_matches(text, "\"x\"");
   (void)edge::http::content_type_for(text);
+  // Accept-Encoding values pick the coding of JSON answers.
+  (void)edge::http::accepts_gzip(text);
+  if (size <= 4096 && !edge::http::gzip(text, 1))
+    __builtin_trap();
   // Request targets and framing fields (issue #9 item 3).
   const std::string_view target = edge::http::origin_form(text);
   if (target.size() > text.size())

@@ -5,6 +5,7 @@ builtin revert, version rows without files, each update_package, the publish-tim
 Retry-After. The real binary on 127.0.0.1, port 0, stopped by its pid.
 
 Usage: device_test.py <path-to-bundle-edge>"""
+import gzip
 import json
 import os
 import subprocess
@@ -28,7 +29,10 @@ def main():
     def admin(method, path, body=None):
         args = ["-X", method, "-H", "Authorization: Bearer " + node.token]
         if body is not None:
-            args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+            # From a file: a release of a thousand files is past the limit of one argument.
+            body_path = os.path.join(TMP, "admin-body.json")
+            open(body_path, "w").write(json.dumps(body))
+            args += ["-H", "Content-Type: application/json", "--data-binary", "@" + body_path]
         st, _, out = curl(*args, node.admin_url + path)
         return st, (json.loads(out) if out else None)
 
@@ -221,9 +225,10 @@ def main():
         q = "app_id=%s&platform=android&device_id=%s&plugin_version=7.0.0" % (APP, DEV)
         st, doc, _ = device("/channel_self", None, "DELETE", q + "&version_build=1.x")
         assert st == 400 and doc["error"] == "semver_error", doc
+        # DELETE (old plugins' unset) needs the device; GET (listChannels) does not (§10.9).
+        st, doc, _ = device("/channel_self", None, "DELETE", "app_id=%s&platform=android" % APP)
+        assert st == 400 and doc["error"] == "missing_device_id", doc
         for method in ("DELETE", "GET"):
-            st, doc, _ = device("/channel_self", None, method, "app_id=%s&platform=android" % APP)
-            assert st == 400 and doc["error"] == "missing_device_id", (method, doc)
             st, doc, _ = device("/channel_self", None, method, "device_id=%s&platform=android" % DEV)
             assert st == 400 and doc["error"] == "missing_app_id", (method, doc)
         for bad in (5, "x" * 65):
@@ -262,6 +267,135 @@ def main():
         assert day["targets"]["3.0.0"] == {"download_fail": 1, "checksum_required": 1}, day
         assert "3.0.0" not in day["releases"], day
 
+
+    def t_stats_unknown_versions_recorded():
+        # §10.8: a version that is not a release (a deleted bundle a device still runs) is
+        # recorded, single or batched; no version_not_found.
+        dev3 = "0a1b2c3d-3333-4222-8333-444455556666"
+        dev4 = "0a1b2c3d-4444-4222-8333-444455556666"
+
+        def day_devices():
+            st, s = admin("GET", ADMIN_APP + "/stats")
+            assert st == 200, s
+            return s["days"][-1]["devices"] if s["days"] else 0
+        before = day_devices()
+        st, doc, _ = device("/stats", dict(INFO, device_id=dev3, action="set", version_name="7.7.7"))
+        assert (st, doc) == (200, {"status": "ok"}), doc
+        st, doc, _ = device("/stats", [dict(INFO, device_id=dev4, action="set", version_name="7.7.8"),
+                                       dict(INFO, device_id=dev4, action="app_moved_to_foreground",
+                                            version_name="7.7.8:www/app.js")])
+        assert st == 200 and doc["results"] == [{"status": "ok", "index": 0}, {"status": "ok", "index": 1}], doc
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            rows = [admin("GET", ADMIN_APP + "/devices/" + d) for d in (dev3, dev4)]
+            if all(st == 200 and (r.get("last_checkin") or {}).get("version_name") for st, r in rows) \
+                    and day_devices() >= before + 2:
+                break
+            time.sleep(0.1)
+        assert rows[0][1]["last_checkin"]["version_name"] == "7.7.7", rows[0]
+        assert rows[1][1]["last_checkin"]["action"] == "app_moved_to_foreground", rows[1]
+        assert rows[1][1]["last_checkin"]["version_name"] == "7.7.8:www/app.js", rows[1]
+        assert day_devices() >= before + 2, (before, day_devices())
+
+    def t_stats_batches_answer_2xx():
+        # §10.7: any 4xx drops the whole batch on the device; a batch is always 2xx, even
+        # when its first event carries a bad app_id (a single event still gets its 400).
+        for first in ({"app_id": "not a domain"}, {"app_id": None}):
+            event = {k: v for k, v in dict(INFO, action="set", **first).items() if v is not None}
+            st, doc, _ = device("/stats", [event, dict(INFO, action="set")])
+            assert st == 200 and doc["error"] == "invalid_app_id", (first, st, doc)
+            st, doc, _ = device("/stats", event)
+            assert st == 400 and doc["error"] == "invalid_app_id", (first, st, doc)
+        st, doc, _ = device("/stats", [dict(INFO, action="set"), dict(INFO, action="no_such_action"),
+                                       dict(INFO, device_id="nope", action="set")])
+        assert st == 200 and [r["status"] for r in doc["results"]] == ["ok", "error", "error"], doc
+
+    def t_list_channels_without_device():
+        # §10.9: listChannels sends the info object as a query string, device_id or not.
+        st, doc = admin("PUT", ADMIN_APP + "/channels/beta",
+                        {"public": False, "allow_device_self_set": True, "disable_auto_update": "none"})
+        assert st in (200, 201), doc
+        for q in ("app_id=%s&platform=android" % APP,
+                  "app_id=%s&platform=android&device_id=&is_emulator=false&is_prod=true&version_name=1.0.0" % APP,
+                  "app_id=%s&platform=android&device_id=%s" % (APP, DEV)):
+            st, doc, _ = device("/channel_self", None, "GET", q)
+            assert st == 200 and isinstance(doc, list), (q, st, doc)
+            assert {c["name"] for c in doc} >= {"production", "beta"}, (q, doc)
+            assert all(isinstance(c["id"], int) for c in doc), doc
+        st, doc, _ = device("/channel_self", None, "GET", "app_id=%s&platform=ios&device_id=nope" % APP)
+        assert st == 400 and doc["error"] == "invalid_query_parameters", doc  # a bad one is still refused
+        st, doc, _ = device("/channel_self", None, "GET", "platform=android")
+        assert st == 400 and doc["error"] == "missing_app_id", doc
+
+    def t_website_live():
+        # §10.11: the same answer for any app (no app-id oracle).
+        for app in (APP, "com.unknown.app", ""):
+            st, doc, headers = device("/website_live", None, "GET", "app_id=" + app)
+            assert (st, doc) == (200, {"allowed": False, "mode": "capgo"}), (app, st, doc)
+
+
+    def t_json_gzip():
+        # JSON answers to Accept-Encoding: gzip are gzip from 8 KiB on (a manifest of many
+        # files); small ones and every download stay identity; Vary on each JSON answer.
+        app = "com.example.gzip"
+        base = "/v1/admin/apps/" + app
+        assert admin("PUT", base, {})[0] == 201
+        files = [{"file_name": "www/assets/chunk-%04d.js" % i, "file_hash": sha(js), "blob": js_id}
+                 for i in range(1000)]
+        st, doc = admin("PUT", base + "/releases/3.0.0", {"zip": zip_id, "manifest": files})
+        assert st == 201, doc
+        st, doc = admin("PUT", base + "/channels/production",
+                        {"release": "3.0.0", "public": True, "disable_auto_update": "none"})
+        assert st in (200, 201), doc
+        info = json.dumps(dict(INFO, app_id=app, version_name="1.0.0"))
+        st, h_id, plain = curl("-X", "POST", "-H", "Accept-Encoding: identity", "--data-binary", info, node.url + "/updates")
+        assert st == 200 and header(h_id, "Content-Encoding") is None, h_id
+        assert header(h_id, "Vary") == "Accept-Encoding", h_id
+        st, h_gz, packed = curl("-X", "POST", "-H", "Accept-Encoding: gzip", "--data-binary", info, node.url + "/updates")
+        assert st == 200 and header(h_gz, "Content-Encoding") == "gzip", h_gz
+        assert header(h_gz, "Vary") == "Accept-Encoding", h_gz
+        assert int(header(h_gz, "Content-Length")) == len(packed) < len(plain) / 5, (len(packed), len(plain))
+        assert gzip.decompress(packed) == plain
+        doc = json.loads(plain)
+        assert len(doc["manifest"]) == 1000, len(doc["manifest"])
+        # A small answer stays identity, even when gzip is welcome.
+        st, h, out = curl("-X", "POST", "-H", "Accept-Encoding: gzip", "--data-binary",
+                          json.dumps(dict(INFO, app_id=app, version_name="3.0.0")), node.url + "/updates")
+        assert st == 200 and header(h, "Content-Encoding") is None and json.loads(out)["kind"] == "up_to_date", (h, out)
+        assert header(h, "Vary") == "Accept-Encoding", h
+        # Downloads are never encoded: the zip, a manifest file, a range of it.
+        for url, want, extra in ((doc["url"], zip_bytes, ()), (doc["manifest"][7]["download_url"], js, ()),
+                                 (doc["manifest"][7]["download_url"], js[100:200], ("-r", "100-199"))):
+            st, h, out = curl("-H", "Accept-Encoding: gzip", *extra, url)
+            assert st in (200, 206) and out == want and header(h, "Content-Encoding") is None, (url, h)
+            assert header(h, "Vary") is None, h
+
+    def t_manifest_over_16mib_refused():
+        # A release whose /updates answer would pass the 16 MiB a device reads is refused at
+        # publish, naming the limit (the request body fits a raised json_body_limit).
+        big = Node('[server]\njson_body_limit = "64MiB"\n')
+        try:
+            def call(method, path, body):
+                path_ = os.path.join(TMP, "body.json")
+                open(path_, "w").write(json.dumps(body))
+                st, _, out = curl("-X", method, "-H", "Authorization: Bearer " + big.token,
+                                  "--data-binary", "@" + path_, big.admin_url + path)
+                return st, json.loads(out)
+            app = "/v1/admin/apps/com.example.huge"
+            assert call("PUT", app, {})[0] == 201
+            p = os.path.join(TMP, "one.js")
+            open(p, "wb").write(js)
+            assert upload(big, p)[0] in (200, 201)
+            name = "www/" + "n" * 4000 + "/%05d.js"
+            files = [{"file_name": name % i, "file_hash": sha(js), "blob": js_id} for i in range(2200)]
+            st, doc = call("PUT", app + "/releases/1.0.0", {"manifest": files})
+            assert st == 422 and doc["error"] == "manifest_too_large", (st, str(doc)[:300])
+            assert "16777216" in doc["message"] and "2200 files" in doc["message"], doc
+            st, doc = call("PUT", app + "/releases/1.0.0", {"manifest": files[:1000]})
+            assert st == 201, (st, doc)
+        finally:
+            big.stop()
+
     def t_retry_after():
         for path, body in (("/updates", dict(INFO, app_id="com.unknown.app")),
                            ("/stats", dict(INFO, app_id="com.unknown.app", action="set")),
@@ -297,6 +431,12 @@ def main():
                      ("native floor warning", t_native_floor_warning),
                      ("/channel_self validation", t_channel_self_validation),
                      ("/stats validation and currency", t_stats_validation_and_currency),
+                     ("/stats records versions that are not releases", t_stats_unknown_versions_recorded),
+                     ("/stats batches answer 2xx", t_stats_batches_answer_2xx),
+                     ("GET /channel_self without device_id", t_list_channels_without_device),
+                     ("GET /website_live", t_website_live),
+                     ("JSON answers gzip when asked; downloads never", t_json_gzip),
+                     ("a manifest over 16 MiB is refused at publish", t_manifest_over_16mib_refused),
                      ("429 carries Retry-After", t_retry_after),
                      ("pipelined /updates bodies", t_pipelined_bodies),
                      ("release names must be UTF-8", t_names_are_utf8)]:

@@ -6,13 +6,16 @@ origin, wrong certificates upstream, certificate reload on SIGHUP, and hostile c
 
 Usage: tls_test.py <path-to-bundle-edge>"""
 import asyncio
+import hashlib
 import http.client
+import http.server
 import json
 import os
 import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -124,6 +127,108 @@ def https_get(node, path, headers=None, conn=None):
     if own:
         conn.close()
     return r.status, dict(r.getheaders()), body
+
+
+class ChunkUpstream:
+    """A fake upstream (plain HTTP) whose feed names one release pinning the recipe of a blob
+    of `sizes` chunks. While `down` is set, chunk `dies_at` answers 503 (the upstream died
+    mid-blob); while `hold` is set, it waits instead (a fill in flight)."""
+
+    def __init__(self, sizes, dies_at):
+        self.parts = [os.urandom(n) for n in sizes]
+        self.blob = b"".join(self.parts)
+        self.blob_id = sha(self.blob)
+        self.recipe = {"sha256": self.blob_id, "size": len(self.blob),
+                       "chunks": [{"sha256": sha(p), "size": len(p)} for p in self.parts]}
+        digest = b"\x01" + struct.pack("<QI", self.recipe["size"], len(self.parts))
+        for p in self.parts:
+            digest += hashlib.sha256(p).digest() + struct.pack("<I", len(p))
+        self.recipe_sha = hashlib.sha256(digest).hexdigest()
+        self.index = {sha(p): i for i, p in enumerate(self.parts)}
+        self.dies_at = dies_at
+        self.down, self.hold, self.held = threading.Event(), threading.Event(), threading.Event()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body, ctype="application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.startswith("/v1/sync/changes"):
+                    if "after=0&" not in self.path:
+                        time.sleep(0.5)
+                        return self.reply(200, b'{"last_seq":2,"changes":[]}')
+                    doc = {"zip": fake.blob_id, "recipe_sha256": {fake.blob_id: fake.recipe_sha}}
+                    page = {"last_seq": 2, "changes": [
+                        {"seq": 1, "deleted": False, "kind": "app", "app_id": APP, "key": "", "doc": {}},
+                        {"seq": 2, "deleted": False, "kind": "release", "app_id": APP, "key": "1.0.0", "doc": doc}]}
+                    return self.reply(200, json.dumps(page).encode())
+                if self.path == "/v1/recipes/" + fake.blob_id:
+                    return self.reply(200, json.dumps(fake.recipe).encode())
+                i = fake.index.get(self.path.rsplit("/", 1)[1]) if self.path.startswith("/v1/chunks/") else None
+                if i is None:
+                    return self.reply(404, b'{"error":"not_found"}')
+                if i == fake.dies_at and fake.down.is_set():
+                    return self.reply(503, b'{"error":"unavailable"}')
+                if i == fake.dies_at and fake.hold.is_set():
+                    fake.held.set()
+                    while fake.hold.is_set():
+                        time.sleep(0.05)
+                return self.reply(200, fake.parts[i], "application/octet-stream")
+
+        class Quiet(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass
+
+        self.srv = Quiet(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
+
+    def start(self, i):
+        return sum(len(p) for p in self.parts[:i])
+
+    def stop(self):
+        self.hold.clear()
+        self.srv.shutdown()
+
+
+def strict_get(port, path, extra=""):
+    """A GET over TLS by a client that refuses an EOF without close_notify, as the 8.52
+    engine (rustls) does: (status, headers, body, how the connection ended), where the end
+    is "close_notify" (a clean TLS close) or the name of the error."""
+    s = context().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                        server_hostname="localhost", suppress_ragged_eofs=False)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: identity\r\n"
+              "Connection: close\r\n%s\r\n" % (path, extra)).encode())
+    data, end = b"", None
+    try:
+        while True:
+            d = s.recv(1 << 16)
+            if not d:
+                end = "close_notify"  # SSL_ERROR_ZERO_RETURN: the peer's close_notify
+                break
+            data += d
+    except ssl.SSLEOFError:
+        end = "SSLEOFError"  # EOF without close_notify: rustls' UnexpectedEof
+    except (ssl.SSLError, OSError) as e:
+        end = type(e).__name__
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+    return (int(lines[0].split()[1]) if lines[0] else 0), headers, body, end
 
 
 def wait_for(fn, what, timeout=15):
@@ -408,6 +513,167 @@ def main():
         finally:
             e.stop()
     check("a cold blob streams to a device over TLS", stream_over_tls)
+
+    def cut_stream_ends_with_close_notify():
+        # The edge's upstream dies mid-blob after the header went out: the cut ends with a
+        # close_notify (an EOF without one is a TLS error the 8.52 engine never retries),
+        # then, the upstream back, the device resumes with Range and gets the rest exact.
+        fake = ChunkUpstream([100_000, 120_000, 90_000, 110_000], dies_at=2)
+        e = TlsNode('[node]\nrole = "edge"\n[upstream]\nurl = "%s"\ntoken = "%s"\ntimeout_ms = 3000\n'
+                    'retries = 1\nbackoff_max_ms = 200\n' % (fake.url, TOKEN))
+        try:
+            wait_for(lambda: e.metrics().get("edge_sync_cursor_seq", 0) >= 2, "the edge to have the release")
+            fake.down.set()
+            path = "/v1/blobs/%s/1.0.0.zip" % fake.blob_id
+            st, headers, body, end = strict_get(e.tls_port, path)
+            assert st == 200 and int(headers["content-length"]) == len(fake.blob), (st, headers)
+            assert body == fake.blob[:fake.start(2)], (len(body), fake.start(2))
+            assert end == "close_notify", end
+            fake.down.clear()
+            n = len(body)
+            st, headers, rest, end = strict_get(e.tls_port, path, "Range: bytes=%d-\r\n" % n)
+            assert st == 206 and headers["content-range"] == "bytes %d-%d/%d" % (n, len(fake.blob) - 1, len(fake.blob)), (st, headers)
+            assert body + rest == fake.blob and end == "close_notify", end
+            # An error answer that closes (431 for a header past the limit) ends the same way.
+            st, _, _, end = strict_get(e.tls_port, "/healthz", "X-Big: %s\r\n" % ("a" * 20000))
+            assert st == 431 and end == "close_notify", (st, end)
+
+        finally:
+            e.stop()
+            fake.stop()
+    check("a cut response ends with close_notify; Range resumes it", cut_stream_ends_with_close_notify)
+
+    def every_rustls_suite():
+        # Plugin 8.52 speaks through rustls: TLS 1.2 and 1.3, ECDHE only, AES-128/256-GCM and
+        # ChaCha20-Poly1305 (capgo-protocol §10 item 1). Each suite and group of the defaults,
+        # with an ECDSA certificate (the node's) and an RSA one.
+        rsa_cert, rsa_key = os.path.join(TMP, "rsa.crt"), os.path.join(TMP, "rsa.key")
+        r = openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", rsa_key, "-out", rsa_cert)
+        assert r.returncode == 0, r.stderr
+        rsa = TlsNode(cert=rsa_cert, key=rsa_key)
+        try:
+            def handshake(port, *args):
+                r = openssl("s_client", "-connect", "127.0.0.1:%d" % port, "-servername", "localhost",
+                            "-brief", *args, input=b"", timeout=20)
+                out = (r.stdout + r.stderr).decode(errors="replace")
+                return r.returncode == 0 and "CONNECTION ESTABLISHED" in out, out
+            cases = []
+            for aes in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "CHACHA20-POLY1305"):
+                cases.append((node.tls_port, "-tls1_2", "-cipher", "ECDHE-ECDSA-" + aes))
+                cases.append((rsa.tls_port, "-tls1_2", "-cipher", "ECDHE-RSA-" + aes))
+            for suite in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"):
+                for port in (node.tls_port, rsa.tls_port):
+                    cases.append((port, "-tls1_3", "-ciphersuites", suite))
+            # Key exchange on each group. In TLS 1.2 the client's groups also bound the curve of
+            # an ECDSA certificate (RFC 8422 §5.1): one group at a time is tried on the RSA one.
+            for group in ("X25519", "P-256", "P-384"):
+                cases.append((node.tls_port, "-tls1_3", "-groups", group))
+                cases.append((rsa.tls_port, "-tls1_2", "-groups", group))
+            for port, *args in cases:
+                ok, out = handshake(port, *args)
+                assert ok, (args, out[-600:])
+                want = args[-1]
+                if args[1] == "-cipher" or args[1] == "-ciphersuites":
+                    assert re.search(r"Ciphersuite: " + re.escape(want), out), (args, out[-600:])
+            # Nothing weaker: no static RSA key exchange, no CBC, no TLS 1.1.
+            for args in (("-tls1_2", "-cipher", "AES128-GCM-SHA256"), ("-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"),
+                         ("-tls1_1",)):
+                ok, out = handshake(rsa.tls_port, *args)
+                assert not ok, (args, out[-600:])
+        finally:
+            rsa.stop()
+    check("every rustls suite and group: ECDSA and RSA certificates", every_rustls_suite)
+
+    def delta_download_connections():
+        # A delta download opens up to 64 HTTP/1.1 connections from one device (§10 item
+        # 6): with the default limits, 64 concurrent keep-alive TLS connections from one
+        # address are all served, each with two requests.
+        d = TlsNode()
+        try:
+            files = []
+            for i in range(4):
+                f = os.urandom(20_000)
+                p = os.path.join(TMP, "delta-%d" % i)
+                open(p, "wb").write(f)
+                assert upload(d, p)[0] in (200, 201)
+                files.append(f)
+            barrier = threading.Barrier(64, timeout=30)
+            results = [None] * 64
+
+            def one(i):
+                try:
+                    conn = http.client.HTTPSConnection("localhost", d.tls_port, timeout=30, context=context())
+                    conn.connect()
+                    barrier.wait()  # all 64 open at once
+                    got = []
+                    for k in range(2):
+                        f = files[(i + k) % 4]
+                        st, _, body = https_get(d, "/v1/blobs/%s/f.js" % sha(f), conn=conn)
+                        got.append(st == 200 and body == f)
+                    barrier.wait()  # still all open
+                    conn.close()
+                    results[i] = all(got)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    results[i] = repr(e)
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(64)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert results == [True] * 64, [r for r in results if r is not True][:3]
+            assert d.metrics().get("edge_http_connections_refused_total", 0) == 0
+        finally:
+            d.stop()
+    check("64 concurrent keep-alive connections from one address", delta_download_connections)
+
+    def shutdown_cut_ends_with_close_notify():
+        # A fill in flight when the shutdown grace period runs out: that cut too ends with a
+        # close_notify.
+        fake = ChunkUpstream([100_000, 120_000, 90_000, 110_000], dies_at=2)
+        e = TlsNode('[node]\nrole = "edge"\n[server]\nshutdown_grace_ms = 500\n[upstream]\nurl = "%s"\n'
+                    'token = "%s"\ntimeout_ms = 3000\nretries = 1\nbackoff_max_ms = 200\n' % (fake.url, TOKEN))
+        try:
+            wait_for(lambda: e.metrics().get("edge_sync_cursor_seq", 0) >= 2, "the edge to have the release")
+            fake.hold.set()
+            got = {}
+            t = threading.Thread(target=lambda: got.update(r=strict_get(e.tls_port, "/v1/blobs/%s" % fake.blob_id)))
+            t.start()
+            assert fake.held.wait(15), "the fill never asked for the held chunk"
+            time.sleep(0.3)  # the first chunks on their way to the client
+            e.stop()
+            t.join(20)
+            st, _, body, end = got["r"]
+            assert st == 200 and body == fake.blob[:fake.start(2)], (st, len(body))
+            assert end == "close_notify", end
+        finally:
+            e.stop()
+            fake.stop()
+    check("shutdown grace expiry ends a TLS cut with close_notify", shutdown_cut_ends_with_close_notify)
+
+    def non_reader_is_bounded():
+        # A client that stops reading mid-download: the send timeout ends the connection, and
+        # the close_notify that follows is bounded too (the peer reads nothing, so the alert
+        # cannot leave): the slot is free within send_timeout_ms + 1 s + the linger.
+        n = TlsNode("[server]\nsend_timeout_ms = 1000\n")
+        try:
+            data = os.urandom(24_000_000)
+            p = os.path.join(TMP, "big-nonreader")
+            open(p, "wb").write(data)
+            assert upload(n, p)[0] in (200, 201)
+            s = context().wrap_socket(socket.create_connection(("127.0.0.1", n.tls_port)), server_hostname="localhost")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(("GET /v1/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % sha(data)).encode())
+            # The gauge counts the admin connection that reads it, too.
+            wait_for(lambda: n.metrics().get("edge_http_connections", 0) >= 2, "the download to start")
+            t0 = time.time()
+            wait_for(lambda: n.metrics().get("edge_http_connections", 2) == 1, "the stalled connection to close")
+            assert time.time() - t0 < 6, time.time() - t0
+            s.close()
+            assert https_get(n, "/healthz")[0] == 200
+        finally:
+            n.stop()
+    check("a client that stops reading is closed in bounded time", non_reader_is_bounded)
 
     def wrong_certificates_upstream():
         wrong_cert, wrong_key = make_cert("wrongname", cn="other.example", san="DNS:other.example")
