@@ -429,6 +429,15 @@ def main():
         # Back to everything: later events keep every field.
         st, doc = admin(origin, "PUT", base, {"stats_mode": "all"})
         assert st == 200 and "device_data_collection" not in doc and "stats_mode" not in doc, (st, doc)
+        # The CLI: the same settings, other fields kept.
+        r = ctl(origin, "app", "privacy", app, "--stats-mode", "updatesOnly", "--no-collect", "custom_id,platform")
+        assert r.returncode == 0 and "stats_mode updatesOnly" in r.stdout and "platform, custom_id" in r.stdout, r
+        doc = admin(origin, "GET", base)[1]
+        assert doc["stats_mode"] == "updatesOnly" and doc["device_data_collection"]["custom_id"] is False, doc
+        r = ctl(origin, "app", "privacy", app, "--no-collect", "ip")
+        assert r.returncode == 2 and "unknown device field 'ip'" in r.stderr, r
+        r = ctl(origin, "app", "privacy", app, "--stats-mode", "all", "--collect", "all")
+        assert r.returncode == 0 and "device fields not stored: none" in r.stdout, r
         wait_for("the edge keeps everything again", lambda: updates(edge, app_id=app, device_id=dev(1)) and
                  timeline()[0]["platform"] == "android", timeout=10)
     check("privacy: stats_mode and device_data_collection applied where a check-in is first recorded "
