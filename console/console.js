@@ -183,6 +183,7 @@ async function render() {
       if (what === "releases") page = item ? await releaseView(item) : await releasesView();
       else if (what === "channels") page = item ? await channelView(item) : await channelsView();
       else if (what === "devices") page = item ? await deviceView(item) : await devicesView(r.query);
+      else if (what === "settings") page = await settingsView();
       else page = await dashboardView(r.query);
     }
   } catch (e) {
@@ -202,7 +203,7 @@ function header(r) {
   select.disabled = me.visible_apps.length === 0;
   const page = r.parts[0] === "fleet" ? "fleet" : r.parts[0] === "app" ? r.parts[2] || "dashboard" : "dashboard";
   const links = [["dashboard", "Dashboard"], ["releases", "Releases"], ["channels", "Channels"],
-                 ["devices", "Devices"]];
+                 ["devices", "Devices"], ["settings", "Settings"]];
   const nav = $("#nav");
   nav.replaceChildren(
     ...(state.app ? links.map(([p, label]) => h("a", { href: appLink(p), class: p === page ? "active" : "" }, label)) : []),
@@ -753,6 +754,53 @@ async function channelView(name) {
     h("div", { class: "row" }, h("h1", {}, "Channel ", name), del),
     w ? null : h("p", { class: "muted", id: "read-only-note" }, state.me.read_only ? "This node is an edge: change channels on the origin." : "This token may only read."),
     h("div", { class: "grid" }, settings, rollout, autoPause, testDevicePanel()), history);
+}
+
+// ---------------------------------------------------------------------------------------
+// App settings: privacy (what the nodes store of the devices' events) and the key id
+
+const STATS_MODES = [
+  ["all", "every event"],
+  ["updatesOnly", "update events only: no app_*, webview_* or ping events"],
+  ["billingOnly", "set, download_complete, set_fail, update_fail, download_fail and update checks, without custom id and default channel"],
+];
+const DEVICE_FIELDS = ["platform", "os_version", "plugin_version", "version_build", "is_emulator", "is_prod",
+                       "install_source", "custom_id"];
+
+async function settingsView() {
+  const path = `/v1/admin/apps/${enc(state.app)}`;
+  const doc = await api("GET", path);
+  const admin = state.me.role === "admin";
+  const mode = h("select", { id: "privacy-mode", disabled: !admin },
+    STATS_MODES.map(([m, what]) => h("option", { value: m }, m + ": " + what)));
+  mode.value = doc.stats_mode || "all";
+  const collect = doc.device_data_collection || {};
+  const boxes = DEVICE_FIELDS.map((f) => {
+    const box = h("input", { type: "checkbox", id: "collect-" + f, disabled: !admin });
+    box.checked = collect[f] !== false;
+    return [f, box];
+  });
+  const save = h("button", { id: "privacy-save", disabled: !admin, onclick: (ev) => act(ev.target, "Saving…", () => {
+    const body = Object.fromEntries(Object.entries(doc).filter(([k]) => k !== "app_id"));
+    body.stats_mode = mode.value;
+    body.device_data_collection = Object.fromEntries(boxes.map(([f, box]) => [f, box.checked]));
+    return api("PUT", path, body);
+  }, "Privacy settings saved: edges apply them within one sync.") }, "Save");
+  return h("div", {},
+    h("h1", {}, "Settings"),
+    h("section", { class: "panel", id: "privacy" }, h("h2", {}, "Privacy"),
+      h("p", { class: "muted small" }, "What the nodes store of this app's device events. Applied where a check-in is " +
+        "first recorded (edges included, so dropped data never travels); devices are answered as before and " +
+        "update decisions do not change."),
+      h("label", {}, "Events kept ", mode),
+      h("p", { class: "small" }, "Device fields stored:"),
+      h("div", { class: "row" }, boxes.map(([f, box]) => h("label", {}, box, " " + f))),
+      h("p", { class: "muted small" }, "os_version, is_emulator, is_prod and install_source are never stored by this node."),
+      admin ? h("div", { class: "row" }, save) : h("p", { class: "muted small" }, "Only admin tokens change settings.")),
+    h("section", { class: "panel" }, h("h2", {}, "Encryption"),
+      h("dl", { class: "kv" }, h("dt", {}, "key id"), h("dd", { id: "key-id" }, doc.key_id || "none registered")),
+      h("p", { class: "muted small" }, "bundle-edge-ctl key create and app set-key register the public key's id; " +
+        "encrypted releases under another key are refused.")));
 }
 
 function testDevicePanel() {

@@ -439,6 +439,27 @@ def main():
             assert "this node" not in c.d.find_element(By.CSS_SELECTOR, "#fleet").text
             print("  fleet page with 10,000 nodes: %.2f s, %d rows" % (took, len(rows)))
 
+        def privacy_settings():
+            c.open("#/app/%s/settings" % APP)
+            mode = c.wait("#privacy-mode")
+            assert mode.get_attribute("value") == "all"
+            Select(mode).select_by_value("billingOnly")
+            box = c.wait("#collect-custom_id")
+            assert box.is_selected()
+            box.click()
+            c.click("#privacy-save")
+            c.wait_text("#notice", "Privacy settings saved")
+            st, doc = admin(origin, "GET", BASE)
+            assert doc["stats_mode"] == "billingOnly" and doc["device_data_collection"]["custom_id"] is False, doc
+            assert doc["device_data_collection"]["platform"] is True, doc
+            c.open("#/app/%s/settings" % APP)
+            assert c.wait("#privacy-mode").get_attribute("value") == "billingOnly"
+            assert not c.wait("#collect-custom_id").is_selected()
+            c.shot("09-settings")
+            st, _ = admin(origin, "PUT", BASE, {k: v for k, v in doc.items()
+                                                 if k not in ("app_id", "stats_mode", "device_data_collection")})
+            assert st == 200, st
+
         def viewer_sees_no_write_controls():
             c.sign_in(viewer["token"])
             c.wait("#summary")
@@ -458,6 +479,9 @@ def main():
             c.open("#/app/%s/releases/1.0.1" % APP)
             c.wait("#release-delta")
             assert not c.has("#delete-release")
+            c.open("#/app/%s/settings" % APP)
+            c.wait("#privacy")
+            assert not c.has("#privacy-save")
 
         def phone_layout():
             c.d.set_window_size(390, 844)
@@ -529,6 +553,7 @@ def main():
         check("find a device by custom id, remove override", find_device_remove_override)
         check("fleet shows the edge", fleet_page)
         check("fleet page with 10,000 nodes: one page and a summary, fast", fleet_page_at_scale)
+        check("app privacy settings shown and saved", privacy_settings)
         check("a viewer sees no write controls", viewer_sees_no_write_controls)
         check("phone-width layout", phone_layout)
         check("an edge's console is read-only", edge_console_is_read_only)
