@@ -760,6 +760,22 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   };
   // Counts a device for `day_text` (and the release it runs); `late`: an event of an
   // earlier day than the device's current one, counted only if its marker says it was not.
+  // The name per-release usage (running releases, installs, devices per release a day)
+  // counts a version under: a release of the app, or builtin (as sent, or the native
+  // version a device on builtin reports as its version_name); nullopt for any other name
+  // (a deleted bundle, a name no release has): the event, the device row and the day's
+  // devices are still written, only per-release usage skips it.
+  const auto usage = [this](const Checkin& c,
+                            std::string_view version) -> std::optional<std::string_view> {
+    const std::string_view r = analytics_release(version);
+    if (r.empty())
+      return std::nullopt;
+    if (r == "builtin" || !options_.is_release || options_.is_release(c.app_id, r))
+      return r;
+    if (r == c.version_build)
+      return std::string_view("builtin");
+    return std::nullopt;
+  };
   const auto count_day = [&](const Checkin& c, const std::string& day_text,
                              const std::string& version, bool late) {
     const std::string marker = marker_of(c, day_text);
@@ -772,8 +788,8 @@ void CheckinStore::commit(std::deque<Item>& batch) {
       put_marker(marker);
     }
     bump({c.app_id, day_text, "D", ""});
-    if (!version.empty())
-      bump_name(c.app_id, day_text, "v", analytics_release(version));
+    if (const auto name = usage(c, version))
+      bump_name(c.app_id, day_text, "v", *name);
   };
   // The version each device of this batch runs, as this batch leaves it.
   // Appended per event (no map: a node and a key copy per check-in were ~4% of the
@@ -924,10 +940,10 @@ void CheckinStore::commit(std::deque<Item>& batch) {
           const bool known = release == "builtin" || !options_.is_release ||
                              (!release.empty() && options_.is_release(c.app_id, release));
           bump_name(c.app_id, hour, "t", known ? release : kOtherName, c.action);
-        } else {
-          bump_name(c.app_id, hour, "r", release);
+        } else if (const auto name = usage(c, c.version_name)) {
+          bump_name(c.app_id, hour, "r", *name);
           if (c.action == "set")
-            bump_name(c.app_id, hour, "i", release);
+            bump_name(c.app_id, hour, "i", *name);
         }
       }
       // Distinct devices per day (and per release that day), from the device table: a
@@ -945,7 +961,8 @@ void CheckinStore::commit(std::deque<Item>& batch) {
         count_day(c, day, version, false);
       } else if (vh != 0 && vh != e.version) {
         e.version = vh;  // the same day, another release
-        bump_name(c.app_id, day, "v", analytics_release(version));
+        if (const auto name = usage(c, version))
+          bump_name(c.app_id, day, "v", *name);
       }
       bump_name(c.app_id, hour, "a", c.action);
       if (!c.platform.empty())
