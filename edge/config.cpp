@@ -40,6 +40,9 @@ const std::set<std::string>& known_keys() {
                                              "admin.listen",
                                              "admin.token",
                                              "admin.max_upload",
+                                             "admin.scan_threads",
+                                             "admin.max_scans_per_token",
+                                             "admin.max_queued_scans",
                                              "store.segment_size",
                                              "store.index_cache_entries",
                                              "store.block_cache",
@@ -279,6 +282,9 @@ Config load_config(const ConfigOverrides& o) {
     r.string("admin.listen", admin_listen);
     r.string("admin.token", c.admin_token);
     r.size("admin.max_upload", c.max_upload_bytes);
+    r.integer("admin.scan_threads", c.server.admin_scan_threads, 0, 16);
+    r.integer("admin.max_scans_per_token", c.max_scans_per_token, 1, 1000);
+    r.integer("admin.max_queued_scans", c.max_queued_scans, 1, 100'000);
     r.size("store.segment_size", c.store.segment_bytes);
     r.integer("store.index_cache_entries", c.store.cache_entries, 16, 1'000'000'000);
     r.size("store.block_cache", c.block_cache_bytes);

@@ -200,9 +200,9 @@ int run(const edge::Config& c) {
       &sync_metrics, [&state] { return state.last_seq(); }, is_edge ? &checkins : nullptr);
   if (is_edge)
     sync_metrics.stale_after_ms = c.upstream.stale_threshold_ms();
-  edge::api::Api api(
-      *chunks, blobs, metrics,
-      {token, c.max_upload_bytes, c.upstream.stale_is_unready, c.upstream.max_fills_per_client});
+  edge::api::Api api(*chunks, blobs, metrics,
+                     {token, c.max_upload_bytes, c.upstream.stale_is_unready,
+                      c.upstream.max_fills_per_client, c.max_scans_per_token, c.max_queued_scans});
   api.set_control(&control);
   // Scoped admin tokens and the audit log: this node's own, never synced (DESIGN §11).
   edge::store::AccessStore access_store(*db);
