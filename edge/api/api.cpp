@@ -496,12 +496,14 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
   if (!caller) {
     refusal.route = Route::kUpload;
     refusal.close = true;  // the body was not read
+    set_api_headers(refusal);
     return refusal;
   }
   if (filler_ != nullptr) {
     Response r = edge_refusal();
     r.route = Route::kUpload;
     r.close = true;
+    set_api_headers(r);
     return r;
   }
   std::optional<Sha256> expected;
@@ -511,6 +513,7 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     if (!id) {
       Response r = bad_id("X-Content-Sha256: blob", v, Route::kUpload);
       r.close = true;
+      set_api_headers(r);
       return r;
     }
     expected = *id;
@@ -518,6 +521,7 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
   if (!chunks_.writable()) {
     Response r = storage_full_response(507, "the upload", Route::kUpload);
     r.close = true;
+    set_api_headers(r);
     return r;
   }
   if (content_length && *content_length > options_.max_upload_bytes) {
@@ -527,6 +531,7 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
                                     std::to_string(options_.max_upload_bytes) + ")",
                                 Route::kUpload);
     r.close = true;
+    set_api_headers(r);
     return r;
   }
   auto upload = std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes);

@@ -18,7 +18,7 @@ from harness import Node, admin, check, curl, header, run
 
 CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bundle-edge-ctl")
 APP = "com.example.admin"
-DEVICES = 100_000
+DEVICES = 50_000
 
 
 def seed_devices(node, n):
@@ -196,9 +196,12 @@ def main():
             for args in (["-H", "Authorization: Bearer " + node.token, node.admin_url + "/v1/admin/apps"],
                          [node.admin_url + "/v1/admin/apps"],  # 401
                          ["-H", "Authorization: Bearer " + node.token,
-                          node.admin_url + "/v1/admin/apps/%s/device_index" % APP]):  # a scan
+                          node.admin_url + "/v1/admin/apps/%s/device_index" % APP],  # a scan
+                         ["-X", "PUT", "--data-binary", "x", node.admin_url + "/v1/admin/blobs"],  # 401
+                         ["-X", "PUT", "--data-binary", "x", "-H", "Authorization: Bearer " + node.token,
+                          node.admin_url + "/v1/admin/blobs"]):  # an upload
                 st, h, _ = curl(*args)
-                assert st in (200, 401), (args, st)
+                assert st in (200, 201, 401), (args, st)
                 assert header(h, "X-Content-Type-Options") == "nosniff", (args, h)
                 assert header(h, "Cache-Control") == "no-store", (args, h)
                 assert header(h, "Content-Type") == "application/json", (args, h)
