@@ -15,8 +15,9 @@
 # --admin-option: a line added to the node's [admin] table, e.g. 'scan_threads = 0' to run
 #   scans on the event loop (what a node without scan threads does); repeatable. A binary
 #   that does not know [admin] scan_threads (an older tree) runs its scans on the event loop.
-# Prints per round both p99s, their ratio, the scans answered (and any 429) and the host's
-# steal; then the median and min-max over the rounds.
+# Prints per round both p99s, their ratio, the scans answered (and any 429), the host's
+# steal and the 1-minute load average (the machine's other work, which steal does not show:
+# on shared cores it moves both p99s); then the median and min-max over the rounds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . bench/load/host-steal.sh  # cpu_times, steal_pct
@@ -147,7 +148,7 @@ PY
 }
 
 load 3 >/dev/null  # warm-up
-printf '%-6s %12s %12s %7s %14s %8s\n' round "p99 quiet" "p99 scans" ratio "scans (429)" steal
+printf '%-6s %12s %12s %7s %14s %8s %6s\n' round "p99 quiet" "p99 scans" ratio "scans (429)" steal load
 : > "$WORK/rows"
 for r in $(seq "$ROUNDS"); do
   s0=$(cpu_times)
@@ -161,7 +162,8 @@ for r in $(seq "$ROUNDS"); do
   read -r ok limited < "$WORK/scans"
   ratio=$(awk -v q="$q" -v b="$b" 'BEGIN { printf "%.2f", b / q }')
   steal=$(steal_pct "$s0" "$s1")
-  printf '%-6s %10s ms %10s ms %6sx %9s (%s) %7s%%\n' "$r" "$q" "$b" "$ratio" "$ok" "$limited" "$steal"
+  printf '%-6s %10s ms %10s ms %6sx %9s (%s) %7s%% %6s\n' "$r" "$q" "$b" "$ratio" "$ok" "$limited" "$steal" \
+    "$(cut -d' ' -f1 /proc/loadavg)"
   echo "$q $b $ratio $steal" >> "$WORK/rows"
 done
 # Median and min-max of a column of $WORK/rows.
