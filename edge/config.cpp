@@ -44,6 +44,9 @@ const std::set<std::string>& known_keys() {
                                              "admin.audit_keep_days",
                                              "admin.refusals_keep",
                                              "admin.refusals_per_minute",
+                                             "admin.scan_threads",
+                                             "admin.max_scans_per_token",
+                                             "admin.max_queued_scans",
                                              "store.segment_size",
                                              "store.index_cache_entries",
                                              "store.block_cache",
@@ -289,6 +292,9 @@ Config load_config(const ConfigOverrides& o) {
     r.integer("admin.audit_keep_days", c.audit_keep_days, 0, 36'500);
     r.integer("admin.refusals_keep", c.refusals_keep, 0, 1'000'000);
     r.integer("admin.refusals_per_minute", c.refusals_per_minute, 0, 1'000'000);
+    r.integer("admin.scan_threads", c.server.admin_scan_threads, 0, 16);
+    r.integer("admin.max_scans_per_token", c.max_scans_per_token, 1, 1000);
+    r.integer("admin.max_queued_scans", c.max_queued_scans, 1, 100'000);
     r.size("store.segment_size", c.store.segment_bytes);
     r.integer("store.index_cache_entries", c.store.cache_entries, 16, 1'000'000'000);
     r.size("store.block_cache", c.block_cache_bytes);

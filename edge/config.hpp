@@ -31,6 +31,8 @@ struct Config {
   std::uint32_t background_slice_us = 100;
   std::string admin_token;  ///< empty: read or create <data_dir>/admin.token
   std::uint64_t max_upload_bytes = 2ULL << 30;
+  std::uint32_t max_scans_per_token = 4;  ///< [admin] max_scans_per_token: 429 beyond
+  std::uint32_t max_queued_scans = 16;    ///< [admin] max_queued_scans: 503 beyond
   store::ChunkStoreOptions store;
   std::uint64_t block_cache_bytes = 64ULL << 20;
   std::uint64_t min_free_bytes = 256ULL << 20;  ///< [store] min_free: below it, writes refused

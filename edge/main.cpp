@@ -130,9 +130,9 @@ std::uint32_t usable_background_slice(std::uint32_t us) {
 
 // While it lives, the main thread runs with the short slice (usable_background_slice), so
 // that the threads started meanwhile inherit it: RocksDB's flushes and compactions, the disk
-// guard, the check-in writer, auto-pause. Everything else (the event loops, fills and the
-// chunk store's committer and syncer, sync, pushes) keeps the kernel's default: a short slice
-// lets a thread preempt the one it wakes next to, which costs the fill path ~15% on a
+// guard, the check-in writer, auto-pause, the admin scan threads. Everything else (the event loops,
+// fills and the chunk store's committer and syncer, sync, pushes) keeps the kernel's default: a
+// short slice lets a thread preempt the one it wakes next to, which costs the fill path ~15% on a
 // streaming miss, and the point is that bookkeeping makes way for serving, not the reverse.
 class BackgroundSlice {
  public:
@@ -215,9 +215,9 @@ int run(const edge::Config& c) {
       &sync_metrics, [&state] { return state.last_seq(); }, is_edge ? &checkins : nullptr);
   if (is_edge)
     sync_metrics.stale_after_ms = c.upstream.stale_threshold_ms();
-  edge::api::Api api(
-      *chunks, blobs, metrics,
-      {token, c.max_upload_bytes, c.upstream.stale_is_unready, c.upstream.max_fills_per_client});
+  edge::api::Api api(*chunks, blobs, metrics,
+                     {token, c.max_upload_bytes, c.upstream.stale_is_unready,
+                      c.upstream.max_fills_per_client, c.max_scans_per_token, c.max_queued_scans});
   api.set_control(&control);
   // Scoped admin tokens and the audit log: this node's own, never synced (DESIGN §11).
   edge::store::AccessStore access_store(*db, c.audit_keep);
@@ -288,7 +288,13 @@ int run(const edge::Config& c) {
   update_pins(control, blobs, *chunks);
   update_fillable();
 
-  edge::server::Server server(c.server, api);
+  std::optional<edge::server::Server> server_slot;
+  {
+    // The admin scan threads start with the server: a scan makes way for the event loop.
+    const BackgroundSlice slice(background_slice);
+    server_slot.emplace(c.server, api);
+  }
+  auto& server = *server_slot;
   server.set_on_stop([&sync] { sync.stop(); });
   // Devices refuse plain http:// in production: with TLS on, the derived URL is https://.
   const bool tls = c.server.tls.enabled;

@@ -54,7 +54,37 @@ void set_entity_headers(Response& r, const std::string& etag, const Sha256& id) 
   r.set("X-Checksum-Sha256", id.hex());
 }
 
+// The admin API's answers (JSON, /metrics) are never to be sniffed into something else,
+// nor kept by a browser cache or a proxy: they hold fleet data and change with every write.
+void set_api_headers(Response& r) {
+  if (r.header("X-Content-Type-Options").empty())
+    r.set("X-Content-Type-Options", "nosniff");
+  if (r.header("Cache-Control").empty())
+    r.set("Cache-Control", "no-store");
+}
+
 }  // namespace
+
+bool is_scan(bhttp::verb method, std::string_view path) {
+  if (method != bhttp::verb::get && method != bhttp::verb::head)
+    return false;
+  if (path == "/v1/admin/fleet" || path == "/v1/admin/audit")
+    return true;
+  constexpr std::string_view kApps = "/v1/admin/apps/";
+  if (!path.starts_with(kApps))
+    return false;
+  // Segments as ControlService splits them: empty ones (`//`) do not count.
+  std::vector<std::string_view> segs;
+  for (std::string_view rest = path.substr(kApps.size()); !rest.empty() && segs.size() < 5;) {
+    const auto slash = rest.find('/');
+    if (slash != 0)
+      segs.push_back(rest.substr(0, slash));
+    rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+  }
+  if (segs.size() == 2)
+    return segs[1] == "device_index" || segs[1] == "stats" || segs[1] == "devices";
+  return segs.size() == 4 && segs[1] == "channels" && segs[3] == "history";
+}
 
 std::optional<std::string> framing_error(const RequestHeader& req) {
   http::RequestHead head;
@@ -78,6 +108,7 @@ bool Upload::write(std::span<const std::uint8_t> bytes) {
 void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Response)> answer) {
   const auto expected = expected_;
   auto done = [answer = std::move(answer), audit = std::move(on_answered)](Response r) {
+    set_api_headers(r);
     if (audit)
       audit(r.status);
     answer(std::move(r));
@@ -266,20 +297,74 @@ std::optional<Caller> Api::admin_caller(const RequestHeader& req, std::string_vi
 Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
   const std::string_view target =
       http::origin_form(std::string_view(req.target().data(), req.target().size()));
-  const std::string_view path = http::path_of(target);
+  const std::string_view raw_path = http::path_of(target);
   const bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+  const bool head = req.method() == bhttp::verb::head;
+  if (raw_path == "/healthz" || raw_path == "/readyz") {
+    Response r =
+        get ? health(raw_path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
+    r.head_only = head;
+    return r;
+  }
+  if (raw_path == "/favicon.ico") {
+    // Browsers ask for it on every console page, without the token: an empty answer they
+    // may keep, not a 401.
+    Response r = get ? Response{} : method_not_allowed("GET, HEAD", Route::kAdmin);
+    r.route = Route::kAdmin;
+    if (get) {
+      r.status = 204;
+      r.set("Cache-Control", "public, max-age=86400");
+    }
+    r.head_only = head;
+    return r;
+  }
+  if (is_console_path(raw_path)) {
+    Response r = console_response(req, raw_path);  // static files; the page sends the token
+    r.head_only = head;
+    return r;
+  }
   Response r;
   std::optional<Caller> caller;
-  if (path == "/healthz" || path == "/readyz") {
-    r = get ? health(path == "/readyz") : method_not_allowed("GET, HEAD", Route::kHealth);
-  } else if (is_console_path(path)) {
-    r = console_response(req, path);  // static files; the page sends the token to the API
+  std::string path;
+  if (auto bad = http::decode_path(raw_path, path)) {
+    r = error_response(400, "bad_path", *bad, Route::kAdmin);
   } else if (caller = admin_caller(req, path, r); !caller) {
     // r: the 401 or 403
-  } else if (access_ != nullptr && Access::owns(path)) {
-    r = access_->handle(*caller, req, path, body);
+  } else if (is_scan(req.method(), path)) {
+    r = start_scan(*caller, req, path, body);
+  } else {
+    r = admin_route(*caller, req, path, body);
+  }
+  // Every admin write is recorded: in the audit log, or, answered 4xx, among the refusals
+  // (Access::audit tells them apart; admin_caller recorded those refused for their token).
+  if (caller && access_ != nullptr && writes(req.method(), path))
+    access_->audit(*caller, req.method(), path, r.status, change_seq_of(r));
+  const auto finish = [head](Response& a) {
+    set_api_headers(a);
+    a.head_only = head;
+  };
+  if (r.later) {
+    r.later = [later = std::move(r.later), finish](const store::ChunkStore::Executor& ex,
+                                                   std::function<void(Response)> reply) {
+      later(ex, [reply = std::move(reply), finish](Response real) {
+        finish(real);
+        reply(std::move(real));
+      });
+    };
+  } else {
+    finish(r);
+  }
+  return r;
+}
+
+Response Api::admin_route(const Caller& caller, const RequestHeader& req, std::string_view path,
+                          std::string_view body) const {
+  const bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+  Response r;
+  if (access_ != nullptr && Access::owns(path)) {
+    r = access_->handle(caller, req, path, body);
   } else if (path == "/v1/admin/whoami") {
-    r = get ? whoami(*caller) : method_not_allowed("GET, HEAD", Route::kAdmin);
+    r = get ? whoami(caller) : method_not_allowed("GET, HEAD", Route::kAdmin);
   } else if (path == "/metrics") {
     if (!get) {
       r = method_not_allowed("GET, HEAD", Route::kMetrics);
@@ -300,6 +385,7 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     if (!get) {
       r = method_not_allowed("GET, HEAD", Route::kAdmin);
     } else {
+      const std::string_view target(req.target().data(), req.target().size());
       const auto q = target.find('?');
       std::string error;
       if (const auto query = parse_fleet_query(
@@ -317,12 +403,66 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
   } else {
     r = error_response(404, "not_found", "no admin route for " + std::string(path.substr(0, 200)));
   }
-  // Every admin write is recorded: in the audit log, or, answered 4xx, among the refusals
-  // (Access::audit tells them apart; admin_caller recorded those refused for their token).
-  if (caller && access_ != nullptr && writes(req.method(), path))
-    access_->audit(*caller, req.method(), path, r.status, change_seq_of(r));
-  r.head_only = req.method() == bhttp::verb::head;
   return r;
+}
+
+Response Api::start_scan(const Caller& caller, const RequestHeader& req, std::string_view path,
+                         std::string_view body) const {
+  {
+    std::lock_guard lock(scans_mutex_);
+    const auto it = scans_by_token_.find(caller.name);
+    const unsigned mine = it == scans_by_token_.end() ? 0 : it->second;
+    std::optional<Response> refusal;
+    if (options_.max_scans_per_token > 0 && mine >= options_.max_scans_per_token) {
+      refusal = error_response(
+          429, "too_many_scans",
+          "admin.max_scans_per_token (" + std::to_string(options_.max_scans_per_token) +
+              ") scans from token '" + caller.name +
+              "' are in flight (device index, stats, fleet, history, audit, overrides); retry "
+              "when one has answered",
+          Route::kAdmin);
+    } else if (options_.max_queued_scans > 0 && scans_ >= options_.max_queued_scans) {
+      refusal =
+          error_response(503, "scans_busy",
+                         "admin.max_queued_scans (" + std::to_string(options_.max_queued_scans) +
+                             ") scans are in flight on this node; retry",
+                         Route::kAdmin);
+    }
+    if (refusal) {
+      refusal->set("Retry-After", "1");
+      return std::move(*refusal);
+    }
+    ++scans_by_token_[caller.name];
+    ++scans_;
+  }
+  // The slot is given back when the answer is produced, or when the work is dropped (a
+  // server stopping with scans queued).
+  struct Slot {
+    Slot(const Api* a, std::string n) : api(a), name(std::move(n)) {}
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+    ~Slot() { api->end_scan(name); }
+    const Api* api;
+    std::string name;
+  };
+  auto slot = std::make_shared<Slot>(this, caller.name);
+  Response r = deferred(Route::kAdmin,
+                        [this, slot, caller, req = RequestHeader(req), path = std::string(path),
+                         body = std::string(body)](const store::ChunkStore::Executor&,
+                                                   std::function<void(Response)> reply) mutable {
+                          Response answer = admin_route(caller, req, path, body);
+                          slot.reset();
+                          reply(std::move(answer));
+                        });
+  r.scan = true;
+  return r;
+}
+
+void Api::end_scan(const std::string& name) const {
+  std::lock_guard lock(scans_mutex_);
+  --scans_;
+  if (const auto it = scans_by_token_.find(name); it != scans_by_token_.end() && --it->second == 0)
+    scans_by_token_.erase(it);
 }
 
 Response Api::whoami(const Caller& caller) const {
@@ -370,12 +510,14 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
   if (!caller) {
     refusal.route = Route::kUpload;
     refusal.close = true;  // the body was not read
+    set_api_headers(refusal);
     return refusal;
   }
   if (filler_ != nullptr) {
     Response r = edge_refusal();
     r.route = Route::kUpload;
     r.close = true;
+    set_api_headers(r);
     return r;
   }
   std::optional<Sha256> expected;
@@ -385,6 +527,7 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     if (!id) {
       Response r = bad_id("X-Content-Sha256: blob", v, Route::kUpload);
       r.close = true;
+      set_api_headers(r);
       return r;
     }
     expected = *id;
@@ -392,6 +535,7 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
   if (!chunks_.writable()) {
     Response r = storage_full_response(507, "the upload", Route::kUpload);
     r.close = true;
+    set_api_headers(r);
     return r;
   }
   if (content_length && *content_length > options_.max_upload_bytes) {
@@ -401,6 +545,7 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
                                     std::to_string(options_.max_upload_bytes) + ")",
                                 Route::kUpload);
     r.close = true;
+    set_api_headers(r);
     return r;
   }
   auto upload = std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes);

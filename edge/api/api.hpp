@@ -32,7 +32,16 @@ struct ApiOptions {
   std::uint64_t max_upload_bytes = 2ULL << 30;  ///< admin.max_upload_bytes
   bool stale_is_unready = false;                ///< upstream.stale_is_unready
   unsigned max_fills_per_client = 16;  ///< upstream.max_fills_per_client: distinct ids (0: none)
+  unsigned max_scans_per_token = 4;    ///< admin.max_scans_per_token: scans in flight per token
+  unsigned max_queued_scans = 16;      ///< admin.max_queued_scans: scans in flight on the node
 };
+
+/// True if an admin request (its percent-decoded path) is a scan: a read whose cost grows
+/// with the fleet or the history, not with the request. GET|HEAD of /v1/admin/fleet,
+/// /v1/admin/audit, and below /v1/admin/apps/<app>/: device_index, stats, devices (the
+/// override list) and channels/<name>/history. handle_admin answers these as a deferred
+/// Response with `scan` set, which the server runs on its scan threads.
+bool is_scan(boost::beast::http::verb method, std::string_view path);
 
 /// The RFC 9112 framing rules of http::check_request_head applied to a parsed request
 /// header: nullopt if it may be answered, else the message of the 400 after which the
@@ -86,6 +95,15 @@ class Api {
 
   /// Routes of the admin listener except uploads: /metrics, /healthz, /readyz, and the
   /// control API under /v1/admin/apps when a ControlService is attached (401/404 otherwise).
+  /// Each path segment is percent-decoded once before routing (400 bad_path when it cannot
+  /// be: http::decode_path). /favicon.ico answers 204 without a token. API answers carry
+  /// `X-Content-Type-Options: nosniff` and `Cache-Control: no-store`.
+  ///
+  /// A scan (is_scan) of an identified caller is answered deferred with Response::scan set:
+  /// the work runs when the server calls `later`, on a thread of its own. Past
+  /// max_scans_per_token scans in flight for the caller's token the answer is 429
+  /// `too_many_scans`, past max_queued_scans on the node 503 `scans_busy`, both with
+  /// `Retry-After: 1`; a scan counts from this call until its answer is produced.
   Response handle_admin(const RequestHeader& req, std::string_view body = {}) const;
 
   /// Attaches the control API (releases, channels, devices). Call before serving.
@@ -149,6 +167,14 @@ class Api {
   /// (`visible_apps`), the node's role and what the caller may do here (can_write,
   /// can_delete, can_manage_tokens): what the console offers.
   Response whoami(const Caller& caller) const;
+  /// The authenticated admin routes of `path` (percent-decoded) for `caller`.
+  Response admin_route(const Caller& caller, const RequestHeader& req, std::string_view path,
+                       std::string_view body) const;
+  /// A scan for `caller`: the 429/503 refusal, or the deferred answer (Response::scan).
+  Response start_scan(const Caller& caller, const RequestHeader& req, std::string_view path,
+                      std::string_view body) const;
+  /// Gives back the scan slot of token `name` (a scan was answered or dropped).
+  void end_scan(const std::string& name) const;
   /// The caller of an admin request, or the 401/403 answer (null caller) with the request
   /// audited when it was a refused write.
   std::optional<Caller> admin_caller(const RequestHeader& req, std::string_view path,
@@ -167,6 +193,10 @@ class Api {
   SyncApi* sync_ = nullptr;
   Filler* filler_ = nullptr;
   std::atomic<std::shared_ptr<const FillableBlobs>> fillable_;
+  mutable std::mutex scans_mutex_;
+  // token name -> its scans in flight, and their sum; guarded by scans_mutex_
+  mutable std::unordered_map<std::string, unsigned> scans_by_token_;
+  mutable unsigned scans_ = 0;
   mutable std::mutex fills_mutex_;
   // client address -> ids it waits for -> how many of its requests wait; guarded by fills_mutex_
   mutable std::unordered_map<std::string, std::unordered_map<Sha256, unsigned, Sha256Hash>>

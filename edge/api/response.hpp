@@ -79,6 +79,10 @@ struct Response {
   /// real response; the other fields are ignored.
   std::function<void(const store::ChunkStore::Executor&, std::function<void(Response)> reply)>
       later;
+  /// With `later`: an admin read whose cost grows with the fleet (a scan of the device
+  /// table, the check-in buckets, the changelog). `later` does that work at once on the
+  /// calling thread, so the server calls it on its scan threads, never on an event loop.
+  bool scan = false;
   /// Set for a streamed body (BodyStream): `stream_length` bytes in all, of which `parts`
   /// (the server fills them from the first next()) go first. Ignored for HEAD and 304.
   std::shared_ptr<BodyStream> stream;

@@ -6,6 +6,8 @@
 #include <charconv>
 #include <utility>
 
+#include "edge/core/utf8.hpp"
+
 namespace edge::http {
 namespace {
 
@@ -211,6 +213,76 @@ std::string_view content_type_for(std::string_view file_name) {
 
 std::string_view path_of(std::string_view target) {
   return target.substr(0, target.find('?'));
+}
+
+namespace {
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+// The segment as received, for an error message: printable, cut.
+std::string shown_segment(std::string_view segment) {
+  std::string out;
+  for (const char c : segment.substr(0, 60)) {
+    const auto u = static_cast<unsigned char>(c);
+    out += u < 0x20 || u >= 0x7f ? '?' : c;
+  }
+  if (segment.size() > 60)
+    out += "...";
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> decode_path(std::string_view path, std::string& out) {
+  out.clear();
+  out.reserve(path.size());
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const std::size_t slash = path.find('/', start);
+    const std::size_t end = slash == std::string_view::npos ? path.size() : slash;
+    const std::string_view segment = path.substr(start, end - start);
+    const std::size_t first = out.size();
+    for (std::size_t i = 0; i < segment.size(); ++i) {
+      if (segment[i] != '%') {
+        out += segment[i];
+        continue;
+      }
+      const int hi = i + 2 < segment.size() ? hex_digit(segment[i + 1]) : -1;
+      const int lo = hi >= 0 ? hex_digit(segment[i + 2]) : -1;
+      if (hi < 0 || lo < 0) {
+        return "path segment '" + shown_segment(segment) +
+               "': '%' must be followed by two hex digits";
+      }
+      const char c = static_cast<char>(hi * 16 + lo);
+      if (c == '/')
+        return "path segment '" + shown_segment(segment) + "' decodes to a '/' (%2F)";
+      out += c;
+      i += 2;
+    }
+    const std::string_view decoded = std::string_view(out).substr(first);
+    for (const char c : decoded) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u < 0x20 || u == 0x7f) {
+        return "path segment '" + shown_segment(segment) +
+               "' decodes to a control character (NUL, CR, LF, ...)";
+      }
+    }
+    if (decoded.size() != segment.size() && !valid_utf8(decoded))
+      return "path segment '" + shown_segment(segment) + "' does not decode to UTF-8";
+    if (slash == std::string_view::npos)
+      break;
+    out += '/';
+    start = slash + 1;
+  }
+  return std::nullopt;
 }
 
 namespace {

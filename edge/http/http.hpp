@@ -72,6 +72,16 @@ std::string_view content_type_for(std::string_view file_name);
 /// Splits a request target at '?': the path part only (query strings are ignored).
 std::string_view path_of(std::string_view target);
 
+/// Percent-decodes each '/'-separated segment of a request path once (RFC 3986 §2.1;
+/// `+` stays `+`: form encoding is for query strings), keeping the separators, so that
+/// `/v1/admin/apps/a/releases/1.0.3%2Bbuild.7` becomes `.../1.0.3+build.7` and `b%C3%AAta`
+/// becomes `bêta`. Writes the decoded path to `out` and returns nullopt, or returns the
+/// message of a 400 naming the segment (cut to a few dozen bytes) when a segment has a `%`
+/// not followed by two hex digits, or decodes to a `/` (it would become two segments), a
+/// NUL or another control character (below 0x20, or 0x7f), or to bytes that are not UTF-8.
+/// Undecoded bytes are left as they are (names are validated after decoding).
+std::optional<std::string> decode_path(std::string_view path, std::string& out);
+
 /// The origin form (RFC 9112 §3.2.1) of a request target: an absolute-form target
 /// (`http://host:port/path?q`, §3.2.2, which a server MUST accept) loses its scheme and
 /// authority (`/path?q`; `/` when it has no path); any other target is returned as it is.

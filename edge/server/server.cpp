@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -32,6 +33,7 @@
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -61,6 +63,10 @@ constexpr std::uint32_t kCloseNotifyMs = 1000;
 constexpr std::uint32_t kLingerMs = 2000;
 
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+// The nice value of the scan threads: the event loops (nice 0) weigh ~70 times more, so a
+// scan takes what CPU they leave. Nice 10 measured within noise of it (admin-scans.sh).
+constexpr int kScanNice = 19;
 
 std::string_view reason(unsigned status) {
   switch (status) {
@@ -130,12 +136,27 @@ struct Server::Impl {
   std::mutex tls_mutex;
   TlsContextPtr tls_ctx;  // guarded by tls_mutex; SSL_new takes its own reference
 
+  // The admin API's scans (api::Response::scan) run here, never on an event loop: a read
+  // over the whole fleet must not hold the thread that serves devices. How many may wait
+  // is bounded by the api (admin.max_queued_scans).
+  std::optional<asio::io_context> scans;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> scans_work;
+  std::vector<std::thread> scan_threads;
+
   // Declared after every member a Session's destructor reads: destroyed first.
   std::vector<std::unique_ptr<Worker>> workers;
 
   Impl(ServerOptions o, api::Api& a) : options(std::move(o)), api(a) {}
   ~Impl() {
     destroying = true;
+    // Scans still queued hold sessions: they are dropped while the workers still exist.
+    if (scans) {
+      scans_work.reset();
+      scans->stop();
+      for (auto& t : scan_threads)
+        t.join();
+      scans.reset();
+    }
     // The timer and the signal set belong to worker 0's io_context: they go first.
     grace.reset();
     signals.reset();
@@ -807,13 +828,20 @@ class Session : public std::enable_shared_from_this<Session> {
       disarm();
       auto keep = std::make_shared<Keep>(shared_from_this());
       auto later = std::move(r.later);
-      later(worker_.io.get_executor(), [keep](api::Response real) {
+      auto reply = [keep](api::Response real) {
         asio::post(keep->session->worker_.io,
                    [self = keep->session, real = std::move(real)]() mutable {
                      real.later = nullptr;
                      self->respond(std::move(real));
                    });
-      });
+      };
+      if (r.scan && server_.scans) {
+        asio::post(*server_.scans,
+                   [later = std::move(later), ex = worker_.io.get_executor(),
+                    reply = std::move(reply)]() mutable { later(ex, std::move(reply)); });
+        return;
+      }
+      later(worker_.io.get_executor(), std::move(reply));
       return;
     }
     if (r.close || server_.draining.load(std::memory_order_relaxed))
@@ -1598,6 +1626,17 @@ Server::Server(ServerOptions options, api::Api& api)
   }
   impl_->public_port = o.plain ? port : 0;
   impl_->tls_port = o.tls.enabled ? tls_port : 0;
+  if (o.admin_scan_threads > 0) {
+    impl_->scans.emplace();
+    impl_->scans_work.emplace(impl_->scans->get_executor());
+    for (unsigned i = 0; i < o.admin_scan_threads; ++i) {
+      impl_->scan_threads.push_back(named_thread("admin-scan-" + std::to_string(i), [this] {
+        // Below the event loops: on a busy core a scan takes the time they leave.
+        (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kScanNice);
+        impl_->scans->run();
+      }));
+    }
+  }
   auto& w0 = *impl_->workers[0];
   w0.admin.emplace(make_acceptor(w0.io, o.admin_host, o.admin_port, false, "admin.listen"));
   impl_->admin_port = w0.admin->local_endpoint().port();

@@ -38,13 +38,18 @@ struct ServerOptions {
   /// page cache (the cold-range path, made deterministic). Costs a read per piece.
   bool warm_always = false;
   bool access_log = false;
+  /// admin.scan_threads: threads that run the admin API's scans (api::Response::scan), at a
+  /// lower priority than the event loops; 0: scans run on the event loop that read them.
+  unsigned admin_scan_threads = 1;
   TlsOptions tls;  ///< [tls]: the HTTPS listener (and optionally TLS on the admin one)
 };
 
 /// The HTTP/1.1 server (DESIGN §4): one io_context per thread, each with its own
 /// SO_REUSEPORT listener, so there is no shared run queue; keep-alive and pipelining; file
 /// bodies with non-blocking sendfile(2) (or the copy path); limits and timeouts answered
-/// with 400/408/413/431/503 and a closed connection. The admin listener runs on thread 0.
+/// with 400/408/413/431/503 and a closed connection. The admin listener runs on thread 0;
+/// the admin reads that scan (api::Response::scan) run on admin_scan_threads of their own,
+/// and their answers are written back by the connection's thread.
 ///
 /// With [tls] on, a second public listener speaks HTTPS (DESIGN §9): OpenSSL on the socket
 /// itself, the handshake driven by readiness waits and bounded by header_timeout_ms; bodies

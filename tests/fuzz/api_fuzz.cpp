@@ -5,7 +5,8 @@
 // request-head handling (smuggling rules, absolute-form targets), the device JSON handlers
 // end to end (/updates, /stats single and batch, /channel_self bodies and queries,
 // /updates/manifest_size), the blob/chunk/recipe and admin route and path parsing, the sync
-// query numbers, and the upload stream (PUT /v1/admin/blobs through an Upload).
+// query numbers, the upload stream (PUT /v1/admin/blobs through an Upload), and the
+// percent-decoding of admin path segments ahead of the admin routes.
 //
 // The store is opened once with store.min_free set beyond any disk, so every write is
 // refused (storage full): the handlers run in full, and ten million inputs do not fill the
@@ -121,6 +122,18 @@ Stack& stack() {
 }
 
 void check(const api::Response& r) {
+  if (r.later && r.scan) {
+    // An admin scan (device index, stats, history, audit...): the server runs it on a scan
+    // thread, where it answers at once; here it runs inline, so its handler is reached.
+    bool answered = false;
+    r.later(stack().io.get_executor(), [&](api::Response real) {
+      answered = true;
+      check(real);
+    });
+    if (!answered)
+      __builtin_trap();
+    return;
+  }
   if (r.later)
     return;  // deferred (a durable write, a long poll): its answer comes later
   if (r.status < 100 || r.status > 599)

@@ -1,5 +1,7 @@
 // Range, If-None-Match, If-Range and Accept-Encoding values come straight from clients.
+#include <algorithm>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "edge/http/encoding.hpp"
@@ -35,5 +37,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   head.version = size % 2 ? 11 : 10;
   if (auto bad = edge::http::check_request_head(head); bad && bad->empty())
     __builtin_trap();
+  // Admin path segments: decoded once; what comes out is never longer, has as many
+  // segments, and has no NUL or other control byte, and no '/' that was not a separator.
+  std::string decoded;
+  if (auto bad = edge::http::decode_path(text, decoded)) {
+    if (bad->empty() || bad->size() > 200)
+      __builtin_trap();
+  } else {
+    if (decoded.size() > text.size())
+      __builtin_trap();
+    if (std::count(decoded.begin(), decoded.end(), '/') !=
+        std::count(text.begin(), text.end(), '/'))
+      __builtin_trap();
+    for (const char c : decoded) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u < 0x20 || u == 0x7f)
+        __builtin_trap();
+    }
+  }
   return 0;
 }

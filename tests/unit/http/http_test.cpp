@@ -126,5 +126,48 @@ TEST(RequestHead, FramingRulesOfRfc9112) {
   EXPECT_EQ(quoted->find('\r'), std::string::npos);
 }
 
+TEST(DecodePath, EachSegmentOnce) {
+  std::string out;
+  EXPECT_FALSE(decode_path("/v1/admin/apps/a/releases/1.0.3%2Bbuild.7", out));
+  EXPECT_EQ(out, "/v1/admin/apps/a/releases/1.0.3+build.7");
+  EXPECT_FALSE(decode_path("/c/b%C3%AAta", out));
+  EXPECT_EQ(out, "/c/b\xC3\xAAta");
+  EXPECT_FALSE(decode_path("/c/b\xC3\xAAta", out)) << "raw UTF-8 stays as it is";
+  EXPECT_EQ(out, "/c/b\xC3\xAAta");
+  EXPECT_FALSE(decode_path("/a+b/%2525", out)) << "'+' is no space; decoded once";
+  EXPECT_EQ(out, "/a+b/%25");
+  EXPECT_FALSE(decode_path("/x//y/", out)) << "empty segments are kept";
+  EXPECT_EQ(out, "/x//y/");
+  EXPECT_FALSE(decode_path("", out));
+  EXPECT_EQ(out, "");
+  EXPECT_FALSE(decode_path("/%7e%7E", out)) << "hex digits of either case";
+  EXPECT_EQ(out, "/~~");
+}
+
+TEST(DecodePath, RefusesWhatCannotBeOneSegment) {
+  std::string out;
+  const auto refused = [&](std::string_view path, std::string_view why) {
+    const auto bad = decode_path(path, out);
+    ASSERT_TRUE(bad) << path;
+    EXPECT_NE(bad->find(why), std::string::npos) << *bad;
+  };
+  refused("/r/1.0%ZZ", "two hex digits");
+  refused("/r/1.0%2", "two hex digits");
+  refused("/r/%", "two hex digits");
+  refused("/r/a%2Fb", "'/'");
+  refused("/r/a%2fb", "'/'");
+  refused("/r/a%00b", "control character");
+  refused("/r/a%0D%0Ab", "control character");
+  refused("/r/a%7F", "control character");
+  refused("/r/a%C3", "UTF-8");
+  refused("/r/%FF", "UTF-8");
+  const auto bad = decode_path("/r/" + std::string(300, 'x') + "%", out);
+  ASSERT_TRUE(bad);
+  EXPECT_LT(bad->size(), 160U) << "the segment is quoted short";
+  const auto named = decode_path("/apps/ok/r%zzseg", out);
+  ASSERT_TRUE(named);
+  EXPECT_NE(named->find("'r%zzseg'"), std::string::npos) << "names the bad segment: " << *named;
+}
+
 }  // namespace
 }  // namespace edge::http
