@@ -17,10 +17,12 @@
 #include "edge/core/sched.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
+#include "edge/store/backup.hpp"
 #include "edge/store/blob_store.hpp"
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/database.hpp"
 #include "edge/store/state_store.hpp"
+#include "origin-sync/http_client.hpp"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -149,6 +151,78 @@ class BackgroundSlice {
 
  private:
   std::uint32_t us_;
+};
+
+// Backups asked for through the admin API (POST /v1/admin/backup): one at a time, on a
+// thread of their own; a stop waits for a running one (it is joined before the server and the
+// stores go away).
+class BackupRunner {
+ public:
+  BackupRunner(edge::store::Database& db, edge::store::StateStore& state,
+               std::filesystem::path data_dir)
+      : db_(db), state_(state), data_dir_(std::move(data_dir)) {}
+  ~BackupRunner() {
+    if (thread_.joinable())
+      thread_.join();
+  }
+  BackupRunner(const BackupRunner&) = delete;
+  BackupRunner& operator=(const BackupRunner&) = delete;
+
+  void start(std::string to, std::function<void(edge::api::Response)> reply) {
+    std::lock_guard lock(mutex_);
+    if (busy_) {
+      reply(edge::api::error_response(409, "backup_running",
+                                      "a backup is being written; ask again when it is done",
+                                      edge::api::Route::kAdmin));
+      return;
+    }
+    if (thread_.joinable())
+      thread_.join();
+    busy_ = true;
+    thread_ = edge::named_thread("backup", [this, to = std::move(to), reply = std::move(reply)] {
+      spdlog::info("backup to {}: started", to);
+      std::string problem;
+      const auto t0 = std::chrono::steady_clock::now();
+      auto made = edge::store::make_backup(
+          db_, state_, data_dir_, to,
+          [&to](std::string_view p) { spdlog::info("backup to {}: {}", to, p); }, &problem);
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - t0)
+                          .count();
+      edge::api::Response r;
+      if (made) {
+        spdlog::info("backup to {}: done, {} files, {} bytes in {} ms", to, made->files,
+                     made->bytes, ms);
+        edge::api::JsonObjectWriter w;
+        w.string("to", to)
+            .raw("files", std::to_string(made->files))
+            .raw("bytes", std::to_string(made->bytes))
+            .raw("last_seq", std::to_string(made->last_seq))
+            .string("epoch", made->epoch)
+            .raw("ms", std::to_string(ms));
+        r = edge::api::make_json_response(200, std::move(w).finish(), edge::api::Route::kAdmin);
+      } else {
+        spdlog::error("backup to {} failed: {}", to, problem);
+        const bool bad = made.error() == edge::Errc::kInvalidArgument;
+        r = edge::api::error_response(bad ? 400 : 500,
+                                      bad ? "invalid_backup_target" : "backup_failed", problem,
+                                      edge::api::Route::kAdmin);
+      }
+      {
+        std::lock_guard lock(mutex_);
+        busy_ = false;
+      }
+      reply(std::move(r));
+    });
+  }
+
+ private:
+  edge::store::Database& db_;
+  edge::store::StateStore& state_;
+  std::filesystem::path data_dir_;
+  std::mutex mutex_;
+  bool busy_ = false;  // guarded by mutex_
+  std::thread thread_;
 };
 
 int run(const edge::Config& c) {
@@ -295,6 +369,11 @@ int run(const edge::Config& c) {
     server_slot.emplace(c.server, api);
   }
   auto& server = *server_slot;
+  // Declared after the server: joined (a running backup finished) before the server goes.
+  BackupRunner backups(*db, state, c.data_dir);
+  api.set_backup([&backups](std::string to, std::function<void(edge::api::Response)> reply) {
+    backups.start(std::move(to), std::move(reply));
+  });
   server.set_on_stop([&sync] { sync.stop(); });
   // Devices refuse plain http:// in production: with TLS on, the derived URL is https://.
   const bool tls = c.server.tls.enabled;
@@ -345,6 +424,14 @@ int run(const edge::Config& c) {
   }
   spdlog::info("admin listener on {}:{}{}", c.server.admin_host, server.admin_port(),
                tls && c.server.tls.admin ? " (TLS)" : "");
+  {
+    // Where `bundle-edge backup --data DIR` finds this running node.
+    const bool v6a = c.server.admin_host.find(':') != std::string::npos;
+    std::ofstream(c.data_dir / "admin.url")
+        << (tls && c.server.tls.admin ? "https://" : "http://")
+        << (v6a ? "[" + c.server.admin_host + "]" : c.server.admin_host) << ":"
+        << server.admin_port() << "\n";
+  }
   server.run();
   // Upstream work stops before the server and the stores go away; the outbox gets up to
   // 5 s to drain (SIGTERM, DESIGN §7).
@@ -363,6 +450,139 @@ int run(const edge::Config& c) {
 
 }  // namespace
 
+// `bundle-edge backup` and `bundle-edge restore` (docs/backup.md).
+int backup_command(int argc, char** argv) {
+  namespace fs = std::filesystem;
+  const std::string verb = argv[1];
+  po::options_description desc(
+      verb == "backup"
+          ? "bundle-edge backup --data DIR --to DEST: a consistent, verified copy of a node's "
+            "data\n(running or stopped; a running node writes it itself, through its admin "
+            "API).\nbundle-edge backup --verify SRC: checks a backup.\nOptions"
+          : "bundle-edge restore --from SRC --data DIR: a verified backup into a new data "
+            "directory\n(the node keeps the backup's feed epoch and sequence numbers).\nOptions");
+  std::string data, to, from, verify, token;
+  desc.add_options()("help,h", "show this help")("data", po::value(&data),
+                                                 "the node's data directory")(
+      "to", po::value(&to), "backup: a new folder for the copy (absolute path)")(
+      "verify", po::value(&verify), "backup: check the backup in this folder, change nothing")(
+      "from", po::value(&from), "restore: the backup folder")(
+      "admin-token", po::value(&token),
+      "backup of a running node: its admin token (default: <data>/admin.token)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc - 1, argv + 1, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "bundle-edge " << verb << ": " << e.what() << "\n" << desc << "\n";
+    return 2;
+  }
+  if (vm.count("help") != 0) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  const auto progress = [](std::string_view p) { std::cerr << "  " << p << "\n"; };
+  std::string problem;
+  if (verb == "backup" && !verify.empty()) {
+    auto info = edge::store::verify_backup(verify, &problem);
+    if (!info) {
+      std::cerr << "bundle-edge backup --verify: " << problem << "\n";
+      return 1;
+    }
+    std::cout << verify << ": a complete backup, " << info->files << " files, " << info->bytes
+              << " bytes, feed epoch " << (info->epoch.empty() ? "-" : info->epoch) << ", sequence "
+              << info->last_seq << "; every file matches its SHA-256\n";
+    return 0;
+  }
+  if (verb == "backup") {
+    if (data.empty() || to.empty()) {
+      std::cerr << "bundle-edge backup: give --data DIR and --to DEST\n" << desc << "\n";
+      return 2;
+    }
+    const fs::path dest = fs::absolute(to);
+    std::unique_ptr<edge::store::Database> db;
+    try {
+      db = edge::store::Database::open(fs::path(data) / "db");
+    } catch (const std::exception& e) {
+      if (std::string_view(e.what()).find("lock") == std::string_view::npos) {
+        std::cerr << "bundle-edge backup: " << e.what() << "\n";
+        return 1;
+      }
+    }
+    if (!db) {
+      // A running node holds the database: it writes the backup itself.
+      std::string url;
+      std::getline(std::ifstream(fs::path(data) / "admin.url"), url);
+      if (token.empty())
+        std::getline(std::ifstream(fs::path(data) / "admin.token"), token);
+      if (url.empty() || token.empty()) {
+        std::cerr << "bundle-edge backup: the node of " << data
+                  << " is running, and its admin.url or admin token cannot be read; give "
+                     "--admin-token, or use bundle-edge-ctl backup\n";
+        return 1;
+      }
+      std::cerr << "the node is running: asking it (" << url << ") to write the backup\n";
+      edge::sync::HttpClient client(url, token, 0);
+      const std::string body = "{\"to\":\"" + edge::api::json_escape(dest.string()) + "\"}";
+      auto r = client.request("POST", "/v1/admin/backup", body,
+                              {{"Content-Type", "application/json"}}, 6 * 3600 * 1000U);
+      if (!r) {
+        std::cerr << "bundle-edge backup: " << url << ": " << client.last_error() << "\n";
+        return 1;
+      }
+      if (r->status != 200) {
+        std::cerr << "bundle-edge backup: the node answered " << r->status << ": " << r->text()
+                  << "\n";
+        return 1;
+      }
+      std::cout << r->text() << "\n";
+      return 0;
+    }
+    edge::store::StateStore state(*db);
+    auto info = edge::store::make_backup(*db, state, data, dest, progress, &problem);
+    if (!info) {
+      std::cerr << "bundle-edge backup: " << problem << "\n";
+      return 1;
+    }
+    std::cout << dest.string() << ": " << info->files << " files, " << info->bytes
+              << " bytes, feed epoch " << (info->epoch.empty() ? "-" : info->epoch) << ", sequence "
+              << info->last_seq << "\n";
+    return 0;
+  }
+  if (from.empty() || data.empty()) {
+    std::cerr << "bundle-edge restore: give --from SRC and --data DIR\n" << desc << "\n";
+    return 2;
+  }
+  auto info = edge::store::restore_backup(from, data, progress, &problem);
+  if (!info) {
+    std::cerr << "bundle-edge restore: " << problem << "\n";
+    return 1;
+  }
+  // Opened once as the node will: recovery checks every segment, and the state must be the
+  // backup's.
+  try {
+    auto db = edge::store::Database::open(fs::path(data) / "db");
+    auto chunks = edge::store::ChunkStore::open(*db, fs::path(data) / "segments", {});
+    for (const auto& p : chunks->recovery().problems)
+      std::cerr << "  recovery: " << p << "\n";
+    edge::store::StateStore state(*db);
+    if (state.last_seq() != info->last_seq || state.epoch() != info->epoch) {
+      std::cerr << "bundle-edge restore: the restored state is at sequence " << state.last_seq()
+                << " of epoch " << state.epoch() << ", the backup says " << info->last_seq << " of "
+                << info->epoch << "\n";
+      return 1;
+    }
+    std::cout << data << ": restored " << info->files << " files, " << info->bytes
+              << " bytes; feed epoch " << (info->epoch.empty() ? "-" : info->epoch) << ", sequence "
+              << info->last_seq << ", " << chunks->stats().chunks << " chunks, "
+              << chunks->stats().blobs << " blobs\n";
+  } catch (const std::exception& e) {
+    std::cerr << "bundle-edge restore: the restored data does not open: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   // sendfile(2) has no MSG_NOSIGNAL: a peer reset must not kill the process.
   ::signal(SIGPIPE, SIG_IGN);
@@ -371,6 +591,9 @@ int main(int argc, char** argv) {
   ::mallopt(M_MMAP_THRESHOLD, 8 << 20);
   ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (argc >= 2 &&
+      (std::string_view(argv[1]) == "backup" || std::string_view(argv[1]) == "restore"))
+    return backup_command(argc, argv);
 
   edge::ConfigOverrides o;
   po::options_description desc(

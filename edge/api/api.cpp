@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include <boost/json.hpp>
+
 #include "edge/api/console.hpp"
 #include "edge/api/fill_stream.hpp"
 #include "edge/core/clock.hpp"
@@ -396,6 +398,8 @@ Response Api::admin_route(const Caller& caller, const RequestHeader& req, std::s
         r = error_response(400, "invalid_query_parameters", error);
       }
     }
+  } else if (path == "/v1/admin/backup" && backup_) {
+    r = backup_route(caller, req, body);
   } else if (sync_ != nullptr && path == "/v1/admin/outbox/dead-letters") {
     r = get ? sync_->dead_letters() : method_not_allowed("GET, HEAD", Route::kAdmin);
   } else if (path == "/v1/admin/blobs") {
@@ -404,6 +408,30 @@ Response Api::admin_route(const Caller& caller, const RequestHeader& req, std::s
     r = error_response(404, "not_found", "no admin route for " + std::string(path.substr(0, 200)));
   }
   return r;
+}
+
+Response Api::backup_route(const Caller& caller, const RequestHeader& req,
+                           std::string_view body) const {
+  if (req.method() != bhttp::verb::post)
+    return method_not_allowed("POST", Route::kAdmin);
+  if (caller.role != Role::kAdmin)
+    return error_response(403, "forbidden", "backups need an admin token", Route::kAdmin);
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(body, ec);
+  const boost::json::object* o = ec ? nullptr : v.if_object();
+  const boost::json::value* to = o != nullptr ? o->if_contains("to") : nullptr;
+  if (to == nullptr || !to->is_string() || to->get_string().empty() || to->get_string()[0] != '/' ||
+      to->get_string().size() > 4096) {
+    return error_response(400, "invalid_body",
+                          "expected {\"to\": \"/absolute/path\"}: a new folder on this node's "
+                          "file system for the backup",
+                          Route::kAdmin);
+  }
+  return deferred(Route::kAdmin, [backup = backup_, dest = std::string(to->get_string())](
+                                     const store::ChunkStore::Executor&,
+                                     std::function<void(Response)> reply) mutable {
+    backup(std::move(dest), std::move(reply));
+  });
 }
 
 Response Api::start_scan(const Caller& caller, const RequestHeader& req, std::string_view path,

@@ -115,6 +115,10 @@ class Api {
   /// Scoped admin tokens and the audit log (DESIGN §11). Without it only the bootstrap
   /// token (ApiOptions::admin_token) opens the admin listener. Call before serving.
   void set_access(Access* access) { access_ = access; }
+  /// POST /v1/admin/backup {"to": "/absolute/path"} (admin tokens): `backup(to, reply)`
+  /// starts a backup off the event loops and calls `reply` once with the answer.
+  using BackupFn = std::function<void(std::string to, std::function<void(Response)> reply)>;
+  void set_backup(BackupFn backup) { backup_ = std::move(backup); }
   /// GET /v1/admin/fleet?limit=&cursor=: this node's status (`self`), a summary of what the
   /// nodes below reported and one page of them (400 invalid_query_parameters on a bad query).
   void set_fleet(const Fleet* fleet, std::function<std::string()> self) {
@@ -171,6 +175,8 @@ class Api {
   Response admin_route(const Caller& caller, const RequestHeader& req, std::string_view path,
                        std::string_view body) const;
   /// A scan for `caller`: the 429/503 refusal, or the deferred answer (Response::scan).
+  Response backup_route(const Caller& caller, const RequestHeader& req,
+                        std::string_view body) const;
   Response start_scan(const Caller& caller, const RequestHeader& req, std::string_view path,
                       std::string_view body) const;
   /// Gives back the scan slot of token `name` (a scan was answered or dropped).
@@ -187,6 +193,7 @@ class Api {
   Access* access_ = nullptr;
   const Fleet* fleet_ = nullptr;
   std::function<std::string()> self_status_;
+  BackupFn backup_;
   std::atomic<bool> ready_{false};
   ControlService* control_ = nullptr;
   DeviceApi* device_ = nullptr;

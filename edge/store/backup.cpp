@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdio>
-#include <optional>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -150,8 +150,8 @@ std::string format_manifest(const BackupInfo& info, const std::vector<FileEntry>
 }
 
 // Parses a manifest; nullopt and `problem` when it is not one this build wrote.
-std::optional<std::pair<BackupInfo, std::vector<FileEntry>>> parse_manifest(
-    const std::string& text, std::string* problem) {
+std::optional<std::pair<BackupInfo, std::vector<FileEntry>>> parse_manifest(const std::string& text,
+                                                                            std::string* problem) {
   std::istringstream in(text);
   std::string line;
   const auto bad = [&](const std::string& why) {
@@ -189,7 +189,8 @@ std::optional<std::pair<BackupInfo, std::vector<FileEntry>>> parse_manifest(
       std::size_t n = 0;
       l >> n;
       if (n != files.size())
-        return bad("lists " + std::to_string(files.size()) + " files but says " + std::to_string(n));
+        return bad("lists " + std::to_string(files.size()) + " files but says " +
+                   std::to_string(n));
       ended = true;
       break;
     } else {
@@ -245,14 +246,15 @@ Result<void> copy_all(const fs::path& from, const fs::path& to, std::vector<File
     fs::create_directories(target.parent_path(), ec);
     if (ec)
       return fail(problem, "cannot create " + target.parent_path().string() + ": " + ec.message());
-    auto copied = copy_file(from / e.path, target, known_hashes ? e.size : ~std::uint64_t{0},
-                            problem);
+    auto copied =
+        copy_file(from / e.path, target, known_hashes ? e.size : ~std::uint64_t{0}, problem);
     if (!copied)
       return copied.error();
     if (known_hashes && (copied->size != e.size || copied->sha256 != e.sha256)) {
-      return fail(problem, from.string() + "/" + e.path + ": " + std::to_string(copied->size) +
-                               " bytes with SHA-256 " + copied->sha256 + ", the manifest says " +
-                               std::to_string(e.size) + " bytes, " + e.sha256,
+      return fail(problem,
+                  from.string() + "/" + e.path + ": " + std::to_string(copied->size) +
+                      " bytes with SHA-256 " + copied->sha256 + ", the manifest says " +
+                      std::to_string(e.size) + " bytes, " + e.sha256,
                   Errc::kCorrupt);
     }
     // Read back from the disk: what was written is what was read.
@@ -321,6 +323,9 @@ Result<BackupInfo> make_backup(Database& db, StateStore& state, const fs::path& 
   }
   const fs::path checkpoint = data_dir / ("backup-tmp-" + std::to_string(::getpid()));
   fs::remove_all(checkpoint, ec);
+  fs::create_directories(checkpoint, ec);
+  if (ec)
+    return fail(problem, "cannot create " + checkpoint.string() + ": " + ec.message()).error();
   BackupInfo info;
   info.created_ms = now_ms();
   // Control-state writes wait while the checkpoint is taken (a flush and hard links), so the
@@ -383,14 +388,16 @@ Result<BackupInfo> make_backup(Database& db, StateStore& state, const fs::path& 
 Result<BackupInfo> verify_backup(const fs::path& src, std::string* problem) {
   std::error_code ec;
   if (fs::exists(src / kIncomplete, ec))
-    return fail(problem, src.string() + " is an unfinished backup (" + std::string(kIncomplete) +
-                             " is there): it was cut short and cannot be used",
+    return fail(problem,
+                src.string() + " is an unfinished backup (" + std::string(kIncomplete) +
+                    " is there): it was cut short and cannot be used",
                 Errc::kCorrupt)
         .error();
   std::ifstream in(src / kManifest);
   if (!in)
-    return fail(problem, "no " + std::string(kManifest) + " in " + src.string() +
-                             ": not a backup, or an unfinished one",
+    return fail(problem,
+                "no " + std::string(kManifest) + " in " + src.string() +
+                    ": not a backup, or an unfinished one",
                 Errc::kNotFound)
         .error();
   std::stringstream text;

@@ -37,7 +37,8 @@ using BackupProgress = std::function<void(std::string_view)>;
 /// by verify_backup and restore_backup. The source is only read (the checkpoint is a set of
 /// hard links in `<data_dir>/backup-tmp-<pid>`, removed afterwards; a stale one is removed
 /// by the next backup). Control-plane: may take minutes; never on an event loop.
-Result<BackupInfo> make_backup(Database& db, StateStore& state, const std::filesystem::path& data_dir,
+Result<BackupInfo> make_backup(Database& db, StateStore& state,
+                               const std::filesystem::path& data_dir,
                                const std::filesystem::path& dest, const BackupProgress& progress,
                                std::string* problem);
 

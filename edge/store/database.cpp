@@ -7,6 +7,7 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/checkpoint.h>
 
 #include "edge/core/sched.hpp"
 #include "edge/store/database_impl.hpp"
@@ -293,6 +294,16 @@ std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
     });
   }
   return std::unique_ptr<Database>(new Database(std::move(impl)));
+}
+
+Result<void> Database::checkpoint(const std::filesystem::path& dir) {
+  rocksdb::Checkpoint* raw = nullptr;
+  if (auto s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw); !s.ok())
+    return to_error(s);
+  const std::unique_ptr<rocksdb::Checkpoint> cp(raw);
+  if (auto s = cp->CreateCheckpoint(dir.string(), /*log_size_for_flush=*/0); !s.ok())
+    return to_error(s);
+  return {};
 }
 
 }  // namespace edge::store

@@ -77,6 +77,9 @@ class Database {
   /// writers of large amounts (segment appends), whose bursts outrun the periodic check.
   bool room_for(std::uint64_t bytes) const noexcept;
   StorageStatus storage_status() const noexcept;
+  /// A consistent copy of the database in `dir` (which must not exist): memtables flushed,
+  /// then hard links to the immutable files (copies across file systems). Any thread.
+  Result<void> checkpoint(const std::filesystem::path& dir);
 
   struct Impl;  ///< defined in database_impl.hpp, visible to edge/store sources only
   Impl& impl() noexcept { return *impl_; }

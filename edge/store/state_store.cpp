@@ -286,6 +286,12 @@ Result<void> StateStore::set_epoch(const std::string& epoch) {
   return {};
 }
 
+Result<void> StateStore::while_writes_held(
+    const std::function<Result<void>(std::uint64_t last_seq, const std::string& epoch)>& fn) {
+  std::lock_guard lock(write_mutex_);
+  return fn(last_seq_, epoch_);
+}
+
 void StateStore::set_log_retention(std::uint64_t entries) {
   std::lock_guard lock(write_mutex_);
   retention_ = entries;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -86,6 +87,10 @@ class StateStore {
                                             std::size_t max_bytes = SIZE_MAX) const;
   /// The newest sequence number (0 before the first write).
   std::uint64_t last_seq() const;
+  /// Runs `fn(last_seq, epoch)` while every write of this store waits (a backup's checkpoint
+  /// of the database: its control state is exactly the one of that sequence number).
+  Result<void> while_writes_held(
+      const std::function<Result<void>(std::uint64_t last_seq, const std::string& epoch)>& fn);
   /// The oldest sequence number still in the changelog (last_seq()+1 when it is empty): a
   /// follower whose cursor is below log_start()-1 must take a snapshot.
   std::uint64_t log_start() const;
