@@ -1,0 +1,165 @@
+#include "edge/api/reach.hpp"
+
+#include <string>
+
+#include <boost/json.hpp>
+
+#include <gtest/gtest.h>
+
+namespace edge::api {
+namespace {
+
+namespace json = boost::json;
+
+control::AppState app_with_delta_and_encrypted() {
+  control::AppState app;
+  app.app_id = "com.example.app";
+  control::ReleaseDoc plain;
+  control::ReleaseDoc sealed;
+  sealed.session_key = "aXY=:a2V5";
+  app.releases.emplace("1.0.0", plain);
+  app.releases.emplace("2.0.0", sealed);
+  control::Channel prod;
+  prod.name = "production";
+  prod.release = "1.0.0";
+  prod.is_public = true;
+  control::Channel beta;
+  beta.name = "beta";
+  beta.release = "1.0.0";
+  beta.update_package = control::UpdatePackage::kDelta;
+  control::Channel secure;
+  secure.name = "secure";
+  secure.release = "2.0.0";
+  app.channels.emplace(prod.name, prod);
+  app.channels.emplace(beta.name, beta);
+  app.channels.emplace(secure.name, secure);
+  return app;
+}
+
+const json::object* row(const json::object& out, std::string_view version) {
+  for (const auto& v : out.at("versions").as_array()) {
+    if (v.at("version").as_string() == version)
+      return &v.as_object();
+  }
+  return nullptr;
+}
+
+std::uint64_t failing(const json::object& r, std::string_view rule) {
+  for (const auto& f : r.at("flags").as_array()) {
+    if (f.at("rule").as_string() == rule)
+      return f.at("devices").to_number<std::uint64_t>();
+  }
+  return 0;
+}
+
+TEST(PluginRules, DeltaChannelsNeedManifestsEncryptedReleasesSessionKeys) {
+  const auto rules = plugin_rules(app_with_delta_and_encrypted());
+  ASSERT_EQ(rules.size(), 2u);
+  EXPECT_EQ(rules[0].rule, "manifest");
+  EXPECT_EQ(rules[0].channels, std::vector<std::string>{"beta"});
+  EXPECT_EQ(rules[1].rule, "session_key");
+  EXPECT_EQ(rules[1].channels, std::vector<std::string>{"secure"});
+
+  control::AppState plain;
+  control::Channel c;
+  c.name = "production";
+  plain.channels.emplace(c.name, c);
+  EXPECT_TRUE(plugin_rules(plain).empty());
+}
+
+// Rows are major.minor; a rule flags the devices of a row that fail it, by full version
+// (7.0.10 lacks manifests, 7.0.40 has them).
+TEST(PluginTally, CountsPerMinorAndFlagsByFullVersion) {
+  PluginTally t(plugin_rules(app_with_delta_and_encrypted()));
+  for (const char* v :
+       {"5.2.0", "6.30.0", "7.0.10", "7.0.40", "8.52.0", "8.52.1", "4.9.0", "", "not a version"})
+    t.add(v);
+  EXPECT_EQ(t.devices(), 9u);
+  const auto out = t.to_json();
+  const auto& versions = out.at("versions").as_array();
+  // Newest first, then the names that are not versions.
+  std::vector<std::string> order;
+  for (const auto& v : versions)
+    order.emplace_back(v.at("version").as_string());
+  EXPECT_EQ(order,
+            (std::vector<std::string>{"8.52", "7.0", "6.30", "5.2", "4.9", "invalid", "unknown"}));
+  EXPECT_EQ(row(out, "8.52")->at("devices").to_number<int>(), 2);
+  EXPECT_TRUE(row(out, "8.52")->at("flags").as_array().empty());
+  EXPECT_EQ(row(out, "7.0")->at("devices").to_number<int>(), 2);
+  EXPECT_EQ(failing(*row(out, "7.0"), "manifest"), 1u);
+  EXPECT_EQ(failing(*row(out, "5.2"), "manifest"), 1u);
+  EXPECT_TRUE(row(out, "6.30")->at("flags").as_array().empty());
+  EXPECT_EQ(failing(*row(out, "4.9"), "manifest"), 1u);
+  EXPECT_EQ(failing(*row(out, "4.9"), "session_key"), 1u);
+  EXPECT_EQ(failing(*row(out, "5.2"), "session_key"), 0u);
+  EXPECT_TRUE(row(out, "unknown")->at("flags").as_array().empty());
+  EXPECT_EQ(out.at("rules").as_array().size(), 2u);
+}
+
+// Whatever versions devices send, the tally keeps kMaxPluginNames (the first seen) and the
+// answer kPluginTop rows plus "other", which adds up the rest (flags included).
+TEST(PluginTally, BoundedWhateverDevicesSend) {
+  PluginTally t(plugin_rules(app_with_delta_and_encrypted()));
+  for (int i = 0; i < 50; ++i)
+    t.add("8.52.0");
+  for (int i = 0; i < 2000; ++i)
+    t.add("5." + std::to_string(i) + ".0");
+  const auto out = t.to_json();
+  const auto& versions = out.at("versions").as_array();
+  ASSERT_EQ(versions.size(), kPluginTop + 1);
+  EXPECT_EQ(versions[0].at("version").as_string(), "8.52");
+  std::uint64_t sum = 0;
+  for (const auto& v : versions)
+    sum += v.at("devices").to_number<std::uint64_t>();
+  EXPECT_EQ(sum, 2050u);
+  const auto* other = row(out, "other");
+  ASSERT_NE(other, nullptr);
+  // 5.0-5.9 lack manifests (10 devices), all in "other" but for the top versions kept.
+  std::uint64_t flagged = 0;
+  for (const auto& v : versions)
+    flagged += failing(v.as_object(), "manifest");
+  EXPECT_EQ(flagged, 10u);
+}
+
+TEST(ReachTally, PopulationReleaseAndEvents) {
+  const auto app = app_with_delta_and_encrypted();
+  ReachTally t(app);
+  const auto* prod = &app.channels.at("production");
+  store::Checkin c;
+  for (int i = 0; i < 4; ++i) {
+    c.version_name = i < 3 ? "1.0.0" : "builtin";
+    t.add(c, prod);
+  }
+  c.version_name = "2.0.0";
+  t.add(c, &app.channels.at("secure"));
+  c.version_name = "weird";
+  t.add(c, nullptr);
+  store::Analytics a;
+  a.hours["2026-12-06T10"].installs["1.0.0"] = 3;
+  a.hours["2026-12-06T10"].targets["2.0.0"]["download_complete"] = 2;
+  a.hours["2026-12-06T11"].targets["2.0.0"]["decrypt_fail"] = 1;
+  a.days["2026-12-06"].by_release["1.0.0"] = 2;
+  const auto out = t.to_json(a, "2026-12-06");
+  EXPECT_EQ(t.devices(), 6u);
+  const auto& chans = out.at("channels").as_array();
+  ASSERT_EQ(chans.size(), 3u);
+  // Channels by name: beta, production, secure.
+  EXPECT_EQ(chans[1].at("channel").as_string(), "production");
+  EXPECT_EQ(chans[1].at("devices").to_number<int>(), 4);
+  EXPECT_EQ(chans[1].at("on_release").to_number<int>(), 3);
+  EXPECT_EQ(chans[2].at("on_release").to_number<int>(), 1);
+  EXPECT_EQ(chans[0].at("devices").to_number<int>(), 0);
+  std::map<std::string, json::object> rel;
+  for (const auto& r : out.at("releases").as_array())
+    rel[std::string(r.at("release").as_string())] = r.as_object();
+  EXPECT_EQ(rel.at("1.0.0").at("running").to_number<int>(), 3);
+  EXPECT_EQ(rel.at("1.0.0").at("installs").to_number<int>(), 3);
+  EXPECT_EQ(rel.at("1.0.0").at("checked_in_today").to_number<int>(), 2);
+  EXPECT_EQ(rel.at("2.0.0").at("downloads").to_number<int>(), 2);
+  EXPECT_EQ(rel.at("2.0.0").at("failures").to_number<int>(), 1);
+  EXPECT_EQ(rel.at("weird").at("running").to_number<int>(), 1);
+  EXPECT_EQ(rel.at("builtin").at("running").to_number<int>(), 1);
+}
+
+}  // namespace
+}  // namespace edge::api
