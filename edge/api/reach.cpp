@@ -90,10 +90,14 @@ void PluginTally::count(const std::string& key, const SemVer* v) {
   ++it->second.devices;
   if (v == nullptr)
     return;
+  bool flagged = false;
   for (std::size_t i = 0; i < rules_.size(); ++i) {
-    if (!rules_[i].ok(*v))
+    if (!rules_[i].ok(*v)) {
       ++it->second.failing[i];
+      flagged = true;
+    }
   }
+  it->second.flagged += flagged ? 1 : 0;
 }
 
 void PluginTally::add(std::string_view plugin_version) {
@@ -111,6 +115,7 @@ json::object PluginTally::to_json(std::size_t top) const {
   Row other{0, std::vector<std::uint64_t>(rules_.size(), 0)};
   const auto fold = [&](const Row& r) {
     other.devices += r.devices;
+    other.flagged += r.flagged;
     for (std::size_t i = 0; i < rules_.size(); ++i)
       other.failing[i] += r.failing[i];
   };
@@ -143,8 +148,10 @@ json::object PluginTally::to_json(std::size_t top) const {
                                    {"channels", strings(rules_[i].channels)},
                                    {"devices", r.failing[i]}});
     }
-    versions.push_back(
-        json::object{{"version", name}, {"devices", r.devices}, {"flags", std::move(flags)}});
+    versions.push_back(json::object{{"version", name},
+                                    {"devices", r.devices},
+                                    {"flagged", r.flagged},
+                                    {"flags", std::move(flags)}});
   };
   for (const auto* kv : named)
     row(kv->first, kv->second);
@@ -168,7 +175,9 @@ void ReachTally::add(const store::Checkin& device, const control::Channel* chann
   if (channel != nullptr) {
     auto& p = channels_[channel->name];
     ++p.devices;
-    if (release == (channel->release.empty() ? "builtin" : channel->release))
+    // On builtin, a device reports its native version (the /updates rewrite) or "builtin".
+    if (channel->release.empty() ? release == "builtin" || release == device.version_build
+                                 : release == channel->release)
       ++p.on_release;
     if (channel->rollout && channel->rollout->enabled && !channel->rollout->release.empty() &&
         release == channel->rollout->release)

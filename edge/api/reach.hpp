@@ -54,16 +54,17 @@ class PluginTally {
   /// that is not a SemVer as "invalid" (neither is flagged: nothing is known of it).
   void add(std::string_view plugin_version);
   std::uint64_t devices() const { return devices_; }
-  /// {"versions":[{"version":"8.52","devices":N,"flags":[{"rule","needs","channels",
-  /// "devices"}]}], "rules":[...]}: the `top` versions with the most devices, newest
-  /// first, then "other", "invalid" and "unknown" when they count any; a flag per rule that
-  /// devices of the row fail, with how many do.
+  /// {"versions":[{"version":"8.52","devices":N,"flagged":F,"flags":[{"rule","needs",
+  /// "channels","devices"}]}], "rules":[...]} (F: devices failing at least one rule): the `top`
+  /// versions with the most devices, newest first, then "other", "invalid" and "unknown" when they
+  /// count any; a flag per rule that devices of the row fail, with how many do.
   boost::json::object to_json(std::size_t top = kPluginTop) const;
 
  private:
   struct Row {
     std::uint64_t devices = 0;
     std::vector<std::uint64_t> failing;  ///< per rule
+    std::uint64_t flagged = 0;           ///< failing at least one rule
   };
   void count(const std::string& key, const SemVer* v);
   std::vector<PluginRule> rules_;
@@ -77,7 +78,8 @@ class ReachTally {
  public:
   explicit ReachTally(const control::AppState& app) : app_(app) {}
   /// Counts one device by its last check-in; `channel` is the channel it resolves to
-  /// (nullptr: none).
+  /// (nullptr: none). A device runs a channel's builtin when it reports "builtin" or its
+  /// native version as its version.
   void add(const store::Checkin& device, const control::Channel* channel);
   std::uint64_t devices() const { return devices_; }
   /// {"channels":[{"channel","release","devices","on_release"[,"rollout_release",

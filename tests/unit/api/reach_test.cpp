@@ -91,6 +91,8 @@ TEST(PluginTally, CountsPerMinorAndFlagsByFullVersion) {
   EXPECT_TRUE(row(out, "6.30")->at("flags").as_array().empty());
   EXPECT_EQ(failing(*row(out, "4.9"), "manifest"), 1u);
   EXPECT_EQ(failing(*row(out, "4.9"), "session_key"), 1u);
+  EXPECT_EQ(row(out, "4.9")->at("flagged").to_number<int>(), 1);  // one device, two rules
+  EXPECT_EQ(row(out, "7.0")->at("flagged").to_number<int>(), 1);
   EXPECT_EQ(failing(*row(out, "5.2"), "session_key"), 0u);
   EXPECT_TRUE(row(out, "unknown")->at("flags").as_array().empty());
   EXPECT_EQ(out.at("rules").as_array().size(), 2u);
@@ -159,6 +161,24 @@ TEST(ReachTally, PopulationReleaseAndEvents) {
   EXPECT_EQ(rel.at("2.0.0").at("failures").to_number<int>(), 1);
   EXPECT_EQ(rel.at("weird").at("running").to_number<int>(), 1);
   EXPECT_EQ(rel.at("builtin").at("running").to_number<int>(), 1);
+}
+
+// A channel on builtin: its devices report their native version (or "builtin").
+TEST(ReachTally, BuiltinChannelCountsNativeVersions) {
+  auto app = app_with_delta_and_encrypted();
+  app.channels.at("beta").release = "";
+  ReachTally t(app);
+  store::Checkin c;
+  c.version_build = "0.9.0";
+  for (const char* v : {"0.9.0", "builtin", "1.0.0"}) {
+    c.version_name = v;
+    t.add(c, &app.channels.at("beta"));
+  }
+  const auto out = t.to_json({}, "2026-12-06");
+  const auto& beta = out.at("channels").as_array()[0];
+  EXPECT_EQ(beta.at("release").as_string(), "builtin");
+  EXPECT_EQ(beta.at("devices").to_number<int>(), 3);
+  EXPECT_EQ(beta.at("on_release").to_number<int>(), 2);
 }
 
 }  // namespace
