@@ -537,7 +537,7 @@ function lazyPanel(id, title, path, fill) {
   return panel;
 }
 
-/** "of the first 200,000 devices" when the node read only part of the device index. */
+/** What the figures stand on when the node read only part of the device index (it bounds the pass). */
 function scanNote(doc) {
   return doc.complete ? "" : ` (the first ${fmtInt(doc.devices)} by device id: the node reads at most that many per request)`;
 }

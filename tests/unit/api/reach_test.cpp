@@ -1,10 +1,15 @@
 #include "edge/api/reach.hpp"
 
+#include <filesystem>
 #include <string>
 
 #include <boost/json.hpp>
 
 #include <gtest/gtest.h>
+
+#include "edge/store/database.hpp"
+
+#include <unistd.h>
 
 namespace edge::api {
 namespace {
@@ -179,6 +184,54 @@ TEST(ReachTally, BuiltinChannelCountsNativeVersions) {
   EXPECT_EQ(beta.at("release").as_string(), "builtin");
   EXPECT_EQ(beta.at("devices").to_number<int>(), 3);
   EXPECT_EQ(beta.at("on_release").to_number<int>(), 2);
+}
+
+// The routes read at most kMaxReachScan rows of the device index and say so.
+TEST(ReachRoutes, ReadAtMostTheBoundAndSaySo) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("reach_test." + std::to_string(getpid()));
+  {
+    auto db = store::Database::open(dir);
+    store::CheckinStore checkins(*db);
+    const auto app = app_with_delta_and_encrypted();
+    const auto record = [&](std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i) {
+        store::Checkin c;
+        c.app_id = app.app_id;
+        c.device_id = "0a1b2c3d-4444-4222-8333-" + std::string(12 - std::to_string(i).size(), '0') +
+                      std::to_string(i);
+        c.platform = "android";
+        c.version_name = "1.0.0";
+        c.version_build = "0.9.0";
+        c.action = "updates";
+        c.time_ms = 1764115200000 + static_cast<std::int64_t>(i);
+        c.plugin_version = i % 2 ? "8.52.0" : "7.0.10";
+        checkins.record(std::move(c));
+      }
+      checkins.flush();
+    };
+    const auto answer = [&](bool reach) {
+      const auto r = reach ? reach_response(checkins, app, 1764115200000 + 3'600'000)
+                           : plugins_response(checkins, app);
+      EXPECT_EQ(r.status, 200u);
+      return json::parse(r.body).as_object();
+    };
+    record(kMaxReachScan);
+    for (const bool reach : {false, true}) {
+      const auto out = answer(reach);
+      EXPECT_EQ(out.at("devices").to_number<std::size_t>(), kMaxReachScan);
+      EXPECT_TRUE(out.at("complete").as_bool());
+    }
+    EXPECT_EQ(answer(false).at("versions").as_array()[0].at("devices").to_number<std::size_t>(),
+              kMaxReachScan / 2);
+    record(kMaxReachScan + 1);  // the same ids again and one more
+    for (const bool reach : {false, true}) {
+      const auto out = answer(reach);
+      EXPECT_EQ(out.at("devices").to_number<std::size_t>(), kMaxReachScan);
+      EXPECT_FALSE(out.at("complete").as_bool());
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
