@@ -83,9 +83,11 @@ void PluginTally::count(const std::string& key, const SemVer* v) {
   if (it == rows_.end()) {
     // Named versions are bounded; the three fixed names always have room.
     const bool fixed = key == kOther || key == kUnknown || key == kInvalid;
+    const Row empty{0, std::vector<std::uint64_t>(rules_.size(), 0)};
     if (!fixed && rows_.size() >= kMaxPluginNames + 3)
-      return count(std::string(kOther), v);
-    it = rows_.emplace(key, Row{0, std::vector<std::uint64_t>(rules_.size(), 0)}).first;
+      it = rows_.try_emplace(std::string(kOther), empty).first;
+    else
+      it = rows_.emplace(key, empty).first;
   }
   ++it->second.devices;
   if (v == nullptr)

@@ -119,6 +119,7 @@ TEST(PluginTally, BoundedWhateverDevicesSend) {
   for (const auto& v : versions)
     sum += v.at("devices").to_number<std::uint64_t>();
   EXPECT_EQ(sum, 2050u);
+  EXPECT_EQ(t.devices(), 2050u);
   const auto* other = row(out, "other");
   ASSERT_NE(other, nullptr);
   // 5.0-5.9 lack manifests (10 devices), all in "other" but for the top versions kept.
