@@ -185,17 +185,18 @@ void ReachTally::add(const store::Checkin& device, const control::Channel* chann
         release == channel->rollout->release)
       ++p.on_rollout;
   }
+  // Named as per-release usage names it (store): a release of the app or builtin (as sent,
+  // or the native version a device on builtin reports); any other name under "other".
   if (release.empty())
     return;
-  auto it = running_.find(release);
-  if (it == running_.end()) {
-    // Every release the app knows has room; other names (device text) are bounded.
-    const bool known = release == "builtin" || app_.releases.contains(release);
-    if (!known && running_.size() >= store::kMaxAnalyticsNames)
-      it = running_.try_emplace(std::string(kOther)).first;
-    else
-      it = running_.try_emplace(std::string(release)).first;
-  }
+  std::string_view name = kOther;
+  if (release == "builtin" || app_.releases.contains(release))
+    name = release;
+  else if (release == device.version_build)
+    name = "builtin";
+  auto it = running_.find(name);
+  if (it == running_.end())
+    it = running_.try_emplace(std::string(name)).first;
   ++it->second;
 }
 

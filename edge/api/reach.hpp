@@ -80,8 +80,9 @@ class ReachTally {
  public:
   explicit ReachTally(const control::AppState& app) : app_(app) {}
   /// Counts one device by its last check-in; `channel` is the channel it resolves to
-  /// (nullptr: none). A device runs a channel's builtin when it reports "builtin" or its
-  /// native version as its version.
+  /// (nullptr: none). A device runs builtin when it reports "builtin" or its native version
+  /// as its version; a version that is no release of the app counts under "other" (as
+  /// per-release usage counts it in the store: nowhere), so the tally stays bounded.
   void add(const store::Checkin& device, const control::Channel* channel);
   std::uint64_t devices() const { return devices_; }
   /// {"channels":[{"channel","release","devices","on_release"[,"rollout_release",

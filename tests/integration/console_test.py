@@ -365,6 +365,21 @@ def main():
                 assert c.has("#chart-plugins path")  # the stacked bars
                 c.d.execute_script("document.getElementById('plugins-panel').scrollIntoView()")
                 c.shot("04b-plugins")
+                # A node that read only part of a large device index says so; the page too.
+                c.d.execute_script("""
+                  const doc = { app_id: arguments[0], devices: 50000, complete: false, rules: [],
+                                versions: [{ version: "8.52", devices: 50000, flagged: 0, flags: [] }] };
+                  window.__realFetch = window.__realFetch || window.fetch;
+                  window.fetch = (input, opts) => String(input).endsWith("/plugins")
+                    ? Promise.resolve(new Response(JSON.stringify(doc), { status: 200, headers: { "Content-Type": "application/json" } }))
+                    : window.__realFetch(input, opts);
+                """, APP)
+                try:
+                    c.open("#/app/%s/dashboard?range=7d" % APP)
+                    c.wait_text("#plugins-summary", "50,000 devices")
+                    assert "the first 50,000 by device id" in c.d.find_element(By.CSS_SELECTOR, "#plugins-summary").text
+                finally:
+                    c.d.execute_script("if (window.__realFetch) window.fetch = window.__realFetch;")
 
                 st, reach = admin(origin, "GET", BASE + "/reach")
                 rel = next(r for r in reach["releases"] if r["release"] == "1.0.1")

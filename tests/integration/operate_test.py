@@ -665,9 +665,10 @@ def main():
         rel = {r["release"]: r for r in doc["releases"]}
         assert rel["1.0.1"] == {"release": "1.0.1", "running": 3, "checked_in_today": 3, "downloads": 1,
                                 "installs": 3, "failures": 1}, rel
-        # A device on its builtin bundle reports its native version: three still do; all
-        # six ran it today before three installed 1.0.1.
-        assert (rel["0.9.0"]["running"], rel["0.9.0"]["checked_in_today"]) == (3, 6), rel
+        # A device on its builtin bundle reports its native version, counted as builtin:
+        # three still run it; all six ran it today before three installed 1.0.1.
+        assert (rel["builtin"]["running"], rel["builtin"]["checked_in_today"]) == (3, 6), rel
+        assert "0.9.0" not in rel, rel
         # Only GET; an unknown app is 404; a viewer of the app reads both.
         assert admin(origin, "POST", base + "/plugins", {})[0] == 405
         assert admin(origin, "GET", "/v1/admin/apps/com.example.nope/reach")[0] == 404

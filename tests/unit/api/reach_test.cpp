@@ -165,7 +165,7 @@ TEST(ReachTally, PopulationReleaseAndEvents) {
   EXPECT_EQ(rel.at("1.0.0").at("checked_in_today").to_number<int>(), 2);
   EXPECT_EQ(rel.at("2.0.0").at("downloads").to_number<int>(), 2);
   EXPECT_EQ(rel.at("2.0.0").at("failures").to_number<int>(), 1);
-  EXPECT_EQ(rel.at("weird").at("running").to_number<int>(), 1);
+  EXPECT_EQ(rel.at("other").at("running").to_number<int>(), 1);  // "weird" is no release
   EXPECT_EQ(rel.at("builtin").at("running").to_number<int>(), 1);
 }
 
@@ -185,6 +185,12 @@ TEST(ReachTally, BuiltinChannelCountsNativeVersions) {
   EXPECT_EQ(beta.at("release").as_string(), "builtin");
   EXPECT_EQ(beta.at("devices").to_number<int>(), 3);
   EXPECT_EQ(beta.at("on_release").to_number<int>(), 2);
+  std::map<std::string, std::uint64_t> running;
+  for (const auto& r : out.at("releases").as_array())
+    running[std::string(r.at("release").as_string())] = r.at("running").to_number<std::uint64_t>();
+  // Every channel's release is listed, run or not (secure: 2.0.0).
+  EXPECT_EQ(running,
+            (std::map<std::string, std::uint64_t>{{"builtin", 2}, {"1.0.0", 1}, {"2.0.0", 0}}));
 }
 
 // The routes read at most kMaxReachScan rows of the device index and say so.
