@@ -542,9 +542,14 @@ function scanNote(doc) {
   return doc.complete ? "" : ` (the first ${fmtInt(doc.devices)} by device id: the node reads at most that many per request)`;
 }
 
+/** The channels a rule names: the node lists the first few and counts them all. */
+function ruleChannels(r) {
+  const more = (r.channel_count || r.channels.length) - r.channels.length;
+  return r.channels.join(", ") + (more > 0 ? ` and ${fmtInt(more)} more` : "");
+}
 const RULE_TEXT = {
-  manifest: (r) => `delta-only channel${r.channels.length > 1 ? "s" : ""} ${r.channels.join(", ")} send${r.channels.length > 1 ? "" : "s"} manifests only: plugins before ${r.needs.replace(" or later", "")} get nothing they can download`,
-  session_key: (r) => `channel${r.channels.length > 1 ? "s" : ""} ${r.channels.join(", ")} serve${r.channels.length > 1 ? "" : "s"} an encrypted release: plugins need session keys (${r.needs})`,
+  manifest: (r) => `delta-only channel${r.channel_count > 1 ? "s" : ""} ${ruleChannels(r)} send${r.channel_count > 1 ? "" : "s"} manifests only: plugins before ${r.needs.replace(" or later", "")} get nothing they can download`,
+  session_key: (r) => `channel${r.channel_count > 1 ? "s" : ""} ${ruleChannels(r)} serve${r.channel_count > 1 ? "" : "s"} an encrypted release: plugins need session keys (${r.needs})`,
 };
 
 function pluginsPanel() {
@@ -567,7 +572,7 @@ function pluginsPanel() {
           h("td", { class: "bar-cell" }, h("div", { class: "progress" + (v.flagged ? " flagged" : "") }, bar)),
           h("td", { class: "flags" }, v.flags.length
             ? v.flags.map((f) => h("span", { class: "badge bad", dataset: { rule: f.rule }, title: RULE_TEXT[f.rule] ? RULE_TEXT[f.rule](f) : f.rule },
-                `${f.rule}: ${fmtInt(f.devices)} below ${f.needs.replace(" or later", "")} (${f.channels.join(", ")})`))
+                `${f.rule}: ${fmtInt(f.devices)} below ${f.needs.replace(" or later", "")} (${ruleChannels(f)})`))
             : h("span", { class: "muted" }, "-")));
       })));
     return h("div", {},

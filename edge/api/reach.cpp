@@ -1,6 +1,7 @@
 #include "edge/api/reach.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <set>
 #include <tuple>
 
@@ -35,7 +36,10 @@ std::tuple<bool, std::uint64_t, std::uint64_t> version_order(const std::string& 
   const auto dot = key.find('.');
   if (dot == std::string::npos)
     return {false, 0, 0};
-  return {true, std::stoull(key.substr(0, dot)), std::stoull(key.substr(dot + 1))};
+  std::uint64_t major = 0, minor = 0;
+  std::from_chars(key.data(), key.data() + dot, major);
+  std::from_chars(key.data() + dot + 1, key.data() + key.size(), minor);
+  return {true, major, minor};
 }
 
 // Calls `fn` with every device row of `app` (at most kMaxReachScan); false if more remain.
@@ -55,19 +59,24 @@ Result<bool> each_device(const store::CheckinStore& checkins, const control::App
 
 std::vector<PluginRule> plugin_rules(const control::AppState& app) {
   PluginRule manifest{
-      "manifest", "5.10.0 / 6.25.0 / 7.0.35 / 8.0.0 or later", {}, &control::supports_manifest};
-  PluginRule session{"session_key", "4.15.0 or later", {}, &session_keys};
+      "manifest", "5.10.0 / 6.25.0 / 7.0.35 / 8.0.0 or later", {}, 0, &control::supports_manifest};
+  PluginRule session{"session_key", "4.15.0 or later", {}, 0, &session_keys};
   const auto encrypted = [&](const std::string& release) {
     const auto it = app.releases.find(release);
     return it != app.releases.end() && !it->second.deleted && !it->second.session_key.empty();
   };
   for (const auto& [name, ch] : app.channels) {
+    const auto needs = [&](PluginRule& r) {
+      if (r.channels.size() < kRuleChannels)
+        r.channels.push_back(name);
+      ++r.channel_count;
+    };
     if (ch.update_package == control::UpdatePackage::kDelta ||
         ch.update_package == control::UpdatePackage::kDeltaFromBuiltin)
-      manifest.channels.push_back(name);
+      needs(manifest);
     if (encrypted(ch.release) ||
         (ch.rollout && ch.rollout->enabled && encrypted(ch.rollout->release)))
-      session.channels.push_back(name);
+      needs(session);
   }
   std::vector<PluginRule> out;
   for (auto* r : {&manifest, &session}) {
@@ -148,6 +157,7 @@ json::object PluginTally::to_json(std::size_t top) const {
       flags.push_back(json::object{{"rule", rules_[i].rule},
                                    {"needs", rules_[i].needs},
                                    {"channels", strings(rules_[i].channels)},
+                                   {"channel_count", rules_[i].channel_count},
                                    {"devices", r.failing[i]}});
     }
     versions.push_back(json::object{{"version", name},
@@ -165,8 +175,10 @@ json::object PluginTally::to_json(std::size_t top) const {
   }
   json::array rules;
   for (const auto& r : rules_) {
-    rules.push_back(
-        json::object{{"rule", r.rule}, {"needs", r.needs}, {"channels", strings(r.channels)}});
+    rules.push_back(json::object{{"rule", r.rule},
+                                 {"needs", r.needs},
+                                 {"channels", strings(r.channels)},
+                                 {"channel_count", r.channel_count}});
   }
   return json::object{{"versions", std::move(versions)}, {"rules", std::move(rules)}};
 }

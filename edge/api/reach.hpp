@@ -30,11 +30,15 @@ inline constexpr std::size_t kPluginTop = 20;
 /// Releases of the reach answer (channel releases first, then by devices running them).
 inline constexpr std::size_t kReachReleases = 64;
 
+/// Channels a rule names (an app may have many); channel_count says how many need it.
+inline constexpr std::size_t kRuleChannels = 10;
+
 /// A requirement the app's channels put on the plugin, and the channels that put it.
 struct PluginRule {
-  std::string rule;   ///< "manifest" or "session_key"
-  std::string needs;  ///< the plugin versions that meet it, for people
-  std::vector<std::string> channels;
+  std::string rule;                   ///< "manifest" or "session_key"
+  std::string needs;                  ///< the plugin versions that meet it, for people
+  std::vector<std::string> channels;  ///< the first kRuleChannels by name
+  std::size_t channel_count = 0;      ///< all of them
   bool (*ok)(const SemVer&) = nullptr;
 };
 
@@ -57,9 +61,9 @@ class PluginTally {
   void add(std::string_view plugin_version);
   std::uint64_t devices() const { return devices_; }
   /// {"versions":[{"version":"8.52","devices":N,"flagged":F,"flags":[{"rule","needs",
-  /// "channels","devices"}]}], "rules":[...]} (F: devices failing at least one rule): the `top`
-  /// versions with the most devices, newest first, then "other", "invalid" and "unknown" when they
-  /// count any; a flag per rule that devices of the row fail, with how many do.
+  /// "channels","channel_count","devices"}]}], "rules":[...]} (F: devices failing at least one
+  /// rule): the `top` versions with the most devices, newest first, then "other", "invalid" and
+  /// "unknown" when they count any; a flag per rule that devices of the row fail, with how many do.
   boost::json::object to_json(std::size_t top = kPluginTop) const;
 
  private:

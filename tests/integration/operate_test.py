@@ -620,7 +620,7 @@ def main():
         st, doc = admin(origin, "GET", base + "/plugins")
         assert st == 200 and doc["devices"] == 0 and doc["versions"] == [] and doc["complete"], doc
         assert doc["rules"] == [{"rule": "manifest", "needs": "5.10.0 / 6.25.0 / 7.0.35 / 8.0.0 or later",
-                                 "channels": ["beta"]}], doc
+                                 "channels": ["beta"], "channel_count": 1}], doc
         fleet = [(1, "5.2.0", ""), (2, "6.30.0", ""), (3, "7.0.10", "beta"), (4, "8.52.0", "beta"),
                  (5, "8.52.1", ""), (6, "7.0.40", "")]
         for n, plugin, channel in fleet:

@@ -65,6 +65,19 @@ TEST(PluginRules, DeltaChannelsNeedManifestsEncryptedReleasesSessionKeys) {
   EXPECT_EQ(rules[1].rule, "session_key");
   EXPECT_EQ(rules[1].channels, std::vector<std::string>{"secure"});
 
+  EXPECT_EQ(rules[0].channel_count, 1u);
+
+  // Many delta channels: the first kRuleChannels named, all counted.
+  auto many = app_with_delta_and_encrypted();
+  for (int i = 0; i < 30; ++i) {
+    control::Channel c = many.channels.at("beta");
+    c.name = "delta-" + std::to_string(100 + i);
+    many.channels.emplace(c.name, c);
+  }
+  const auto wide = plugin_rules(many);
+  EXPECT_EQ(wide[0].channels.size(), kRuleChannels);
+  EXPECT_EQ(wide[0].channel_count, 31u);
+
   control::AppState plain;
   control::Channel c;
   c.name = "production";
