@@ -320,7 +320,7 @@ function chart(id, labels, series, kind, fmt) {
   svg.append(h("line", { class: "axis", x1: PAD.l, x2: W - PAD.r, y1: y(0), y2: y(0) }));
   const base = labels.map(() => 0);  // stack: the height below the next series
   series.forEach((s, si) => {
-    const color = PALETTE[si % PALETTE.length];
+    const color = s.color || PALETTE[si % PALETTE.length];
     s.color = color;
     if (kind === "stack") {
       // One path per series (a rectangle per bucket): 720 hourly buckets stay 3 elements.
@@ -476,6 +476,7 @@ async function dashboardView(query) {
       h("section", { class: "panel" }, h("h2", {}, "Failure rate per release"),
         h("p", { class: "muted small" }, "failures / (installs + failures) over the range"), failChart),
       h("section", { class: "panel" }, h("h2", {}, "Rollouts"), rollouts),
+      pluginsPanel(),
       h("section", { class: "panel" }, h("h2", {}, "Check-ins by running release"),
         runningSeries.length ? chart("chart-running", labels, runningSeries, "line") : emptyState("No check-ins in this range."))),
     channels.channels.length === 0
@@ -519,6 +520,108 @@ function rolloutProgress(ro, dayKeys) {
       { name: "on " + ro.release, values: dayKeys.map((d) => (map.get(d) || {}).rollout_release_devices || 0) },
       { name: "on " + (ro.channel_release || "builtin"), values: dayKeys.map((d) => (map.get(d) || {}).channel_release_devices || 0) },
     ], "line"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Plugins and reach (GET /v1/admin/apps/<app>/plugins and /reach): panels that fill
+// themselves when their answer comes, so the page around them does not wait for a pass
+// over the device index.
+
+/** A panel that shows `fill(doc)` once `path` answers (or why it could not). */
+function lazyPanel(id, title, path, fill) {
+  const body = h("div", { class: "muted small" }, "Loading…");
+  const panel = h("section", { class: "panel", id }, h("h2", {}, title), body);
+  api("GET", path).then((doc) => body.replaceWith(fill(doc)), (e) => {
+    body.textContent = "Not available: " + (e.message || String(e));
+  });
+  return panel;
+}
+
+/** What the figures stand on when the node read only part of the device index (it bounds the pass). */
+function scanNote(doc) {
+  return doc.complete ? "" : ` (the first ${fmtInt(doc.devices)} by device id: the node reads at most that many per request)`;
+}
+
+/** The channels a rule names: the node lists the first few and counts them all. */
+function ruleChannels(r) {
+  const more = (r.channel_count || r.channels.length) - r.channels.length;
+  return r.channels.join(", ") + (more > 0 ? ` and ${fmtInt(more)} more` : "");
+}
+const RULE_TEXT = {
+  manifest: (r) => `delta-only channel${r.channel_count > 1 ? "s" : ""} ${ruleChannels(r)} send${r.channel_count > 1 ? "" : "s"} manifests only: plugins before ${r.needs.replace(" or later", "")} get nothing they can download`,
+  session_key: (r) => `channel${r.channel_count > 1 ? "s" : ""} ${ruleChannels(r)} serve${r.channel_count > 1 ? "" : "s"} an encrypted release: plugins need session keys (${r.needs})`,
+};
+
+function pluginsPanel() {
+  return lazyPanel("plugins-panel", "Plugins", `/v1/admin/apps/${enc(state.app)}/plugins`, (doc) => {
+    if (!doc.devices) return emptyState("No device has checked in yet.");
+    const rows = doc.versions;  // bounded by the node: top 20, "other", "invalid", "unknown"
+    const labels = rows.map((v) => v.version);
+    const flaggedAny = rows.some((v) => v.flagged > 0);
+    const series = [{ name: "meets the channels' needs", values: rows.map((v) => v.devices - (v.flagged || 0)), color: PALETTE[0] }];
+    if (flaggedAny) series.push({ name: "flagged", values: rows.map((v) => v.flagged || 0), color: "#c62f2f" });
+    const max = maxOf(rows.map((v) => v.devices), 1);
+    const table = h("table", { id: "plugins" },
+      h("thead", {}, h("tr", {}, ["plugin", "devices", "", "flags"].map((t) => h("th", { class: t === "devices" ? "num" : null }, t)))),
+      h("tbody", {}, rows.map((v) => {
+        const bar = h("div");
+        bar.style.width = ((v.devices / max) * 100).toFixed(1) + "%";
+        return h("tr", { class: v.flagged ? "flagged" : null, dataset: { version: v.version, devices: String(v.devices), flagged: String(v.flagged || 0) } },
+          h("td", {}, v.version),
+          h("td", { class: "num" }, fmtInt(v.devices)),
+          h("td", { class: "bar-cell" }, h("div", { class: "progress" + (v.flagged ? " flagged" : "") }, bar)),
+          h("td", { class: "flags" }, v.flags.length
+            ? v.flags.map((f) => h("span", { class: "badge bad", dataset: { rule: f.rule }, title: RULE_TEXT[f.rule] ? RULE_TEXT[f.rule](f) : f.rule },
+                `${f.rule}: ${fmtInt(f.devices)} below ${f.needs.replace(" or later", "")} (${ruleChannels(f)})`))
+            : h("span", { class: "muted" }, "-")));
+      })));
+    return h("div", {},
+      h("p", { class: "muted small", id: "plugins-summary" }, `${fmtInt(doc.devices)} devices by the plugin version they last sent${scanNote(doc)}.`),
+      doc.rules.length
+        ? h("ul", { class: "rules small", id: "plugin-rules" }, doc.rules.map((r) => h("li", { dataset: { rule: r.rule } }, h("b", {}, r.rule), ": ", RULE_TEXT[r.rule] ? RULE_TEXT[r.rule](r) : r.needs)))
+        : h("p", { class: "muted small" }, "No channel needs more than any supported plugin has."),
+      chart("chart-plugins", labels, series, "stack"),
+      h("div", { class: "table-wrap" }, table));
+  });
+}
+
+/** Reach of a release ({release}) or of a channel's releases ({channel}). */
+function reachPanel(what) {
+  return lazyPanel("reach-panel", "Reach", `/v1/admin/apps/${enc(state.app)}/reach`, (doc) => {
+    const rel = new Map(doc.releases.map((r) => [r.release, r]));
+    const events = (name) => {
+      const r = rel.get(name) || { running: 0, checked_in_today: 0, downloads: 0, installs: 0, failures: 0 };
+      return h("p", { class: "muted small reach-events", dataset: { release: name } },
+        `${name}: ${fmtInt(r.checked_in_today)} devices checked in running it today; over 30 days ${fmtInt(r.downloads)} downloads, ${fmtInt(r.installs)} installs, ${fmtInt(r.failures)} failures reported.`);
+    };
+    const line = (id, n, of, text) => {
+      const bar = h("div");
+      bar.style.width = (of ? Math.min(100, (n / of) * 100) : 0).toFixed(1) + "%";
+      return h("div", { class: "reach-line" }, h("p", { id }, text), h("div", { class: "progress" }, bar));
+    };
+    const note = scanNote(doc) ? h("p", { class: "muted small" }, "Device figures from the device index" + scanNote(doc) + ".") : null;
+    if (what.channel !== undefined) {
+      const c = doc.channels.find((x) => x.channel === what.channel);
+      if (!c) return emptyState("No figures for this channel yet.");
+      return h("div", {},
+        line("channel-reach", c.on_release, c.devices, `${fmtInt(c.on_release)} of ${fmtInt(c.devices)} devices on ${c.channel} run ${c.release}`),
+        c.rollout_release !== undefined
+          ? line("channel-rollout-reach", c.on_rollout_release, c.devices, `${fmtInt(c.on_rollout_release)} of ${fmtInt(c.devices)} run the rollout's ${c.rollout_release}`)
+          : null,
+        events(c.release), c.rollout_release !== undefined ? events(c.rollout_release) : null, note);
+    }
+    const r = rel.get(what.release) || { running: 0 };
+    const on = doc.channels.filter((c) => c.release === what.release || c.rollout_release === what.release);
+    return h("div", {},
+      line("release-reach", r.running, doc.devices, `${fmtInt(r.running)} of ${fmtInt(doc.devices)} devices of the app run ${what.release}`),
+      on.map((c) => {
+        const n = c.release === what.release ? c.on_release : c.on_rollout_release;
+        return h("p", { class: "small", dataset: { channel: c.channel } },
+          `${fmtInt(n)} of ${fmtInt(c.devices)} devices on `, h("a", { href: appLink("channels", c.channel) }, c.channel),
+          c.release === what.release ? " run it" : " run it (its rollout)");
+      }),
+      events(what.release), note);
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -599,7 +702,8 @@ async function releaseView(name) {
         h("div", { class: "row" }, h("label", {}, "Compare with", baseSelect)),
         files.base
           ? h("p", { id: "release-delta" }, `Shares ${fmtInt(files.shared_chunks)} of ${fmtInt(files.chunks)} chunks (${pct}%, ${fmtBytes(files.shared_bytes)}) with ${files.base}; an edge that has ${files.base} moves ${fmtInt(files.new_chunks)} chunks, ${fmtBytes(files.new_bytes)}.`)
-          : h("p", { id: "release-delta" }, `Nothing to compare with: an edge moves all ${fmtInt(files.chunks)} chunks, ${fmtBytes(files.chunk_bytes)}.`))),
+          : h("p", { id: "release-delta" }, `Nothing to compare with: an edge moves all ${fmtInt(files.chunks)} chunks, ${fmtBytes(files.chunk_bytes)}.`)),
+      reachPanel({ release: name })),
     h("section", { class: "panel" }, h("h2", {}, "Files"), files.files.length ? h("div", { class: "table-wrap" }, h("table", { id: "release-files" },
       h("thead", {}, h("tr", {}, ["kind", "file", "blob", "size", "chunks"].map((t) => h("th", {}, t)))),
       h("tbody", {}, files.files.map((f) => h("tr", {}, h("td", {}, f.kind), h("td", {}, f.file_name || "-"),
@@ -753,7 +857,7 @@ async function channelView(name) {
   return h("div", {}, h("p", {}, h("a", { href: appLink("channels") }, "← Channels")),
     h("div", { class: "row" }, h("h1", {}, "Channel ", name), del),
     w ? null : h("p", { class: "muted", id: "read-only-note" }, state.me.read_only ? "This node is an edge: change channels on the origin." : "This token may only read."),
-    h("div", { class: "grid" }, settings, rollout, autoPause, testDevicePanel()), history);
+    h("div", { class: "grid" }, settings, reachPanel({ channel: name }), rollout, autoPause, testDevicePanel()), history);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include "edge/api/analytics.hpp"
 #include "edge/api/device.hpp"
 #include "edge/api/device_info.hpp"
+#include "edge/api/reach.hpp"
 #include "edge/api/sync.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
@@ -1062,6 +1063,15 @@ Response ControlService::handle(const bhttp::request_header<>& req, std::string_
     return analytics_response(
         *checkins_, *app, q == std::string_view::npos ? std::string_view() : target.substr(q + 1),
         wall_clock_ms());
+  }
+  if ((coll == "plugins" || coll == "reach") && segs.size() == 2) {
+    // Both read the app's device index (bounded: kMaxReachScan rows).
+    if (!get)
+      return method_not_allowed("GET");
+    if (checkins_ == nullptr)
+      return error_response(404, "not_found", "check-ins are not kept on this node");
+    return coll == "plugins" ? plugins_response(*checkins_, *app)
+                             : reach_response(*checkins_, *app, wall_clock_ms());
   }
   if (coll == "channels" && segs.size() == 4)
     return channel_action(*app, segs[2], segs[3], method, body);

@@ -334,6 +334,72 @@ def main():
             assert "25.00%" in c.d.find_element(By.CSS_SELECTOR, "#release-failure-rate").text
             c.shot("04-release")
 
+        def plugins_and_reach():
+            # Two devices with old plugins, and beta made delta-only (manifest only): the
+            # Plugins panel shows the API's rows and flags them; the release and channel
+            # pages say how many devices run the release, as the reach route counts them.
+            st, beta = admin(origin, "GET", BASE + "/channels/beta")
+            body = {k: v for k, v in beta.items() if k != "name"}
+            assert admin(origin, "PUT", BASE + "/channels/beta", dict(body, update_package="delta"))[0] == 200
+            try:
+                updates(origin.url, device_id=device_id(7), plugin_version="5.2.0")
+                updates(origin.url, device_id=device_id(8), plugin_version="7.0.10")
+                wait_for("the new devices in the plugins answer",
+                         lambda: admin(origin, "GET", BASE + "/plugins")[1]["devices"] == 9)
+                st, plugins = admin(origin, "GET", BASE + "/plugins")
+                assert [(v["version"], v["devices"], v["flagged"]) for v in plugins["versions"]] == \
+                    [("8.51", 7, 0), ("7.0", 1, 1), ("5.2", 1, 1)], plugins
+                c.sign_in(origin.token)
+                c.wait("#summary")
+                c.wait("#plugins tbody tr")
+                rows = c.d.find_elements(By.CSS_SELECTOR, "#plugins tbody tr")
+                shown = [(r.get_attribute("data-version"), int(r.get_attribute("data-devices")),
+                          int(r.get_attribute("data-flagged"))) for r in rows]
+                assert shown == [(v["version"], v["devices"], v["flagged"]) for v in plugins["versions"]], shown
+                flagged = c.d.find_elements(By.CSS_SELECTOR, "#plugins tr.flagged")
+                assert [r.get_attribute("data-version") for r in flagged] == ["7.0", "5.2"], flagged
+                badge_ = c.d.find_element(By.CSS_SELECTOR, '#plugins tr[data-version="7.0"] .badge[data-rule="manifest"]')
+                assert "manifest: 1 below" in badge_.text and "beta" in badge_.text, badge_.text
+                assert "beta" in c.d.find_element(By.CSS_SELECTOR, '#plugin-rules li[data-rule="manifest"]').text
+                assert "9 devices" in c.d.find_element(By.CSS_SELECTOR, "#plugins-summary").text
+                assert c.has("#chart-plugins path")  # the stacked bars
+                c.d.execute_script("document.getElementById('plugins-panel').scrollIntoView()")
+                c.shot("04b-plugins")
+                # A node that read only part of a large device index says so; the page too.
+                c.d.execute_script("""
+                  const doc = { app_id: arguments[0], devices: 50000, complete: false, rules: [],
+                                versions: [{ version: "8.52", devices: 50000, flagged: 0, flags: [] }] };
+                  window.__realFetch = window.__realFetch || window.fetch;
+                  window.fetch = (input, opts) => String(input).endsWith("/plugins")
+                    ? Promise.resolve(new Response(JSON.stringify(doc), { status: 200, headers: { "Content-Type": "application/json" } }))
+                    : window.__realFetch(input, opts);
+                """, APP)
+                try:
+                    c.open("#/app/%s/dashboard?range=7d" % APP)
+                    c.wait_text("#plugins-summary", "50,000 devices")
+                    assert "the first 50,000 by device id" in c.d.find_element(By.CSS_SELECTOR, "#plugins-summary").text
+                finally:
+                    c.d.execute_script("if (window.__realFetch) window.fetch = window.__realFetch;")
+
+                st, reach = admin(origin, "GET", BASE + "/reach")
+                rel = next(r for r in reach["releases"] if r["release"] == "1.0.1")
+                prod = next(ch for ch in reach["channels"] if ch["channel"] == "production")
+                # Devices 0-5 and the two new ones resolve to production (the pinned one to
+                # beta); 0-2 installed 1.0.1, 5 failed to download it.
+                assert (reach["devices"], prod["devices"], prod["on_release"]) == (9, 8, 3), reach
+                assert (rel["running"], rel["installs"], rel["failures"], rel["checked_in_today"]) == (3, 3, 1, 3), rel
+                c.open("#/app/%s/releases/1.0.1" % APP)
+                c.wait_text("#release-reach", "3 of 9 devices of the app run 1.0.1")
+                text = c.d.find_element(By.CSS_SELECTOR, "#reach-panel").text
+                assert "3 of 8 devices on production run it" in text, text
+                assert "3 devices checked in running it today" in text and "3 installs, 1 failures" in text, text
+                c.shot("04c-release-reach")
+                c.open("#/app/%s/channels/production" % APP)
+                c.wait_text("#channel-reach", "3 of 8 devices on production run 1.0.1")
+                c.shot("04d-channel-reach")
+            finally:
+                assert admin(origin, "PUT", BASE + "/channels/beta", body)[0] == 200
+
         def rollout_start_pause():
             c.open("#/app/%s/channels/production" % APP)
             Select(c.wait("#rollout-release")).select_by_value("1.0.2")
@@ -546,6 +612,7 @@ def main():
         check("dashboard figures match the API", dashboard_figures)
         check("the dashboard draws a large answer", dashboard_from_a_large_answer)
         check("release list and delta", release_pages)
+        check("plugins panel and reach figures match the API", plugins_and_reach)
         check("start a rollout and pause it", rollout_start_pause)
         check("rollback changes an edge's /updates", rollback_changes_edge)
         check("test as a device", test_as_device)

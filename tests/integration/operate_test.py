@@ -604,6 +604,82 @@ def main():
     check("a relayed check-in dated years ahead is clamped to the receipt time plus a minute",
           future_relayed_checkin)
 
+    def plugins_and_reach():
+        # A scripted fleet of six devices on two channels, one of them delta-only (manifest
+        # only): the plugins route counts devices per plugin major.minor and flags, by full
+        # version, the ones the delta channel strands; the reach route counts each channel's
+        # population, who runs its release, and per release the installs, downloads and
+        # failures reported.
+        app = "com.example.reach"
+        base = app_with_releases(origin, app, ["1.0.0", "1.0.1"])
+        for name, doc in (("production", {"release": "1.0.1", "public": True, "disable_auto_update": "none"}),
+                          ("beta", {"release": "1.0.1", "allow_device_self_set": True, "update_package": "delta",
+                                    "disable_auto_update": "none"})):
+            st, doc = admin(origin, "PUT", base + "/channels/" + name, doc)
+            assert st == 201, (st, doc)
+        st, doc = admin(origin, "GET", base + "/plugins")
+        assert st == 200 and doc["devices"] == 0 and doc["versions"] == [] and doc["complete"], doc
+        assert doc["rules"] == [{"rule": "manifest", "needs": "5.10.0 / 6.25.0 / 7.0.35 / 8.0.0 or later",
+                                 "channels": ["beta"], "channel_count": 1}], doc
+        fleet = [(1, "5.2.0", ""), (2, "6.30.0", ""), (3, "7.0.10", "beta"), (4, "8.52.0", "beta"),
+                 (5, "8.52.1", ""), (6, "7.0.40", "")]
+        for n, plugin, channel in fleet:
+            updates(origin, app_id=app, device_id=dev(100 + n), plugin_version=plugin, defaultChannel=channel)
+
+        def event(n, action, version):
+            plugin, channel = fleet[n - 1][1], fleet[n - 1][2]
+            st, _, out = curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                              json.dumps(dict(DEVICE, app_id=app, device_id=dev(100 + n), action=action,
+                                              version_name=version, plugin_version=plugin,
+                                              defaultChannel=channel)), origin.url + "/stats")
+            assert st == 200 and json.loads(out)["status"] == "ok", (action, st, out)
+        for n in (1, 2):
+            event(n, "set", "1.0.1")
+        event(4, "download_complete", "1.0.1")
+        event(4, "set", "1.0.1")
+        event(5, "download_fail", "1.0.1")
+
+        def reach():
+            st, doc = admin(origin, "GET", base + "/reach")
+            assert st == 200, (st, doc)
+            return doc
+        wait_for("the fleet's events in the reach figures",
+                 lambda: {r["release"]: r for r in reach()["releases"]}.get("1.0.1", {}).get("failures") == 1)
+        st, doc = admin(origin, "GET", base + "/plugins")
+        assert st == 200 and doc["devices"] == 6 and doc["complete"], doc
+        rows = {v["version"]: v for v in doc["versions"]}
+        assert [v["version"] for v in doc["versions"]] == ["8.52", "7.0", "6.30", "5.2"], doc
+        assert {k: v["devices"] for k, v in rows.items()} == {"8.52": 2, "7.0": 2, "6.30": 1, "5.2": 1}, rows
+        assert {k: v["flagged"] for k, v in rows.items()} == {"8.52": 0, "7.0": 1, "6.30": 0, "5.2": 1}, rows
+        flag = rows["7.0"]["flags"]
+        assert len(flag) == 1 and flag[0]["rule"] == "manifest" and flag[0]["devices"] == 1, flag
+        assert flag[0]["channels"] == ["beta"], flag
+        assert rows["8.52"]["flags"] == [] and rows["6.30"]["flags"] == [], rows
+
+        doc = reach()
+        assert doc["devices"] == 6 and doc["complete"], doc
+        chans = {c["channel"]: c for c in doc["channels"]}
+        # production: devices 1, 2, 5, 6 (1 and 2 run 1.0.1); beta: 3 and 4 (4 runs it).
+        assert (chans["production"]["devices"], chans["production"]["on_release"]) == (4, 2), chans
+        assert (chans["beta"]["devices"], chans["beta"]["on_release"]) == (2, 1), chans
+        rel = {r["release"]: r for r in doc["releases"]}
+        assert rel["1.0.1"] == {"release": "1.0.1", "running": 3, "checked_in_today": 3, "downloads": 1,
+                                "installs": 3, "failures": 1}, rel
+        # A device on its builtin bundle reports its native version, counted as builtin:
+        # three still run it; all six ran it today before three installed 1.0.1.
+        assert (rel["builtin"]["running"], rel["builtin"]["checked_in_today"]) == (3, 6), rel
+        assert "0.9.0" not in rel, rel
+        # Only GET; an unknown app is 404; a viewer of the app reads both.
+        assert admin(origin, "POST", base + "/plugins", {})[0] == 405
+        assert admin(origin, "GET", "/v1/admin/apps/com.example.nope/reach")[0] == 404
+        st, viewer = admin(origin, "POST", "/v1/admin/tokens", {"name": "reach-viewer", "role": "viewer", "apps": [app]})
+        assert st == 201, (st, viewer)
+        for route in ("/plugins", "/reach"):
+            st, _, out = curl("-H", "Authorization: Bearer " + viewer["token"], origin.admin_url + base + route)
+            assert st == 200 and json.loads(out)["devices"] == 6, (route, st, out)
+    check("plugins and reach: plugin versions per major.minor flagged against a delta-only channel, "
+          "channel populations and release reach exact for a scripted fleet", plugins_and_reach)
+
     edge.stop()
     origin.stop()
 
