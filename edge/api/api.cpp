@@ -70,7 +70,7 @@ void set_api_headers(Response& r) {
 bool is_scan(bhttp::verb method, std::string_view path) {
   if (method != bhttp::verb::get && method != bhttp::verb::head)
     return false;
-  if (path == "/v1/admin/fleet" || path == "/v1/admin/audit")
+  if (path == "/v1/admin/fleet" || path == "/v1/admin/audit" || path == "/v1/admin/audit/refusals")
     return true;
   constexpr std::string_view kApps = "/v1/admin/apps/";
   if (!path.starts_with(kApps))
@@ -84,7 +84,8 @@ bool is_scan(bhttp::verb method, std::string_view path) {
     rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
   }
   if (segs.size() == 2)
-    return segs[1] == "device_index" || segs[1] == "stats" || segs[1] == "devices";
+    return segs[1] == "device_index" || segs[1] == "stats" || segs[1] == "devices" ||
+           segs[1] == "plugins" || segs[1] == "reach";
   return segs.size() == 4 && segs[1] == "channels" && segs[3] == "history";
 }
 
