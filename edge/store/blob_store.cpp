@@ -4,6 +4,7 @@
 #include <cstring>
 #include <future>
 #include <unordered_set>
+#include <utility>
 
 #include <boost/asio/post.hpp>
 
@@ -139,6 +140,7 @@ void BlobWriter::put_chunk(std::span<const std::uint8_t> chunk) {
   store_.async_put(id, std::vector<std::uint8_t>(chunk.begin(), chunk.end()), {},
                    [state = state_, n = chunk.size()](error_code ec, bool) {
                      std::function<void()> drained;
+                     std::function<void()> resume;
                      {
                        std::lock_guard lock(state->mutex);
                        state->in_flight -= n;
@@ -147,8 +149,14 @@ void BlobWriter::put_chunk(std::span<const std::uint8_t> chunk) {
                          state->first_error = ec;
                        if (state->outstanding == 0)
                          drained = std::move(state->on_drained);
+                       // A paused upload resumes once enough is stored (else it waits for
+                       // ever: the socket is not read while it waits).
+                       if (state->waiter && state->in_flight <= state->wait_limit)
+                         resume = std::exchange(state->waiter, nullptr);
                      }
                      state->cv.notify_all();
+                     if (resume)
+                       resume();
                      if (drained)
                        drained();
                    });

@@ -74,6 +74,31 @@ TEST(BlobStore, StreamedPiecesEqualOneShot) {
   EXPECT_EQ(*(*n.blobs->recipe(info.id)), *(*n.blobs->recipe(via_stream->id)));
 }
 
+// An upload paused for backpressure (the server stops reading the socket) resumes once the
+// store has taken enough of it: a waiter that is never called leaves the upload hanging.
+TEST(BlobStore, APausedUploadResumesWhenTheStoreCatchesUp) {
+  TempDir tmp;
+  Node n(tmp.path());
+  const auto bytes = random_bytes(24 << 20, 12);
+  auto w = n.blobs->begin();
+  std::promise<void> resumed;
+  bool waited = false;
+  w->write(bytes);
+  if (w->bytes_in_flight() > 0) {
+    waited = true;
+    w->async_wait_in_flight_below(0, {}, [&] { resumed.set_value(); });
+    ASSERT_EQ(resumed.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready)
+        << "the paused upload was never resumed";
+    EXPECT_EQ(w->bytes_in_flight(), 0U);
+  }
+  std::promise<boost::system::error_code> done;
+  w->finish(sha256_of(bytes), {},
+            [&](boost::system::error_code ec, BlobInfo) { done.set_value(ec); });
+  EXPECT_FALSE(done.get_future().get());
+  if (!waited)
+    GTEST_SKIP() << "the store took 24 MiB before the wait began: nothing paused";
+}
+
 TEST(BlobStore, WrongExpectedHashStoresNoRecipe) {
   TempDir tmp;
   Node n(tmp.path());
