@@ -44,3 +44,29 @@ class BenchNode:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=30)
+
+
+# Shared by the Python load scripts: the host's steal (from host-steal.sh, the one definition
+# the shell scripts source too) and the min/median/max line every figure is quoted with.
+STEAL_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "host-steal.sh")
+
+
+def cpu_times():
+    """The machine's CPU times ("cpu" line of /proc/stat), as host-steal.sh's cpu_times."""
+    return subprocess.run(["bash", "-c", '. "$0"; cpu_times', STEAL_SH], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def steal_pct(before, after):
+    """Steal's share of the time between two cpu_times(), in % (host-steal.sh's steal_pct)."""
+    out = subprocess.run(["bash", "-c", '. "$0"; steal_pct "$1" "$2"', STEAL_SH, before, after],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out)
+
+
+def spread(values, fmt="%.0f", unit=""):
+    """'median (min-max, N rounds)' of a list of figures."""
+    vals = sorted(values)
+    med = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+    return "%s%s (min %s, max %s, %d round%s)" % (fmt % med, unit, fmt % vals[0], fmt % vals[-1], len(vals),
+                                                 "" if len(vals) == 1 else "s")

@@ -9,8 +9,10 @@
 #                                    [--https | --https-only]
 # --updates-only: just the tiny and /updates rows (for before/after runs of the device path).
 # --rounds N: each row measured N times, nginx then ours back to back; the table shows the
-#   round with the median CPU/resp ratio (default 1, 3 with --updates-only); each round is
+#   round with the median CPU/resp ratio (default 1, 3 with --updates-only), a second table
+#   the min/median/max of both ratios over the rounds with the host's steal; each round is
 #   also printed to stderr with both p99s and the host's steal during it.
+# The baseline of every row is nginx, measured in the same run, the round just before ours.
 # --https: also the HTTPS rows (issue #11): both servers on one self-signed EC P-256
 #   certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 only, keep-alive, same files: 64 KiB
 #   GET, 1 MiB GET, 64 KiB Range, tiny, and a row with a new connection (a full handshake)
@@ -176,26 +178,33 @@ measure() {  # $1 pid, $2 url, rest: extra wrk args
 }
 
 ROWS=()
+SPREADS=()
+# mmm: "median (min-max)" of the numbers on stdin.
+mmm() { sort -g | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+  printf "%.2fx (%.2f-%.2f)", m, v[1], v[NR]}'; }
 row() {  # $1 label, $2 our url, $3 nginx url, rest: wrk args
   # ROUNDS pairs (nginx, then ours, back to back); the row is the pair with the median
   # CPU/resp ratio: on a shared machine, a pair measured minutes apart says more about the
   # neighbours than about the servers.
   local label=$1 ours=$2 theirs=$3; shift 3
-  local n e i s0 s1 pairs=()
+  local n e i s0 s1 st pairs=() cpu_ratios=() rps_ratios=() steals=()
   for i in $(seq "$ROUNDS"); do
     s0=$(cpu_times)
     n=$(measure "$NGINX_PID" "$theirs" "$@")
     e=$(measure "$EDGE_PID" "$ours" "$@")
     s1=$(cpu_times)
+    st=$(steal_pct "$s0" "$s1")
+    steals+=("$st")
     pairs+=("$(awk -v e="${e##* }" -v n="${n##* }" 'BEGIN {printf "%.4f", e / n}')|$e|$n")
-    if [ "$ROUNDS" -gt 1 ]; then
-      # p99 is field 4 of measure's output; steal is CPU time the host gave to others.
-      echo "  $label, round $i: CPU/resp ours ${e##* } µs, nginx ${n##* } µs; p99 ours $(echo "$e" | cut -d' ' -f4) ms, nginx $(echo "$n" | cut -d' ' -f4) ms; host steal $(steal_pct "$s0" "$s1")% of the round" >&2
-    fi
+    cpu_ratios+=("${pairs[-1]%%|*}")
+    rps_ratios+=("$(awk -v e="$(echo "$e" | cut -d' ' -f2)" -v n="$(echo "$n" | cut -d' ' -f2)" 'BEGIN {printf "%.4f", e / n}')")
+    # p99 is field 4 of measure's output; steal is CPU time the host gave to others.
+    echo "  $label, round $i: CPU/resp ours ${e##* } µs, nginx ${n##* } µs; p99 ours $(echo "$e" | cut -d' ' -f4) ms, nginx $(echo "$n" | cut -d' ' -f4) ms; host steal $st% of the round" >&2
   done
   local median
   median=$(printf '%s\n' "${pairs[@]}" | sort -t'|' -k1,1 -g | sed -n "$(((ROUNDS + 1) / 2))p")
   ROWS+=("$label|${median#*|}")
+  SPREADS+=("$label|$ROUNDS|$(printf '%s\n' "${cpu_ratios[@]}" | mmm)|$(printf '%s\n' "${rps_ratios[@]}" | mmm)|$(printf '%s\n' "${steals[@]}" | sort -g | tail -1)")
   echo "measured: $label" >&2
 }
 
@@ -232,17 +241,19 @@ if [ "$HTTPS" = 1 ] && [ "$UPDATES_ONLY" = 0 ]; then
     awk -F'[{}" ]+' '/^edge_tls_connections_total/ {n[$3]=$NF} END {printf "ktls %d, userspace %d", n["ktls"], n["userspace"]}')
 fi
 
-# Copy path, for what zero-copy buys.
-COPY_1M="0 1 0 0 0"; COPY_64K="0 1 0 0 0"
+# Copy path, for what zero-copy buys (one round: it is context, not a target).
+COPY_1M="0 1 0 0 0"; COPY_64K="0 1 0 0 0"; COPY_STEAL=""
 if [ "$UPDATES_ONLY" = 0 ] && [ "$PLAIN" = 1 ]; then
   stop_edge
   start_edge copy
+  s0=$(cpu_times)
   COPY_1M=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[1m]}/1m.bin")
   COPY_64K=$(measure "$EDGE_PID" "$EDGE/v1/blobs/${SHA[64k]}/64k.bin")
+  COPY_STEAL=$(steal_pct "$s0" "$(cpu_times)")
 fi
 
 echo
-echo "$(date -u +%F) $(nproc) cores, $(uname -r), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk -t1 -c$CONNS -d${DURATION}s, server threads=$THREADS, rounds=$ROUNDS (median CPU ratio)"
+echo "$(date -u +%F) $(nproc) cores, $(uname -r), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk -t1 -c$CONNS -d${DURATION}s, server threads=$THREADS, rounds=$ROUNDS (the table: the round with the median CPU ratio; baseline: nginx in the same round)"
 if [ -n "$TLS_PATH" ]; then
   echo "HTTPS: TLS 1.3, TLS_AES_128_GCM_SHA256, EC P-256 certificate, $(openssl version | cut -d' ' -f1-2); our TLS connections by send path: $TLS_PATH (kernel ULPs: $(cat /proc/sys/net/ipv4/tcp_available_ulp))"
 fi
@@ -256,13 +267,20 @@ for r in "${ROWS[@]}"; do
   awk -v l="$label" -v ers="$ers" -v nrs="$nrs" -v emb="$emb" -v nmb="$nmb" -v ep="$ep99" -v np="$np99" \
       -v ec="$ecpu" -v nc="$ncpu" 'BEGIN {printf "| %s | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.1f | %.1f | %.2fx | %.2fx |\n", l, ers, nrs, emb, nmb, ep, np, ec, nc, ers/nrs, ec/nc}'
 done
+echo
+echo "| workload | rounds | CPU/resp ratio: median (min-max) | req/s ratio: median (min-max) | host steal, worst round |"
+echo "|---|---|---|---|---|"
+for r in "${SPREADS[@]}"; do
+  IFS='|' read -r label n cpu rps st <<<"$r"
+  echo "| $label | $n | $cpu | $rps | $st% |"
+done
 read -r _ crs _ _ ccpu <<<"$COPY_1M"
 read -r _ c64rs _ _ c64cpu <<<"$COPY_64K"
 for r in "${ROWS[@]}"; do
   IFS='|' read -r label e n <<<"$r"
   read -r _ ers _ _ ecpu <<<"$e"
   case "$label" in
-    "blob GET 1 MiB") awk -v a="$ers" -v b="$crs" -v c="$ecpu" -v d="$ccpu" 'BEGIN {printf "\nsendfile vs copy, 1 MiB GET: req/s %.2fx, CPU/resp %.2fx (copy: %.0f req/s, %.1f µs/resp)\n", a/b, c/d, b, d}' ;;
+    "blob GET 1 MiB") awk -v a="$ers" -v b="$crs" -v c="$ecpu" -v d="$ccpu" -v st="$COPY_STEAL" 'BEGIN {printf "\nsendfile vs copy (1 round, host steal %s%%), 1 MiB GET: req/s %.2fx, CPU/resp %.2fx (copy: %.0f req/s, %.1f µs/resp)\n", st, a/b, c/d, b, d}' ;;
     "blob GET 64 KiB") awk -v a="$ers" -v b="$c64rs" -v c="$ecpu" -v d="$c64cpu" 'BEGIN {printf "sendfile vs copy, 64 KiB GET: req/s %.2fx, CPU/resp %.2fx (copy: %.0f req/s, %.1f µs/resp)\n", a/b, c/d, b, d}' ;;
   esac
 done

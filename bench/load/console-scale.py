@@ -3,7 +3,9 @@
 buckets for N releases (default 50), fed to a real origin as relayed check-ins
 (POST /v1/checkins with past time_ms), then the dashboard opened in headless Chromium at
 "Last 30 days, by hour" and "Last 30 days, by day". Reports the stats API's answer time and
-size, and the page's time from navigation to a rendered dashboard (median of --runs).
+size, and the page's time from navigation to a rendered dashboard: min/median/max of --runs
+rounds, with the host's steal. The baseline, in the same run: the same calls and pages for an app
+with one release and no check-ins (what the console costs without the data).
 
 Usage: bench/load/console-scale.py [--binary build/release/bundle-edge] [--releases 50]
        [--per-hour 2] [--runs 5]
@@ -12,7 +14,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -20,9 +21,10 @@ import urllib.request
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append("/usr/lib/python3/dist-packages")  # Debian's python3-selenium
-from benchnode import BenchNode  # noqa: E402
+from benchnode import BenchNode, cpu_times, spread, steal_pct  # noqa: E402
 
 APP = "com.example.scale"
+EMPTY = "com.example.empty"  # the baseline: no check-ins
 
 
 def call(node, method, path, body=None, token="t", public=False, headers=None):
@@ -48,6 +50,8 @@ def main():
     node = BenchNode(os.path.abspath(args.binary), work, '[sync]\ntoken = "s"\n')
     try:
         call(node, "PUT", "/v1/admin/apps/" + APP, {})
+        call(node, "PUT", "/v1/admin/apps/" + EMPTY, {})
+        call(node, "PUT", "/v1/admin/apps/%s/releases/1.0.0" % EMPTY, {})
         releases = ["1.0.%d" % i for i in range(args.releases)]
         for r in releases:  # version rows: no files needed for analytics
             call(node, "PUT", "/v1/admin/apps/%s/releases/%s" % (APP, r), {})
@@ -78,13 +82,18 @@ def main():
             total += len(batch)
         print("seeded %d check-ins over %d hours for %d releases in %.1f s" % (total, hours, len(releases), time.time() - t0))
 
+        s0 = cpu_times()
         for res in ("hour", "day"):
-            times = []
-            for _ in range(args.runs):
-                t = time.perf_counter()
-                _, body = call(node, "GET", "/v1/admin/apps/%s/stats?from=%d&to=%d&resolution=%s" % (APP, now - 30 * 86400_000 + 1, now, res))
-                times.append((time.perf_counter() - t) * 1000)
-            print("stats API, 30 days by %s: %.1f ms median, %d KB" % (res, statistics.median(times), len(body) // 1024))
+            for app in (APP, EMPTY):
+                times = []
+                for _ in range(args.runs):
+                    t = time.perf_counter()
+                    _, body = call(node, "GET", "/v1/admin/apps/%s/stats?from=%d&to=%d&resolution=%s" % (
+                        app, now - 30 * 86400_000 + 1, now, res))
+                    times.append((time.perf_counter() - t) * 1000)
+                print("stats API, 30 days by %s, %s: %s, %d KB" % (
+                    res, "%d releases" % len(releases) if app == APP else "baseline: no check-ins",
+                    spread(times, "%.1f", " ms"), len(body) // 1024))
 
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -99,12 +108,13 @@ def main():
             base = "http://127.0.0.1:%d/console/" % node.admin
             d.get(base)
             d.execute_script("sessionStorage.setItem('bundle-edge-token', 't')")
-            for key, label in (("30dh", "30 days by hour"), ("30d", "30 days by day")):
+            for key, label, app in (("30dh", "30 days by hour", APP), ("30dh", "30 days by hour", EMPTY),
+                                    ("30d", "30 days by day", APP), ("30d", "30 days by day", EMPTY)):
                 times = []
                 for _ in range(args.runs):
                     d.get("about:blank")
                     t = time.perf_counter()
-                    d.get(base + "#/app/%s/dashboard?range=%s" % (APP, key))
+                    d.get(base + "#/app/%s/dashboard?range=%s" % (app, key))
                     for _ in range(6000):
                         done = d.execute_script(
                             "return !!document.getElementById('summary') && document.getElementById('busy').hidden")
@@ -113,8 +123,10 @@ def main():
                         time.sleep(0.005)
                     times.append((time.perf_counter() - t) * 1000)
                 nodes = d.execute_script("return document.querySelectorAll('svg *').length")
-                print("dashboard, %s, %d releases: %.0f ms median to rendered (%d SVG elements)" % (
-                    label, len(releases), statistics.median(times), nodes))
+                print("dashboard, %s, %s: %s to rendered (%d SVG elements)" % (
+                    label, "%d releases" % len(releases) if app == APP else "baseline: no check-ins",
+                    spread(times, "%.0f", " ms"), nodes))
+            print("host steal over the measured part: %.1f%%" % steal_pct(s0, cpu_times()))
         finally:
             d.quit()
     finally:

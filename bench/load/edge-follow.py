@@ -2,9 +2,12 @@
 """Edge catch-up benchmark (issue #9 item 9): an origin takes N old-plugin /channel_self
 override writes (16 keep-alive connections), then a fresh edge starts and follows the feed;
 reports the write time and how long the edge takes from its start to reach the origin's
-sequence number. Everything on 127.0.0.1; both nodes stop by pid.
+sequence number. The baseline, in the same run: a bare HTTP client reading the same feed
+(GET /v1/sync/changes pages, parsed, not applied), the least any follower must spend. --rounds R
+(default 3) starts R fresh edges one after the other (the writes are made once); prints
+min/median/max and the host's steal. Everything on 127.0.0.1; every node stops by pid.
 
-Usage: bench/load/edge-follow.py [--binary build/release/bundle-edge] [--overrides 20000]
+Usage: bench/load/edge-follow.py [--binary build/release/bundle-edge] [--overrides 20000] [--rounds 3]
 """
 import argparse
 import http.client
@@ -20,7 +23,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchnode import BenchNode  # noqa: E402
+from benchnode import BenchNode, cpu_times, spread, steal_pct  # noqa: E402
 
 APP = "com.bench.follow"
 SYNC = "bench-sync"
@@ -39,10 +42,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=os.path.join(ROOT, "build/release/bundle-edge"))
     ap.add_argument("--overrides", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="edge-follow-")
     os.makedirs(os.path.join(work, "origin"))
-    os.makedirs(os.path.join(work, "edge"))
     origin = BenchNode(args.binary, os.path.join(work, "origin"), '[sync]\ntoken = "%s"\n' % SYNC)
     edge = None
     try:
@@ -76,17 +79,44 @@ def main():
             t.join()
         wrote = time.time() - t0
         target = cursor(origin)
-        t0 = time.time()
-        edge = BenchNode(args.binary, os.path.join(work, "edge"),
-                         '[node]\nrole = "edge"\n[sync]\ntoken = "%s"\n[upstream]\nurl = '
-                         '"http://127.0.0.1:%d"\n' % (SYNC, origin.port))
-        while cursor(edge) < target:
-            time.sleep(0.02)
-        followed = time.time() - t0
-        print("%s, %s: %d overrides written in %.1f s (%.0f/s); a fresh edge reached seq %d "
-              "%.2f s after its start" % (time.strftime("%F"), os.path.basename(args.binary),
-                                          args.overrides, wrote, args.overrides / wrote, target,
-                                          followed))
+
+        def read_feed():
+            """Seconds a bare client takes to read the feed from 0 to `target`."""
+            t = time.time()
+            conn = http.client.HTTPConnection("127.0.0.1", origin.port, timeout=60)
+            after = 0
+            while after < target:
+                conn.request("GET", "/v1/sync/changes?after=%d&wait_ms=0" % after,
+                             headers={"Authorization": "Bearer " + SYNC})
+                r = conn.getresponse()
+                doc = json.loads(r.read())
+                if r.status != 200 or not doc.get("changes"):
+                    raise SystemExit("the feed stopped at %d of %d: %s" % (after, target, str(doc)[:200]))
+                after = max(c["seq"] for c in doc["changes"])
+            return time.time() - t
+
+        follows, feeds, steals = [], [], []
+        for r in range(args.rounds):
+            s0 = cpu_times()
+            feeds.append(read_feed())
+            os.makedirs(os.path.join(work, "edge%d" % r))
+            t0 = time.time()
+            edge = BenchNode(args.binary, os.path.join(work, "edge%d" % r),
+                             '[node]\nrole = "edge"\n[sync]\ntoken = "%s"\n[upstream]\nurl = '
+                             '"http://127.0.0.1:%d"\n' % (SYNC, origin.port))
+            while cursor(edge) < target:
+                time.sleep(0.02)
+            follows.append(time.time() - t0)
+            edge.stop()
+            edge = None
+            steals.append(steal_pct(s0, cpu_times()))
+            print("round %d: a fresh edge reached seq %d %.2f s after its start; a bare client read the feed in "
+                  "%.3f s; host steal %.1f%%" % (r + 1, target, follows[-1], feeds[-1], steals[-1]), flush=True)
+        print("%s, %s: %d overrides written in %.1f s (%.0f/s); a fresh edge reached seq %d in %s after its "
+              "start; baseline, a bare client reading the same feed: %s; host steal %s" % (
+                  time.strftime("%F"), os.path.basename(args.binary), args.overrides, wrote,
+                  args.overrides / wrote, target, spread(follows, "%.2f", " s"), spread(feeds, "%.3f", " s"),
+                  spread(steals, "%.1f", "%")))
     finally:
         if edge is not None:
             edge.stop()

@@ -4,9 +4,11 @@ Accept-Encoding: gzip on its JSON calls): for releases of 5 to 10k manifest file
 the answer's bytes with and without gzip (the gzip column is what the node sent, or for an
 answer under the threshold what zlib level 1 would have made), the server's CPU per answer (from
 /proc/<pid>/stat over many answers on one keep-alive connection), and what one
-compression of that answer costs at zlib levels 1, 6 and 9 (the same zlib, from Python).
+compression of that answer costs at zlib levels 1, 6 and 9 (the same zlib, from Python). The
+baseline is the identity answer, measured on the same node in the same run; each CPU figure is
+the median of ROUNDS rounds (min-max beside it), with the host's steal over the run.
 
-Usage: bench/load/json-gzip.py [path-to-bundle-edge] [answers per case]"""
+Usage: bench/load/json-gzip.py [path-to-bundle-edge] [answers per case] [rounds (default 3)]"""
 import hashlib
 import http.client
 import json
@@ -20,10 +22,11 @@ import urllib.request
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchnode import BenchNode  # noqa: E402
+from benchnode import BenchNode, cpu_times, spread, steal_pct  # noqa: E402
 
 binary = sys.argv[1] if len(sys.argv) > 1 else "build/release/bundle-edge"
 answers = int(sys.argv[2]) if len(sys.argv) > 2 else 300
+rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -61,7 +64,8 @@ try:
         t.start()
     for t in threads:
         t.join()
-    print("| manifest files | identity bytes | gzip bytes | ratio | server CPU/answer identity | "
+    s0 = cpu_times()
+    print("| manifest files | identity bytes | gzip bytes | ratio | server CPU/answer, baseline: identity | "
           "gzip | one compression: level 1 | 6 | 9 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n in (5, 20, 100, 1000, 10000):
@@ -87,11 +91,15 @@ try:
             row[coding + "_encoded"] = r.getheader("Content-Encoding") == "gzip"
             if coding == "identity":
                 plain = body
-            t0 = cpu_seconds(node.proc.pid)
-            for _ in range(answers * max(1, 1000 // n)):
-                conn.request("POST", "/updates", info, headers)
-                conn.getresponse().read()
-            row[coding + "_cpu"] = (cpu_seconds(node.proc.pid) - t0) / (answers * max(1, 1000 // n))
+            per_round = []
+            for _ in range(rounds):
+                t0 = cpu_seconds(node.proc.pid)
+                for _ in range(answers * max(1, 1000 // n)):
+                    conn.request("POST", "/updates", info, headers)
+                    conn.getresponse().read()
+                per_round.append((cpu_seconds(node.proc.pid) - t0) / (answers * max(1, 1000 // n)) * 1e6)
+            row[coding + "_cpu"] = spread(per_round, "%.0f", " us").replace(" rounds)", ")").replace(
+                ", %d)" % rounds, ")")
             conn.close()
         if not row["gzip_encoded"]:  # under the threshold: what gzip would have made
             c = zlib.compressobj(1, zlib.DEFLATED, 31)
@@ -104,9 +112,11 @@ try:
                 c = zlib.compressobj(level, zlib.DEFLATED, 31)
                 out = c.compress(plain) + c.flush()
             levels.append("%.3f ms (%d B)" % ((time.process_time() - t0) / reps * 1000, len(out)))
-        print("| %d | %d | %d%s | %.1fx | %.0f us | %.0f us | %s |" % (
-            n, row["identity"], row["gzip"], "" if row["gzip_encoded"] else " (not sent: identity)", row["identity"] / row["gzip"], row["identity_cpu"] * 1e6,
-            row["gzip_cpu"] * 1e6, " | ".join(levels)))
+        print("| %d | %d | %d%s | %.1fx | %s | %s | %s |" % (
+            n, row["identity"], row["gzip"], "" if row["gzip_encoded"] else " (not sent: identity)",
+            row["identity"] / row["gzip"], row["identity_cpu"], row["gzip_cpu"], " | ".join(levels)))
+    print("%s, %d rounds of %d+ answers per case (CPU: median, min-max); host steal %.1f%% over the run" % (
+        time.strftime("%F"), rounds, answers, steal_pct(s0, cpu_times())))
 finally:
     node.stop()
     shutil.rmtree(work, ignore_errors=True)

@@ -3,9 +3,12 @@
 server-side device override, unauthenticated by protocol. Floods an origin with writes of
 distinct devices from 32 keep-alive connections, and reports the write rate per band of
 stored overrides, with the p99 of a /healthz probe (a second connection, 20 probes/s) in each
-band. Everything on 127.0.0.1; the node stops by pid.
+band. The baseline, in the same run: the same /healthz probe for 2 s before the flood starts
+(the node idle). --rounds R repeats the whole flood on a fresh node (default 1) and prints
+min/median/max per band; the host's steal is printed for each round. Everything on 127.0.0.1;
+the node stops by pid.
 
-Usage: bench/load/override-flood.py [--binary build/release/bundle-edge] [--overrides 30000]
+Usage: bench/load/override-flood.py [--binary build/release/bundle-edge] [--overrides 30000] [--rounds 1]
 """
 import argparse
 import http.client
@@ -20,7 +23,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchnode import BenchNode  # noqa: E402
+from benchnode import BenchNode, cpu_times, spread, steal_pct  # noqa: E402
 APP = "com.bench.flood"
 
 
@@ -30,8 +33,27 @@ def main():
     ap.add_argument("--overrides", type=int, default=30000)
     ap.add_argument("--band", type=int, default=10000)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
+    results = [flood(args) for _ in range(args.rounds)]
+    print("%s, %d cores, %d connections, 1 server thread, %d round(s)" % (time.strftime("%F"), os.cpu_count(),
+                                                                          args.connections, args.rounds))
+    print("| stored overrides | writes/s | /healthz p99 ms | baseline: idle /healthz p99 ms, same run |")
+    print("|---|---|---|---|")
+    for i, (lo, hi, _, _) in enumerate(results[0]["bands"]):
+        print("| %d-%d | %s | %s | %s |" % (lo, hi, spread([r["bands"][i][2] for r in results], "%.0f"),
+                                            spread([r["bands"][i][3] for r in results], "%.1f"),
+                                            spread([r["idle_p99"] for r in results], "%.1f")))
+    print("host steal: %s" % spread([r["steal"] for r in results], "%.1f", "%"))
 
+
+def p99_of(lats):
+    lats = sorted(lats) or [0]
+    return lats[min(len(lats) - 1, int(len(lats) * 0.99))] * 1000
+
+
+def flood(args):
+    """One flood on a fresh node: {"bands": [(lo, hi, writes/s, p99 ms)], "idle_p99", "steal"}."""
     work = tempfile.mkdtemp(prefix="edge-flood-")
     # A build from before per-address limits (for comparison) gets an empty config.
     node = BenchNode(args.binary, work, "[server]\nmax_connections_per_ip = 0\n", fallback_conf="")
@@ -89,8 +111,11 @@ def main():
 
         threads = [threading.Thread(target=writer) for _ in range(args.connections)]
         p = threading.Thread(target=prober)
-        t0 = time.time()
+        s0 = cpu_times()
         p.start()
+        time.sleep(2)  # the baseline: the probe against the idle node
+        idle_p99 = p99_of([lat for (_, lat) in probes])
+        t0 = time.time()
         for t in threads:
             t.start()
         for t in threads:
@@ -100,19 +125,17 @@ def main():
         if errors:
             raise SystemExit("a write failed: %r" % errors[0])
         done_at.sort()
-        print("%s, %d cores, %d connections, 1 server thread" % (time.strftime("%F"), os.cpu_count(),
-                                                                  args.connections))
-        print("| stored overrides | writes/s | /healthz p99 ms |")
-        print("|---|---|---|")
+        bands = []
         start = t0
         for lo in range(0, args.overrides, args.band):
             hi = min(lo + args.band, args.overrides)
             end = done_at[hi - 1]
-            rate = (hi - lo) / (end - start)
-            lats = sorted(l for (t, l) in probes if start <= t < end) or [0]
-            p99 = lats[min(len(lats) - 1, int(len(lats) * 0.99))]
-            print("| %d-%d | %.0f | %.1f |" % (lo, hi, rate, p99 * 1000))
+            bands.append((lo, hi, (hi - lo) / (end - start), p99_of([l for (t, l) in probes if start <= t < end])))
             start = end
+        steal = steal_pct(s0, cpu_times())
+        print("round: idle /healthz p99 %.1f ms; %s; host steal %.1f%%" % (
+            idle_p99, ", ".join("%d-%d: %.0f writes/s, p99 %.1f ms" % b for b in bands), steal), flush=True)
+        return {"bands": bands, "idle_p99": idle_p99, "steal": steal}
     finally:
         node.stop()
         shutil.rmtree(work)
