@@ -203,8 +203,9 @@ def check_ctl():
         if rc != 0:
             fail(f"{rel(path)}: `bundle-edge-ctl {cmd} --help` exits {rc}: {out.strip()[-300:]}")
             continue
-        usage = out.split("\n\n", 1)[0]
-        choices = re.search(r"\{([a-z,-]+)\}", usage)
+        # The subcommand is the first positional argument: argparse lists its choices first
+        # under "positional arguments:" (option choices appear in the usage line too).
+        choices = re.search(r"positional arguments:\n\s+\{([a-z,-]+)\}", out)
         if choices and subs:
             allowed = choices.group(1).split(",")
             for s in subs:
