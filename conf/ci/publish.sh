@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Publish a web bundle from CI and start a rollout (issue #12). Plain shell: any CI runs it.
+# Publish a web bundle from CI and start a rollout. Plain shell: any CI runs it.
 #
 # Environment (all but the first two have defaults):
 #   BUNDLE_EDGE_URL     the origin's admin listener, e.g. https://origin.example.com:9090

@@ -30,7 +30,7 @@ def rel(path):
 
 
 def user_docs():
-    """docs/*.md (the draft README among them)."""
+    """docs/*.md."""
     return sorted(os.path.join(DOCS, f) for f in os.listdir(DOCS) if f.endswith(".md"))
 
 
@@ -69,8 +69,7 @@ def check_links():
             if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
                 continue
             file_part, _, anchor = target.partition("#")
-            # docs/README.draft.md is the next README.md: its links are written from the root.
-            base = ROOT if path.endswith("README.draft.md") else os.path.dirname(path)
+            base = os.path.dirname(path)
             dest = path if file_part == "" else os.path.normpath(os.path.join(base, file_part))
             checked += 1
             if not os.path.exists(dest):
