@@ -69,6 +69,16 @@ std::string_view actor_kind(std::string_view name) {
   return is_system_actor(name) ? "system" : "token";
 }
 
+// A refusal record as stored and answered (Access::Refusal, private to Access).
+template <class Refusal>
+json::object refusal_json(const Refusal& r) {
+  return json::object{{"token", r.token},    {"actor_kind", actor_kind(r.token)},
+                      {"role", r.role},      {"method", r.method},
+                      {"path", r.path},      {"status", r.status},
+                      {"count", r.count},    {"first_ms", r.first_ms},
+                      {"last_ms", r.last_ms}};
+}
+
 // The refusal record a (token, method, path) coalesces into.
 std::string refusal_key(std::string_view token, std::string_view method, std::string_view path) {
   std::string k(token);
@@ -327,15 +337,7 @@ void Access::refused(const Caller& caller, bhttp::verb method, std::string_view 
     ++r.count;
     r.status = status;
     r.last_ms = now;
-    doc = json::serialize(json::object{{"token", r.token},
-                                       {"actor_kind", actor_kind(r.token)},
-                                       {"role", r.role},
-                                       {"method", r.method},
-                                       {"path", r.path},
-                                       {"status", r.status},
-                                       {"count", r.count},
-                                       {"first_ms", r.first_ms},
-                                       {"last_ms", r.last_ms}});
+    doc = json::serialize(refusal_json(r));
   }
   if (auto put = store_->put_refusal(key, doc); !put)
     spdlog::warn("access: cannot record a refusal: {}", put.error().message());
@@ -580,15 +582,7 @@ Response Access::refusals_page(std::string_view query) const {
   json::array out;
   for (std::size_t i = 0; i < n; ++i) {
     const auto& r = all[i];
-    out.push_back(json::object{{"token", r.token},
-                               {"actor_kind", actor_kind(r.token)},
-                               {"role", r.role},
-                               {"method", r.method},
-                               {"path", r.path},
-                               {"status", r.status},
-                               {"count", r.count},
-                               {"first_ms", r.first_ms},
-                               {"last_ms", r.last_ms}});
+    out.push_back(refusal_json(r));
   }
   return make_json_response(
       200, json::serialize(json::object{{"refusals", std::move(out)}, {"total", total}}),

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <utility>
 
+#include "edge/core/sha256.hpp"
 #include "edge/core/utf8.hpp"
 
 namespace edge::http {
@@ -217,16 +218,6 @@ std::string_view path_of(std::string_view target) {
 
 namespace {
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 // The segment as received, for an error message: printable, cut.
 std::string shown_segment(std::string_view segment) {
   std::string out;
@@ -255,8 +246,8 @@ std::optional<std::string> decode_path(std::string_view path, std::string& out) 
         out += segment[i];
         continue;
       }
-      const int hi = i + 2 < segment.size() ? hex_digit(segment[i + 1]) : -1;
-      const int lo = hi >= 0 ? hex_digit(segment[i + 2]) : -1;
+      const int hi = i + 2 < segment.size() ? hex_value(segment[i + 1]) : -1;
+      const int lo = hi >= 0 ? hex_value(segment[i + 2]) : -1;
       if (hi < 0 || lo < 0) {
         return "path segment '" + shown_segment(segment) +
                "': '%' must be followed by two hex digits";
