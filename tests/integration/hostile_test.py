@@ -580,6 +580,7 @@ def full_disk_case(mnt, nodes):
     st, doc = admin(o, "GET", ADMIN_APP + "/channels/beta")
     assert st == 200, (st, doc)
     o.stop()
+    shutil.rmtree(o.data)  # its uploads filled the small disk: room for what follows
     # A fresh origin started below store.min_free (with more than the 4 MiB floor free) runs
     # with writes refused; its new feed epoch is written with the first change once space
     # returns, and survives a restart.
