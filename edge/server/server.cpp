@@ -53,6 +53,10 @@ constexpr std::size_t kTurnBudget = 4 << 20;       // then yield to other connec
 // turn sends); a cold run is warmed 2 MiB at a time (ChunkStore::async_warm).
 constexpr std::uint64_t kProbeBytes = kTurnBudget;
 constexpr std::uint64_t kMaxWarmBytes = 2 << 20;
+// How long a probed run counts as warm. cachestat costs per page, so probing again after
+// every wait for the socket (a busy connection waits often) cost more than the probes it
+// replaced; a page rarely leaves the cache within this, and the next run probes anyway.
+constexpr auto kWarmFor = std::chrono::milliseconds(100);
 constexpr std::size_t kCopyBuffer = 256 << 10;
 constexpr std::uint64_t kUploadPauseAbove = 32 << 20;
 constexpr std::uint64_t kUploadResumeBelow = 8 << 20;
@@ -1138,7 +1142,6 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Resumes write_loop once the socket is ready for `want` (the send timeout re-armed).
   void resume_when(tcp::socket::wait_type want) {
-    forget_warm();
     conn_.socket.async_wait(want, [self = shared_from_this()](error_code ec) {
       if (ec)
         return self->close();
@@ -1155,7 +1158,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (p.memory || warmed_ || !opt().warm_cold_ranges || item_pos_ != 0)
       return false;
     if (p.segment.get() == warm_file_ && p.offset >= warm_begin_ &&
-        p.offset + p.length <= warm_end_) {
+        p.offset + p.length <= warm_end_ && Clock::now() < warm_until_) {
       return false;
     }
     std::size_t run = 1;
@@ -1178,12 +1181,13 @@ class Session : public std::enable_shared_from_this<Session> {
       self->write_loop();
     });
   }
-  // Bytes of one segment just probed or warmed: the pieces inside go without a probe until
-  // the connection waits (a page may leave the cache while a slow reader holds us).
+  // Bytes of one segment just probed or warmed: the pieces inside go without a probe for
+  // kWarmFor (a page may leave the cache while a slow reader holds us).
   void know_warm(const store::Piece& p, std::uint64_t offset, std::uint64_t length) {
     warm_file_ = p.segment.get();
     warm_begin_ = offset;
     warm_end_ = offset + length;
+    warm_until_ = Clock::now() + kWarmFor;
   }
   void forget_warm() { warm_file_ = nullptr; }
 
@@ -1387,6 +1391,7 @@ class Session : public std::enable_shared_from_this<Session> {
   const store::SegmentFile* warm_file_ = nullptr;
   std::uint64_t warm_begin_ = 0;
   std::uint64_t warm_end_ = 0;
+  Clock::time_point warm_until_{};
   std::vector<char> copy_buf_;
   std::vector<char> linger_buf_;
   std::size_t copy_len_ = 0;
