@@ -25,6 +25,7 @@
 
 #include "edge/core/sched.hpp"
 #include "edge/http/encoding.hpp"
+#include "edge/store/record.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -50,6 +51,14 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kMaxSendfileCall = 2 << 20;  // nginx's sendfile_max_chunk
 constexpr std::size_t kTurnBudget = 4 << 20;       // then yield to other connections
+// One page-cache probe covers a run of pieces up to this many bytes of one segment (what a
+// turn sends); a cold run is warmed 2 MiB at a time (ChunkStore::async_warm).
+constexpr std::uint64_t kProbeBytes = kTurnBudget;
+constexpr std::uint64_t kMaxWarmBytes = 2 << 20;
+// How long a probed run counts as warm. cachestat costs per page, so probing again after
+// every wait for the socket (a busy connection waits often) cost more than the probes it
+// replaced; a page rarely leaves the cache within this, and the next run probes anyway.
+constexpr auto kWarmFor = std::chrono::milliseconds(100);
 constexpr std::size_t kCopyBuffer = 256 << 10;
 constexpr std::uint64_t kUploadPauseAbove = 32 << 20;
 constexpr std::uint64_t kUploadResumeBelow = 8 << 20;
@@ -886,6 +895,7 @@ class Session : public std::enable_shared_from_this<Session> {
     item_ = 0;
     item_pos_ = 0;
     warmed_ = false;
+    forget_warm();
     copy_len_ = copy_pos_ = 0;
     if (conn_.ssl != nullptr && !conn_.ktls_send && items_.size() > 1)
       borrow_stage();
@@ -1000,6 +1010,7 @@ class Session : public std::enable_shared_from_this<Session> {
     item_ = 0;
     item_pos_ = 0;
     warmed_ = false;
+    forget_warm();
     if (conn_.ssl != nullptr && !conn_.ktls_send && stage_ == nullptr)
       borrow_stage();
     arm(Timeout::kSend, opt().send_timeout_ms);
@@ -1167,18 +1178,46 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  // True when the piece about to start is not in the page cache and has not been warmed:
-  // sending it would block the event loop on the disk (DESIGN §4).
-  bool cold_unwarmed(const store::Piece& p) const {
-    return !p.memory && !warmed_ && opt().warm_cold_ranges && item_pos_ == 0 &&
-           (opt().warm_always || is_cold(p));
+  // True when the piece about to start (items_[item_]) is not in the page cache and has not
+  // been warmed: sending it would block the event loop on the disk (DESIGN §4). The probe
+  // covers the run of pieces that follow it in the same segment (up to kProbeBytes), so the
+  // next pieces of the run need none.
+  bool cold_unwarmed(const store::Piece& p) {
+    if (p.memory || warmed_ || !opt().warm_cold_ranges || item_pos_ != 0)
+      return false;
+    if (p.segment.get() == warm_file_ && p.offset >= warm_begin_ &&
+        p.offset + p.length <= warm_end_ && Clock::now() < warm_until_) {
+      return false;
+    }
+    std::size_t run = 1;
+    while (item_ + run < items_.size() && items_[item_ + run].piece == &p + run)
+      ++run;
+    cold_ = store::file_stretch(std::span(&p, run), store::kRecordHeaderBytes, kProbeBytes);
+    if (!opt().warm_always && p.segment->cached(cold_.offset, cold_.length)) {
+      know_warm(p, cold_.offset, cold_.length);
+      return false;
+    }
+    return true;
   }
-  // Reads the piece through io_uring, then write_loop goes on.
+  // Reads the run that cold_unwarmed found cold (its first 2 MiB) through io_uring, then
+  // write_loop goes on.
   void warm_then_write(const store::Piece& p) {
     warmed_ = true;
-    server_.api.warm(p, worker_.io.get_executor(),
-                     [self = shared_from_this()](error_code) { self->write_loop(); });
+    const store::Piece run{p.segment, cold_.offset, std::min(cold_.length, kMaxWarmBytes)};
+    server_.api.warm(run, worker_.io.get_executor(), [self = shared_from_this(), run](error_code) {
+      self->know_warm(run, run.offset, run.length);
+      self->write_loop();
+    });
   }
+  // Bytes of one segment just probed or warmed: the pieces inside go without a probe for
+  // kWarmFor (a page may leave the cache while a slow reader holds us).
+  void know_warm(const store::Piece& p, std::uint64_t offset, std::uint64_t length) {
+    warm_file_ = p.segment.get();
+    warm_begin_ = offset;
+    warm_end_ = offset + length;
+    warm_until_ = Clock::now() + kWarmFor;
+  }
+  void forget_warm() { warm_file_ = nullptr; }
 
   void next_item() {
     ++item_;
@@ -1207,15 +1246,6 @@ class Session : public std::enable_shared_from_this<Session> {
     if (copy_pos_ == copy_len_)
       copy_len_ = copy_pos_ = 0;
     return n;
-  }
-
-  // True if the first page of the piece is not in the page cache: sendfile would block on
-  // the disk, so read it through io_uring first (DESIGN §4).
-  static bool is_cold(const store::Piece& p) {
-    char byte;
-    iovec iov{&byte, 1};
-    const ssize_t r = ::preadv2(p.segment->fd(), &iov, 1, static_cast<off_t>(p.offset), RWF_NOWAIT);
-    return r < 0 && errno == EAGAIN;
   }
 
   void on_sent() {
@@ -1383,6 +1413,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t item_ = 0;
   std::size_t item_pos_ = 0;
   bool warmed_ = false;
+  // The run of pieces being probed or warmed (cold_unwarmed), and the bytes of one segment
+  // known to be in the page cache (know_warm); the pieces hold the file while it is set.
+  store::FileStretch cold_;
+  const store::SegmentFile* warm_file_ = nullptr;
+  std::uint64_t warm_begin_ = 0;
+  std::uint64_t warm_end_ = 0;
+  Clock::time_point warm_until_{};
   std::vector<char> copy_buf_;
   std::vector<char> linger_buf_;
   std::size_t copy_len_ = 0;

@@ -106,6 +106,24 @@ void merge_adjacent(std::vector<Piece>& pieces) {
   pieces.resize(out + 1);
 }
 
+FileStretch file_stretch(std::span<const Piece> pieces, std::uint64_t max_gap,
+                         std::uint64_t max_bytes) {
+  if (pieces.empty() || pieces.front().memory || !pieces.front().segment)
+    return {};
+  const Piece& first = pieces.front();
+  FileStretch s{first.offset, first.length, 1};
+  for (const Piece& p : pieces.subspan(1)) {
+    const std::uint64_t end = s.offset + s.length;
+    if (p.memory || p.segment != first.segment || p.offset < end || p.offset - end > max_gap ||
+        p.offset + p.length - s.offset > max_bytes) {
+      break;
+    }
+    s.length = p.offset + p.length - s.offset;
+    ++s.pieces;
+  }
+  return s;
+}
+
 // --- BlobWriter -------------------------------------------------------------------------
 
 // Shared with the put completions, which may outlive the writer.

@@ -63,6 +63,23 @@ struct Piece {
 /// this fires only for pieces split inside one record.)
 void merge_adjacent(std::vector<Piece>& pieces);
 
+/// Bytes [offset, offset + length) of one segment file that hold a run of pieces sent one
+/// after the other. A blob's consecutive chunks usually follow each other in one segment,
+/// 64 bytes of record header apart: one page-cache probe (and, when cold, one io_uring read)
+/// then covers the run instead of one per piece.
+struct FileStretch {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::size_t pieces = 0;  ///< how many of the pieces, from the first, lie in it
+};
+
+/// The stretch that starts with pieces[0]: it takes the next piece while that one is in the
+/// same file, starts at or after the end of the stretch, at most `max_gap` bytes past it, and
+/// the stretch stays within `max_bytes` (the first piece is always taken whole). A piece in
+/// memory (or no pieces) gives an empty stretch.
+FileStretch file_stretch(std::span<const Piece> pieces, std::uint64_t max_gap,
+                         std::uint64_t max_bytes);
+
 struct BlobInfo {
   Sha256 id;
   std::uint64_t size = 0;

@@ -64,6 +64,12 @@ class SegmentFile {
   int fd() const noexcept { return fd_; }
   const std::filesystem::path& path() const noexcept { return path_; }
 
+  /// True if every page of bytes [offset, offset + length) is in the page cache, so that a
+  /// sendfile of them does not wait for the disk (DESIGN §4). One cachestat(2) call, whatever
+  /// the length; on kernels before 6.5 (ENOSYS) only the first page is probed, with a
+  /// one-byte preadv2(RWF_NOWAIT). Never blocks on the disk; any thread.
+  bool cached(std::uint64_t offset, std::uint64_t length) const noexcept;
+
  private:
   std::uint64_t id_;
   int fd_;

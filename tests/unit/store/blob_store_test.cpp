@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include "edge/store/record.hpp"
+
 #include "test_util.hpp"
+#include <fcntl.h>
 #include <unistd.h>
 
 namespace edge::store {
@@ -164,6 +167,106 @@ TEST(BlobStore, MergeAdjacentPieces) {
   EXPECT_EQ(p[0].length, 15U);
   EXPECT_EQ(p[1].offset, 200U);
   EXPECT_EQ(p[2].length, 4U);
+}
+
+TEST(BlobStore, FileStretchCoversARunOfPieces) {
+  auto a = std::make_shared<SegmentFile>(1, ::dup(0), "a");
+  auto b = std::make_shared<SegmentFile>(2, ::dup(0), "b");
+  // Chunk bodies 64 bytes apart (their record headers), as a blob's chunks lie in a segment.
+  std::vector<Piece> p = {{a, 100, 1000}, {a, 1164, 500}, {a, 1728, 20}, {a, 1832, 8}};
+  auto s = file_stretch(p, 64, 1 << 20);
+  EXPECT_EQ(s.offset, 100U);
+  EXPECT_EQ(s.length, 1748U - 100U);
+  EXPECT_EQ(s.pieces, 3U);  // the fourth is 84 bytes past the third
+  s = file_stretch(std::span(p).first(2), 64, 1 << 20);
+  EXPECT_EQ(s.pieces, 2U);
+  EXPECT_EQ(s.length, 1564U);
+  // The byte bound: the first piece always, the next only while the stretch fits.
+  s = file_stretch(p, 64, 1564);
+  EXPECT_EQ(s.pieces, 2U);
+  s = file_stretch(p, 64, 1563);
+  EXPECT_EQ(s.pieces, 1U);
+  EXPECT_EQ(s.length, 1000U);
+  s = file_stretch(p, 64, 10);
+  EXPECT_EQ(s.pieces, 1U);
+  EXPECT_EQ(s.length, 1000U);
+  // Another file, a step back (a chunk stored before its predecessor), an overlap (the same
+  // chunk twice in a blob), memory: each ends the run.
+  for (const Piece& next :
+       {Piece{b, 1164, 500}, Piece{a, 0, 50}, Piece{a, 1000, 300},
+        Piece{nullptr, 0, 10, SharedBytes::of(std::vector<std::uint8_t>(10))}}) {
+    std::vector<Piece> two = {p[0], next};
+    s = file_stretch(two, 64, 1 << 20);
+    EXPECT_EQ(s.pieces, 1U);
+    EXPECT_EQ(s.length, 1000U);
+  }
+  // Touching pieces (a chunk split by a range) are a run with no gap.
+  std::vector<Piece> touching = {{a, 100, 10}, {a, 110, 5}};
+  EXPECT_EQ(file_stretch(touching, 0, 1 << 20).length, 15U);
+  EXPECT_EQ(file_stretch(touching, 0, 1 << 20).pieces, 2U);
+  // Nothing to probe: no pieces, or bytes in memory.
+  EXPECT_EQ(file_stretch({}, 64, 1 << 20).pieces, 0U);
+  std::vector<Piece> mem = {{nullptr, 0, 10, SharedBytes::of(std::vector<std::uint8_t>(10))}};
+  EXPECT_EQ(file_stretch(mem, 64, 1 << 20).pieces, 0U);
+}
+
+TEST(BlobStore, ConsecutiveChunksOfABlobFormOneStretch) {
+  TempDir tmp;
+  Node n(tmp.path());
+  const auto bytes = random_bytes(3 << 20, 17);
+  auto info = n.blobs->put(bytes);
+  ASSERT_TRUE(info);
+  auto recipe = *n.blobs->recipe(info->id);
+  auto pieces = n.blobs->resolve(*recipe, 0, bytes.size());
+  ASSERT_TRUE(pieces);
+  ASSERT_GT(pieces->size(), 10U);
+  // One probe per segment stretch: the pieces of one segment, headers apart, are one run.
+  std::size_t runs = 0;
+  std::size_t segments = 0;
+  const SegmentFile* last = nullptr;
+  for (std::size_t i = 0; i < pieces->size();) {
+    const auto s = file_stretch(std::span(*pieces).subspan(i), kRecordHeaderBytes, 64 << 20);
+    ASSERT_GE(s.pieces, 1U);
+    i += s.pieces;
+    ++runs;
+  }
+  for (const auto& p : *pieces) {
+    segments += p.segment.get() != last;
+    last = p.segment.get();
+  }
+  EXPECT_EQ(runs, segments);
+  // Just written: in the page cache.
+  const auto s = file_stretch(*pieces, kRecordHeaderBytes, 64 << 20);
+  EXPECT_TRUE(pieces->front().segment->cached(s.offset, s.length));
+}
+
+TEST(SegmentFile, CachedProbesEveryPageOfTheRange) {
+  TempDir tmp;
+  const auto path = tmp.path() / "probe";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  const auto bytes = random_bytes(1 << 20, 3);
+  ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+  SegmentFile f(1, fd, path);
+  EXPECT_TRUE(f.cached(0, bytes.size()));
+  EXPECT_TRUE(f.cached(4095, 2));
+  EXPECT_TRUE(f.cached(0, 0));
+  // Drop the file from the page cache (where the filesystem lets us), then read its first
+  // page back: a probe of the whole range must see the rest missing, not just the first page.
+  ASSERT_EQ(::fdatasync(fd), 0);
+  for (int i = 0; i < 20 && f.cached(0, bytes.size()); ++i) {
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    if (f.cached(0, bytes.size()))
+      ::usleep(10000);  // pages still under writeback stay; a moment later they go
+  }
+  if (f.cached(0, bytes.size()))
+    GTEST_SKIP() << "this filesystem keeps the pages (tmpfs?): nothing to probe";
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);  // no readahead past the page read
+  char page[4096];
+  ASSERT_EQ(::pread(fd, page, sizeof page, 0), static_cast<ssize_t>(sizeof page));
+  EXPECT_TRUE(f.cached(0, 4096));
+  EXPECT_FALSE(f.cached(0, bytes.size()));
+  EXPECT_FALSE(f.cached(512 << 10, 4096));
 }
 
 TEST(BlobStore, RecipeDecodeRejectsDamage) {
