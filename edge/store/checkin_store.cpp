@@ -765,12 +765,24 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   // version a device on builtin reports as its version_name); nullopt for any other name
   // (a deleted bundle, a name no release has): the event, the device row and the day's
   // devices are still written, only per-release usage skips it.
-  const auto usage = [this](const Checkin& c,
-                            std::string_view version) -> std::optional<std::string_view> {
+  // The answer for the last (app, release) asked: a batch's check-ins mostly name the same
+  // few, and each question is a control-snapshot lookup.
+  std::string memo_app;
+  std::string memo_release;
+  bool memo_known = false;
+  const auto usage = [&](const Checkin& c,
+                         std::string_view version) -> std::optional<std::string_view> {
     const std::string_view r = analytics_release(version);
     if (r.empty())
       return std::nullopt;
-    if (r == "builtin" || !options_.is_release || options_.is_release(c.app_id, r))
+    if (r == "builtin" || !options_.is_release)
+      return r;
+    if (r != memo_release || c.app_id != memo_app) {
+      memo_known = options_.is_release(c.app_id, r);
+      memo_app = c.app_id;
+      memo_release = std::string(r);
+    }
+    if (memo_known)
       return r;
     if (r == c.version_build)
       return std::string_view("builtin");
