@@ -417,15 +417,18 @@ C_ACKED, C_REQ_OK, C_REQ_ERR, C_DL_BYTES = range(4)
 NC = 4
 
 
-def device_worker(wid, nworkers, edges_ips, devices, rate, batch, dl_every, counters, run_flag, lat_q):
-    """Devices d with d % nworkers == wid... grouped so one edge's devices live in one worker:
-    device d sticks to edge d % len(edges). Each device loops: POST /updates, then POST /stats
-    with `batch` events, pacing so that all devices together offer `rate` check-ins/s; every
-    `dl_every` loops it downloads the zip /updates named. Counters per edge in `counters`."""
+def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale_frac, counters, run_flag, lat_q):
+    """The devices of the edges e with e % nworkers == wid; device d sticks to edge
+    d % len(edges). Each device loops: POST /updates, then POST /stats with `batch` events,
+    paced so that all devices together offer `rate` check-ins/s. A device starts on release
+    `current` (or, a `stale_frac` share of them, on its builtin bundle); when /updates names
+    another release it downloads the zip, checks its size and runs that release from then on,
+    as the plugin does. Counters per edge in `counters`; latencies go back on `lat_q`."""
     n_edges = len(edges_ips)
     mine = [d for d in range(devices) if (d % n_edges) % nworkers == wid]
     period = devices * (batch + 1) / float(rate)
     lats = []
+    rnd = random.Random(wid)
 
     async def device(d):
         e = d % n_edges
@@ -434,25 +437,24 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, dl_every, coun
         dconn = [None, None]
         dev = device_uuid(100000 + d)
         base = e * NC
-        await asyncio.sleep(random.random() * period)
+        running = "1.0.0" if rnd.random() < stale_frac else current
+        await asyncio.sleep(rnd.random() * period)
         nxt = time.monotonic()
-        loop_i = 0
-        url = None
         while run_flag.value:
             t0 = time.monotonic()
             try:
-                st, body = await http_req(conn, ip, PUBLIC_PORT, "POST", "/updates",
-                                          json.dumps(device_info(dev)).encode(),
+                info = device_info(dev, running)
+                st, body = await http_req(conn, ip, PUBLIC_PORT, "POST", "/updates", json.dumps(info).encode(),
                                           (("Content-Type", "application/json"),))
+                doc = {}
                 if st == 200:
                     counters[base + C_ACKED] += 1
                     counters[base + C_REQ_OK] += 1
                     doc = json.loads(body)
-                    url = doc.get("url") or url
                 else:
                     counters[base + C_REQ_ERR] += 1
-                events = [dict(device_info(dev), action="app_moved_to_foreground" if k % 2 else
-                               "app_moved_to_background") for k in range(batch)]
+                events = [dict(info, action="app_moved_to_foreground" if k % 2 else "app_moved_to_background")
+                          for k in range(batch)]
                 st, body = await http_req(conn, ip, PUBLIC_PORT, "POST", "/stats", json.dumps(events).encode(),
                                           (("Content-Type", "application/json"),))
                 if st == 200:
@@ -462,18 +464,18 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, dl_every, coun
                 else:
                     counters[base + C_REQ_ERR] += 1
                 lats.append((time.time(), e, time.monotonic() - t0))
-                if dl_every and url and loop_i % dl_every == dl_every - 1:
-                    path = url.split("%d" % PUBLIC_PORT, 1)[1]
-                    st, data = await http_req(dconn, ip, PUBLIC_PORT, "GET", path, timeout=30)
+                if doc.get("url") and doc.get("version") not in (None, running):
+                    path = doc["url"].split("%d" % PUBLIC_PORT, 1)[1]
+                    st, data = await http_req(dconn, ip, PUBLIC_PORT, "GET", path, timeout=60)
                     if st == 200:
                         counters[base + C_DL_BYTES] += len(data)
+                        running = doc["version"]
                     else:
                         counters[base + C_REQ_ERR] += 1
             except (OSError, asyncio.TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
                 counters[base + C_REQ_ERR] += 1
                 lats.append((time.time(), e, -1.0))
                 await asyncio.sleep(0.2)
-            loop_i += 1
             nxt += period
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
             if nxt < time.monotonic() - period:
@@ -685,7 +687,8 @@ class Fleet:
         depth = max(e.depth for e in self.edges)
         self.results["rtt_ms"] = rtt * 1000
         self.results["convergence"] = {}
-        for label, version, size in (("small", "2.0.1", a.small_kib * 1024), ("large", "2.0.2", a.large_mib << 20)):
+        # the large one first: devices then start on the small one (row 2's downloads)
+        for label, version, size in (("large", "2.0.1", a.large_mib << 20), ("small", "2.0.2", a.small_kib * 1024)):
             data = os.urandom(size)
             t_ack, blob = self.publish(version, data)
             res = self.converge(version, blob, size, t_ack, a.converge_timeout)
@@ -708,12 +711,13 @@ class Fleet:
                 "p99": pct(wholes, 99), "max": max(wholes) if wholes else float("nan"), "answer_p50": pct(answers, 50),
                 "answer_max": max(answers) if answers else float("nan"), "bound": depth * hop}
             goal = "≤ %s s (%s)" % ("1" if depth == 1 else "2", "flat" if depth == 1 else "%d-level tree" % (depth + 1))
+            self.current = version
             self.row("1. publish %s zip -> every edge serves it whole" % human(size),
                      "p50 %.2f s, p99 %.2f s, max %.2f s over %d/%d edges (first answer max %.2f s)%s; "
                      "bound %s" % (pct(wholes, 50), pct(wholes, 99), max(wholes) if wholes else float("nan"),
                                    len(res), len(self.edges), max(answers) if answers else float("nan"),
                                    (", %d bad bytes" % bad if bad else ""), bound_txt),
-                     goal if label == "small" else "bound x small factor")
+                     goal if label == "small" else "none set; compare with the bound")
 
     def start_devices(self):
         a = self.args
@@ -723,7 +727,8 @@ class Fleet:
         ips = [e.ip for e in self.leaves]
         for w in range(a.workers):
             p = mp.Process(target=device_worker, args=(w, a.workers, ips, a.devices, a.checkins_per_s, a.batch,
-                                                       a.download_every, self.counters, self.run_flag, self.lat_q))
+                                                       self.current, a.stale_frac, self.counters, self.run_flag,
+                                                       self.lat_q))
             p.start()
             self.workers.append(p)
 
@@ -747,6 +752,9 @@ class Fleet:
         c = self.counters
         idx = range(len(self.leaves)) if edges_idx is None else edges_idx
         return sum(c[i * NC + C_ACKED] for i in idx)
+
+    def dl_bytes(self):
+        return sum(self.counters[i * NC + C_DL_BYTES] for i in range(len(self.leaves)))
 
     def errs(self, edges_idx=None):
         c = self.counters
@@ -821,8 +829,9 @@ class Fleet:
                                     "device_errors": err, "device_ok": ok, "seconds": t_end - self.t_load0}
         self.row("2. check-ins devices -> %d edges -> origin" % len(self.leaves),
                  "offered %d/s; answered %.0f/s; counted at the origin %.0f/s; lag p50 %.2f s, p99 %.2f s, "
-                 "max %.2f s; device requests failed %d of %d" % (a.checkins_per_s, dev_rate, org_rate, pct(lags, 50),
-                                                                   pct(lags, 99), max(lags or [0]), err, ok + err),
+                 "max %.2f s; device requests failed %d of %d; devices downloaded %.0f MiB" % (
+                     a.checkins_per_s, dev_rate, org_rate, pct(lags, 50), pct(lags, 99), max(lags or [0]), err,
+                     ok + err, self.dl_bytes() / 1048576.0),
                  "≥ 10000/s, p99 lag ≤ 2 s")
 
     def s3_partition(self):
@@ -1056,7 +1065,8 @@ def main():
     ap.add_argument("--devices", type=int, default=0, help="default: 10 per edge")
     ap.add_argument("--checkins-per-s", type=int, default=10000)
     ap.add_argument("--batch", type=int, default=20, help="events per /stats batch")
-    ap.add_argument("--download-every", type=int, default=20, help="a device downloads its zip every N loops (0: never)")
+    ap.add_argument("--stale-frac", type=float, default=0.1,
+                    help="share of devices that start on their builtin bundle (they download the release)")
     ap.add_argument("--workers", type=int, default=2, help="device processes")
     ap.add_argument("--load-s", type=int, default=30)
     ap.add_argument("--partition-s", type=int, default=60)
