@@ -313,6 +313,17 @@ class Node:
         return {"rss_kib": st["VmRSS"], "pss_kib": st["Pss"], "anon_kib": st["Anonymous"], "threads": st["Threads"],
                 "cpu_s": cpu, "fds": len(os.listdir("/proc/%d/fd" % pid))}
 
+    def thread_names(self):
+        """'name xN, ...' of the process's threads."""
+        names = {}
+        for t in os.listdir("/proc/%d/task" % self.proc.pid):
+            try:
+                n = open("/proc/%d/task/%s/comm" % (self.proc.pid, t)).read().strip()
+            except OSError:
+                continue
+            names[n] = names.get(n, 0) + 1
+        return ", ".join("%s%s" % (n, " x%d" % k if k > 1 else "") for n, k in sorted(names.items()))
+
     def disk_bytes(self):
         total = 0
         for d, _, files in os.walk(os.path.join(self.dir, "var")):
@@ -683,6 +694,7 @@ class Fleet:
         assert len(res) == len(self.edges), "only %d of %d edges took the first release" % (len(res), len(self.edges))
         time.sleep(2)
         self.idle = self.resources("idle")
+        self.idle["thread_names"] = self.edges[-1].thread_names()
         rtt = self.rtt()
         depth = max(e.depth for e in self.edges)
         self.results["rtt_ms"] = rtt * 1000
@@ -869,7 +881,7 @@ class Fleet:
                 if last <= max(50, 0.02 * peak):
                     drained = time.time() - t_heal
                     break
-            time.sleep(0.25)
+            time.sleep(0.25 if len(cut) <= 20 else 1.0)
         self.results["partition"] = {"edges": k, "seconds": a.partition_s, "peak_outbox": peak, "drain_s": drained,
                                      "device_errors": err1 - err0, "device_ok": ok1 - ok0,
                                      "acked_during": acked_during, "mode": self.net.partition_mode}
@@ -910,7 +922,7 @@ class Fleet:
             if len(ms) == len(self.edges) and depth <= max(50, 0.02 * peak):
                 drained = time.time() - t_start
                 break
-            time.sleep(0.25)
+            time.sleep(0.25 if len(self.edges) <= 20 else 1.0)
         self.results["origin_restart"] = {"down_s": a.origin_down_s, "device_errors": err1 - err0,
                                           "device_ok": ok1 - ok0, "peak_outbox": peak, "origin_up_s": t_up,
                                           "edges_following": len(res), "follow_max_s": follow, "drain_s": drained}
@@ -956,6 +968,7 @@ class Fleet:
                  "fds %d (max %d)" % (i["rss_mib_p50"], i["rss_mib_max"], i["anon_mib_p50"], i["threads_p50"],
                                       i["threads_max"], i["fds_p50"], i["fds_max"]),
                  "≤ 24 MiB, ≤ 8 threads")
+        self.row("6. an edge's threads", i["thread_names"], "-")
         self.row("6. per edge, under load (row 2)",
                  "RSS p50 %.1f MiB (max %.1f); CPU p50 %.1f%% (max %.1f%%) of a core; threads %d (max %d); fds %d "
                  "(max %d); disk p50 %.1f MiB (max %.1f)" % (
@@ -1074,7 +1087,8 @@ def main():
     ap.add_argument("--origin-down-s", type=int, default=10)
     ap.add_argument("--small-kib", type=int, default=1024)
     ap.add_argument("--large-mib", type=int, default=16)
-    ap.add_argument("--poll-ms", type=int, default=25, help="convergence: each edge's /updates polled this often")
+    ap.add_argument("--poll-ms", type=int, default=0,
+                    help="convergence: each edge's /updates is polled this often (default 25, 50 past 20 edges)")
     ap.add_argument("--converge-timeout", type=int, default=120)
     ap.add_argument("--drain-timeout", type=int, default=120)
     ap.add_argument("--png", default="fleet-bench.png")
@@ -1084,6 +1098,7 @@ def main():
     args = ap.parse_args()
     args.binary = os.path.abspath(args.binary)
     args.devices = args.devices or 10 * args.edges
+    args.poll_ms = args.poll_ms or (25 if args.edges <= 20 else 50)
 
     if os.geteuid() != 0:
         raise SystemExit("fleet-bench: needs root (it makes network namespaces, veths and a bridge)")
@@ -1111,9 +1126,13 @@ def main():
     try:
         fleet.build()
         fleet.marks = {}
-        print("\nfleet-bench: %d edges, %s%s; devices %d at %d edges; shaping: %s; binary %s\n" % (
-            args.edges, args.topology, (" (%d regional edges)" % fleet.regions) if fleet.regions else "", args.devices,
-            len(fleet.leaves), "; ".join(fleet.net.shaping), os.path.relpath(args.binary, ROOT)), flush=True)
+        print("\nfleet-bench: %d edges, %s%s; %d devices at %d edges offering %d check-ins/s (an /updates and a "
+              "/stats batch of %d events per loop); convergence polled every %d ms; edges' config %s; shaping: %s; "
+              "binary %s\n" % (
+                  args.edges, args.topology, (" (%d regional edges)" % fleet.regions) if fleet.regions else "",
+                  args.devices, len(fleet.leaves), args.checkins_per_s, args.batch, args.poll_ms,
+                  os.path.relpath(args.edge_config, ROOT), "; ".join(fleet.net.shaping),
+                  os.path.relpath(args.binary, ROOT)), flush=True)
         print("| scenario | measured | goal / bound |\n|---|---|---|", flush=True)
         fleet.s1_convergence()
         fleet.s2_checkins()
