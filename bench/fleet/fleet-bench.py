@@ -647,6 +647,27 @@ class Fleet:
             assert r.status == 200 and n == size
         return min(times)
 
+    def readiness(self):
+        """{status: edges} of the edges' /readyz (public listener)."""
+        out = {}
+
+        def one(e):
+            try:
+                c = http.client.HTTPConnection(e.ip, PUBLIC_PORT, timeout=5)
+                c.request("GET", "/readyz")
+                r = c.getresponse()
+                body = r.read()
+                try:
+                    return "%d %s" % (r.status, json.loads(body).get("status", ""))
+                except ValueError:
+                    return str(r.status)
+            except (OSError, http.client.HTTPException):
+                return "no answer"
+        with ThreadPoolExecutor(16) as ex:
+            for st in ex.map(one, self.edges):
+                out[st] = out.get(st, 0) + 1
+        return out
+
     def rtt(self):
         """Median TCP connect time from befleet-d to the origin: one round trip on the bridge."""
         ts = []
@@ -899,13 +920,16 @@ class Fleet:
         log("scenario 4: origin kill -9, down %d s, restart" % a.origin_down_s)
         err0, ok0 = self.errs()
         t_kill = time.time()
+        stale = 0
         self.origin.proc.send_signal(signal.SIGKILL)
         self.origin.proc.wait()
         peak = 0
         while time.time() < t_kill + a.origin_down_s:
             time.sleep(min(2.0, max(0.0, t_kill + a.origin_down_s - time.time())))
-            ms = self.all_metrics(self.edges, ("edge_outbox_depth",))
+            ms = self.all_metrics(self.edges, ("edge_outbox_depth", "edge_sync_stale"))
             peak = max(peak, sum(m.get("edge_outbox_depth", 0) for m in ms))
+            stale = max(stale, sum(m.get("edge_sync_stale", 0) for m in ms))
+        ready = self.readiness()
         err1, ok1 = self.errs()
         t_start = time.time()
         self.origin.start()
@@ -925,12 +949,15 @@ class Fleet:
             time.sleep(0.25 if len(self.edges) <= 20 else 1.0)
         self.results["origin_restart"] = {"down_s": a.origin_down_s, "device_errors": err1 - err0,
                                           "device_ok": ok1 - ok0, "peak_outbox": peak, "origin_up_s": t_up,
+                                          "edges_stale": stale, "readyz_at_end_of_outage": ready,
                                           "edges_following": len(res), "follow_max_s": follow, "drain_s": drained}
         self.row("4. origin kill -9, down %d s, restarted" % a.origin_down_s,
-                 "devices: %d of %d requests failed while it was down; outboxes peaked at %d; origin listening "
+                 "devices: %d of %d requests failed while it was down; edges: %d marked stale, /readyz at the end "
+                 "of the outage %s; outboxes peaked at %d; origin listening "
                  "%.1f s after its start; a release published then reached %d/%d edges in max %.2f s; outboxes "
                  "drained %s after the restart" % (
-                     err1 - err0, ok1 - ok0 + err1 - err0, peak, t_up, len(res), len(self.edges), follow,
+                     err1 - err0, ok1 - ok0 + err1 - err0, stale,
+                     ", ".join("%d %s" % (k, v) for v, k in sorted(ready.items())), peak, t_up, len(res), len(self.edges), follow,
                      ("%.1f s" % drained) if drained is not None else "NOT within %d s" % a.drain_timeout),
                  "devices answered throughout, 0 lost")
 
