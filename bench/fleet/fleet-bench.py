@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The fleet benchmark (DESIGN.md §13): an origin and N edges on one machine, each in its own
 network namespace on a Linux bridge, with simulated devices at the edges. Answers the
 operator's fleet questions, one markdown table row each:
