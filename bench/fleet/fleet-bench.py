@@ -647,6 +647,25 @@ class Fleet:
             assert r.status == 200 and n == size
         return min(times)
 
+    def cpu_split(self):
+        """CPU seconds so far: (the nodes, the device processes, this script), from /proc."""
+        nodes = sum(n.proc_stats()["cpu_s"] for n in [self.origin] + self.edges if n.proc.poll() is None)
+        devs = 0.0
+        for p in self.workers:
+            try:
+                f = open("/proc/%d/stat" % p.pid).read().rpartition(")")[2].split()
+                devs += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                pass
+        t = os.times()
+        return nodes, devs, t.user + t.system
+
+    @staticmethod
+    def cores(before, after, seconds):
+        return "nodes %.2f, devices %.2f, this script %.2f cores of %d" % (
+            (after[0] - before[0]) / seconds, (after[1] - before[1]) / seconds, (after[2] - before[2]) / seconds,
+            os.cpu_count())
+
     def readiness(self):
         """{status: edges} of the edges' /readyz (public listener)."""
         out = {}
@@ -723,8 +742,10 @@ class Fleet:
         # the large one first: devices then start on the small one (row 2's downloads)
         for label, version, size in (("large", "2.0.1", a.large_mib << 20), ("small", "2.0.2", a.small_kib * 1024)):
             data = os.urandom(size)
+            c0 = self.cpu_split()
             t_ack, blob = self.publish(version, data)
             res = self.converge(version, blob, size, t_ack, a.converge_timeout)
+            cpu = self.cores(c0, self.cpu_split(), max(1e-3, time.time() - t_ack))
             link = self.transfer_probe(blob, size)
             if a.rate:
                 bw = parse_rate(a.rate)
@@ -747,9 +768,10 @@ class Fleet:
             self.current = version
             self.row("1. publish %s zip -> every edge serves it whole" % human(size),
                      "p50 %.2f s, p99 %.2f s, max %.2f s over %d/%d edges (first answer max %.2f s)%s; "
-                     "bound %s" % (pct(wholes, 50), pct(wholes, 99), max(wholes) if wholes else float("nan"),
-                                   len(res), len(self.edges), max(answers) if answers else float("nan"),
-                                   (", %d bad bytes" % bad if bad else ""), bound_txt),
+                     "bound %s; CPU meanwhile: %s" % (
+                         pct(wholes, 50), pct(wholes, 99), max(wholes) if wholes else float("nan"), len(res),
+                         len(self.edges), max(answers) if answers else float("nan"),
+                         (", %d bad bytes" % bad if bad else ""), bound_txt, cpu),
                      goal if label == "small" else "none set; compare with the bound")
 
     def start_devices(self):
@@ -843,8 +865,10 @@ class Fleet:
         self.t_load0 = time.time()
         before = self.resources("before")
         self.start_devices()
+        c0 = self.cpu_split()
         threading.Thread(target=self.sampler, args=(self.stop_sampler,), daemon=True).start()
         time.sleep(a.load_s)
+        cpu = self.cores(c0, self.cpu_split(), a.load_s)
         self.load = self.resources("load", (before, a.load_s))
         s = self.samples
         t_end = time.time()
@@ -857,14 +881,14 @@ class Fleet:
             dev_rate = org_rate = float("nan")
         lags = [l for t, l in self.lag_from(s) if t >= self.t_load0 + 0.2 * a.load_s]
         err, ok = self.errs()
-        self.results["checkins"] = {"offered_per_s": a.checkins_per_s, "acked_per_s": dev_rate, "origin_per_s": org_rate,
+        self.results["checkins"] = {"cpu": cpu, "offered_per_s": a.checkins_per_s, "acked_per_s": dev_rate, "origin_per_s": org_rate,
                                     "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags or [0]),
                                     "device_errors": err, "device_ok": ok, "seconds": t_end - self.t_load0}
         self.row("2. check-ins devices -> %d edges -> origin" % len(self.leaves),
                  "offered %d/s; answered %.0f/s; counted at the origin %.0f/s; lag p50 %.2f s, p99 %.2f s, "
-                 "max %.2f s; device requests failed %d of %d; devices downloaded %.0f MiB" % (
+                 "max %.2f s; device requests failed %d of %d; devices downloaded %.0f MiB; CPU: %s" % (
                      a.checkins_per_s, dev_rate, org_rate, pct(lags, 50), pct(lags, 99), max(lags or [0]), err,
-                     ok + err, self.dl_bytes() / 1048576.0),
+                     ok + err, self.dl_bytes() / 1048576.0, cpu),
                  "≥ 10000/s, p99 lag ≤ 2 s")
 
     def s3_partition(self):
