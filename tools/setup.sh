@@ -11,6 +11,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   curl wrk nginx python3 valgrind openssl
   chromium chromium-driver python3-selenium
+  # bench/fleet's plot. python3-ufolib2 names the alternative python3-fonttools needs, so
+  # apt does not try python3-scipy's, whose dependencies conflict with libboost1.81-dev.
+  python3-matplotlib python3-ufolib2
 )
 
 missing=()
