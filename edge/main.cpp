@@ -22,7 +22,6 @@
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/database.hpp"
 #include "edge/store/state_store.hpp"
-#include "origin-sync/http_client.hpp"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -522,20 +521,20 @@ int backup_command(int argc, char** argv) {
         return 1;
       }
       std::cerr << "the node is running: asking it (" << url << ") to write the backup\n";
-      edge::sync::HttpClient client(url, token, 0);
       const std::string body = "{\"to\":\"" + edge::api::json_escape(dest.string()) + "\"}";
-      auto r = client.request("POST", "/v1/admin/backup", body,
-                              {{"Content-Type", "application/json"}}, 6 * 3600 * 1000U);
+      std::string error;
+      const auto r =
+          edge::api::post_to_node(url, token, "/v1/admin/backup", body, 6 * 3600 * 1000U, &error);
       if (!r) {
-        std::cerr << "bundle-edge backup: " << url << ": " << client.last_error() << "\n";
+        std::cerr << "bundle-edge backup: " << url << ": " << error << "\n";
         return 1;
       }
       if (r->status != 200) {
-        std::cerr << "bundle-edge backup: the node answered " << r->status << ": " << r->text()
+        std::cerr << "bundle-edge backup: the node answered " << r->status << ": " << r->body
                   << "\n";
         return 1;
       }
-      std::cout << r->text() << "\n";
+      std::cout << r->body << "\n";
       return 0;
     }
     edge::store::StateStore state(*db);

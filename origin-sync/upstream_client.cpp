@@ -4,6 +4,7 @@
 
 #include "edge/api/upstream.hpp"
 #include "origin-sync/fetcher.hpp"
+#include "origin-sync/http_client.hpp"
 #include "origin-sync/sync_tasks.hpp"
 
 #include <spdlog/spdlog.h>
@@ -69,6 +70,19 @@ std::unique_ptr<ChangePusher> make_change_pusher(std::vector<std::string> target
                                                  SyncMetrics& metrics) {
   return std::make_unique<sync::Pusher>(std::move(targets), std::move(token), std::move(ca_file),
                                         timeout_ms, state, metrics);
+}
+
+std::optional<NodeReply> post_to_node(const std::string& base_url, const std::string& token,
+                                      std::string_view path, std::string_view json,
+                                      std::uint32_t timeout_ms, std::string* error) {
+  sync::HttpClient client(base_url, token, timeout_ms);
+  auto r = client.request("POST", path, json, {{"Content-Type", "application/json"}});
+  if (!r) {
+    if (error != nullptr)
+      *error = client.last_error();
+    return std::nullopt;
+  }
+  return NodeReply{r->status, std::string(r->text())};
 }
 
 }  // namespace edge::api

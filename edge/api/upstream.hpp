@@ -1,14 +1,16 @@
 #pragma once
 
 // What a node needs from origin-sync, declared here so that edge/ (main.cpp included) never
-// includes origin-sync/: origin-sync implements these and defines the two factories; the
+// includes origin-sync/: origin-sync implements these and defines the factories; the
 // dependency is a link-time one, pointing from origin-sync to edge (DESIGN §1).
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "edge/api/control_service.hpp"
@@ -69,5 +71,19 @@ std::unique_ptr<ChangePusher> make_change_pusher(std::vector<std::string> target
                                                  std::string token, std::string ca_file,
                                                  std::uint32_t timeout_ms, store::StateStore& state,
                                                  SyncMetrics& metrics);
+
+/// What one admin call to another node got back.
+struct NodeReply {
+  unsigned status = 0;
+  std::string body;
+};
+
+/// Defined in origin-sync. One POST of `json` to `path` on the node at `base_url`
+/// (http(s)://host:port, the system CA store for https) with `token` as the bearer, bounded
+/// by `timeout_ms`: `bundle-edge backup` asking a running node to write its backup. nullopt
+/// and `error` (in words) when no answer came; any HTTP status is an answer.
+std::optional<NodeReply> post_to_node(const std::string& base_url, const std::string& token,
+                                      std::string_view path, std::string_view json,
+                                      std::uint32_t timeout_ms, std::string* error);
 
 }  // namespace edge::api
