@@ -44,12 +44,12 @@ struct Config {
   std::string sync_token;            ///< [sync] token children and the origin's pushes carry
   std::vector<std::string> push_to;  ///< [sync] push_to: edges this node pushes changes to
   std::string push_ca_file;  ///< [sync] ca_file: CA bundle for https:// push_to (empty: system)
-  std::uint64_t changelog_keep = 100'000;       ///< [sync] changelog_keep (0: keep all)
-  std::uint32_t channel_history_keep = 200;     ///< [sync] channel_history_keep (versions)
-  std::uint64_t audit_keep = 100'000;           ///< [admin] audit_keep (0: no count bound)
-  std::uint32_t audit_keep_days = 90;           ///< [admin] audit_keep_days (0: no age bound)
-  std::uint32_t refusals_keep = 10'000;         ///< [admin] refusals_keep (0: none recorded)
-  std::uint32_t refusals_per_minute = 30;       ///< [admin] refusals_per_minute (0: no limit)
+  std::uint64_t changelog_keep = 100'000;    ///< [sync] changelog_keep (0: keep all)
+  std::uint32_t channel_history_keep = 200;  ///< [sync] channel_history_keep (versions)
+  std::uint64_t audit_keep = 100'000;        ///< [admin] audit_keep (0: no count bound)
+  std::uint32_t audit_keep_days = 90;        ///< [admin] audit_keep_days (0: no age bound)
+  std::uint32_t refusals_keep = 10'000;      ///< [admin] refusals_keep (0: none recorded)
+  std::uint32_t refusals_per_minute = 30;    ///< [admin] refusals_per_minute (0: no limit)
   /// [sync] fleet_expire_ms: a node below not heard from for this long leaves the fleet
   /// view. 0: 5 x upstream.status_interval_ms (50 s; 50 s also when that is 0).
   std::uint32_t fleet_expire_ms = 0;
