@@ -385,27 +385,35 @@ Result<BackupInfo> make_backup(Database& db, StateStore& state, const fs::path& 
   return info;
 }
 
-Result<BackupInfo> verify_backup(const fs::path& src, std::string* problem) {
+namespace {
+
+// The manifest of a finished backup (refused when the marker says it was cut short).
+std::optional<std::pair<BackupInfo, std::vector<FileEntry>>> load_manifest(const fs::path& src,
+                                                                           std::string* problem) {
   std::error_code ec;
-  if (fs::exists(src / kIncomplete, ec))
-    return fail(problem,
-                src.string() + " is an unfinished backup (" + std::string(kIncomplete) +
-                    " is there): it was cut short and cannot be used",
-                Errc::kCorrupt)
-        .error();
+  if (fs::exists(src / kIncomplete, ec)) {
+    (void)fail(problem, src.string() + " is an unfinished backup (" + std::string(kIncomplete) +
+                            " is there): it was cut short and cannot be used");
+    return std::nullopt;
+  }
   std::ifstream in(src / kManifest);
-  if (!in)
-    return fail(problem,
-                "no " + std::string(kManifest) + " in " + src.string() +
-                    ": not a backup, or an unfinished one",
-                Errc::kNotFound)
-        .error();
+  if (!in) {
+    (void)fail(problem, "no " + std::string(kManifest) + " in " + src.string() +
+                            ": not a backup, or an unfinished one");
+    return std::nullopt;
+  }
   std::stringstream text;
   text << in.rdbuf();
-  auto parsed = parse_manifest(text.str(), problem);
-  if (!parsed)
+  return parse_manifest(text.str(), problem);
+}
+
+}  // namespace
+
+Result<BackupInfo> verify_backup(const fs::path& src, std::string* problem) {
+  auto manifest = load_manifest(src, problem);
+  if (!manifest)
     return Errc::kCorrupt;
-  for (const auto& f : parsed->second) {
+  for (const auto& f : manifest->second) {
     auto h = hash_file(src / f.path, problem);
     if (!h)
       return h.error();
@@ -417,14 +425,14 @@ Result<BackupInfo> verify_backup(const fs::path& src, std::string* problem) {
           .error();
     }
   }
-  return parsed->first;
+  return manifest->first;
 }
 
 Result<BackupInfo> restore_backup(const fs::path& src, const fs::path& data_dir,
                                   const BackupProgress& progress, std::string* problem) {
-  auto info = verify_backup(src, problem);
-  if (!info)
-    return info.error();
+  auto manifest = load_manifest(src, problem);
+  if (!manifest)
+    return Errc::kCorrupt;
   std::error_code ec;
   if (fs::exists(data_dir, ec) && !fs::is_empty(data_dir, ec))
     return fail(problem, data_dir.string() + " is not empty: restore into a new data directory",
@@ -433,20 +441,18 @@ Result<BackupInfo> restore_backup(const fs::path& src, const fs::path& data_dir,
   fs::create_directories(data_dir, ec);
   if (ec)
     return fail(problem, "cannot create " + data_dir.string() + ": " + ec.message()).error();
-  std::ifstream in(src / kManifest);
-  std::stringstream text;
-  text << in.rdbuf();
-  auto parsed = parse_manifest(text.str(), problem);
-  if (!parsed)
-    return Errc::kCorrupt;
-  auto& files = parsed->second;
-  if (auto r = copy_all(src, data_dir, files, true, progress, problem); !r)
+  // Each file is checked against the manifest as it is copied (one read of the backup); a
+  // mismatch leaves nothing behind in the data directory, which was empty.
+  if (auto r = copy_all(src, data_dir, manifest->second, true, progress, problem); !r) {
+    for (fs::directory_iterator it(data_dir, ec), end; !ec && it != end; it.increment(ec))
+      fs::remove_all(it->path(), ec);
     return r.error();
+  }
   for (const auto* dir : {"", "db", "segments"}) {
     if (fs::is_directory(data_dir / dir, ec))
       (void)sync_path(data_dir / dir, O_RDONLY | O_DIRECTORY);
   }
-  return *info;
+  return manifest->first;
 }
 
 }  // namespace edge::store
