@@ -197,6 +197,8 @@ Response DeviceApi::updates_now(bool post, std::string_view body,
         std::move(req.version_name), req.version_build.to_string(), "updates",
         std::string(checkin_decision(d)), wall_clock_ms(), req.plugin_version.to_string(),
         std::string(info.custom_id), std::move(req.default_channel)});
+    if (!apply_collection(app->settings, pending.back()))
+      pending.pop_back();  // the app's privacy settings, before anything is stored or sent
   }
   // The answers are written straight into the body (no JSON document built first): this is
   // the hot path of every device.
@@ -609,6 +611,8 @@ Response DeviceApi::stats_now(bool post, std::string_view body,
           std::string(info.version_build_text), std::string(info.action), "", wall_clock_ms(),
           info.plugin_version ? info.plugin_version->to_string() : std::string(),
           std::string(info.custom_id), std::string(info.default_channel)});
+      if (!apply_collection(app->settings, pending.back()))
+        pending.pop_back();  // dropped by stats_mode: answered as recorded
     }
     if (batch)
       results.push_back(json::object{{"status", "ok"}, {"index", i}});
@@ -680,16 +684,6 @@ bool apply_collection(const control::AppSettings& settings, store::Checkin& c) {
 Response DeviceApi::record_then(Response r, std::vector<store::Checkin> pending) const {
   if (pending.empty())
     return r;
-  {
-    // The app's privacy settings, before anything is stored (or sent upstream).
-    const auto state = control_.snapshot();
-    std::erase_if(pending, [&state](store::Checkin& c) {
-      const auto app = state->app(c.app_id);
-      return app != nullptr && !apply_collection(app->settings, c);
-    });
-    if (pending.empty())
-      return r;  // every event dropped by stats_mode: answered as recorded
-  }
   if (!checkins_->writable()) {
     for (auto& c : pending)
       checkins_->record(std::move(c));  // refused by the store, and counted
