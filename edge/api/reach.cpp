@@ -201,11 +201,10 @@ void ReachTally::add(const store::Checkin& device, const control::Channel* chann
   // or the native version a device on builtin reports); any other name under "other".
   if (release.empty())
     return;
-  std::string_view name = kOther;
-  if (release == "builtin" || app_.releases.contains(release))
-    name = release;
-  else if (release == device.version_build)
-    name = "builtin";
+  std::string_view name = store::usage_name(
+      release, device.version_build, [&](std::string_view r) { return app_.releases.contains(r); });
+  if (name.empty())
+    name = kOther;
   auto it = running_.find(name);
   if (it == running_.end())
     it = running_.try_emplace(std::string(name)).first;

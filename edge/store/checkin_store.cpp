@@ -760,33 +760,24 @@ void CheckinStore::commit(std::deque<Item>& batch) {
   };
   // Counts a device for `day_text` (and the release it runs); `late`: an event of an
   // earlier day than the device's current one, counted only if its marker says it was not.
-  // The name per-release usage (running releases, installs, devices per release a day)
-  // counts a version under: a release of the app, or builtin (as sent, or the native
-  // version a device on builtin reports as its version_name); nullopt for any other name
-  // (a deleted bundle, a name no release has): the event, the device row and the day's
-  // devices are still written, only per-release usage skips it.
-  // The answer for the last (app, release) asked: a batch's check-ins mostly name the same
-  // few, and each question is a control-snapshot lookup.
+  // Per-release usage names (usage_name), each (app, release) asked of the control snapshot
+  // once per run: a batch's check-ins mostly name the same few.
   std::string memo_app;
   std::string memo_release;
   bool memo_known = false;
   const auto usage = [&](const Checkin& c,
                          std::string_view version) -> std::optional<std::string_view> {
-    const std::string_view r = analytics_release(version);
-    if (r.empty())
-      return std::nullopt;
-    if (r == "builtin" || !options_.is_release)
-      return r;
-    if (r != memo_release || c.app_id != memo_app) {
-      memo_known = options_.is_release(c.app_id, r);
-      memo_app = c.app_id;
-      memo_release = std::string(r);
-    }
-    if (memo_known)
-      return r;
-    if (r == c.version_build)
-      return std::string_view("builtin");
-    return std::nullopt;
+    const std::string_view name = usage_name(version, c.version_build, [&](std::string_view r) {
+      if (!options_.is_release)
+        return true;
+      if (r != memo_release || c.app_id != memo_app) {
+        memo_known = options_.is_release(c.app_id, r);
+        memo_app = c.app_id;
+        memo_release = std::string(r);
+      }
+      return memo_known;
+    });
+    return name.empty() ? std::nullopt : std::optional(name);
   };
   const auto count_day = [&](const Checkin& c, const std::string& day_text,
                              const std::string& version, bool late) {

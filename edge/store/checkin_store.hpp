@@ -56,6 +56,19 @@ std::string_view analytics_platform(std::string_view platform);
 /// The release a version name counts under: the part before the first ':' (the plugin names
 /// a failing file of a manifest as "<release>:<file>").
 std::string_view analytics_release(std::string_view version_name);
+/// The name per-release usage (running releases, installs, devices per release a day) counts
+/// a running `version` under: its release (analytics_release) when `is_release(release)`,
+/// "builtin" as sent, or "builtin" for the native version (`version_build`) that a device on
+/// builtin reports as its version_name; "" for any other name (a deleted bundle, a name no
+/// release has), which per-release usage skips.
+template <class IsRelease>
+std::string_view usage_name(std::string_view version, std::string_view version_build,
+                            IsRelease&& is_release) {
+  const std::string_view r = analytics_release(version);
+  if (r.empty() || r == "builtin" || is_release(r))
+    return r;
+  return r == version_build ? std::string_view("builtin") : std::string_view();
+}
 
 /// The counters of one hour of one app ("YYYY-MM-DDTHH", UTC), from the check-ins whose
 /// event time falls in it. Each map holds at most kMaxAnalyticsNames names and kOtherName;
