@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string_view>
 #include <thread>
@@ -99,6 +100,10 @@ struct Stack {
     access_store = std::make_unique<store::AccessStore>(*db);
     access = std::make_unique<api::Access>(access_store.get(), std::string(kToken));
     api->set_access(access.get());
+    // POST /v1/admin/backup's body is parsed and checked here; no backup is written.
+    api->set_backup([](std::string, std::function<void(api::Response)> reply) {
+      reply(api::error_response(503, "fuzz", "no backups in the fuzz target", api::Route::kAdmin));
+    });
     api->set_ready(true);
   }
 };

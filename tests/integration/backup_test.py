@@ -58,6 +58,11 @@ def main():
         # A viewer cannot ask for one; a relative path is refused.
         st, doc = admin(o, "POST", "/v1/admin/backup", {"to": "relative/path"})
         assert st == 400 and doc["error"] == "invalid_body", (st, doc)
+        st, doc = admin(o, "POST", "/v1/admin/tokens", {"name": "look", "role": "viewer", "apps": ["*"]})
+        assert st == 201, (st, doc)
+        st, _, out = curl("-X", "POST", "-H", "Authorization: Bearer " + doc["token"], "--data-binary",
+                          json.dumps({"to": os.path.join(TMP, "backup-viewer")}), o.admin_url + "/v1/admin/backup")
+        assert st == 403 and not os.path.exists(os.path.join(TMP, "backup-viewer")), (st, out)
         # A damaged copy is refused, naming the file.
         bad = os.path.join(TMP, "backup-damaged")
         shutil.copytree(dest, bad)
