@@ -44,6 +44,7 @@ function fmtBytes(n) {
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
   return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
 }
+function count(n, noun) { return fmtInt(n) + " " + noun + (n === 1 ? "" : "s"); }
 function fmtPct(bps) { return bps === null || bps === undefined ? "-" : (bps / 100).toFixed(2) + "%"; }
 function fmtTime(ms) {
   if (!ms) return "-";
@@ -592,7 +593,7 @@ function reachPanel(what) {
     const events = (name) => {
       const r = rel.get(name) || { running: 0, checked_in_today: 0, downloads: 0, installs: 0, failures: 0 };
       return h("p", { class: "muted small reach-events", dataset: { release: name } },
-        `${name}: ${fmtInt(r.checked_in_today)} devices checked in running it today; over 30 days ${fmtInt(r.downloads)} downloads, ${fmtInt(r.installs)} installs, ${fmtInt(r.failures)} failures reported.`);
+        `${name}: ${count(r.checked_in_today, "device")} checked in running it today; over 30 days ${count(r.downloads, "download")}, ${count(r.installs, "install")}, ${count(r.failures, "failure")} reported.`);
     };
     const line = (id, n, of, text) => {
       const bar = h("div");

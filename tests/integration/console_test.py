@@ -392,7 +392,7 @@ def main():
                 c.wait_text("#release-reach", "3 of 9 devices of the app run 1.0.1")
                 text = c.d.find_element(By.CSS_SELECTOR, "#reach-panel").text
                 assert "3 of 8 devices on production run it" in text, text
-                assert "3 devices checked in running it today" in text and "3 installs, 1 failures" in text, text
+                assert "3 devices checked in running it today" in text and "3 installs, 1 failure reported" in text, text
                 c.shot("04c-release-reach")
                 c.open("#/app/%s/channels/production" % APP)
                 c.wait_text("#channel-reach", "3 of 8 devices on production run 1.0.1")
