@@ -91,7 +91,9 @@ const std::set<std::string>& known_keys() {
                                              "tls.ktls",
                                              "tls.admin",
                                              "upstream.ca_file",
-                                             "sync.ca_file"};
+                                             "sync.ca_file",
+                                             "state.backend",
+                                             "state.url"};
   return keys;
 }
 
@@ -350,6 +352,8 @@ Config load_config(const ConfigOverrides& o) {
     r.boolean("tls.admin", t.admin);
     r.string("upstream.ca_file", u.ca_file);
     r.string("sync.ca_file", c.push_ca_file);
+    r.string("state.backend", c.state_backend);
+    r.string("state.url", c.state_url);
   }
   if (o.role)
     c.role = *o.role;
@@ -376,6 +380,22 @@ Config load_config(const ConfigOverrides& o) {
     c.server.tls.cert_file = *o.tls_cert;
   if (o.tls_key)
     c.server.tls.key_file = *o.tls_key;
+  if (o.state_url) {
+    c.state_url = *o.state_url;
+    c.state_backend = "postgres";
+  }
+  if (c.state_backend != "embedded" && c.state_backend != "postgres") {
+    throw ConfigError("state.backend: expected 'embedded' or 'postgres', got '" + c.state_backend +
+                      "'");
+  }
+  if (c.state_backend == "postgres" && c.state_url.empty())
+    throw ConfigError(
+        "state.url: required when state.backend is 'postgres' (a libpq connection "
+        "string, e.g. 'host=db1,db2 dbname=bundle_edge target_session_attrs=read-write')");
+  if (c.state_backend == "postgres" && c.role == "edge")
+    throw ConfigError(
+        "state.backend: 'postgres' is for origins; an edge follows its upstream and "
+        "keeps its state in its data directory");
   const auto check_url = [](const std::string& key, std::string& url) {
     // Node-to-node traffic: http:// or https:// (chain and host name verified, DESIGN §9).
     const std::size_t scheme = url.starts_with("http://") ? 7 : url.starts_with("https://") ? 8 : 0;

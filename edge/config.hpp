@@ -56,6 +56,10 @@ struct Config {
   std::uint64_t outbox_max_bytes = 1ULL << 30;  ///< [outbox] max_bytes
   std::uint32_t timeline_events = 50;           ///< [checkins] timeline_events (0: no timelines)
   std::uint32_t retention_days = 90;            ///< [checkins] retention_days (0: keep everything)
+  /// [state] backend: "embedded" (RocksDB in data_dir, the default) or "postgres" (the
+  /// origin tier: control state shared with other origins in PostgreSQL at state_url).
+  std::string state_backend = "embedded";
+  std::string state_url;  ///< [state] url: a libpq connection string or postgres:// URI
 };
 
 /// Command-line values that override the file (unset: keep the file's or the default).
@@ -64,6 +68,7 @@ struct ConfigOverrides {
   std::optional<std::string> role, listen, admin_listen, data_dir, admin_token;
   std::optional<std::string> threads, upstream, sync_token, node_id;
   std::optional<std::string> tls_listen, tls_cert, tls_key;
+  std::optional<std::string> state_url;  ///< --state-url: [state] url, backend "postgres"
 };
 
 /// Loads `overrides.config_file` (if any), applies the overrides, validates. Throws

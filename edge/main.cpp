@@ -15,6 +15,7 @@
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
+#include "edge/pg/state_log.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
 #include "edge/store/backup.hpp"
@@ -155,6 +156,82 @@ class BackgroundSlice {
 // Backups asked for through the admin API (POST /v1/admin/backup): one at a time, on a
 // thread of their own; a stop waits for a running one (it is joined before the server and the
 // stores go away).
+/// Reads the state database's health every 2 s on a thread of its own, so that /metrics
+/// and /readyz never wait on the database.
+class StateHealthPoller {
+ public:
+  explicit StateHealthPoller(edge::pg::StateLog& log) : log_(log) {
+    thread_ = edge::named_thread("state-health", [this] { run(); });
+  }
+  ~StateHealthPoller() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  StateHealthPoller(const StateHealthPoller&) = delete;
+  StateHealthPoller& operator=(const StateHealthPoller&) = delete;
+
+  void render(std::string& out) const {
+    const auto h = get();
+    char line[256];
+    out +=
+        "# HELP edge_state_backend_up 1 while the state database (PostgreSQL) answers as a "
+        "primary.\n# TYPE edge_state_backend_up gauge\n";
+    out += "edge_state_backend_up " + std::string(h.up ? "1" : "0") + "\n";
+    out +=
+        "# HELP edge_state_backend_errors_total Health checks of the state database that "
+        "failed.\n# TYPE edge_state_backend_errors_total counter\n";
+    out += "edge_state_backend_errors_total " + std::to_string(errors_.load()) + "\n";
+    if (h.standbys >= 0) {
+      out +=
+          "# HELP edge_state_standbys Streaming standbys the state database's primary "
+          "reports.\n# TYPE edge_state_standbys gauge\n";
+      out += "edge_state_standbys " + std::to_string(h.standbys) + "\n";
+    }
+    if (h.replication_lag_s >= 0) {
+      std::snprintf(line, sizeof line,
+                    "# HELP edge_state_replication_lag_seconds The largest replay lag of the "
+                    "state database's standbys.\n# TYPE edge_state_replication_lag_seconds "
+                    "gauge\nedge_state_replication_lag_seconds %.3f\n",
+                    h.replication_lag_s);
+      out += line;
+    }
+  }
+  std::string degraded() const {
+    const auto h = get();
+    return h.up ? std::string() : "state database: " + h.error;
+  }
+
+ private:
+  edge::pg::StateHealth get() const {
+    std::lock_guard lock(mutex_);
+    return health_;
+  }
+  void run() {
+    std::unique_lock lock(mutex_);
+    while (!stop_) {
+      lock.unlock();
+      auto h = log_.health();
+      if (!h.up)
+        errors_.fetch_add(1);
+      lock.lock();
+      health_ = std::move(h);
+      cv_.wait_for(lock, std::chrono::seconds(2), [&] { return stop_; });
+    }
+  }
+
+  edge::pg::StateLog& log_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  edge::pg::StateHealth health_;
+  std::atomic<std::uint64_t> errors_{0};
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 class BackupRunner {
  public:
   BackupRunner(edge::store::Database& db, edge::store::StateStore& state,
@@ -250,7 +327,22 @@ int run(const edge::Config& c) {
   edge::store::StateStore state(*db);
   state.set_log_retention(c.changelog_keep);
   state.set_channel_history_keep(c.channel_history_keep);
-  if (!is_edge && state.epoch().empty()) {
+  // The origin tier: control state shared with other origins in PostgreSQL; the local
+  // StateStore follows it (DESIGN §12.2).
+  std::unique_ptr<edge::pg::StateLog> state_log;
+  if (c.state_backend == "postgres") {
+    state_log = std::make_unique<edge::pg::StateLog>(c.state_url, state);
+    std::string why;
+    if (auto opened = state_log->open(&why); !opened) {
+      if (opened.error() != edge::Errc::kUnavailable)
+        throw std::runtime_error("state database " + state_log->where() + ": " + why);
+      spdlog::warn(
+          "state database {} unreachable at start ({}): serving the local state, admin "
+          "writes answer 503 until it is back",
+          state_log->where(), why);
+    }
+  }
+  if (!is_edge && !state_log && state.epoch().empty()) {
     // The origin names its feed's numbering once; a follower that sees another name later
     // knows the numbering restarted (DESIGN §6, README "Sync").
     // On a full disk the epoch is adopted in memory and written with the first change that
@@ -266,6 +358,13 @@ int run(const edge::Config& c) {
   }
   edge::api::ControlService control(state, blobs);
   control.set_read_only(is_edge);
+  if (state_log) {
+    control.set_log(*state_log);
+    if (auto caught = control.catch_up(); caught) {
+      spdlog::info("state: following {} from seq {} (epoch {})", state_log->where(),
+                   state.last_seq(), state.epoch());
+    }
+  }
   // Declared before the check-in store it observes: it outlives the store's writer thread.
   std::optional<edge::api::AutoPauser> auto_pause;
   edge::store::CheckinStore checkins = [&] {
@@ -394,6 +493,13 @@ int run(const edge::Config& c) {
   } else {
     api.set_ready(true);  // an origin, or an edge with state from an earlier run
   }
+  std::optional<StateHealthPoller> state_health;
+  if (state_log) {
+    control.start_following();
+    state_health.emplace(*state_log);
+    metrics.add_section([&state_health](std::string& out) { state_health->render(out); });
+    api.add_degraded_check([&state_health] { return state_health->degraded(); });
+  }
   if (upstream) {
     upstream->start();
     spdlog::info("edge {} following {}", self_id, c.upstream.url);
@@ -432,6 +538,8 @@ int run(const edge::Config& c) {
         << server.admin_port() << "\n";
   }
   server.run();
+  control.stop_following();
+  state_health.reset();
   // Upstream work stops before the server and the stores go away; the outbox gets up to
   // 5 s to drain (SIGTERM, DESIGN §7).
   if (upstream)
@@ -582,6 +690,93 @@ int backup_command(int argc, char** argv) {
   return 0;
 }
 
+// `bundle-edge migrate --data DIR --to-state URL`: an embedded origin's control state into
+// the tier's PostgreSQL, with its sequence numbers and feed epoch (docs/several-origins.md).
+int migrate_command(int argc, char** argv) {
+  namespace fs = std::filesystem;
+  po::options_description desc(
+      "bundle-edge migrate --data DIR --to-state URL: copies a stopped embedded origin's "
+      "control state\n(apps, releases, channels, device overrides, the retained changelog) "
+      "into an empty PostgreSQL\nstate database, keeping its feed epoch and sequence numbers "
+      "so that edges follow on\nwithout a snapshot. The origin's blobs stay in DIR: start the "
+      "tier's first origin on it.\nOptions");
+  std::string data, to_state;
+  desc.add_options()("help,h", "show this help")("data", po::value(&data),
+                                                 "the stopped origin's data directory")(
+      "to-state", po::value(&to_state), "libpq connection string of the state database");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc - 1, argv + 1, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "bundle-edge migrate: " << e.what() << "\n" << desc << "\n";
+    return 2;
+  }
+  if (vm.count("help") != 0) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (data.empty() || to_state.empty()) {
+    std::cerr << "bundle-edge migrate: --data and --to-state are required\n" << desc << "\n";
+    return 2;
+  }
+  if (!fs::is_directory(fs::path(data) / "db")) {
+    std::cerr << "bundle-edge migrate: " << data << " holds no node data (no db/ in it)\n";
+    return 2;
+  }
+  std::unique_ptr<edge::store::Database> db;
+  try {
+    db = edge::store::Database::open(fs::path(data) / "db");
+  } catch (const std::exception& e) {
+    std::cerr << "bundle-edge migrate: cannot open " << data
+              << " (is the origin still running? stop it first): " << e.what() << "\n";
+    return 1;
+  }
+  edge::store::StateStore state(*db);
+  auto snap = state.snapshot();
+  if (!snap) {
+    std::cerr << "bundle-edge migrate: reading the state failed: " << snap.error().message()
+              << "\n";
+    return 1;
+  }
+  if (snap->epoch.empty()) {
+    std::cerr << "bundle-edge migrate: " << data << " has no feed epoch: it is not an origin's\n";
+    return 1;
+  }
+  std::vector<edge::store::Change> log;
+  const std::uint64_t log_start = state.log_start();
+  for (std::uint64_t after = log_start - 1;;) {
+    auto page = state.changes_after(after, 10'000);
+    if (!page) {
+      std::cerr << "bundle-edge migrate: reading the changelog failed: " << page.error().message()
+                << "\n";
+      return 1;
+    }
+    if (page->empty())
+      break;
+    after = page->back().seq;
+    log.insert(log.end(), std::make_move_iterator(page->begin()),
+               std::make_move_iterator(page->end()));
+    std::cerr << "\rread " << log.size() << " changes" << std::flush;
+  }
+  std::cerr << "\n";
+  // The tier's StateLog wants a local store to follow into; this one is not written.
+  edge::pg::StateLog target(to_state, state);
+  std::string why;
+  if (auto opened = target.open(&why); !opened) {
+    std::cerr << "bundle-edge migrate: state database " << target.where() << ": " << why << "\n";
+    return 1;
+  }
+  if (auto done = target.import(*snap, log, log_start, &why); !done) {
+    std::cerr << "bundle-edge migrate: " << target.where() << ": " << why << "\n";
+    return 1;
+  }
+  std::cout << "migrated " << snap->docs.size() << " documents and " << log.size()
+            << " changes (sequence " << log_start << ".." << snap->seq << ", feed epoch "
+            << snap->epoch << ") into " << target.where() << "\n";
+  return 0;
+}
+
 int main(int argc, char** argv) {
   // sendfile(2) has no MSG_NOSIGNAL: a peer reset must not kill the process.
   ::signal(SIGPIPE, SIG_IGN);
@@ -593,13 +788,15 @@ int main(int argc, char** argv) {
   if (argc >= 2 &&
       (std::string_view(argv[1]) == "backup" || std::string_view(argv[1]) == "restore"))
     return backup_command(argc, argv);
+  if (argc >= 2 && std::string_view(argv[1]) == "migrate")
+    return migrate_command(argc, argv);
 
   edge::ConfigOverrides o;
   po::options_description desc(
       "bundle-edge: OTA bundle origin/edge node\n\nWith no arguments: an origin on "
       "127.0.0.1:8080, admin on 127.0.0.1:9090, data in ./var.\nOptions");
   std::string config, role, listen, admin_listen, data, token, threads, upstream, sync_token, node;
-  std::string tls_listen, tls_cert, tls_key;
+  std::string tls_listen, tls_cert, tls_key, state_url;
   desc.add_options()("help,h", "show this help")(
       "config", po::value(&config), "TOML config file (every key: conf/bundle-edge.toml)")(
       "role", po::value(&role), "origin | edge (overrides node.role)")(
@@ -616,7 +813,10 @@ int main(int argc, char** argv) {
       "node-id", po::value(&node), "this node's id in check-in batches (overrides node.id)")(
       "tls-listen", po::value(&tls_listen), "HTTPS host:port (overrides tls.listen)")(
       "tls-cert", po::value(&tls_cert), "PEM certificate chain (overrides tls.cert_file)")(
-      "tls-key", po::value(&tls_key), "PEM private key (overrides tls.key_file)");
+      "tls-key", po::value(&tls_key), "PEM private key (overrides tls.key_file)")(
+      "state-url", po::value(&state_url),
+      "origins: keep the control state in PostgreSQL at this libpq connection string, shared "
+      "with other origins (sets state.backend = \"postgres\" and state.url)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -655,6 +855,8 @@ int main(int argc, char** argv) {
     o.tls_cert = tls_cert;
   if (vm.count("tls-key") != 0)
     o.tls_key = tls_key;
+  if (vm.count("state-url") != 0)
+    o.state_url = state_url;
 
   edge::Config c;
   try {

@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   curl wrk nginx python3 valgrind openssl
   chromium chromium-driver python3-selenium
+  libpq-dev postgresql-15 postgresql-client-15
 )
 # bench/fleet's plot, best effort: without it the fleet bench writes no PNG and says so.
 # python3-ufolib2 names the alternative python3-fonttools needs, so apt does not try
@@ -47,4 +48,8 @@ if [ ${#missing_plot[@]} -gt 0 ]; then
 fi
 # nginx is only a benchmark baseline: never leave the distribution's service running on :80.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+# PostgreSQL is started by the tests of the origin tier in their own temp dirs: the cluster
+# the package creates is not used, so it is not left running.
+if command -v pg_ctlcluster >/dev/null 2>&1; then $SUDO pg_ctlcluster 15 main stop >/dev/null 2>&1 || true; fi
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true; fi
 echo "setup: done"

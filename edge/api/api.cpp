@@ -185,6 +185,19 @@ Response Api::health(bool ready_check) const {
     if (ready_check)
       upstream_error(r.body);
   }
+  if (ready_check) {
+    std::string why;
+    for (const auto& check : degraded_) {
+      auto w = check();
+      if (!w.empty())
+        why += (why.empty() ? "" : "; ") + w;
+    }
+    if (!why.empty() && r.body == "{\"status\":\"ok\"}") {
+      r.body = "{\"status\":\"degraded\",\"reason\":\"";
+      append_json_escaped(r.body, why);
+      r.body += "\"}";
+    }
+  }
   return r;
 }
 

@@ -148,6 +148,10 @@ class Api {
             std::function<void(boost::system::error_code)> done) const;
 
   void set_ready(bool ready) { ready_.store(ready, std::memory_order_relaxed); }
+  /// Adds a check to /readyz: `fn` returns why the node is degraded (a backend it writes to
+  /// is unreachable), or "" when it is not. Answers stay 200 (devices are still served from
+  /// the node's state); the reason is shown. Must not block (read cached figures).
+  void add_degraded_check(std::function<std::string()> fn) { degraded_.push_back(std::move(fn)); }
   Metrics& metrics() const { return metrics_; }
 
  private:
@@ -195,6 +199,7 @@ class Api {
   std::function<std::string()> self_status_;
   BackupFn backup_;
   std::atomic<bool> ready_{false};
+  std::vector<std::function<std::string()>> degraded_;
   ControlService* control_ = nullptr;
   DeviceApi* device_ = nullptr;
   SyncApi* sync_ = nullptr;

@@ -30,6 +30,12 @@ using store::StateKind;
 
 constexpr std::string_view kPrefix = "/v1/admin/apps";
 
+/// Set by commit() when the shared log refused a write as based on an old state; read by
+/// the caller on the same thread, which follows the log and runs the write again.
+thread_local bool t_conflict = false;
+/// How often one write is run again after conflicts before its 503 stands.
+constexpr int kConflictRetries = 8;
+
 ControlState::Kind to_control(StateKind k) {
   switch (k) {
     case StateKind::kApp: return ControlState::Kind::kApp;
@@ -159,7 +165,19 @@ Response ControlService::commit(store::StateStore::Batch& batch, unsigned status
                                      c.deleted ? std::string_view() : c.value))
       return field_error(*e);
   }
-  auto seq = store_.commit(batch);
+  auto seq = log_->commit(batch, store_.last_seq());
+  if (!seq && seq.error() == Errc::kConflict) {
+    t_conflict = true;  // handle() follows the log and runs the write again
+    return error_response(503, "state_conflict",
+                          "another origin changed the state at the same time; retry");
+  }
+  if (!seq && seq.error() == Errc::kUnavailable) {
+    log_available_.store(false, std::memory_order_relaxed);
+    return error_response(503, "state_backend_unavailable",
+                          "the state database cannot take writes now (down or failing over); "
+                          "nothing was changed, retry");
+  }
+  log_available_.store(true, std::memory_order_relaxed);
   if (!seq && seq.error() == Errc::kStorageFull)
     return storage_full_response(507, "the change", Route::kAdmin);
   if (!seq)
@@ -242,7 +260,68 @@ Result<std::uint64_t> ControlService::apply_snapshot(const store::StateStore::Sn
 }
 
 ControlService::~ControlService() {
+  stop_following();
   drain();
+}
+
+Result<void> ControlService::catch_up() {
+  if (!log_->shared())
+    return {};
+  std::lock_guard one(catch_up_mutex_);
+  for (int round = 0; round < 1000; ++round) {
+    auto step = log_->follow(store_.last_seq(), store_.epoch(), 4096);
+    if (!step) {
+      log_available_.store(false, std::memory_order_relaxed);
+      return step.error();
+    }
+    log_available_.store(true, std::memory_order_relaxed);
+    if (step->snapshot) {
+      spdlog::warn(
+          "control: local state at seq {} (epoch '{}') is behind the shared log's "
+          "retained changes or of another epoch: replacing it with a snapshot at seq {}",
+          store_.last_seq(), store_.epoch(), step->snapshot->seq);
+      auto r = apply_snapshot(*step->snapshot);
+      if (!r)
+        return r.error();
+      continue;
+    }
+    if (step->changes.empty())
+      return {};
+    auto r = apply_changes(step->changes);
+    if (!r) {
+      spdlog::error("control: applying changes {}..{} of the shared log failed: {}",
+                    step->changes.front().seq, step->changes.back().seq, r.error().message());
+      return r.error();
+    }
+  }
+  return {};
+}
+
+void ControlService::start_following() {
+  if (!log_->shared() || follow_thread_.joinable())
+    return;
+  follow_stop_ = false;
+  follow_thread_ = named_thread("state-follow", [this] {
+    bool down = false;
+    while (!follow_stop_.load()) {
+      auto r = catch_up();
+      if (!r && !down)
+        spdlog::warn("control: following the shared state failed ({}); retrying",
+                     r.error().message());
+      else if (r && down)
+        spdlog::info("control: following the shared state again at seq {}", store_.last_seq());
+      down = !r;
+      log_->wait_change(down ? std::chrono::milliseconds(500) : std::chrono::milliseconds(1000));
+    }
+  });
+}
+
+void ControlService::stop_following() {
+  if (!follow_thread_.joinable())
+    return;
+  follow_stop_ = true;
+  log_->interrupt();
+  follow_thread_.join();
 }
 
 void ControlService::drain() {
@@ -283,7 +362,10 @@ void ControlService::override_writer() {
       batch.swap(override_queue_);
     }
     bool ok = false;
-    {
+    for (int attempt = 0; attempt <= kConflictRetries; ++attempt) {
+      if (attempt > 0 && !catch_up())
+        break;
+      t_conflict = false;
       std::lock_guard lock(write_mutex_);
       store::StateStore::Batch b;
       for (const auto& w : batch) {
@@ -295,6 +377,8 @@ void ControlService::override_writer() {
         }
       }
       ok = commit(b, 200, {}).status == 200;
+      if (!t_conflict)
+        break;
     }
     for (auto& w : batch)
       w.done(ok);
@@ -990,6 +1074,21 @@ Response ControlService::put_device(const control::AppState& app, const std::str
 
 Response ControlService::handle(const bhttp::request_header<>& req, std::string_view path,
                                 std::string_view body) {
+  // A write validated against a state another origin has since moved past is refused by the
+  // shared log (kConflict, nothing written): follow the log and validate it again.
+  for (int attempt = 0;; ++attempt) {
+    t_conflict = false;
+    Response r = handle_once(req, path, body);
+    if (!t_conflict || attempt == kConflictRetries)
+      return r;
+    if (!catch_up())
+      return error_response(503, "state_backend_unavailable",
+                            "the state database cannot be read now; nothing was changed, retry");
+  }
+}
+
+Response ControlService::handle_once(const bhttp::request_header<>& req, std::string_view path,
+                                     std::string_view body) {
   std::vector<std::string> segs;
   for (std::string_view rest = path.substr(kPrefix.size()); !rest.empty();) {
     if (rest.front() == '/') {

@@ -16,6 +16,7 @@
 #include "edge/control/state.hpp"
 #include "edge/store/blob_store.hpp"
 #include "edge/store/checkin_store.hpp"
+#include "edge/store/control_log.hpp"
 #include "edge/store/state_store.hpp"
 
 namespace edge::api {
@@ -42,6 +43,21 @@ class ControlService {
   ControlService(store::StateStore& state, store::BlobStore& blobs);
 
   std::shared_ptr<const control::ControlState> snapshot() const { return state_.load(); }
+
+  /// Commits admin writes to `log` instead of the local StateStore (which stays where every
+  /// read comes from): the PostgreSQL tier's shared log. Set before serving; `log` must
+  /// outlive this service. A shared log is followed into the local store by follow().
+  void set_log(store::ControlLog& log) { log_ = &log; }
+  /// Follows a shared log on a thread of its own (woken by ControlLog::wait_change, else
+  /// every second): other origins' writes reach the local store, the published state, long
+  /// polls and pushes as an edge's would. No-op for an unshared log. stop_following() ends it.
+  void start_following();
+  void stop_following();
+  /// Applies what the log holds beyond the local cursor (changes or a snapshot), once.
+  /// Errc::kUnavailable while the backend is down.
+  Result<void> catch_up();
+  /// True while the shared log's backend answered the last follow or write.
+  bool log_available() const { return log_available_.load(std::memory_order_relaxed); }
 
   /// Serves GET .../stats and the devices' last check-in from this store (may be null).
   void set_checkins(const store::CheckinStore* checkins) { checkins_ = checkins; }
@@ -136,6 +152,14 @@ class ControlService {
                           std::string_view body);
   store::StateStore& store_;
   store::BlobStore& blobs_;
+  store::LocalControlLog local_log_{store_};
+  store::ControlLog* log_ = &local_log_;
+  std::thread follow_thread_;
+  std::atomic<bool> follow_stop_{false};
+  std::atomic<bool> log_available_{true};
+  std::mutex catch_up_mutex_;
+  Response handle_once(const boost::beast::http::request_header<>& req, std::string_view path,
+                       std::string_view body);
   const store::CheckinStore* checkins_ = nullptr;
   void committed(std::uint64_t seq) const;
 

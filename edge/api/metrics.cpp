@@ -157,6 +157,8 @@ std::string Metrics::render(const store::StoreStats& st) const {
   }
   if (sync_ != nullptr)
     render_sync(gauge);
+  for (const auto& section : sections_)
+    section(out);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "edge/api/response.hpp"
 #include "edge/api/sync.hpp"
@@ -90,6 +91,10 @@ class Metrics {
   /// Adds the auto-pause figures (edge_auto_pause_*; origins). Call before serving.
   void set_auto_pause(const AutoPauser* auto_pause) { auto_pause_ = auto_pause; }
 
+  /// Adds exposition text of a backend (the state database, an object store): `fn` appends
+  /// complete metric families to its argument. It must not block (read cached figures).
+  void add_section(std::function<void(std::string&)> fn) { sections_.push_back(std::move(fn)); }
+
   /// The exposition text, store figures included.
   std::string render(const store::StoreStats& stats) const;
 
@@ -99,6 +104,7 @@ class Metrics {
       const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const;
 
   const SyncMetrics* sync_ = nullptr;
+  std::vector<std::function<void(std::string&)>> sections_;
   std::function<std::uint64_t()> cursor_;
   const store::CheckinStore* outbox_ = nullptr;
   const store::CheckinStore* checkins_ = nullptr;

@@ -21,6 +21,8 @@ class EdgeCategory final : public boost::system::error_category {
       case Errc::kDatabase: return "database error";
       case Errc::kRangeNotSatisfiable: return "range not satisfiable";
       case Errc::kStorageFull: return "storage full: writes refused until space returns";
+      case Errc::kUnavailable: return "backend unavailable";
+      case Errc::kConflict: return "conflict: the state changed under the write";
     }
     return "unknown edge error " + std::to_string(ev);
   }

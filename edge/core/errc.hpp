@@ -24,7 +24,9 @@ enum class Errc {
   kShutdown = 9,              ///< the component is stopping and took no new work
   kDatabase = 10,             ///< RocksDB reported an error (see the log for its status)
   kRangeNotSatisfiable = 11,  ///< no requested byte range overlaps the entity
-  kStorageFull = 12           ///< the data directory is below store.min_free; writes are refused
+  kStorageFull = 12,          ///< the data directory is below store.min_free; writes are refused
+  kUnavailable = 13,  ///< a backend (PostgreSQL, S3) is unreachable or read-only: retry later
+  kConflict = 14      ///< the shared state moved under a write: catch up and retry
 };
 
 /// The category of Errc; name() is "edge".

@@ -1,0 +1,106 @@
+#include "edge/pg/schema.hpp"
+
+#include <array>
+#include <string_view>
+
+namespace edge::pg {
+namespace {
+
+/// Step N brings the schema from version N to N+1. Never edit a step that has shipped: add
+/// one.
+constexpr std::array<std::string_view, 1> kSteps = {
+    // 1: control state. One row numbers every change (feed_head.seq, updated in each write
+    // transaction, so commit order is sequence order), documents hold the current state,
+    // changelog the numbered changes the feed serves.
+    R"sql(
+CREATE TABLE be_feed_head (
+  id integer PRIMARY KEY CHECK (id = 1),
+  seq bigint NOT NULL,
+  epoch text NOT NULL,
+  log_start bigint NOT NULL
+);
+INSERT INTO be_feed_head VALUES (1, 0, substr(md5(random()::text || clock_timestamp()::text), 1, 16), 1);
+CREATE TABLE be_documents (
+  kind smallint NOT NULL,
+  app_id text NOT NULL,
+  key text NOT NULL,
+  value text NOT NULL,
+  PRIMARY KEY (kind, app_id, key)
+);
+CREATE TABLE be_changelog (
+  seq bigint PRIMARY KEY,
+  kind smallint NOT NULL,
+  deleted boolean NOT NULL,
+  app_id text NOT NULL,
+  key text NOT NULL,
+  value text NOT NULL
+);
+)sql",
+};
+
+}  // namespace
+
+int schema_version_known() {
+  return static_cast<int>(kSteps.size());
+}
+
+Result<int> migrate_schema(Connection& conn, std::string* error) {
+  auto say = [&](std::string what) {
+    if (error != nullptr)
+      *error = std::move(what);
+  };
+  // A session-level lock: held across the steps' transactions, released below (or by the
+  // server when this connection dies).
+  if (auto r = conn.exec("SELECT pg_advisory_lock($1)", {std::to_string(kLockMigrate)}); !r) {
+    say(conn.last_error());
+    return r.error();
+  }
+  struct Unlock {
+    Connection& c;
+    ~Unlock() {
+      if (c.open())
+        (void)c.exec("SELECT pg_advisory_unlock($1)", {std::to_string(kLockMigrate)});
+    }
+  } unlock{conn};
+  if (auto r = conn.exec_script(
+          "CREATE TABLE IF NOT EXISTS be_schema (id integer PRIMARY KEY CHECK (id = 1), "
+          "version integer NOT NULL); "
+          "INSERT INTO be_schema VALUES (1, 0) ON CONFLICT (id) DO NOTHING");
+      !r) {
+    say(conn.last_error());
+    return r.error();
+  }
+  auto found = conn.exec("SELECT version FROM be_schema WHERE id = 1");
+  if (!found) {
+    say(conn.last_error());
+    return found.error();
+  }
+  const int before = static_cast<int>(found->i64(0, 0));
+  const int known = schema_version_known();
+  if (before > known) {
+    say("the state database has schema version " + std::to_string(before) +
+        " and this bundle-edge knows versions up to " + std::to_string(known) +
+        ": it was written by a newer bundle-edge; run that version (nothing was changed)");
+    return Errc::kUnsupportedVersion;
+  }
+  for (int v = before; v < known; ++v) {
+    if (auto r = conn.begin(); !r) {
+      say(conn.last_error());
+      return r.error();
+    }
+    auto step = conn.exec_script(kSteps[static_cast<std::size_t>(v)]);
+    if (step)
+      step = conn.exec_script("UPDATE be_schema SET version = " + std::to_string(v + 1));
+    if (step)
+      step = conn.commit();
+    if (!step) {
+      say("migrating the state database to schema version " + std::to_string(v + 1) +
+          " failed: " + conn.last_error());
+      conn.rollback();
+      return step.error();
+    }
+  }
+  return before;
+}
+
+}  // namespace edge::pg

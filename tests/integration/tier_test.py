@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Integration test of the origin tier's shared control state: several origins on one real
+PostgreSQL 15 (started here, as the postgres user, on 127.0.0.1), writing and following one
+numbered changelog; an edge following any of them; PostgreSQL down and back; a schema newer
+than the binary refused.
+
+Usage: tier_test.py <path-to-bundle-edge>"""
+import json
+import os
+import subprocess
+import threading
+import time
+
+from harness import BINARY, TMP, Node, Skip, admin, check, curl, run, upload, sha, wait_for
+from pgharness import Postgres
+from sync_test import APP, ADMIN_APP, TOKEN, edge, updates
+
+DBS = iter(range(1000))
+
+
+def tier_origin(url, extra=""):
+    return Node('[sync]\ntoken = "%s"\n[state]\nbackend = "postgres"\nurl = "%s"\n%s'
+                % (TOKEN, url, extra))
+
+
+def feed(node, after=0):
+    st, _, out = curl("-H", "Authorization: Bearer " + TOKEN,
+                      node.url + "/v1/sync/changes?after=%d&wait_ms=0&limit=100000" % after)
+    assert st == 200, (st, out)
+    return json.loads(out)
+
+
+def all_changes(node):
+    """The node's whole feed as [(seq, kind, app, key, deleted)], following pages."""
+    out, after = [], 0
+    while True:
+        doc = feed(node, after)
+        ch = doc.get("changes", [])
+        if not ch:
+            return doc["epoch"], out
+        for c in ch:
+            out.append((c["seq"], c.get("kind"), c.get("app_id"), c.get("key"), c.get("deleted")))
+        after = ch[-1]["seq"]
+
+
+def make_app(node):
+    st, doc = admin(node, "PUT", ADMIN_APP, {})
+    assert st in (200, 201), (st, doc)
+
+
+def publish_on(node, version, size=50_000):
+    data = os.urandom(size)
+    path = os.path.join(TMP, "zip-" + version)
+    open(path, "wb").write(data)
+    st, _, _ = upload(node, path)
+    assert st in (200, 201), st
+    st, doc = admin(node, "PUT", ADMIN_APP + "/releases/" + version, {"zip": sha(data)})
+    assert st in (200, 201), (st, doc)
+    st, doc = admin(node, "PUT", ADMIN_APP + "/channels/production",
+                    {"release": version, "public": True, "disable_auto_update": "none"})
+    assert st in (200, 201), (st, doc)
+    return data
+
+
+def main():
+    pg = None
+    nodes = []
+
+    def keep(n):
+        nodes.append(n)
+        return n
+
+    def db():
+        return pg.create_db("t%d" % next(DBS))
+
+    def t_start_postgres():
+        nonlocal pg
+        pg = Postgres()
+
+    def need_pg():
+        if pg is None:
+            raise Skip("PostgreSQL did not start (see above)")
+
+    def t_two_origins_share_one_numbered_log():
+        need_pg()
+        url = db()
+        a, b = keep(tier_origin(url)), keep(tier_origin(url))
+        make_app(a)
+        publish_on(a, "1.5.0")
+        # B follows A's writes (NOTIFY at commit, or its poll) into its own state.
+        wait_for("B sees the release written on A",
+                 lambda: admin(b, "GET", ADMIN_APP + "/channels/production")[0] == 200, timeout=10)
+        assert updates(b)[1].get("version") == "1.5.0", updates(b)
+        # A write on B continues the same numbering; A follows it.
+        st, doc = admin(b, "PUT", ADMIN_APP + "/channels/beta", {"release": "1.5.0"})
+        assert st == 201, (st, doc)
+        wait_for("A sees the channel written on B",
+                 lambda: admin(a, "GET", ADMIN_APP + "/channels/beta")[0] == 200, timeout=10)
+        ea, ca = all_changes(a)
+        eb, cb = all_changes(b)
+        assert ea == eb and ca == cb, (ea, eb, ca, cb)
+        seqs = [c[0] for c in ca]
+        assert seqs == list(range(1, len(seqs) + 1)), seqs
+        # The state is in PostgreSQL: one changelog row per change, the head at the last.
+        assert pg.sql("SELECT seq FROM be_feed_head", db=url.split("dbname=")[1].split()[0]) == str(seqs[-1])
+
+    def t_concurrent_writers_on_two_origins_keep_one_gapless_order():
+        need_pg()
+        url = db()
+        a, b = keep(tier_origin(url)), keep(tier_origin(url))
+        make_app(a)
+        wait_for("B sees the app", lambda: admin(b, "GET", ADMIN_APP)[0] == 200, timeout=10)
+        errors = []
+
+        def writer(node, prefix):
+            for i in range(25):
+                st, doc = admin(node, "PUT", ADMIN_APP + "/channels/%s-%d" % (prefix, i),
+                                {"public": False})
+                if st not in (200, 201):
+                    errors.append((prefix, i, st, doc))
+
+        ts = [threading.Thread(target=writer, args=(a, "a")),
+              threading.Thread(target=writer, args=(b, "b"))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert not errors, errors
+        for n in (a, b):
+            wait_for("all 50 channels on every origin",
+                     lambda n=n: len(admin(n, "GET", ADMIN_APP + "/channels")[1]["channels"]) == 50,
+                     timeout=10)
+        ea, ca = all_changes(a)
+        eb, cb = all_changes(b)
+        assert ea == eb and ca == cb
+        seqs = [c[0] for c in ca]
+        assert seqs == list(range(1, len(seqs) + 1)), "gap or duplicate: %s" % seqs
+        assert len({c[3] for c in ca if c[1] == "channel"}) == 50
+
+    def t_an_edge_of_one_origin_follows_writes_made_on_another():
+        need_pg()
+        url = db()
+        a, b = keep(tier_origin(url)), keep(tier_origin(url))
+        make_app(a)
+        e = keep(edge(b.url))
+        st, doc = admin(a, "PUT", ADMIN_APP + "/channels/production", {"public": True})
+        assert st in (200, 201), (st, doc)
+        wait_for("the edge of B sees A's channel",
+                 lambda: admin(e, "GET", ADMIN_APP + "/channels/production")[0] == 200, timeout=10)
+        t0 = time.time()
+        st, doc = admin(a, "PUT", ADMIN_APP + "/channels/canary", {"public": False})
+        assert st == 201
+        wait_for("the edge of B sees the next write on A",
+                 lambda: admin(e, "GET", ADMIN_APP + "/channels/canary")[0] == 200, timeout=10,
+                 step=0.01)
+        print("     write on A -> edge of B: %.0f ms" % ((time.time() - t0) * 1000))
+
+    def t_postgres_down_writes_503_devices_answered_then_back():
+        need_pg()
+        url = db()
+        a = keep(tier_origin(url))
+        make_app(a)
+        publish_on(a, "2.0.0")
+        pg.stop()
+        try:
+            st, doc = admin(a, "PUT", ADMIN_APP + "/channels/beta", {"public": False})
+            assert st == 503 and doc["error"] == "state_backend_unavailable", (st, doc)
+            assert "password" not in json.dumps(doc)
+            st, doc = updates(a)
+            assert st == 200 and doc.get("version") == "2.0.0", (st, doc)
+            wait_for("/readyz says degraded",
+                     lambda: "state database" in curl(a.url + "/readyz")[2].decode(), timeout=10)
+            assert a.metrics().get("edge_state_backend_up") == 0
+        finally:
+            pg.start()
+        wait_for("writes work again",
+                 lambda: admin(a, "PUT", ADMIN_APP + "/channels/beta", {"public": False})[0] in (200, 201),
+                 timeout=15, step=0.5)
+        st, doc = admin(a, "GET", ADMIN_APP + "/channels/beta")
+        assert st == 200, (st, doc)
+        wait_for("/readyz ok", lambda: b'"ok"' in curl(a.url + "/readyz")[2], timeout=10)
+
+    def t_an_origin_on_an_empty_data_dir_rebuilds_from_postgres():
+        need_pg()
+        url = db()
+        a = keep(tier_origin(url))
+        make_app(a)
+        publish_on(a, "3.0.0")
+        ea, ca = all_changes(a)
+        c = keep(tier_origin(url))
+        ec, cc = all_changes(c)
+        assert ea == ec and ca == cc, (ea, ec)
+        assert updates(c)[1].get("version") == "3.0.0"
+
+    def t_a_newer_schema_is_refused_with_a_clear_message():
+        need_pg()
+        url = db()
+        a = keep(tier_origin(url))
+        a.stop()
+        name = url.split("dbname=")[1].split()[0]
+        pg.sql("UPDATE be_schema SET version = 999", db=name)
+        r = subprocess.run([BINARY, "--state-url", url, "--data", os.path.join(TMP, "newer"),
+                            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0, r
+        assert "schema version 999" in r.stderr + r.stdout and "newer bundle-edge" in r.stderr + r.stdout, r.stderr
+
+    def t_config_errors_name_the_value():
+        r = subprocess.run([BINARY, "--role", "edge", "--upstream", "http://127.0.0.1:1",
+                            "--sync-token", "x", "--state-url", "host=127.0.0.1"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "state.backend" in r.stderr, r.stderr
+
+    try:
+        try:
+            t_start_postgres()
+        except Exception as e:  # every check below skips, saying why
+            print("SKIP PostgreSQL: %s" % e, flush=True)
+        check("two origins share one numbered log", t_two_origins_share_one_numbered_log)
+        check("concurrent writers keep one gapless order",
+              t_concurrent_writers_on_two_origins_keep_one_gapless_order)
+        check("edge of one origin follows writes on another",
+              t_an_edge_of_one_origin_follows_writes_made_on_another)
+        check("postgres down: 503 writes, devices answered", t_postgres_down_writes_503_devices_answered_then_back)
+        check("empty data dir rebuilds from postgres", t_an_origin_on_an_empty_data_dir_rebuilds_from_postgres)
+        check("newer schema refused", t_a_newer_schema_is_refused_with_a_clear_message)
+        check("config errors name the value", t_config_errors_name_the_value)
+    finally:
+        for n in nodes:
+            try:
+                n.stop()
+            except Exception:
+                n.kill()
+        if pg is not None:
+            pg.remove()
+
+
+if __name__ == "__main__":
+    run(main)
