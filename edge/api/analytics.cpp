@@ -161,7 +161,7 @@ std::optional<std::int64_t> parse_query_time(std::string_view t, bool end) {
   return end ? start + (hour ? kHourMs : kDayMs) - 1 : start;
 }
 
-Response analytics_response(const store::CheckinStore& checkins, const control::AppState& app,
+Response analytics_response(const store::CheckinQueries& checkins, const control::AppState& app,
                             std::string_view query, std::int64_t now_ms) {
   std::optional<std::int64_t> from, to;
   bool hourly = false;

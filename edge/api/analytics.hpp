@@ -6,7 +6,7 @@
 
 #include "edge/api/response.hpp"
 #include "edge/control/state.hpp"
-#include "edge/store/checkin_store.hpp"
+#include "edge/store/checkin_backend.hpp"
 
 namespace edge::api {
 
@@ -28,7 +28,7 @@ std::optional<std::int64_t> parse_query_time(std::string_view text, bool end);
 /// bucket, of the range's totals and of each target holds at most store::kMaxAnalyticsNames
 /// names (the largest counts) and "other" with the rest, so the answer stays bounded (a
 /// day's bucket sums 24 hours, each capped in the store).
-Response analytics_response(const store::CheckinStore& checkins, const control::AppState& app,
+Response analytics_response(const store::CheckinQueries& checkins, const control::AppState& app,
                             std::string_view query, std::int64_t now_ms);
 
 }  // namespace edge::api

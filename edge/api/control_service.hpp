@@ -15,7 +15,7 @@
 #include "edge/api/response.hpp"
 #include "edge/control/state.hpp"
 #include "edge/store/blob_store.hpp"
-#include "edge/store/checkin_store.hpp"
+#include "edge/store/checkin_backend.hpp"
 #include "edge/store/control_log.hpp"
 #include "edge/store/state_store.hpp"
 
@@ -60,7 +60,7 @@ class ControlService {
   bool log_available() const { return log_available_.load(std::memory_order_relaxed); }
 
   /// Serves GET .../stats and the devices' last check-in from this store (may be null).
-  void set_checkins(const store::CheckinStore* checkins) { checkins_ = checkins; }
+  void set_checkins(const store::CheckinQueries* checkins) { checkins_ = checkins; }
 
   ~ControlService();  ///< finishes the override writes queued (drain())
   /// Finishes the override writes queued and stops the writer thread (their `done` runs
@@ -160,7 +160,7 @@ class ControlService {
   std::mutex catch_up_mutex_;
   Response handle_once(const boost::beast::http::request_header<>& req, std::string_view path,
                        std::string_view body);
-  const store::CheckinStore* checkins_ = nullptr;
+  const store::CheckinQueries* checkins_ = nullptr;
   void committed(std::uint64_t seq) const;
 
   struct OverrideWrite {

@@ -9,7 +9,7 @@
 #include "edge/api/control_service.hpp"
 #include "edge/api/device_info.hpp"
 #include "edge/api/response.hpp"
-#include "edge/store/checkin_store.hpp"
+#include "edge/store/checkin_backend.hpp"
 
 namespace edge::api {
 
@@ -25,7 +25,7 @@ class DeviceApi {
   /// `durable`: answer a check-in only once it is committed (edges: the outbox must not
   /// lose what a device was told was recorded); otherwise it is queued and answered now.
   DeviceApi(ControlService& control, std::string public_url,
-            store::CheckinStore* checkins = nullptr, const store::BlobStore* blobs = nullptr,
+            store::CheckinIngest* checkins = nullptr, const store::BlobStore* blobs = nullptr,
             bool durable = false)
       : control_(control),
         public_url_(std::move(public_url)),
@@ -79,7 +79,7 @@ class DeviceApi {
 
   ControlService& control_;
   std::string public_url_;
-  store::CheckinStore* checkins_;
+  store::CheckinIngest* checkins_;
   const store::BlobStore* blobs_;
   bool durable_ = false;
   /// Tells this object's cached answers from another's (an address can be reused).

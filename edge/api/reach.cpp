@@ -43,7 +43,7 @@ std::tuple<bool, std::uint64_t, std::uint64_t> version_order(const std::string& 
 }
 
 // Calls `fn` with every device row of `app` (at most kMaxReachScan); false if more remain.
-Result<bool> each_device(const store::CheckinStore& checkins, const control::AppState& app,
+Result<bool> each_device(const store::CheckinQueries& checkins, const control::AppState& app,
                          const std::function<void(const store::Checkin&)>& fn) {
   auto page =
       checkins.devices(app.app_id, "", SIZE_MAX, kMaxReachScan, [&](const store::Checkin& c) {
@@ -292,7 +292,7 @@ json::object ReachTally::to_json(const store::Analytics& analytics,
   return json::object{{"channels", std::move(channels)}, {"releases", std::move(releases)}};
 }
 
-Response plugins_response(const store::CheckinStore& checkins, const control::AppState& app) {
+Response plugins_response(const store::CheckinQueries& checkins, const control::AppState& app) {
   PluginTally tally(plugin_rules(app));
   const auto complete =
       each_device(checkins, app, [&](const store::Checkin& c) { tally.add(c.plugin_version); });
@@ -304,7 +304,7 @@ Response plugins_response(const store::CheckinStore& checkins, const control::Ap
   return make_json_response(200, json::serialize(out));
 }
 
-Response reach_response(const store::CheckinStore& checkins, const control::AppState& app,
+Response reach_response(const store::CheckinQueries& checkins, const control::AppState& app,
                         std::int64_t now_ms) {
   const control::AppStateView view(app);
   ReachTally tally(app);

@@ -11,7 +11,7 @@
 #include "edge/api/response.hpp"
 #include "edge/control/state.hpp"
 #include "edge/core/semver.hpp"
-#include "edge/store/checkin_store.hpp"
+#include "edge/store/checkin_backend.hpp"
 
 namespace edge::api {
 
@@ -111,12 +111,12 @@ class ReachTally {
 
 /// GET /v1/admin/apps/<app>/plugins: PluginTally over the app's device index (at most
 /// kMaxReachScan rows), plus "devices" (rows read) and "complete".
-Response plugins_response(const store::CheckinStore& checkins, const control::AppState& app);
+Response plugins_response(const store::CheckinQueries& checkins, const control::AppState& app);
 
 /// GET /v1/admin/apps/<app>/reach: ReachTally over the device index (at most kMaxReachScan
 /// rows) and the analytics of the last 30 UTC days up to `now_ms`, plus "devices", "complete",
 /// "from_ms", "to_ms".
-Response reach_response(const store::CheckinStore& checkins, const control::AppState& app,
+Response reach_response(const store::CheckinQueries& checkins, const control::AppState& app,
                         std::int64_t now_ms);
 
 }  // namespace edge::api

@@ -476,7 +476,7 @@ struct SyncApi::Waiter {
 };
 
 SyncApi::SyncApi(store::StateStore& state, store::CheckinStore& checkins, std::string sync_token)
-    : state_(state), checkins_(checkins), token_(std::move(sync_token)) {}
+    : state_(state), checkins_(checkins), ingest_(&checkins), token_(std::move(sync_token)) {}
 
 SyncApi::~SyncApi() = default;
 
@@ -671,16 +671,17 @@ Response SyncApi::handle(const bhttp::request_header<>& req, std::string_view pa
     return deferred(route, [this, key = *key, list = std::move(*list), n](
                                const store::ChunkStore::Executor&,
                                std::function<void(Response)> reply) mutable {
-      checkins_.record_batch(
+      ingest_->record_batch(
           key.node, key.generation, key.batch_seq, std::move(list),
           [this, reply = std::move(reply), n](bool ok, bool duplicate) {
-            if (!ok && !checkins_.writable()) {
+            if (!ok && !ingest_->writable()) {
               reply(storage_full_response(503, "the check-in batch", Route::kCheckins));
               return;
             }
             if (!ok) {
-              reply(error_response(503, "store_error", "check-ins were not stored; retry",
-                                   Route::kCheckins));
+              // Not applied: the child keeps the batch and sends it again, same key.
+              const auto why = ingest_->refusal();
+              reply(error_response(503, why.code, why.message, Route::kCheckins));
               return;
             }
             reply(json_reply(200,

@@ -225,6 +225,9 @@ class SyncApi {
   SyncApi(const SyncApi&) = delete;
   SyncApi& operator=(const SyncApi&) = delete;
 
+  /// Where child nodes' check-in batches go (POST /v1/checkins) when not into `checkins`
+  /// (an origin of the tier: the shared state database). Set before serving.
+  void set_ingest(store::CheckinIngest* ingest) { ingest_ = ingest; }
   /// Edges: where pushed changes go (null on the origin: 409).
   void set_push_sink(PushSink* sink) { push_ = sink; }
   /// Where POST /v1/sync/status reports from child nodes go (null: 404).
@@ -255,7 +258,8 @@ class SyncApi {
   Response long_poll(std::uint64_t after, std::uint32_t wait_ms);
 
   store::StateStore& state_;
-  store::CheckinStore& checkins_;
+  store::CheckinStore& checkins_;  ///< this node's own: the outbox's dead letters
+  store::CheckinIngest* ingest_;   ///< where batches go (checkins_ unless set_ingest)
   std::string token_;
   PushSink* push_ = nullptr;
   std::mutex mutex_;

@@ -199,10 +199,7 @@ std::string_view analytics_release(std::string_view version_name) {
   return version_name.substr(0, version_name.find(':'));
 }
 
-namespace {
-
-// Adds `n` to `name` in `m`, or to kOtherName once `m` holds kMaxAnalyticsNames other names:
-// buckets written before the cap (or by an older version) read back bounded too, their
+// Buckets written before the cap (or by an older version) read back bounded too, their
 // releases without a ':<file>' suffix and their platforms folded (but their targets are not
 // checked against the releases: the store cannot see them).
 void add_capped(std::map<std::string, std::uint64_t>& m, std::string_view name, std::uint64_t n) {
@@ -214,6 +211,8 @@ void add_capped(std::map<std::string, std::uint64_t>& m, std::string_view name, 
   }
   it->second += n;
 }
+
+namespace {
 
 // `parts` joined by NUL into `out` (replacing what it held).
 void join_into(std::string& out, std::initializer_list<std::string_view> parts) {
@@ -1415,9 +1414,9 @@ Result<std::map<std::string, std::uint64_t>> CheckinStore::native_builds(
   return out;
 }
 
-Result<CheckinStore::DevicePage> CheckinStore::devices(
-    const std::string& app_id, const std::string& after, std::size_t limit, std::size_t max_scan,
-    const std::function<bool(const Checkin&)>& keep) const {
+Result<DevicePage> CheckinStore::devices(const std::string& app_id, const std::string& after,
+                                         std::size_t limit, std::size_t max_scan,
+                                         const std::function<bool(const Checkin&)>& keep) const {
   auto& d = db_.impl();
   DevicePage page;
   const std::string prefix = app_id + '\0';

@@ -14,98 +14,10 @@
 #include <vector>
 
 #include "edge/core/errc.hpp"
+#include "edge/store/checkin_backend.hpp"
 #include "edge/store/database.hpp"
 
 namespace edge::store {
-
-/// One device contact (DESIGN §5): every /updates and /stats call produces one.
-struct Checkin {
-  std::string app_id;
-  std::string device_id;
-  std::string platform;
-  std::string version_name;
-  std::string version_build;
-  std::string action;    ///< the stats action, or "updates" for an update check
-  std::string decision;  ///< the update decision's error code, "update", or "" for stats
-  std::int64_t time_ms = 0;
-  std::string plugin_version{};   ///< the plugin's version, as the device sent it (may be empty)
-  std::string custom_id{};        ///< the app's own id for the device (may be empty)
-  std::string default_channel{};  ///< the device's defaultChannel (may be empty)
-};
-
-/// Longest stored field of a check-in, in bytes. When recorded, a longer field is cut at a
-/// UTF-8 character boundary, bytes that are not valid UTF-8 and NUL bytes become '?': every
-/// stored check-in is valid UTF-8 and so can travel upstream and be accepted there.
-inline constexpr std::size_t kMaxCheckinField = 1024;
-void sanitize(Checkin& c);
-
-/// Distinct device-reported names one counter map of a bucket keeps (an hour's actions,
-/// platforms, releases, installs, targets and each target's actions; a day's devices by
-/// release). Once a map holds this many, a new name counts under kOtherName: the stored
-/// counters, and so the analytics answers, stay bounded whatever devices send. Above the 93
-/// stats actions Capgo defines, so a map of real actions never overflows.
-inline constexpr std::size_t kMaxAnalyticsNames = 128;
-/// The name that gathers what a counter map does not keep by its own name: platforms other
-/// than ios/android/electron, targets that are not releases of the app, and the names
-/// beyond kMaxAnalyticsNames.
-inline constexpr std::string_view kOtherName = "other";
-
-/// The platform a check-in counts under: "ios", "android", "electron", else kOtherName
-/// ("" for an empty one, which is not counted).
-std::string_view analytics_platform(std::string_view platform);
-/// The release a version name counts under: the part before the first ':' (the plugin names
-/// a failing file of a manifest as "<release>:<file>").
-std::string_view analytics_release(std::string_view version_name);
-/// The name per-release usage (running releases, installs, devices per release a day) counts
-/// a running `version` under: its release (analytics_release) when `is_release(release)`,
-/// "builtin" as sent, or "builtin" for the native version (`version_build`) that a device on
-/// builtin reports as its version_name; "" for any other name (a deleted bundle, a name no
-/// release has), which per-release usage skips.
-template <class IsRelease>
-std::string_view usage_name(std::string_view version, std::string_view version_build,
-                            IsRelease&& is_release) {
-  const std::string_view r = analytics_release(version);
-  if (r.empty() || r == "builtin" || is_release(r))
-    return r;
-  return r == version_build ? std::string_view("builtin") : std::string_view();
-}
-
-/// The counters of one hour of one app ("YYYY-MM-DDTHH", UTC), from the check-ins whose
-/// event time falls in it. Each map holds at most kMaxAnalyticsNames names and kOtherName;
-/// names of releases are analytics_release's, platforms analytics_platform's.
-struct HourStats {
-  std::map<std::string, std::uint64_t> actions;    ///< check-ins by action
-  std::map<std::string, std::uint64_t> platforms;  ///< check-ins by platform
-  /// Check-ins by the version the device runs (target-naming events excluded).
-  std::map<std::string, std::uint64_t> releases;
-  std::map<std::string, std::uint64_t> installs;  ///< "set" events by the release set
-  /// Target-naming events by the release they name, then by action: downloads, installs
-  /// queued, and the failures (checksum_required, *_fail, ...) that show a bad release.
-  std::map<std::string, std::map<std::string, std::uint64_t>> targets;
-};
-
-/// The distinct-device figures of one UTC day ("YYYY-MM-DD").
-struct DayDevices {
-  std::uint64_t devices = 0;  ///< distinct devices seen that day
-  /// Distinct devices that ran each release that day (a device counts once per release it
-  /// ran; one that went A -> B -> A the same day counts twice for A). Capped like HourStats.
-  std::map<std::string, std::uint64_t> by_release;
-};
-
-/// An app's figures over a time range.
-struct Analytics {
-  std::map<std::string, HourStats> hours;  ///< by hour, oldest first; empty hours absent
-  std::map<std::string, DayDevices> days;  ///< by day, oldest first; empty days absent
-};
-
-/// One entry of a device's timeline (CheckinStore::timeline).
-using TimelineEntry = Checkin;
-
-/// True for the stats actions whose version_name names the bundle being fetched or
-/// installed rather than the one running (capgo-protocol.md §9.5): download_*, set_next,
-/// delete, checksum_required, session_key_required, insufficient_disk_space and every
-/// *_fail. They do not move a device's current version.
-bool names_target_release(std::string_view action);
 
 /// Options of a CheckinStore.
 struct CheckinOptions {
@@ -126,10 +38,6 @@ struct CheckinOptions {
   /// relayed check-ins too), so it must be thread-safe and cheap. Empty: every name counts.
   std::function<bool(std::string_view app_id, std::string_view release)> is_release{};
 };
-
-/// UTC day "YYYY-MM-DD" and hour "YYYY-MM-DDTHH" of a millisecond time.
-std::string utc_day(std::int64_t time_ms);
-std::string utc_hour(std::int64_t time_ms);
 
 /// A batch of the outbox on its way upstream: `batch_seq` is the number in its
 /// Idempotency-Key. The same batch (same seq, same check-ins) is returned until it is
@@ -172,12 +80,9 @@ struct OutboxStats {
 /// Durability: a check-in is durable once the batch that holds it is committed; the
 /// `durable` callback of record() runs then (on the writer thread), so an edge answers a
 /// device only after its check-in is on disk. flush() waits for everything queued.
-class CheckinStore {
+class CheckinStore final : public CheckinIngest, public CheckinQueries {
  public:
-  /// Called on the writer thread once the record is committed (ok) or the write failed.
-  using Durable = std::function<void(bool ok)>;
-  /// For record_batch: committed (ok), and whether the key had been applied before.
-  using BatchDone = std::function<void(bool ok, bool duplicate)>;
+  using DevicePage = store::DevicePage;
 
   explicit CheckinStore(Database& db, CheckinOptions options = {});
   ~CheckinStore();  ///< commits what is queued, then stops
@@ -189,7 +94,7 @@ class CheckinStore {
   /// told it is kept: an origin's own device check-ins), it joins a batch that gathers for up
   /// to 2 ms or 1024 check-ins and is written unsynced unless something else in the batch
   /// needs the sync (a process crash keeps it; a power loss may lose the last batches).
-  void record(Checkin checkin, Durable durable = {});
+  void record(Checkin checkin, Durable durable = {}) override;
   /// A batch a child node sent (POST /v1/checkins, key `<node>:<generation>:<batch_seq>`).
   /// Applied once: a batch_seq at or below the highest already applied from `node` in the
   /// same `generation` is a duplicate and changes nothing (a child sends its batches in
@@ -197,21 +102,21 @@ class CheckinStore {
   /// numbering restarted (wiped or restored data) is never mistaken for a duplicate.
   /// `generation` is empty for keys of the older `<node>:<batch_seq>` form.
   void record_batch(std::string node, std::string generation, std::uint64_t batch_seq,
-                    std::vector<Checkin> checkins, BatchDone done);
+                    std::vector<Checkin> checkins, BatchDone done) override;
   /// Blocks until everything recorded before the call is committed.
-  void flush();
+  void flush() override;
 
   /// An app's hourly counters and daily distinct devices for the hours from `from_ms` to
   /// `to_ms` (both included, event time), read from the stored aggregates: the cost grows
   /// with the number of hours and of distinct names in them, not with the check-ins.
   Result<Analytics> analytics(const std::string& app_id, std::int64_t from_ms,
-                              std::int64_t to_ms) const;
+                              std::int64_t to_ms) const override;
   /// A device's last events as they arrived (at most CheckinOptions::timeline_events, and
   /// within the retention), the newest event time first, at most `limit` of them.
   /// Target-naming events keep the version they name. Reads one raw log record per event.
   Result<std::vector<TimelineEntry>> timeline(const std::string& app_id,
                                               const std::string& device_id,
-                                              std::size_t limit) const;
+                                              std::size_t limit) const override;
   /// Runs the retention sweep now (the writer runs it hourly by itself) and waits for it:
   /// for tests and tools. Deletes what is older than `now_ms` - retention_days.
   void sweep_retention(std::int64_t now_ms);
@@ -229,28 +134,24 @@ class CheckinStore {
   /// Returns how many were read.
   Result<std::size_t> scan_back(std::int64_t since_ms, std::size_t max_records,
                                 const std::function<void(const Checkin&)>& fn) const;
-  /// The last check-in of a device, or nullopt. Its version_name is the version the device
-  /// runs: a target-naming event (names_target_release) keeps the one before it.
-  /// One page of an app's device index (every device's last check-in, by device id).
-  struct DevicePage {
-    std::vector<Checkin> devices;
-    std::string next;  ///< the cursor of the next page; empty at the end
-  };
   /// Devices of `app_id` with an id above `after`, in id order, that `keep` accepts: at
   /// most `limit`, and no more than `max_scan` rows read (a page may then come back short
   /// with a cursor: paging stays exact).
   Result<DevicePage> devices(const std::string& app_id, const std::string& after, std::size_t limit,
                              std::size_t max_scan,
-                             const std::function<bool(const Checkin&)>& keep) const;
+                             const std::function<bool(const Checkin&)>& keep) const override;
+  /// The last check-in of a device, or nullopt. Its version_name is the version the device
+  /// runs: a target-naming event (names_target_release) keeps the one before it.
   Result<std::optional<Checkin>> last(const std::string& app_id,
-                                      const std::string& device_id) const;
+                                      const std::string& device_id) const override;
   /// How many of an app's devices last reported each native version_build, from at most
   /// `max_devices` devices (a bound on the work of one call).
-  Result<std::map<std::string, std::uint64_t>> native_builds(const std::string& app_id,
-                                                             std::size_t max_devices) const;
+  Result<std::map<std::string, std::uint64_t>> native_builds(
+      const std::string& app_id, std::size_t max_devices) const override;
   std::uint64_t committed() const;
   /// False while storage is full (Database::writable): record() calls fail then.
-  bool writable() const { return db_.writable(); }
+  bool writable() const override { return db_.writable(); }
+  Refusal refusal() const override { return {"store_error", "check-ins were not stored; retry"}; }
 
   /// What a check-in costs in a request body (the sender's encoding, escapes included).
   using Cost = std::function<std::size_t(const Checkin&)>;

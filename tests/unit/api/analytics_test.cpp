@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "edge/store/checkin_store.hpp"
 #include "edge/store/database.hpp"
 
 #include <unistd.h>
