@@ -15,6 +15,7 @@
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
+#include "edge/pg/checkins.hpp"
 #include "edge/pg/state_log.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
@@ -408,6 +409,31 @@ int run(const edge::Config& c) {
   }
   edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);
+  // The origin tier keeps check-ins in PostgreSQL, shared by every origin (DESIGN §12.2): it
+  // takes devices' and children's check-ins and answers the admin API's reads in place of
+  // the local store, which stays constructed for what only it has (auto-pause's rebuild at a
+  // start reads it and finds nothing; the device-table metrics) and takes none. Auto-pause
+  // observes the check-ins committed through this origin. The retention sweep
+  // (PgCheckins::sweep_retention) is singleton work, not run here.
+  std::unique_ptr<edge::pg::PgCheckins> pg_checkins;
+  edge::store::CheckinIngest* ingest = &checkins;
+  if (state_log) {
+    auto is_release = [&control](std::string_view app_id, std::string_view release) {
+      const auto app = control.snapshot()->app(app_id);
+      return app != nullptr && app->releases.contains(release);
+    };
+    pg_checkins = std::make_unique<edge::pg::PgCheckins>(
+        c.state_url,
+        edge::pg::PgCheckinsOptions{node_id(c), c.timeline_events, c.retention_days, is_release});
+    if (auto_pause) {
+      pg_checkins->set_observer(
+          [&auto_pause](const edge::store::Checkin& ci) { auto_pause->observe(ci); });
+    }
+    ingest = pg_checkins.get();
+    control.set_checkins(pg_checkins.get());
+    sync.set_ingest(pg_checkins.get());
+    metrics.add_section([p = pg_checkins.get()](std::string& out) { p->render(out); });
+  }
 
   // The upstream side (edges) and pushes to edges (any node with sync.push_to), from
   // origin-sync through the interfaces of edge/api/upstream.hpp.
@@ -482,7 +508,7 @@ int run(const edge::Config& c) {
           ? c.public_url
           : (tls ? "https://" : "http://") + (v6 ? "[" + url_host + "]" : url_host) + ":" +
                 std::to_string(tls ? server.tls_port() : server.public_port());
-  edge::api::DeviceApi device(control, public_url, &checkins, &blobs, is_edge);
+  edge::api::DeviceApi device(control, public_url, ingest, &blobs, is_edge);
   api.set_device(&device);
   if (is_edge && state.last_seq() == 0) {
     // A fresh edge has nothing to answer devices with until its first sync.
@@ -548,6 +574,10 @@ int run(const edge::Config& c) {
     pusher->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.
   checkins.flush();
+  if (pg_checkins) {
+    pg_checkins->flush();
+    pg_checkins.reset();  // its writers stop before what they call (auto-pause) does
+  }
   if (auto_pause)
     auto_pause->stop();
   control.drain();

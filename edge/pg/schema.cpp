@@ -8,7 +8,7 @@ namespace {
 
 /// Step N brings the schema from version N to N+1. Never edit a step that has shipped: add
 /// one.
-constexpr std::array<std::string_view, 1> kSteps = {
+constexpr std::array<std::string_view, 2> kSteps = {
     // 1: control state. One row numbers every change (feed_head.seq, updated in each write
     // transaction, so commit order is sequence order), documents hold the current state,
     // changelog the numbered changes the feed serves.
@@ -35,6 +35,70 @@ CREATE TABLE be_changelog (
   key text NOT NULL,
   value text NOT NULL
 );
+)sql",
+    // 2: check-ins shared by the origins (DESIGN §12.2). Text keys in byte order (COLLATE
+    // "C"), as the embedded store pages its device index. be_checkin_senders: the highest
+    // batch applied per sender (node, generation), advanced in each batch's transaction;
+    // be_checkin_counts: hourly counters and daily distinct devices (HourStats, DayDevices);
+    // be_checkin_day_seen: the devices (and releases) seen each open day, deleted once the
+    // day is closed; be_checkin_devices: every device's last check-in and the number of
+    // timeline events it had; be_checkin_timeline: a ring of the last N events per device.
+    R"sql(
+CREATE TABLE be_checkin_senders (
+  node text COLLATE "C" NOT NULL,
+  generation text COLLATE "C" NOT NULL,
+  batch_seq bigint NOT NULL,
+  updated_ms bigint NOT NULL,
+  PRIMARY KEY (node, generation)
+);
+CREATE TABLE be_checkin_counts (
+  app_id text COLLATE "C" NOT NULL,
+  bucket text COLLATE "C" NOT NULL,
+  kind "char" NOT NULL,
+  name text COLLATE "C" NOT NULL,
+  sub text COLLATE "C" NOT NULL,
+  count bigint NOT NULL,
+  PRIMARY KEY (app_id, bucket, kind, name, sub)
+);
+CREATE TABLE be_checkin_day_seen (
+  app_id text COLLATE "C" NOT NULL,
+  day text COLLATE "C" NOT NULL,
+  device_id text COLLATE "C" NOT NULL,
+  release text COLLATE "C" NOT NULL,
+  PRIMARY KEY (app_id, day, device_id, release)
+);
+CREATE TABLE be_checkin_devices (
+  app_id text COLLATE "C" NOT NULL,
+  device_id text COLLATE "C" NOT NULL,
+  time_ms bigint NOT NULL,
+  platform text NOT NULL,
+  version_name text,
+  version_build text NOT NULL,
+  action text NOT NULL,
+  decision text NOT NULL,
+  plugin_version text NOT NULL,
+  custom_id text NOT NULL,
+  default_channel text NOT NULL,
+  timeline_n bigint NOT NULL,
+  PRIMARY KEY (app_id, device_id)
+);
+CREATE TABLE be_checkin_timeline (
+  app_id text COLLATE "C" NOT NULL,
+  device_id text COLLATE "C" NOT NULL,
+  slot integer NOT NULL,
+  pos bigint NOT NULL,
+  time_ms bigint NOT NULL,
+  platform text NOT NULL,
+  version_name text NOT NULL,
+  version_build text NOT NULL,
+  action text NOT NULL,
+  decision text NOT NULL,
+  plugin_version text NOT NULL,
+  custom_id text NOT NULL,
+  default_channel text NOT NULL,
+  PRIMARY KEY (app_id, device_id, slot)
+);
+CREATE INDEX be_checkin_timeline_time ON be_checkin_timeline (time_ms);
 )sql",
 };
 
