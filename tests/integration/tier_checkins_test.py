@@ -7,6 +7,7 @@ posted to one and retried on the other, an edge's outbox, PostgreSQL down and ba
 Usage: tier_checkins_test.py <path-to-bundle-edge>"""
 import http.client
 import json
+import threading
 import time
 
 from harness import Node, Skip, admin, check, curl, run, wait_for
@@ -134,6 +135,31 @@ def main():
             assert action_count(n, "download_complete") == 9, stats(n)["days"]
             assert devices_today(n) == 9
 
+    def t_the_same_batches_sent_to_both_origins_at_once_apply_once():
+        a, b = two_origins()
+        for k in range(1, 21):
+            # A child that timed out on one origin and retried on the other: batch k reaches
+            # both at the same time; the child moves on to k+1 once both answered.
+            batch = child_checkins(1000 + 10 * k, 10, "download_complete")
+            results = {}
+
+            def send(node, name):
+                results[name] = post_batch(node, "child-3:5e:%d" % k, batch)
+
+            ts = [threading.Thread(target=send, args=(n, name)) for n, name in ((a, "a"), (b, "b"))]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            ra, rb = results["a"], results["b"]
+            assert ra[0] == 200 and rb[0] == 200, (k, ra, rb)
+            # One applied it, the other saw the duplicate.
+            assert sorted([ra[1]["applied"], rb[1]["applied"]]) == [0, 10], (k, ra, rb)
+            assert ra[1]["duplicate"] != rb[1]["duplicate"], (k, ra, rb)
+        for n in (a, b):
+            assert action_count(n, "download_complete") == 200, stats(n)["days"]
+            assert devices_today(n) == 200, stats(n)["days"]
+
     def t_an_edge_delivers_its_outbox_once_even_with_postgres_down():
         a, b = two_origins()
         e = keep(edge(a.url))
@@ -173,6 +199,8 @@ def main():
               t_devices_on_both_origins_seen_on_either_once)
         check("a batch retried on the other origin counted once",
               t_a_batch_retried_on_the_other_origin_is_counted_once)
+        check("the same batches on both origins at once apply once",
+              t_the_same_batches_sent_to_both_origins_at_once_apply_once)
         check("an edge's outbox delivered once, postgres down and back",
               t_an_edge_delivers_its_outbox_once_even_with_postgres_down)
     finally:
