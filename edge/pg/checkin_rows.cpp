@@ -218,4 +218,35 @@ std::map<CountKey, std::uint64_t> day_counts(const std::vector<SeenKey>& inserte
   return out;
 }
 
+void Columns::text(std::size_t col, std::string_view v) {
+  std::string& out = cols_[col];
+  separate(out);
+  out += '"';
+  for (const char ch : v) {
+    if (ch == '"' || ch == '\\')
+      out += '\\';
+    out += ch;
+  }
+  out += '"';
+}
+
+void Columns::null(std::size_t col) {
+  separate(cols_[col]);
+  cols_[col] += "NULL";
+}
+
+void Columns::number(std::size_t col, std::int64_t v) {
+  separate(cols_[col]);
+  cols_[col] += std::to_string(v);
+}
+
+std::vector<std::optional<std::string>> Columns::params() {
+  std::vector<std::optional<std::string>> out;
+  out.reserve(cols_.size());
+  for (auto& c : cols_)
+    out.emplace_back(std::move(c) + "}");
+  cols_.assign(cols_.size(), "{");
+  return out;
+}
+
 }  // namespace edge::pg

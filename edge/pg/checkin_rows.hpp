@@ -111,4 +111,23 @@ std::map<CountKey, std::uint64_t> cap_counts(const std::map<CountKey, std::uint6
 /// device, 'v' per release (names not yet capped).
 std::map<CountKey, std::uint64_t> day_counts(const std::vector<SeenKey>& inserted);
 
+/// Rows passed as one PostgreSQL array literal per column (for `unnest($1::text[], ...)`):
+/// a statement's text stays short and the same whatever the number of rows.
+class Columns {
+ public:
+  explicit Columns(std::size_t n) : cols_(n, "{") {}
+  void text(std::size_t col, std::string_view v);  ///< a quoted element (NUL-free text)
+  void null(std::size_t col);
+  void number(std::size_t col, std::int64_t v);
+  /// The literals, "{...}" each; the columns must have had as many elements each.
+  std::vector<std::optional<std::string>> params();
+
+ private:
+  void separate(std::string& col) {
+    if (col.size() > 1)
+      col += ',';
+  }
+  std::vector<std::string> cols_;
+};
+
 }  // namespace edge::pg

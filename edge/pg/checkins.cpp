@@ -14,31 +14,11 @@ namespace edge::pg {
 namespace {
 
 constexpr std::int64_t kDayMs = 86'400'000;
-/// Rows per multi-row statement (at most 13 parameters each, far below the 65535 limit).
-constexpr std::size_t kRowsPerStatement = 1000;
 /// Attempts of one batch's transaction: a deadlock or serialization failure is retried, a
 /// connection lost midway once (the batch is idempotent by its key).
 constexpr int kAttempts = 3;
 constexpr std::chrono::milliseconds kRetryFirst{100};
 constexpr std::chrono::milliseconds kRetryMax{2000};
-
-/// "($1,$2,$3),($4,$5,$6),..." for `rows` rows of `cols` parameters.
-std::string placeholders(std::size_t rows, std::size_t cols) {
-  std::string out;
-  out.reserve(rows * cols * 6);
-  std::size_t n = 1;
-  for (std::size_t r = 0; r < rows; ++r) {
-    out += r == 0 ? "(" : ",(";
-    for (std::size_t c = 0; c < cols; ++c) {
-      if (c > 0)
-        out += ',';
-      out += '$';
-      out += std::to_string(n++);
-    }
-    out += ')';
-  }
-  return out;
-}
 
 std::string random_hex() {
   std::random_device rd;
@@ -52,17 +32,20 @@ constexpr std::string_view kEventColumns =
     "platform, version_name, version_build, action, decision, plugin_version, custom_id, "
     "default_channel";
 
-void push_event(std::vector<Param>& p, const store::Checkin& c,
-                std::optional<std::string> version) {
-  p.emplace_back(std::to_string(c.time_ms));
-  p.emplace_back(c.platform);
-  p.emplace_back(std::move(version));
-  p.emplace_back(c.version_build);
-  p.emplace_back(c.action);
-  p.emplace_back(c.decision);
-  p.emplace_back(c.plugin_version);
-  p.emplace_back(c.custom_id);
-  p.emplace_back(c.default_channel);
+void add_event(Columns& cols, std::size_t first, const store::Checkin& c,
+               std::optional<std::string_view> version) {
+  cols.number(first, c.time_ms);
+  cols.text(first + 1, c.platform);
+  if (version)
+    cols.text(first + 2, *version);
+  else
+    cols.null(first + 2);
+  cols.text(first + 3, c.version_build);
+  cols.text(first + 4, c.action);
+  cols.text(first + 5, c.decision);
+  cols.text(first + 6, c.plugin_version);
+  cols.text(first + 7, c.custom_id);
+  cols.text(first + 8, c.default_channel);
 }
 
 // A row of `rows` whose columns from `col` are time_ms then kEventColumns.
@@ -373,81 +356,58 @@ Result<void> PgCheckins::apply_once(Writer& w, const std::string& node,
     c.rollback();
     return {};
   }
+  // Every statement below takes its rows as one array per column (unnest): a short text
+  // that PostgreSQL parses and plans in no time whatever the rows. Rows go in key order, so
+  // concurrent transactions lock shared rows in the same order.
+  //
   // Device rows: the newest event by time wins (a late event leaves the row), and each
   // device's timeline count moves on by its events of the batch.
   const std::uint32_t ring = options_.timeline_events;
   std::map<std::pair<std::string_view, std::string_view>, std::int64_t> timeline_n;
-  {
-    std::vector<const std::pair<const std::pair<std::string, std::string>, DeviceRow>*> devs;
-    devs.reserve(rows.devices.size());
-    for (const auto& d : rows.devices)
-      devs.push_back(&d);
-    std::string set =
-        "timeline_n = d.timeline_n + EXCLUDED.timeline_n, time_ms = "
-        "GREATEST(d.time_ms, EXCLUDED.time_ms)";
-    for (const std::string_view col : {"platform", "version_build", "action", "decision",
-                                       "plugin_version", "custom_id", "default_channel"}) {
-      set += ", ";
-      set += col;
-      set += " = CASE WHEN EXCLUDED.time_ms >= d.time_ms THEN EXCLUDED.";
-      set += col;
-      set += " ELSE d.";
-      set += col;
-      set += " END";
+  if (!rows.devices.empty()) {
+    Columns cols(12);
+    for (const auto& [key, dev] : rows.devices) {
+      cols.text(0, key.first);
+      cols.text(1, key.second);
+      add_event(cols, 2, *dev.last,
+                dev.version ? std::optional<std::string_view>(*dev.version) : std::nullopt);
+      cols.number(11, ring > 0 ? static_cast<std::int64_t>(dev.timeline.size()) : 0);
     }
-    set +=
-        ", version_name = CASE WHEN EXCLUDED.time_ms >= d.time_ms THEN "
-        "COALESCE(EXCLUDED.version_name, d.version_name) ELSE d.version_name END";
-    for (std::size_t i = 0; i < devs.size(); i += kRowsPerStatement) {
-      const std::size_t n = std::min(kRowsPerStatement, devs.size() - i);
-      std::vector<Param> p;
-      p.reserve(n * 12);
-      for (std::size_t j = i; j < i + n; ++j) {
-        const auto& [key, dev] = *devs[j];
-        p.emplace_back(key.first);
-        p.emplace_back(key.second);
-        push_event(p, *dev.last, dev.version);
-        p.emplace_back(std::to_string(ring > 0 ? dev.timeline.size() : 0));
+    static const std::string sql = [] {
+      std::string set =
+          "timeline_n = d.timeline_n + EXCLUDED.timeline_n, time_ms = GREATEST(d.time_ms, "
+          "EXCLUDED.time_ms)";
+      for (const std::string_view col : {"platform", "version_build", "action", "decision",
+                                         "plugin_version", "custom_id", "default_channel"}) {
+        set += ", " + std::string(col) +
+               " = CASE WHEN EXCLUDED.time_ms >= d.time_ms THEN EXCLUDED." + std::string(col) +
+               " ELSE d." + std::string(col) + " END";
       }
-      auto r = c.exec("INSERT INTO be_checkin_devices AS d (app_id, device_id, time_ms, " +
-                          std::string(kEventColumns) + ", timeline_n) VALUES " +
-                          placeholders(n, 12) + " ON CONFLICT (app_id, device_id) DO UPDATE SET " +
-                          set + " RETURNING app_id, device_id, timeline_n",
-                      p);
-      if (!r)
-        return r.error();
-      for (int k = 0; k < r->size(); ++k) {
-        const auto found =
-            rows.devices.find({std::string(r->text(k, 0)), std::string(r->text(k, 1))});
-        if (found != rows.devices.end())
-          timeline_n[{found->first.first, found->first.second}] = r->i64(k, 2);
-      }
+      set +=
+          ", version_name = CASE WHEN EXCLUDED.time_ms >= d.time_ms THEN "
+          "COALESCE(EXCLUDED.version_name, d.version_name) ELSE d.version_name END";
+      return "INSERT INTO be_checkin_devices AS d (app_id, device_id, time_ms, " +
+             std::string(kEventColumns) + ", timeline_n) SELECT * FROM unnest($1::text[], " +
+             "$2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], " +
+             "$8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[]) ON CONFLICT " +
+             "(app_id, device_id) DO UPDATE SET " + set +
+             " RETURNING app_id, device_id, timeline_n";
+    }();
+    auto r = c.exec(sql, cols.params());
+    if (!r)
+      return r.error();
+    for (int k = 0; k < r->size(); ++k) {
+      const auto found =
+          rows.devices.find({std::string(r->text(k, 0)), std::string(r->text(k, 1))});
+      if (found != rows.devices.end())
+        timeline_n[{found->first.first, found->first.second}] = r->i64(k, 2);
     }
   }
   // Timelines: a ring of `ring` slots per device; event number k (from 1) goes to slot
   // k % ring, so only the last `ring` events are kept.
   if (ring > 0) {
-    std::vector<Param> p;
+    Columns cols(13);
     std::size_t n = 0;
-    const auto flush_rows = [&]() -> Result<void> {
-      if (n == 0)
-        return {};
-      auto r = c.exec("INSERT INTO be_checkin_timeline (app_id, device_id, slot, pos, time_ms, " +
-                          std::string(kEventColumns) + ") VALUES " + placeholders(n, 13) +
-                          " ON CONFLICT (app_id, device_id, slot) DO UPDATE SET pos = "
-                          "EXCLUDED.pos, time_ms = EXCLUDED.time_ms, platform = "
-                          "EXCLUDED.platform, version_name = EXCLUDED.version_name, "
-                          "version_build = EXCLUDED.version_build, action = EXCLUDED.action, "
-                          "decision = EXCLUDED.decision, plugin_version = "
-                          "EXCLUDED.plugin_version, custom_id = EXCLUDED.custom_id, "
-                          "default_channel = EXCLUDED.default_channel",
-                      p);
-      p.clear();
-      n = 0;
-      if (!r)
-        return r.error();
-      return {};
-    };
     for (const auto& [key, dev] : rows.devices) {
       const auto found = timeline_n.find({key.first, key.second});
       if (found == timeline_n.end() || dev.timeline.empty())
@@ -456,48 +416,51 @@ Result<void> PgCheckins::apply_once(Writer& w, const std::string& node,
       for (std::int64_t k = std::max<std::int64_t>(0, m - ring); k < m; ++k) {
         const std::int64_t pos = found->second - m + k + 1;
         const store::Checkin& e = *dev.timeline[static_cast<std::size_t>(k)];
-        p.emplace_back(key.first);
-        p.emplace_back(key.second);
-        p.emplace_back(std::to_string(pos % ring));
-        p.emplace_back(std::to_string(pos));
-        push_event(p, e, e.version_name);
-        if (++n == kRowsPerStatement) {
-          if (auto r = flush_rows(); !r)
-            return r.error();
-        }
+        cols.text(0, key.first);
+        cols.text(1, key.second);
+        cols.number(2, pos % ring);
+        cols.number(3, pos);
+        add_event(cols, 4, e, e.version_name);
+        ++n;
       }
     }
-    if (auto r = flush_rows(); !r)
-      return r.error();
+    if (n > 0) {
+      static const std::string sql =
+          "INSERT INTO be_checkin_timeline (app_id, device_id, slot, pos, time_ms, " +
+          std::string(kEventColumns) +
+          ") SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], "
+          "$5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
+          "$11::text[], $12::text[], $13::text[]) ON CONFLICT (app_id, device_id, slot) DO "
+          "UPDATE SET pos = EXCLUDED.pos, time_ms = EXCLUDED.time_ms, platform = "
+          "EXCLUDED.platform, version_name = EXCLUDED.version_name, version_build = "
+          "EXCLUDED.version_build, action = EXCLUDED.action, decision = EXCLUDED.decision, "
+          "plugin_version = EXCLUDED.plugin_version, custom_id = EXCLUDED.custom_id, "
+          "default_channel = EXCLUDED.default_channel";
+      if (auto r = c.exec(sql, cols.params()); !r)
+        return r.error();
+    }
   }
   // The devices (and releases) seen each open day: only those not seen before count.
   std::vector<SeenKey> inserted;
-  {
-    std::vector<const SeenKey*> seen;
-    seen.reserve(rows.seen.size());
-    for (const auto& s : rows.seen)
-      seen.push_back(&s);
-    for (std::size_t i = 0; i < seen.size(); i += kRowsPerStatement) {
-      const std::size_t n = std::min(kRowsPerStatement, seen.size() - i);
-      std::vector<Param> p;
-      p.reserve(n * 4);
-      for (std::size_t j = i; j < i + n; ++j) {
-        const auto& [app, day, device, release] = *seen[j];
-        p.emplace_back(app);
-        p.emplace_back(day);
-        p.emplace_back(device);
-        p.emplace_back(release);
-      }
-      auto r = c.exec("INSERT INTO be_checkin_day_seen (app_id, day, device_id, release) VALUES " +
-                          placeholders(n, 4) +
-                          " ON CONFLICT DO NOTHING RETURNING app_id, day, device_id, release",
-                      p);
-      if (!r)
-        return r.error();
-      for (int k = 0; k < r->size(); ++k) {
-        inserted.emplace_back(std::string(r->text(k, 0)), std::string(r->text(k, 1)),
-                              std::string(r->text(k, 2)), std::string(r->text(k, 3)));
-      }
+  if (!rows.seen.empty()) {
+    Columns cols(4);
+    for (const auto& [app, day, device, release] : rows.seen) {
+      cols.text(0, app);
+      cols.text(1, day);
+      cols.text(2, device);
+      cols.text(3, release);
+    }
+    auto r = c.exec(
+        "INSERT INTO be_checkin_day_seen (app_id, day, device_id, release) SELECT * FROM "
+        "unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING "
+        "RETURNING app_id, day, device_id, release",
+        cols.params());
+    if (!r)
+      return r.error();
+    inserted.reserve(static_cast<std::size_t>(r->size()));
+    for (int k = 0; k < r->size(); ++k) {
+      inserted.emplace_back(std::string(r->text(k, 0)), std::string(r->text(k, 1)),
+                            std::string(r->text(k, 2)), std::string(r->text(k, 3)));
     }
   }
   // The counters, last: the rows every transaction of the hour shares are locked for the
@@ -528,33 +491,24 @@ Result<void> PgCheckins::apply_once(Writer& w, const std::string& node,
     }
   }
   const auto counts = cap_counts(raw, w.caps);
-  {
-    std::vector<const std::pair<const CountKey, std::uint64_t>*> list;
-    list.reserve(counts.size());
-    for (const auto& e : counts)
-      list.push_back(&e);
-    for (std::size_t i = 0; i < list.size(); i += kRowsPerStatement) {
-      const std::size_t n = std::min(kRowsPerStatement, list.size() - i);
-      std::vector<Param> p;
-      p.reserve(n * 6);
-      for (std::size_t j = i; j < i + n; ++j) {
-        const auto& [key, count] = *list[j];
-        p.emplace_back(key.app_id);
-        p.emplace_back(key.bucket);
-        p.emplace_back(std::string(1, key.kind));
-        p.emplace_back(key.name);
-        p.emplace_back(key.sub);
-        p.emplace_back(std::to_string(count));
-      }
-      auto r = c.exec(
-          "INSERT INTO be_checkin_counts AS t (app_id, bucket, kind, name, sub, count) VALUES " +
-              placeholders(n, 6) +
-              " ON CONFLICT (app_id, bucket, kind, name, sub) DO UPDATE SET count = t.count + "
-              "EXCLUDED.count",
-          p);
-      if (!r)
-        return r.error();
+  if (!counts.empty()) {
+    Columns cols(6);
+    for (const auto& [key, count] : counts) {
+      cols.text(0, key.app_id);
+      cols.text(1, key.bucket);
+      cols.text(2, std::string_view(&key.kind, 1));
+      cols.text(3, key.name);
+      cols.text(4, key.sub);
+      cols.number(5, static_cast<std::int64_t>(count));
     }
+    auto r = c.exec(
+        "INSERT INTO be_checkin_counts AS t (app_id, bucket, kind, name, sub, count) SELECT * "
+        "FROM unnest($1::text[], $2::text[], $3::\"char\"[], $4::text[], $5::text[], "
+        "$6::bigint[]) ON CONFLICT (app_id, bucket, kind, name, sub) DO UPDATE SET count = "
+        "t.count + EXCLUDED.count",
+        cols.params());
+    if (!r)
+      return r.error();
   }
   // A lost connection here leaves the outcome unknown: the batch is retried with its key,
   // and applied once whichever way it went.

@@ -170,3 +170,26 @@ TEST(CheckinRows, ATargetsReleasesAndTheirActionsAreCappedApart) {
 
 }  // namespace
 }  // namespace edge::pg
+
+namespace edge::pg {
+namespace {
+
+TEST(CheckinRows, ColumnsAreArrayLiteralsWithQuotesAndBackslashesEscaped) {
+  Columns cols(3);
+  cols.text(0, "plain");
+  cols.number(1, -5);
+  cols.null(2);
+  cols.text(0, "a \"q\" \\ {x,y}");
+  cols.number(1, 7);
+  cols.text(2, "");
+  const auto p = cols.params();
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_EQ(*p[0], R"({"plain","a \"q\" \\ {x,y}"})");
+  EXPECT_EQ(*p[1], "{-5,7}");
+  EXPECT_EQ(*p[2], R"({NULL,""})");
+  // Used again: empty columns.
+  EXPECT_EQ(*cols.params()[0], "{}");
+}
+
+}  // namespace
+}  // namespace edge::pg
