@@ -208,7 +208,7 @@ Response analytics_response(const store::CheckinQueries& checkins, const control
   }
   auto a = checkins.analytics(app.app_id, start, end);
   if (!a)
-    return error_response(500, "store_error", "reading stats: " + a.error().message());
+    return store_read_error(a.error(), "reading stats");
 
   // The range's totals per release: installs, failures by action, downloads started.
   store::HourStats total;

@@ -871,7 +871,7 @@ Response ControlService::device_index(const control::AppState& app, std::string_
     return r.channel != nullptr && r.channel->name == channel;
   });
   if (!page)
-    return error_response(500, "store_error", "reading devices: " + page.error().message());
+    return store_read_error(page.error(), "reading devices");
   const auto or_null = [](const std::string& s) {
     return s.empty() ? json::value(nullptr) : json::value(s);
   };
@@ -1281,7 +1281,7 @@ Response ControlService::handle_once(const bhttp::request_header<>& req, std::st
       for (const auto& c : *t)
         timeline.push_back(event(c));
     } else {
-      return error_response(500, "store_error", "reading the timeline: " + t.error().message());
+      return store_read_error(t.error(), "reading the timeline");
     }
     out["timeline"] = std::move(timeline);
   }

@@ -297,7 +297,7 @@ Response plugins_response(const store::CheckinQueries& checkins, const control::
   const auto complete =
       each_device(checkins, app, [&](const store::Checkin& c) { tally.add(c.plugin_version); });
   if (!complete)
-    return error_response(500, "store_error", "reading devices: " + complete.error().message());
+    return store_read_error(complete.error(), "reading devices");
   json::object out{{"app_id", app.app_id}, {"devices", tally.devices()}, {"complete", *complete}};
   for (auto& [k, v] : tally.to_json())
     out[k] = std::move(v);
@@ -315,12 +315,12 @@ Response reach_response(const store::CheckinQueries& checkins, const control::Ap
     tally.add(c, ch);
   });
   if (!complete)
-    return error_response(500, "store_error", "reading devices: " + complete.error().message());
+    return store_read_error(complete.error(), "reading devices");
   // The last 30 UTC days, today included (the /stats default).
   const std::int64_t from = (now_ms / kDayMs - 29) * kDayMs;
   auto a = checkins.analytics(app.app_id, from, now_ms);
   if (!a)
-    return error_response(500, "store_error", "reading stats: " + a.error().message());
+    return store_read_error(a.error(), "reading stats");
   json::object out{{"app_id", app.app_id},
                    {"devices", tally.devices()},
                    {"complete", *complete},

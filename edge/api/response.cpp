@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "edge/core/errc.hpp"
 #include "edge/core/utf8.hpp"
 #include "edge/http/encoding.hpp"
 
@@ -144,6 +145,15 @@ Response error_response(unsigned status, std::string_view code, std::string_view
   JsonObjectWriter body;
   body.string("error", code).string("message", utf8_quote(message, kMaxErrorMessageBytes));
   return make_json_response(status, std::move(body).finish(), route);
+}
+
+Response store_read_error(const boost::system::error_code& e, std::string_view what, Route route) {
+  if (e == Errc::kUnavailable) {
+    return error_response(503, "state_backend_unavailable",
+                          std::string(what) + ": the state database cannot be read now; retry",
+                          route);
+  }
+  return error_response(500, "store_error", std::string(what) + ": " + e.message(), route);
 }
 
 Response storage_full_response(unsigned status, std::string_view what, Route route) {

@@ -124,6 +124,12 @@ inline constexpr std::size_t kMaxErrorMessageBytes = 512;
 Response error_response(unsigned status, std::string_view code, std::string_view message,
                         Route route = Route::kOther);
 
+/// The answer to a read the store could not make: 503 `state_backend_unavailable` when its
+/// backend cannot be reached (the tier's PostgreSQL; a retry may succeed), else 500
+/// `store_error`. `what` says what was being read ("reading stats").
+Response store_read_error(const boost::system::error_code& e, std::string_view what,
+                          Route route = Route::kOther);
+
 /// 405 `method_not_allowed` naming the methods `allow`s, with the Allow field.
 Response method_not_allowed(std::string_view allow, Route route = Route::kOther);
 

@@ -276,9 +276,22 @@ void PgCheckins::run(Writer& w) {
       }
     }
     if (stopping) {
+      // One attempt at shutdown: what still waits is dropped with it, not tried batch by
+      // batch against a database that does not answer.
+      std::deque<Item> rest;
+      {
+        std::lock_guard lock(mutex_);
+        rest.swap(own_);
+      }
+      for (auto& item : rest) {
+        if (item.durable)
+          item.durable(false);
+      }
+      dropped_ += rest.size();
+      answered += rest.size();
       dropped_ += n;
-      spdlog::error("check-ins: {} of this origin's check-ins not stored at shutdown: {}", n,
-                    w.conn.last_error());
+      spdlog::error("check-ins: {} of this origin's check-ins not stored at shutdown: {}",
+                    n + rest.size(), w.conn.last_error());
     }
     w.retry = std::move(keep);
     w.retry_durable = std::move(keep_durable);

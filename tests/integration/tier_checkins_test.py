@@ -172,6 +172,8 @@ def main():
         pg.stop()
         st, doc = post_batch(a, "child-2:1:1", child_checkins(300, 3, "set"))
         assert st == 503 and doc["error"] == "state_backend_unavailable", (st, doc)
+        st, doc = admin(b, "GET", ADMIN_APP + "/stats")  # reads say so too, and may retry
+        assert st == 503 and doc["error"] == "state_backend_unavailable", (st, doc)
         for i in range(5, 8):
             assert updates(e, i)[0] == 200  # the edge answers, and queues the check-ins
         wait_for("3 check-ins waiting in the edge's outbox", lambda: outbox_depth(e) == 3, timeout=10)
