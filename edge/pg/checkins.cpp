@@ -594,10 +594,14 @@ Result<std::vector<store::TimelineEntry>> PgCheckins::timeline(const std::string
   if (options_.timeline_events == 0 || limit == 0)
     return out;
   const std::size_t n = std::min<std::size_t>(limit, options_.timeline_events);
+  // Within the retention, as the embedded store's timelines.
+  const std::int64_t since = options_.retention_days == 0
+                                 ? INT64_MIN
+                                 : wall_clock_ms() - std::int64_t{options_.retention_days} * kDayMs;
   Result<Rows> rows = read("SELECT time_ms, " + std::string(kEventColumns) +
                                " FROM be_checkin_timeline WHERE app_id = $1 AND device_id = $2 "
-                               "ORDER BY time_ms DESC, pos DESC LIMIT $3",
-                           {app_id, device_id, std::to_string(n)});
+                               "AND time_ms >= $4 ORDER BY time_ms DESC, pos DESC LIMIT $3",
+                           {app_id, device_id, std::to_string(n), std::to_string(since)});
   if (!rows)
     return rows.error();
   for (int k = 0; k < rows->size(); ++k)
@@ -680,8 +684,12 @@ Result<void> PgCheckins::sweep_retention(std::int64_t now_ms) {
   // Hours ("YYYY-MM-DDTHH") and days before the cutoff day sort below it.
   if (auto r = c.exec("DELETE FROM be_checkin_counts WHERE bucket < $1", {cutoff_day}); !r)
     return r.error();
+  // The timelines of devices not seen since the cutoff (every event of theirs is older). An
+  // active device's ring may hold older events too: reads leave them out.
   if (auto r =
-          c.exec("DELETE FROM be_checkin_timeline WHERE time_ms < $1", {std::to_string(cutoff_ms)});
+          c.exec("DELETE FROM be_checkin_timeline t USING be_checkin_devices d WHERE t.app_id = "
+                 "d.app_id AND t.device_id = d.device_id AND d.time_ms < $1",
+                 {std::to_string(cutoff_ms)});
       !r)
     return r.error();
   // A sender silent for as long will not retry a batch (a child keeps its generation while

@@ -43,6 +43,8 @@ CREATE TABLE be_changelog (
     // be_checkin_day_seen: the devices (and releases) seen each open day, deleted once the
     // day is closed; be_checkin_devices: every device's last check-in and the number of
     // timeline events it had; be_checkin_timeline: a ring of the last N events per device.
+    // Rows updated in place by every check-in leave room in their pages and have no index
+    // but their key, so PostgreSQL updates them without new index entries (HOT).
     R"sql(
 CREATE TABLE be_checkin_senders (
   node text COLLATE "C" NOT NULL,
@@ -81,7 +83,7 @@ CREATE TABLE be_checkin_devices (
   default_channel text NOT NULL,
   timeline_n bigint NOT NULL,
   PRIMARY KEY (app_id, device_id)
-);
+) WITH (fillfactor = 80);
 CREATE TABLE be_checkin_timeline (
   app_id text COLLATE "C" NOT NULL,
   device_id text COLLATE "C" NOT NULL,
@@ -97,8 +99,7 @@ CREATE TABLE be_checkin_timeline (
   custom_id text NOT NULL,
   default_channel text NOT NULL,
   PRIMARY KEY (app_id, device_id, slot)
-);
-CREATE INDEX be_checkin_timeline_time ON be_checkin_timeline (time_ms);
+) WITH (fillfactor = 80);
 )sql",
 };
 
