@@ -33,7 +33,8 @@ std::string first_open_day(std::int64_t now_ms) {
 }
 
 BatchRows aggregate(const std::vector<store::Checkin>& checkins, std::int64_t now_ms,
-                    std::uint32_t timeline_events, const IsRelease& is_release) {
+                    std::uint32_t timeline_events, const IsRelease& is_release,
+                    const RecentDevices* recent) {
   BatchRows out;
   const std::string open = first_open_day(now_ms);
   // Per device, as the batch goes: the version it runs (set by an event that is not
@@ -76,11 +77,15 @@ BatchRows aggregate(const std::vector<store::Checkin>& checkins, std::int64_t no
     }
     const bool target = store::names_target_release(c.action);
     std::pair<std::string, std::string> key{c.app_id, c.device_id};
-    Running& run = running[key];
+    const auto [at, first] = running.try_emplace(key);
+    Running& run = at->second;
+    if (first && recent != nullptr)
+      run.last_check = recent->last_check(c.app_id, c.device_id);
     DeviceRow& dev = out.devices[std::move(key)];
     const std::uint64_t check = c.action == "updates" ? check_hash(c) : 0;
     const bool repeat = check != 0 && check == run.last_check;
     run.last_check = check;
+    dev.last_check = check;
     if (timeline_events > 0 && !repeat)
       dev.timeline.push_back(&c);
     if (!target)
@@ -105,16 +110,73 @@ BatchRows aggregate(const std::vector<store::Checkin>& checkins, std::int64_t no
     if (!c.platform.empty())
       bump(c, hour, 'p', store::analytics_platform(c.platform));
     if (day >= open) {
-      out.seen.emplace(c.app_id, day, c.device_id, std::string());
+      const auto see = [&](std::string release) {
+        SeenKey k{c.app_id, day, c.device_id, std::move(release)};
+        if (recent == nullptr || !recent->seen(k))
+          out.seen.insert(std::move(k));
+      };
+      see(std::string());
       // The release it runs (a target-naming event's is the one before it, when known).
       const std::string version = target ? run.version.value_or("") : c.version_name;
       if (!version.empty()) {
         if (const std::string_view name = usage(c, version); !name.empty())
-          out.seen.emplace(c.app_id, day, c.device_id, std::string(name));
+          see(std::string(name));
       }
     }
   }
   return out;
+}
+
+namespace {
+
+std::uint64_t hash_parts(std::initializer_list<std::string_view> parts) {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  for (const auto p : parts) {
+    XXH3_64bits_update(st, p.data(), p.size());
+    XXH3_64bits_update(st, "", 1);
+  }
+  const std::uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return h;
+}
+
+std::uint64_t seen_hash(const SeenKey& k) {
+  return hash_parts({std::get<0>(k), std::get<1>(k), std::get<2>(k), std::get<3>(k)});
+}
+
+}  // namespace
+
+bool RecentDevices::seen(const SeenKey& key) const {
+  const std::uint64_t h = seen_hash(key);
+  std::lock_guard lock(mutex_);
+  return seen_.contains(h);
+}
+
+std::uint64_t RecentDevices::last_check(std::string_view app_id, std::string_view device_id) const {
+  const std::uint64_t h = hash_parts({app_id, device_id});
+  std::lock_guard lock(mutex_);
+  const auto it = checks_.find(h);
+  return it == checks_.end() ? 0 : it->second;
+}
+
+void RecentDevices::remember(const BatchRows& rows) {
+  std::vector<std::uint64_t> seen;
+  seen.reserve(rows.seen.size());
+  for (const auto& k : rows.seen)
+    seen.push_back(seen_hash(k));
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> checks;
+  checks.reserve(rows.devices.size());
+  for (const auto& [key, dev] : rows.devices)
+    checks.emplace_back(hash_parts({key.first, key.second}), dev.last_check);
+  std::lock_guard lock(mutex_);
+  if (seen_.size() + seen.size() > max_)
+    seen_.clear();
+  if (checks_.size() + checks.size() > max_)
+    checks_.clear();
+  seen_.insert(seen.begin(), seen.end());
+  for (const auto& [device, check] : checks)
+    checks_[device] = check;
 }
 
 std::string NameCaps::map_key(std::string_view app_id, std::string_view bucket, char kind,

@@ -8,11 +8,14 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "edge/store/checkin_backend.hpp"
@@ -41,6 +44,8 @@ struct DeviceRow {
   /// The device's events that go to its timeline, in arrival order (the last
   /// timeline_events of them are kept).
   std::vector<const store::Checkin*> timeline;
+  /// The hash of its last event in arrival order if that is an update check, else 0.
+  std::uint64_t last_check = 0;
 };
 
 /// A (app, day, device, release) of a day still open: the device was seen that day (release
@@ -65,11 +70,36 @@ inline constexpr int kOpenDays = 3;
 /// The first open day at `now_ms`, "YYYY-MM-DD".
 std::string first_open_day(std::int64_t now_ms);
 
+class RecentDevices;
+
 /// Aggregates a batch (sanitized check-ins, in arrival order). `timeline_events` 0: no
-/// timelines. An update check that repeats the device's previous event of the batch (the
-/// same fields but the time) adds nothing to its timeline.
+/// timelines. An update check that repeats the device's previous event (the same fields but
+/// the time: in the batch, else as `recent` last saw it) adds nothing to its timeline.
+/// Devices `recent` knows were seen that day (and release) are left out of `seen`.
 BatchRows aggregate(const std::vector<store::Checkin>& checkins, std::int64_t now_ms,
-                    std::uint32_t timeline_events, const IsRelease& is_release);
+                    std::uint32_t timeline_events, const IsRelease& is_release,
+                    const RecentDevices* recent = nullptr);
+
+/// What an origin committed lately, to skip rows PostgreSQL already holds: the (app, day,
+/// device, release) seen rows of its committed batches, and each device's last update check
+/// (see aggregate). 64-bit hashes of the keys; past `max_entries` of either, it forgets all
+/// of it (a cost, never a wrong count: a forgotten row is inserted again and found there).
+/// Thread-safe.
+class RecentDevices {
+ public:
+  explicit RecentDevices(std::size_t max_entries = 2'000'000) : max_(max_entries) {}
+  bool seen(const SeenKey& key) const;
+  /// The device's last update check's hash as last committed here, 0 if none or unknown.
+  std::uint64_t last_check(std::string_view app_id, std::string_view device_id) const;
+  /// After a batch's COMMIT: its seen rows now exist, and its devices' last events.
+  void remember(const BatchRows& rows);
+
+ private:
+  const std::size_t max_;
+  mutable std::mutex mutex_;
+  std::unordered_set<std::uint64_t> seen_;
+  std::unordered_map<std::uint64_t, std::uint64_t> checks_;
+};
 
 /// The names each counter map holds, to cap a map at kMaxAnalyticsNames names (a new name
 /// beyond counts under kOtherName). A map is (app, bucket, kind) and, for targets, (app,

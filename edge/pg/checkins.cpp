@@ -351,7 +351,8 @@ Result<void> PgCheckins::apply_once(Writer& w, const std::string& node,
   Connection& c = w.conn;
   const std::int64_t now = wall_clock_ms();
   // Aggregated before BEGIN: the transaction holds its locks only for the statements.
-  const BatchRows rows = aggregate(checkins, now, options_.timeline_events, options_.is_release);
+  const BatchRows rows =
+      aggregate(checkins, now, options_.timeline_events, options_.is_release, &recent_);
   if (auto b = c.begin(); !b)
     return b.error();
   // The sender's high-water mark: no row back means this batch (or a later one) of the
@@ -525,7 +526,10 @@ Result<void> PgCheckins::apply_once(Writer& w, const std::string& node,
   }
   // A lost connection here leaves the outcome unknown: the batch is retried with its key,
   // and applied once whichever way it went.
-  return c.commit();
+  if (auto r = c.commit(); !r)
+    return r.error();
+  recent_.remember(rows);
+  return {};
 }
 
 Result<Rows> PgCheckins::read(std::string_view sql, const std::vector<Param>& params) const {

@@ -140,6 +140,8 @@ class PgCheckins final : public store::CheckinIngest, public store::CheckinQueri
   bool stop_ = false;
   std::atomic<std::uint64_t> applied_{0}, duplicate_{0}, failed_{0}, applied_checkins_{0},
       dropped_{0}, retrying_{0};
+  /// Seen rows and update checks committed lately: writes PostgreSQL would find done.
+  RecentDevices recent_;
   std::atomic<bool> schema_ready_{false};
   std::mutex schema_mutex_;
   mutable std::mutex read_mutex_;

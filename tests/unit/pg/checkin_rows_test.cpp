@@ -193,3 +193,37 @@ TEST(CheckinRows, ColumnsAreArrayLiteralsWithQuotesAndBackslashesEscaped) {
 
 }  // namespace
 }  // namespace edge::pg
+
+namespace edge::pg {
+namespace {
+
+TEST(CheckinRows, WhatAnEarlierBatchCommittedIsNotWrittenAgain) {
+  RecentDevices recent;
+  const std::vector<Checkin> first = {event("d1", "updates", "1.0.0", kNow + 1),
+                                      event("d2", "app_moved_to_foreground", "1.0.0", kNow + 2)};
+  const BatchRows a = aggregate(first, kNow, 50, is_release, &recent);
+  EXPECT_EQ(a.seen.size(), 4u);
+  recent.remember(a);
+  // The same update check again, a new one, and a device on another release.
+  const std::vector<Checkin> second = {event("d1", "updates", "1.0.0", kNow + 10),
+                                       event("d2", "updates", "1.0.0", kNow + 11),
+                                       event("d3", "updates", "1.1.0", kNow + 12)};
+  const BatchRows b = aggregate(second, kNow, 50, is_release, &recent);
+  EXPECT_TRUE(b.devices.at({"app", "d1"}).timeline.empty());        // a repeat: no timeline entry
+  EXPECT_EQ(b.devices.at({"app", "d1"}).last->time_ms, kNow + 10);  // its row still moves on
+  EXPECT_EQ(b.devices.at({"app", "d2"}).timeline.size(), 1u);
+  const std::set<SeenKey> want = {{"app", "2025-11-26", "d3", ""},
+                                  {"app", "2025-11-26", "d3", "1.1.0"}};
+  EXPECT_EQ(b.seen, want);
+  // Counters count every check-in whatever was remembered.
+  EXPECT_EQ(count(b, "2025-11-26T00", 'a', "updates"), 3u);
+  // Forgetting past the bound costs writes, never counts.
+  RecentDevices small(4);
+  small.remember(a);
+  EXPECT_TRUE(aggregate(first, kNow, 50, is_release, &small).seen.empty());
+  small.remember(b);  // 4 + 2 rows: over the bound, the older ones are forgotten
+  EXPECT_EQ(aggregate(first, kNow, 50, is_release, &small).seen.size(), 4u);
+}
+
+}  // namespace
+}  // namespace edge::pg
