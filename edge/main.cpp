@@ -15,6 +15,7 @@
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
+#include "edge/pg/singleton.hpp"
 #include "edge/pg/state_log.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
@@ -450,9 +451,28 @@ int run(const edge::Config& c) {
     const auto named = edge::control::named_blobs(*control.snapshot());
     api.set_fillable(std::make_shared<const edge::api::FillableBlobs>(named.begin(), named.end()));
   };
+  // The tier's singleton work runs on the origin holding PostgreSQL's advisory lock: pushes
+  // to sync.push_to (every origin would push the same changes otherwise) and the shared
+  // changelog's retention.
+  std::unique_ptr<edge::pg::Singleton> singleton;
+  if (state_log) {
+    singleton = std::make_unique<edge::pg::Singleton>(c.state_url);
+    singleton->add_task(
+        "changelog retention", std::chrono::seconds(10), [&state_log, keep = c.changelog_keep] {
+          auto n = state_log->trim_changelog(keep);
+          if (!n)
+            spdlog::warn("tier: changelog retention failed: {}", n.error().message());
+        });
+    metrics.add_section([&singleton](std::string& out) {
+      out +=
+          "# HELP edge_tier_singleton_held 1 while this origin holds the tier's singleton lock "
+          "(retention, pushes).\n# TYPE edge_tier_singleton_held gauge\n";
+      out += "edge_tier_singleton_held " + std::string(singleton->held() ? "1" : "0") + "\n";
+    });
+  }
   control.set_on_commit([&](std::uint64_t seq) {
     sync.notify(seq);
-    if (pusher)
+    if (pusher && (!singleton || singleton->held()))
       pusher->notify(seq);
     update_pins(control, blobs, *chunks);
     update_fillable();
@@ -496,6 +516,7 @@ int run(const edge::Config& c) {
   std::optional<StateHealthPoller> state_health;
   if (state_log) {
     control.start_following();
+    singleton->start();
     state_health.emplace(*state_log);
     metrics.add_section([&state_health](std::string& out) { state_health->render(out); });
     api.add_degraded_check([&state_health] { return state_health->degraded(); });
@@ -540,6 +561,8 @@ int run(const edge::Config& c) {
   server.run();
   control.stop_following();
   state_health.reset();
+  if (singleton)
+    singleton->stop();
   // Upstream work stops before the server and the stores go away; the outbox gets up to
   // 5 s to drain (SIGTERM, DESIGN §7).
   if (upstream)

@@ -62,7 +62,7 @@ class Postgres:
         else:
             r = _as_postgres([os.path.join(PG_BIN, "pg_basebackup"), "-h", "127.0.0.1",
                               "-p", str(standby_of.port), "-U", "postgres", "-D", self.data,
-                              "-R", "-X", "stream", "--no-sync"])
+                              "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"])
             if r.returncode != 0:
                 raise RuntimeError("pg_basebackup failed: " + r.stdout + r.stderr)
             with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
