@@ -309,6 +309,7 @@ int run(const edge::Config& c) {
 
   edge::store::DatabaseOptions db_options;
   db_options.block_cache_bytes = c.block_cache_bytes;
+  db_options.write_buffer_bytes = c.write_buffer_bytes;
   db_options.min_free_bytes = c.min_free_bytes;
   db_options.reserve_bytes = c.reserve_bytes;
   auto db = [&] {
