@@ -408,6 +408,16 @@ int run(const edge::Config& c) {
        access_table ? node_id(c) : std::string()});
   api.set_access(&access);
   control.set_access(&access);
+  metrics.add_section([&access](std::string& out) {
+    out +=
+        "# HELP edge_audit_pending Audit records waiting for the store (the state database "
+        "of a tier, or a full disk) to take them.\n# TYPE edge_audit_pending gauge\n";
+    out += "edge_audit_pending " + std::to_string(access.pending_audit()) + "\n";
+    out +=
+        "# HELP edge_audit_dropped_total Audit records dropped: too many waited for the "
+        "store, or it refused them.\n# TYPE edge_audit_dropped_total counter\n";
+    out += "edge_audit_dropped_total " + std::to_string(access.audit_dropped()) + "\n";
+  });
   // Rollout auto-pause runs where check-ins end up: the origin (edges relay theirs).
   if (!is_edge) {
     auto_pause.emplace(control, &access);
@@ -492,16 +502,6 @@ int run(const edge::Config& c) {
     singleton->add_task("fleet expiry", std::chrono::seconds(5),
                         [&fleet] { fleet.sweep_shared(edge::wall_clock_ms()); });
     access.start_refresh(std::chrono::seconds(1));
-    metrics.add_section([&access](std::string& out) {
-      out +=
-          "# HELP edge_audit_pending Audit records waiting for the state database to take "
-          "them.\n# TYPE edge_audit_pending gauge\n";
-      out += "edge_audit_pending " + std::to_string(access.pending_audit()) + "\n";
-      out +=
-          "# HELP edge_audit_dropped_total Audit records dropped: too many waited for the "
-          "state database, or it refused them.\n# TYPE edge_audit_dropped_total counter\n";
-      out += "edge_audit_dropped_total " + std::to_string(access.audit_dropped()) + "\n";
-    });
   }
   control.set_on_commit([&](std::uint64_t seq) {
     sync.notify(seq);

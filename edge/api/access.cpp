@@ -702,11 +702,17 @@ Response Access::revoke(std::string_view name) {
   std::lock_guard lock(mutex_);
   const auto it = by_name_.find(std::string(name));
   if (it == by_name_.end()) {
-    // A token stored under a name reserved since (never loaded) can still be removed.
-    if (is_reserved_name(name) && store_->erase_token(name)) {
-      ++token_writes_;
-      return make_json_response(200, json::serialize(json::object{{"revoked", name}}),
-                                Route::kAdmin);
+    // A token stored under a name reserved since (never loaded) can still be removed, and
+    // in a tier one created through another origin since this one's last reload.
+    if (is_reserved_name(name) || store_->shared()) {
+      auto erased = store_->erase_token(name);
+      if (erased) {
+        ++token_writes_;
+        return make_json_response(200, json::serialize(json::object{{"revoked", name}}),
+                                  Route::kAdmin);
+      }
+      if (erased.error() == Errc::kUnavailable)
+        return backend_unavailable("nothing was revoked");
     }
     return error_response(404, "not_found",
                           "no token named '" + std::string(name.substr(0, 64)) + "'");

@@ -174,6 +174,15 @@ TEST(SharedAccess, TokensMadeAndRevokedOnAnotherOriginAreSeenAtTheNextReload) {
   EXPECT_TRUE(b.knows(secret));
   ASSERT_TRUE(b.access.reload());
   EXPECT_FALSE(b.knows(secret));
+  // Created on A and revoked through B before B's reload: revoked everywhere.
+  const std::string quick = a.create("quick");
+  ASSERT_FALSE(quick.empty());
+  r = b.access.handle(bootstrap(), request(bhttp::verb::delete_, "/v1/admin/tokens/quick", "x"),
+                      "/v1/admin/tokens/quick", {});
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(t.tokens.count("quick"), 0u);
+  ASSERT_TRUE(a.access.reload());
+  EXPECT_FALSE(a.knows(quick));
   // One name for the tier: created on A, B's in-memory check passes but the backend refuses.
   ASSERT_FALSE(a.create("ops").empty());
   unsigned status = 0;
