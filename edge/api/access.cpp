@@ -650,7 +650,7 @@ Response Access::create(const Caller& caller, std::string_view body) {
                    {"created_ms", t.created_ms},
                    {"created_by", t.created_by}};
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     if (by_name_.contains(t.name)) {
       return error_response(409, "token_exists",
                             "a token named '" + t.name + "' exists: revoke it first");
@@ -658,7 +658,15 @@ Response Access::create(const Caller& caller, std::string_view body) {
     if (by_name_.size() >= kMaxTokens)
       return error_response(409, "too_many_tokens", "1000 tokens exist: revoke some first");
     t.doc = json::serialize(doc);
-    if (auto put = store_->put_token(t.name, t.doc); !put) {
+    // A shared backend refuses a second token of one name itself (kConflict), and may be
+    // slow or down: token checks must not wait for it. The embedded store is checked and
+    // written under the lock.
+    if (store_->shared())
+      lock.unlock();
+    auto put = store_->put_token(t.name, t.doc);
+    if (!lock.owns_lock())
+      lock.lock();
+    if (!put) {
       if (put.error() == Errc::kStorageFull)
         return storage_full_response(507, "a new token", Route::kAdmin);
       if (put.error() == Errc::kUnavailable)
@@ -699,31 +707,32 @@ Response Access::list() const {
 }
 
 Response Access::revoke(std::string_view name) {
-  std::lock_guard lock(mutex_);
-  const auto it = by_name_.find(std::string(name));
-  if (it == by_name_.end()) {
-    // A token stored under a name reserved since (never loaded) can still be removed, and
-    // in a tier one created through another origin since this one's last reload.
-    if (is_reserved_name(name) || store_->shared()) {
-      auto erased = store_->erase_token(name);
-      if (erased) {
-        ++token_writes_;
-        return make_json_response(200, json::serialize(json::object{{"revoked", name}}),
-                                  Route::kAdmin);
-      }
-      if (erased.error() == Errc::kUnavailable)
-        return backend_unavailable("nothing was revoked");
-    }
+  std::unique_lock lock(mutex_);
+  const bool known = by_name_.contains(std::string(name));
+  // A token stored under a name reserved since (never loaded) can still be removed, and in a
+  // tier one created through another origin since this one's last reload.
+  if (!known && !is_reserved_name(name) && !store_->shared()) {
     return error_response(404, "not_found",
                           "no token named '" + std::string(name.substr(0, 64)) + "'");
   }
-  if (auto erased = store_->erase_token(name); !erased && erased.error() != Errc::kNotFound) {
-    if (erased.error() == Errc::kUnavailable)
-      return backend_unavailable("the token was not revoked and still works");
+  // As in create(): token checks never wait for a shared backend.
+  if (store_->shared())
+    lock.unlock();
+  auto erased = store_->erase_token(name);
+  if (!lock.owns_lock())
+    lock.lock();
+  if (!erased && erased.error() == Errc::kUnavailable)
+    return backend_unavailable(known ? "the token was not revoked and still works"
+                                     : "nothing was revoked");
+  if (!erased && (erased.error() != Errc::kNotFound || !known)) {
+    if (erased.error() == Errc::kNotFound) {
+      return error_response(404, "not_found",
+                            "no token named '" + std::string(name.substr(0, 64)) + "'");
+    }
     return error_response(500, "internal", "cannot revoke: " + erased.error().message());
   }
   ++token_writes_;
-  by_name_.erase(it);  // refused from the next request on
+  by_name_.erase(std::string(name));  // refused from the next request on
   return make_json_response(200, json::serialize(json::object{{"revoked", name}}), Route::kAdmin);
 }
 
