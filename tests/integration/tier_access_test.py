@@ -157,6 +157,27 @@ def main():
         wait_for("the row swept from be_fleet",
                  lambda: pg.sql("SELECT count(*) FROM be_fleet", db=name) == "0", timeout=15, step=0.5)
 
+    def t_the_shared_logs_keep_their_bounds():
+        need_pg()
+        url = pg.create_db("a%d" % next(DBS))
+        name = url.split("dbname=")[1].split()[0]
+        conf = '[node]\nid = "%s"\n[admin]\naudit_keep = 3\n[sync]\ntoken = "%s"\n[state]\nbackend = "postgres"\nurl = "%s"\n'
+        a = keep(Node(conf % ("origin-a", TOKEN, url)))
+        b = keep(Node(conf % ("origin-b", TOKEN, url)))
+        for i, node in enumerate((a, b, a, b, a)):
+            assert admin(node, "PUT", "/v1/admin/apps/com.example.k%d" % i, {})[0] == 201
+        recs = audit(b)
+        assert [r["n"] for r in recs] == [3, 4, 5], recs
+        assert [r["origin"] for r in recs] == ["origin-a", "origin-b", "origin-a"], recs
+        # Records past admin.audit_keep_days (here: from 1970) go with the singleton's sweep,
+        # whichever origin wrote them.
+        pg.sql("INSERT INTO be_audit (n, time_ms, doc) VALUES (0, 1, '{\"time_ms\":1}')", db=name)
+        pg.sql("INSERT INTO be_refusals (key, last_ms, doc) VALUES ('00', 1, '{\"last_ms\":1}')", db=name)
+        wait_for("the old records swept",
+                 lambda: pg.sql("SELECT count(*) FROM be_audit WHERE n = 0", db=name) == "0"
+                 and pg.sql("SELECT count(*) FROM be_refusals", db=name) == "0", timeout=20, step=0.5)
+        assert pg.sql("SELECT count(*) FROM be_audit", db=name) == "3"
+
     def t_postgres_stopped_tokens_still_work_token_writes_503_audit_waits():
         need_pg()
         global_pg = Postgres()
@@ -213,6 +234,7 @@ def main():
               t_a_token_created_on_one_origin_works_on_the_other_and_revocation_follows)
         check("audit log and refusals name the origin", t_the_audit_log_and_refusals_name_the_origin_of_every_write)
         check("an edge of B shows in A's fleet view", t_an_edge_reporting_to_one_origin_shows_in_the_others_fleet_view)
+        check("the shared logs keep their bounds", t_the_shared_logs_keep_their_bounds)
         check("postgres stopped: tokens work, writes 503, audit waits",
               t_postgres_stopped_tokens_still_work_token_writes_503_audit_waits)
     finally:
