@@ -9,6 +9,8 @@ records wait to be appended.
 
 Usage: tier_access_test.py <path-to-bundle-edge>"""
 import json
+import os
+import subprocess
 import time
 
 from harness import Node, Skip, admin, check, curl, run, wait_for
@@ -16,6 +18,7 @@ from pgharness import Postgres
 from sync_test import TOKEN, edge
 
 APP = "com.example.tier"
+CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bundle-edge-ctl")
 DBS = iter(range(1000))
 
 
@@ -125,6 +128,13 @@ def main():
         assert doc["total"] == 2, doc
         # A refusal is not an audit record.
         assert not any("nope" in r["path"] for r in audit(a))
+        # bundle-edge-ctl names the origin of each record.
+        r = subprocess.run([CTL, "--url", a.admin_url, "--token", a.token, "audit"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "/channels/from-b -> 201 seq" in r.stdout and " at origin-b" in r.stdout, r
+        r = subprocess.run([CTL, "--url", a.admin_url, "--token", a.token, "audit", "--refusals"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "x2 at origin-b" in r.stdout, r
 
     def t_an_edge_reporting_to_one_origin_shows_in_the_others_fleet_view():
         need_pg()
