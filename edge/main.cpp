@@ -15,6 +15,8 @@
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
+#include "edge/pg/access.hpp"
+#include "edge/pg/fleet.hpp"
 #include "edge/pg/singleton.hpp"
 #include "edge/pg/state_log.hpp"
 #include "edge/server/server.hpp"
@@ -393,13 +395,30 @@ int run(const edge::Config& c) {
                      {token, c.max_upload_bytes, c.upstream.stale_is_unready,
                       c.upstream.max_fills_per_client, c.max_scans_per_token, c.max_queued_scans});
   api.set_control(&control);
-  // Scoped admin tokens and the audit log: this node's own, never synced (DESIGN §11).
+  // Scoped admin tokens and the audit log: this node's own, never synced (DESIGN §11); on
+  // the origins of a tier, shared in PostgreSQL, each record naming its origin (the
+  // bootstrap token stays each origin's own).
   edge::store::AccessStore access_store(*db, c.audit_keep);
+  std::unique_ptr<edge::pg::AccessTable> access_table;
+  if (state_log)
+    access_table = std::make_unique<edge::pg::AccessTable>(c.state_url, c.audit_keep);
   edge::api::Access access(
-      &access_store, token,
-      {std::int64_t{c.audit_keep_days} * 86'400'000, c.refusals_keep, c.refusals_per_minute});
+      access_table ? static_cast<edge::store::AccessBackend*>(access_table.get()) : &access_store,
+      token,
+      {std::int64_t{c.audit_keep_days} * 86'400'000, c.refusals_keep, c.refusals_per_minute,
+       access_table ? node_id(c) : std::string()});
   api.set_access(&access);
   control.set_access(&access);
+  metrics.add_section([&access](std::string& out) {
+    out +=
+        "# HELP edge_audit_pending Audit records waiting for the store (the state database "
+        "of a tier, or a full disk) to take them.\n# TYPE edge_audit_pending gauge\n";
+    out += "edge_audit_pending " + std::to_string(access.pending_audit()) + "\n";
+    out +=
+        "# HELP edge_audit_dropped_total Audit records dropped: too many waited for the "
+        "store, or it refused them.\n# TYPE edge_audit_dropped_total counter\n";
+    out += "edge_audit_dropped_total " + std::to_string(access.audit_dropped()) + "\n";
+  });
   // Rollout auto-pause runs where check-ins end up: the origin (edges relay theirs).
   if (!is_edge) {
     auto_pause.emplace(control, &access);
@@ -470,6 +489,20 @@ int run(const edge::Config& c) {
           "(retention, pushes).\n# TYPE edge_tier_singleton_held gauge\n";
       out += "edge_tier_singleton_held " + std::string(singleton->held() ? "1" : "0") + "\n";
     });
+  }
+  // The tier's access state and fleet view (edge/pg/access.hpp, fleet.hpp): tokens created
+  // or revoked through another origin are seen here within a second (reload); audit records
+  // the database refused wait in memory and are appended once it is back; the fleet reports
+  // go to one shared table; retention of all three is singleton work.
+  std::unique_ptr<edge::pg::FleetTable> fleet_table;
+  if (state_log) {
+    fleet_table = std::make_unique<edge::pg::FleetTable>(c.state_url);
+    fleet.set_backend(fleet_table.get());
+    singleton->add_task("access retention", std::chrono::seconds(10),
+                        [&access] { access.sweep_shared(edge::wall_clock_ms()); });
+    singleton->add_task("fleet expiry", std::chrono::seconds(5),
+                        [&fleet] { fleet.sweep_shared(edge::wall_clock_ms()); });
+    access.start_refresh(std::chrono::seconds(1));
   }
   control.set_on_commit([&](std::uint64_t seq) {
     sync.notify(seq);
@@ -564,6 +597,7 @@ int run(const edge::Config& c) {
   state_health.reset();
   if (singleton)
     singleton->stop();
+  access.stop_refresh();
   // Upstream work stops before the server and the stores go away; the outbox gets up to
   // 5 s to drain (SIGTERM, DESIGN §7).
   if (upstream)
