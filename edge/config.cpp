@@ -50,6 +50,7 @@ const std::set<std::string>& known_keys() {
                                              "store.segment_size",
                                              "store.index_cache_entries",
                                              "store.block_cache",
+                                             "store.write_buffer",
                                              "store.min_free",
                                              "store.reserve",
                                              "store.chunk_sync",
@@ -300,6 +301,11 @@ Config load_config(const ConfigOverrides& o) {
     r.size("store.segment_size", c.store.segment_bytes);
     r.integer("store.index_cache_entries", c.store.cache_entries, 16, 1'000'000'000);
     r.size("store.block_cache", c.block_cache_bytes);
+    r.size("store.write_buffer", c.write_buffer_bytes);
+    if (c.write_buffer_bytes < (1ULL << 20) || c.write_buffer_bytes > (1ULL << 30)) {
+      throw ConfigError("store.write_buffer: expected a size from 1MiB to 1GiB, got " +
+                        std::to_string(c.write_buffer_bytes) + " bytes");
+    }
     r.size("store.min_free", c.min_free_bytes);
     r.size("store.reserve", c.reserve_bytes);
     r.string("store.chunk_sync", chunk_sync);

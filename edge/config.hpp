@@ -35,7 +35,8 @@ struct Config {
   std::uint32_t max_queued_scans = 16;    ///< [admin] max_queued_scans: 503 beyond
   store::ChunkStoreOptions store;
   std::uint64_t block_cache_bytes = 64ULL << 20;
-  std::uint64_t min_free_bytes = 256ULL << 20;  ///< [store] min_free: below it, writes refused
+  std::uint64_t write_buffer_bytes = 64ULL << 20;  ///< [store] write_buffer: RocksDB memtables
+  std::uint64_t min_free_bytes = 256ULL << 20;     ///< [store] min_free: below it, writes refused
   std::uint64_t reserve_bytes = 64ULL << 20;  ///< [store] reserve: file given back on a full start
   std::string log_level = "info";
 

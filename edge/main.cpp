@@ -15,7 +15,10 @@
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
+#include "edge/pg/access.hpp"
 #include "edge/pg/checkins.hpp"
+#include "edge/pg/fleet.hpp"
+#include "edge/pg/singleton.hpp"
 #include "edge/pg/state_log.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
@@ -309,6 +312,7 @@ int run(const edge::Config& c) {
 
   edge::store::DatabaseOptions db_options;
   db_options.block_cache_bytes = c.block_cache_bytes;
+  db_options.write_buffer_bytes = c.write_buffer_bytes;
   db_options.min_free_bytes = c.min_free_bytes;
   db_options.reserve_bytes = c.reserve_bytes;
   auto db = [&] {
@@ -392,13 +396,30 @@ int run(const edge::Config& c) {
                      {token, c.max_upload_bytes, c.upstream.stale_is_unready,
                       c.upstream.max_fills_per_client, c.max_scans_per_token, c.max_queued_scans});
   api.set_control(&control);
-  // Scoped admin tokens and the audit log: this node's own, never synced (DESIGN §11).
+  // Scoped admin tokens and the audit log: this node's own, never synced (DESIGN §11); on
+  // the origins of a tier, shared in PostgreSQL, each record naming its origin (the
+  // bootstrap token stays each origin's own).
   edge::store::AccessStore access_store(*db, c.audit_keep);
+  std::unique_ptr<edge::pg::AccessTable> access_table;
+  if (state_log)
+    access_table = std::make_unique<edge::pg::AccessTable>(c.state_url, c.audit_keep);
   edge::api::Access access(
-      &access_store, token,
-      {std::int64_t{c.audit_keep_days} * 86'400'000, c.refusals_keep, c.refusals_per_minute});
+      access_table ? static_cast<edge::store::AccessBackend*>(access_table.get()) : &access_store,
+      token,
+      {std::int64_t{c.audit_keep_days} * 86'400'000, c.refusals_keep, c.refusals_per_minute,
+       access_table ? node_id(c) : std::string()});
   api.set_access(&access);
   control.set_access(&access);
+  metrics.add_section([&access](std::string& out) {
+    out +=
+        "# HELP edge_audit_pending Audit records waiting for the store (the state database "
+        "of a tier, or a full disk) to take them.\n# TYPE edge_audit_pending gauge\n";
+    out += "edge_audit_pending " + std::to_string(access.pending_audit()) + "\n";
+    out +=
+        "# HELP edge_audit_dropped_total Audit records dropped: too many waited for the "
+        "store, or it refused them.\n# TYPE edge_audit_dropped_total counter\n";
+    out += "edge_audit_dropped_total " + std::to_string(access.audit_dropped()) + "\n";
+  });
   // Rollout auto-pause runs where check-ins end up: the origin (edges relay theirs).
   if (!is_edge) {
     auto_pause.emplace(control, &access);
@@ -409,31 +430,6 @@ int run(const edge::Config& c) {
   }
   edge::api::SyncApi sync(state, checkins, c.sync_token);
   api.set_sync(&sync);
-  // The origin tier keeps check-ins in PostgreSQL, shared by every origin (DESIGN §12.2): it
-  // takes devices' and children's check-ins and answers the admin API's reads in place of
-  // the local store, which stays constructed for what only it has (auto-pause's rebuild at a
-  // start reads it and finds nothing; the device-table metrics) and takes none. Auto-pause
-  // observes the check-ins committed through this origin. The retention sweep
-  // (PgCheckins::sweep_retention) is singleton work, not run here.
-  std::unique_ptr<edge::pg::PgCheckins> pg_checkins;
-  edge::store::CheckinIngest* ingest = &checkins;
-  if (state_log) {
-    auto is_release = [&control](std::string_view app_id, std::string_view release) {
-      const auto app = control.snapshot()->app(app_id);
-      return app != nullptr && app->releases.contains(release);
-    };
-    pg_checkins = std::make_unique<edge::pg::PgCheckins>(
-        c.state_url,
-        edge::pg::PgCheckinsOptions{node_id(c), c.timeline_events, c.retention_days, is_release});
-    if (auto_pause) {
-      pg_checkins->set_observer(
-          [&auto_pause](const edge::store::Checkin& ci) { auto_pause->observe(ci); });
-    }
-    ingest = pg_checkins.get();
-    control.set_checkins(pg_checkins.get());
-    sync.set_ingest(pg_checkins.get());
-    metrics.add_section([p = pg_checkins.get()](std::string& out) { p->render(out); });
-  }
 
   // The upstream side (edges) and pushes to edges (any node with sync.push_to), from
   // origin-sync through the interfaces of edge/api/upstream.hpp.
@@ -476,9 +472,71 @@ int run(const edge::Config& c) {
     const auto named = edge::control::named_blobs(*control.snapshot());
     api.set_fillable(std::make_shared<const edge::api::FillableBlobs>(named.begin(), named.end()));
   };
+  // The tier's singleton work runs on the origin holding PostgreSQL's advisory lock: pushes
+  // to sync.push_to (every origin would push the same changes otherwise) and the shared
+  // changelog's retention.
+  std::unique_ptr<edge::pg::Singleton> singleton;
+  if (state_log) {
+    singleton = std::make_unique<edge::pg::Singleton>(c.state_url);
+    singleton->add_task(
+        "changelog retention", std::chrono::seconds(10), [&state_log, keep = c.changelog_keep] {
+          auto n = state_log->trim_changelog(keep);
+          if (!n)
+            spdlog::warn("tier: changelog retention failed: {}", n.error().message());
+        });
+    metrics.add_section([&singleton](std::string& out) {
+      out +=
+          "# HELP edge_tier_singleton_held 1 while this origin holds the tier's singleton lock "
+          "(retention, pushes).\n# TYPE edge_tier_singleton_held gauge\n";
+      out += "edge_tier_singleton_held " + std::string(singleton->held() ? "1" : "0") + "\n";
+    });
+  }
+  // The tier's access state and fleet view (edge/pg/access.hpp, fleet.hpp): tokens created
+  // or revoked through another origin are seen here within a second (reload); audit records
+  // the database refused wait in memory and are appended once it is back; the fleet reports
+  // go to one shared table; retention of all three is singleton work.
+  std::unique_ptr<edge::pg::FleetTable> fleet_table;
+  if (state_log) {
+    fleet_table = std::make_unique<edge::pg::FleetTable>(c.state_url);
+    fleet.set_backend(fleet_table.get());
+    singleton->add_task("access retention", std::chrono::seconds(10),
+                        [&access] { access.sweep_shared(edge::wall_clock_ms()); });
+    singleton->add_task("fleet expiry", std::chrono::seconds(5),
+                        [&fleet] { fleet.sweep_shared(edge::wall_clock_ms()); });
+    access.start_refresh(std::chrono::seconds(1));
+  }
+  // The origin tier keeps check-ins in PostgreSQL, shared by every origin (DESIGN §12.2): it
+  // takes devices' and children's check-ins and answers the admin API's reads in place of
+  // the local store, which stays constructed for what only it has (auto-pause's rebuild at a
+  // start reads it and finds nothing; the device-table metrics) and takes none. Auto-pause
+  // observes the check-ins committed through this origin. Their retention sweep is singleton
+  // work (hourly).
+  std::unique_ptr<edge::pg::PgCheckins> pg_checkins;
+  edge::store::CheckinIngest* ingest = &checkins;
+  if (state_log) {
+    auto is_release = [&control](std::string_view app_id, std::string_view release) {
+      const auto app = control.snapshot()->app(app_id);
+      return app != nullptr && app->releases.contains(release);
+    };
+    pg_checkins = std::make_unique<edge::pg::PgCheckins>(
+        c.state_url,
+        edge::pg::PgCheckinsOptions{node_id(c), c.timeline_events, c.retention_days, is_release});
+    if (auto_pause) {
+      pg_checkins->set_observer(
+          [&auto_pause](const edge::store::Checkin& ci) { auto_pause->observe(ci); });
+    }
+    ingest = pg_checkins.get();
+    control.set_checkins(pg_checkins.get());
+    sync.set_ingest(pg_checkins.get());
+    metrics.add_section([p = pg_checkins.get()](std::string& out) { p->render(out); });
+    singleton->add_task("check-in retention", std::chrono::hours(1), [p = pg_checkins.get()] {
+      if (auto r = p->sweep_retention(edge::wall_clock_ms()); !r)
+        spdlog::warn("tier: check-in retention failed: {}", r.error().message());
+    });
+  }
   control.set_on_commit([&](std::uint64_t seq) {
     sync.notify(seq);
-    if (pusher)
+    if (pusher && (!singleton || singleton->held()))
       pusher->notify(seq);
     update_pins(control, blobs, *chunks);
     update_fillable();
@@ -522,6 +580,7 @@ int run(const edge::Config& c) {
   std::optional<StateHealthPoller> state_health;
   if (state_log) {
     control.start_following();
+    singleton->start();
     state_health.emplace(*state_log);
     metrics.add_section([&state_health](std::string& out) { state_health->render(out); });
     api.add_degraded_check([&state_health] { return state_health->degraded(); });
@@ -566,6 +625,9 @@ int run(const edge::Config& c) {
   server.run();
   control.stop_following();
   state_health.reset();
+  if (singleton)
+    singleton->stop();
+  access.stop_refresh();
   // Upstream work stops before the server and the stores go away; the outbox gets up to
   // 5 s to drain (SIGTERM, DESIGN §7).
   if (upstream)

@@ -65,6 +65,13 @@ std::string_view app_of(std::string_view path) {
   return rest.substr(0, rest.find('/'));
 }
 
+// A write to a shared backend (the tier's PostgreSQL) that cannot be made now.
+Response backend_unavailable(std::string_view what) {
+  return error_response(503, "state_backend_unavailable",
+                        "the state database cannot take writes now (down or failing over): " +
+                            std::string(what) + "; retry");
+}
+
 std::string_view actor_kind(std::string_view name) {
   return is_system_actor(name) ? "system" : "token";
 }
@@ -72,11 +79,14 @@ std::string_view actor_kind(std::string_view name) {
 // A refusal record as stored and answered (Access::Refusal, private to Access).
 template <class Refusal>
 json::object refusal_json(const Refusal& r) {
-  return json::object{{"token", r.token},    {"actor_kind", actor_kind(r.token)},
-                      {"role", r.role},      {"method", r.method},
-                      {"path", r.path},      {"status", r.status},
-                      {"count", r.count},    {"first_ms", r.first_ms},
-                      {"last_ms", r.last_ms}};
+  json::object o{{"token", r.token},    {"actor_kind", actor_kind(r.token)},
+                 {"role", r.role},      {"method", r.method},
+                 {"path", r.path},      {"status", r.status},
+                 {"count", r.count},    {"first_ms", r.first_ms},
+                 {"last_ms", r.last_ms}};
+  if (!r.origin.empty())
+    o["origin"] = r.origin;  // a tier: the origin that refused it
+  return o;
 }
 
 // The refusal record a (token, method, path) coalesces into.
@@ -109,65 +119,62 @@ std::string_view role_name(Role role) {
   return "viewer";
 }
 
-Access::Access(store::AccessStore* store, std::string bootstrap_token, AccessOptions options)
-    : store_(store), bootstrap_(std::move(bootstrap_token)), options_(options) {
-  if (store_ == nullptr)
-    return;
-  if (auto stored = store_->refusals()) {
-    for (const auto& [key, doc] : *stored) {
-      boost::system::error_code ec;
-      const json::value v = json::parse(doc, ec);
-      const json::object* o = v.if_object();
-      if (ec || o == nullptr)
-        continue;
-      Refusal r;
-      const auto str = [&](const char* f) {
-        const auto* x = o->if_contains(f);
-        return x != nullptr && x->is_string() ? std::string(x->get_string()) : std::string();
-      };
-      const auto num = [&](const char* f) {
-        const auto* x = o->if_contains(f);
-        return x != nullptr && x->is_int64() ? x->get_int64() : std::int64_t{0};
-      };
-      r.token = str("token");
-      r.role = str("role");
-      r.method = str("method");
-      r.path = str("path");
-      r.status = static_cast<unsigned>(num("status"));
-      r.count = static_cast<std::uint64_t>(num("count"));
-      r.first_ms = num("first_ms");
-      r.last_ms = num("last_ms");
-      refusals_.emplace(key, std::move(r));
-    }
-  } else {
-    spdlog::error("access: cannot read the refusal records: {}", stored.error().message());
-  }
-  auto stored = store_->tokens();
-  if (!stored) {
-    spdlog::error("access: cannot read the stored tokens: {}", stored.error().message());
-    return;
-  }
-  for (const auto& [name, doc] : *stored) {
+std::optional<Access::Refusal> Access::parse_refusal(std::string_view doc) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(doc, ec);
+  const json::object* o = v.if_object();
+  if (ec || o == nullptr)
+    return std::nullopt;
+  Refusal r;
+  const auto str = [&](const char* f) {
+    const auto* x = o->if_contains(f);
+    return x != nullptr && x->is_string() ? std::string(x->get_string()) : std::string();
+  };
+  const auto num = [&](const char* f) {
+    const auto* x = o->if_contains(f);
+    return x != nullptr && x->is_int64() ? x->get_int64() : std::int64_t{0};
+  };
+  r.origin = str("origin");
+  r.token = str("token");
+  r.role = str("role");
+  r.method = str("method");
+  r.path = str("path");
+  r.status = static_cast<unsigned>(num("status"));
+  r.count = static_cast<std::uint64_t>(num("count"));
+  r.first_ms = num("first_ms");
+  r.last_ms = num("last_ms");
+  return r;
+}
+
+std::map<std::string, Access::Token> Access::parse_tokens(
+    const std::vector<std::pair<std::string, std::string>>& stored, bool log) {
+  std::map<std::string, Token> out;
+  for (const auto& [name, doc] : stored) {
     boost::system::error_code ec;
     const json::value v = json::parse(doc, ec);
     const json::object* o = v.if_object();
     if (ec || o == nullptr) {
-      spdlog::error("access: token '{}' is not readable: skipped (revoke it and create it again)",
-                    name);
+      if (log)
+        spdlog::error("access: token '{}' is not readable: skipped (revoke it and create it again)",
+                      name);
       continue;
     }
     if (is_reserved_name(name)) {
-      spdlog::error("access: token '{}' has a reserved name: it is not accepted (revoke it)", name);
+      if (log)
+        spdlog::error("access: token '{}' has a reserved name: it is not accepted (revoke it)",
+                      name);
       continue;
     }
     Token t;
     t.name = name;
+    t.doc = doc;
     const auto* role = o->if_contains("role");
     const auto* hash = o->if_contains("sha256");
     auto r = role != nullptr && role->is_string() ? parse_role(role->get_string()) : std::nullopt;
     auto h = hash != nullptr && hash->is_string() ? Sha256::parse(hash->get_string()) : Errc::kIo;
     if (!r || !h) {
-      spdlog::error("access: token '{}' has no valid role or hash: skipped", name);
+      if (log)
+        spdlog::error("access: token '{}' has no valid role or hash: skipped", name);
       continue;
     }
     t.role = *r;
@@ -181,8 +188,168 @@ Access::Access(store::AccessStore* store, std::string bootstrap_token, AccessOpt
       t.created_ms = c->get_int64();
     if (const auto* c = o->if_contains("created_by"); c != nullptr && c->is_string())
       t.created_by = std::string(c->get_string());
-    by_name_.emplace(name, std::move(t));
+    out.emplace(name, std::move(t));
   }
+  return out;
+}
+
+std::string Access::refusal_prefix() const {
+  if (options_.origin.empty())
+    return {};
+  return options_.origin + '\0';
+}
+
+Access::Access(store::AccessBackend* store, std::string bootstrap_token, AccessOptions options)
+    : store_(store), bootstrap_(std::move(bootstrap_token)), options_(std::move(options)) {
+  if (store_ == nullptr)
+    return;
+  // A tier's refusal records are every origin's: this one coalesces and bounds its own (the
+  // keys it wrote start with its id); the others' are read when the page is asked for.
+  const std::string own = refusal_prefix();
+  if (auto stored = store_->refusals()) {
+    for (const auto& [key, doc] : *stored) {
+      if (!key.starts_with(own))
+        continue;
+      if (auto r = parse_refusal(doc))
+        refusals_.emplace(key, std::move(*r));
+    }
+  } else {
+    spdlog::error("access: cannot read the refusal records: {}", stored.error().message());
+  }
+  auto stored = store_->tokens();
+  if (!stored) {
+    spdlog::error("access: cannot read the stored tokens: {}", stored.error().message());
+    return;
+  }
+  by_name_ = parse_tokens(*stored, true);
+}
+
+Access::~Access() {
+  stop_refresh();
+}
+
+bool Access::reload() {
+  if (store_ == nullptr)
+    return true;
+  std::uint64_t writes_before = 0;
+  {
+    std::lock_guard lock(mutex_);
+    writes_before = token_writes_;
+  }
+  auto stored = store_->tokens();
+  if (!stored)
+    return false;
+  // Unchanged documents parse to the same tokens: only log what is new and bad.
+  std::vector<std::pair<std::string, std::string>> fresh;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& kv : *stored) {
+      const auto it = by_name_.find(kv.first);
+      if (it == by_name_.end() || it->second.doc != kv.second)
+        fresh.push_back(kv);
+    }
+  }
+  auto parsed = parse_tokens(fresh, false);
+  std::lock_guard lock(mutex_);
+  if (token_writes_ != writes_before)
+    return true;  // a write through this node since the read: the next reload sees it
+  std::map<std::string, Token> next;
+  for (const auto& [name, doc] : *stored) {
+    if (auto it = parsed.find(name); it != parsed.end()) {
+      next.emplace(name, std::move(it->second));
+    } else if (auto old = by_name_.find(name); old != by_name_.end() && old->second.doc == doc) {
+      next.emplace(name, std::move(old->second));
+    }
+  }
+  for (const auto& [name, _] : by_name_) {
+    if (!next.contains(name))
+      spdlog::info("access: token '{}' was revoked through another origin", name);
+  }
+  for (const auto& [name, _] : next) {
+    if (!by_name_.contains(name))
+      spdlog::info("access: token '{}' was created through another origin", name);
+  }
+  by_name_ = std::move(next);
+  return true;
+}
+
+void Access::start_refresh(std::chrono::milliseconds interval) {
+  if (store_ == nullptr || refresh_thread_.joinable())
+    return;
+  refresh_thread_ = std::thread([this, interval] {
+    std::unique_lock lock(refresh_mutex_);
+    while (!refresh_cv_.wait_for(lock, interval, [&] { return refresh_stop_; })) {
+      lock.unlock();
+      (void)reload();
+      (void)flush_pending();
+      lock.lock();
+    }
+  });
+}
+
+void Access::stop_refresh() {
+  {
+    std::lock_guard lock(refresh_mutex_);
+    refresh_stop_ = true;
+  }
+  refresh_cv_.notify_all();
+  if (refresh_thread_.joinable())
+    refresh_thread_.join();
+}
+
+void Access::keep_pending(std::string doc) {
+  std::lock_guard lock(pending_mutex_);
+  if (options_.pending_audit_keep == 0) {
+    ++audit_dropped_;
+    spdlog::error("audit: record lost (the backend refused it): {}", doc);
+    return;
+  }
+  while (pending_audit_.size() >= options_.pending_audit_keep) {
+    ++audit_dropped_;
+    spdlog::error("audit: too many records wait for the backend; dropped: {}",
+                  pending_audit_.front());
+    pending_audit_.pop_front();
+  }
+  pending_audit_.push_back(std::move(doc));
+}
+
+std::size_t Access::flush_pending() {
+  if (store_ == nullptr)
+    return 0;
+  std::lock_guard flush(flush_mutex_);
+  for (;;) {
+    std::string doc;
+    {
+      std::lock_guard lock(pending_mutex_);
+      if (pending_audit_.empty())
+        return 0;
+      doc = pending_audit_.front();
+    }
+    if (auto n = store_->append_audit(doc); !n) {
+      if (n.error() == Errc::kUnavailable || n.error() == Errc::kStorageFull) {
+        std::lock_guard lock(pending_mutex_);
+        return pending_audit_.size();
+      }
+      // Refused for what it holds, not for the backend's state: trying again cannot help.
+      spdlog::error("audit: record refused by the backend ({}); dropped: {}", n.error().message(),
+                    doc);
+      std::lock_guard lock(pending_mutex_);
+      ++audit_dropped_;
+    }
+    std::lock_guard lock(pending_mutex_);
+    if (!pending_audit_.empty() && pending_audit_.front() == doc)
+      pending_audit_.pop_front();
+  }
+}
+
+std::size_t Access::pending_audit() const {
+  std::lock_guard lock(pending_mutex_);
+  return pending_audit_.size();
+}
+
+std::uint64_t Access::audit_dropped() const {
+  std::lock_guard lock(pending_mutex_);
+  return audit_dropped_;
 }
 
 std::optional<Caller> Access::identify(const bhttp::request_header<>& req) const {
@@ -295,8 +462,9 @@ void Access::refused(const Caller& caller, bhttp::verb method, std::string_view 
   const std::int64_t now = wall_clock_ms();
   const std::string_view method_name(bhttp::to_string(method).data(),
                                      bhttp::to_string(method).size());
-  const std::string_view shown = path.substr(0, 512);
-  const std::string key = refusal_key(caller.name, method_name, shown);
+  // Valid UTF-8 in the stored document, whatever the request path held.
+  const std::string shown = utf8_clamp(path, 512);
+  const std::string key = refusal_prefix() + refusal_key(caller.name, method_name, shown);
   std::string doc;
   {
     std::lock_guard lock(refusal_mutex_);
@@ -329,7 +497,7 @@ void Access::refused(const Caller& caller, bhttp::verb method, std::string_view 
       }
       it = refusals_
                .emplace(key,
-                        Refusal{caller.name, std::string(role_name(caller.role)),
+                        Refusal{options_.origin, caller.name, std::string(role_name(caller.role)),
                                 std::string(method_name), std::string(shown), status, 0, now, now})
                .first;
     }
@@ -365,8 +533,23 @@ void Access::prune(std::int64_t now_ms) {
   }
   for (const auto& key : gone)
     (void)store_->erase_refusal(key);
+  if (store_->shared())
+    return;  // the tier's audit log: sweep_shared, on one origin for all
   if (auto n = store_->prune_audit(cutoff); !n)
     spdlog::warn("audit: cannot delete old records: {}", n.error().message());
+}
+
+void Access::sweep_shared(std::int64_t now_ms) {
+  if (store_ == nullptr || !store_->shared())
+    return;
+  const std::int64_t cutoff =
+      options_.audit_keep_ms > 0 ? now_ms - options_.audit_keep_ms : std::int64_t{0};
+  if (cutoff > 0) {
+    if (auto n = store_->prune_audit(cutoff); !n)
+      spdlog::warn("audit: cannot delete old records: {}", n.error().message());
+  }
+  if (auto n = store_->prune_refusals(cutoff, options_.refusals_keep); !n)
+    spdlog::warn("audit: cannot delete old refusal records: {}", n.error().message());
 }
 
 Response Access::handle(const Caller& caller, const bhttp::request_header<>& req,
@@ -467,18 +650,36 @@ Response Access::create(const Caller& caller, std::string_view body) {
                    {"created_ms", t.created_ms},
                    {"created_by", t.created_by}};
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     if (by_name_.contains(t.name)) {
       return error_response(409, "token_exists",
                             "a token named '" + t.name + "' exists: revoke it first");
     }
     if (by_name_.size() >= kMaxTokens)
       return error_response(409, "too_many_tokens", "1000 tokens exist: revoke some first");
-    if (auto put = store_->put_token(t.name, json::serialize(doc)); !put) {
+    t.doc = json::serialize(doc);
+    // A shared backend refuses a second token of one name itself (kConflict), and may be
+    // slow or down: token checks must not wait for it. The embedded store is checked and
+    // written under the lock.
+    if (store_->shared())
+      lock.unlock();
+    auto put = store_->put_token(t.name, t.doc);
+    if (!lock.owns_lock())
+      lock.lock();
+    if (!put) {
       if (put.error() == Errc::kStorageFull)
         return storage_full_response(507, "a new token", Route::kAdmin);
+      if (put.error() == Errc::kUnavailable)
+        return backend_unavailable("the token was not created");
+      if (put.error() == Errc::kConflict) {
+        return error_response(409, "token_exists",
+                              "a token named '" + t.name +
+                                  "' exists (created through another origin): revoke it "
+                                  "first");
+      }
       return error_response(500, "internal", "cannot store the token: " + put.error().message());
     }
+    ++token_writes_;
     by_name_.emplace(t.name, t);
   }
   json::object out{{"name", t.name},
@@ -506,19 +707,32 @@ Response Access::list() const {
 }
 
 Response Access::revoke(std::string_view name) {
-  std::lock_guard lock(mutex_);
-  const auto it = by_name_.find(std::string(name));
-  if (it == by_name_.end()) {
-    // A token stored under a name reserved since (never loaded) can still be removed.
-    if (is_reserved_name(name) && store_->erase_token(name))
-      return make_json_response(200, json::serialize(json::object{{"revoked", name}}),
-                                Route::kAdmin);
+  std::unique_lock lock(mutex_);
+  const bool known = by_name_.contains(std::string(name));
+  // A token stored under a name reserved since (never loaded) can still be removed, and in a
+  // tier one created through another origin since this one's last reload.
+  if (!known && !is_reserved_name(name) && !store_->shared()) {
     return error_response(404, "not_found",
                           "no token named '" + std::string(name.substr(0, 64)) + "'");
   }
-  if (auto erased = store_->erase_token(name); !erased && erased.error() != Errc::kNotFound)
+  // As in create(): token checks never wait for a shared backend.
+  if (store_->shared())
+    lock.unlock();
+  auto erased = store_->erase_token(name);
+  if (!lock.owns_lock())
+    lock.lock();
+  if (!erased && erased.error() == Errc::kUnavailable)
+    return backend_unavailable(known ? "the token was not revoked and still works"
+                                     : "nothing was revoked");
+  if (!erased && (erased.error() != Errc::kNotFound || !known)) {
+    if (erased.error() == Errc::kNotFound) {
+      return error_response(404, "not_found",
+                            "no token named '" + std::string(name.substr(0, 64)) + "'");
+    }
     return error_response(500, "internal", "cannot revoke: " + erased.error().message());
-  by_name_.erase(it);  // refused from the next request on
+  }
+  ++token_writes_;
+  by_name_.erase(std::string(name));  // refused from the next request on
   return make_json_response(200, json::serialize(json::object{{"revoked", name}}), Route::kAdmin);
 }
 
@@ -569,7 +783,22 @@ Response Access::refusals_page(std::string_view query) const {
     }
   }
   std::vector<Refusal> all;
-  {
+  std::optional<std::vector<std::pair<std::string, std::string>>> shared;
+  if (store_->shared()) {
+    // Every origin's records; this one's own from memory if the backend cannot be read.
+    if (auto stored = store_->refusals())
+      shared = std::move(*stored);
+    else
+      spdlog::warn("access: cannot read the tier's refusal records ({}): this origin's only",
+                   stored.error().message());
+  }
+  if (shared) {
+    all.reserve(shared->size());
+    for (const auto& [_, doc] : *shared) {
+      if (auto r = parse_refusal(doc))
+        all.push_back(std::move(*r));
+    }
+  } else {
     std::lock_guard lock(refusal_mutex_);
     all.reserve(refusals_.size());
     for (const auto& [_, r] : refusals_)
@@ -636,17 +865,27 @@ void Access::audit(const Caller& caller, bhttp::verb method, std::string_view pa
   }
   const std::int64_t now = wall_clock_ms();
   // time_ms first: AccessStore::prune_audit reads it.
-  const json::object doc{{"time_ms", now},
-                         {"token", caller.name},
-                         {"actor_kind", actor_kind(caller.name)},
-                         {"role", role_name(caller.role)},
-                         {"method", std::string(bhttp::to_string(method))},
-                         {"path", std::string(path.substr(0, 512))},
-                         {"status", status},
-                         {"change_seq", change_seq}};
-  if (auto n = store_->append_audit(json::serialize(doc)); !n)
-    spdlog::warn("audit: cannot record {} {}: {}", std::string(bhttp::to_string(method)), path,
-                 n.error().message());
+  json::object doc{{"time_ms", now},
+                   {"token", caller.name},
+                   {"actor_kind", actor_kind(caller.name)},
+                   {"role", role_name(caller.role)},
+                   {"method", std::string(bhttp::to_string(method))},
+                   {"path", utf8_clamp(path, 512)},
+                   {"status", status},
+                   {"change_seq", change_seq}};
+  if (!options_.origin.empty())
+    doc["origin"] = options_.origin;
+  std::string text = json::serialize(doc);
+  // Records that waited for the backend go first, so the log keeps their order.
+  if (flush_pending() > 0) {
+    keep_pending(std::move(text));
+  } else if (auto n = store_->append_audit(text); !n) {
+    // Kept in memory and appended once the backend takes it again (start_refresh, or the
+    // next admin write): the write happened, its record must not vanish.
+    spdlog::warn("audit: cannot record {} {} now ({}): kept to append later",
+                 std::string(bhttp::to_string(method)), path, n.error().message());
+    keep_pending(std::move(text));
+  }
   prune(now);
 }
 

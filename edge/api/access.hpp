@@ -1,18 +1,22 @@
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <boost/beast/http/message.hpp>
 
 #include "edge/api/response.hpp"
-#include "edge/store/access_store.hpp"
+#include "edge/store/access_backend.hpp"
 
 namespace edge::api {
 
@@ -49,6 +53,12 @@ struct AccessOptions {
   /// 403s a token may collect in a minute; past it, every admin request it makes is
   /// answered 429 with Retry-After for a minute (0: no limit).
   std::uint32_t refusals_per_minute = 30;
+  /// The node's id, set on the origins of a tier (shared backend): every audit and refusal
+  /// record names the origin it went through. "" (embedded): records carry no origin.
+  std::string origin;
+  /// Audit records kept in memory while the backend refuses them, appended when it is back
+  /// (past it, the oldest go, each one logged).
+  std::size_t pending_audit_keep = 10'000;
 };
 
 /// The app of `/v1/admin/apps/<app>/decide` (a dry run of /updates: it writes nothing, so
@@ -76,7 +86,30 @@ class Access {
   /// works and nothing is audited. Loads the stored tokens (a stored token under a
   /// reserved name, from an older version, is skipped and may only be revoked) and the
   /// refusal records.
-  Access(store::AccessStore* store, std::string bootstrap_token, AccessOptions options = {});
+  Access(store::AccessBackend* store, std::string bootstrap_token, AccessOptions options = {});
+  ~Access();
+  Access(const Access&) = delete;
+  Access& operator=(const Access&) = delete;
+
+  /// Reads the tokens from the backend again (a shared backend: tokens created or revoked
+  /// through other origins). False, and the tokens in memory kept, if the backend cannot be
+  /// read: token checks go on from memory while the state database is down.
+  bool reload();
+  /// Appends the audit records kept while the backend refused them; returns how many are
+  /// still waiting.
+  std::size_t flush_pending();
+  /// Audit records waiting for the backend, and those dropped because too many waited.
+  std::size_t pending_audit() const;
+  std::uint64_t audit_dropped() const;
+  /// Starts a thread that, every `interval`, reloads the tokens and flushes the pending
+  /// audit records (shared backends: a token revoked on another origin is refused here
+  /// within `interval` plus one read). stop_refresh() (or the destructor) joins it.
+  void start_refresh(std::chrono::milliseconds interval);
+  void stop_refresh();
+  /// Shared backends: the retention of the audit log and of the refusal records for every
+  /// origin (admin.audit_keep_days, refusals_keep), as singleton work; audit_keep is the
+  /// backend's own. Embedded nodes prune as they write and need not call it.
+  void sweep_shared(std::int64_t now_ms);
 
   /// The caller presenting the request's bearer token, or nullopt (answer 401).
   std::optional<Caller> identify(const boost::beast::http::request_header<>& req) const;
@@ -116,6 +149,7 @@ class Access {
  private:
   struct Token {
     std::string name;
+    std::string doc;  ///< as stored: a reload keeps a token whose document did not change
     Role role = Role::kViewer;
     std::vector<std::string> apps;
     Sha256 hash;
@@ -129,14 +163,23 @@ class Access {
   Response refusals_page(std::string_view query) const;
   /// Age bound: deletes old audit and refusal records, at most once a minute.
   void prune(std::int64_t now_ms);
+  /// The tokens of stored (name, document) pairs; unreadable ones and reserved names are
+  /// skipped (logged when `log`).
+  static std::map<std::string, Token> parse_tokens(
+      const std::vector<std::pair<std::string, std::string>>& stored, bool log);
+  /// The refusal records' key prefix of this node ("" embedded, "<origin>\0" in a tier).
+  std::string refusal_prefix() const;
+  void keep_pending(std::string doc);
 
   /// Repeated refusals of one (token, method, path), coalesced.
   struct Refusal {
+    std::string origin;  ///< "" on an embedded node
     std::string token, role, method, path;
     unsigned status = 0;
     std::uint64_t count = 0;
     std::int64_t first_ms = 0, last_ms = 0;
   };
+  static std::optional<Refusal> parse_refusal(std::string_view doc);
   /// A token's 403s in the current minute.
   struct Strikes {
     std::int64_t window_start_ms = 0;
@@ -144,11 +187,22 @@ class Access {
     std::int64_t blocked_until_ms = 0;
   };
 
-  store::AccessStore* store_;
+  store::AccessBackend* store_;
   std::string bootstrap_;
   AccessOptions options_;
   mutable std::mutex mutex_;
   std::map<std::string, Token> by_name_;  // guarded by mutex_
+  // Token writes made through this node: a reload that read before one of them does not
+  // replace the tokens (it would undo the write until the next reload). Guarded by mutex_.
+  std::uint64_t token_writes_ = 0;
+  mutable std::mutex pending_mutex_;
+  std::deque<std::string> pending_audit_;  // guarded by pending_mutex_
+  std::uint64_t audit_dropped_ = 0;        // guarded by pending_mutex_
+  std::mutex flush_mutex_;                 // one flush at a time keeps their order
+  std::mutex refresh_mutex_;
+  std::condition_variable refresh_cv_;
+  bool refresh_stop_ = false;  // guarded by refresh_mutex_
+  std::thread refresh_thread_;
   mutable std::mutex refusal_mutex_;
   std::map<std::string, Refusal> refusals_;  // by store key; guarded by refusal_mutex_
   std::map<std::string, Strikes> strikes_;   // by token name; guarded by refusal_mutex_

@@ -12,6 +12,8 @@
 #include "edge/core/utf8.hpp"
 #include "edge/http/http.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace edge::api {
 namespace {
 
@@ -185,6 +187,20 @@ void Fleet::accept(std::vector<NodeStatus> report, std::int64_t now_ms) {
   if (report.empty())
     return;
   const std::string sender = report.front().node_id;
+  if (backend_ != nullptr) {
+    std::vector<store::FleetRow> rows;
+    rows.reserve(report.size());
+    for (std::size_t i = 0; i < report.size(); ++i) {
+      const auto& n = report[i];
+      rows.push_back({n.node_id, n.doc, now_ms, i == 0 ? std::string() : sender, n.lag_seq,
+                      n.outbox_depth, n.outbox_bytes});
+    }
+    // This node's table has the report either way: the shared view lacks it until the next
+    // report once the backend is back.
+    if (auto up = backend_->upsert(rows); !up)
+      spdlog::warn("fleet: cannot share the report of {} ({} node(s)) with the tier: {}", sender,
+                   rows.size(), up.error().message());
+  }
   std::lock_guard lock(mutex_);
   expire_locked(now_ms);
   for (std::size_t i = 0; i < report.size(); ++i) {
@@ -260,7 +276,62 @@ FleetSummary Fleet::summary_locked(std::int64_t now_ms) const {
   return s;
 }
 
+void Fleet::sweep_shared(std::int64_t now_ms) {
+  if (backend_ == nullptr)
+    return;
+  if (auto n = backend_->expire(now_ms - options_.expire_after_ms, options_.max_nodes); !n)
+    spdlog::warn("fleet: cannot expire the tier's fleet table: {}", n.error().message());
+}
+
+std::optional<std::string> Fleet::render_shared(const std::string& self, const FleetQuery& q,
+                                                std::int64_t now_ms) const {
+  // Rows at or past the expiry are left out as this table leaves them out.
+  const std::int64_t min_received = now_ms - options_.expire_after_ms;
+  auto rows = backend_->page(q.cursor, q.limit + 1, min_received);
+  if (!rows) {
+    spdlog::warn("fleet: cannot read the tier's fleet table ({}): this origin's reports only",
+                 rows.error().message());
+    return std::nullopt;
+  }
+  auto totals = backend_->totals(min_received, now_ms - options_.expire_after_ms / 2);
+  if (!totals) {
+    spdlog::warn("fleet: cannot read the tier's fleet table ({}): this origin's reports only",
+                 totals.error().message());
+    return std::nullopt;
+  }
+  std::string next;
+  if (rows->size() > q.limit) {
+    rows->resize(q.limit);
+    next = rows->back().node_id;
+  }
+  std::vector<NodeStatus> page;
+  page.reserve(rows->size());
+  for (auto& r : *rows) {
+    NodeStatus n;
+    n.node_id = std::move(r.node_id);
+    n.doc = std::move(r.doc);
+    n.received_ms = r.received_ms;
+    n.via = std::move(r.via);
+    n.lag_seq = r.lag_seq;
+    n.outbox_depth = r.outbox_depth;
+    n.outbox_bytes = r.outbox_bytes;
+    page.push_back(std::move(n));
+  }
+  FleetSummary s;
+  s.nodes = totals->nodes;
+  s.stale = totals->stale;
+  s.max_lag_seq = totals->max_lag_seq;
+  s.max_lag_node = totals->max_lag_node;
+  s.outbox_depth = totals->outbox_depth;
+  s.outbox_bytes = totals->outbox_bytes;
+  return render_page(self, page, s, next, now_ms);
+}
+
 std::string Fleet::render(const std::string& self, const FleetQuery& q, std::int64_t now_ms) const {
+  if (backend_ != nullptr) {
+    if (auto shared = render_shared(self, q, now_ms))
+      return std::move(*shared);
+  }
   std::string next;
   std::vector<NodeStatus> page;
   FleetSummary s;
@@ -270,6 +341,12 @@ std::string Fleet::render(const std::string& self, const FleetQuery& q, std::int
     page = page_locked(q, &next);
     s = summary_locked(now_ms);
   }
+  return render_page(self, page, s, next, now_ms);
+}
+
+std::string Fleet::render_page(const std::string& self, const std::vector<NodeStatus>& page,
+                               const FleetSummary& s, const std::string& next,
+                               std::int64_t now_ms) const {
   const auto quoted = [](const std::string& id) {
     // Node ids are plain names ([A-Za-z0-9._-]): nothing to escape.
     return id.empty() ? std::string("null") : "\"" + id + "\"";

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "edge/store/fleet_backend.hpp"
+
 namespace edge::api {
 
 /// One node's status as it reports it upstream (DESIGN §11): a flat JSON object with at
@@ -130,6 +132,14 @@ class Fleet {
 
   const FleetOptions& options() const { return options_; }
 
+  /// The origins of a tier: reports are also upserted into `backend`, shared by every
+  /// origin, and render() shows its rows (this node's table when it cannot be read), so the
+  /// fleet view on any origin shows every edge whichever origin it reports to. Set before
+  /// use; null: this node's table only.
+  void set_backend(store::FleetBackend* backend) { backend_ = backend; }
+  /// The shared table's expiry and node bound (the rules of this table), singleton work.
+  void sweep_shared(std::int64_t now_ms);
+
  private:
   using AgeKey = std::pair<std::int64_t, std::string>;  // (received_ms, node_id)
   void expire_locked(std::int64_t now_ms) const;
@@ -137,7 +147,15 @@ class Fleet {
   FleetSummary summary_locked(std::int64_t now_ms) const;
   bool stale(const NodeStatus& n, std::int64_t now_ms) const;
 
+  std::string render_page(const std::string& self, const std::vector<NodeStatus>& page,
+                          const FleetSummary& s, const std::string& next,
+                          std::int64_t now_ms) const;
+  /// render() from the shared backend; nullopt if it cannot be read.
+  std::optional<std::string> render_shared(const std::string& self, const FleetQuery& q,
+                                           std::int64_t now_ms) const;
+
   FleetOptions options_;
+  store::FleetBackend* backend_ = nullptr;
   mutable std::mutex mutex_;
   // Expiry is lazy: any call first drops what expired, hence mutable. Both guarded by mutex_.
   mutable std::map<std::string, NodeStatus> nodes_;

@@ -88,7 +88,8 @@ struct PgCheckins::Writer {
 PgCheckins::PgCheckins(std::string url, PgCheckinsOptions options)
     : url_(std::move(url)),
       options_(std::move(options)),
-      read_conn_(url_, "bundle-edge-checkins-read") {
+      read_conn_(url_, "bundle-edge-checkins-read"),
+      sweep_conn_(url_, "bundle-edge-checkins-sweep") {
   const std::size_t n = std::max<std::size_t>(1, options_.writers);
   for (std::size_t i = 0; i < n; ++i)
     writers_.push_back(std::make_unique<Writer>(url_));
@@ -675,8 +676,9 @@ Result<std::map<std::string, std::uint64_t>> PgCheckins::native_builds(
 }
 
 Result<void> PgCheckins::sweep_retention(std::int64_t now_ms) {
-  std::lock_guard lock(read_mutex_);
-  auto& c = read_conn_;
+  // A connection of its own: a long sweep does not hold the admin reads back.
+  std::lock_guard lock(sweep_mutex_);
+  auto& c = sweep_conn_;
   // The device sets of closed days: their counts stay.
   if (auto r = c.exec("DELETE FROM be_checkin_day_seen WHERE day < $1", {first_open_day(now_ms)});
       !r)

@@ -147,6 +147,8 @@ class PgCheckins final : public store::CheckinIngest, public store::CheckinQueri
   std::mutex schema_mutex_;
   mutable std::mutex read_mutex_;
   mutable Connection read_conn_;
+  std::mutex sweep_mutex_;
+  Connection sweep_conn_;
   std::vector<std::unique_ptr<Writer>> writers_;
   /// Own check-ins gather for up to this long or kOwnBatch of them before their transaction.
   static constexpr std::chrono::milliseconds kOwnWait{5};

@@ -148,6 +148,7 @@ Result<void> Connection::ensure() {
     reset();
     return Errc::kUnavailable;
   }
+  ++opens_;
   return {};
 }
 

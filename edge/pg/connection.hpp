@@ -81,6 +81,9 @@ class Connection {
   /// Closes the connection (the next call opens it again).
   void reset();
   bool open() const { return conn_ != nullptr; }
+  /// How many times a connection was opened: a session-level lock or LISTEN is lost when this
+  /// moves.
+  std::uint64_t opens() const { return opens_; }
   const std::string& last_error() const { return last_error_; }
   /// The redacted connection string, for messages.
   const std::string& where() const { return redacted_; }
@@ -96,6 +99,7 @@ class Connection {
   std::string app_name_;
   pg_conn* conn_ = nullptr;
   bool listening_ = false;
+  std::uint64_t opens_ = 0;
   std::string last_error_;
 };
 

@@ -8,7 +8,7 @@ namespace {
 
 /// Step N brings the schema from version N to N+1. Never edit a step that has shipped: add
 /// one.
-constexpr std::array<std::string_view, 2> kSteps = {
+constexpr std::array<std::string_view, 3> kSteps = {
     // 1: control state. One row numbers every change (feed_head.seq, updated in each write
     // transaction, so commit order is sequence order), documents hold the current state,
     // changelog the numbered changes the feed serves.
@@ -36,7 +36,45 @@ CREATE TABLE be_changelog (
   value text NOT NULL
 );
 )sql",
-    // 2: check-ins shared by the origins (DESIGN §12.2). Text keys in byte order (COLLATE
+    // Admin access shared by the origins (edge/pg/access.hpp): tokens, the audit log
+    // numbered by a one-row counter updated in each append's transaction (commit order is
+    // number order), refusal records (hex keys); and the fleet view (edge/pg/fleet.hpp):
+    // the latest status report of each node. "C" collation: pages ordered by bytes, as the
+    // embedded origin orders them.
+    R"sql(
+CREATE TABLE be_access_head (
+  id integer PRIMARY KEY CHECK (id = 1),
+  audit_seq bigint NOT NULL
+);
+INSERT INTO be_access_head VALUES (1, 0);
+CREATE TABLE be_tokens (
+  name text COLLATE "C" PRIMARY KEY,
+  doc text NOT NULL
+);
+CREATE TABLE be_audit (
+  n bigint PRIMARY KEY,
+  time_ms bigint NOT NULL,
+  doc text NOT NULL
+);
+CREATE INDEX be_audit_time ON be_audit (time_ms);
+CREATE TABLE be_refusals (
+  key text COLLATE "C" PRIMARY KEY,
+  last_ms bigint NOT NULL,
+  doc text NOT NULL
+);
+CREATE INDEX be_refusals_last ON be_refusals (last_ms);
+CREATE TABLE be_fleet (
+  node_id text COLLATE "C" PRIMARY KEY,
+  received_ms bigint NOT NULL,
+  via text NOT NULL,
+  lag_seq bigint NOT NULL,
+  outbox_depth bigint NOT NULL,
+  outbox_bytes bigint NOT NULL,
+  doc text NOT NULL
+);
+CREATE INDEX be_fleet_received ON be_fleet (received_ms);
+)sql",
+    // 3: check-ins shared by the origins (DESIGN §12.2). Text keys in byte order (COLLATE
     // "C"), as the embedded store pages its device index. be_checkin_senders: the highest
     // batch applied per sender (node, generation), advanced in each batch's transaction;
     // be_checkin_counts: hourly counters and daily distinct devices (HourStats, DayDevices);

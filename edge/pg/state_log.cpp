@@ -362,6 +362,40 @@ Result<void> StateLog::import(const store::StateStore::Snapshot& snap,
   return {};
 }
 
+Result<std::uint64_t> StateLog::trim_changelog(std::uint64_t keep) {
+  if (keep == 0)
+    return 0;
+  std::lock_guard lock(health_mutex_);  // its own connection: never holds up admin writes' one
+  auto& c = health_conn_;
+  if (auto r = c.begin(); !r)
+    return r.error();
+  // The head's row lock: writers wait for the few milliseconds of one slice.
+  auto h = c.exec("SELECT seq, log_start FROM be_feed_head WHERE id = 1 FOR UPDATE");
+  if (!h || h->size() != 1) {
+    c.rollback();
+    return h ? Result<std::uint64_t>(Errc::kCorrupt) : Result<std::uint64_t>(h.error());
+  }
+  const auto seq = static_cast<std::uint64_t>(h->i64(0, 0));
+  const auto start = static_cast<std::uint64_t>(h->i64(0, 1));
+  if (seq <= keep || seq - keep < start) {
+    c.rollback();
+    return 0;
+  }
+  const std::uint64_t cut = std::min(seq - keep, start + 9'999);  // delete start..cut
+  auto d = c.exec("DELETE FROM be_changelog WHERE seq >= $1 AND seq <= $2",
+                  {std::to_string(start), std::to_string(cut)});
+  auto u =
+      d ? c.exec("UPDATE be_feed_head SET log_start = $1 WHERE id = 1", {std::to_string(cut + 1)})
+        : Result<Rows>(d.error());
+  if (!u) {
+    c.rollback();
+    return u.error();
+  }
+  if (auto r = c.commit(); !r)
+    return r.error();
+  return d->affected();
+}
+
 StateHealth StateLog::health() {
   std::lock_guard lock(health_mutex_);
   StateHealth h;

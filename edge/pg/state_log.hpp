@@ -61,6 +61,11 @@ class StateLog final : public store::ControlLog {
                       const std::vector<store::Change>& changelog, std::uint64_t log_start,
                       std::string* error);
 
+  /// Keeps the newest `keep` changes of the shared changelog (sync.changelog_keep): deletes
+  /// up to 10,000 older ones per call and moves log_start (followers behind it take a
+  /// snapshot). Singleton work. Returns how many were deleted.
+  Result<std::uint64_t> trim_changelog(std::uint64_t keep);
+
   /// Reads the health figures (one round trip on a connection of its own).
   StateHealth health();
   const std::string& where() const { return health_conn_.where(); }

@@ -190,6 +190,7 @@ std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf_options.OptimizeForPointLookup(options.block_cache_bytes >> 20);
+  cf_options.write_buffer_size = options.write_buffer_bytes;
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;

@@ -37,6 +37,10 @@ struct DatabaseOptions {
   /// when a start finds the disk full, so the index can be opened (and read) anyway. 0: none
   /// (the node's config defaults to 64 MiB).
   std::uint64_t reserve_bytes = 0;
+  /// RocksDB memtable size per column family: the most a family buffers before a flush,
+  /// and the size its memtable bloom filter is allocated for (2% of it, for the families
+  /// read by key). 64 MiB suits an origin; a small edge takes 4 MiB (conf/small-edge.toml).
+  std::uint64_t write_buffer_bytes = 64ULL << 20;
   /// How often the free space is measured.
   std::uint32_t check_interval_ms = 500;
 };

@@ -36,7 +36,7 @@ def available():
 class Postgres:
     """One PostgreSQL server. `standby_of`: a streaming standby of that primary."""
 
-    def __init__(self, standby_of=None, sync_standby=False):
+    def __init__(self, standby_of=None, sync_standby=False, port=None):
         why = available()
         if why:
             raise Skip(why)
@@ -46,7 +46,7 @@ class Postgres:
             pw = pwd.getpwnam("postgres")
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         self.data = os.path.join(self.root, "data")
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = os.path.join(self.root, "log.txt")
         if standby_of is None:
             r = _as_postgres([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres",
@@ -62,7 +62,7 @@ class Postgres:
         else:
             r = _as_postgres([os.path.join(PG_BIN, "pg_basebackup"), "-h", "127.0.0.1",
                               "-p", str(standby_of.port), "-U", "postgres", "-D", self.data,
-                              "-R", "-X", "stream", "--no-sync"])
+                              "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"])
             if r.returncode != 0:
                 raise RuntimeError("pg_basebackup failed: " + r.stdout + r.stderr)
             with open(os.path.join(self.data, "postgresql.conf"), "a") as f:

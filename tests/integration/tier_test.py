@@ -18,9 +18,9 @@ from sync_test import APP, ADMIN_APP, TOKEN, edge, updates
 DBS = iter(range(1000))
 
 
-def tier_origin(url, extra=""):
-    return Node('[sync]\ntoken = "%s"\n[state]\nbackend = "postgres"\nurl = "%s"\n%s'
-                % (TOKEN, url, extra))
+def tier_origin(url, sync_extra=""):
+    return Node('[sync]\ntoken = "%s"\n%s\n[state]\nbackend = "postgres"\nurl = "%s"\n'
+                % (TOKEN, sync_extra, url))
 
 
 def feed(node, after=0):
@@ -205,6 +205,100 @@ def main():
         assert r.returncode != 0, r
         assert "schema version 999" in r.stderr + r.stdout and "newer bundle-edge" in r.stderr + r.stdout, r.stderr
 
+    def t_one_origin_runs_the_singleton_work_another_takes_over():
+        need_pg()
+        url = db()
+        a = keep(tier_origin(url))
+        b = keep(tier_origin(url))
+        held = lambda n: n.metrics().get("edge_tier_singleton_held", 0) == 1
+        wait_for("one origin holds the singleton lock", lambda: held(a) or held(b), timeout=10)
+        holder, other = (a, b) if held(a) else (b, a)
+        assert not held(other)
+        holder.kill()
+        t0 = time.time()
+        wait_for("the other origin takes over", lambda: held(other), timeout=15, step=0.2)
+        print("     singleton takeover after kill -9: %.1f s" % (time.time() - t0))
+
+    def t_the_shared_changelog_keeps_its_retention():
+        need_pg()
+        url = db()
+        a = keep(tier_origin(url, "changelog_keep = 5\n"))
+        make_app(a)
+        for i in range(20):
+            assert admin(a, "PUT", ADMIN_APP + "/channels/c%d" % i, {"public": False})[0] == 201
+        name = url.split("dbname=")[1].split()[0]
+        wait_for("the changelog trimmed to 5", lambda: pg.sql("SELECT count(*) FROM be_changelog", db=name) == "5",
+                 timeout=25, step=0.5)
+        assert pg.sql("SELECT log_start FROM be_feed_head", db=name) == "17"
+        # A new origin starts from a snapshot and goes on with the same numbers.
+        c = keep(tier_origin(url))
+        assert admin(c, "GET", ADMIN_APP + "/channels/c0")[0] == 200
+        st, _ = admin(c, "PUT", ADMIN_APP + "/channels/c20", {"public": False})
+        assert st == 201
+        wait_for("A follows C's write", lambda: admin(a, "GET", ADMIN_APP + "/channels/c20")[0] == 200, timeout=10)
+
+    def t_primary_killed_standby_promoted_no_acknowledged_write_lost():
+        need_pg()
+        primary = Postgres()
+        standby = None
+        try:
+            primary.sql("CREATE DATABASE f")
+            standby = Postgres(standby_of=primary, sync_standby=True)
+            url = ("host=127.0.0.1,127.0.0.1 port=%d,%d dbname=f user=postgres "
+                   "target_session_attrs=read-write connect_timeout=2" % (primary.port, standby.port))
+            a, b = keep(tier_origin(url)), keep(tier_origin(url))
+            make_app(a)
+            acked, stop = [], threading.Event()
+
+            def writer(node, prefix):
+                i = 0
+                while not stop.is_set():
+                    name = "%s-%d" % (prefix, i)
+                    t1 = time.time()
+                    st, _ = admin(node, "PUT", ADMIN_APP + "/channels/" + name, {"public": False})
+                    if time.time() - t1 > 2:
+                        print("     slow write %s: %.1f s -> %s" % (name, time.time() - t1, st))
+                    if st in (200, 201):
+                        acked.append((name, time.time()))
+                        i += 1
+                    else:
+                        time.sleep(0.05)
+
+            ts = [threading.Thread(target=writer, args=(a, "a")), threading.Thread(target=writer, args=(b, "b"))]
+            for t in ts:
+                t.start()
+            time.sleep(1.0)
+            primary.kill9()
+            killed = time.time()
+            time.sleep(0.5)
+            standby.promote()
+            promoted = time.time()
+            wait_for("writes acknowledged after the promotion",
+                     lambda: any(t > promoted for _, t in acked), timeout=30, step=0.1)
+            resumed = min(t for _, t in acked if t > promoted)
+            time.sleep(0.5)
+            stop.set()
+            for t in ts:
+                t.join()
+            print("     %d writes acknowledged; first after promote: %.2f s (kill -9 -> promote %.2f s)"
+                  % (len(acked), resumed - promoted, promoted - killed))
+            names = {n for n, _ in acked}
+            for node in (a, b):
+                wait_for("every acknowledged write on each origin",
+                         lambda node=node: names <= {c["name"] for c in admin(node, "GET", ADMIN_APP + "/channels")[1]["channels"]},
+                         timeout=15)
+            in_db = set(standby.sql("SELECT key FROM be_documents WHERE kind = 3", db="f").split())
+            assert names <= in_db, names - in_db
+            ea, ca = all_changes(a)
+            eb, cb = all_changes(b)
+            assert ea == eb and ca == cb
+            seqs = [c[0] for c in ca]
+            assert seqs == list(range(1, len(seqs) + 1)), "gap or duplicate"
+        finally:
+            primary.remove()
+            if standby is not None:
+                standby.remove()
+
     def t_config_errors_name_the_value():
         r = subprocess.run([BINARY, "--role", "edge", "--upstream", "http://127.0.0.1:1",
                             "--sync-token", "x", "--state-url", "host=127.0.0.1"],
@@ -224,6 +318,11 @@ def main():
         check("postgres down: 503 writes, devices answered", t_postgres_down_writes_503_devices_answered_then_back)
         check("empty data dir rebuilds from postgres", t_an_origin_on_an_empty_data_dir_rebuilds_from_postgres)
         check("newer schema refused", t_a_newer_schema_is_refused_with_a_clear_message)
+        check("singleton work: one origin, another takes over",
+              t_one_origin_runs_the_singleton_work_another_takes_over)
+        check("shared changelog keeps its retention", t_the_shared_changelog_keeps_its_retention)
+        check("primary killed, standby promoted: nothing lost",
+              t_primary_killed_standby_promoted_no_acknowledged_write_lost)
         check("config errors name the value", t_config_errors_name_the_value)
     finally:
         for n in nodes:
