@@ -176,6 +176,11 @@ def main():
         assert st == 503 and doc["error"] == "state_backend_unavailable", (st, doc)
         for i in range(5, 8):
             assert updates(e, i)[0] == 200  # the edge answers, and queues the check-ins
+        # The origin answers its own devices too, and keeps their check-ins until it can write.
+        for i in range(400, 402):
+            assert updates(a, i)[0] == 200
+        wait_for("A's 2 check-ins pending", lambda: a.metrics().get("edge_checkins_pg_pending") == 2,
+                 timeout=10)
         wait_for("3 check-ins waiting in the edge's outbox", lambda: outbox_depth(e) == 3, timeout=10)
         time.sleep(1.0)  # the edge retries meanwhile, and is refused
         assert outbox_depth(e) == 3, outbox_depth(e)
@@ -185,12 +190,14 @@ def main():
         st, doc = post_batch(a, "child-2:1:1", child_checkins(300, 3, "set"))
         assert st == 200 and doc["applied"] == 3, (st, doc)
         for n in (a, b):
-            wait_for("8 update checks on :%d" % n.port, lambda n=n: action_count(n, "updates") == 8,
+            wait_for("10 update checks on :%d" % n.port, lambda n=n: action_count(n, "updates") == 10,
                      timeout=10)
         time.sleep(0.5)
         for n in (a, b):
-            assert action_count(n, "updates") == 8 and action_count(n, "set") == 3, stats(n)["days"]
-            assert devices_today(n) == 11, stats(n)["days"]
+            assert action_count(n, "updates") == 10 and action_count(n, "set") == 3, stats(n)["days"]
+            assert devices_today(n) == 13, stats(n)["days"]
+        assert a.metrics().get("edge_checkins_pg_pending") == 0
+        assert a.metrics().get("edge_checkins_pg_dropped_total") == 0
 
     try:
         try:
@@ -203,7 +210,7 @@ def main():
               t_a_batch_retried_on_the_other_origin_is_counted_once)
         check("the same batches on both origins at once apply once",
               t_the_same_batches_sent_to_both_origins_at_once_apply_once)
-        check("an edge's outbox delivered once, postgres down and back",
+        check("edge outbox and origin's own delivered once, postgres down",
               t_an_edge_delivers_its_outbox_once_even_with_postgres_down)
     finally:
         for n in nodes:
