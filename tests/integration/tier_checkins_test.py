@@ -43,6 +43,19 @@ def device_index(node):
     return {d["device_id"]: d for d in doc["devices"]}
 
 
+def device_pages(node, limit):
+    """Every device id of the device index, page by page."""
+    ids, cursor = [], ""
+    while True:
+        st, doc = admin(node, "GET", ADMIN_APP + "/device_index?limit=%d%s"
+                        % (limit, "&cursor=" + cursor if cursor else ""))
+        assert st == 200, (st, doc)
+        ids += [d["device_id"] for d in doc["devices"]]
+        if not doc.get("next"):
+            return ids
+        cursor = doc["next"]
+
+
 def post_stats(node, device, action):
     conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
     conn.request("POST", "/stats", json.dumps(dict(DEVICE, device_id=device_id(device), action=action)),
@@ -109,6 +122,9 @@ def main():
             index = device_index(n)
             assert sorted(index) == sorted(device_id(i) for i in range(20)), sorted(index)
             assert index[device_id(3)]["last_action"] == "app_moved_to_foreground", index[device_id(3)]
+            assert device_pages(n, 7) == sorted(device_id(i) for i in range(20))
+            st, doc = admin(n, "GET", ADMIN_APP + "/reach")
+            assert st == 200 and doc["devices"] == 20 and doc["complete"], (st, doc)
         # A device's timeline on the other origin: both of its events, newest first.
         st, doc = admin(b, "GET", ADMIN_APP + "/devices/" + device_id(2))
         assert st == 200, (st, doc)
