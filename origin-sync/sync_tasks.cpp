@@ -241,12 +241,14 @@ void Follower::pull_loop() {
     // Every upstream of a tier numbers the feed alike (one epoch): the cursor holds whichever
     // one answers, and a switch takes no snapshot. On a fallback the poll is kept short, so
     // that the first upstream is taken back soon after it is healthy again.
-    const std::uint32_t wait = client_.on_fallback()
-                                   ? std::min(options_.poll_wait_ms, kFallbackPollMs)
-                                   : options_.poll_wait_ms;
-    const std::string target =
-        "/v1/sync/changes?after=" + std::to_string(cursor) + "&wait_ms=" + std::to_string(wait);
-    auto reply = client_.request("GET", target, {}, {}, wait + options_.timeout_ms);
+    std::string target;
+    auto reply = client_.request_shaped("GET", [&](std::size_t position) {
+      const std::uint32_t wait =
+          position == 0 ? options_.poll_wait_ms : std::min(options_.poll_wait_ms, kFallbackPollMs);
+      target =
+          "/v1/sync/changes?after=" + std::to_string(cursor) + "&wait_ms=" + std::to_string(wait);
+      return std::pair(target, wait + options_.timeout_ms);
+    });
     bool ok = false;
     if (reply && reply->status == 200) {
       std::string error;

@@ -1,6 +1,7 @@
 #include "origin-sync/upstream_set.hpp"
 
 #include <algorithm>
+#include <tuple>
 
 #include "edge/core/sched.hpp"
 
@@ -201,9 +202,25 @@ Result<HttpReply> FailoverClient::request(
     std::string_view method, std::string_view target, std::string_view body,
     const std::vector<std::pair<std::string, std::string>>& headers, std::uint32_t timeout_ms,
     std::uint64_t max_body_bytes) {
+  return send(method, nullptr, target, body, headers, timeout_ms, max_body_bytes);
+}
+
+Result<HttpReply> FailoverClient::request_shaped(std::string_view method, const Shape& shape) {
+  return send(method, &shape, {}, {}, {}, 0, 0);
+}
+
+Result<HttpReply> FailoverClient::send(
+    std::string_view method, const Shape* shape, std::string_view target, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& headers, std::uint32_t timeout_ms,
+    std::uint64_t max_body_bytes) {
   Result<HttpReply> result = Errc::kIo;
+  std::string shaped;
   for (const std::size_t i : set_.order()) {
     last_ = i;
+    if (shape != nullptr) {
+      std::tie(shaped, timeout_ms) = (*shape)(i);
+      target = shaped;
+    }
     result = clients_[i]->request(method, target, body, headers, timeout_ms, max_body_bytes);
     if (!result && (result.error() == Errc::kShutdown || result.error() == Errc::kTooLarge)) {
       last_error_ = clients_[i]->last_error();

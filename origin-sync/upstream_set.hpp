@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -96,6 +97,11 @@ class FailoverClient {
                             std::string_view body = {},
                             const std::vector<std::pair<std::string, std::string>>& headers = {},
                             std::uint32_t timeout_ms = 0, std::uint64_t max_body_bytes = 0);
+  /// As request(), with the target and the timeout chosen for each upstream tried:
+  /// `shape(i)` gives them for the upstream at position i of the list (0: the first). The
+  /// feed's long poll waits less on a fallback than on the first upstream.
+  using Shape = std::function<std::pair<std::string, std::uint32_t>(std::size_t)>;
+  Result<HttpReply> request_shaped(std::string_view method, const Shape& shape);
   /// Aborts the call in progress and every later one.
   void cancel();
   /// The upstream the last request went to last (its URL; before any request, the current
@@ -104,11 +110,14 @@ class FailoverClient {
   /// Why the last request failed at the last upstream it tried, in words; empty after an
   /// answer. Same thread as request().
   const std::string& last_error() const { return last_error_; }
-  /// True while requests go first to another upstream than the first listed.
-  bool on_fallback() const { return set_.current() != 0; }
 
  private:
   UpstreamSet& set_;
+  Result<HttpReply> send(std::string_view method, const Shape* shape, std::string_view target,
+                         std::string_view body,
+                         const std::vector<std::pair<std::string, std::string>>& headers,
+                         std::uint32_t timeout_ms, std::uint64_t max_body_bytes);
+
   std::vector<std::unique_ptr<HttpClient>> clients_;
   std::size_t last_ = 0;
   std::string last_error_;
