@@ -6,8 +6,10 @@ processes on 127.0.0.1; a second edge of the same origin stands in for a second 
 tier (same feed epoch and numbering), and small fake upstreams answer 5xx on purpose.
 
 Usage: sync_failover_test.py <path-to-bundle-edge>"""
+import hashlib
 import json
 import os
+import struct
 import threading
 import time
 
@@ -26,6 +28,15 @@ def current(node, urls):
     on = [i + 1 for i, u in enumerate(urls) if m.get(series("edge_upstream_current", i + 1, u)) == 1]
     assert len(on) <= 1, on
     return on[0] if on else 0
+
+
+def recipe_digest(recipe):
+    """store::Recipe::digest (as sync_test computes it): SHA-256 of u8 1, le64 size, le32
+    count, then per chunk its 32 id bytes and le32 length."""
+    out = b"\x01" + struct.pack("<QI", recipe["size"], len(recipe["chunks"]))
+    for c in recipe["chunks"]:
+        out += bytes.fromhex(c["sha256"]) + struct.pack("<I", c["size"])
+    return hashlib.sha256(out).hexdigest()
 
 
 def fleet_upstream(node):
@@ -190,10 +201,64 @@ def main():
             a.shutdown()
             b.shutdown()
 
+    def t_fill_moves_on_mid_blob():
+        # A blob fill in progress: upstream 1 serves chunks 0-2, then drops the connection on
+        # chunk 3 (as a dying origin would). The same fill takes chunk 3 from upstream 2, and
+        # only that chunk: the device gets the whole blob, byte-exact, in one response.
+        parts = [os.urandom(n) for n in (70_000, 90_000, 60_000, 80_000)]
+        blob = b"".join(parts)
+        blob_id = sha(blob)
+        recipe = {"sha256": blob_id, "size": len(blob),
+                  "chunks": [{"sha256": sha(p), "size": len(p)} for p in parts]}
+        index = {sha(p): i for i, p in enumerate(parts)}
+        asked = {"a": [0] * 4, "b": [0] * 4}
+        first_three = threading.Event()
+
+        def handler(name):
+            class H(UpstreamHandler):
+                def release_doc(self):
+                    return {"zip": blob_id, "recipe_sha256": {blob_id: recipe_digest(recipe)}}
+
+                def do_GET(self):
+                    if self.feed():
+                        return
+                    if self.path == "/readyz":
+                        return self.reply(200, b'{"status":"ok"}')
+                    if self.path == "/v1/recipes/" + blob_id:
+                        return self.reply(200, json.dumps(recipe).encode())
+                    i = index.get(self.path.rsplit("/", 1)[1]) if self.path.startswith("/v1/chunks/") else None
+                    if i is None:
+                        return self.reply(404, b'{"error":"not_found"}')
+                    asked[name][i] += 1
+                    if name == "a" and i == 3:
+                        first_three.wait(10)
+                        self.close_connection = True  # no answer: the connection just ends
+                        return
+                    self.reply(200, parts[i], "application/octet-stream")
+                    if name == "a" and all(asked["a"][:3]):
+                        first_three.set()
+            return H
+
+        a, b = serve(handler("a")), serve(handler("b"))
+        try:
+            urls = ["http://127.0.0.1:%d" % s.server_address[1] for s in (a, b)]
+            e = keep(edge(",".join(urls)))
+            wait_for("edge has the release", lambda: metric(e, "edge_sync_cursor_seq") >= 2)
+            st, body = get_blob(e, blob_id)
+            assert st == 200 and body == blob, (st, len(body))
+            assert asked["a"][:3] == [1, 1, 1] and asked["a"][3] >= 1, asked
+            assert asked["b"] == [0, 0, 0, 1], asked
+            assert current(e, urls) in (1, 2)  # upstream 1 is probed back (it answers /readyz)
+            assert metric(e, "edge_upstream_switches_total") >= 1
+        finally:
+            a.shutdown()
+            b.shutdown()
+
     try:
         for name, fn in [("dead first upstream: follow, fill, check in via the second", t_dead_first),
                          ("origin killed: follow and fill via a second edge, back after", t_origin_dies_second_edge_serves),
-                         ("check-in batch failed with 5xx: resent with the same key", t_5xx_resent_with_same_key)]:
+                         ("check-in batch failed with 5xx: resent with the same key", t_5xx_resent_with_same_key),
+                         ("a fill cut mid-blob carries on at the next upstream", t_fill_moves_on_mid_blob)]:
             check(name, fn)
             for n in nodes:
                 if n.proc.poll() is None:
