@@ -85,8 +85,8 @@ void UpstreamSet::failed(std::size_t i, const std::string& why) {
     const bool was_up = h.up;
     h.up = false;
     if (urls_.size() > 1 && was_up) {
-      spdlog::warn("upstream {} failed ({}); trying the next one, and it again in {} ms", urls_[i],
-                   why, delay);
+      spdlog::warn("upstream {} failed ({}); requests go to the others; probing it again in {} ms",
+                   urls_[i], why, delay);
     }
     if (was_up) {
       choose_locked(urls_[i] + " failed");
@@ -186,16 +186,32 @@ void UpstreamSet::probe_loop() {
 // --- FailoverClient -------------------------------------------------------------------------
 
 FailoverClient::FailoverClient(UpstreamSet& set, const api::UpstreamOptions& options)
-    : set_(set), last_(set.current()) {
-  for (std::size_t i = 0; i < set_.size(); ++i) {
-    clients_.push_back(std::make_unique<HttpClient>(set_.url(i), options.token, options.timeout_ms,
-                                                    options.ca_file));
+    : set_(set),
+      token_(options.token),
+      ca_file_(options.ca_file),
+      timeout_ms_(options.timeout_ms),
+      clients_(set.size()),
+      last_(set.current()) {}
+
+HttpClient& FailoverClient::client(std::size_t i) {
+  std::lock_guard lock(mutex_);
+  if (clients_[i] == nullptr) {
+    // Made when first used: most of an edge's threads only ever talk to the first upstream
+    // (an https:// client holds a TLS context with its CA store).
+    clients_[i] = std::make_unique<HttpClient>(set_.url(i), token_, timeout_ms_, ca_file_);
+    if (cancelled_)
+      clients_[i]->cancel();
   }
+  return *clients_[i];
 }
 
 void FailoverClient::cancel() {
-  for (auto& c : clients_)
-    c->cancel();
+  std::lock_guard lock(mutex_);
+  cancelled_ = true;
+  for (auto& c : clients_) {
+    if (c != nullptr)
+      c->cancel();
+  }
 }
 
 Result<HttpReply> FailoverClient::request(
@@ -221,9 +237,10 @@ Result<HttpReply> FailoverClient::send(
       std::tie(shaped, timeout_ms) = (*shape)(i);
       target = shaped;
     }
-    result = clients_[i]->request(method, target, body, headers, timeout_ms, max_body_bytes);
+    HttpClient& http = client(i);
+    result = http.request(method, target, body, headers, timeout_ms, max_body_bytes);
     if (!result && (result.error() == Errc::kShutdown || result.error() == Errc::kTooLarge)) {
-      last_error_ = clients_[i]->last_error();
+      last_error_ = http.last_error();
       return result;
     }
     if (result && result->status < 500) {
@@ -231,7 +248,7 @@ Result<HttpReply> FailoverClient::send(
       set_.succeeded(i);
       return result;
     }
-    last_error_ = result ? "HTTP " + std::to_string(result->status) : clients_[i]->last_error();
+    last_error_ = result ? "HTTP " + std::to_string(result->status) : http.last_error();
     if (last_error_.empty())
       last_error_ = result.error().message();
     set_.failed(i, std::string(method) + " " + std::string(target.substr(0, target.find('?'))) +

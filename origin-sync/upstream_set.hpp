@@ -80,7 +80,7 @@ class UpstreamSet {
 };
 
 /// HttpClient's request() over an UpstreamSet: one keep-alive connection per upstream
-/// (opened when first used), each request sent to the upstreams in the set's order until
+/// (its client made when first used), each request sent to the upstreams in the set's order until
 /// one answers with something other than a 5xx. A request is sent again unchanged (method,
 /// body, headers: a check-in batch keeps its Idempotency-Key), so a receiver that already
 /// got it dedupes it. One thread drives one client; cancel() may come from any other.
@@ -118,7 +118,15 @@ class FailoverClient {
                          const std::vector<std::pair<std::string, std::string>>& headers,
                          std::uint32_t timeout_ms, std::uint64_t max_body_bytes);
 
-  std::vector<std::unique_ptr<HttpClient>> clients_;
+  /// The connection to upstream `i`, made on first use.
+  HttpClient& client(std::size_t i);
+
+  std::string token_;
+  std::string ca_file_;
+  std::uint32_t timeout_ms_;
+  std::mutex mutex_;  // guards the slots of clients_ (cancel() comes from other threads)
+  std::vector<std::unique_ptr<HttpClient>> clients_;  // by position; null until first used
+  bool cancelled_ = false;                            // guarded by mutex_
   std::size_t last_ = 0;
   std::string last_error_;
 };
