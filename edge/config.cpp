@@ -238,8 +238,9 @@ std::vector<std::string> parse_url_list(const std::string& key, const std::strin
     while (!url.empty() && std::isspace(static_cast<unsigned char>(url.back())))
       url.pop_back();
     if (url.empty()) {
+      // Not the text itself: a neighbouring entry may carry user information.
       throw ConfigError(key + ": URL " + std::to_string(i) + " of " + std::to_string(count) +
-                        " is empty (in '" + text + "')");
+                        " is empty");
     }
     out.push_back(std::move(url));
     at = comma + 1;
