@@ -80,6 +80,11 @@ Config load_config(const ConfigOverrides& overrides);
 /// KB, MB, GB, TB: powers of 1000). Throws ConfigError naming `key`.
 std::uint64_t parse_size(const std::string& key, const std::string& text);
 
+/// Splits a comma-separated list of URLs (upstream.url, --upstream), spaces around each
+/// trimmed. Throws ConfigError naming `key` and the position of an empty entry. The URLs
+/// themselves are checked by load_config.
+std::vector<std::string> parse_url_list(const std::string& key, const std::string& text);
+
 /// Splits "host:port" ("[v6]:port" too). Throws ConfigError naming `key`.
 std::pair<std::string, std::uint16_t> parse_host_port(const std::string& key,
                                                       const std::string& text);

@@ -447,7 +447,7 @@ int run(const edge::Config& c) {
   const auto self_status = [&, self_id] {
     const auto ob = checkins.outbox_stats();
     return edge::api::encode_node_status(
-        {self_id, c.role, std::string(kVersion), c.upstream.url, state.last_seq(),
+        {self_id, c.role, std::string(kVersion), sync_metrics.current_upstream(), state.last_seq(),
          sync_metrics.upstream_seq.load(), ob.depth, ob.bytes, chunks->stats().bytes_live,
          metrics.blob_hits(), metrics.blob_misses(), metrics.body_bytes_total(),
          sync_metrics.last_contact_ms.load(), edge::wall_clock_ms()});
@@ -557,7 +557,11 @@ int run(const edge::Config& c) {
   }
   if (upstream) {
     upstream->start();
-    spdlog::info("edge {} following {}", self_id, c.upstream.url);
+    std::string urls;
+    for (const auto& u : c.upstream.urls)
+      urls += (urls.empty() ? "" : ", ") + u;
+    spdlog::info("edge {} following {}{}", self_id, urls,
+                 c.upstream.urls.size() > 1 ? " (in that order of preference)" : "");
   }
   if (pusher)
     pusher->start();
@@ -865,7 +869,8 @@ int main(int argc, char** argv) {
       "threads", po::value(&threads),
       "event-loop threads, 0 = one per core (overrides server.threads)")(
       "upstream", po::value(&upstream),
-      "edges: http://host:port of the upstream (overrides upstream.url)")(
+      "edges: http://host:port of the upstream, or several separated by commas in order of "
+      "preference (overrides upstream.url)")(
       "sync-token", po::value(&sync_token),
       "token node-to-node calls to this node carry (overrides sync.token)")(
       "node-id", po::value(&node), "this node's id in check-in batches (overrides node.id)")(

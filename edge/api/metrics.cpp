@@ -155,11 +155,46 @@ std::string Metrics::render(const store::StoreStats& st) const {
     gauge("edge_storage_writes_refused_total", "Writes refused because storage was full.",
           "counter", d.refused);
   }
-  if (sync_ != nullptr)
+  if (sync_ != nullptr) {
     render_sync(gauge);
+    render_upstreams(out);
+  }
   for (const auto& section : sections_)
     section(out);
   return out;
+}
+
+void Metrics::render_upstreams(std::string& out) const {
+  const auto list = sync_->upstreams();
+  if (list.empty())
+    return;  // not an edge
+  const auto labels = [](std::size_t i, const std::string& url) {
+    std::string l = "{position=\"" + std::to_string(i + 1) + "\",url=\"";
+    for (const char ch : url) {
+      if (ch == '\\' || ch == '"')
+        l += '\\';
+      if (ch == '\n') {
+        l += "\\n";
+        continue;
+      }
+      l += ch;
+    }
+    return l + "\"}";
+  };
+  out +=
+      "# HELP edge_upstream_current 1 for the upstream requests go to first (upstream.url, in "
+      "order of preference), 0 for the others.\n# TYPE edge_upstream_current gauge\n";
+  for (std::size_t i = 0; i < list.size(); ++i)
+    out += "edge_upstream_current" + labels(i, list[i].url) + (list[i].current ? " 1\n" : " 0\n");
+  out +=
+      "# HELP edge_upstream_up 0 while an upstream is marked failed (no connection, timeout or "
+      "5xx) until a probe finds it healthy, else 1.\n# TYPE edge_upstream_up gauge\n";
+  for (std::size_t i = 0; i < list.size(); ++i)
+    out += "edge_upstream_up" + labels(i, list[i].url) + (list[i].up ? " 1\n" : " 0\n");
+  out +=
+      "# HELP edge_upstream_switches_total Times the upstream in use changed (a failover, or "
+      "back to a preferred one).\n# TYPE edge_upstream_switches_total counter\n";
+  out += "edge_upstream_switches_total " + std::to_string(sync_->upstream_switches.load()) + "\n";
 }
 
 void Metrics::render_sync(

@@ -102,6 +102,8 @@ class Metrics {
   void render_tls(std::string& out) const;
   void render_sync(
       const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const;
+  /// edge_upstream_*: each configured upstream (edges), labelled by position and URL.
+  void render_upstreams(std::string& out) const;
 
   const SyncMetrics* sync_ = nullptr;
   std::vector<std::function<void(std::string&)>> sections_;

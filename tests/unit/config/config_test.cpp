@@ -213,10 +213,78 @@ TEST(Config, EdgeNeedsAnUpstreamAndATokenAndNamesBadValues) {
       "[node]\nrole = \"edge\"\n[upstream]\ntoken = \"t\"\nretries = 5\n[outbox]\nmax_bytes "
       "= \"2MiB\"\n",
       o);
-  EXPECT_EQ(c.upstream.url, "http://127.0.0.1:8080") << "the flag wins, trailing slash dropped";
+  EXPECT_EQ(c.upstream.urls, std::vector<std::string>{"http://127.0.0.1:8080"})
+      << "the flag wins, trailing slash dropped";
   EXPECT_EQ(c.upstream.retries, 5U);
   EXPECT_EQ(c.outbox_max_bytes, 2U << 20);
   EXPECT_EQ(c.changelog_keep, 100'000U);
+}
+
+std::string edge_error(const std::string& upstream_table) {
+  return error_of("[node]\nrole = \"edge\"\n[upstream]\ntoken = \"t\"\n" + upstream_table);
+}
+
+std::vector<std::string> edge_urls(const std::string& upstream_table, ConfigOverrides o = {}) {
+  return load_text("[node]\nrole = \"edge\"\n[upstream]\ntoken = \"t\"\n" + upstream_table, o)
+      .upstream.urls;
+}
+
+TEST(Config, SeveralUpstreamsInOrderOfPreference) {
+  using Urls = std::vector<std::string>;
+  // One URL: as it always was.
+  EXPECT_EQ(edge_urls("url = \"http://a:1\"\n"), Urls{"http://a:1"});
+  // An array, and a comma-separated string (what --upstream takes): the same list, in order,
+  // spaces and trailing slashes dropped.
+  const Urls two{"http://a:1", "https://b.example:8443"};
+  EXPECT_EQ(edge_urls("url = [\"http://a:1\", \"https://b.example:8443/\"]\n"), two);
+  EXPECT_EQ(edge_urls("url = \"http://a:1, https://b.example:8443/\"\n"), two);
+  ConfigOverrides o;
+  o.upstream = "http://c:3,http://[::1]:4";
+  EXPECT_EQ(edge_urls("url = [\"http://a:1\", \"http://b:2\"]\n", o),
+            (Urls{"http://c:3", "http://[::1]:4"}))
+      << "--upstream replaces the file's list";
+  o.upstream = "http://c:3";
+  EXPECT_EQ(edge_urls("url = [\"http://a:1\", \"http://b:2\"]\n", o), Urls{"http://c:3"});
+
+  // An empty entry, anywhere, is named by its position.
+  EXPECT_NE(
+      edge_error("url = \"http://a:1,,http://b:2\"\n").find("upstream.url: URL 2 of 3 is empty"),
+      std::string::npos)
+      << edge_error("url = \"http://a:1,,http://b:2\"\n");
+  EXPECT_NE(edge_error("url = \"http://a:1,\"\n").find("URL 2 of 2 is empty"), std::string::npos);
+  EXPECT_NE(edge_error("url = \" , http://a:1\"\n").find("URL 1 of 2 is empty"), std::string::npos);
+  EXPECT_NE(edge_error("url = [\"http://a:1\", \"\"]\n").find("URL 2 of 2 is empty"),
+            std::string::npos);
+  EXPECT_NE(edge_error("url = []\n").find("upstream.url: the list is empty"), std::string::npos);
+  // A malformed one is named with its position and value.
+  EXPECT_NE(edge_error("url = [\"http://a:1\", \"ftp://b:2\"]\n")
+                .find("upstream.url (URL 2 of 2): expected http://host:port or "
+                      "https://host:port, got 'ftp://b:2'"),
+            std::string::npos)
+      << edge_error("url = [\"http://a:1\", \"ftp://b:2\"]\n");
+  EXPECT_NE(edge_error("url = \"http://a:1,http://b\"\n").find("(URL 2 of 2)"), std::string::npos);
+  EXPECT_NE(edge_error("url = \"http://a:1,http://b:99999\"\n").find("(URL 2 of 2)"),
+            std::string::npos);
+  // Wrong types, a comma inside an array entry, the same upstream twice.
+  EXPECT_NE(edge_error("url = [\"http://a:1\", 2]\n")
+                .find("upstream.url: expected a URL, a comma-separated list of URLs or an array"),
+            std::string::npos);
+  EXPECT_NE(edge_error("url = 5\n").find("upstream.url: expected a URL"), std::string::npos);
+  EXPECT_NE(edge_error("url = [\"http://a:1,http://b:2\"]\n").find("holds a comma"),
+            std::string::npos);
+  EXPECT_NE(edge_error("url = \"http://a:1, http://a:1/\"\n")
+                .find("upstream.url: 'http://a:1' is listed twice"),
+            std::string::npos);
+  // Credentials never go in a URL (they would reach logs and /metrics): refused, unechoed.
+  const std::string creds = edge_error("url = \"http://a:1,http://user:secret@b:2\"\n");
+  EXPECT_NE(creds.find("upstream.url (URL 2 of 2): a URL carries user information"),
+            std::string::npos)
+      << creds;
+  EXPECT_EQ(creds.find("secret"), std::string::npos) << creds;
+  // The same checks on the command line.
+  ConfigOverrides bad;
+  bad.upstream = "http://a:1,";
+  EXPECT_THROW(edge_urls("", bad), ConfigError);
 }
 
 TEST(Config, TlsTable) {
