@@ -16,82 +16,31 @@ namespace {
 
 // Every key the file may hold, as "table.key". Anything else is an error that names it.
 const std::set<std::string>& known_keys() {
-  static const std::set<std::string> keys = {"node.role",
-                                             "node.data_dir",
-                                             "node.public_url",
-                                             "server.listen",
-                                             "server.threads",
-                                             "server.max_connections",
-                                             "server.max_connections_per_ip",
-                                             "server.body_timeout_ms",
-                                             "admin.max_connections",
-                                             "server.header_limit",
-                                             "server.json_body_limit",
-                                             "server.header_timeout_ms",
-                                             "server.idle_timeout_ms",
-                                             "server.request_timeout_ms",
-                                             "server.send_timeout_ms",
-                                             "server.shutdown_grace_ms",
-                                             "server.send_mode",
-                                             "server.warm_cold_ranges",
-                                             "server.warm_always",
-                                             "server.access_log",
-                                             "server.background_slice_us",
-                                             "admin.listen",
-                                             "admin.token",
-                                             "admin.max_upload",
-                                             "admin.audit_keep",
-                                             "admin.audit_keep_days",
-                                             "admin.refusals_keep",
-                                             "admin.refusals_per_minute",
-                                             "admin.scan_threads",
-                                             "admin.max_scans_per_token",
-                                             "admin.max_queued_scans",
-                                             "store.segment_size",
-                                             "store.index_cache_entries",
-                                             "store.block_cache",
-                                             "store.min_free",
-                                             "store.reserve",
-                                             "store.chunk_sync",
-                                             "store.chunk_sync_bytes",
-                                             "store.chunk_sync_ms",
-                                             "store.chunk_write",
-                                             "cache.max_bytes",
-                                             "log.level",
-                                             "node.id",
-                                             "upstream.url",
-                                             "upstream.token",
-                                             "upstream.timeout_ms",
-                                             "upstream.retries",
-                                             "upstream.fill_concurrency",
-                                             "upstream.poll_wait_ms",
-                                             "upstream.backoff_max_ms",
-                                             "upstream.prefetch_deadline_ms",
-                                             "upstream.stale_after_ms",
-                                             "upstream.stale_is_unready",
-                                             "upstream.max_fills_per_client",
-                                             "upstream.checkin_batch",
-                                             "upstream.status_interval_ms",
-                                             "sync.token",
-                                             "sync.push_to",
-                                             "sync.changelog_keep",
-                                             "sync.fleet_expire_ms",
-                                             "sync.channel_history_keep",
-                                             "outbox.max_bytes",
-                                             "checkins.timeline_events",
-                                             "checkins.retention_days",
-                                             "tls.listen",
-                                             "tls.cert_file",
-                                             "tls.key_file",
-                                             "tls.min_protocol",
-                                             "tls.ciphers",
-                                             "tls.ciphersuites",
-                                             "tls.groups",
-                                             "tls.session_tickets",
-                                             "tls.ktls",
-                                             "tls.admin",
-                                             "upstream.ca_file",
-                                             "sync.ca_file"};
+  static const std::set<std::string> keys = {
+      "node.role", "node.data_dir", "node.public_url", "server.listen", "server.threads",
+      "server.max_connections", "server.max_connections_per_ip", "server.body_timeout_ms",
+      "admin.max_connections", "server.header_limit", "server.json_body_limit",
+      "server.header_timeout_ms", "server.idle_timeout_ms", "server.request_timeout_ms",
+      "server.send_timeout_ms", "server.shutdown_grace_ms", "server.send_mode",
+      "server.warm_cold_ranges", "server.warm_always", "server.access_log",
+      "server.background_slice_us", "admin.listen", "admin.token", "admin.max_upload",
+      "admin.audit_keep", "admin.audit_keep_days", "admin.refusals_keep",
+      "admin.refusals_per_minute", "admin.scan_threads", "admin.max_scans_per_token",
+      "admin.max_queued_scans", "store.segment_size", "store.index_cache_entries",
+      "store.block_cache", "store.min_free", "store.reserve", "store.chunk_sync",
+      "store.chunk_sync_bytes", "store.chunk_sync_ms", "store.chunk_write", "cache.max_bytes",
+      "log.level", "node.id", "upstream.url", "upstream.token", "upstream.timeout_ms",
+      "upstream.retries", "upstream.fill_concurrency", "upstream.poll_wait_ms",
+      "upstream.backoff_max_ms", "upstream.prefetch_deadline_ms", "upstream.stale_after_ms",
+      "upstream.stale_is_unready", "upstream.max_fills_per_client", "upstream.checkin_batch",
+      "upstream.status_interval_ms", "sync.token", "sync.push_to", "sync.changelog_keep",
+      "sync.fleet_expire_ms", "sync.channel_history_keep", "outbox.max_bytes",
+      "checkins.timeline_events", "checkins.retention_days", "tls.listen", "tls.cert_file",
+      "tls.key_file", "tls.min_protocol", "tls.ciphers", "tls.ciphersuites", "tls.groups",
+      "tls.session_tickets", "tls.ktls", "tls.admin", "upstream.ca_file", "sync.ca_file",
+      // [blobs]: where an origin's blobs live
+      "blobs.backend", "blobs.endpoint", "blobs.bucket", "blobs.region", "blobs.path_style",
+      "blobs.timeout_ms", "blobs.concurrency"};
   return keys;
 }
 
@@ -350,6 +299,14 @@ Config load_config(const ConfigOverrides& o) {
     r.boolean("tls.admin", t.admin);
     r.string("upstream.ca_file", u.ca_file);
     r.string("sync.ca_file", c.push_ca_file);
+    // [blobs] (origins): the embedded segment store, or a bucket shared by several origins.
+    r.string("blobs.backend", c.blobs.backend);
+    r.string("blobs.endpoint", c.blobs.endpoint);
+    r.string("blobs.bucket", c.blobs.bucket);
+    r.string("blobs.region", c.blobs.region);
+    r.boolean("blobs.path_style", c.blobs.path_style);
+    r.integer("blobs.timeout_ms", c.blobs.timeout_ms, 100, 3'600'000);
+    r.integer("blobs.concurrency", c.blobs.concurrency, 1, 256);
   }
   if (o.role)
     c.role = *o.role;
@@ -499,6 +456,26 @@ Config load_config(const ConfigOverrides& o) {
   }
   while (c.public_url.ends_with("/"))
     c.public_url.pop_back();
+  // [blobs]: the endpoint is checked in full where the S3 client is made (main).
+  if (c.blobs.backend != "embedded" && c.blobs.backend != "s3") {
+    throw ConfigError("blobs.backend: expected 'embedded' or 's3', got '" + c.blobs.backend + "'");
+  }
+  if (c.blobs.backend == "s3") {
+    if (c.role != "origin") {
+      throw ConfigError(
+          "blobs.backend: 's3' is for origins (an edge fills from its upstream), and node.role is "
+          "'" +
+          c.role + "'");
+    }
+    if (!c.blobs.endpoint.starts_with("http://") && !c.blobs.endpoint.starts_with("https://")) {
+      throw ConfigError("blobs.endpoint: expected an http:// or https:// URL, got '" +
+                        c.blobs.endpoint + "'");
+    }
+    if (c.blobs.bucket.empty())
+      throw ConfigError("blobs.bucket: expected a bucket name, got ''");
+    if (c.blobs.region.empty())
+      throw ConfigError("blobs.region: expected a region such as 'us-east-1' or 'auto', got ''");
+  }
   return c;
 }
 

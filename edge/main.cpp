@@ -11,10 +11,12 @@
 
 #include "edge/api/api.hpp"
 #include "edge/api/auto_pause.hpp"
+#include "edge/api/blob_backend.hpp"
 #include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
+#include "edge/s3/s3_client.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
 #include "edge/store/backup.hpp"
@@ -340,6 +342,34 @@ int run(const edge::Config& c) {
     api.set_filler(&upstream->filler());
     sync.set_push_sink(&upstream->push_sink());
   }
+  // [blobs] backend = "s3" (DESIGN §12.2): the segment store becomes a verified cache of a
+  // bucket that several origins share; a miss fills from it, an upload is acknowledged once
+  // durable in it. Credentials come from the environment only and are never logged.
+  std::unique_ptr<edge::s3::S3Client> bucket;
+  std::unique_ptr<edge::api::BlobBackend> blob_backend;
+  if (c.blobs.backend == "s3") {
+    auto credentials = edge::s3::Credentials::from_env();
+    if (!credentials) {
+      throw std::runtime_error(
+          "blobs.backend = \"s3\": set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+          "AWS_SESSION_TOKEN for temporary credentials) in the environment");
+    }
+    bucket = std::make_unique<edge::s3::S3Client>(
+        edge::s3::S3Options{c.blobs.endpoint, c.blobs.bucket, c.blobs.region, c.blobs.path_style,
+                            c.blobs.timeout_ms},
+        std::move(*credentials));
+    blob_backend =
+        std::make_unique<edge::api::BlobBackend>(*bucket, *chunks, blobs, c.blobs.concurrency);
+    api.set_blob_backend(
+        blob_backend.get(),
+        [b = blob_backend.get()](const edge::Sha256& id,
+                                 std::function<void(boost::system::error_code)> done) {
+          b->mirror(id, std::move(done));
+        },
+        &bucket->stats());
+    metrics.set_objects(&bucket->stats());
+    spdlog::info("blobs: {}; this node's segment store is its cache", bucket->describe());
+  }
   if (!c.push_to.empty()) {
     pusher = edge::api::make_change_pusher(c.push_to, c.sync_token, c.push_ca_file,
                                            c.upstream.timeout_ms, state, sync_metrics);
@@ -438,6 +468,8 @@ int run(const edge::Config& c) {
     upstream->stop(std::chrono::seconds(5));
   if (pusher)
     pusher->stop();
+  if (blob_backend)
+    blob_backend->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.
   checkins.flush();
   if (auto_pause)

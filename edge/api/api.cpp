@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 
 #include "edge/api/console.hpp"
@@ -118,7 +119,8 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
   };
   writer_->finish(
       expected, ex,
-      [expected, done = std::move(done)](boost::system::error_code ec, store::BlobInfo info) {
+      [expected, ex, mirror = mirror_, stats = mirror_stats_, done = std::move(done)](
+          boost::system::error_code ec, store::BlobInfo info) mutable {
         if (ec == Errc::kChecksumMismatch) {
           done(error_response(400, "checksum_mismatch",
                               "X-Content-Sha256 is " + expected->hex() +
@@ -142,7 +144,31 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
         r.set("Content-Type", "application/json");
         r.body = "{\"sha256\":\"" + info.id.hex() + "\",\"size\":" + std::to_string(info.size) +
                  ",\"chunks\":" + std::to_string(info.chunks) + "}";
-        done(std::move(r));
+        if (!mirror)
+          return done(std::move(r));
+        // DESIGN §12.2: acknowledged only once durable in the blob backend; the answer goes
+        // back to the connection's own executor.
+        mirror(info.id, [ex, stats, id = info.id, r = std::move(r),
+                         done = std::move(done)](boost::system::error_code mec) mutable {
+          Response answer = std::move(r);
+          if (mec) {
+            const std::string why = stats != nullptr ? stats->last_error() : std::string();
+            answer =
+                error_response(503, "blob_backend_unavailable",
+                               "blob " + id.hex() + " could not be written to the blob backend (" +
+                                   (why.empty() ? mec.message() : why) +
+                                   "); it is not acknowledged: retry the upload",
+                               Route::kUpload);
+            answer.set("Retry-After", "5");
+          }
+          if (ex) {
+            boost::asio::post(ex, [done = std::move(done), a = std::move(answer)]() mutable {
+              done(std::move(a));
+            });
+          } else {
+            done(std::move(answer));
+          }
+        });
       });
 }
 
@@ -184,6 +210,21 @@ Response Api::health(bool ready_check) const {
     }
     if (ready_check)
       upstream_error(r.body);
+  }
+  if (ready_check && backend_stats_ != nullptr) {
+    // An origin on S3 serves what it has cached while the bucket is down, and refuses
+    // uploads (503): still ready, but say so.
+    const bool up = backend_stats_->reachable.load(std::memory_order_relaxed) != 0;
+    if (!up && r.body.starts_with("{\"status\":\"ok\""))
+      r.body = "{\"status\":\"degraded\",\"reason\":\"the blob backend is not answering\"}";
+    r.body.pop_back();
+    r.body += up ? ",\"blob_backend\":\"ok\"" : ",\"blob_backend\":\"unreachable\"";
+    if (const std::string why = backend_stats_->last_error(); !up && !why.empty()) {
+      r.body += ",\"blob_backend_error\":\"";
+      append_json_escaped(r.body, why);
+      r.body += "\"";
+    }
+    r.body += "}";
   }
   return r;
 }
@@ -518,7 +559,7 @@ Response Api::whoami(const Caller& caller) const {
       .string("role", role_name(caller.role))
       .raw("apps", apps)
       .raw("visible_apps", visible)
-      .string("node_role", filler_ != nullptr ? "edge" : "origin")
+      .string("node_role", is_edge() ? "edge" : "origin")
       .boolean("read_only", read_only)
       .boolean("can_write", caller.role != Role::kViewer && !read_only)
       .boolean("can_delete", caller.role == Role::kAdmin && !read_only)
@@ -542,7 +583,7 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     set_api_headers(refusal);
     return refusal;
   }
-  if (filler_ != nullptr) {
+  if (is_edge()) {
     Response r = edge_refusal();
     r.route = Route::kUpload;
     r.close = true;
@@ -577,7 +618,8 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     set_api_headers(r);
     return r;
   }
-  auto upload = std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes);
+  auto upload = std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes,
+                                         mirror_, backend_stats_);
   if (access_ != nullptr) {
     upload->on_answered = [access = access_, caller = *caller](unsigned status) {
       access->audit(caller, bhttp::verb::put, "/v1/admin/blobs", status, 0);

@@ -10,6 +10,7 @@
 #include "edge/api/response.hpp"
 #include "edge/api/sync.hpp"
 #include "edge/store/chunk_store.hpp"
+#include "edge/store/object_store.hpp"
 
 namespace edge::api {
 
@@ -90,11 +91,19 @@ class Metrics {
   /// Adds the auto-pause figures (edge_auto_pause_*; origins). Call before serving.
   void set_auto_pause(const AutoPauser* auto_pause) { auto_pause_ = auto_pause; }
 
+  /// Adds the S3 blob backend's figures (edge_s3_*; origins with [blobs] backend = "s3").
+  /// Call before serving.
+  void set_objects(const store::ObjectStoreStats* objects) { objects_ = objects; }
+  const store::ObjectStoreStats* objects() const { return objects_; }
+
   /// The exposition text, store figures included.
   std::string render(const store::StoreStats& stats) const;
 
  private:
   void render_tls(std::string& out) const;
+  void render_objects(
+      std::string& out,
+      const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const;
   void render_sync(
       const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const;
 
@@ -103,6 +112,7 @@ class Metrics {
   const store::CheckinStore* outbox_ = nullptr;
   const store::CheckinStore* checkins_ = nullptr;
   const AutoPauser* auto_pause_ = nullptr;
+  const store::ObjectStoreStats* objects_ = nullptr;
   const store::Database* db_ = nullptr;
   std::int64_t started_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
