@@ -368,6 +368,8 @@ int run(const edge::Config& c) {
         },
         &bucket->stats());
     metrics.set_objects(&bucket->stats());
+    // Recipes the releases pin stream while their chunks fill (as on an edge).
+    blob_backend->trust_recipes(edge::control::pinned_recipes(*control.snapshot()));
     spdlog::info("blobs: {}; this node's segment store is its cache", bucket->describe());
   }
   if (!c.push_to.empty()) {
@@ -387,6 +389,8 @@ int run(const edge::Config& c) {
       pusher->notify(seq);
     update_pins(control, blobs, *chunks);
     update_fillable();
+    if (blob_backend)
+      blob_backend->trust_recipes(edge::control::pinned_recipes(*control.snapshot()));
   });
   update_pins(control, blobs, *chunks);
   update_fillable();

@@ -1,6 +1,8 @@
 #include "edge/api/blob_backend.hpp"
 
-#include <future>
+#include <algorithm>
+#include <iterator>
+#include <type_traits>
 #include <unordered_set>
 
 #include "edge/core/sched.hpp"
@@ -61,6 +63,11 @@ void BlobBackend::stop() {
   for (auto& t : threads_)
     t.join();
   threads_.clear();
+  {
+    // Chunk writes in flight call back into this object: wait for them.
+    std::unique_lock lock(mutex_);
+    puts_cv_.wait(lock, [&] { return put_bytes_ == 0; });
+  }
   // What is still queued runs here and fails fast (every job checks stopping_ first), so
   // each waiter hears Errc::kShutdown.
   while (true) {
@@ -103,8 +110,9 @@ void BlobBackend::worker() {
   }
 }
 
-bool BlobBackend::enlist(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
-                         const Sha256& id, Done& done) {
+template <class Waiter>
+bool BlobBackend::enlist(std::unordered_map<Sha256, std::vector<Waiter>, Sha256Hash>& waiting,
+                         const Sha256& id, Waiter& waiter) {
   std::optional<Errc> refusal;
   bool fresh = false;
   {
@@ -116,12 +124,16 @@ bool BlobBackend::enlist(std::unordered_map<Sha256, std::vector<Done>, Sha256Has
       refusal = Errc::kNotFound;  // the bucket said 404 a moment ago
     } else {
       auto [it, first] = waiting.try_emplace(id);
-      it->second.push_back(std::move(done));
+      it->second.push_back(std::move(waiter));
       fresh = first;
     }
   }
-  if (refusal)
-    done(make_error_code(*refusal));
+  if (refusal) {
+    if constexpr (std::is_same_v<Waiter, ChunkWaiter>)
+      waiter.done(make_error_code(*refusal), {});
+    else
+      waiter(make_error_code(*refusal));
+  }
   return fresh;
 }
 
@@ -145,18 +157,42 @@ void BlobBackend::complete(std::unordered_map<Sha256, std::vector<Done>, Sha256H
     d(ec);
 }
 
-Result<void> BlobBackend::fetch_chunk(const Sha256& id, std::uint32_t size) {
+void BlobBackend::complete_chunk(const Sha256& id, error_code ec, const SharedBytes& verified) {
+  std::vector<ChunkWaiter> list;
   {
     std::lock_guard lock(mutex_);
-    if (stopping_)
-      return Errc::kShutdown;
+    if (ec == Errc::kNotFound) {
+      if (missing_.size() >= kMissingEntries)
+        missing_.clear();
+      missing_[id] = std::chrono::steady_clock::now() + kMissingTtl;
+    }
+    const auto it = chunk_waiters_.find(id);
+    if (it == chunk_waiters_.end())
+      return;
+    if (verified) {
+      auto& waiters = it->second;
+      const auto split = std::stable_partition(waiters.begin(), waiters.end(),
+                                               [](const ChunkWaiter& w) { return !w.early; });
+      std::move(split, waiters.end(), std::back_inserter(list));
+      waiters.erase(split, waiters.end());
+    } else {
+      list.swap(it->second);
+      chunk_waiters_.erase(it);
+    }
   }
+  for (auto& w : list)
+    w.done(ec, verified);
+}
+
+void BlobBackend::fetch_chunk(const Sha256& id, std::uint32_t size) {
+  if (stopping())
+    return complete_chunk(id, make_error_code(Errc::kShutdown));
   if (chunks_.contains(id))
-    return {};
+    return complete_chunk(id, {});
   const std::string key = store::chunk_key(id.hex());
   auto bytes = objects_.get(key, size != 0 ? size : kMaxChunkBytes);
   if (!bytes && bytes.error() != Errc::kTooLarge)
-    return bytes.error();
+    return complete_chunk(id, bytes.error());
   // The one hash of these bytes: a chunk that is not what its name says is never stored
   // nor sent (a damaged object, or a bucket someone else writes to).
   if (!bytes || sha256_of(*bytes) != id) {
@@ -164,30 +200,38 @@ Result<void> BlobBackend::fetch_chunk(const Sha256& id, std::uint32_t size) {
     spdlog::error("blob backend: object {} in {} failed SHA-256 verification ({}); not stored", key,
                   objects_.describe(),
                   bytes ? std::to_string(bytes->size()) + " bytes" : "larger than its recipe says");
-    return Errc::kChecksumMismatch;
+    return complete_chunk(id, make_error_code(Errc::kChecksumMismatch));
   }
-  std::promise<error_code> stored;
-  auto f = stored.get_future();
-  chunks_.async_put_verified(id, SharedBytes::of(std::move(*bytes)), {},
-                             [&stored](error_code ec, bool) { stored.set_value(ec); });
-  if (const error_code ec = f.get(); ec) {
-    spdlog::error("blob backend: storing chunk {}: {}", id.hex(), ec.message());
-    return ec;
+  const std::uint64_t n = bytes->size();
+  SharedBytes shared = SharedBytes::of(std::move(*bytes));
+  complete_chunk(id, {}, shared);  // streams send it while it is stored
+  {
+    // The write is asynchronous, so this thread fetches the next chunk while the store
+    // group-commits (one fdatasync for many chunks). Bounded by kPutBudget.
+    std::unique_lock lock(mutex_);
+    puts_cv_.wait(lock, [&] { return put_bytes_ < kPutBudget; });
+    put_bytes_ += n;
   }
-  return {};
+  chunks_.async_put_verified(id, std::move(shared), {}, [this, id, n](error_code ec, bool) {
+    if (ec)
+      spdlog::error("blob backend: storing chunk {}: {}", id.hex(), ec.message());
+    complete_chunk(id, ec);
+    {
+      std::lock_guard lock(mutex_);
+      put_bytes_ -= n;
+    }
+    puts_cv_.notify_all();
+  });
 }
 
 void BlobBackend::fill_chunk(const Sha256& id, Done done) {
-  fill_chunk_sized(id, 0, std::move(done));
+  fill_chunk_sized(id, 0, {[d = std::move(done)](error_code ec, const SharedBytes&) { d(ec); }});
 }
 
-void BlobBackend::fill_chunk_sized(const Sha256& id, std::uint32_t size, Done done) {
-  if (!enlist(chunk_waiters_, id, done))
+void BlobBackend::fill_chunk_sized(const Sha256& id, std::uint32_t size, ChunkWaiter waiter) {
+  if (!enlist(chunk_waiters_, id, waiter))
     return;
-  submit([this, id, size] {
-    auto r = fetch_chunk(id, size);
-    complete(chunk_waiters_, id, r ? error_code() : r.error());
-  });
+  submit([this, id, size] { fetch_chunk(id, size); });
 }
 
 void BlobBackend::fill_chunks(std::shared_ptr<const store::Recipe> recipe,
@@ -198,13 +242,29 @@ void BlobBackend::fill_chunks(std::shared_ptr<const store::Recipe> recipe,
       done(i, {}, {});
       continue;
     }
-    fill_chunk_sized(c.id, c.length, [done, i](error_code ec) { done(i, ec, {}); });
+    fill_chunk_sized(
+        c.id, c.length,
+        {[done, i](error_code ec, SharedBytes bytes) { done(i, ec, std::move(bytes)); }, true});
   }
+}
+
+void BlobBackend::trust_recipes(const std::vector<std::pair<Sha256, Sha256>>& pins) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [blob, digest] : pins)
+    trusted_[blob] = digest;
 }
 
 Result<std::shared_ptr<const store::Recipe>> BlobBackend::fetch_recipe(const Sha256& id) {
   if (auto local = blobs_.recipe(id))
     return *local;  // a chunk of a known blob went missing here (scrub, a wiped segment)
+  std::optional<Sha256> pin;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
+      return it->second;
+    if (const auto it = trusted_.find(id); it != trusted_.end())
+      pin = it->second;
+  }
   const std::string key = store::recipe_key(id.hex());
   auto bytes = objects_.get(key, kMaxRecipeBytes);
   if (!bytes)
@@ -217,7 +277,23 @@ Result<std::shared_ptr<const store::Recipe>> BlobBackend::fetch_recipe(const Sha
                   objects_.describe());
     return Errc::kChecksumMismatch;
   }
-  return std::make_shared<const store::Recipe>(std::move(*recipe));
+  // A recipe a release pins must be that recipe, before any chunk is fetched by it.
+  if (pin && recipe->digest() != *pin) {
+    objects_.stats().verify_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error(
+        "blob backend: object {} in {} hashes to {}, not to the {} its release pins; "
+        "refused",
+        key, objects_.describe(), recipe->digest().hex(), pin->hex());
+    return Errc::kChecksumMismatch;
+  }
+  auto shared = std::make_shared<const store::Recipe>(std::move(*recipe));
+  if (pin) {
+    std::lock_guard lock(mutex_);
+    if (fetched_recipes_.size() >= kFetchedRecipes)
+      fetched_recipes_.clear();
+    fetched_recipes_[id] = shared;
+  }
+  return shared;
 }
 
 void BlobBackend::fill_blob(const Sha256& id, Done done) {
@@ -226,11 +302,8 @@ void BlobBackend::fill_blob(const Sha256& id, Done done) {
 }
 
 void BlobBackend::fetch_blob(const Sha256& id) {
-  {
-    std::lock_guard lock(mutex_);
-    if (stopping_)
-      return complete(blob_waiters_, id, make_error_code(Errc::kShutdown));
-  }
+  if (stopping())
+    return complete(blob_waiters_, id, make_error_code(Errc::kShutdown));
   auto got = fetch_recipe(id);
   if (!got)
     return complete(blob_waiters_, id, got.error());
@@ -243,8 +316,17 @@ void BlobBackend::fetch_blob(const Sha256& id) {
   }
   // The recipe is stored last, and only once the blob's bytes hash to its id.
   auto finish = [this, id, recipe](error_code ec) {
+    if (!ec && stopping())
+      ec = make_error_code(Errc::kShutdown);
     if (!ec) {
-      if (auto put = blobs_.put_recipe(*recipe); !put) {
+      bool pinned = false;
+      {
+        std::lock_guard lock(mutex_);
+        const auto it = trusted_.find(id);
+        pinned = it != trusted_.end() && it->second == recipe->digest();
+        fetched_recipes_.erase(id);
+      }
+      if (auto put = blobs_.put_recipe(*recipe, pinned); !put) {
         ec = put.error();
         if (ec == Errc::kChecksumMismatch) {
           objects_.stats().verify_failures.fetch_add(1, std::memory_order_relaxed);
@@ -259,20 +341,57 @@ void BlobBackend::fetch_blob(const Sha256& id) {
     return finish({});
   auto batch = std::make_shared<Batch>();
   batch->left = missing.size();
-  batch->then = std::move(finish);
-  for (const auto* c : missing)
-    fill_chunk_sized(c->id, c->length, [batch](error_code ec) { batch->one(ec); });
+  // The last chunk completes on the chunk store's thread, which put_recipe waits for: the
+  // recipe is checked and stored on a pool thread.
+  batch->then = [this, finish = std::move(finish)](error_code ec) {
+    submit([finish, ec] { finish(ec); });
+  };
+  for (const auto* c : missing) {
+    fill_chunk_sized(c->id, c->length,
+                     {[batch](error_code ec, const SharedBytes&) { batch->one(ec); }, false});
+  }
 }
 
 void BlobBackend::fill_recipe(const Sha256& id, RecipeDone done) {
   if (auto local = blobs_.recipe(id))
     return done({}, *local);
-  fill_blob(id, [this, id, done = std::move(done)](error_code ec) {
-    auto stored = ec ? Result<std::shared_ptr<const store::Recipe>>(ec) : blobs_.recipe(id);
-    if (!stored)
-      return done(stored.error(), nullptr);
-    done({}, *stored);
-  });
+  std::shared_ptr<const store::Recipe> cached;
+  bool pinned = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
+      cached = it->second;
+    pinned = trusted_.contains(id);
+  }
+  if (cached)
+    return done({}, std::move(cached));
+  const auto stored = [this, id, done](error_code ec) {
+    std::shared_ptr<const store::Recipe> recipe;
+    if (!ec) {
+      std::lock_guard lock(mutex_);
+      if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
+        recipe = it->second;
+    }
+    if (!ec && recipe == nullptr) {
+      if (auto local = blobs_.recipe(id))
+        recipe = *local;
+      else
+        ec = make_error_code(Errc::kIo);
+    }
+    done(ec, std::move(recipe));
+  };
+  if (!pinned) {
+    // Nothing to check a recipe object against but the blob's own SHA-256: the whole blob
+    // first.
+    return fill_blob(id, stored);
+  }
+  Done relay = stored;
+  if (enlist(recipe_waiters_, id, relay)) {
+    submit([this, id] {
+      auto recipe = fetch_recipe(id);
+      complete(recipe_waiters_, id, recipe ? error_code() : recipe.error());
+    });
+  }
 }
 
 void BlobBackend::mirror(const Sha256& id, Done done) {
@@ -288,11 +407,8 @@ void BlobBackend::mirror(const Sha256& id, Done done) {
 }
 
 void BlobBackend::run_mirror(const Sha256& id, const Done& done) {
-  {
-    std::lock_guard lock(mutex_);
-    if (stopping_)
-      return done(make_error_code(Errc::kShutdown));
-  }
+  if (stopping())
+    return done(make_error_code(Errc::kShutdown));
   auto recipe = blobs_.recipe(id);
   if (!recipe)
     return done(recipe.error());
@@ -322,11 +438,8 @@ void BlobBackend::run_mirror(const Sha256& id, const Done& done) {
     return batch->then({});
   for (const auto& cid : ids) {
     submit([this, cid, batch] {
-      {
-        std::lock_guard lock(mutex_);
-        if (stopping_)
-          return batch->one(make_error_code(Errc::kShutdown));
-      }
+      if (stopping())
+        return batch->one(make_error_code(Errc::kShutdown));
       const std::string key = store::chunk_key(cid.hex());
       // Chunk objects are immutable: one already there is the same bytes.
       auto present = objects_.exists(key);

@@ -41,10 +41,18 @@ class BlobBackend final : public Filler {
 
   void fill_blob(const Sha256& id, Done done) override;
   void fill_chunk(const Sha256& id, Done done) override;
+  /// Each chunk's `done` runs with its bytes as soon as they matched its SHA-256 (the
+  /// store writes them meanwhile), or with null bytes once stored.
   void fill_chunks(std::shared_ptr<const store::Recipe> recipe,
                    const std::vector<std::size_t>& indexes, RunDone done) override;
-  /// The stored recipe, or (not stored here) the blob filled whole first, then its recipe.
+  /// The stored recipe; else, for a blob a release pins (trust_recipes), the recipe object
+  /// if it hashes to the pin (Errc::kChecksumMismatch if not), so that the answer streams
+  /// while the chunks fill (DESIGN §10); else the blob filled whole first, then its recipe.
   void fill_recipe(const Sha256& id, RecipeDone done) override;
+
+  /// Recipe digests the control state pins (release.recipe_sha256; control::pinned_recipes):
+  /// merged into what is trusted already. Any thread.
+  void trust_recipes(const std::vector<std::pair<Sha256, Sha256>>& pins);
 
   /// Makes blob `id`, stored here, durable in the bucket: each of its chunks the bucket
   /// lacks is written, then the recipe (so a recipe object never names a missing chunk).
@@ -61,18 +69,34 @@ class BlobBackend final : public Filler {
  private:
   using Job = std::function<void()>;
   struct Batch;
+  /// A caller waiting for a chunk: `early` ones hear as soon as its bytes verified (with
+  /// them), the others once it is stored.
+  using ChunkDone = std::function<void(boost::system::error_code, SharedBytes)>;
+  struct ChunkWaiter {
+    ChunkDone done;
+    bool early = false;
+  };
   void submit(Job job);
   void worker();
-  /// Fetches chunk `id` (at most `size` bytes; 0: 1 MiB), verifies and stores it.
-  Result<void> fetch_chunk(const Sha256& id, std::uint32_t size);
-  void fill_chunk_sized(const Sha256& id, std::uint32_t size, Done done);
+  /// Fetches chunk `id` (at most `size` bytes; 0: 1 MiB), verifies it, hands it to the
+  /// early waiters and stores it asynchronously (within kPutBudget); completes its waiters.
+  void fetch_chunk(const Sha256& id, std::uint32_t size);
+  void fill_chunk_sized(const Sha256& id, std::uint32_t size, ChunkWaiter waiter);
+  /// `verified` set: the bytes, for the early waiters only (the others wait for the store).
+  void complete_chunk(const Sha256& id, boost::system::error_code ec,
+                      const SharedBytes& verified = {});
+  bool stopping() {
+    std::lock_guard lock(mutex_);
+    return stopping_;
+  }
   void fetch_blob(const Sha256& id);
   Result<std::shared_ptr<const store::Recipe>> fetch_recipe(const Sha256& id);
   void run_mirror(const Sha256& id, const Done& done);
-  /// Adds `done` to the waiters of `id`; true if the caller must start the work. A refusal
-  /// (stopping, a recent miss) calls `done` at once and returns false.
-  bool enlist(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting, const Sha256& id,
-              Done& done);
+  /// Adds `waiter` to the waiters of `id`; true if the caller must start the work. A
+  /// refusal (stopping, a recent miss) calls the waiter at once and returns false.
+  template <class Waiter>
+  bool enlist(std::unordered_map<Sha256, std::vector<Waiter>, Sha256Hash>& waiting,
+              const Sha256& id, Waiter& waiter);
   void complete(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>& waiting,
                 const Sha256& id, boost::system::error_code ec);
 
@@ -82,10 +106,21 @@ class BlobBackend final : public Filler {
 
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;                                                    // guarded by mutex_
-  bool stopping_ = false;                                                    // guarded by mutex_
-  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blob_waiters_;   // mutex_
-  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> chunk_waiters_;  // mutex_
+  std::deque<Job> queue_;                                                   // guarded by mutex_
+  bool stopping_ = false;                                                   // guarded by mutex_
+  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blob_waiters_;  // mutex_
+  std::unordered_map<Sha256, std::vector<ChunkWaiter>, Sha256Hash> chunk_waiters_;  // mutex_
+  std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> recipe_waiters_;        // mutex_
+  std::unordered_map<Sha256, Sha256, Sha256Hash> trusted_;  // blob -> recipe digest; mutex_
+  /// Pinned recipes fetched for streams, until the blob is whole here; bounded.
+  std::unordered_map<Sha256, std::shared_ptr<const store::Recipe>, Sha256Hash>
+      fetched_recipes_;  // guarded by mutex_
+  static constexpr std::size_t kFetchedRecipes = 1024;
+  /// Chunk bytes handed to the store and not yet durable: a fill does not wait for each
+  /// chunk's write, but memory stays bounded.
+  static constexpr std::uint64_t kPutBudget = 64ULL << 20;
+  std::condition_variable puts_cv_;
+  std::uint64_t put_bytes_ = 0;  // guarded by mutex_
   static constexpr std::chrono::seconds kMissingTtl{5};
   static constexpr std::size_t kMissingEntries = 65536;
   std::unordered_map<Sha256, std::chrono::steady_clock::time_point, Sha256Hash>
