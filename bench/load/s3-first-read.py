@@ -9,7 +9,9 @@ Each round makes a new random blob of --size-mib MiB for each side:
             serves it. Timed: R's answer (time to first byte, and to the last).
   embedded: uploaded to origin E (the default embedded store), then read from E. Timed the same.
 Also timed, for reference: the upload acknowledgement on each side (s3: once the chunks and
-recipe are objects in the bucket), and R's second read of its blob (now cached).
+recipe are objects in the bucket), R's second read of its blob (now cached), and the floor the
+origin cannot beat: the blob's recipe and chunk objects read straight from s3rver by this
+script over 8 keep-alive connections (what the origin's 8 S3 threads could move at best).
 Every download goes to /dev/null with curl; the bytes are checked afterwards, outside the timed
 reads. Figures are median (min, max) over --runs rounds, with the host's steal.
 
@@ -20,10 +22,14 @@ Usage: bench/load/s3-first-read.py [--binary build/release/bundle-edge] [--size-
 Needs s3rver (tools/setup.sh installs it)."""
 import argparse
 import hashlib
+import http.client
 import os
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -59,6 +65,37 @@ def timed_get(node, digest, size):
     return float(out[2]), float(out[3])
 
 
+def direct_read(s3, digest, connections=8):
+    """Seconds to GET the blob's recipe object, then its chunk objects over `connections`
+    keep-alive connections, straight from s3rver (no origin, no verification)."""
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", s3.port)
+    conn.request("GET", "/%s/recipes/%s" % (s3.bucket, digest))
+    recipe = conn.getresponse().read()
+    conn.close()
+    _, _, count = struct.unpack_from("<BQI", recipe, 0)
+    keys = [recipe[13 + 36 * i:13 + 36 * i + 32].hex() for i in range(count)]
+    todo = list(dict.fromkeys(keys))
+    lock = threading.Lock()
+
+    def work():
+        c = http.client.HTTPConnection("127.0.0.1", s3.port)
+        while True:
+            with lock:
+                if not todo:
+                    break
+                key = todo.pop()
+            c.request("GET", "/%s/chunks/%s" % (s3.bucket, key))
+            c.getresponse().read()
+        c.close()
+    threads = [threading.Thread(target=work) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def check_bytes(node, digest):
     body = subprocess.run(["curl", "-sS", "http://127.0.0.1:%d/v1/blobs/%s" % (node.port, digest)],
                           capture_output=True, check=True).stdout
@@ -89,8 +126,8 @@ def main():
         e = BenchNode(args.binary, os.path.join(work, "e"), "")
         nodes.append(e)
         size = args.size_mib << 20
-        fig = {k: [] for k in ("s3_ttfb", "s3_total", "s3_cached", "emb_ttfb", "emb_total",
-                               "s3_upload", "emb_upload", "steal")}
+        fig = {k: [] for k in ("s3_ttfb", "s3_total", "s3_cached", "s3_direct", "emb_ttfb",
+                               "emb_total", "s3_upload", "emb_upload", "steal")}
         for i in range(args.runs):
             before = cpu_times()
             for side in ("s3", "emb"):
@@ -104,6 +141,7 @@ def main():
                     fig["s3_ttfb"].append(ttfb)
                     fig["s3_total"].append(total)
                     fig["s3_cached"].append(timed_get(r, digest, size)[1])
+                    fig["s3_direct"].append(direct_read(s3, digest))
                     check_bytes(r, digest)
                 else:
                     fig["emb_upload"].append(upload(e, path, digest))
@@ -124,6 +162,8 @@ def main():
               (spread(ms("emb_ttfb"), "%.1f", " ms"), spread(ms("emb_total"), "%.1f", " ms"),
                spread(mbs("emb_total"), "%.0f", " MB/s")))
         print("second read, S3 origin (cached):   whole %s" % spread(ms("s3_cached"), "%.1f", " ms"))
+        print("floor: the objects straight from s3rver, 8 connections: %s = %s" %
+              (spread(ms("s3_direct"), "%.1f", " ms"), spread(mbs("s3_direct"), "%.0f", " MB/s")))
         print("upload acknowledged, S3 (durable in the bucket): %s" %
               spread(ms("s3_upload"), "%.1f", " ms"))
         print("upload acknowledged, embedded (fdatasync):        %s" %
