@@ -1,5 +1,6 @@
 #include "edge/api/api.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -9,6 +10,7 @@
 
 #include "edge/api/console.hpp"
 #include "edge/api/fill_stream.hpp"
+#include "edge/control/model.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/http/http.hpp"
 
@@ -339,6 +341,10 @@ std::optional<Caller> Api::admin_caller(const RequestHeader& req, std::string_vi
 }
 
 Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
+  return admin_answer(req, body, true);
+}
+
+Response Api::admin_answer(const RequestHeader& req, std::string_view body, bool may_fill) const {
   const std::string_view target =
       http::origin_form(std::string_view(req.target().data(), req.target().size()));
   const std::string_view raw_path = http::path_of(target);
@@ -376,6 +382,8 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     // r: the 401 or 403
   } else if (is_scan(req.method(), path)) {
     r = start_scan(*caller, req, path, body);
+  } else if (auto fill = may_fill ? fill_release_blobs(*caller, req, path, body) : std::nullopt) {
+    return std::move(*fill);  // asked again (and audited) once the blobs are here
   } else {
     r = admin_route(*caller, req, path, body);
   }
@@ -399,6 +407,57 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     finish(r);
   }
   return r;
+}
+
+std::optional<Response> Api::fill_release_blobs(const Caller& caller, const RequestHeader& req,
+                                                std::string_view path,
+                                                std::string_view body) const {
+  // PUT /v1/admin/apps/<app>/releases/<name> on an origin whose blobs are in a shared
+  // bucket: a blob uploaded through another origin is not cached here yet.
+  if (!mirror_ || filler_ == nullptr || control_ == nullptr || req.method() != bhttp::verb::put ||
+      caller.role == Role::kViewer || !path.starts_with("/v1/admin/apps/"))
+    return std::nullopt;
+  const auto rel = path.find("/releases/", 15);
+  if (rel == std::string_view::npos || path.find('/', rel + 10) != std::string_view::npos)
+    return std::nullopt;
+  auto parsed = control::parse_release(body);
+  const auto* doc = std::get_if<control::ReleaseDoc>(&parsed);
+  if (doc == nullptr)
+    return std::nullopt;  // the control API names what is wrong with it
+  std::vector<Sha256> missing;
+  const auto need = [&](const Sha256& id) {
+    if (!blobs_.recipe(id) && std::find(missing.begin(), missing.end(), id) == missing.end())
+      missing.push_back(id);
+  };
+  if (doc->zip)
+    need(*doc->zip);
+  for (const auto& m : doc->manifest)
+    need(m.blob);
+  if (missing.empty())
+    return std::nullopt;
+  // Filled whole and verified from the bucket, then the request runs as if they had been
+  // here: a release still names only blobs this node can serve, and pins their recipes.
+  return deferred(
+      Route::kAdmin, [this, req, body = std::string(body), missing](
+                         const store::ChunkStore::Executor&, std::function<void(Response)> reply) {
+        struct Wait {
+          std::mutex mutex;
+          std::size_t left = 0;
+        };
+        auto wait = std::make_shared<Wait>();
+        wait->left = missing.size();
+        for (const auto& id : missing) {
+          filler_->fill_blob(id, [this, req, body, wait, reply](boost::system::error_code) {
+            {
+              std::lock_guard lock(wait->mutex);
+              if (--wait->left != 0)
+                return;
+            }
+            // A blob the bucket lacks too: the control API answers 422 missing_blob as usual.
+            reply(admin_answer(req, body, false));
+          });
+        }
+      });
 }
 
 Response Api::admin_route(const Caller& caller, const RequestHeader& req, std::string_view path,

@@ -186,6 +186,13 @@ class Api {
   /// bound on distinct fills in flight.
   Response fill_then(Route route, const Sha256& id, FillKind kind, std::string_view client,
                      std::function<Response(std::shared_ptr<const store::Recipe>)> again) const;
+  /// handle_admin; `may_fill`: false once fill_release_blobs ran for this request.
+  Response admin_answer(const RequestHeader& req, std::string_view body, bool may_fill) const;
+  /// Origins on a shared bucket: a release PUT naming blobs not cached here answers
+  /// deferred, once they are filled from the bucket (then the request runs, and is audited,
+  /// as handle_admin again); nullopt when nothing is to fill.
+  std::optional<Response> fill_release_blobs(const Caller& caller, const RequestHeader& req,
+                                             std::string_view path, std::string_view body) const;
   /// GET|HEAD of blob `rest` by `recipe` (stored, or trusted and filling: `may_fill`).
   Response blob_answer(const RequestHeader& req, std::string_view rest,
                        std::shared_ptr<const store::Recipe> recipe, bool may_fill,

@@ -9,7 +9,7 @@ Usage: s3_test.py <path-to-bundle-edge>"""
 import os
 import secrets
 
-from harness import Node, TMP, Skip, check, curl, run, sha, upload, wait_for
+from harness import Node, TMP, admin, check, curl, run, sha, upload
 import s3rver
 
 SECRET = "it-secret-" + secrets.token_hex(8)  # must never show up in logs or answers
@@ -92,12 +92,30 @@ def main():
         st, _, _ = get_blob(b, "ab" * 32)
         assert st == 404, st
 
+    def t_release_on_another_origin_fills_first():
+        # Uploaded through A; the release is written on D, which has never seen the blob:
+        # D fills it from the bucket (verified), then pins its recipe as usual.
+        data = secrets.token_bytes(600 << 10)
+        st, _, out = put_blob(a, data, "rel.bin")
+        assert st == 201, (st, out)
+        d = keep(Node(config(s3.endpoint)))
+        app = "/v1/admin/apps/com.example.s3"
+        assert admin(d, "PUT", app, {})[0] == 201
+        st, doc = admin(d, "PUT", app + "/releases/1.0.1", {"zip": sha(data)})
+        assert st == 201, (st, doc)
+        assert doc["recipe_sha256"][sha(data)], doc
+        st, _, body = get_blob(d, sha(data))
+        assert st == 200 and body == data, st
+        # A blob no origin uploaded: 422 missing_blob, as on an embedded origin.
+        st, doc = admin(d, "PUT", app + "/releases/1.0.2", {"zip": "cd" * 32})
+        assert st == 422 and doc["error"] == "missing_blob", (st, doc)
+
     def t_damaged_chunk_is_never_served():
         other = secrets.token_bytes(1 << 20)
         other_id = sha(other)
+        before = set(s3.keys("chunks/"))
         st, _, out = put_blob(a, other, "two.bin")
         assert st == 201, (st, out)
-        before = set(state["chunks"])
         mine = [k for k in s3.keys("chunks/") if k not in before]
         assert mine, "no new chunk objects"
         victim = s3.object_path(mine[0])
@@ -166,6 +184,7 @@ def main():
     try:
         check("s3: upload lands in the bucket", t_upload_lands_in_bucket)
         check("s3: fresh origin fills from the bucket", t_fresh_origin_fills_from_bucket)
+        check("s3: release on another origin fills first", t_release_on_another_origin_fills_first)
         check("s3: damaged chunk is never served", t_damaged_chunk_is_never_served)
         check("s3: bucket down: upload 503, cache served", t_bucket_down_upload_503_cache_served)
         check("s3: credentials appear nowhere", t_credentials_appear_nowhere)
