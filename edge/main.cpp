@@ -370,6 +370,7 @@ int run(const edge::Config& c) {
     metrics.set_objects(&bucket->stats());
     // Recipes the releases pin stream while their chunks fill (as on an edge).
     blob_backend->trust_recipes(edge::control::pinned_recipes(*control.snapshot()));
+    blob_backend->start_probe(std::chrono::seconds(10));
     spdlog::info("blobs: {}; this node's segment store is its cache", bucket->describe());
   }
   if (!c.push_to.empty()) {

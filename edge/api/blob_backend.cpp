@@ -60,9 +60,12 @@ void BlobBackend::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  probe_cv_.notify_all();
   for (auto& t : threads_)
     t.join();
   threads_.clear();
+  if (probe_.joinable())
+    probe_.join();
   {
     // Chunk writes in flight call back into this object: wait for them.
     std::unique_lock lock(mutex_);
@@ -81,6 +84,24 @@ void BlobBackend::stop() {
     }
     job();
   }
+}
+
+void BlobBackend::start_probe(std::chrono::milliseconds every) {
+  probe_ = named_thread("blob-probe", [this, every] {
+    std::uint64_t seen = requests_.load(std::memory_order_relaxed);
+    std::unique_lock lock(mutex_);
+    while (!probe_cv_.wait_for(lock, every, [&] { return stopping_; })) {
+      const std::uint64_t now = requests_.load(std::memory_order_relaxed);
+      if (now != seen) {
+        seen = now;  // the bucket was asked meanwhile: its answers tell
+        continue;
+      }
+      lock.unlock();
+      // Any answer (a 404 included) means the bucket is there; the client records it.
+      (void)objects_.exists("health/probe");
+      lock.lock();
+    }
+  });
 }
 
 void BlobBackend::submit(Job job) {
@@ -106,6 +127,7 @@ void BlobBackend::worker() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
+    requests_.fetch_add(1, std::memory_order_relaxed);
     job();
   }
 }

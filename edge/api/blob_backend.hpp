@@ -5,6 +5,7 @@
 // a miss fills from it through the Filler interface an edge uses for its upstream, and an
 // upload is acknowledged once its chunks and then its recipe are objects in the bucket.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -61,7 +62,13 @@ class BlobBackend final : public Filler {
   /// Errc::kShutdown when stopping.
   void mirror(const Sha256& id, Done done);
 
-  /// Stops the pool: queued work is dropped and its callers get Errc::kShutdown.
+  /// Asks the bucket whether it answers (a HEAD of one key) every `every` while nothing
+  /// else did, so that ObjectStoreStats::reachable (/readyz, edge_s3_up) follows the
+  /// bucket when the node is idle too. Call once; stop() ends it.
+  void start_probe(std::chrono::milliseconds every);
+
+  /// Stops the pool and the probe: queued work is dropped and its callers get
+  /// Errc::kShutdown.
   void stop();
 
   store::ObjectStore& objects() { return objects_; }
@@ -126,6 +133,10 @@ class BlobBackend final : public Filler {
   std::unordered_map<Sha256, std::chrono::steady_clock::time_point, Sha256Hash>
       missing_;  // guarded by mutex_
   std::vector<std::thread> threads_;
+  std::thread probe_;
+  std::condition_variable probe_cv_;
+  /// Bucket requests made by fills and mirrors (the probe skips a period that had some).
+  std::atomic<std::uint64_t> requests_{0};
 };
 
 }  // namespace edge::api

@@ -9,7 +9,7 @@ Usage: s3_test.py <path-to-bundle-edge>"""
 import os
 import secrets
 
-from harness import Node, TMP, admin, check, curl, run, sha, upload
+from harness import Node, TMP, admin, check, curl, run, sha, upload, wait_for
 import s3rver
 
 SECRET = "it-secret-" + secrets.token_hex(8)  # must never show up in logs or answers
@@ -152,7 +152,10 @@ def main():
             assert m["edge_s3_errors_total"] >= 1, m
         finally:
             s3.start()
-        # The bucket is back: the same upload goes through and is acknowledged.
+        # Back: with no request meanwhile, the node's probe (every 10 s) notices.
+        wait_for("/readyz to see the bucket again",
+                 lambda: b'"blob_backend":"ok"' in curl(a.url + "/readyz")[2], timeout=30, step=0.5)
+        # The same upload goes through now, and is acknowledged.
         st, _, out = put_blob(a, fresh, "three-again.bin")
         assert st in (200, 201), (st, out)
         assert "recipes/" + sha(fresh) in s3.keys("recipes/")
