@@ -372,6 +372,10 @@ int run(const edge::Config& c) {
     blob_backend->trust_recipes(edge::control::pinned_recipes(*control.snapshot()));
     blob_backend->start_probe(std::chrono::seconds(10));
     spdlog::info("blobs: {}; this node's segment store is its cache", bucket->describe());
+    // The blobs of this origin's releases go to the bucket if it lacks them (an origin that
+    // kept them in its embedded store until now), in the background: a HEAD each otherwise.
+    for (const auto& id : edge::control::named_blobs(*control.snapshot()))
+      blob_backend->mirror(id, [](boost::system::error_code) {});
   }
   if (!c.push_to.empty()) {
     pusher = edge::api::make_change_pusher(c.push_to, c.sync_token, c.push_ca_file,

@@ -418,7 +418,7 @@ void BlobBackend::fill_recipe(const Sha256& id, RecipeDone done) {
 
 void BlobBackend::mirror(const Sha256& id, Done done) {
   Done logged = [this, id, done = std::move(done)](error_code ec) {
-    if (ec && ec != Errc::kShutdown) {
+    if (ec && ec != Errc::kShutdown && ec != Errc::kNotFound) {
       spdlog::warn("blob backend: blob {} not made durable in {}: {}", id.hex(),
                    objects_.describe(),
                    ec == Errc::kIo ? objects_.stats().last_error() : ec.message());

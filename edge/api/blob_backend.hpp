@@ -58,8 +58,8 @@ class BlobBackend final : public Filler {
   /// Makes blob `id`, stored here, durable in the bucket: each of its chunks the bucket
   /// lacks is written, then the recipe (so a recipe object never names a missing chunk).
   /// `done({})` once all are written; Errc::kIo if the bucket failed (the reason is in
-  /// ObjectStoreStats::last_error), Errc::kNotFound if the blob is not stored here,
-  /// Errc::kShutdown when stopping.
+  /// ObjectStoreStats::last_error; logged), Errc::kNotFound if the blob is not stored
+  /// here, Errc::kShutdown when stopping.
   void mirror(const Sha256& id, Done done);
 
   /// Asks the bucket whether it answers (a HEAD of one key) every `every` while nothing

@@ -162,6 +162,28 @@ def main():
         st, _, ready = curl(a.url + "/readyz")
         assert b'"blob_backend":"ok"' in ready, ready
 
+    def t_embedded_origin_moves_to_the_bucket():
+        # An origin that kept its blobs in its embedded store: restarted on the bucket, the
+        # blobs its releases name are written there in the background.
+        e = keep(Node(""))
+        data = secrets.token_bytes(500 << 10)
+        st, _, out = put_blob(e, data, "moved.bin")
+        assert st == 201, (st, out)
+        app = "/v1/admin/apps/com.example.moved"
+        assert admin(e, "PUT", app, {})[0] == 201
+        assert admin(e, "PUT", app + "/releases/2.0.0", {"zip": sha(data)})[0] == 201
+        assert "recipes/" + sha(data) not in s3.keys("recipes/")
+        e.stop()
+        with open(e.conf, "w") as f:
+            f.write(config(s3.endpoint))
+        e.start()
+        wait_for("the moved blob's recipe in the bucket",
+                 lambda: "recipes/" + sha(data) in s3.keys("recipes/"), timeout=20)
+        # And another origin serves it from there.
+        f = keep(Node(config(s3.endpoint)))
+        st, _, body = get_blob(f, sha(data))
+        assert st == 200 and body == data, st
+
     def t_credentials_appear_nowhere():
         for n in nodes:
             st, _, ready = curl(n.url + "/readyz")
@@ -190,6 +212,7 @@ def main():
         check("s3: release on another origin fills first", t_release_on_another_origin_fills_first)
         check("s3: damaged chunk is never served", t_damaged_chunk_is_never_served)
         check("s3: bucket down: upload 503, cache served", t_bucket_down_upload_503_cache_served)
+        check("s3: embedded origin moves to the bucket", t_embedded_origin_moves_to_the_bucket)
         check("s3: credentials appear nowhere", t_credentials_appear_nowhere)
         check("s3: missing credentials refused", t_missing_credentials_refused)
     finally:
