@@ -413,7 +413,10 @@ std::optional<Response> Api::fill_release_blobs(const Caller& caller, const Requ
                                                 std::string_view path,
                                                 std::string_view body) const {
   // PUT /v1/admin/apps/<app>/releases/<name> on an origin whose blobs are in a shared
-  // bucket: a blob uploaded through another origin is not cached here yet.
+  // bucket. A release may name only blobs the bucket has (other origins serve them from
+  // there) and this node has verified (it pins their recipes): a blob cached here is made
+  // durable in the bucket if it is not yet (an upload answered 503 left it here only), one
+  // not cached here (uploaded through another origin) is filled from the bucket.
   if (!mirror_ || filler_ == nullptr || control_ == nullptr || req.method() != bhttp::verb::put ||
       caller.role == Role::kViewer || !path.starts_with("/v1/admin/apps/"))
     return std::nullopt;
@@ -424,38 +427,56 @@ std::optional<Response> Api::fill_release_blobs(const Caller& caller, const Requ
   const auto* doc = std::get_if<control::ReleaseDoc>(&parsed);
   if (doc == nullptr)
     return std::nullopt;  // the control API names what is wrong with it
-  std::vector<Sha256> missing;
-  const auto need = [&](const Sha256& id) {
-    if (!blobs_.recipe(id) && std::find(missing.begin(), missing.end(), id) == missing.end())
-      missing.push_back(id);
+  std::vector<Sha256> named;
+  const auto name = [&](const Sha256& id) {
+    if (std::find(named.begin(), named.end(), id) == named.end())
+      named.push_back(id);
   };
   if (doc->zip)
-    need(*doc->zip);
+    name(*doc->zip);
   for (const auto& m : doc->manifest)
-    need(m.blob);
-  if (missing.empty())
+    name(m.blob);
+  if (named.empty())
     return std::nullopt;
-  // Filled whole and verified from the bucket, then the request runs as if they had been
-  // here: a release still names only blobs this node can serve, and pins their recipes.
   return deferred(
-      Route::kAdmin, [this, req, body = std::string(body), missing](
+      Route::kAdmin, [this, caller, req, path = std::string(path), body = std::string(body), named](
                          const store::ChunkStore::Executor&, std::function<void(Response)> reply) {
         struct Wait {
           std::mutex mutex;
           std::size_t left = 0;
+          bool backend_failed = false;  // the bucket did not answer: 503, not 422
         };
         auto wait = std::make_shared<Wait>();
-        wait->left = missing.size();
-        for (const auto& id : missing) {
-          filler_->fill_blob(id, [this, req, body, wait, reply](boost::system::error_code) {
-            {
-              std::lock_guard lock(wait->mutex);
-              if (--wait->left != 0)
-                return;
-            }
+        wait->left = named.size();
+        auto one = [this, caller, req, path, body, wait, reply](boost::system::error_code ec) {
+          {
+            std::lock_guard lock(wait->mutex);
+            if (ec == Errc::kIo)
+              wait->backend_failed = true;
+            if (--wait->left != 0)
+              return;
+          }
+          if (!wait->backend_failed) {
             // A blob the bucket lacks too: the control API answers 422 missing_blob as usual.
-            reply(admin_answer(req, body, false));
-          });
+            return reply(admin_answer(req, body, false));
+          }
+          const std::string why = backend_stats_ != nullptr ? backend_stats_->last_error() : "";
+          Response r = error_response(503, "blob_backend_unavailable",
+                                      "the blob backend did not answer" +
+                                          (why.empty() ? std::string() : " (" + why + ")") +
+                                          "; the release was not written: retry",
+                                      Route::kAdmin);
+          r.set("Retry-After", "5");
+          if (access_ != nullptr)
+            access_->audit(caller, req.method(), path, r.status, 0);
+          set_api_headers(r);
+          reply(std::move(r));
+        };
+        for (const auto& id : named) {
+          if (blobs_.recipe(id))
+            mirror_(id, one);
+          else
+            filler_->fill_blob(id, one);
         }
       });
 }

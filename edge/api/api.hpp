@@ -188,9 +188,10 @@ class Api {
                      std::function<Response(std::shared_ptr<const store::Recipe>)> again) const;
   /// handle_admin; `may_fill`: false once fill_release_blobs ran for this request.
   Response admin_answer(const RequestHeader& req, std::string_view body, bool may_fill) const;
-  /// Origins on a shared bucket: a release PUT naming blobs not cached here answers
-  /// deferred, once they are filled from the bucket (then the request runs, and is audited,
-  /// as handle_admin again); nullopt when nothing is to fill.
+  /// Origins on a shared bucket: a release PUT naming blobs answers deferred, once each is
+  /// both in the bucket (mirrored if only here) and here (filled if only there); then the
+  /// request runs, and is audited, as handle_admin again; 503 blob_backend_unavailable if
+  /// the bucket did not answer. nullopt for any other request.
   std::optional<Response> fill_release_blobs(const Caller& caller, const RequestHeader& req,
                                              std::string_view path, std::string_view body) const;
   /// GET|HEAD of blob `rest` by `recipe` (stored, or trusted and filling: `may_fill`).

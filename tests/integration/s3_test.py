@@ -147,6 +147,11 @@ def main():
             assert st == 200 and body == blob, st
             st, _, ready = curl(a.url + "/readyz")
             assert st == 200 and b'"blob_backend":"unreachable"' in ready, (st, ready)
+            # A release is written only once its blobs are in the bucket: 503 too.
+            app = "/v1/admin/apps/com.example.down"
+            assert admin(a, "PUT", app, {})[0] == 201
+            st, doc = admin(a, "PUT", app + "/releases/1.0.0", {"zip": sha(fresh)})
+            assert st == 503 and doc["error"] == "blob_backend_unavailable", (st, doc)
             m = a.metrics()
             assert m["edge_s3_up"] == 0, m
             assert m["edge_s3_errors_total"] >= 1, m
@@ -161,6 +166,9 @@ def main():
         assert "recipes/" + sha(fresh) in s3.keys("recipes/")
         st, _, ready = curl(a.url + "/readyz")
         assert b'"blob_backend":"ok"' in ready, ready
+        st, doc = admin(a, "PUT", "/v1/admin/apps/com.example.down/releases/1.0.0",
+                        {"zip": sha(fresh)})
+        assert st == 201, (st, doc)
 
     def t_embedded_origin_moves_to_the_bucket():
         # An origin that kept its blobs in its embedded store: restarted on the bucket, the
