@@ -40,16 +40,24 @@ struct Handle {
   Handle& operator=(const Handle&) = delete;
 };
 
+// An error body (S3's XML) may be longer than a small object's limit: it is read up to this.
+constexpr std::uint64_t kMaxErrorBody = 64 << 10;
+
 struct Sink {
   std::vector<std::uint8_t>* out;
   std::uint64_t max;
+  CURL* curl;
   bool too_large = false;
 };
 
 std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
   auto* sink = static_cast<Sink*>(user);
   const std::size_t len = size * n;
-  if (sink->out->size() + len > sink->max) {
+  long status = 0;
+  curl_easy_getinfo(sink->curl, CURLINFO_RESPONSE_CODE, &status);
+  const bool success = status >= 200 && status < 300;
+  const std::uint64_t max = success ? sink->max : std::max(sink->max, kMaxErrorBody);
+  if (sink->out->size() + len > max) {
     sink->too_large = true;
     return 0;  // CURLE_WRITE_ERROR: the rest is not read
   }
@@ -266,7 +274,7 @@ Result<Reply> perform(const SignedRequest& req, const Credentials& credentials,
   }
   curl_easy_reset(h);
   Reply reply;
-  Sink sink{&reply.body, req.max_body};
+  Sink sink{&reply.body, req.max_body, h};
   char curl_error[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(h, CURLOPT_URL, req.target.url.c_str());
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -286,8 +294,11 @@ Result<Reply> perform(const SignedRequest& req, const Credentials& credentials,
   } else if (req.method == "PUT" || req.method == "POST") {
     // The body as POSTFIELDS under the request's own method: libcurl sends it with a
     // Content-Length (no chunked encoding, which S3 refuses for a plain PUT).
+    // Never a null pointer: libcurl would then read the body from stdin.
+    static const char kEmpty[] = "";
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, req.body.data());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS,
+                     req.body.empty() ? kEmpty : reinterpret_cast<const char*>(req.body.data()));
     if (req.method != "POST")
       curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req.method.c_str());
   } else if (req.method != "GET") {

@@ -271,6 +271,27 @@ TEST(S3Client, OversizedBodyIsCutShort) {
   EXPECT_EQ(got.error(), Errc::kTooLarge);
 }
 
+TEST(S3Client, AnErrorBodyLongerThanASmallObjectIsStillAnError) {
+  CaptureServer server({answer(
+      403, "Forbidden",
+      "<Error><Code>AccessDenied</Code><Message>" + std::string(300, 'm') + "</Message></Error>")});
+  auto c = client_for(server.port());
+  auto got = c.get("chunks/tiny", 10);  // a 10-byte chunk: its limit is 10 bytes
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), Errc::kIo);  // not kTooLarge, which would read as a bad object
+  EXPECT_NE(c.stats().last_error().find("HTTP 403 AccessDenied"), std::string::npos);
+}
+
+TEST(S3Client, AnEmptyObjectIsPutWithAnEmptyBody) {
+  CaptureServer server({answer(200, "OK")});
+  auto c = client_for(server.port());
+  ASSERT_TRUE(c.put("recipes/empty", {}));
+  const auto r = server.requests().at(0);
+  EXPECT_EQ(header_of(r, "Content-Length"), "0");
+  EXPECT_EQ(header_of(r, "x-amz-content-sha256"),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
 TEST(S3Client, UnreachableStoreIsAnIoError) {
   int port = 0;
   {
