@@ -238,10 +238,9 @@ void BlobBackend::fetch_chunk(const Sha256& id, std::uint32_t size) {
     if (ec)
       spdlog::error("blob backend: storing chunk {}: {}", id.hex(), ec.message());
     complete_chunk(id, ec);
-    {
-      std::lock_guard lock(mutex_);
-      put_bytes_ -= n;
-    }
+    // Notified under the lock: stop() may destroy this object as soon as it sees 0.
+    std::lock_guard lock(mutex_);
+    put_bytes_ -= n;
     puts_cv_.notify_all();
   });
 }
