@@ -94,7 +94,14 @@ const std::set<std::string>& known_keys() {
                                              "upstream.ca_file",
                                              "sync.ca_file",
                                              "state.backend",
-                                             "state.url"};
+                                             "state.url",
+                                             "blobs.backend",
+                                             "blobs.endpoint",
+                                             "blobs.bucket",
+                                             "blobs.region",
+                                             "blobs.path_style",
+                                             "blobs.timeout_ms",
+                                             "blobs.concurrency"};
   return keys;
 }
 
@@ -405,6 +412,14 @@ Config load_config(const ConfigOverrides& o) {
     r.string("sync.ca_file", c.push_ca_file);
     r.string("state.backend", c.state_backend);
     r.string("state.url", c.state_url);
+    // [blobs] (origins): the embedded segment store, or a bucket shared by several origins.
+    r.string("blobs.backend", c.blobs.backend);
+    r.string("blobs.endpoint", c.blobs.endpoint);
+    r.string("blobs.bucket", c.blobs.bucket);
+    r.string("blobs.region", c.blobs.region);
+    r.boolean("blobs.path_style", c.blobs.path_style);
+    r.integer("blobs.timeout_ms", c.blobs.timeout_ms, 100, 3'600'000);
+    r.integer("blobs.concurrency", c.blobs.concurrency, 1, 256);
   }
   if (o.role)
     c.role = *o.role;
@@ -591,6 +606,26 @@ Config load_config(const ConfigOverrides& o) {
   }
   while (c.public_url.ends_with("/"))
     c.public_url.pop_back();
+  // [blobs]: the endpoint is checked in full where the S3 client is made (main).
+  if (c.blobs.backend != "embedded" && c.blobs.backend != "s3") {
+    throw ConfigError("blobs.backend: expected 'embedded' or 's3', got '" + c.blobs.backend + "'");
+  }
+  if (c.blobs.backend == "s3") {
+    if (c.role != "origin") {
+      throw ConfigError(
+          "blobs.backend: 's3' is for origins (an edge fills from its upstream), and node.role is "
+          "'" +
+          c.role + "'");
+    }
+    if (!c.blobs.endpoint.starts_with("http://") && !c.blobs.endpoint.starts_with("https://")) {
+      throw ConfigError("blobs.endpoint: expected an http:// or https:// URL, got '" +
+                        c.blobs.endpoint + "'");
+    }
+    if (c.blobs.bucket.empty())
+      throw ConfigError("blobs.bucket: expected a bucket name, got ''");
+    if (c.blobs.region.empty())
+      throw ConfigError("blobs.region: expected a region such as 'us-east-1' or 'auto', got ''");
+  }
   return c;
 }
 

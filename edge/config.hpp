@@ -61,6 +61,18 @@ struct Config {
   /// origin tier: control state shared with other origins in PostgreSQL at state_url).
   std::string state_backend = "embedded";
   std::string state_url;  ///< [state] url: a libpq connection string or postgres:// URI
+  /// [blobs]: where an origin's blobs live. "embedded": the segment store; "s3": a bucket
+  /// several origins share, the segment store a verified cache of it. Credentials come
+  /// from the environment only (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+  struct Blobs {
+    std::string backend = "embedded";
+    std::string endpoint;  ///< http(s)://host[:port]
+    std::string bucket;
+    std::string region = "us-east-1";
+    bool path_style = true;  ///< false: virtual-host style (bucket.host)
+    std::uint32_t timeout_ms = 30'000;
+    std::uint32_t concurrency = 8;  ///< S3 requests in flight (fills and upload writes)
+  } blobs;
 };
 
 /// Command-line values that override the file (unset: keep the file's or the default).

@@ -11,6 +11,7 @@
 
 #include "edge/api/api.hpp"
 #include "edge/api/auto_pause.hpp"
+#include "edge/api/blob_backend.hpp"
 #include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
@@ -19,6 +20,7 @@
 #include "edge/pg/fleet.hpp"
 #include "edge/pg/singleton.hpp"
 #include "edge/pg/state_log.hpp"
+#include "edge/s3/s3_client.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
 #include "edge/store/backup.hpp"
@@ -460,6 +462,41 @@ int run(const edge::Config& c) {
     api.set_filler(&upstream->filler());
     sync.set_push_sink(&upstream->push_sink());
   }
+  // [blobs] backend = "s3" (DESIGN §12.2): the segment store becomes a verified cache of a
+  // bucket that several origins share; a miss fills from it, an upload is acknowledged once
+  // durable in it. Credentials come from the environment only and are never logged.
+  std::unique_ptr<edge::s3::S3Client> bucket;
+  std::unique_ptr<edge::api::BlobBackend> blob_backend;
+  if (c.blobs.backend == "s3") {
+    auto credentials = edge::s3::Credentials::from_env();
+    if (!credentials) {
+      throw std::runtime_error(
+          "blobs.backend = \"s3\": set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+          "AWS_SESSION_TOKEN for temporary credentials) in the environment");
+    }
+    bucket = std::make_unique<edge::s3::S3Client>(
+        edge::s3::S3Options{c.blobs.endpoint, c.blobs.bucket, c.blobs.region, c.blobs.path_style,
+                            c.blobs.timeout_ms},
+        std::move(*credentials));
+    blob_backend =
+        std::make_unique<edge::api::BlobBackend>(*bucket, *chunks, blobs, c.blobs.concurrency);
+    api.set_blob_backend(
+        blob_backend.get(),
+        [b = blob_backend.get()](const edge::Sha256& id,
+                                 std::function<void(boost::system::error_code)> done) {
+          b->mirror(id, std::move(done));
+        },
+        &bucket->stats());
+    metrics.set_objects(&bucket->stats());
+    // Recipes the releases pin stream while their chunks fill (as on an edge).
+    blob_backend->trust_recipes(edge::control::pinned_recipes(*control.snapshot()));
+    blob_backend->start_probe(std::chrono::seconds(10));
+    spdlog::info("blobs: {}; this node's segment store is its cache", bucket->describe());
+    // The blobs of this origin's releases go to the bucket if it lacks them (an origin that
+    // kept them in its embedded store until now), in the background: a HEAD each otherwise.
+    for (const auto& id : edge::control::named_blobs(*control.snapshot()))
+      blob_backend->mirror(id, [](boost::system::error_code) {});
+  }
   if (!c.push_to.empty()) {
     pusher = edge::api::make_change_pusher(c.push_to, c.sync_token, c.push_ca_file,
                                            c.upstream.timeout_ms, state, sync_metrics);
@@ -510,6 +547,8 @@ int run(const edge::Config& c) {
       pusher->notify(seq);
     update_pins(control, blobs, *chunks);
     update_fillable();
+    if (blob_backend)
+      blob_backend->trust_recipes(edge::control::pinned_recipes(*control.snapshot()));
   });
   update_pins(control, blobs, *chunks);
   update_fillable();
@@ -608,6 +647,8 @@ int run(const edge::Config& c) {
     upstream->stop(std::chrono::seconds(5));
   if (pusher)
     pusher->stop();
+  if (blob_backend)
+    blob_backend->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.
   checkins.flush();
   if (auto_pause)

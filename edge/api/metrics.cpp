@@ -65,6 +65,47 @@ void Metrics::render_tls(std::string& out) const {
          {{"result=\"ok\"", c(Tls::kReloaded)}, {"result=\"failed\"", c(Tls::kReloadFailed)}});
 }
 
+void Metrics::render_objects(
+    std::string& out,
+    const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const {
+  using Op = store::ObjectStoreStats::Op;
+  using Outcome = store::ObjectStoreStats::Outcome;
+  static constexpr std::pair<Op, const char*> kOps[] = {{Op::kPut, "put"},
+                                                        {Op::kGet, "get"},
+                                                        {Op::kHead, "head"},
+                                                        {Op::kDelete, "delete"},
+                                                        {Op::kList, "list"}};
+  static constexpr std::pair<Outcome, const char*> kOutcomes[] = {
+      {Outcome::kOk, "ok"}, {Outcome::kNotFound, "not_found"}, {Outcome::kError, "error"}};
+  out +=
+      "# HELP edge_s3_requests_total Requests to the S3 blob backend by operation and result "
+      "(error: no answer, or a status other than success and 404, after the retries).\n"
+      "# TYPE edge_s3_requests_total counter\n";
+  std::uint64_t errors = 0;
+  for (const auto& [op, op_name] : kOps) {
+    for (const auto& [outcome, outcome_name] : kOutcomes) {
+      const auto v = objects_->requests_of(op, outcome);
+      if (outcome == Outcome::kError)
+        errors += v;
+      out += "edge_s3_requests_total{op=\"" + std::string(op_name) + "\",result=\"" + outcome_name +
+             "\"} " + std::to_string(v) + "\n";
+    }
+  }
+  gauge("edge_s3_errors_total", "S3 requests that failed (every operation).", "counter", errors);
+  out +=
+      "# HELP edge_s3_bytes_total Object bytes sent to (PUT) and received from (GET, list) the "
+      "S3 blob backend.\n# TYPE edge_s3_bytes_total counter\n";
+  out += "edge_s3_bytes_total{direction=\"sent\"} " +
+         std::to_string(objects_->bytes_sent.load(relaxed)) + "\n";
+  out += "edge_s3_bytes_total{direction=\"received\"} " +
+         std::to_string(objects_->bytes_received.load(relaxed)) + "\n";
+  gauge("edge_s3_verify_failures_total",
+        "Objects from S3 that did not match their SHA-256 (never stored, never served).", "counter",
+        objects_->verify_failures.load(relaxed));
+  gauge("edge_s3_up", "1 while the last S3 request got an answer (not a 5xx), else 0.", "gauge",
+        objects_->reachable.load(relaxed));
+}
+
 std::string Metrics::render(const store::StoreStats& st) const {
   std::string out;
   out.reserve(4096);
@@ -161,6 +202,8 @@ std::string Metrics::render(const store::StoreStats& st) const {
   }
   for (const auto& section : sections_)
     section(out);
+  if (objects_ != nullptr)
+    render_objects(out, gauge);
   return out;
 }
 

@@ -330,6 +330,37 @@ TEST(Config, TlsTable) {
             std::string::npos);
 }
 
+TEST(Config, BlobsTableDefaultsToEmbeddedAndChecksS3Keys) {
+  const Config d = load_config({});
+  EXPECT_EQ(d.blobs.backend, "embedded");
+  const Config c = load_text(
+      "[blobs]\nbackend = \"s3\"\nendpoint = \"https://s3.eu-west-1.amazonaws.com\"\n"
+      "bucket = \"b\"\nregion = \"eu-west-1\"\npath_style = false\ntimeout_ms = 5000\n"
+      "concurrency = 4\n");
+  EXPECT_EQ(c.blobs.backend, "s3");
+  EXPECT_EQ(c.blobs.endpoint, "https://s3.eu-west-1.amazonaws.com");
+  EXPECT_EQ(c.blobs.bucket, "b");
+  EXPECT_EQ(c.blobs.region, "eu-west-1");
+  EXPECT_FALSE(c.blobs.path_style);
+  EXPECT_EQ(c.blobs.timeout_ms, 5000U);
+  EXPECT_EQ(c.blobs.concurrency, 4U);
+  EXPECT_NE(error_of("[blobs]\nbackend = \"gcs\"\n").find("blobs.backend"), std::string::npos);
+  EXPECT_NE(error_of("[blobs]\nbackend = \"s3\"\nbucket = \"b\"\n").find("blobs.endpoint"),
+            std::string::npos);
+  EXPECT_NE(error_of("[blobs]\nbackend = \"s3\"\nendpoint = \"s3.example.com\"\nbucket = "
+                     "\"b\"\n")
+                .find("'s3.example.com'"),
+            std::string::npos);
+  EXPECT_NE(error_of("[blobs]\nbackend = \"s3\"\nendpoint = \"http://h\"\n").find("blobs.bucket"),
+            std::string::npos);
+  EXPECT_NE(error_of("[blobs]\nconcurrency = 0\n").find("blobs.concurrency"), std::string::npos);
+  EXPECT_NE(error_of("[node]\nrole = \"edge\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n"
+                     "token = \"t\"\n[blobs]\nbackend = \"s3\"\nendpoint = \"http://h\"\n"
+                     "bucket = \"b\"\n")
+                .find("for origins"),
+            std::string::npos);
+}
+
 TEST(Config, Sizes) {
   EXPECT_EQ(parse_size("k", "0"), 0U);
   EXPECT_EQ(parse_size("k", "1KiB"), 1024U);
