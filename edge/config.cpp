@@ -94,7 +94,14 @@ const std::set<std::string>& known_keys() {
                                              "upstream.ca_file",
                                              "sync.ca_file",
                                              "state.backend",
-                                             "state.url"};
+                                             "state.url",
+                                             "blobs.backend",
+                                             "blobs.endpoint",
+                                             "blobs.bucket",
+                                             "blobs.region",
+                                             "blobs.path_style",
+                                             "blobs.timeout_ms",
+                                             "blobs.concurrency"};
   return keys;
 }
 
@@ -227,6 +234,30 @@ std::uint64_t parse_size(const std::string& key, const std::string& text) {
   return fail();
 }
 
+std::vector<std::string> parse_url_list(const std::string& key, const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t count = 1;
+  for (const char ch : text)
+    count += ch == ',' ? 1 : 0;
+  std::size_t at = 0;
+  for (std::size_t i = 1; i <= count; ++i) {
+    const std::size_t comma = std::min(text.find(',', at), text.size());
+    std::string url = text.substr(at, comma - at);
+    while (!url.empty() && std::isspace(static_cast<unsigned char>(url.front())))
+      url.erase(0, 1);
+    while (!url.empty() && std::isspace(static_cast<unsigned char>(url.back())))
+      url.pop_back();
+    if (url.empty()) {
+      // Not the text itself: a neighbouring entry may carry user information.
+      throw ConfigError(key + ": URL " + std::to_string(i) + " of " + std::to_string(count) +
+                        " is empty");
+    }
+    out.push_back(std::move(url));
+    at = comma + 1;
+  }
+  return out;
+}
+
 std::pair<std::string, std::uint16_t> parse_host_port(const std::string& key,
                                                       const std::string& text) {
   const auto colon = text.rfind(':');
@@ -255,6 +286,7 @@ Config load_config(const ConfigOverrides& o) {
   std::string chunk_write = "direct";
   std::string tls_listen;
   std::string data_dir = c.data_dir.string();
+  std::string upstream_urls;  // upstream.url or --upstream: comma-separated
   unsigned threads = 0;
   if (o.config_file) {
     const std::string file = o.config_file->string();
@@ -316,7 +348,27 @@ Config load_config(const ConfigOverrides& o) {
     r.string("log.level", c.log_level);
     r.string("node.id", c.node_id);
     auto& u = c.upstream;
-    r.string("upstream.url", u.url);
+    if (const auto* n = r.get("upstream.url")) {
+      // One URL, a comma-separated list (as --upstream takes), or an array of URLs.
+      if (n->is_string()) {
+        upstream_urls = n->as_string()->get();
+      } else if (n->is_array()) {
+        upstream_urls.clear();
+        for (const auto& e : *n->as_array()) {
+          if (!e.is_string())
+            r.bad("upstream.url", "a URL, a comma-separated list of URLs or an array of URLs", e);
+          if (e.as_string()->get().find(',') != std::string::npos) {
+            throw ConfigError(file + ": upstream.url: an array entry holds a comma: '" +
+                              e.as_string()->get() + "' (one URL per entry)");
+          }
+          upstream_urls += (upstream_urls.empty() ? "" : ",") + e.as_string()->get();
+        }
+        if (n->as_array()->empty())
+          throw ConfigError(file + ": upstream.url: the list is empty (give at least one URL)");
+      } else {
+        r.bad("upstream.url", "a URL, a comma-separated list of URLs or an array of URLs", *n);
+      }
+    }
     r.string("upstream.token", u.token);
     r.integer("upstream.timeout_ms", u.timeout_ms, 100, 3'600'000);
     r.integer("upstream.retries", u.retries, 0, 100);
@@ -360,6 +412,14 @@ Config load_config(const ConfigOverrides& o) {
     r.string("sync.ca_file", c.push_ca_file);
     r.string("state.backend", c.state_backend);
     r.string("state.url", c.state_url);
+    // [blobs] (origins): the embedded segment store, or a bucket shared by several origins.
+    r.string("blobs.backend", c.blobs.backend);
+    r.string("blobs.endpoint", c.blobs.endpoint);
+    r.string("blobs.bucket", c.blobs.bucket);
+    r.string("blobs.region", c.blobs.region);
+    r.boolean("blobs.path_style", c.blobs.path_style);
+    r.integer("blobs.timeout_ms", c.blobs.timeout_ms, 100, 3'600'000);
+    r.integer("blobs.concurrency", c.blobs.concurrency, 1, 256);
   }
   if (o.role)
     c.role = *o.role;
@@ -375,7 +435,7 @@ Config load_config(const ConfigOverrides& o) {
     threads = to_u32("--threads", *o.threads);
 
   if (o.upstream)
-    c.upstream.url = *o.upstream;
+    upstream_urls = *o.upstream;
   if (o.sync_token)
     c.sync_token = *o.sync_token;
   if (o.node_id)
@@ -406,6 +466,12 @@ Config load_config(const ConfigOverrides& o) {
     // Node-to-node traffic: http:// or https:// (chain and host name verified, DESIGN §9).
     const std::size_t scheme = url.starts_with("http://") ? 7 : url.starts_with("https://") ? 8 : 0;
     const auto rest = scheme != 0 ? std::string_view(url).substr(scheme) : "";
+    if (rest.substr(0, rest.find_first_of("/?#")).find('@') != std::string_view::npos) {
+      // Not echoed: what precedes '@' is a credential. Tokens have keys of their own.
+      throw ConfigError(key +
+                        ": a URL carries user information (user@host); give the token in "
+                        "upstream.token or sync.token instead");
+    }
     if (rest.empty() || rest.find_first_of("/?#") < rest.find(':') ||
         rest.find(':') == std::string_view::npos) {
       throw ConfigError(key + ": expected http://host:port or https://host:port, got '" + url +
@@ -424,10 +490,25 @@ Config load_config(const ConfigOverrides& o) {
   };
   check_readable("upstream.ca_file", c.upstream.ca_file);
   check_readable("sync.ca_file", c.push_ca_file);
+  if (!upstream_urls.empty())
+    c.upstream.urls = parse_url_list("upstream.url", upstream_urls);
   if (c.role == "edge") {
-    if (c.upstream.url.empty())
+    if (c.upstream.urls.empty())
       throw ConfigError("upstream.url: required when node.role is 'edge' (or --upstream URL)");
-    check_url("upstream.url", c.upstream.url);
+    const std::size_t n = c.upstream.urls.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      check_url(
+          n == 1 ? std::string("upstream.url")
+                 : "upstream.url (URL " + std::to_string(i + 1) + " of " + std::to_string(n) + ")",
+          c.upstream.urls[i]);
+    }
+    for (std::size_t i = 0; i < c.upstream.urls.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (c.upstream.urls[i] == c.upstream.urls[j]) {
+          throw ConfigError("upstream.url: '" + c.upstream.urls[i] + "' is listed twice");
+        }
+      }
+    }
     if (c.upstream.token.empty())
       c.upstream.token = c.sync_token;  // one shared secret per tree: the simple setup
     if (c.upstream.token.empty()) {
@@ -525,6 +606,26 @@ Config load_config(const ConfigOverrides& o) {
   }
   while (c.public_url.ends_with("/"))
     c.public_url.pop_back();
+  // [blobs]: the endpoint is checked in full where the S3 client is made (main).
+  if (c.blobs.backend != "embedded" && c.blobs.backend != "s3") {
+    throw ConfigError("blobs.backend: expected 'embedded' or 's3', got '" + c.blobs.backend + "'");
+  }
+  if (c.blobs.backend == "s3") {
+    if (c.role != "origin") {
+      throw ConfigError(
+          "blobs.backend: 's3' is for origins (an edge fills from its upstream), and node.role is "
+          "'" +
+          c.role + "'");
+    }
+    if (!c.blobs.endpoint.starts_with("http://") && !c.blobs.endpoint.starts_with("https://")) {
+      throw ConfigError("blobs.endpoint: expected an http:// or https:// URL, got '" +
+                        c.blobs.endpoint + "'");
+    }
+    if (c.blobs.bucket.empty())
+      throw ConfigError("blobs.bucket: expected a bucket name, got ''");
+    if (c.blobs.region.empty())
+      throw ConfigError("blobs.region: expected a region such as 'us-east-1' or 'auto', got ''");
+  }
   return c;
 }
 

@@ -61,6 +61,18 @@ struct Config {
   /// origin tier: control state shared with other origins in PostgreSQL at state_url).
   std::string state_backend = "embedded";
   std::string state_url;  ///< [state] url: a libpq connection string or postgres:// URI
+  /// [blobs]: where an origin's blobs live. "embedded": the segment store; "s3": a bucket
+  /// several origins share, the segment store a verified cache of it. Credentials come
+  /// from the environment only (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+  struct Blobs {
+    std::string backend = "embedded";
+    std::string endpoint;  ///< http(s)://host[:port]
+    std::string bucket;
+    std::string region = "us-east-1";
+    bool path_style = true;  ///< false: virtual-host style (bucket.host)
+    std::uint32_t timeout_ms = 30'000;
+    std::uint32_t concurrency = 8;  ///< S3 requests in flight (fills and upload writes)
+  } blobs;
 };
 
 /// Command-line values that override the file (unset: keep the file's or the default).
@@ -79,6 +91,11 @@ Config load_config(const ConfigOverrides& overrides);
 /// Parses a size: an integer number of bytes, or a number with B, KiB, MiB, GiB, TiB (or
 /// KB, MB, GB, TB: powers of 1000). Throws ConfigError naming `key`.
 std::uint64_t parse_size(const std::string& key, const std::string& text);
+
+/// Splits a comma-separated list of URLs (upstream.url, --upstream), spaces around each
+/// trimmed. Throws ConfigError naming `key` and the position of an empty entry. The URLs
+/// themselves are checked by load_config.
+std::vector<std::string> parse_url_list(const std::string& key, const std::string& text);
 
 /// Splits "host:port" ("[v6]:port" too). Throws ConfigError naming `key`.
 std::pair<std::string, std::uint16_t> parse_host_port(const std::string& key,

@@ -11,6 +11,7 @@
 
 #include "edge/api/api.hpp"
 #include "edge/api/auto_pause.hpp"
+#include "edge/api/blob_backend.hpp"
 #include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
@@ -20,6 +21,7 @@
 #include "edge/pg/fleet.hpp"
 #include "edge/pg/singleton.hpp"
 #include "edge/pg/state_log.hpp"
+#include "edge/s3/s3_client.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
 #include "edge/store/backup.hpp"
@@ -448,7 +450,7 @@ int run(const edge::Config& c) {
   const auto self_status = [&, self_id] {
     const auto ob = checkins.outbox_stats();
     return edge::api::encode_node_status(
-        {self_id, c.role, std::string(kVersion), c.upstream.url, state.last_seq(),
+        {self_id, c.role, std::string(kVersion), sync_metrics.current_upstream(), state.last_seq(),
          sync_metrics.upstream_seq.load(), ob.depth, ob.bytes, chunks->stats().bytes_live,
          metrics.blob_hits(), metrics.blob_misses(), metrics.body_bytes_total(),
          sync_metrics.last_contact_ms.load(), edge::wall_clock_ms()});
@@ -460,6 +462,41 @@ int run(const edge::Config& c) {
         {control, *chunks, blobs, checkins, sync_metrics, self_id, self_status, &fleet});
     api.set_filler(&upstream->filler());
     sync.set_push_sink(&upstream->push_sink());
+  }
+  // [blobs] backend = "s3" (DESIGN §12.2): the segment store becomes a verified cache of a
+  // bucket that several origins share; a miss fills from it, an upload is acknowledged once
+  // durable in it. Credentials come from the environment only and are never logged.
+  std::unique_ptr<edge::s3::S3Client> bucket;
+  std::unique_ptr<edge::api::BlobBackend> blob_backend;
+  if (c.blobs.backend == "s3") {
+    auto credentials = edge::s3::Credentials::from_env();
+    if (!credentials) {
+      throw std::runtime_error(
+          "blobs.backend = \"s3\": set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+          "AWS_SESSION_TOKEN for temporary credentials) in the environment");
+    }
+    bucket = std::make_unique<edge::s3::S3Client>(
+        edge::s3::S3Options{c.blobs.endpoint, c.blobs.bucket, c.blobs.region, c.blobs.path_style,
+                            c.blobs.timeout_ms},
+        std::move(*credentials));
+    blob_backend =
+        std::make_unique<edge::api::BlobBackend>(*bucket, *chunks, blobs, c.blobs.concurrency);
+    api.set_blob_backend(
+        blob_backend.get(),
+        [b = blob_backend.get()](const edge::Sha256& id,
+                                 std::function<void(boost::system::error_code)> done) {
+          b->mirror(id, std::move(done));
+        },
+        &bucket->stats());
+    metrics.set_objects(&bucket->stats());
+    // Recipes the releases pin stream while their chunks fill (as on an edge).
+    blob_backend->trust_recipes(edge::control::pinned_recipes(*control.snapshot()));
+    blob_backend->start_probe(std::chrono::seconds(10));
+    spdlog::info("blobs: {}; this node's segment store is its cache", bucket->describe());
+    // The blobs of this origin's releases go to the bucket if it lacks them (an origin that
+    // kept them in its embedded store until now), in the background: a HEAD each otherwise.
+    for (const auto& id : edge::control::named_blobs(*control.snapshot()))
+      blob_backend->mirror(id, [](boost::system::error_code) {});
   }
   if (!c.push_to.empty()) {
     pusher = edge::api::make_change_pusher(c.push_to, c.sync_token, c.push_ca_file,
@@ -540,6 +577,8 @@ int run(const edge::Config& c) {
       pusher->notify(seq);
     update_pins(control, blobs, *chunks);
     update_fillable();
+    if (blob_backend)
+      blob_backend->trust_recipes(edge::control::pinned_recipes(*control.snapshot()));
   });
   update_pins(control, blobs, *chunks);
   update_fillable();
@@ -587,7 +626,11 @@ int run(const edge::Config& c) {
   }
   if (upstream) {
     upstream->start();
-    spdlog::info("edge {} following {}", self_id, c.upstream.url);
+    std::string urls;
+    for (const auto& u : c.upstream.urls)
+      urls += (urls.empty() ? "" : ", ") + u;
+    spdlog::info("edge {} following {}{}", self_id, urls,
+                 c.upstream.urls.size() > 1 ? " (in that order of preference)" : "");
   }
   if (pusher)
     pusher->start();
@@ -634,6 +677,8 @@ int run(const edge::Config& c) {
     upstream->stop(std::chrono::seconds(5));
   if (pusher)
     pusher->stop();
+  if (blob_backend)
+    blob_backend->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.
   checkins.flush();
   if (pg_checkins) {
@@ -899,7 +944,8 @@ int main(int argc, char** argv) {
       "threads", po::value(&threads),
       "event-loop threads, 0 = one per core (overrides server.threads)")(
       "upstream", po::value(&upstream),
-      "edges: http://host:port of the upstream (overrides upstream.url)")(
+      "edges: http://host:port of the upstream, or several separated by commas in order of "
+      "preference (overrides upstream.url)")(
       "sync-token", po::value(&sync_token),
       "token node-to-node calls to this node carry (overrides sync.token)")(
       "node-id", po::value(&node), "this node's id in check-in batches (overrides node.id)")(

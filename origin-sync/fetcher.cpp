@@ -21,13 +21,11 @@ constexpr std::size_t kChunkWindow = 64;             // chunk fetches one blob h
 
 }  // namespace
 
-Fetcher::Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks,
-                 store::BlobStore& blobs, api::SyncMetrics& metrics)
+Fetcher::Fetcher(const api::UpstreamOptions& options, UpstreamSet& upstreams,
+                 store::ChunkStore& chunks, store::BlobStore& blobs, api::SyncMetrics& metrics)
     : options_(options), chunks_(chunks), blobs_(blobs), metrics_(metrics) {
-  for (unsigned i = 0; i < std::max(1U, options_.fill_concurrency); ++i) {
-    clients_.push_back(std::make_unique<HttpClient>(options_.url, options_.token,
-                                                    options_.timeout_ms, options_.ca_file));
-  }
+  for (unsigned i = 0; i < std::max(1U, options_.fill_concurrency); ++i)
+    clients_.push_back(std::make_unique<FailoverClient>(upstreams, options_));
   for (auto& c : clients_)
     threads_.push_back(named_thread("fill-fetch", [this, client = c.get()] { worker(*client); }));
 }
@@ -89,7 +87,7 @@ void Fetcher::submit(Priority priority, Job job) {
   cv_.notify_one();
 }
 
-void Fetcher::worker(HttpClient& client) {
+void Fetcher::worker(FailoverClient& client) {
   while (true) {
     Job job;
     {
@@ -140,7 +138,7 @@ bool Fetcher::present(const Sha256& blob) const {
   return true;
 }
 
-Result<HttpReply> Fetcher::get(HttpClient& client, const std::string& target,
+Result<HttpReply> Fetcher::get(FailoverClient& client, const std::string& target,
                                std::uint64_t max_body,
                                const std::vector<std::pair<std::string, std::string>>& headers,
                                unsigned expect) {
@@ -279,14 +277,14 @@ void Fetcher::fill_runs_at(const std::shared_ptr<const store::Recipe>& recipe,
       ++j;
       bytes += recipe->chunks[ours[j]].length;
     }
-    submit(priority, [this, recipe, a = ours[k], b = ours[j]](HttpClient& client) {
+    submit(priority, [this, recipe, a = ours[k], b = ours[j]](FailoverClient& client) {
       fetch_run(client, recipe, a, b);
     });
     k = j + 1;
   }
 }
 
-void Fetcher::fetch_run(HttpClient& client, const std::shared_ptr<const store::Recipe>& recipe,
+void Fetcher::fetch_run(FailoverClient& client, const std::shared_ptr<const store::Recipe>& recipe,
                         std::size_t a, std::size_t b) {
   const std::uint64_t lo = recipe->starts[a];
   const std::uint64_t hi = recipe->starts[b] + recipe->chunks[b].length;  // one past
@@ -321,10 +319,10 @@ void Fetcher::fetch_run(HttpClient& client, const std::shared_ptr<const store::R
 void Fetcher::fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size) {
   ChunkWaiter w{[d = std::move(done)](error_code ec, const SharedBytes&) { d(ec); }, false};
   if (wait_for_chunk(id, std::move(w)))
-    submit(priority, [this, id, size](HttpClient& client) { fetch_chunk(client, id, size); });
+    submit(priority, [this, id, size](FailoverClient& client) { fetch_chunk(client, id, size); });
 }
 
-void Fetcher::fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t size) {
+void Fetcher::fetch_chunk(FailoverClient& client, const Sha256& id, std::uint32_t size) {
   if (chunks_.find(id))
     return complete_chunk(id, {});
   auto reply = get(client, "/v1/chunks/" + id.hex(), size != 0 ? size : kMaxChunkBody);
@@ -413,9 +411,8 @@ struct Fetcher::BlobFill : std::enable_shared_from_this<BlobFill> {
     std::lock_guard lock(fetcher->mutex_);
     if (fetcher->stopping_)
       return;
-    fetcher->enqueue_locked(priority, [f = fetcher, id = id, recipe = recipe, result](HttpClient&) {
-      f->finish_blob(id, recipe, result);
-    });
+    fetcher->enqueue_locked(priority, [f = fetcher, id = id, recipe = recipe, result](
+                                          FailoverClient&) { f->finish_blob(id, recipe, result); });
     fetcher->cv_.notify_one();
   }
 };
@@ -427,11 +424,11 @@ void Fetcher::fill_blob(const Sha256& id, Done done) {
 void Fetcher::fill_blob_at(const Sha256& id, Priority priority, Done done) {
   if (wait_for(blob_waiters_, id, done)) {
     submit(priority,
-           [this, id, priority](HttpClient& client) { fetch_blob(client, id, priority); });
+           [this, id, priority](FailoverClient& client) { fetch_blob(client, id, priority); });
   }
 }
 
-Result<std::shared_ptr<const store::Recipe>> Fetcher::get_recipe(HttpClient& client,
+Result<std::shared_ptr<const store::Recipe>> Fetcher::get_recipe(FailoverClient& client,
                                                                  const Sha256& id) {
   if (auto local = blobs_.recipe(id))
     return *local;  // a chunk of a known blob went missing (eviction, scrub)
@@ -518,14 +515,14 @@ void Fetcher::fill_recipe(const Sha256& id, RecipeDone done) {
     done(ec, std::move(recipe));
   };
   if (wait_for(recipe_done_, id, relay)) {
-    submit(Priority::kDevice, [this, id](HttpClient& client) {
+    submit(Priority::kDevice, [this, id](FailoverClient& client) {
       auto recipe = get_recipe(client, id);
       complete(recipe_done_, id, recipe ? error_code() : recipe.error());
     });
   }
 }
 
-void Fetcher::fetch_blob(HttpClient& client, const Sha256& id, Priority priority) {
+void Fetcher::fetch_blob(FailoverClient& client, const Sha256& id, Priority priority) {
   auto got = get_recipe(client, id);
   if (!got)
     return complete(blob_waiters_, id, got.error());

@@ -16,6 +16,7 @@
 #include "edge/api/sync.hpp"
 #include "edge/store/blob_store.hpp"
 #include "origin-sync/http_client.hpp"
+#include "origin-sync/upstream_set.hpp"
 
 namespace edge::sync {
 
@@ -30,8 +31,10 @@ class Fetcher final : public api::Filler {
   /// Which queue a fetch waits in: device-facing fills go before prefetches.
   enum class Priority { kDevice = 0, kBackground = 1 };
 
-  Fetcher(const api::UpstreamOptions& options, store::ChunkStore& chunks, store::BlobStore& blobs,
-          api::SyncMetrics& metrics);
+  /// `upstreams`: where fetches go (each worker thread has a connection to each); must
+  /// outlive the fetcher.
+  Fetcher(const api::UpstreamOptions& options, UpstreamSet& upstreams, store::ChunkStore& chunks,
+          store::BlobStore& blobs, api::SyncMetrics& metrics);
   ~Fetcher() override;  ///< stops the pool; waiting callers get Errc::kShutdown
 
   void fill_blob(const Sha256& id, Done done) override;
@@ -66,7 +69,7 @@ class Fetcher final : public api::Filler {
   void stop();
 
  private:
-  using Job = std::function<void(HttpClient&)>;
+  using Job = std::function<void(FailoverClient&)>;
   struct BlobFill;
   void submit(Priority priority, Job job);
   void enqueue_locked(Priority priority, Job job);  ///< caller holds mutex_
@@ -74,15 +77,15 @@ class Fetcher final : public api::Filler {
   /// `size`: the chunk's length from its recipe (0: unknown, then bounded by 1 MiB): an
   /// upstream body longer than that is refused unread.
   void fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size = 0);
-  void worker(HttpClient& client);  ///< owns `client`: one keep-alive connection per thread
-  void fetch_blob(HttpClient& client, const Sha256& id, Priority priority);
+  void worker(FailoverClient& client);  ///< owns `client`: one keep-alive connection per thread
+  void fetch_blob(FailoverClient& client, const Sha256& id, Priority priority);
   /// The stored recipe, a recently fetched one, or GET /v1/recipes checked against its pin.
-  Result<std::shared_ptr<const store::Recipe>> get_recipe(HttpClient& client, const Sha256& id);
+  Result<std::shared_ptr<const store::Recipe>> get_recipe(FailoverClient& client, const Sha256& id);
   void finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
                    boost::system::error_code ec);
-  void fetch_chunk(HttpClient& client, const Sha256& id, std::uint32_t size);
+  void fetch_chunk(FailoverClient& client, const Sha256& id, std::uint32_t size);
   /// Chunks [a, b] of `recipe` with one Range request on its blob; per chunk on failure.
-  void fetch_run(HttpClient& client, const std::shared_ptr<const store::Recipe>& recipe,
+  void fetch_run(FailoverClient& client, const std::shared_ptr<const store::Recipe>& recipe,
                  std::size_t a, std::size_t b);
   /// Verifies a fetched chunk, hands its bytes to the waiters that stream them, then
   /// stores it (asynchronously, within kPutBudget) and completes the others.
@@ -115,7 +118,7 @@ class Fetcher final : public api::Filler {
                              const Sha256& id, Waiter& waiter, bool& fresh);
   /// GET with retries: the reply, or kNotFound (404), kIo (unreachable or 5xx at the end),
   /// kChecksumMismatch (a body over `max_body`: an upstream that lies about sizes).
-  Result<HttpReply> get(HttpClient& client, const std::string& target, std::uint64_t max_body,
+  Result<HttpReply> get(FailoverClient& client, const std::string& target, std::uint64_t max_body,
                         const std::vector<std::pair<std::string, std::string>>& headers = {},
                         unsigned expect = 200);
   /// Adds `done` to the waiters of `id`; true if the caller must start the fetch.
@@ -150,7 +153,7 @@ class Fetcher final : public api::Filler {
   static constexpr std::size_t kFetchedRecipes = 1024;
   std::condition_variable puts_cv_;
   std::uint64_t put_bytes_ = 0;  // guarded by mutex_
-  std::vector<std::unique_ptr<HttpClient>> clients_;
+  std::vector<std::unique_ptr<FailoverClient>> clients_;
   std::vector<std::thread> threads_;
 };
 

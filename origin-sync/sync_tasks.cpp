@@ -24,13 +24,13 @@ constexpr std::size_t kMaxBatchBytes = 256 << 10;
 
 // --- Follower -------------------------------------------------------------------------------
 
-Follower::Follower(const api::UpstreamOptions& options, api::ControlService& control,
-                   Fetcher& fetcher, api::SyncMetrics& metrics)
+Follower::Follower(const api::UpstreamOptions& options, UpstreamSet& upstreams,
+                   api::ControlService& control, Fetcher& fetcher, api::SyncMetrics& metrics)
     : options_(options),
       control_(control),
       fetcher_(fetcher),
       metrics_(metrics),
-      client_(options.url, options.token, options.timeout_ms, options.ca_file) {}
+      client_(upstreams, options) {}
 
 Follower::~Follower() {
   stop();
@@ -238,10 +238,17 @@ void Follower::pull_loop() {
       return;
     const std::uint64_t cursor = control_.last_seq();
     const std::uint64_t snapshots_before = metrics_.snapshots_applied.load();
-    const std::string target = "/v1/sync/changes?after=" + std::to_string(cursor) +
-                               "&wait_ms=" + std::to_string(options_.poll_wait_ms);
-    auto reply =
-        client_.request("GET", target, {}, {}, options_.poll_wait_ms + options_.timeout_ms);
+    // Every upstream of a tier numbers the feed alike (one epoch): the cursor holds whichever
+    // one answers, and a switch takes no snapshot. On a fallback the poll is kept short, so
+    // that the first upstream is taken back soon after it is healthy again.
+    std::string target;
+    auto reply = client_.request_shaped("GET", [&](std::size_t position) {
+      const std::uint32_t wait =
+          position == 0 ? options_.poll_wait_ms : std::min(options_.poll_wait_ms, kFallbackPollMs);
+      target =
+          "/v1/sync/changes?after=" + std::to_string(cursor) + "&wait_ms=" + std::to_string(wait);
+      return std::pair(target, wait + options_.timeout_ms);
+    });
     bool ok = false;
     if (reply && reply->status == 200) {
       std::string error;
@@ -254,7 +261,7 @@ void Follower::pull_loop() {
         ok = follow(*page, cursor);
       }
     } else if (reply) {
-      spdlog::warn("sync: GET {}{}: HTTP {} {}", options_.url, target, reply->status,
+      spdlog::warn("sync: GET {}{}: HTTP {} {}", client_.base_url(), target, reply->status,
                    reply->text().substr(0, 200));
     } else if (reply.error() == Errc::kShutdown) {
       return;
@@ -264,7 +271,7 @@ void Follower::pull_loop() {
       if (!synced_.exchange(true) && on_synced_)
         on_synced_();
       if (failures > 0)
-        spdlog::info("sync: upstream {} reachable again", options_.url);
+        spdlog::info("sync: upstream {} reachable again", client_.base_url());
       failures = 0;
       // An upstream that asks for a snapshot after every snapshot is broken: back off
       // rather than download its whole state in a tight loop.
@@ -279,9 +286,10 @@ void Follower::pull_loop() {
     const std::string why = reply                          ? "HTTP " + std::to_string(reply->status)
                             : client_.last_error().empty() ? reply.error().message()
                                                            : client_.last_error();
-    metrics_.set_upstream_error(options_.url + ": " + why);
+    metrics_.set_upstream_error(client_.base_url() + ": " + why);
     if (failures == 0 || failures % 10 == 0)
-      spdlog::warn("sync: upstream {} failed ({}); retrying in {} ms", options_.url, why, delay);
+      spdlog::warn("sync: upstream {} failed ({}); retrying in {} ms", client_.base_url(), why,
+                   delay);
     ++failures;
     if (!stopper_.sleep_for(std::chrono::milliseconds(delay)))
       return;
@@ -290,13 +298,13 @@ void Follower::pull_loop() {
 
 // --- Uploader -------------------------------------------------------------------------------
 
-Uploader::Uploader(const api::UpstreamOptions& options, std::string node_id,
+Uploader::Uploader(const api::UpstreamOptions& options, UpstreamSet& upstreams, std::string node_id,
                    store::CheckinStore& checkins, api::SyncMetrics& metrics)
     : options_(options),
       node_id_(std::move(node_id)),
       checkins_(checkins),
       metrics_(metrics),
-      client_(options.url, options.token, options.timeout_ms, options.ca_file) {}
+      client_(upstreams, options) {}
 
 Uploader::~Uploader() {
   stop();
@@ -404,12 +412,12 @@ void Uploader::loop() {
 
 // --- StatusReporter -------------------------------------------------------------------------
 
-StatusReporter::StatusReporter(const api::UpstreamOptions& options,
+StatusReporter::StatusReporter(const api::UpstreamOptions& options, UpstreamSet& upstreams,
                                std::function<std::string()> status, const api::Fleet* children)
     : options_(options),
       status_(std::move(status)),
       children_(children),
-      client_(options.url, options.token, options.timeout_ms, options.ca_file) {}
+      client_(upstreams, options) {}
 
 StatusReporter::~StatusReporter() {
   stop();
@@ -461,7 +469,7 @@ void StatusReporter::loop() {
       }
       if (!reply || reply->status != 200) {
         if (!warned && !failed) {
-          spdlog::warn("status: POST {}/v1/sync/status failed ({})", options_.url,
+          spdlog::warn("status: POST {}/v1/sync/status failed ({})", client_.base_url(),
                        reply ? "HTTP " + std::to_string(reply->status) : client_.last_error());
         }
         failed = true;

@@ -13,6 +13,7 @@
 #include "edge/api/upstream.hpp"
 #include "origin-sync/fetcher.hpp"
 #include "origin-sync/http_client.hpp"
+#include "origin-sync/upstream_set.hpp"
 
 namespace edge::sync {
 
@@ -24,8 +25,11 @@ namespace edge::sync {
 /// written in the same batch as the changes. Reconnects back off exponentially with jitter.
 class Follower final : public api::PushSink {
  public:
-  Follower(const api::UpstreamOptions& options, api::ControlService& control, Fetcher& fetcher,
-           api::SyncMetrics& metrics);
+  Follower(const api::UpstreamOptions& options, UpstreamSet& upstreams,
+           api::ControlService& control, Fetcher& fetcher, api::SyncMetrics& metrics);
+  /// The long poll's wait while the feed comes from another upstream than the first listed:
+  /// a preferred one that is healthy again is taken back within about this long.
+  static constexpr std::uint32_t kFallbackPollMs = 5000;
   ~Follower() override;
 
   void start();
@@ -52,7 +56,7 @@ class Follower final : public api::PushSink {
   api::ControlService& control_;
   Fetcher& fetcher_;
   api::SyncMetrics& metrics_;
-  HttpClient client_;
+  FailoverClient client_;
   std::mutex apply_mutex_;  // one batch at a time, pulled or pushed
   Stopper stopper_;
   std::mutex mutex_;
@@ -71,8 +75,8 @@ class Follower final : public api::PushSink {
 /// rest flows. Batches are bounded by their encoded size (256 KiB).
 class Uploader {
  public:
-  Uploader(const api::UpstreamOptions& options, std::string node_id, store::CheckinStore& checkins,
-           api::SyncMetrics& metrics);
+  Uploader(const api::UpstreamOptions& options, UpstreamSet& upstreams, std::string node_id,
+           store::CheckinStore& checkins, api::SyncMetrics& metrics);
   ~Uploader();
   void start();
   /// Gives the outbox up to `within` to empty (SIGTERM, DESIGN §7); true if it did. What
@@ -87,7 +91,7 @@ class Uploader {
   std::string node_id_;
   store::CheckinStore& checkins_;
   api::SyncMetrics& metrics_;
-  HttpClient client_;
+  FailoverClient client_;
   Stopper stopper_;
   std::thread thread_;
 };
@@ -103,8 +107,8 @@ class StatusReporter {
   /// The least a post is cut to after 413s: this node's status and one relayed status.
   static constexpr std::size_t kMinReportBytes = 2 * api::kMaxStatusBytes + 64;
 
-  StatusReporter(const api::UpstreamOptions& options, std::function<std::string()> status,
-                 const api::Fleet* children);
+  StatusReporter(const api::UpstreamOptions& options, UpstreamSet& upstreams,
+                 std::function<std::string()> status, const api::Fleet* children);
   ~StatusReporter();
   void start();
   void stop();
@@ -115,7 +119,7 @@ class StatusReporter {
   api::UpstreamOptions options_;
   std::function<std::string()> status_;
   const api::Fleet* children_;
-  HttpClient client_;
+  FailoverClient client_;
   Stopper stopper_;
   std::thread thread_;
 };

@@ -6,6 +6,7 @@
 #include "origin-sync/fetcher.hpp"
 #include "origin-sync/http_client.hpp"
 #include "origin-sync/sync_tasks.hpp"
+#include "origin-sync/upstream_set.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -16,10 +17,11 @@ class EdgeUpstream final : public UpstreamClient {
  public:
   EdgeUpstream(const UpstreamOptions& options, UpstreamDeps deps)
       : checkins_(deps.checkins),
-        fetcher_(options, deps.chunks, deps.blobs, deps.metrics),
-        follower_(options, deps.control, fetcher_, deps.metrics),
-        uploader_(options, std::move(deps.node_id), deps.checkins, deps.metrics),
-        reporter_(options, std::move(deps.status), deps.children) {
+        upstreams_(options, &deps.metrics),
+        fetcher_(options, upstreams_, deps.chunks, deps.blobs, deps.metrics),
+        follower_(options, upstreams_, deps.control, fetcher_, deps.metrics),
+        uploader_(options, upstreams_, std::move(deps.node_id), deps.checkins, deps.metrics),
+        reporter_(options, upstreams_, std::move(deps.status), deps.children) {
     // What the state this edge starts with pins; each change adds its own (prefetch_for).
     fetcher_.trust_recipes(control::pinned_recipes(*deps.control.snapshot()));
   }
@@ -29,6 +31,7 @@ class EdgeUpstream final : public UpstreamClient {
   PushSink& push_sink() override { return follower_; }
   void set_on_synced(std::function<void()> fn) override { follower_.set_on_synced(std::move(fn)); }
   void start() override {
+    upstreams_.start();
     follower_.start();
     uploader_.start();
     reporter_.start();
@@ -46,10 +49,12 @@ class EdgeUpstream final : public UpstreamClient {
                    checkins_.outbox_stats().depth);
     }
     uploader_.stop();
+    upstreams_.stop();
   }
 
  private:
   store::CheckinStore& checkins_;
+  sync::UpstreamSet upstreams_;  // first: everything below sends through it
   sync::Fetcher fetcher_;
   sync::Follower follower_;
   sync::Uploader uploader_;

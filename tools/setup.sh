@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
   liburing-dev libxxhash-dev librocksdb-dev libssl-dev libtomlplusplus-dev libspdlog-dev
-  zlib1g-dev
+  zlib1g-dev libcurl4-openssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl wrk nginx python3 valgrind openssl
   chromium chromium-driver python3-selenium
@@ -23,6 +23,23 @@ missing=()
 for p in "${packages[@]}"; do
   installed "$p" || missing+=("$p")
 done
+# node and npm run the local S3 (s3rver) of the blobs-in-S3 tests: Debian's, unless the
+# machine has them already (from elsewhere).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  for p in nodejs npm; do installed "$p" || missing+=("$p"); done
+fi
+
+# s3rver 3.7.1 from npm, into a cache directory tests/integration/s3rver.py finds. Idempotent.
+S3RVER_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/bundle-edge/s3rver"
+install_s3rver() {
+  if [ -x "$S3RVER_DIR/node_modules/.bin/s3rver" ] &&
+    grep -q '"version": "3.7.1"' "$S3RVER_DIR/node_modules/s3rver/package.json" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing s3rver 3.7.1 into $S3RVER_DIR (the S3 of the tests)"
+  mkdir -p "$S3RVER_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$S3RVER_DIR" s3rver@3.7.1
+}
 missing_plot=()
 for p in "${plot_packages[@]}"; do
   installed "$p" || missing_plot+=("$p")
@@ -30,6 +47,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ] && [ ${#missing_plot[@]} -eq 0 ]; then
   echo "setup: all $((${#packages[@]} + ${#plot_packages[@]})) packages present"
+  install_s3rver
   exit 0
 fi
 
@@ -48,6 +66,7 @@ if [ ${#missing_plot[@]} -gt 0 ]; then
 fi
 # nginx is only a benchmark baseline: never leave the distribution's service running on :80.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+install_s3rver
 # PostgreSQL is started by the tests of the origin tier in their own temp dirs: the cluster
 # the package creates is not used, so it is not left running.
 if command -v pg_ctlcluster >/dev/null 2>&1; then $SUDO pg_ctlcluster 15 main stop >/dev/null 2>&1 || true; fi

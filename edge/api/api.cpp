@@ -1,13 +1,16 @@
 #include "edge/api/api.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 
+#include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 
 #include "edge/api/console.hpp"
 #include "edge/api/fill_stream.hpp"
+#include "edge/control/model.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/http/http.hpp"
 
@@ -118,7 +121,8 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
   };
   writer_->finish(
       expected, ex,
-      [expected, done = std::move(done)](boost::system::error_code ec, store::BlobInfo info) {
+      [expected, ex, mirror = mirror_, stats = mirror_stats_, done = std::move(done)](
+          boost::system::error_code ec, store::BlobInfo info) mutable {
         if (ec == Errc::kChecksumMismatch) {
           done(error_response(400, "checksum_mismatch",
                               "X-Content-Sha256 is " + expected->hex() +
@@ -142,7 +146,31 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
         r.set("Content-Type", "application/json");
         r.body = "{\"sha256\":\"" + info.id.hex() + "\",\"size\":" + std::to_string(info.size) +
                  ",\"chunks\":" + std::to_string(info.chunks) + "}";
-        done(std::move(r));
+        if (!mirror)
+          return done(std::move(r));
+        // DESIGN §12.2: acknowledged only once durable in the blob backend; the answer goes
+        // back to the connection's own executor.
+        mirror(info.id, [ex, stats, id = info.id, r = std::move(r),
+                         done = std::move(done)](boost::system::error_code mec) mutable {
+          Response answer = std::move(r);
+          if (mec) {
+            const std::string why = stats != nullptr ? stats->last_error() : std::string();
+            answer =
+                error_response(503, "blob_backend_unavailable",
+                               "blob " + id.hex() + " could not be written to the blob backend (" +
+                                   (why.empty() ? mec.message() : why) +
+                                   "); it is not acknowledged: retry the upload",
+                               Route::kUpload);
+            answer.set("Retry-After", "5");
+          }
+          if (ex) {
+            boost::asio::post(ex, [done = std::move(done), a = std::move(answer)]() mutable {
+              done(std::move(a));
+            });
+          } else {
+            done(std::move(answer));
+          }
+        });
       });
 }
 
@@ -197,6 +225,21 @@ Response Api::health(bool ready_check) const {
       append_json_escaped(r.body, why);
       r.body += "\"}";
     }
+  }
+  if (ready_check && backend_stats_ != nullptr) {
+    // An origin on S3 serves what it has cached while the bucket is down, and refuses
+    // uploads (503): still ready, but say so.
+    const bool up = backend_stats_->reachable.load(std::memory_order_relaxed) != 0;
+    if (!up && r.body.starts_with("{\"status\":\"ok\""))
+      r.body = "{\"status\":\"degraded\",\"reason\":\"the blob backend is not answering\"}";
+    r.body.pop_back();
+    r.body += up ? ",\"blob_backend\":\"ok\"" : ",\"blob_backend\":\"unreachable\"";
+    if (const std::string why = backend_stats_->last_error(); !up && !why.empty()) {
+      r.body += ",\"blob_backend_error\":\"";
+      append_json_escaped(r.body, why);
+      r.body += "\"";
+    }
+    r.body += "}";
   }
   return r;
 }
@@ -311,6 +354,10 @@ std::optional<Caller> Api::admin_caller(const RequestHeader& req, std::string_vi
 }
 
 Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
+  return admin_answer(req, body, true);
+}
+
+Response Api::admin_answer(const RequestHeader& req, std::string_view body, bool may_fill) const {
   const std::string_view target =
       http::origin_form(std::string_view(req.target().data(), req.target().size()));
   const std::string_view raw_path = http::path_of(target);
@@ -348,6 +395,8 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     // r: the 401 or 403
   } else if (is_scan(req.method(), path)) {
     r = start_scan(*caller, req, path, body);
+  } else if (auto fill = may_fill ? fill_release_blobs(*caller, req, path, body) : std::nullopt) {
+    return std::move(*fill);  // asked again (and audited) once the blobs are here
   } else {
     r = admin_route(*caller, req, path, body);
   }
@@ -371,6 +420,78 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     finish(r);
   }
   return r;
+}
+
+std::optional<Response> Api::fill_release_blobs(const Caller& caller, const RequestHeader& req,
+                                                std::string_view path,
+                                                std::string_view body) const {
+  // PUT /v1/admin/apps/<app>/releases/<name> on an origin whose blobs are in a shared
+  // bucket. A release may name only blobs the bucket has (other origins serve them from
+  // there) and this node has verified (it pins their recipes): a blob cached here is made
+  // durable in the bucket if it is not yet (an upload answered 503 left it here only), one
+  // not cached here (uploaded through another origin) is filled from the bucket.
+  if (!mirror_ || filler_ == nullptr || control_ == nullptr || req.method() != bhttp::verb::put ||
+      caller.role == Role::kViewer || !path.starts_with("/v1/admin/apps/"))
+    return std::nullopt;
+  const auto rel = path.find("/releases/", 15);
+  if (rel == std::string_view::npos || path.find('/', rel + 10) != std::string_view::npos)
+    return std::nullopt;
+  auto parsed = control::parse_release(body);
+  const auto* doc = std::get_if<control::ReleaseDoc>(&parsed);
+  if (doc == nullptr)
+    return std::nullopt;  // the control API names what is wrong with it
+  std::vector<Sha256> named;
+  const auto name = [&](const Sha256& id) {
+    if (std::find(named.begin(), named.end(), id) == named.end())
+      named.push_back(id);
+  };
+  if (doc->zip)
+    name(*doc->zip);
+  for (const auto& m : doc->manifest)
+    name(m.blob);
+  if (named.empty())
+    return std::nullopt;
+  return deferred(
+      Route::kAdmin, [this, caller, req, path = std::string(path), body = std::string(body), named](
+                         const store::ChunkStore::Executor&, std::function<void(Response)> reply) {
+        struct Wait {
+          std::mutex mutex;
+          std::size_t left = 0;
+          bool backend_failed = false;  // the bucket did not answer: 503, not 422
+        };
+        auto wait = std::make_shared<Wait>();
+        wait->left = named.size();
+        auto one = [this, caller, req, path, body, wait, reply](boost::system::error_code ec) {
+          {
+            std::lock_guard lock(wait->mutex);
+            if (ec == Errc::kIo)
+              wait->backend_failed = true;
+            if (--wait->left != 0)
+              return;
+          }
+          if (!wait->backend_failed) {
+            // A blob the bucket lacks too: the control API answers 422 missing_blob as usual.
+            return reply(admin_answer(req, body, false));
+          }
+          const std::string why = backend_stats_ != nullptr ? backend_stats_->last_error() : "";
+          Response r = error_response(503, "blob_backend_unavailable",
+                                      "the blob backend did not answer" +
+                                          (why.empty() ? std::string() : " (" + why + ")") +
+                                          "; the release was not written: retry",
+                                      Route::kAdmin);
+          r.set("Retry-After", "5");
+          if (access_ != nullptr)
+            access_->audit(caller, req.method(), path, r.status, 0);
+          set_api_headers(r);
+          reply(std::move(r));
+        };
+        for (const auto& id : named) {
+          if (blobs_.recipe(id))
+            mirror_(id, one);
+          else
+            filler_->fill_blob(id, one);
+        }
+      });
 }
 
 Response Api::admin_route(const Caller& caller, const RequestHeader& req, std::string_view path,
@@ -531,7 +652,7 @@ Response Api::whoami(const Caller& caller) const {
       .string("role", role_name(caller.role))
       .raw("apps", apps)
       .raw("visible_apps", visible)
-      .string("node_role", filler_ != nullptr ? "edge" : "origin")
+      .string("node_role", is_edge() ? "edge" : "origin")
       .boolean("read_only", read_only)
       .boolean("can_write", caller.role != Role::kViewer && !read_only)
       .boolean("can_delete", caller.role == Role::kAdmin && !read_only)
@@ -555,7 +676,7 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     set_api_headers(refusal);
     return refusal;
   }
-  if (filler_ != nullptr) {
+  if (is_edge()) {
     Response r = edge_refusal();
     r.route = Route::kUpload;
     r.close = true;
@@ -590,7 +711,8 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     set_api_headers(r);
     return r;
   }
-  auto upload = std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes);
+  auto upload = std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes,
+                                         mirror_, backend_stats_);
   if (access_ != nullptr) {
     upload->on_answered = [access = access_, caller = *caller](unsigned status) {
       access->audit(caller, bhttp::verb::put, "/v1/admin/blobs", status, 0);

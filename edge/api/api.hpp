@@ -55,11 +55,21 @@ using FillableBlobs = std::unordered_set<Sha256, Sha256Hash>;
 /// A streaming upload into the BlobStore (PUT /v1/admin/blobs). The server feeds body bytes
 /// as they arrive and pauses reading while bytes_in_flight() is high; the body is never
 /// buffered whole. Not thread-safe: one connection drives it.
+/// Makes a blob stored here durable in the blob backend (S3), then calls `done` on any
+/// thread: {} once it is, else the error (BlobBackend::mirror).
+using BlobMirror =
+    std::function<void(const Sha256& blob, std::function<void(boost::system::error_code)> done)>;
+
 class Upload {
  public:
   Upload(std::unique_ptr<store::BlobWriter> writer, std::optional<Sha256> expected,
-         std::uint64_t max_bytes)
-      : writer_(std::move(writer)), expected_(expected), max_bytes_(max_bytes) {}
+         std::uint64_t max_bytes, BlobMirror mirror = {},
+         const store::ObjectStoreStats* mirror_stats = nullptr)
+      : writer_(std::move(writer)),
+        expected_(expected),
+        max_bytes_(max_bytes),
+        mirror_(std::move(mirror)),
+        mirror_stats_(mirror_stats) {}
   /// Feeds bytes; false once the total passes the limit (answer 413 then).
   bool write(std::span<const std::uint8_t> bytes);
   std::uint64_t bytes_in_flight() const { return writer_->bytes_in_flight(); }
@@ -68,7 +78,9 @@ class Upload {
     writer_->async_wait_in_flight_below(limit, ex, std::move(fn));
   }
   /// Ends the upload; `done` gets 201/200 with {"sha256","size","chunks"}, or 400 when the
-  /// body does not hash to X-Content-Sha256 (no recipe is stored then), or 500.
+  /// body does not hash to X-Content-Sha256 (no recipe is stored then), or 500. With a blob
+  /// backend, the answer waits until the blob is durable there: 503
+  /// `blob_backend_unavailable` (not acknowledged; retry) if the backend failed.
   void finish(const store::ChunkStore::Executor& ex, std::function<void(Response)> done);
   /// Called with the final status once the upload is answered (the audit log).
   std::function<void(unsigned status)> on_answered;
@@ -77,6 +89,8 @@ class Upload {
   std::unique_ptr<store::BlobWriter> writer_;
   std::optional<Sha256> expected_;
   std::uint64_t max_bytes_;
+  BlobMirror mirror_;
+  const store::ObjectStoreStats* mirror_stats_ = nullptr;
   std::uint64_t received_ = 0;
 };
 
@@ -129,6 +143,16 @@ class Api {
   /// and then served (502 if upstream fails or the bytes fail verification, 404 if upstream
   /// does not have it either); uploads answer 409. Call before serving.
   void set_filler(Filler* filler) { filler_ = filler; }
+  /// Origins with [blobs] backend = "s3" (DESIGN §12.2): a miss fills from the bucket
+  /// through `filler` as an edge's does from upstream (any id: the bucket is shared with
+  /// other origins, whose uploads this node's state may not name), and an upload is
+  /// answered once `mirror` made it durable there. `stats`: the bucket's figures, for
+  /// /readyz. Uploads stay open (unlike set_filler's edges). Call before serving.
+  void set_blob_backend(Filler* filler, BlobMirror mirror, const store::ObjectStoreStats* stats) {
+    filler_ = filler;
+    mirror_ = std::move(mirror);
+    backend_stats_ = stats;
+  }
   /// Edges: the blobs a device miss may be filled for (see FillableBlobs); replaced after
   /// every applied change. Until the first call, every miss may fill. Any thread.
   void set_fillable(std::shared_ptr<const FillableBlobs> blobs) {
@@ -166,6 +190,14 @@ class Api {
   /// bound on distinct fills in flight.
   Response fill_then(Route route, const Sha256& id, FillKind kind, std::string_view client,
                      std::function<Response(std::shared_ptr<const store::Recipe>)> again) const;
+  /// handle_admin; `may_fill`: false once fill_release_blobs ran for this request.
+  Response admin_answer(const RequestHeader& req, std::string_view body, bool may_fill) const;
+  /// Origins on a shared bucket: a release PUT naming blobs answers deferred, once each is
+  /// both in the bucket (mirrored if only here) and here (filled if only there); then the
+  /// request runs, and is audited, as handle_admin again; 503 blob_backend_unavailable if
+  /// the bucket did not answer. nullopt for any other request.
+  std::optional<Response> fill_release_blobs(const Caller& caller, const RequestHeader& req,
+                                             std::string_view path, std::string_view body) const;
   /// GET|HEAD of blob `rest` by `recipe` (stored, or trusted and filling: `may_fill`).
   Response blob_answer(const RequestHeader& req, std::string_view rest,
                        std::shared_ptr<const store::Recipe> recipe, bool may_fill,
@@ -204,6 +236,10 @@ class Api {
   DeviceApi* device_ = nullptr;
   SyncApi* sync_ = nullptr;
   Filler* filler_ = nullptr;
+  BlobMirror mirror_;  // set: an origin whose filler_ is its blob backend, not an upstream
+  const store::ObjectStoreStats* backend_stats_ = nullptr;
+  /// True on an edge (its filler is an upstream), false on an origin.
+  bool is_edge() const { return filler_ != nullptr && !mirror_; }
   std::atomic<std::shared_ptr<const FillableBlobs>> fillable_;
   mutable std::mutex scans_mutex_;
   // token name -> its scans in flight, and their sum; guarded by scans_mutex_

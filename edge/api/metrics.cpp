@@ -65,6 +65,47 @@ void Metrics::render_tls(std::string& out) const {
          {{"result=\"ok\"", c(Tls::kReloaded)}, {"result=\"failed\"", c(Tls::kReloadFailed)}});
 }
 
+void Metrics::render_objects(
+    std::string& out,
+    const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const {
+  using Op = store::ObjectStoreStats::Op;
+  using Outcome = store::ObjectStoreStats::Outcome;
+  static constexpr std::pair<Op, const char*> kOps[] = {{Op::kPut, "put"},
+                                                        {Op::kGet, "get"},
+                                                        {Op::kHead, "head"},
+                                                        {Op::kDelete, "delete"},
+                                                        {Op::kList, "list"}};
+  static constexpr std::pair<Outcome, const char*> kOutcomes[] = {
+      {Outcome::kOk, "ok"}, {Outcome::kNotFound, "not_found"}, {Outcome::kError, "error"}};
+  out +=
+      "# HELP edge_s3_requests_total Requests to the S3 blob backend by operation and result "
+      "(error: no answer, or a status other than success and 404, after the retries).\n"
+      "# TYPE edge_s3_requests_total counter\n";
+  std::uint64_t errors = 0;
+  for (const auto& [op, op_name] : kOps) {
+    for (const auto& [outcome, outcome_name] : kOutcomes) {
+      const auto v = objects_->requests_of(op, outcome);
+      if (outcome == Outcome::kError)
+        errors += v;
+      out += "edge_s3_requests_total{op=\"" + std::string(op_name) + "\",result=\"" + outcome_name +
+             "\"} " + std::to_string(v) + "\n";
+    }
+  }
+  gauge("edge_s3_errors_total", "S3 requests that failed (every operation).", "counter", errors);
+  out +=
+      "# HELP edge_s3_bytes_total Object bytes sent to (PUT) and received from (GET, list) the "
+      "S3 blob backend.\n# TYPE edge_s3_bytes_total counter\n";
+  out += "edge_s3_bytes_total{direction=\"sent\"} " +
+         std::to_string(objects_->bytes_sent.load(relaxed)) + "\n";
+  out += "edge_s3_bytes_total{direction=\"received\"} " +
+         std::to_string(objects_->bytes_received.load(relaxed)) + "\n";
+  gauge("edge_s3_verify_failures_total",
+        "Objects from S3 that did not match their SHA-256 (never stored, never served).", "counter",
+        objects_->verify_failures.load(relaxed));
+  gauge("edge_s3_up", "1 while the last S3 request got an answer (not a 5xx), else 0.", "gauge",
+        objects_->reachable.load(relaxed));
+}
+
 std::string Metrics::render(const store::StoreStats& st) const {
   std::string out;
   out.reserve(4096);
@@ -155,11 +196,48 @@ std::string Metrics::render(const store::StoreStats& st) const {
     gauge("edge_storage_writes_refused_total", "Writes refused because storage was full.",
           "counter", d.refused);
   }
-  if (sync_ != nullptr)
+  if (sync_ != nullptr) {
     render_sync(gauge);
+    render_upstreams(out);
+  }
   for (const auto& section : sections_)
     section(out);
+  if (objects_ != nullptr)
+    render_objects(out, gauge);
   return out;
+}
+
+void Metrics::render_upstreams(std::string& out) const {
+  const auto list = sync_->upstreams();
+  if (list.empty())
+    return;  // not an edge
+  const auto labels = [](std::size_t i, const std::string& url) {
+    std::string l = "{position=\"" + std::to_string(i + 1) + "\",url=\"";
+    for (const char ch : url) {
+      if (ch == '\\' || ch == '"')
+        l += '\\';
+      if (ch == '\n') {
+        l += "\\n";
+        continue;
+      }
+      l += ch;
+    }
+    return l + "\"}";
+  };
+  out +=
+      "# HELP edge_upstream_current 1 for the upstream requests go to first (upstream.url, in "
+      "order of preference), 0 for the others.\n# TYPE edge_upstream_current gauge\n";
+  for (std::size_t i = 0; i < list.size(); ++i)
+    out += "edge_upstream_current" + labels(i, list[i].url) + (list[i].current ? " 1\n" : " 0\n");
+  out +=
+      "# HELP edge_upstream_up 0 while an upstream is marked failed (no connection, timeout or "
+      "5xx) until a probe finds it healthy, else 1.\n# TYPE edge_upstream_up gauge\n";
+  for (std::size_t i = 0; i < list.size(); ++i)
+    out += "edge_upstream_up" + labels(i, list[i].url) + (list[i].up ? " 1\n" : " 0\n");
+  out +=
+      "# HELP edge_upstream_switches_total Times the upstream in use changed (a failover, or "
+      "back to a preferred one).\n# TYPE edge_upstream_switches_total counter\n";
+  out += "edge_upstream_switches_total " + std::to_string(sync_->upstream_switches.load()) + "\n";
 }
 
 void Metrics::render_sync(

@@ -11,6 +11,7 @@
 #include "edge/api/response.hpp"
 #include "edge/api/sync.hpp"
 #include "edge/store/chunk_store.hpp"
+#include "edge/store/object_store.hpp"
 
 namespace edge::api {
 
@@ -94,14 +95,23 @@ class Metrics {
   /// Adds exposition text of a backend (the state database, an object store): `fn` appends
   /// complete metric families to its argument. It must not block (read cached figures).
   void add_section(std::function<void(std::string&)> fn) { sections_.push_back(std::move(fn)); }
+  /// Adds the S3 blob backend's figures (edge_s3_*; origins with [blobs] backend = "s3").
+  /// Call before serving.
+  void set_objects(const store::ObjectStoreStats* objects) { objects_ = objects; }
+  const store::ObjectStoreStats* objects() const { return objects_; }
 
   /// The exposition text, store figures included.
   std::string render(const store::StoreStats& stats) const;
 
  private:
   void render_tls(std::string& out) const;
+  void render_objects(
+      std::string& out,
+      const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const;
   void render_sync(
       const std::function<void(const char*, const char*, const char*, std::uint64_t)>& gauge) const;
+  /// edge_upstream_*: each configured upstream (edges), labelled by position and URL.
+  void render_upstreams(std::string& out) const;
 
   const SyncMetrics* sync_ = nullptr;
   std::vector<std::function<void(std::string&)>> sections_;
@@ -109,6 +119,7 @@ class Metrics {
   const store::CheckinStore* outbox_ = nullptr;
   const store::CheckinStore* checkins_ = nullptr;
   const AutoPauser* auto_pause_ = nullptr;
+  const store::ObjectStoreStats* objects_ = nullptr;
   const store::Database* db_ = nullptr;
   std::int64_t started_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::system_clock::now().time_since_epoch())

@@ -30,7 +30,11 @@ namespace edge::api {
 
 /// How an edge talks to its upstream (the [upstream] table of the config).
 struct UpstreamOptions {
-  std::string url;  ///< http:// or https://host:port of the upstream's public listener
+  /// http:// or https://host:port of the upstreams' public listeners, in order of preference
+  /// (upstream.url: one URL, a comma-separated list, or an array). Every request goes to the
+  /// first healthy one; one that fails (no connection, timeout, 5xx) is skipped until a probe
+  /// finds it healthy again (origin-sync's UpstreamSet).
+  std::vector<std::string> urls;
   /// PEM CA bundle an https:// upstream's chain is verified against (empty: the system
   /// store). The host name in `url` is checked against the certificate either way.
   std::string ca_file;
@@ -125,6 +129,32 @@ struct SyncMetrics {
   std::atomic<std::uint64_t> upstream_behind{0};  ///< 1: upstream's feed is behind our cursor
   std::atomic<std::uint64_t> epoch_changes{0};    ///< upstream numbering restarts followed
   std::atomic<std::uint32_t> stale_after_ms{0};   ///< set by the node (0: no staleness check)
+  /// Times the upstream in use changed (a failover, or back to a preferred one).
+  std::atomic<std::uint64_t> upstream_switches{0};
+  /// One configured upstream as /metrics and the fleet report show it.
+  struct Upstream {
+    std::string url;
+    bool up = true;        ///< false while marked failed (until a probe finds it healthy)
+    bool current = false;  ///< the one requests go to first
+  };
+  /// The configured upstreams, in order of preference (origin-sync keeps them current).
+  void set_upstreams(std::vector<Upstream> list) {
+    std::lock_guard lock(error_mutex_);
+    upstreams_ = std::move(list);
+  }
+  std::vector<Upstream> upstreams() const {
+    std::lock_guard lock(error_mutex_);
+    return upstreams_;
+  }
+  /// The URL of the upstream in use ("" on a node without one).
+  std::string current_upstream() const {
+    std::lock_guard lock(error_mutex_);
+    for (const auto& u : upstreams_) {
+      if (u.current)
+        return u.url;
+    }
+    return {};
+  }
   /// Why the last pull from the upstream failed ("" once one succeeds): /readyz shows it,
   /// so that a wrong certificate upstream is visible without reading the log.
   void set_upstream_error(std::string why) {
@@ -149,7 +179,8 @@ struct SyncMetrics {
 
  private:
   mutable std::mutex error_mutex_;
-  std::string upstream_error_;  // guarded by error_mutex_
+  std::string upstream_error_;       // guarded by error_mutex_
+  std::vector<Upstream> upstreams_;  // guarded by error_mutex_
 };
 
 /// A page of the changes feed, pulled or pushed: at most this many changes and about this

@@ -213,10 +213,78 @@ TEST(Config, EdgeNeedsAnUpstreamAndATokenAndNamesBadValues) {
       "[node]\nrole = \"edge\"\n[upstream]\ntoken = \"t\"\nretries = 5\n[outbox]\nmax_bytes "
       "= \"2MiB\"\n",
       o);
-  EXPECT_EQ(c.upstream.url, "http://127.0.0.1:8080") << "the flag wins, trailing slash dropped";
+  EXPECT_EQ(c.upstream.urls, std::vector<std::string>{"http://127.0.0.1:8080"})
+      << "the flag wins, trailing slash dropped";
   EXPECT_EQ(c.upstream.retries, 5U);
   EXPECT_EQ(c.outbox_max_bytes, 2U << 20);
   EXPECT_EQ(c.changelog_keep, 100'000U);
+}
+
+std::string edge_error(const std::string& upstream_table) {
+  return error_of("[node]\nrole = \"edge\"\n[upstream]\ntoken = \"t\"\n" + upstream_table);
+}
+
+std::vector<std::string> edge_urls(const std::string& upstream_table, ConfigOverrides o = {}) {
+  return load_text("[node]\nrole = \"edge\"\n[upstream]\ntoken = \"t\"\n" + upstream_table, o)
+      .upstream.urls;
+}
+
+TEST(Config, SeveralUpstreamsInOrderOfPreference) {
+  using Urls = std::vector<std::string>;
+  // One URL: as it always was.
+  EXPECT_EQ(edge_urls("url = \"http://a:1\"\n"), Urls{"http://a:1"});
+  // An array, and a comma-separated string (what --upstream takes): the same list, in order,
+  // spaces and trailing slashes dropped.
+  const Urls two{"http://a:1", "https://b.example:8443"};
+  EXPECT_EQ(edge_urls("url = [\"http://a:1\", \"https://b.example:8443/\"]\n"), two);
+  EXPECT_EQ(edge_urls("url = \"http://a:1, https://b.example:8443/\"\n"), two);
+  ConfigOverrides o;
+  o.upstream = "http://c:3,http://[::1]:4";
+  EXPECT_EQ(edge_urls("url = [\"http://a:1\", \"http://b:2\"]\n", o),
+            (Urls{"http://c:3", "http://[::1]:4"}))
+      << "--upstream replaces the file's list";
+  o.upstream = "http://c:3";
+  EXPECT_EQ(edge_urls("url = [\"http://a:1\", \"http://b:2\"]\n", o), Urls{"http://c:3"});
+
+  // An empty entry, anywhere, is named by its position.
+  EXPECT_NE(
+      edge_error("url = \"http://a:1,,http://b:2\"\n").find("upstream.url: URL 2 of 3 is empty"),
+      std::string::npos)
+      << edge_error("url = \"http://a:1,,http://b:2\"\n");
+  EXPECT_NE(edge_error("url = \"http://a:1,\"\n").find("URL 2 of 2 is empty"), std::string::npos);
+  EXPECT_NE(edge_error("url = \" , http://a:1\"\n").find("URL 1 of 2 is empty"), std::string::npos);
+  EXPECT_NE(edge_error("url = [\"http://a:1\", \"\"]\n").find("URL 2 of 2 is empty"),
+            std::string::npos);
+  EXPECT_NE(edge_error("url = []\n").find("upstream.url: the list is empty"), std::string::npos);
+  // A malformed one is named with its position and value.
+  EXPECT_NE(edge_error("url = [\"http://a:1\", \"ftp://b:2\"]\n")
+                .find("upstream.url (URL 2 of 2): expected http://host:port or "
+                      "https://host:port, got 'ftp://b:2'"),
+            std::string::npos)
+      << edge_error("url = [\"http://a:1\", \"ftp://b:2\"]\n");
+  EXPECT_NE(edge_error("url = \"http://a:1,http://b\"\n").find("(URL 2 of 2)"), std::string::npos);
+  EXPECT_NE(edge_error("url = \"http://a:1,http://b:99999\"\n").find("(URL 2 of 2)"),
+            std::string::npos);
+  // Wrong types, a comma inside an array entry, the same upstream twice.
+  EXPECT_NE(edge_error("url = [\"http://a:1\", 2]\n")
+                .find("upstream.url: expected a URL, a comma-separated list of URLs or an array"),
+            std::string::npos);
+  EXPECT_NE(edge_error("url = 5\n").find("upstream.url: expected a URL"), std::string::npos);
+  EXPECT_NE(edge_error("url = [\"http://a:1,http://b:2\"]\n").find("holds a comma"),
+            std::string::npos);
+  EXPECT_NE(edge_error("url = \"http://a:1, http://a:1/\"\n")
+                .find("upstream.url: 'http://a:1' is listed twice"),
+            std::string::npos);
+  // Credentials never go in a URL (they would reach logs and /metrics): refused, unechoed.
+  const std::string creds = edge_error("url = \"http://a:1,http://user:secret@b:2\"\n");
+  EXPECT_NE(creds.find("upstream.url (URL 2 of 2): a URL carries user information"),
+            std::string::npos)
+      << creds;
+  EXPECT_EQ(creds.find("secret"), std::string::npos) << creds;
+  // The same checks on the command line.
+  ConfigOverrides bad;
+  bad.upstream = "http://a:1,";
+  EXPECT_THROW(edge_urls("", bad), ConfigError);
 }
 
 TEST(Config, TlsTable) {
@@ -259,6 +327,37 @@ TEST(Config, TlsTable) {
   EXPECT_NE(error_of("[server]\nlisten = \"\"\n").find("server.listen: may be empty only"),
             std::string::npos);
   EXPECT_NE(error_of("[tls]\nktls = \"yes\"\n").find("tls.ktls: expected true or false"),
+            std::string::npos);
+}
+
+TEST(Config, BlobsTableDefaultsToEmbeddedAndChecksS3Keys) {
+  const Config d = load_config({});
+  EXPECT_EQ(d.blobs.backend, "embedded");
+  const Config c = load_text(
+      "[blobs]\nbackend = \"s3\"\nendpoint = \"https://s3.eu-west-1.amazonaws.com\"\n"
+      "bucket = \"b\"\nregion = \"eu-west-1\"\npath_style = false\ntimeout_ms = 5000\n"
+      "concurrency = 4\n");
+  EXPECT_EQ(c.blobs.backend, "s3");
+  EXPECT_EQ(c.blobs.endpoint, "https://s3.eu-west-1.amazonaws.com");
+  EXPECT_EQ(c.blobs.bucket, "b");
+  EXPECT_EQ(c.blobs.region, "eu-west-1");
+  EXPECT_FALSE(c.blobs.path_style);
+  EXPECT_EQ(c.blobs.timeout_ms, 5000U);
+  EXPECT_EQ(c.blobs.concurrency, 4U);
+  EXPECT_NE(error_of("[blobs]\nbackend = \"gcs\"\n").find("blobs.backend"), std::string::npos);
+  EXPECT_NE(error_of("[blobs]\nbackend = \"s3\"\nbucket = \"b\"\n").find("blobs.endpoint"),
+            std::string::npos);
+  EXPECT_NE(error_of("[blobs]\nbackend = \"s3\"\nendpoint = \"s3.example.com\"\nbucket = "
+                     "\"b\"\n")
+                .find("'s3.example.com'"),
+            std::string::npos);
+  EXPECT_NE(error_of("[blobs]\nbackend = \"s3\"\nendpoint = \"http://h\"\n").find("blobs.bucket"),
+            std::string::npos);
+  EXPECT_NE(error_of("[blobs]\nconcurrency = 0\n").find("blobs.concurrency"), std::string::npos);
+  EXPECT_NE(error_of("[node]\nrole = \"edge\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n"
+                     "token = \"t\"\n[blobs]\nbackend = \"s3\"\nendpoint = \"http://h\"\n"
+                     "bucket = \"b\"\n")
+                .find("for origins"),
             std::string::npos);
 }
 
