@@ -215,6 +215,38 @@ def main():
         assert a.metrics().get("edge_checkins_pg_pending") == 0
         assert a.metrics().get("edge_checkins_pg_dropped_total") == 0
 
+    def t_an_edge_failing_over_between_origins_loses_and_doubles_nothing():
+        a, b = two_origins()
+        e = keep(edge(a.url + "," + b.url))
+        wait_for("the edge serves 1.0.0", lambda: updates(e, 600)[0] == 200, timeout=15)
+        # Devices keep checking in through the edge while origin A dies (kill -9, maybe
+        # with a batch in flight: committed or not, its retry on B carries the same key).
+        stop = threading.Event()
+
+        def devices():
+            i = 601
+            while not stop.is_set():
+                try:
+                    updates(e, i)
+                except OSError:
+                    pass
+                i += 1
+                time.sleep(0.005)
+
+        t = threading.Thread(target=devices)
+        t.start()
+        time.sleep(1.0)
+        a.kill()
+        time.sleep(1.5)
+        stop.set()
+        t.join()
+        wait_for("the edge's outbox delivered to B", lambda: outbox_depth(e) == 0, timeout=30)
+        wait_for("B counts every answered check-in",
+                 lambda: action_count(b, "updates") >= e.acked, timeout=10)
+        time.sleep(0.5)
+        assert action_count(b, "updates") == e.acked, (action_count(b, "updates"), e.acked)
+        assert devices_today(b) == e.acked, (devices_today(b), e.acked)
+
     try:
         try:
             pg = Postgres()
@@ -228,6 +260,8 @@ def main():
               t_the_same_batches_sent_to_both_origins_at_once_apply_once)
         check("edge outbox and origin's own delivered once, postgres down",
               t_an_edge_delivers_its_outbox_once_even_with_postgres_down)
+        check("an edge failing over between origins: exactly once",
+              t_an_edge_failing_over_between_origins_loses_and_doubles_nothing)
     finally:
         for n in nodes:
             try:
