@@ -247,6 +247,44 @@ def main():
         assert action_count(b, "updates") == e.acked, (action_count(b, "updates"), e.acked)
         assert devices_today(b) == e.acked, (devices_today(b), e.acked)
 
+    def t_the_retention_sweep_runs_as_singleton_work():
+        need_pg()
+        url = pg.create_db("c%d" % next(DBS))
+        a = keep(tier_origin(url, "[checkins]\nretention_days = 1\n"))
+        publish(a, "1.0.0", size=20_000)
+        old = child_checkins(700, 3, "updates")
+        for c in old:
+            c["time_ms"] -= 5 * 86_400_000
+        st, doc = post_batch(a, "child-4:1:1", old + child_checkins(710, 2, "updates"))
+        assert st == 200 and doc["applied"] == 5, (st, doc)
+        day = time.strftime("%Y-%m-%d", time.gmtime(old[0]["time_ms"] / 1000))
+        path = ADMIN_APP + "/stats?from=%s&to=%s" % (day, day)
+
+        def old_updates():
+            st, doc = admin(a, "GET", path)
+            assert st == 200, (st, doc)
+            return sum(d["actions"].get("updates", 0) for d in doc["days"])
+
+        def timeline(i):
+            st, doc = admin(a, "GET", ADMIN_APP + "/devices/" + device_id(i))
+            assert st == 200, (st, doc)
+            return doc["timeline"]
+
+        dbname = url.split("dbname=")[1].split()[0]
+
+        def stored_events(i):
+            return int(pg.sql("SELECT count(*) FROM be_checkin_timeline WHERE device_id = '%s'"
+                              % device_id(i), db=dbname))
+
+        # An event past the retention is kept until the sweep, but no timeline shows it.
+        assert old_updates() == 3 and stored_events(700) == 1 and timeline(700) == []
+        # The origin holds the singleton lock again at its restart, and sweeps at once.
+        a.restart()
+        wait_for("the old day's counters swept", lambda: old_updates() == 0, timeout=15)
+        assert stored_events(700) == 0 and stored_events(710) == 1 and len(timeline(710)) == 1
+        assert action_count(a, "updates") == 2
+        assert device_id(700) in device_index(a)  # the device index keeps every device
+
     try:
         try:
             pg = Postgres()
@@ -262,6 +300,8 @@ def main():
               t_an_edge_delivers_its_outbox_once_even_with_postgres_down)
         check("an edge failing over between origins: exactly once",
               t_an_edge_failing_over_between_origins_loses_and_doubles_nothing)
+        check("the retention sweep runs as singleton work",
+              t_the_retention_sweep_runs_as_singleton_work)
     finally:
         for n in nodes:
             try:
