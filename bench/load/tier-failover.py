@@ -85,7 +85,10 @@ def main():
     finally:
         if c is not None:
             c.close()
-        shutil.rmtree(harness.TMP, ignore_errors=True)
+        if not os.environ.get("EDGE_IT_KEEP"):
+            shutil.rmtree(harness.TMP, ignore_errors=True)
+        else:
+            print("kept " + harness.TMP, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 
-from harness import Node, TMP, admin, curl, sha, upload, wait_for
+from harness import Node, TMP, admin, curl, free_port, sha, upload, wait_for
 from pgharness import Postgres
 import s3rver
 from sync_test import ADMIN_APP, DEVICE, TOKEN, device_id
@@ -58,7 +58,9 @@ class Cluster:
         conf = ('[sync]\ntoken = "%s"\n[state]\nbackend = "postgres"\nurl = "%s"\n'
                 '[blobs]\nbackend = "s3"\nendpoint = "%s"\nbucket = "%s"\nregion = "us-east-1"\n'
                 'path_style = true\ntimeout_ms = 3000\n' % (TOKEN, self.url, self.s3.endpoint, self.s3.bucket))
-        self.origins = [self._keep(Node(conf)), self._keep(Node(conf))]
+        # Fixed ports: an origin started again after its kill -9 must be where the edge's
+        # upstream list says it is.
+        self.origins = [self._keep(Node(conf, port=free_port())), self._keep(Node(conf, port=free_port()))]
         st, doc = admin(self.origins[0], "PUT", ADMIN_APP, {})
         assert st in (200, 201), (st, doc)
         self.publish()
