@@ -829,18 +829,102 @@ int backup_command(int argc, char** argv) {
 
 // `bundle-edge migrate --data DIR --to-state URL`: an embedded origin's control state into
 // the tier's PostgreSQL, with its sequence numbers and feed epoch (docs/several-origins.md).
+// Writes every blob the stopped origin's releases name to the bucket (chunks, then recipe),
+// with progress; 0 when all are there.
+int migrate_blobs(const std::filesystem::path& data, edge::store::Database& db,
+                  edge::store::StateStore& state, const std::string& bucket_name,
+                  const std::string& endpoint, const std::string& region, bool path_style) {
+  auto credentials = edge::s3::Credentials::from_env();
+  if (!credentials) {
+    std::cerr << "bundle-edge migrate: --to-blobs: set AWS_ACCESS_KEY_ID and "
+                 "AWS_SECRET_ACCESS_KEY in the environment\n";
+    return 2;
+  }
+  auto snap = state.snapshot();
+  if (!snap) {
+    std::cerr << "bundle-edge migrate: reading the state failed: " << snap.error().message()
+              << "\n";
+    return 1;
+  }
+  const auto control = edge::api::ControlService::preview(*snap);
+  if (!control) {
+    std::cerr << "bundle-edge migrate: the stored state does not parse\n";
+    return 1;
+  }
+  std::unique_ptr<edge::store::ChunkStore> chunks;
+  try {
+    chunks = edge::store::ChunkStore::open(db, data / "segments", {});
+  } catch (const std::exception& e) {
+    std::cerr << "bundle-edge migrate: cannot open the segments: " << e.what() << "\n";
+    return 1;
+  }
+  edge::store::BlobStore blobs(*chunks);
+  std::unique_ptr<edge::s3::S3Client> bucket_ptr;
+  try {
+    bucket_ptr = std::make_unique<edge::s3::S3Client>(
+        edge::s3::S3Options{endpoint, bucket_name, region, path_style, 30'000},
+        std::move(*credentials));
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "bundle-edge migrate: " << e.what() << "\n";
+    return 2;
+  }
+  auto& bucket = *bucket_ptr;
+  edge::api::BlobBackend backend(bucket, *chunks, blobs, 8);
+  const auto ids = edge::control::named_blobs(*control);
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::size_t done = 0, failed = 0;
+  for (const auto& id : ids) {
+    backend.mirror(id, [&, id](boost::system::error_code ec) {
+      std::lock_guard lock(mutex);
+      ++done;
+      if (ec) {
+        ++failed;
+        std::cerr << "\nblob " << id.hex() << ": " << ec.message() << " ("
+                  << bucket.stats().last_error() << ")\n";
+      }
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mutex);
+    while (done < ids.size()) {
+      cv.wait_for(lock, std::chrono::milliseconds(500));
+      std::cerr << "\rblobs in the bucket: " << done - failed << "/" << ids.size() << std::flush;
+    }
+  }
+  std::cerr << "\n";
+  backend.stop();
+  if (failed > 0) {
+    std::cerr << "bundle-edge migrate: " << failed << " of " << ids.size()
+              << " blobs not written to " << bucket.describe()
+              << "; nothing was written to the state database: run it again\n";
+    return 1;
+  }
+  std::cout << ids.size() << " blobs written to " << bucket.describe() << "\n";
+  return 0;
+}
+
 int migrate_command(int argc, char** argv) {
   namespace fs = std::filesystem;
   po::options_description desc(
-      "bundle-edge migrate --data DIR --to-state URL: copies a stopped embedded origin's "
-      "control state\n(apps, releases, channels, device overrides, the retained changelog) "
-      "into an empty PostgreSQL\nstate database, keeping its feed epoch and sequence numbers "
-      "so that edges follow on\nwithout a snapshot. The origin's blobs stay in DIR: start the "
-      "tier's first origin on it.\nOptions");
-  std::string data, to_state;
+      "bundle-edge migrate --data DIR --to-state URL [--to-blobs s3://BUCKET --s3-endpoint URL]:\n"
+      "copies a stopped embedded origin's control state (apps, releases, channels, device "
+      "overrides,\nthe retained changelog) into an empty PostgreSQL state database, keeping "
+      "its feed epoch and\nsequence numbers so that edges follow on without a snapshot; with "
+      "--to-blobs, first writes\nevery blob a release names (its chunks, then its recipe) to "
+      "the bucket, credentials from\nAWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Check-in "
+      "history is not copied.\nOptions");
+  std::string data, to_state, to_blobs, s3_endpoint, s3_region = "us-east-1";
+  bool virtual_host = false;
   desc.add_options()("help,h", "show this help")("data", po::value(&data),
                                                  "the stopped origin's data directory")(
-      "to-state", po::value(&to_state), "libpq connection string of the state database");
+      "to-state", po::value(&to_state), "libpq connection string of the state database")(
+      "to-blobs", po::value(&to_blobs), "s3://BUCKET: also copy the releases' blobs there")(
+      "s3-endpoint", po::value(&s3_endpoint), "with --to-blobs: http(s)://host[:port]")(
+      "s3-region", po::value(&s3_region), "with --to-blobs: the region (default us-east-1)")(
+      "s3-virtual-host", po::bool_switch(&virtual_host),
+      "with --to-blobs: virtual-host style addressing (default: path style)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc - 1, argv + 1, desc), vm);
@@ -870,6 +954,23 @@ int migrate_command(int argc, char** argv) {
     return 1;
   }
   edge::store::StateStore state(*db);
+  if (!to_blobs.empty()) {
+    if (!to_blobs.starts_with("s3://") || to_blobs.size() <= 5 ||
+        to_blobs.find('/', 5) != std::string::npos) {
+      std::cerr << "bundle-edge migrate: --to-blobs: expected s3://BUCKET, got '" << to_blobs
+                << "'\n";
+      return 2;
+    }
+    if (s3_endpoint.empty()) {
+      std::cerr << "bundle-edge migrate: --to-blobs needs --s3-endpoint (e.g. "
+                   "https://s3.us-east-1.amazonaws.com)\n";
+      return 2;
+    }
+    if (int rc = migrate_blobs(fs::path(data), *db, state, to_blobs.substr(5), s3_endpoint,
+                               s3_region, !virtual_host);
+        rc != 0)
+      return rc;
+  }
   auto snap = state.snapshot();
   if (!snap) {
     std::cerr << "bundle-edge migrate: reading the state failed: " << snap.error().message()

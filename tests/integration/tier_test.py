@@ -299,6 +299,51 @@ def main():
             if standby is not None:
                 standby.remove()
 
+    def t_migrate_moves_an_embedded_origin_into_the_tier():
+        need_pg()
+        import s3rver
+        if s3rver.find() is None:
+            raise Skip("s3rver not found (tools/setup.sh installs it)")
+        os.environ["AWS_ACCESS_KEY_ID"] = s3rver.ACCESS_KEY
+        os.environ["AWS_SECRET_ACCESS_KEY"] = s3rver.SECRET_KEY
+        s3 = s3rver.S3rver(TMP, bucket="migrate")
+        try:
+            emb = keep(Node('[sync]\ntoken = "%s"\n' % TOKEN))
+            make_app(emb)
+            data = publish_on(emb, "4.0.0", size=600_000)
+            st, doc = admin(emb, "PUT", ADMIN_APP + "/channels/beta", {"public": False})
+            assert st == 201
+            epoch, before = all_changes(emb)
+            # A running origin's data is locked: migrate says so.
+            url = db()
+            r = subprocess.run([BINARY, "migrate", "--data", emb.data, "--to-state", url],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1 and "stop it first" in r.stderr, r.stderr
+            emb.stop()
+            r = subprocess.run([BINARY, "migrate", "--data", emb.data, "--to-state", url,
+                                "--to-blobs", "s3://migrate", "--s3-endpoint", s3.endpoint],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            assert "1 blobs written" in r.stdout and "migrated" in r.stdout, r.stdout
+            assert any(k.startswith("recipes/") for k in s3.keys()), s3.keys()
+            # Into an empty database only.
+            r = subprocess.run([BINARY, "migrate", "--data", emb.data, "--to-state", url],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1 and "empty" in r.stderr, r.stderr
+            # A tier origin on a fresh data directory: same epoch and numbers, the bytes from S3.
+            t = keep(Node('[sync]\ntoken = "%s"\n[state]\nbackend = "postgres"\nurl = "%s"\n'
+                          '[blobs]\nbackend = "s3"\nendpoint = "%s"\nbucket = "migrate"\n'
+                          'path_style = true\n' % (TOKEN, url, s3.endpoint)))
+            assert all_changes(t) == (epoch, before)
+            st, doc = updates(t)
+            assert st == 200 and doc.get("version") == "4.0.0", (st, doc)
+            st, _, body = curl(t.url + "/v1/blobs/" + sha(data))
+            assert st == 200 and body == data, st
+            st, doc = admin(t, "PUT", ADMIN_APP + "/channels/gamma", {"public": False})
+            assert st == 201 and all_changes(t)[1][-1][0] == before[-1][0] + 1
+        finally:
+            s3.stop()
+
     def t_config_errors_name_the_value():
         r = subprocess.run([BINARY, "--role", "edge", "--upstream", "http://127.0.0.1:1",
                             "--sync-token", "x", "--state-url", "host=127.0.0.1"],
@@ -323,6 +368,8 @@ def main():
         check("shared changelog keeps its retention", t_the_shared_changelog_keeps_its_retention)
         check("primary killed, standby promoted: nothing lost",
               t_primary_killed_standby_promoted_no_acknowledged_write_lost)
+        check("migrate moves an embedded origin into the tier",
+              t_migrate_moves_an_embedded_origin_into_the_tier)
         check("config errors name the value", t_config_errors_name_the_value)
     finally:
         for n in nodes:
