@@ -4,11 +4,13 @@ PostgreSQL 15; devices' check-ins of a rollout with an auto-pause rule split bet
 that neither origin's half passes the rule but the whole does. The rollout is paused once, by
 the origin holding the singleton lock, from the tier's shared events; after a kill -9 of that
 origin the other takes over, rebuilds the windows from the shared events (including those
-written through the dead origin) and pauses a second rollout.
+written through the dead origin) and pauses a second rollout; an event whose transaction
+commits after later ones were read still counts.
 
 Usage: tier_pause_test.py <path-to-bundle-edge>"""
 import json
 import os
+import subprocess
 import time
 
 from harness import TMP, Node, Skip, admin, check, curl, run, sha, upload, wait_for
@@ -178,11 +180,52 @@ def main():
         assert len(pauses) == 2 and pauses[1]["origin"] == ("origin-a" if other is a else "origin-b"), pauses
         assert app in pauses[1]["path"], pauses
 
+    def t_an_event_committed_after_a_later_one_still_counts():
+        need_pg()
+        if "a" not in state:
+            raise Skip("the first check did not run")
+        h = holder()
+        assert h is not None
+        app = "com.example.tierpause.three"
+        base = app_in_rollout(h, app)
+        for n in range(4):
+            offer_and_try(h, app, n)
+        fail(h, app, 0)
+        wait_for("the 9 events in the shared table", lambda: events(app) == 9, timeout=10)
+        # A transaction takes its id, then waits 3 s to commit, while later ids commit and are
+        # read: its row (the second failure) must still count.
+        psql = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                                 "-p", str(pg.port), "-U", "postgres", "-d", "tp"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        try:
+            before = int(pg.sql("SELECT last_value FROM be_pause_events_id_seq", db="tp"))
+            psql.stdin.write("BEGIN;\nINSERT INTO be_pause_events (time_ms, app_id, device_id, "
+                             "version_name, action, decision) VALUES (%d, '%s', '%s', '1.0.1', "
+                             "'download_fail', '');\n" % (int(time.time() * 1000), app, dev(app, 2)))
+            psql.stdin.flush()
+            wait_for("the open transaction's id", lambda: int(pg.sql(
+                "SELECT last_value FROM be_pause_events_id_seq", db="tp")) > before, timeout=10)
+            offer_and_try(h, app, 3)  # later ids, committed and read first
+            wait_for("the later events read", lambda: events(app) == 11, timeout=10)
+            time.sleep(3)
+            assert not rollout(h, base)["paused"], rollout(h, base)
+            psql.stdin.write("COMMIT;\n")
+            psql.stdin.close()
+            assert psql.wait(timeout=30) == 0
+        finally:
+            if psql.poll() is None:
+                psql.kill()
+                psql.wait()
+        wait_for("the auto-pause counting the late commit", lambda: rollout(h, base)["paused"], timeout=20)
+        assert "2 of 4 devices" in rollout(h, base)["pause_reason"], rollout(h, base)
+
     try:
         check("tier auto-pause: halves that alone pass nothing pause once, by the lock holder",
               t_the_tier_pauses_once_on_the_whole_data)
         check("tier auto-pause: kill -9 of the holder, the other rebuilds and pauses",
               t_after_a_kill_the_other_origin_rebuilds_and_pauses)
+        check("tier auto-pause: an event committed after later ones still counts",
+              t_an_event_committed_after_a_later_one_still_counts)
     finally:
         for n in nodes:
             try:
