@@ -19,6 +19,7 @@
 #include "edge/pg/access.hpp"
 #include "edge/pg/checkins.hpp"
 #include "edge/pg/fleet.hpp"
+#include "edge/pg/pause_events.hpp"
 #include "edge/pg/singleton.hpp"
 #include "edge/pg/state_log.hpp"
 #include "edge/s3/s3_client.hpp"
@@ -422,12 +423,15 @@ int run(const edge::Config& c) {
         "store, or it refused them.\n# TYPE edge_audit_dropped_total counter\n";
     out += "edge_audit_dropped_total " + std::to_string(access.audit_dropped()) + "\n";
   });
-  // Rollout auto-pause runs where check-ins end up: the origin (edges relay theirs).
+  // Rollout auto-pause runs where check-ins end up: the origin (edges relay theirs). On the
+  // origins of a tier it is singleton work on the tier's check-ins (below), not started here.
   if (!is_edge) {
     auto_pause.emplace(control, &access);
     checkins.set_observer([&auto_pause](const edge::store::Checkin& c) { auto_pause->observe(c); });
-    const BackgroundSlice slice(background_slice);
-    auto_pause->start(checkins);
+    if (!state_log) {
+      const BackgroundSlice slice(background_slice);
+      auto_pause->start(checkins);
+    }
     metrics.set_auto_pause(&*auto_pause);
   }
   edge::api::SyncApi sync(state, checkins, c.sync_token);
@@ -512,6 +516,7 @@ int run(const edge::Config& c) {
   // The tier's singleton work runs on the origin holding PostgreSQL's advisory lock: pushes
   // to sync.push_to (every origin would push the same changes otherwise) and the shared
   // changelog's retention.
+  std::unique_ptr<edge::pg::PauseEvents> pause_events;
   std::unique_ptr<edge::pg::Singleton> singleton;
   if (state_log) {
     singleton = std::make_unique<edge::pg::Singleton>(c.state_url);
@@ -544,10 +549,12 @@ int run(const edge::Config& c) {
   }
   // The origin tier keeps check-ins in PostgreSQL, shared by every origin (DESIGN §12.2): it
   // takes devices' and children's check-ins and answers the admin API's reads in place of
-  // the local store, which stays constructed for what only it has (auto-pause's rebuild at a
-  // start reads it and finds nothing; the device-table metrics) and takes none. Auto-pause
-  // observes the check-ins committed through this origin. Their retention sweep is singleton
-  // work (hourly).
+  // the local store, which stays constructed for what only it has (the device-table metrics)
+  // and takes none. Their retention sweep is singleton work (hourly). Auto-pause is singleton
+  // work too, on the whole tier's check-ins: each batch's transaction appends the events it
+  // counts to be_pause_events (edge/pg/pause_events.hpp); the origin holding the lock feeds
+  // its AutoPauser from there every second (the last 24 h again when it takes the lock) and
+  // runs the checks; the others neither count nor pause.
   std::unique_ptr<edge::pg::PgCheckins> pg_checkins;
   edge::store::CheckinIngest* ingest = &checkins;
   if (state_log) {
@@ -555,12 +562,47 @@ int run(const edge::Config& c) {
       const auto app = control.snapshot()->app(app_id);
       return app != nullptr && app->releases.contains(release);
     };
-    pg_checkins = std::make_unique<edge::pg::PgCheckins>(
-        c.state_url,
-        edge::pg::PgCheckinsOptions{node_id(c), c.timeline_events, c.retention_days, is_release});
+    edge::pg::PgCheckinsOptions pg_options{node_id(c), c.timeline_events, c.retention_days,
+                                           is_release};
     if (auto_pause) {
-      pg_checkins->set_observer(
-          [&auto_pause](const edge::store::Checkin& ci) { auto_pause->observe(ci); });
+      pg_options.pause_event = [&auto_pause](const edge::store::Checkin& ci) {
+        return auto_pause->counts(ci);
+      };
+    }
+    pg_checkins = std::make_unique<edge::pg::PgCheckins>(c.state_url, std::move(pg_options));
+    if (auto_pause) {
+      pause_events = std::make_unique<edge::pg::PauseEvents>(c.state_url);
+      singleton->add_task(
+          "auto-pause", std::chrono::seconds(1),
+          [&auto_pause, &pause_events, &singleton, taken = std::uint64_t{0}]() mutable {
+            const bool rebuild = singleton->acquisitions() != taken;
+            if (rebuild) {
+              taken = singleton->acquisitions();
+              pause_events->rewind();
+            }
+            const auto t0 = std::chrono::steady_clock::now();
+            auto n = pause_events->poll(
+                [&auto_pause](const edge::store::Checkin& e) { auto_pause->observe(e); });
+            if (!n) {
+              spdlog::warn("tier: auto-pause cannot read the tier's check-in events: {}",
+                           n.error().message());
+              return;  // no check on what may be partial
+            }
+            if (rebuild) {
+              spdlog::info(
+                  "auto-pause: windows of {} watched rollouts rebuilt from {} check-in events "
+                  "of the tier in {} ms",
+                  auto_pause->watched_rollouts(), *n,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count());
+            }
+            auto_pause->check_now();
+          });
+      singleton->add_task("auto-pause retention", std::chrono::minutes(10), [&pause_events] {
+        if (auto r = pause_events->sweep(); !r)
+          spdlog::warn("tier: auto-pause event retention failed: {}", r.error().message());
+      });
     }
     ingest = pg_checkins.get();
     control.set_checkins(pg_checkins.get());

@@ -96,6 +96,29 @@ void AutoPauser::observe_locked(const store::Checkin& c) {
   }
 }
 
+bool AutoPauser::counts(const store::Checkin& c) const {
+  const bool update_check = c.action == "updates";
+  if (!update_check && !is_attempt(c.action) && !is_failure(c.action))
+    return false;
+  const auto state = control_.snapshot();
+  const auto app = state->app(c.app_id);
+  if (app == nullptr)
+    return false;
+  const std::string_view release = release_of(c.version_name);
+  // The same tests as refresh_locked's watch list and observe_locked's.
+  for (const auto& [name, channel] : app->channels) {
+    const auto& r = channel.rollout;
+    if (!channel.auto_pause || !r || !r->enabled || r->release.empty() || r->bps == 0)
+      continue;
+    const bool offered = update_check && (c.decision == "update" || release == r->release);
+    if (!offered && (update_check || release != r->release))
+      continue;
+    if (control::rollout_selects(r->id, c.device_id, r->bps))
+      return true;
+  }
+  return false;
+}
+
 void AutoPauser::refresh_locked(std::shared_ptr<const control::ControlState> state) {
   std::map<std::string, std::vector<Watch>, std::less<>> next;
   for (const auto& [app_id, app] : state->apps()) {

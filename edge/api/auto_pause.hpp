@@ -65,6 +65,12 @@ class AutoPauser {
   std::size_t watched_rollouts() const;
   std::size_t remembered_devices() const;
 
+  /// True for a check-in that observe() would count now: an update check offering, a try or
+  /// a failure of a watched rollout's release by a device the rollout selects. The origins
+  /// of a tier keep only these for the one that evaluates auto-pause (edge/pg/
+  /// pause_events.hpp). Thread-safe, reads the control state only.
+  bool counts(const store::Checkin& c) const;
+
   /// True for the actions that count as trying a release, and as failing with it.
   static bool is_attempt(std::string_view action);
   static bool is_failure(std::string_view action);

@@ -525,6 +525,32 @@ Result<void> PgCheckins::apply_once(Writer& w, const std::string& node,
     if (!r)
       return r.error();
   }
+  // The events auto-pause counts, for the origin that evaluates it for the tier: in this
+  // transaction, so each is there exactly once with its batch.
+  if (options_.pause_event) {
+    Columns cols(6);
+    std::size_t n = 0;
+    for (const auto& e : checkins) {
+      if (!options_.pause_event(e))
+        continue;
+      cols.number(0, e.time_ms);
+      cols.text(1, e.app_id);
+      cols.text(2, e.device_id);
+      cols.text(3, e.version_name);
+      cols.text(4, e.action);
+      cols.text(5, e.decision);
+      ++n;
+    }
+    if (n > 0) {
+      auto r = c.exec(
+          "INSERT INTO be_pause_events (time_ms, app_id, device_id, version_name, action, "
+          "decision) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
+          "$5::text[], $6::text[])",
+          cols.params());
+      if (!r)
+        return r.error();
+    }
+  }
   // A lost connection here leaves the outcome unknown: the batch is retried with its key,
   // and applied once whichever way it went.
   if (auto r = c.commit(); !r)

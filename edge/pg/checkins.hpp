@@ -33,6 +33,10 @@ struct PgCheckinsOptions {
   /// The origin's own check-ins waiting for PostgreSQL (while it is down) are kept up to this
   /// many; past it the oldest are dropped and counted.
   std::size_t max_pending = 200'000;
+  /// The check-ins rollout auto-pause counts (AutoPauser::counts): appended to
+  /// be_pause_events in their batch's transaction, for the origin doing the tier's auto-pause
+  /// (edge/pg/pause_events.hpp). Unset: none are.
+  std::function<bool(const store::Checkin&)> pause_event{};
 };
 
 /// PgCheckins' figures for /metrics.

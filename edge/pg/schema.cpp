@@ -8,7 +8,7 @@ namespace {
 
 /// Step N brings the schema from version N to N+1. Never edit a step that has shipped: add
 /// one.
-constexpr std::array<std::string_view, 3> kSteps = {
+constexpr std::array<std::string_view, 4> kSteps = {
     // 1: control state. One row numbers every change (feed_head.seq, updated in each write
     // transaction, so commit order is sequence order), documents hold the current state,
     // changelog the numbered changes the feed serves.
@@ -138,6 +138,24 @@ CREATE TABLE be_checkin_timeline (
   default_channel text NOT NULL,
   PRIMARY KEY (app_id, device_id, slot)
 ) WITH (fillfactor = 80);
+)sql",
+    // 4: the check-in events rollout auto-pause needs (edge/pg/pause_events.hpp), appended in
+    // each check-in batch's transaction and read by the origin holding the singleton lock.
+    // `added_ms` is the server's clock when the row was written (one clock for the tier): the
+    // reader tails by it with an overlap and skips ids it has seen. Rows older than a day
+    // (the longest window) are deleted by the singleton.
+    R"sql(
+CREATE TABLE be_pause_events (
+  id bigserial PRIMARY KEY,
+  added_ms bigint NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+  time_ms bigint NOT NULL,
+  app_id text NOT NULL,
+  device_id text NOT NULL,
+  version_name text NOT NULL,
+  action text NOT NULL,
+  decision text NOT NULL
+);
+CREATE INDEX be_pause_events_added ON be_pause_events (added_ms, id);
 )sql",
 };
 
