@@ -308,6 +308,7 @@ std::chrono::milliseconds Database::host_space_checks() {
   im.guard_cv.notify_all();
   if (im.guard.joinable())
     im.guard.join();
+  std::lock_guard lock(im.guard_mutex);
   im.next_check =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(im.options.check_interval_ms);
   return std::chrono::milliseconds(im.options.check_interval_ms);
@@ -317,6 +318,8 @@ std::chrono::steady_clock::time_point Database::check_space() {
   Impl& im = *impl_;
   if (im.options.min_free_bytes == 0)
     return std::chrono::steady_clock::time_point::max();
+  // One check at a time, should two stores host it.
+  std::lock_guard lock(im.guard_mutex);
   const auto now = std::chrono::steady_clock::now();
   if (now >= im.next_check) {
     im.measure();

@@ -90,7 +90,7 @@ class Database {
   /// interval; 0 when there is nothing to check (min_free_bytes 0: no thread either).
   std::chrono::milliseconds host_space_checks();
   /// The periodic check, if check_interval_ms has passed since the last one; returns when
-  /// the next is due. The hosting thread only.
+  /// the next is due. Any thread (checks are serialised).
   std::chrono::steady_clock::time_point check_space();
   /// A consistent copy of the database in `dir` (which must not exist): memtables flushed,
   /// then hard links to the immutable files (copies across file systems). Any thread.
