@@ -23,30 +23,43 @@ constexpr std::size_t kChunkWindow = 64;             // chunk fetches one blob h
 
 Fetcher::Fetcher(const api::UpstreamOptions& options, UpstreamSet& upstreams,
                  store::ChunkStore& chunks, store::BlobStore& blobs, api::SyncMetrics& metrics)
-    : options_(options), chunks_(chunks), blobs_(blobs), metrics_(metrics) {
-  for (unsigned i = 0; i < std::max(1U, options_.fill_concurrency); ++i)
-    clients_.push_back(std::make_unique<FailoverClient>(upstreams, options_));
-  for (auto& c : clients_)
-    threads_.push_back(named_thread("fill-fetch", [this, client = c.get()] { worker(*client); }));
-}
+    : options_(options), chunks_(chunks), blobs_(blobs), metrics_(metrics), upstreams_(upstreams) {}
 
 Fetcher::~Fetcher() {
   stop();
 }
 
+std::size_t Fetcher::threads() const {
+  std::lock_guard lock(mutex_);
+  return threads_.size();
+}
+
 void Fetcher::stop() {
+  std::vector<FailoverClient*> clients;
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ && threads_.empty())
-      return;
     stopping_ = true;
+    for (auto& c : clients_)
+      clients.push_back(c.get());
   }
-  for (auto& c : clients_)
+  for (auto* c : clients)
     c->cancel();
   cv_.notify_all();
-  for (auto& t : threads_)
-    t.join();
-  threads_.clear();
+  // No thread starts once stopping_ is set; a live one may still move itself to exited_.
+  while (true) {
+    std::vector<std::thread> join;
+    {
+      std::lock_guard lock(mutex_);
+      std::move(threads_.begin(), threads_.end(), std::back_inserter(join));
+      std::move(exited_.begin(), exited_.end(), std::back_inserter(join));
+      threads_.clear();
+      exited_.clear();
+    }
+    if (join.empty())
+      break;
+    for (auto& t : join)
+      t.join();
+  }
   {
     // Puts in flight call back into this object: wait for them.
     std::unique_lock lock(mutex_);
@@ -77,6 +90,15 @@ void Fetcher::stop() {
 
 void Fetcher::enqueue_locked(Priority priority, Job job) {
   queues_[static_cast<std::size_t>(priority)].push_back(std::move(job));
+  if (stopping_ || queues_[0].size() + queues_[1].size() <= idle_ ||
+      threads_.size() >= std::max(1U, options_.fill_concurrency))
+    return;
+  // Every live thread is busy: one more. Threads that left for idleness are joined first
+  // (they hold nothing: each released mutex_ for the last time on its way out).
+  for (auto& t : exited_)
+    t.join();
+  exited_.clear();
+  threads_.push_back(named_thread("fill-fetch", [this] { worker(); }));
 }
 
 void Fetcher::submit(Priority priority, Job job) {
@@ -87,21 +109,51 @@ void Fetcher::submit(Priority priority, Job job) {
   cv_.notify_one();
 }
 
-void Fetcher::worker(FailoverClient& client) {
+void Fetcher::worker() {
+  FailoverClient* client = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (!free_clients_.empty()) {
+      client = free_clients_.back();
+      free_clients_.pop_back();
+    } else {
+      clients_.push_back(std::make_unique<FailoverClient>(upstreams_, options_));
+      client = clients_.back().get();
+      if (stopping_)
+        client->cancel();  // stop() cancelled the clients it saw before this one was made
+    }
+  }
   while (true) {
     Job job;
     {
       std::unique_lock lock(mutex_);
-      cv_.wait(lock, [&] { return stopping_ || !queues_[0].empty() || !queues_[1].empty(); });
+      ++idle_;
+      const bool woken = cv_.wait_for(lock, kIdleLinger, [&] {
+        return stopping_ || !queues_[0].empty() || !queues_[1].empty();
+      });
+      --idle_;
       if (stopping_)
         return;
+      if (!woken) {
+        // Idle for kIdleLinger: leave, handing the connection and this thread's handle
+        // back (unless stop() took the handle already: then it joins this thread).
+        free_clients_.push_back(client);
+        const auto self = std::find_if(threads_.begin(), threads_.end(), [](const std::thread& t) {
+          return t.get_id() == std::this_thread::get_id();
+        });
+        if (self != threads_.end()) {
+          exited_.push_back(std::move(*self));
+          threads_.erase(self);
+        }
+        return;
+      }
       // Device-facing work first: a device waiting for its bundle never queues behind a
       // prefetch of the next release.
       auto& q = !queues_[0].empty() ? queues_[0] : queues_[1];
       job = std::move(q.front());
       q.pop_front();
     }
-    job(client);
+    job(*client);
   }
 }
 

@@ -21,11 +21,15 @@
 namespace edge::sync {
 
 /// The edge's Filler (DESIGN §6): fetches recipes (GET /v1/recipes/<blob>) and chunks
-/// (GET /v1/chunks/<sha256>) from upstream on a pool of `fill_concurrency` threads, each
-/// with its own keep-alive connection; retries with jittered backoff; checks every chunk's
+/// (GET /v1/chunks/<sha256>) from upstream on a pool of at most `fill_concurrency` threads,
+/// each with its own keep-alive connection; retries with jittered backoff; checks every chunk's
 /// SHA-256 before it is stored and the blob's SHA-256 before its recipe is stored.
 /// Single flight: one fetch per blob and per chunk however many callers wait for it; a 404
 /// from upstream is remembered for a few seconds (negative caching).
+///
+/// The pool's threads are made on demand: a job queued while no thread is free starts one
+/// (up to fill_concurrency), and a thread that finds no work for kIdleLinger exits. An idle
+/// edge keeps none; the connections stay (a new thread takes a free one, kept alive).
 class Fetcher final : public api::Filler {
  public:
   /// Which queue a fetch waits in: device-facing fills go before prefetches.
@@ -68,16 +72,26 @@ class Fetcher final : public api::Filler {
 
   void stop();
 
+  /// How long a pool thread waits for work before it exits.
+  static constexpr std::chrono::seconds kIdleLinger{10};
+
+  /// Pool threads alive now (tests, and the thread census of an idle edge).
+  std::size_t threads() const;
+
  private:
   using Job = std::function<void(FailoverClient&)>;
   struct BlobFill;
   void submit(Priority priority, Job job);
-  void enqueue_locked(Priority priority, Job job);  ///< caller holds mutex_
+  /// Queues `job` and starts a pool thread if every live one is busy (up to
+  /// fill_concurrency); the caller holds mutex_ and notifies cv_ after.
+  void enqueue_locked(Priority priority, Job job);
   void fill_blob_at(const Sha256& id, Priority priority, Done done);
   /// `size`: the chunk's length from its recipe (0: unknown, then bounded by 1 MiB): an
   /// upstream body longer than that is refused unread.
   void fill_chunk_at(const Sha256& id, Priority priority, Done done, std::uint32_t size = 0);
-  void worker(FailoverClient& client);  ///< owns `client`: one keep-alive connection per thread
+  /// A pool thread: takes a free connection (or makes one), runs jobs until it is idle for
+  /// kIdleLinger or the fetcher stops, then gives the connection back.
+  void worker();
   void fetch_blob(FailoverClient& client, const Sha256& id, Priority priority);
   /// The stored recipe, a recently fetched one, or GET /v1/recipes checked against its pin.
   Result<std::shared_ptr<const store::Recipe>> get_recipe(FailoverClient& client, const Sha256& id);
@@ -132,7 +146,7 @@ class Fetcher final : public api::Filler {
   store::BlobStore& blobs_;
   api::SyncMetrics& metrics_;
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::array<std::deque<Job>, 2> queues_;  // by Priority; guarded by mutex_
   bool stopping_ = false;
@@ -152,9 +166,13 @@ class Fetcher final : public api::Filler {
       fetched_recipes_;  // guarded by mutex_
   static constexpr std::size_t kFetchedRecipes = 1024;
   std::condition_variable puts_cv_;
-  std::uint64_t put_bytes_ = 0;  // guarded by mutex_
-  std::vector<std::unique_ptr<FailoverClient>> clients_;
-  std::vector<std::thread> threads_;
+  std::uint64_t put_bytes_ = 0;                           // guarded by mutex_
+  std::vector<std::unique_ptr<FailoverClient>> clients_;  // every one made; guarded by mutex_
+  std::vector<FailoverClient*> free_clients_;             // not held by a thread; mutex_
+  std::vector<std::thread> threads_;                      // live pool threads; mutex_
+  std::vector<std::thread> exited_;  // threads that left for idleness, to join; mutex_
+  std::size_t idle_ = 0;             // pool threads waiting for work; mutex_
+  UpstreamSet& upstreams_;
 };
 
 }  // namespace edge::sync

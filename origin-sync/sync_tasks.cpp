@@ -38,20 +38,21 @@ Follower::~Follower() {
 
 void Follower::start() {
   pull_ = named_thread("sync-pull", [this] { pull_loop(); });
-  push_ = named_thread("sync-pushed", [this] { push_loop(); });
 }
 
 void Follower::stop() {
   stopper_.stop();
+  std::thread push;
   {
-    std::lock_guard lock(mutex_);  // the push loop waits on cv_ with the queue
+    // No push thread starts after this (offer() checks the stopper under mutex_).
+    std::lock_guard lock(mutex_);
+    push.swap(push_);
   }
-  cv_.notify_all();
   client_.cancel();
   if (pull_.joinable())
     pull_.join();
-  if (push_.joinable())
-    push_.join();
+  if (push.joinable())
+    push.join();
 }
 
 void Follower::offer(std::vector<store::Change> changes, std::uint64_t upstream_seq) {
@@ -62,9 +63,18 @@ void Follower::offer(std::vector<store::Change> changes, std::uint64_t upstream_
   metrics_.last_contact_ms = wall_clock_ms();
   {
     std::lock_guard lock(mutex_);
+    if (stopper_.stopped())
+      return;
     pushed_.push_back(std::move(changes));
+    if (!pushing_) {
+      // The previous push thread has left push_loop (it cleared pushing_ under this lock
+      // on its way out): joining it takes no longer than its return.
+      if (push_.joinable())
+        push_.join();
+      pushing_ = true;
+      push_ = named_thread("sync-pushed", [this] { push_loop(); });
+    }
   }
-  cv_.notify_all();
   stopper_.wake();  // a push proves the upstream is back: it cuts a backoff short
 }
 
@@ -72,10 +82,11 @@ void Follower::push_loop() {
   while (true) {
     std::vector<store::Change> batch;
     {
-      std::unique_lock lock(mutex_);
-      cv_.wait(lock, [&] { return stopper_.stopped() || !pushed_.empty(); });
-      if (stopper_.stopped())
+      std::lock_guard lock(mutex_);
+      if (stopper_.stopped() || pushed_.empty()) {
+        pushing_ = false;  // the next offer() starts a thread again
         return;
+      }
       batch = std::move(pushed_.front());
       pushed_.pop_front();
     }
@@ -311,7 +322,7 @@ Uploader::~Uploader() {
 }
 
 void Uploader::start() {
-  thread_ = named_thread("checkin-upload", [this] { loop(); });
+  thread_ = named_thread("upstream-post", [this] { loop(); });
 }
 
 void Uploader::stop() {
@@ -331,18 +342,37 @@ bool Uploader::drain(std::chrono::milliseconds within) {
   return true;
 }
 
+bool Uploader::pause_until(std::chrono::steady_clock::time_point until) {
+  if (status_ != nullptr)
+    until = std::min(until, status_->due());
+  const auto now = std::chrono::steady_clock::now();
+  if (until <= now)
+    return !stopper_.stopped();
+  // Rounded up: a wait of less than a millisecond is not a busy loop.
+  return stopper_.sleep_for(std::chrono::ceil<std::chrono::milliseconds>(until - now));
+}
+
 void Uploader::loop() {
+  using Clock = std::chrono::steady_clock;
   unsigned failures = 0;
+  Clock::time_point retry_at{};  // a failed batch is sent again from then on
   while (true) {
     if (stopper_.stopped())
       return;
+    if (status_ != nullptr)
+      status_->run_due();
+    const auto now = Clock::now();
+    if (now < retry_at) {
+      if (!pause_until(retry_at))
+        return;
+      continue;
+    }
     // Bounded by its encoded size (what the receiver's body limit sees), not the stored one.
     auto batch =
         checkins_.outbox_next(options_.checkin_batch, kMaxBatchBytes, api::encoded_checkin_size);
     if (!batch) {
       spdlog::error("outbox: reading: {}", batch.error().message());
-      if (!stopper_.sleep_for(std::chrono::seconds(1)))
-        return;
+      retry_at = now + std::chrono::seconds(1);
       continue;
     }
     if (batch->checkins.empty()) {
@@ -353,10 +383,17 @@ void Uploader::loop() {
       // Nothing to send. Should the depth say otherwise (an entry that does not decode), do
       // not spin on it.
       if (checkins_.outbox_stats().depth > 0) {
-        if (!stopper_.sleep_for(std::chrono::milliseconds(200)))
-          return;
+        retry_at = now + std::chrono::milliseconds(200);
       } else {
-        (void)checkins_.outbox_wait(std::chrono::milliseconds(200));
+        auto wait = std::chrono::milliseconds(200);
+        if (status_ != nullptr) {
+          const auto due = status_->due();
+          wait = due <= now
+                     ? std::chrono::milliseconds(0)
+                     : std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(due - now));
+        }
+        if (wait.count() > 0)
+          (void)checkins_.outbox_wait(wait);
       }
       continue;
     }
@@ -405,8 +442,7 @@ void Uploader::loop() {
                    delay);
     }
     ++failures;
-    if (!stopper_.sleep_for(std::chrono::milliseconds(delay)))
-      return;
+    retry_at = Clock::now() + std::chrono::milliseconds(delay);
   }
 }
 
@@ -424,23 +460,34 @@ StatusReporter::~StatusReporter() {
 }
 
 void StatusReporter::start() {
-  if (status_ && options_.status_interval_ms > 0)
-    thread_ = named_thread("status-report", [this] { loop(); });
+  if (status_ && options_.status_interval_ms > 0 && !stopped_)
+    due_ = std::chrono::steady_clock::now().time_since_epoch().count();
 }
 
 void StatusReporter::stop() {
-  stopper_.stop();
+  stopped_ = true;
+  due_ = std::chrono::steady_clock::time_point::max().time_since_epoch().count();
   client_.cancel();
-  if (thread_.joinable())
-    thread_.join();
+  std::lock_guard lock(round_mutex_);  // a round in progress ends (its posts are cancelled)
 }
 
-void StatusReporter::loop() {
-  bool warned = false;
-  // The receiver's body limit (server.json_body_limit) may be below kMaxReportBytes: a 413
-  // halves what this node puts in one post, down to kMinReportBytes (one status fits).
-  std::size_t max_bytes = api::kMaxReportBytes;
-  while (!stopper_.stopped()) {
+std::chrono::steady_clock::time_point StatusReporter::due() const {
+  return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(due_.load()));
+}
+
+void StatusReporter::run_due() {
+  if (std::chrono::steady_clock::now() < due())
+    return;
+  std::lock_guard lock(round_mutex_);
+  if (stopped_)
+    return;
+  const auto wait = round();
+  if (!stopped_)
+    due_ = (std::chrono::steady_clock::now() + wait).time_since_epoch().count();
+}
+
+std::chrono::milliseconds StatusReporter::round() {
+  while (!stopped_) {
     const std::vector<api::NodeStatus> below =
         children_ != nullptr ? children_->nodes(wall_clock_ms()) : std::vector<api::NodeStatus>{};
     std::uint32_t wait = options_.status_interval_ms;
@@ -449,17 +496,17 @@ void StatusReporter::loop() {
     bool no_route = false;
     // Every post starts with this node's own status, so each part is attributed to it.
     for (const auto& body :
-         api::encode_status_reports(status_(), below, max_bytes, api::kMaxReportNodes)) {
+         api::encode_status_reports(status_(), below, max_bytes_, api::kMaxReportNodes)) {
       auto reply = client_.request("POST", "/v1/sync/status", body);
-      if (reply && reply->status == 413 && max_bytes > kMinReportBytes) {
-        max_bytes = std::max(max_bytes / 2, kMinReportBytes);
+      if (reply && reply->status == 413 && max_bytes_ > kMinReportBytes) {
+        max_bytes_ = std::max(max_bytes_ / 2, kMinReportBytes);
         spdlog::info("status: the upstream refused {} bytes (413); posting at most {} at once",
-                     body.size(), max_bytes);
+                     body.size(), max_bytes_);
         again = true;
         break;
       }
       if (reply && reply->status == 404) {
-        if (!warned)
+        if (!warned_)
           spdlog::info(
               "status: the upstream keeps no fleet status (an older node); asking again "
               "once a minute");
@@ -468,7 +515,9 @@ void StatusReporter::loop() {
         break;
       }
       if (!reply || reply->status != 200) {
-        if (!warned && !failed) {
+        if (!reply && reply.error() == Errc::kShutdown)
+          break;
+        if (!warned_ && !failed) {
           spdlog::warn("status: POST {}/v1/sync/status failed ({})", client_.base_url(),
                        reply ? "HTTP " + std::to_string(reply->status) : client_.last_error());
         }
@@ -480,10 +529,10 @@ void StatusReporter::loop() {
     }
     if (again)
       continue;
-    warned = failed || no_route;  // warn again only after a round that went through
-    if (!stopper_.sleep_for(std::chrono::milliseconds(wait)))
-      return;
+    warned_ = failed || no_route;  // warn again only after a round that went through
+    return std::chrono::milliseconds(wait);
   }
+  return std::chrono::milliseconds(0);
 }
 
 // --- Pusher ---------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ namespace edge::sync {
 /// channel or rollout at blobs not whole here is applied, those blobs are prefetched
 /// (fetch-then-flip), up to prefetch_deadline_ms. The cursor is the StateStore's last seq,
 /// written in the same batch as the changes. Reconnects back off exponentially with jitter.
+///
+/// Threads: the long poll has one ("sync-pull"); pushed batches are applied on a thread
+/// made when a push arrives, which exits once the queue of pushed batches is empty (pushes
+/// are rare: one per change at the upstream).
 class Follower final : public api::PushSink {
  public:
   Follower(const api::UpstreamOptions& options, UpstreamSet& upstreams,
@@ -60,24 +64,36 @@ class Follower final : public api::PushSink {
   std::mutex apply_mutex_;  // one batch at a time, pulled or pushed
   Stopper stopper_;
   std::mutex mutex_;
-  std::condition_variable cv_;
   std::deque<std::vector<store::Change>> pushed_;  // guarded by mutex_
+  bool pushing_ = false;  // the push thread runs (or is about to); guarded by mutex_
   std::atomic<bool> synced_{false};
   std::function<void()> on_synced_;
   std::thread pull_;
-  std::thread push_;
+  std::thread push_;  // the last push thread (joined before the next starts); mutex_
 };
+
+class StatusReporter;
 
 /// Sends the outbox upstream (DESIGN §6): batches of check-ins as POST /v1/checkins with
 /// `Idempotency-Key: <node-id>:<generation>:<batch-seq>`; a batch leaves the outbox only
 /// after a 2xx, and the same batch is resent (same key) until one comes, except that a batch
 /// the upstream refuses for good (400, 413, 415, 422) is set aside as a dead letter so the
 /// rest flows. Batches are bounded by their encoded size (256 KiB).
+///
+/// Its thread ("upstream-post") also runs the rounds of a StatusReporter (set_status): both
+/// are periodic blocking POSTs upstream. Neither starves the other: a status round that is
+/// due runs before the next batch is sent, so it is late by at most one check-in POST (at
+/// most upstream.timeout_ms for each upstream tried), and a batch waits for at most one
+/// status round (its posts, each at most upstream.timeout_ms; an unreachable upstream ends
+/// the round at its first post). Idle and backoff waits end when a round is due.
 class Uploader {
  public:
   Uploader(const api::UpstreamOptions& options, UpstreamSet& upstreams, std::string node_id,
            store::CheckinStore& checkins, api::SyncMetrics& metrics);
   ~Uploader();
+  /// The reporter whose rounds this uploader's thread runs (before start(); it must outlive
+  /// this uploader's thread).
+  void set_status(StatusReporter* reporter) { status_ = reporter; }
   void start();
   /// Gives the outbox up to `within` to empty (SIGTERM, DESIGN §7); true if it did. What
   /// stays is on disk and goes at the next start.
@@ -86,12 +102,16 @@ class Uploader {
 
  private:
   void loop();
+  /// Sleeps until `until` or until a status round is due, whichever comes first; false if
+  /// stopped.
+  bool pause_until(std::chrono::steady_clock::time_point until);
 
   api::UpstreamOptions options_;
   std::string node_id_;
   store::CheckinStore& checkins_;
   api::SyncMetrics& metrics_;
   FailoverClient client_;
+  StatusReporter* status_ = nullptr;
   Stopper stopper_;
   std::thread thread_;
 };
@@ -102,6 +122,8 @@ class Uploader {
 /// subtree goes in several posts, each under the receiver's limits (kMaxReportNodes nodes,
 /// kMaxReportBytes, halved after a 413) and each starting with this node's own status. An
 /// upstream without the route (older) is asked again once a minute.
+///
+/// No thread of its own: the Uploader's thread runs its rounds (Uploader::set_status).
 class StatusReporter {
  public:
   /// The least a post is cut to after 413s: this node's status and one relayed status.
@@ -110,18 +132,33 @@ class StatusReporter {
   StatusReporter(const api::UpstreamOptions& options, UpstreamSet& upstreams,
                  std::function<std::string()> status, const api::Fleet* children);
   ~StatusReporter();
+  /// The first round is due at once (nothing if there is no status or the interval is 0).
   void start();
+  /// No round starts after this returns; one in progress is cut short and waited for.
   void stop();
 
+  /// When the next round is due; time_point::max() if none will be (not started, stopped).
+  std::chrono::steady_clock::time_point due() const;
+  /// Runs a round if one is due (the hosting thread's call).
+  void run_due();
+
  private:
-  void loop();
+  /// One round of posts; returns how long until the next.
+  std::chrono::milliseconds round();
 
   api::UpstreamOptions options_;
   std::function<std::string()> status_;
   const api::Fleet* children_;
   FailoverClient client_;
-  Stopper stopper_;
-  std::thread thread_;
+  std::atomic<bool> stopped_{false};
+  /// When the next round is due, in steady_clock ticks (max: never).
+  std::atomic<std::chrono::steady_clock::rep> due_{
+      std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
+  std::mutex round_mutex_;  // held for a round (stop() waits for it)
+  bool warned_ = false;     // guarded by round_mutex_
+  /// The receiver's body limit (server.json_body_limit) may be below kMaxReportBytes: a 413
+  /// halves what this node puts in one post, down to kMinReportBytes (one status fits).
+  std::size_t max_bytes_ = api::kMaxReportBytes;  // guarded by round_mutex_
 };
 
 /// Pushes new changes to the edges in sync.push_to (POST /v1/sync/changes, sync token), one

@@ -24,6 +24,8 @@ class EdgeUpstream final : public UpstreamClient {
         reporter_(options, upstreams_, std::move(deps.status), deps.children) {
     // What the state this edge starts with pins; each change adds its own (prefetch_for).
     fetcher_.trust_recipes(control::pinned_recipes(*deps.control.snapshot()));
+    // Status reports go on the uploader's thread (both are periodic POSTs upstream).
+    uploader_.set_status(&reporter_);
   }
   ~EdgeUpstream() override { stop(std::chrono::milliseconds(0)); }
 
@@ -33,8 +35,8 @@ class EdgeUpstream final : public UpstreamClient {
   void start() override {
     upstreams_.start();
     follower_.start();
-    uploader_.start();
     reporter_.start();
+    uploader_.start();
   }
   void stop(std::chrono::milliseconds drain) override {
     if (stopped_)

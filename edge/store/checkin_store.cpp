@@ -400,6 +400,9 @@ CheckinStore::CheckinStore(Database& db, CheckinOptions options)
     next_outbox_ = std::max(next_outbox_, b.last + 1);
     inflight_ = std::move(b);  // its check-ins are re-read by outbox_next
   }
+  // The disk guard's free-space check runs on the writer (a periodic statvfs: no thread of
+  // its own for it).
+  space_checks_ = db_.host_space_checks().count() > 0;
   writer_ = named_thread("checkin-writer", [this] { run(); });
 }
 
@@ -484,10 +487,14 @@ std::uint64_t CheckinStore::committed() const {
 void CheckinStore::run() {
   std::deque<Item> batch;
   while (true) {
+    // Woken by work, once a minute for the retention sweep's clock, or for the free-space
+    // check (Database::check_space, every DatabaseOptions::check_interval_ms).
+    auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    if (space_checks_)
+      until = std::min(until, db_.check_space());
     {
       std::unique_lock lock(mutex_);
-      // Woken by work, or once a minute for the retention sweep's clock.
-      cv_.wait_for(lock, std::chrono::minutes(1), [&] { return stop_ || !queue_.empty(); });
+      cv_.wait_until(lock, until, [&] { return stop_ || !queue_.empty(); });
       // Nobody waits for these check-ins (an origin's own, answered before the commit):
       // let a batch gather for up to kPacedWait, unless someone starts waiting meanwhile.
       if (!queue_.empty()) {

@@ -236,6 +236,7 @@ class CheckinStore final : public CheckinIngest, public CheckinQueries {
   /// Devices whose old timeline ring the hourly sweep checks per pass, while there are any
   /// (a full cycle over a million devices takes 50 passes).
   static constexpr std::size_t kSweepDevices = 20'000;
+  bool space_checks_ = false;  ///< the writer runs the database's free-space checks
   std::thread writer_;
 };
 

@@ -251,8 +251,7 @@ std::unique_ptr<ChunkStore> ChunkStore::open(Database& db, const std::filesystem
   store->ring_ = std::make_unique<IoRing>(256);
   store->recover();
   store->committer_ = named_thread("chunk-commit", [s = store.get()] { s->commit_loop(); });
-  if (store->options_.sync_in_background)
-    store->syncer_ = named_thread("chunk-sync", [s = store.get()] { s->sync_loop(); });
+  // The syncer thread (sync_in_background) starts with the first sync request.
   return store;
 }
 
@@ -265,14 +264,14 @@ ChunkStore::~ChunkStore() {
     queue_cv_.notify_all();
     committer_.join();
   }
-  if (syncer_.joinable()) {
-    {
-      std::lock_guard lock(sync_mutex_);
-      sync_stop_ = true;  // after what the commit thread queued last: the queue drains first
-    }
-    sync_cv_.notify_all();
-    syncer_.join();
+  {
+    std::lock_guard lock(sync_mutex_);
+    sync_stop_ = true;  // after what the commit thread queued last: the queue drains first
   }
+  sync_cv_.notify_all();
+  // The commit thread, the only one that starts a syncer, has ended: syncer_ is ours.
+  if (syncer_.joinable())
+    syncer_.join();
   ring_.reset();
 }
 
@@ -652,6 +651,14 @@ void ChunkStore::request_sync(std::shared_ptr<SegmentFile> file, std::uint64_t s
     } else {
       sync_queue_.push_back({std::move(file), seg, end});
     }
+    if (!syncing_) {
+      // The last syncer has left sync_loop (it cleared syncing_ under this lock on its way
+      // out): joining it takes no longer than its return.
+      if (syncer_.joinable())
+        syncer_.join();
+      syncing_ = true;
+      syncer_ = named_thread("chunk-sync", [this] { sync_loop(); });
+    }
   }
   sync_cv_.notify_one();
 }
@@ -661,9 +668,11 @@ void ChunkStore::sync_loop() {
     SyncRequest req;
     {
       std::unique_lock lock(sync_mutex_);
-      sync_cv_.wait(lock, [this] { return sync_stop_ || !sync_queue_.empty(); });
-      if (sync_queue_.empty())
-        return;  // stopped and drained
+      sync_cv_.wait_for(lock, kSyncLinger, [this] { return sync_stop_ || !sync_queue_.empty(); });
+      if (sync_queue_.empty()) {
+        syncing_ = false;  // stopped and drained, or idle: the next request starts a syncer
+        return;
+      }
       req = std::move(sync_queue_.front());
       sync_queue_.pop_front();
     }

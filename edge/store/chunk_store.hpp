@@ -290,7 +290,10 @@ class ChunkStore {
   /// Queues a sync of `file` up to `end`; the syncer fdatasync()s it, then records the
   /// durable watermark (seg, end). Requests run in order, so the watermark only grows.
   void request_sync(std::shared_ptr<SegmentFile> file, std::uint64_t seg, std::uint64_t end);
-  void sync_loop();  ///< the syncer thread: fdatasync off the commit thread
+  /// The syncer thread: fdatasync off the commit thread. Made by request_sync when none
+  /// runs; it exits once no request came for kSyncLinger (an idle store keeps none).
+  void sync_loop();
+  static constexpr std::chrono::seconds kSyncLinger{10};
   struct SyncRequest {
     std::shared_ptr<SegmentFile> file;
     std::uint64_t seg = 0;
@@ -300,7 +303,8 @@ class ChunkStore {
   std::condition_variable sync_cv_;
   std::deque<SyncRequest> sync_queue_;  // guarded by sync_mutex_
   bool sync_stop_ = false;              // guarded by sync_mutex_
-  std::thread syncer_;
+  bool syncing_ = false;                // the syncer thread runs (or is about to); sync_mutex_
+  std::thread syncer_;  // the last syncer thread (joined before the next); sync_mutex_
   void evict_over_budget();
   Result<std::optional<IndexEntry>> staged_lookup(BatchState& b, const Sha256& id) const;
   Result<IndexEntry> stage_append(BatchState& b, const Sha256& id,

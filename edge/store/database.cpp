@@ -297,6 +297,37 @@ std::unique_ptr<Database> Database::open(const std::filesystem::path& dir,
   return std::unique_ptr<Database>(new Database(std::move(impl)));
 }
 
+std::chrono::milliseconds Database::host_space_checks() {
+  Impl& im = *impl_;
+  if (im.options.min_free_bytes == 0)
+    return std::chrono::milliseconds(0);
+  {
+    std::lock_guard lock(im.guard_mutex);
+    im.guard_stop = true;
+  }
+  im.guard_cv.notify_all();
+  if (im.guard.joinable())
+    im.guard.join();
+  std::lock_guard lock(im.guard_mutex);
+  im.next_check =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(im.options.check_interval_ms);
+  return std::chrono::milliseconds(im.options.check_interval_ms);
+}
+
+std::chrono::steady_clock::time_point Database::check_space() {
+  Impl& im = *impl_;
+  if (im.options.min_free_bytes == 0)
+    return std::chrono::steady_clock::time_point::max();
+  // One check at a time, should two stores host it.
+  std::lock_guard lock(im.guard_mutex);
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= im.next_check) {
+    im.measure();
+    im.next_check = now + std::chrono::milliseconds(im.options.check_interval_ms);
+  }
+  return im.next_check;
+}
+
 Result<void> Database::checkpoint(const std::filesystem::path& dir) {
   rocksdb::Checkpoint* raw = nullptr;
   if (auto s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw); !s.ok())

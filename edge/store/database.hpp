@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -73,7 +74,8 @@ class Database {
   /// False while the data directory is below min_free_bytes (or after a write failed for
   /// lack of space, until space returns): stores refuse writes with Errc::kStorageFull
   /// (Impl::write; deletes still go through, they free space). Reads are unaffected. The state is
-  /// re-measured every check_interval_ms on a thread of this object; when space returns, writes
+  /// re-measured every check_interval_ms on a thread of this object (or of the store that
+  /// hosts the check: host_space_checks); when space returns, writes
   /// resume by themselves (and RocksDB is told to resume if it had stopped). Any thread.
   bool writable() const noexcept;
   /// Measures now whether `bytes` more can be written and still leave min_free_bytes;
@@ -81,6 +83,15 @@ class Database {
   /// writers of large amounts (segment appends), whose bursts outrun the periodic check.
   bool room_for(std::uint64_t bytes) const noexcept;
   StorageStatus storage_status() const noexcept;
+
+  /// Hands the periodic free-space check (writable()) to a thread of the caller's: the
+  /// database's own thread ("disk-guard") ends, and the caller calls check_space() at least
+  /// every check_interval_ms from then on (CheckinStore's writer does). Returns that
+  /// interval; 0 when there is nothing to check (min_free_bytes 0: no thread either).
+  std::chrono::milliseconds host_space_checks();
+  /// The periodic check, if check_interval_ms has passed since the last one; returns when
+  /// the next is due. Any thread (checks are serialised).
+  std::chrono::steady_clock::time_point check_space();
   /// A consistent copy of the database in `dir` (which must not exist): memtables flushed,
   /// then hard links to the immutable files (copies across file systems). Any thread.
   Result<void> checkpoint(const std::filesystem::path& dir);

@@ -58,6 +58,8 @@ struct Database::Impl {
   std::condition_variable guard_cv;
   bool guard_stop = false;  // guarded by guard_mutex
   std::thread guard;
+  /// When check_space() measures next (after host_space_checks()); guarded by guard_mutex.
+  std::chrono::steady_clock::time_point next_check{};
   /// The periodic free-space check (the guard thread).
   void measure();
   /// Storage becomes full (logged once per transition, with `why`).

@@ -11,6 +11,7 @@
 #include "edge/core/sched.hpp"
 #include "edge/store/database.hpp"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -52,13 +53,19 @@ IoRing::IoRing(unsigned entries) : ring_(new io_uring), capacity_(entries) {
     throw StoreError(Errc::kIo,
                      std::string("io_uring eventfd registration failed: ") + std::strerror(errno));
   }
-  reaper_ = named_thread("uring-reaper", [this] { reap_loop(); });
+  // The reaper starts with the first submission.
 }
 
 IoRing::~IoRing() {
-  // A NOP wakes the reaper; it exits once everything in flight has completed.
+  // A NOP wakes the reaper (or starts one); it exits once everything in flight has
+  // completed.
   submit(new Op{Op::Kind::kWake, -1, 0, nullptr, 0, 0, 0, 0, 0, {}});
-  reaper_.join();
+  std::thread reaper;
+  {
+    std::lock_guard lock(mutex_);
+    reaper.swap(reaper_);
+  }
+  reaper.join();
   io_uring_queue_exit(ring_);
   ::close(event_fd_);
   delete ring_;
@@ -76,8 +83,25 @@ void IoRing::async_write_sync(int fd, std::uint64_t offset, const void* buf, std
                 std::move(handler)});
 }
 
+void IoRing::start_reaper_locked() {
+  if (reaping_)
+    return;
+  // The last reaper has left reap_loop (it cleared reaping_ under mutex_ on its way out):
+  // joining it takes no longer than its return.
+  if (reaper_.joinable())
+    reaper_.join();
+  reaping_ = true;
+  reaper_ = named_thread("uring-reaper", [this] {
+    // The default slice, as when the store opened it: whoever submits first (a storage
+    // thread with server.background_slice_us) does not pass on its own.
+    (void)set_thread_slice(std::chrono::microseconds{0});
+    reap_loop();
+  });
+}
+
 void IoRing::submit(Op* op) {
   std::lock_guard lock(mutex_);
+  start_reaper_locked();
   const unsigned need = op->kind == Op::Kind::kWriteSync ? 2 : 1;
   if (in_flight_ + need > capacity_ || !waiting_.empty()) {
     waiting_.push_back(op);
@@ -126,8 +150,20 @@ void IoRing::reap_loop() {
     if (io_uring_peek_cqe(ring_, &cqe) != 0 || cqe == nullptr) {
       // Nothing ready: sleep until the kernel signals the eventfd. A completion posted
       // after the peek increments it, so no wake-up is lost.
+      pollfd pfd{event_fd_, POLLIN, 0};
+      const int ready = ::poll(&pfd, 1, static_cast<int>(kReaperLinger.count() * 1000));
+      if (ready == 0) {
+        // Idle for kReaperLinger: leave if nothing is in flight (the next submit() starts
+        // a reaper again; it decides under the same lock, so nothing is left unreaped).
+        std::lock_guard lock(mutex_);
+        if (in_flight_ == 0 && waiting_.empty() && !stopping_) {
+          reaping_ = false;
+          return;
+        }
+        continue;
+      }
       std::uint64_t count = 0;
-      if (::read(event_fd_, &count, sizeof count) < 0 && errno != EINTR) {
+      if (ready < 0 || (::read(event_fd_, &count, sizeof count) < 0 && errno != EINTR)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       continue;

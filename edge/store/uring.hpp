@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,10 @@ namespace edge::store {
 /// Any thread may submit; completions run on the reaper thread, so handlers must be short
 /// (the ChunkStore posts them on to the caller's executor). Submissions beyond the ring's
 /// capacity wait in a queue instead of failing with ENOBUFS.
+///
+/// The reaper thread exists while there is work: the first submission starts it, and it
+/// exits once nothing was in flight for kReaperLinger (an idle store keeps none). It runs
+/// with the kernel's default scheduler slice whichever thread started it.
 ///
 /// The constructor throws StoreError(kIo) if the kernel refuses io_uring.
 class IoRing {
@@ -45,10 +50,15 @@ class IoRing {
   Result<void> read(int fd, std::uint64_t offset, void* buf, std::size_t len);
   Result<void> write_sync(int fd, std::uint64_t offset, const void* buf, std::size_t len);
 
+  /// How long the reaper waits with nothing in flight before it exits.
+  static constexpr std::chrono::seconds kReaperLinger{10};
+
  private:
   struct Op;
   void submit(Op* op);
   void prepare_locked(Op* op);
+  /// Starts the reaper thread unless it runs; mutex_ held.
+  void start_reaper_locked();
   void reap_loop();
   void on_complete(Op* op, int res, bool fsync_part);
 
@@ -59,7 +69,8 @@ class IoRing {
   std::deque<Op*> waiting_;  // ops that did not fit the ring yet
   unsigned in_flight_ = 0;   // SQEs submitted and not yet reaped
   bool stopping_ = false;    // set by the reaper when it sees the destructor's wake-up NOP
-  std::thread reaper_;
+  bool reaping_ = false;     // the reaper thread runs (or is about to); mutex_
+  std::thread reaper_;       // the last reaper thread (joined before the next); mutex_
 };
 
 }  // namespace edge::store

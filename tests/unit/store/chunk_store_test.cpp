@@ -1,5 +1,6 @@
 #include "edge/store/chunk_store.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <thread>
@@ -9,7 +10,10 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
+#include "edge/store/uring.hpp"
+
 #include "test_util.hpp"
+#include <fcntl.h>
 #include <unistd.h>
 
 namespace edge::store {
@@ -43,6 +47,38 @@ TEST(ChunkStore, PutFindRead) {
   EXPECT_EQ(s.chunks, 1U);
   EXPECT_EQ(s.bytes_live, bytes.size());
   EXPECT_EQ(s.segments, 1U);
+}
+
+// Threads of this process named `name` (/proc/self/task/*/comm).
+int threads_named(const std::string& name) {
+  int n = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string line;
+    if (std::getline(comm, line) && line == name)
+      ++n;
+  }
+  return n;
+}
+
+TEST(IoRing, TheReaperThreadStartsWithTheFirstSubmission) {
+  TempDir tmp;
+  const auto path = tmp.path() / "f";
+  std::ofstream(path) << "0123456789";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  {
+    IoRing ring(8);
+    EXPECT_EQ(threads_named("uring-reaper"), 0) << "an idle ring keeps no thread";
+    char buf[4] = {};
+    ASSERT_TRUE(ring.read(fd, 3, buf, sizeof buf));
+    EXPECT_EQ(std::string(buf, sizeof buf), "3456");
+    EXPECT_EQ(threads_named("uring-reaper"), 1);
+    ASSERT_TRUE(ring.read(fd, 0, buf, sizeof buf)) << "one reaper serves the next ones";
+    EXPECT_EQ(threads_named("uring-reaper"), 1);
+  }
+  EXPECT_EQ(threads_named("uring-reaper"), 0) << "the destructor joins it";
+  ::close(fd);
 }
 
 TEST(ChunkStore, PresentChunkIsNotWrittenTwice) {

@@ -1,6 +1,11 @@
 // A data directory below store.min_free: every store refuses writes before touching the
 // disk (issue #9 item 2), reads go on, and what was stored before is all there.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <future>
+#include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -63,6 +68,37 @@ TEST(StorageGuard, RoomForMeasuresNowAndMarksFull) {
   EXPECT_TRUE(db->room_for(1 << 20));
   EXPECT_FALSE(db->room_for(~std::uint64_t{0} >> 2)) << "an impossible burst";
   EXPECT_FALSE(db->writable()) << "and the node stops writing at once";
+}
+
+TEST(StorageGuard, ACheckinStoreRunsTheFreeSpaceCheckOnItsWriterThread) {
+  const auto guards = [] {
+    int n = 0;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(task.path() / "comm");
+      std::string line;
+      if (std::getline(comm, line) && line == "disk-guard")
+        ++n;
+    }
+    return n;
+  };
+  TempDir tmp;
+  DatabaseOptions o;
+  o.min_free_bytes = 1 << 20;
+  o.check_interval_ms = 20;
+  auto db = Database::open(tmp.path() / "db", o);
+  // The thread names itself once it runs.
+  for (int i = 0; i < 100 && guards() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(guards(), 1) << "a database alone checks on a thread of its own";
+  CheckinStore checkins(*db, {true, 1 << 20});
+  EXPECT_EQ(guards(), 0) << "the check-in writer took the check over";
+  EXPECT_FALSE(db->room_for(~std::uint64_t{0} >> 2));
+  EXPECT_FALSE(db->writable());
+  // The writer's next check sees the space that is there and writes resume.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!db->writable() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(db->writable());
 }
 
 }  // namespace
