@@ -273,21 +273,7 @@ void Fetcher::complete_chunk(const Sha256& id, error_code ec, const SharedBytes&
   {
     std::lock_guard lock(mutex_);
     remember_locked(id, ec);
-    const auto it = chunk_waiters_.find(id);
-    if (it == chunk_waiters_.end())
-      return;
-    if (verified) {
-      // Verified, not stored yet: the streams take the bytes now; the entry stays (the
-      // fetch is still in flight for everyone else) until the put completes.
-      auto& waiters = it->second;
-      const auto split = std::stable_partition(waiters.begin(), waiters.end(),
-                                               [](const ChunkWaiter& w) { return !w.early; });
-      std::move(split, waiters.end(), std::back_inserter(list));
-      waiters.erase(split, waiters.end());
-    } else {
-      list.swap(it->second);
-      chunk_waiters_.erase(it);
-    }
+    list = api::take_chunk_waiters(chunk_waiters_, id, static_cast<bool>(verified));
   }
   for (auto& w : list)
     w.done(ec, verified);
@@ -406,10 +392,10 @@ void Fetcher::store_chunk(const Sha256& id, SharedBytes bytes, const std::string
     if (ec)
       spdlog::error("fill: storing chunk {}: {}", id.hex(), ec.message());
     complete_chunk(id, ec);
-    {
-      std::lock_guard lock(mutex_);
-      put_bytes_ -= n;
-    }
+    // Notified under the lock: stop() waits for put_bytes_ == 0 and the Fetcher may be
+    // destroyed as soon as it sees it, so the condition variable must not be touched after.
+    std::lock_guard lock(mutex_);
+    put_bytes_ -= n;
     puts_cv_.notify_all();
   });
 }

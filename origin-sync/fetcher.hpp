@@ -110,12 +110,7 @@ class Fetcher final : public api::Filler {
   void fill_runs_at(const std::shared_ptr<const store::Recipe>& recipe,
                     const std::vector<std::size_t>& indexes, Priority priority, const RunDone& done,
                     bool early);
-  /// A caller waiting for a chunk: `early` ones are told as soon as the bytes verified.
-  using ChunkDone = std::function<void(boost::system::error_code, SharedBytes)>;
-  struct ChunkWaiter {
-    ChunkDone done;
-    bool early = false;
-  };
+  using ChunkWaiter = api::ChunkWaiter;
   /// The chunk-waiter forms of wait_for and complete (one fetch per chunk in flight);
   /// `bytes` set: the verified bytes, for the early waiters only (the entry stays).
   bool wait_for_chunk(const Sha256& id, ChunkWaiter waiter);

@@ -188,19 +188,7 @@ void BlobBackend::complete_chunk(const Sha256& id, error_code ec, const SharedBy
         missing_.clear();
       missing_[id] = std::chrono::steady_clock::now() + kMissingTtl;
     }
-    const auto it = chunk_waiters_.find(id);
-    if (it == chunk_waiters_.end())
-      return;
-    if (verified) {
-      auto& waiters = it->second;
-      const auto split = std::stable_partition(waiters.begin(), waiters.end(),
-                                               [](const ChunkWaiter& w) { return !w.early; });
-      std::move(split, waiters.end(), std::back_inserter(list));
-      waiters.erase(split, waiters.end());
-    } else {
-      list.swap(it->second);
-      chunk_waiters_.erase(it);
-    }
+    list = take_chunk_waiters(chunk_waiters_, id, static_cast<bool>(verified));
   }
   for (auto& w : list)
     w.done(ec, verified);

@@ -76,13 +76,6 @@ class BlobBackend final : public Filler {
  private:
   using Job = std::function<void()>;
   struct Batch;
-  /// A caller waiting for a chunk: `early` ones hear as soon as its bytes verified (with
-  /// them), the others once it is stored.
-  using ChunkDone = std::function<void(boost::system::error_code, SharedBytes)>;
-  struct ChunkWaiter {
-    ChunkDone done;
-    bool early = false;
-  };
   void submit(Job job);
   void worker();
   /// Fetches chunk `id` (at most `size` bytes; 0: 1 MiB), verifies it, hands it to the

@@ -5,9 +5,11 @@
 // batches from child nodes; plus the interfaces that origin-sync implements (edge/ never
 // includes origin-sync/).
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -95,6 +97,37 @@ class Filler {
   /// fill_blob.
   virtual void fill_recipe(const Sha256& id, RecipeDone done) = 0;
 };
+
+/// A caller waiting for a chunk a Filler is fetching (one fetch per chunk in flight): `early`
+/// ones (a response streaming the chunk) are told as soon as its bytes verified, with them;
+/// the others once it is stored.
+struct ChunkWaiter {
+  std::function<void(boost::system::error_code, SharedBytes)> done;
+  bool early = false;
+};
+
+/// Takes out of `waiters` (chunk id -> its waiters; the caller holds the map's lock) the
+/// waiters of chunk `id` to tell now. With `verified` bytes (checked, not stored yet): the
+/// early ones, and the entry stays for the rest (the fetch is still in flight for them)
+/// until the store completes; without: all of them, and the entry goes.
+template <class Map>
+std::vector<ChunkWaiter> take_chunk_waiters(Map& waiters, const Sha256& id, bool verified) {
+  std::vector<ChunkWaiter> list;
+  const auto it = waiters.find(id);
+  if (it == waiters.end())
+    return list;
+  if (verified) {
+    auto& all = it->second;
+    const auto split = std::stable_partition(all.begin(), all.end(),
+                                             [](const ChunkWaiter& w) { return !w.early; });
+    std::move(split, all.end(), std::back_inserter(list));
+    all.erase(split, all.end());
+  } else {
+    list.swap(it->second);
+    waiters.erase(it);
+  }
+  return list;
+}
 
 /// Receives changes the upstream pushes (POST /v1/sync/changes): origin-sync's follower.
 class PushSink {
