@@ -60,11 +60,7 @@ void Fetcher::stop() {
     for (auto& t : join)
       t.join();
   }
-  {
-    // Puts in flight call back into this object: wait for them.
-    std::unique_lock lock(mutex_);
-    puts_cv_.wait(lock, [&] { return put_bytes_ == 0; });
-  }
+  puts_.wait_idle();  // puts in flight call back into this object
   // Whoever still waits hears that no fetch will come.
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blobs, recipes;
   std::unordered_map<Sha256, std::vector<ChunkWaiter>, Sha256Hash> chunks;
@@ -381,22 +377,10 @@ void Fetcher::store_chunk(const Sha256& id, SharedBytes bytes, const std::string
     return complete_chunk(id, make_error_code(Errc::kChecksumMismatch));
   }
   complete_chunk(id, {}, bytes);  // streams send it while it is stored
-  {
-    // The put is asynchronous so that this thread fetches the next chunk while the store
-    // group-commits: one fdatasync then covers many chunks. Bounded by kPutBudget.
-    std::unique_lock lock(mutex_);
-    puts_cv_.wait(lock, [&] { return put_bytes_ < kPutBudget; });
-    put_bytes_ += n;
-  }
-  chunks_.async_put_verified(id, std::move(bytes), {}, [this, id, n](error_code ec, bool) {
+  puts_.put(id, std::move(bytes), [this, id](error_code ec) {
     if (ec)
       spdlog::error("fill: storing chunk {}: {}", id.hex(), ec.message());
     complete_chunk(id, ec);
-    // Notified under the lock: stop() waits for put_bytes_ == 0 and the Fetcher may be
-    // destroyed as soon as it sees it, so the condition variable must not be touched after.
-    std::lock_guard lock(mutex_);
-    put_bytes_ -= n;
-    puts_cv_.notify_all();
   });
 }
 

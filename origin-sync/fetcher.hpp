@@ -160,14 +160,13 @@ class Fetcher final : public api::Filler {
   std::unordered_map<Sha256, std::shared_ptr<const store::Recipe>, Sha256Hash>
       fetched_recipes_;  // guarded by mutex_
   static constexpr std::size_t kFetchedRecipes = 1024;
-  std::condition_variable puts_cv_;
-  std::uint64_t put_bytes_ = 0;                           // guarded by mutex_
   std::vector<std::unique_ptr<FailoverClient>> clients_;  // every one made; guarded by mutex_
   std::vector<FailoverClient*> free_clients_;             // not held by a thread; mutex_
   std::vector<std::thread> threads_;                      // live pool threads; mutex_
   std::vector<std::thread> exited_;  // threads that left for idleness, to join; mutex_
   std::size_t idle_ = 0;             // pool threads waiting for work; mutex_
   UpstreamSet& upstreams_;
+  api::VerifiedChunkPuts puts_{chunks_, kPutBudget};  ///< after chunks_, which it uses
 };
 
 }  // namespace edge::sync

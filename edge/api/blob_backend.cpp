@@ -66,11 +66,7 @@ void BlobBackend::stop() {
   threads_.clear();
   if (probe_.joinable())
     probe_.join();
-  {
-    // Chunk writes in flight call back into this object: wait for them.
-    std::unique_lock lock(mutex_);
-    puts_cv_.wait(lock, [&] { return put_bytes_ == 0; });
-  }
+  puts_.wait_idle();  // chunk writes in flight call back into this object
   // What is still queued runs here and fails fast (every job checks stopping_ first), so
   // each waiter hears Errc::kShutdown.
   while (true) {
@@ -212,24 +208,12 @@ void BlobBackend::fetch_chunk(const Sha256& id, std::uint32_t size) {
                   bytes ? std::to_string(bytes->size()) + " bytes" : "larger than its recipe says");
     return complete_chunk(id, make_error_code(Errc::kChecksumMismatch));
   }
-  const std::uint64_t n = bytes->size();
   SharedBytes shared = SharedBytes::of(std::move(*bytes));
   complete_chunk(id, {}, shared);  // streams send it while it is stored
-  {
-    // The write is asynchronous, so this thread fetches the next chunk while the store
-    // group-commits (one fdatasync for many chunks). Bounded by kPutBudget.
-    std::unique_lock lock(mutex_);
-    puts_cv_.wait(lock, [&] { return put_bytes_ < kPutBudget; });
-    put_bytes_ += n;
-  }
-  chunks_.async_put_verified(id, std::move(shared), {}, [this, id, n](error_code ec, bool) {
+  puts_.put(id, std::move(shared), [this, id](error_code ec) {
     if (ec)
       spdlog::error("blob backend: storing chunk {}: {}", id.hex(), ec.message());
     complete_chunk(id, ec);
-    // Notified under the lock: stop() may destroy this object as soon as it sees 0.
-    std::lock_guard lock(mutex_);
-    put_bytes_ -= n;
-    puts_cv_.notify_all();
   });
 }
 

@@ -119,8 +119,6 @@ class BlobBackend final : public Filler {
   /// Chunk bytes handed to the store and not yet durable: a fill does not wait for each
   /// chunk's write, but memory stays bounded.
   static constexpr std::uint64_t kPutBudget = 64ULL << 20;
-  std::condition_variable puts_cv_;
-  std::uint64_t put_bytes_ = 0;  // guarded by mutex_
   static constexpr std::chrono::seconds kMissingTtl{5};
   static constexpr std::size_t kMissingEntries = 65536;
   std::unordered_map<Sha256, std::chrono::steady_clock::time_point, Sha256Hash>
@@ -130,6 +128,7 @@ class BlobBackend final : public Filler {
   std::condition_variable probe_cv_;
   /// Bucket requests made by fills and mirrors (the probe skips a period that had some).
   std::atomic<std::uint64_t> requests_{0};
+  VerifiedChunkPuts puts_{chunks_, kPutBudget};  ///< after chunks_, which it uses
 };
 
 }  // namespace edge::api

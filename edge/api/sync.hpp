@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <iterator>
@@ -128,6 +129,48 @@ std::vector<ChunkWaiter> take_chunk_waiters(Map& waiters, const Sha256& id, bool
   }
   return list;
 }
+
+/// Stores chunks whose bytes matched their ids for a filler, asynchronously: the store
+/// group-commits (one fdatasync for many chunks) while the filler's thread fetches the next
+/// chunk. At most `budget` bytes are in flight; put() blocks its caller while over.
+class VerifiedChunkPuts {
+ public:
+  VerifiedChunkPuts(store::ChunkStore& chunks, std::uint64_t budget)
+      : chunks_(chunks), budget_(budget) {}
+  /// Puts chunk `id` (its bytes already checked against it); `stored(ec)` runs once the put
+  /// completed, on the store's thread, before the bytes leave the budget.
+  void put(const Sha256& id, SharedBytes bytes,
+           std::function<void(boost::system::error_code)> stored) {
+    const std::uint64_t n = bytes.size;
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return in_flight_ < budget_; });
+      in_flight_ += n;
+    }
+    chunks_.async_put_verified(
+        id, std::move(bytes), {},
+        [this, n, stored = std::move(stored)](boost::system::error_code ec, bool) {
+          stored(ec);
+          // Notified under the lock: the owner may be destroyed as
+          // soon as wait_idle() sees nothing in flight.
+          std::lock_guard lock(mutex_);
+          in_flight_ -= n;
+          cv_.notify_all();
+        });
+  }
+  /// Waits until no put is in flight (the owner's stop(): the callbacks call into it).
+  void wait_idle() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+
+ private:
+  store::ChunkStore& chunks_;
+  const std::uint64_t budget_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::uint64_t in_flight_ = 0;  // guarded by mutex_
+};
 
 /// Receives changes the upstream pushes (POST /v1/sync/changes): origin-sync's follower.
 class PushSink {
