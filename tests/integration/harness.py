@@ -95,6 +95,15 @@ class Node:
         return self.proc.returncode
 
 
+def stop_all(nodes):
+    """Stops every node (SIGTERM; kill -9 if that fails), as a test's cleanup."""
+    for n in nodes:
+        try:
+            n.stop()
+        except Exception:
+            n.kill()
+
+
 def curl(*args, data=None):
     """Runs curl; returns (status, headers-text, body-bytes)."""
     hdr = tempfile.NamedTemporaryFile(dir=TMP, delete=False)

@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 
-from harness import Node, Skip, admin, check, curl, run, wait_for
+from harness import Node, Skip, admin, check, curl, run, stop_all, wait_for
 from pgharness import Postgres
 from sync_test import TOKEN, edge
 
@@ -248,11 +248,7 @@ def main():
         check("postgres stopped: tokens work, writes 503, audit waits",
               t_postgres_stopped_tokens_still_work_token_writes_503_audit_waits)
     finally:
-        for n in nodes:
-            try:
-                n.stop()
-            except Exception:
-                n.kill()
+        stop_all(nodes)
         if pg is not None:
             pg.remove()
 

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 
-from harness import Node, Skip, admin, check, curl, run, wait_for
+from harness import Node, Skip, admin, check, curl, run, stop_all, wait_for
 from pgharness import Postgres
 from sync_test import APP, ADMIN_APP, TOKEN, DEVICE, device_id, edge, publish, updates
 
@@ -303,11 +303,7 @@ def main():
         check("the retention sweep runs as singleton work",
               t_the_retention_sweep_runs_as_singleton_work)
     finally:
-        for n in nodes:
-            try:
-                n.stop()
-            except Exception:
-                n.kill()
+        stop_all(nodes)
         if pg is not None:
             pg.remove()
 

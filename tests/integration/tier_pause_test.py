@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 
-from harness import TMP, Node, Skip, admin, check, curl, run, sha, upload, wait_for
+from harness import Node, Skip, TMP, admin, check, curl, run, sha, stop_all, upload, wait_for
 from pgharness import Postgres
 
 TOKEN = "sync-secret-for-tests"
@@ -227,11 +227,7 @@ def main():
         check("tier auto-pause: an event committed after later ones still counts",
               t_an_event_committed_after_a_later_one_still_counts)
     finally:
-        for n in nodes:
-            try:
-                n.stop()
-            except Exception:
-                n.kill()
+        stop_all(nodes)
         if pg is not None:
             pg.remove()
 

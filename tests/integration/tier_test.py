@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from harness import BINARY, TMP, Node, Skip, admin, check, curl, run, upload, sha, wait_for
+from harness import BINARY, Node, Skip, TMP, admin, check, curl, run, sha, stop_all, upload, wait_for
 from pgharness import Postgres
 from sync_test import APP, ADMIN_APP, TOKEN, edge, updates
 
@@ -372,11 +372,7 @@ def main():
               t_migrate_moves_an_embedded_origin_into_the_tier)
         check("config errors name the value", t_config_errors_name_the_value)
     finally:
-        for n in nodes:
-            try:
-                n.stop()
-            except Exception:
-                n.kill()
+        stop_all(nodes)
         if pg is not None:
             pg.remove()
 
