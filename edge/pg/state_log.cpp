@@ -58,19 +58,8 @@ Result<void> StateLog::open(std::string* error) {
   return {};
 }
 
-Result<StateLog::Head> StateLog::head() {
-  std::lock_guard lock(follow_mutex_);
-  auto rows = follow_conn_.exec("SELECT seq, epoch, log_start FROM be_feed_head WHERE id = 1");
-  if (!rows)
-    return rows.error();
-  if (rows->size() != 1)
-    return Errc::kCorrupt;
-  return Head{static_cast<std::uint64_t>(rows->i64(0, 0)), std::string(rows->text(0, 1)),
-              static_cast<std::uint64_t>(rows->i64(0, 2))};
-}
-
 Result<void> StateLog::write_changes(Connection& c, const std::vector<store::Change>& changes,
-                                     bool documents) {
+                                     const std::vector<store::Change>& documents) {
   for (std::size_t i = 0; i < changes.size(); i += kRowsPerStatement) {
     const std::size_t n = std::min(kRowsPerStatement, changes.size() - i);
     std::vector<Param> p;
@@ -90,11 +79,9 @@ Result<void> StateLog::write_changes(Connection& c, const std::vector<store::Cha
     if (!r)
       return r.error();
   }
-  if (!documents)
-    return {};
   // The documents end as the last change of each key leaves them.
   std::map<std::tuple<int, std::string_view, std::string_view>, const store::Change*> last;
-  for (const auto& ch : changes)
+  for (const auto& ch : documents)
     last[{static_cast<int>(ch.kind), ch.app_id, ch.key}] = &ch;
   std::vector<const store::Change*> puts, dels;
   for (const auto& [k, ch] : last)
@@ -174,7 +161,7 @@ Result<std::uint64_t> StateLog::commit(store::StateStore::Batch& batch, std::uin
     std::uint64_t seq = last - changes.size();
     for (auto& ch : changes)
       ch.seq = ++seq;
-    if (auto w = write_changes(c, changes, true); !w)
+    if (auto w = write_changes(c, changes, changes); !w)
       return fail(w.error());
     if (auto n = c.exec("SELECT pg_notify($1, $2)", {std::string(kChannel), std::to_string(last)});
         !n)
@@ -325,27 +312,8 @@ Result<void> StateLog::import(const store::StateStore::Snapshot& snap,
     c.rollback();
     return Errc::kInvalidArgument;
   }
-  // Documents as the snapshot has them, the changelog as retained.
-  std::vector<store::Change> docs = snap.docs;
-  for (auto& doc : docs)
-    doc.deleted = false;
-  auto w = write_changes(c, changelog, false);
-  if (w) {
-    for (std::size_t i = 0; i < docs.size() && w; i += kRowsPerStatement) {
-      const std::size_t n = std::min(kRowsPerStatement, docs.size() - i);
-      std::vector<Param> p;
-      for (std::size_t j = i; j < i + n; ++j) {
-        p.emplace_back(kind_text(docs[j].kind));
-        p.emplace_back(docs[j].app_id);
-        p.emplace_back(docs[j].key);
-        p.emplace_back(docs[j].value);
-      }
-      auto r = c.exec(
-          "INSERT INTO be_documents (kind, app_id, key, value) VALUES " + placeholders(n, 4), p);
-      if (!r)
-        w = r.error();
-    }
-  }
+  // The changelog as retained, the documents as the snapshot has them.
+  auto w = write_changes(c, changelog, snap.docs);
   if (w) {
     auto r = c.exec("UPDATE be_feed_head SET seq = $1, epoch = $2, log_start = $3 WHERE id = 1",
                     {std::to_string(snap.seq), snap.epoch, std::to_string(log_start)});

@@ -46,14 +46,6 @@ class StateLog final : public store::ControlLog {
   bool wait_change(std::chrono::milliseconds timeout) override;
   void interrupt() override;
 
-  /// The feed head: last sequence number and epoch (for `migrate` and tests).
-  struct Head {
-    std::uint64_t seq = 0;
-    std::string epoch;
-    std::uint64_t log_start = 1;
-  };
-  Result<Head> head();
-
   /// Copies an embedded origin's state into an empty database: its documents, its retained
   /// changelog and its feed head (same sequence numbers and epoch, so edges go on without a
   /// snapshot). Errc::kInvalidArgument (and `error`) if the database already holds changes.
@@ -71,8 +63,10 @@ class StateLog final : public store::ControlLog {
   const std::string& where() const { return health_conn_.where(); }
 
  private:
+  /// Inserts `changes` into the changelog and makes the documents what `documents` (in
+  /// order) leave them.
   Result<void> write_changes(Connection& c, const std::vector<store::Change>& changes,
-                             bool documents);
+                             const std::vector<store::Change>& documents);
 
   store::StateStore& mirror_;
   std::mutex write_mutex_;
