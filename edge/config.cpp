@@ -101,7 +101,10 @@ const std::set<std::string>& known_keys() {
                                              "blobs.region",
                                              "blobs.path_style",
                                              "blobs.timeout_ms",
-                                             "blobs.concurrency"};
+                                             "blobs.concurrency",
+                                             "gc.interval_s",
+                                             "gc.grace_s",
+                                             "gc.compact_below_pct"};
   return keys;
 }
 
@@ -420,6 +423,9 @@ Config load_config(const ConfigOverrides& o) {
     r.boolean("blobs.path_style", c.blobs.path_style);
     r.integer("blobs.timeout_ms", c.blobs.timeout_ms, 100, 3'600'000);
     r.integer("blobs.concurrency", c.blobs.concurrency, 1, 256);
+    r.integer("gc.interval_s", c.gc.interval_s, 0, 30 * 86'400);
+    r.integer("gc.grace_s", c.gc.grace_s, 0, 365 * 86'400);
+    r.integer("gc.compact_below_pct", c.gc.compact_below_pct, 0, 100);
   }
   if (o.role)
     c.role = *o.role;

@@ -73,6 +73,12 @@ struct Config {
     std::uint32_t timeout_ms = 30'000;
     std::uint32_t concurrency = 8;  ///< S3 requests in flight (fills and upload writes)
   } blobs;
+  /// [gc]: garbage collection of blobs no release references (origins).
+  struct Gc {
+    std::uint32_t interval_s = 3600;       ///< between passes; 0: only POST /v1/admin/gc
+    std::uint32_t grace_s = 3600;          ///< a blob or chunk younger than this is kept
+    std::uint32_t compact_below_pct = 50;  ///< segments less live than this are compacted
+  } gc;
 };
 
 /// Command-line values that override the file (unset: keep the file's or the default).

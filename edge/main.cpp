@@ -12,11 +12,13 @@
 #include "edge/api/api.hpp"
 #include "edge/api/auto_pause.hpp"
 #include "edge/api/blob_backend.hpp"
+#include "edge/api/gc.hpp"
 #include "edge/api/upstream.hpp"
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
 #include "edge/pg/access.hpp"
+#include "edge/pg/blob_gate.hpp"
 #include "edge/pg/checkins.hpp"
 #include "edge/pg/fleet.hpp"
 #include "edge/pg/pause_events.hpp"
@@ -487,9 +489,9 @@ int run(const edge::Config& c) {
         std::make_unique<edge::api::BlobBackend>(*bucket, *chunks, blobs, c.blobs.concurrency);
     api.set_blob_backend(
         blob_backend.get(),
-        [b = blob_backend.get()](const edge::Sha256& id,
+        [b = blob_backend.get()](const edge::Sha256& id, bool refresh,
                                  std::function<void(boost::system::error_code)> done) {
-          b->mirror(id, std::move(done));
+          b->mirror(id, std::move(done), refresh);
         },
         &bucket->stats());
     metrics.set_objects(&bucket->stats());
@@ -613,6 +615,59 @@ int run(const edge::Config& c) {
         spdlog::warn("tier: check-in retention failed: {}", r.error().message());
     });
   }
+  // Garbage collection of blobs no release references (docs/operations.md): this node's
+  // store on every origin (the embedded one's, or an origin's cache of the bucket), and the
+  // bucket on the tier's singleton holder. Uploads and release writes pass the gates, so a
+  // pass never removes what one of them relies on.
+  edge::store::LocalBlobGate local_gate;
+  std::unique_ptr<edge::pg::PgBlobGate> pg_gate;
+  std::optional<edge::api::StoreCollector> store_gc;
+  std::optional<edge::api::BucketCollector> bucket_gc;
+  std::optional<edge::api::GcRunner> gc_runner;
+  if (!is_edge) {
+    const edge::api::GcOptions gc_options{std::chrono::seconds(c.gc.grace_s),
+                                          c.gc.compact_below_pct / 100.0, 1000};
+    std::vector<edge::store::BlobGate*> gates{&local_gate};
+    store_gc.emplace(blobs, local_gate, gc_options);
+    if (bucket) {
+      edge::store::BlobGate* shared = &local_gate;
+      if (state_log) {
+        pg_gate = std::make_unique<edge::pg::PgBlobGate>(c.state_url, node_id(c));
+        gates.push_back(pg_gate.get());
+        shared = pg_gate.get();
+      }
+      bucket_gc.emplace(*bucket, blobs, *shared, gc_options);
+    }
+    api.set_blob_gates(gates);
+    gc_runner.emplace(
+        &*store_gc, bucket_gc ? &*bucket_gc : nullptr,
+        [&control]() -> edge::Result<std::vector<edge::Sha256>> {
+          // A release another origin committed must be seen before anything is removed.
+          if (auto r = control.catch_up(); !r)
+            return r.error();
+          return edge::control::named_blobs(*control.snapshot());
+        },
+        [&singleton] { return !singleton || singleton->held(); },
+        std::chrono::seconds(c.gc.interval_s));
+    api.set_gc([&gc_runner](bool dry_run, std::function<void(edge::api::Response)> reply) {
+      auto answer = [reply](std::string json) {
+        edge::api::Response r;
+        r.route = edge::api::Route::kAdmin;
+        r.status = json.starts_with("{\"error\"") ? 503 : 200;
+        r.set("Content-Type", "application/json");
+        r.body = std::move(json);
+        reply(std::move(r));
+      };
+      if (!gc_runner->run_now(dry_run, answer)) {
+        reply(edge::api::error_response(429, "busy",
+                                        "8 garbage collections are queued already; wait for "
+                                        "them",
+                                        edge::api::Route::kAdmin));
+      }
+    });
+    metrics.add_section([&gc_runner](std::string& out) { gc_runner->render(out); });
+    gc_runner->start();
+  }
   control.set_on_commit([&](std::uint64_t seq) {
     sync.notify(seq);
     if (pusher && (!singleton || singleton->held()))
@@ -719,6 +774,8 @@ int run(const edge::Config& c) {
     upstream->stop(std::chrono::seconds(5));
   if (pusher)
     pusher->stop();
+  if (gc_runner)
+    gc_runner->stop();
   if (blob_backend)
     blob_backend->stop();
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.

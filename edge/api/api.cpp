@@ -103,6 +103,23 @@ std::optional<std::string> framing_error(const RequestHeader& req) {
   return http::check_request_head(head);
 }
 
+GateTicket::~GateTicket() {
+  std::lock_guard lock(mutex_);
+  for (auto it = held_.rbegin(); it != held_.rend(); ++it)
+    it->first->leave(it->second, stored_);
+}
+
+Result<std::shared_ptr<GateTicket>> GateTicket::enter(const std::vector<store::BlobGate*>& gates) {
+  auto t = std::make_shared<GateTicket>();
+  for (auto* g : gates) {
+    auto ticket = g->enter();
+    if (!ticket)
+      return make_error_code(Errc::kUnavailable);  // the ones entered are left by ~GateTicket
+    t->held_.emplace_back(g, *ticket);
+  }
+  return t;
+}
+
 bool Upload::write(std::span<const std::uint8_t> bytes) {
   received_ += bytes.size();
   if (received_ > max_bytes_)
@@ -121,8 +138,8 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
   };
   writer_->finish(
       expected, ex,
-      [expected, ex, mirror = mirror_, stats = mirror_stats_, done = std::move(done)](
-          boost::system::error_code ec, store::BlobInfo info) mutable {
+      [expected, ex, mirror = mirror_, stats = mirror_stats_, done = std::move(done),
+       ticket = ticket_](boost::system::error_code ec, store::BlobInfo info) mutable {
         if (ec == Errc::kChecksumMismatch) {
           done(error_response(400, "checksum_mismatch",
                               "X-Content-Sha256 is " + expected->hex() +
@@ -140,6 +157,9 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
                               Route::kUpload));
           return;
         }
+        // Its grace period against garbage collection starts now (whether new or not).
+        if (ticket)
+          ticket->stored(info.id);
         Response r;
         r.route = Route::kUpload;
         r.status = info.inserted ? 201 : 200;
@@ -150,27 +170,28 @@ void Upload::finish(const store::ChunkStore::Executor& ex, std::function<void(Re
           return done(std::move(r));
         // DESIGN §12.2: acknowledged only once durable in the blob backend; the answer goes
         // back to the connection's own executor.
-        mirror(info.id, [ex, stats, id = info.id, r = std::move(r),
-                         done = std::move(done)](boost::system::error_code mec) mutable {
-          Response answer = std::move(r);
-          if (mec) {
-            const std::string why = stats != nullptr ? stats->last_error() : std::string();
-            answer =
-                error_response(503, "blob_backend_unavailable",
-                               "blob " + id.hex() + " could not be written to the blob backend (" +
-                                   (why.empty() ? mec.message() : why) +
-                                   "); it is not acknowledged: retry the upload",
-                               Route::kUpload);
-            answer.set("Retry-After", "5");
-          }
-          if (ex) {
-            boost::asio::post(ex, [done = std::move(done), a = std::move(answer)]() mutable {
-              done(std::move(a));
-            });
-          } else {
-            done(std::move(answer));
-          }
-        });
+        mirror(info.id, true,
+               [ex, stats, id = info.id, r = std::move(r), done = std::move(done),
+                ticket](boost::system::error_code mec) mutable {
+                 Response answer = std::move(r);
+                 if (mec) {
+                   const std::string why = stats != nullptr ? stats->last_error() : std::string();
+                   answer = error_response(503, "blob_backend_unavailable",
+                                           "blob " + id.hex() +
+                                               " could not be written to the blob backend (" +
+                                               (why.empty() ? mec.message() : why) +
+                                               "); it is not acknowledged: retry the upload",
+                                           Route::kUpload);
+                   answer.set("Retry-After", "5");
+                 }
+                 if (ex) {
+                   boost::asio::post(ex, [done = std::move(done), a = std::move(answer)]() mutable {
+                     done(std::move(a));
+                   });
+                 } else {
+                   done(std::move(answer));
+                 }
+               });
       });
 }
 
@@ -354,7 +375,35 @@ std::optional<Caller> Api::admin_caller(const RequestHeader& req, std::string_vi
 }
 
 Response Api::handle_admin(const RequestHeader& req, std::string_view body) const {
-  return admin_answer(req, body, true);
+  // A release write checks that its blobs are stored, then commits: garbage collection must
+  // not remove one in between (GateTicket), until the write is answered.
+  std::shared_ptr<GateTicket> ticket;
+  if (!gates_.empty() && req.method() == bhttp::verb::put) {
+    const std::string_view target =
+        http::origin_form(std::string_view(req.target().data(), req.target().size()));
+    const std::string_view path = http::path_of(target);
+    if (path.starts_with("/v1/admin/apps/") && path.find("/releases/") != std::string_view::npos) {
+      auto t = GateTicket::enter(gates_);
+      if (!t) {
+        Response r = error_response(503, "state_backend_unavailable",
+                                    "the release write could not be registered against garbage "
+                                    "collection (the state backend did not answer); retry",
+                                    Route::kAdmin);
+        r.set("Retry-After", "5");
+        set_api_headers(r);
+        return r;
+      }
+      ticket = std::move(*t);
+    }
+  }
+  Response r = admin_answer(req, body, true);
+  if (ticket && r.later) {
+    r.later = [later = std::move(r.later), ticket](const store::ChunkStore::Executor& ex,
+                                                   std::function<void(Response)> reply) {
+      later(ex, [reply = std::move(reply), ticket](Response answer) { reply(std::move(answer)); });
+    };
+  }
+  return r;
 }
 
 Response Api::admin_answer(const RequestHeader& req, std::string_view body, bool may_fill) const {
@@ -487,7 +536,7 @@ std::optional<Response> Api::fill_release_blobs(const Caller& caller, const Requ
         };
         for (const auto& id : named) {
           if (blobs_.recipe(id))
-            mirror_(id, one);
+            mirror_(id, false, one);
           else
             filler_->fill_blob(id, one);
         }
@@ -535,6 +584,8 @@ Response Api::admin_route(const Caller& caller, const RequestHeader& req, std::s
     }
   } else if (path == "/v1/admin/backup" && backup_) {
     r = backup_route(caller, req, body);
+  } else if (path == "/v1/admin/gc" && gc_) {
+    r = gc_route(caller, req, body);
   } else if (sync_ != nullptr && path == "/v1/admin/outbox/dead-letters") {
     r = get ? sync_->dead_letters() : method_not_allowed("GET, HEAD", Route::kAdmin);
   } else if (path == "/v1/admin/blobs") {
@@ -566,6 +617,31 @@ Response Api::backup_route(const Caller& caller, const RequestHeader& req,
                                      const store::ChunkStore::Executor&,
                                      std::function<void(Response)> reply) mutable {
     backup(std::move(dest), std::move(reply));
+  });
+}
+
+Response Api::gc_route(const Caller& caller, const RequestHeader& req,
+                       std::string_view body) const {
+  if (req.method() != bhttp::verb::post)
+    return method_not_allowed("POST", Route::kAdmin);
+  if (caller.role != Role::kAdmin)
+    return error_response(403, "forbidden", "garbage collection needs an admin token",
+                          Route::kAdmin);
+  bool dry_run = false;
+  if (!body.empty()) {
+    boost::system::error_code ec;
+    const boost::json::value v = boost::json::parse(body, ec);
+    const boost::json::object* o = ec ? nullptr : v.if_object();
+    const boost::json::value* d = o != nullptr ? o->if_contains("dry_run") : nullptr;
+    if (o == nullptr || o->size() > 1 || (o->size() == 1 && (d == nullptr || !d->is_bool()))) {
+      return error_response(400, "invalid_body", "expected {} or {\"dry_run\": true|false}",
+                            Route::kAdmin);
+    }
+    dry_run = d != nullptr && d->get_bool();
+  }
+  return deferred(Route::kAdmin, [gc = gc_, dry_run](const store::ChunkStore::Executor&,
+                                                     std::function<void(Response)> reply) {
+    gc(dry_run, std::move(reply));
   });
 }
 
@@ -711,8 +787,23 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
     set_api_headers(r);
     return r;
   }
+  std::shared_ptr<GateTicket> ticket;
+  if (!gates_.empty()) {
+    auto t = GateTicket::enter(gates_);
+    if (!t) {
+      Response r = error_response(503, "state_backend_unavailable",
+                                  "the upload could not be registered against garbage "
+                                  "collection (the state backend did not answer); retry",
+                                  Route::kUpload);
+      r.set("Retry-After", "5");
+      r.close = true;
+      set_api_headers(r);
+      return r;
+    }
+    ticket = std::move(*t);
+  }
   auto upload = std::make_unique<Upload>(blobs_.begin(), expected, options_.max_upload_bytes,
-                                         mirror_, backend_stats_);
+                                         mirror_, backend_stats_, std::move(ticket));
   if (access_ != nullptr) {
     upload->on_answered = [access = access_, caller = *caller](unsigned status) {
       access->audit(caller, bhttp::verb::put, "/v1/admin/blobs", status, 0);

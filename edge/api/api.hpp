@@ -21,6 +21,7 @@
 #include "edge/api/metrics.hpp"
 #include "edge/api/response.hpp"
 #include "edge/api/sync.hpp"
+#include "edge/store/blob_gate.hpp"
 #include "edge/store/blob_store.hpp"
 
 namespace edge::api {
@@ -57,19 +58,44 @@ using FillableBlobs = std::unordered_set<Sha256, Sha256Hash>;
 /// buffered whole. Not thread-safe: one connection drives it.
 /// Makes a blob stored here durable in the blob backend (S3), then calls `done` on any
 /// thread: {} once it is, else the error (BlobBackend::mirror).
-using BlobMirror =
-    std::function<void(const Sha256& blob, std::function<void(boost::system::error_code)> done)>;
+/// `refresh`: write the recipe object again even if it is there (an upload: the blob's grace
+/// period against garbage collection starts again).
+using BlobMirror = std::function<void(const Sha256& blob, bool refresh,
+                                      std::function<void(boost::system::error_code)> done)>;
+
+/// A writer's passage through the blob gates (store::BlobGate): entered when made, left
+/// when the last holder drops it, naming the blobs it stored.
+class GateTicket {
+ public:
+  GateTicket() = default;
+  GateTicket(const GateTicket&) = delete;
+  GateTicket& operator=(const GateTicket&) = delete;
+  ~GateTicket();
+  /// Enters every gate, in order; Errc::kUnavailable (and none entered) if one fails.
+  static Result<std::shared_ptr<GateTicket>> enter(const std::vector<store::BlobGate*>& gates);
+  void stored(const Sha256& id) {
+    std::lock_guard lock(mutex_);
+    stored_.push_back(id);
+  }
+
+ private:
+  std::vector<std::pair<store::BlobGate*, std::uint64_t>> held_;
+  std::mutex mutex_;
+  std::vector<Sha256> stored_;  // guarded by mutex_
+};
 
 class Upload {
  public:
   Upload(std::unique_ptr<store::BlobWriter> writer, std::optional<Sha256> expected,
          std::uint64_t max_bytes, BlobMirror mirror = {},
-         const store::ObjectStoreStats* mirror_stats = nullptr)
+         const store::ObjectStoreStats* mirror_stats = nullptr,
+         std::shared_ptr<GateTicket> ticket = nullptr)
       : writer_(std::move(writer)),
         expected_(expected),
         max_bytes_(max_bytes),
         mirror_(std::move(mirror)),
-        mirror_stats_(mirror_stats) {}
+        mirror_stats_(mirror_stats),
+        ticket_(std::move(ticket)) {}
   /// Feeds bytes; false once the total passes the limit (answer 413 then).
   bool write(std::span<const std::uint8_t> bytes);
   std::uint64_t bytes_in_flight() const { return writer_->bytes_in_flight(); }
@@ -91,6 +117,7 @@ class Upload {
   std::uint64_t max_bytes_;
   BlobMirror mirror_;
   const store::ObjectStoreStats* mirror_stats_ = nullptr;
+  std::shared_ptr<GateTicket> ticket_;  ///< held until the upload is answered
   std::uint64_t received_ = 0;
 };
 
@@ -133,6 +160,13 @@ class Api {
   /// starts a backup off the event loops and calls `reply` once with the answer.
   using BackupFn = std::function<void(std::string to, std::function<void(Response)> reply)>;
   void set_backup(BackupFn backup) { backup_ = std::move(backup); }
+  /// POST /v1/admin/gc (admin tokens): runs a garbage collection now; `done` gets the
+  /// answer (any thread).
+  using GcFn = std::function<void(bool dry_run, std::function<void(Response)> done)>;
+  void set_gc(GcFn gc) { gc_ = std::move(gc); }
+  /// Origins: uploads and release writes pass these gates (GateTicket), so that garbage
+  /// collection never removes a blob or chunk one of them relies on. Call before serving.
+  void set_blob_gates(std::vector<store::BlobGate*> gates) { gates_ = std::move(gates); }
   /// GET /v1/admin/fleet?limit=&cursor=: this node's status (`self`), a summary of what the
   /// nodes below reported and one page of them (400 invalid_query_parameters on a bad query).
   void set_fleet(const Fleet* fleet, std::function<std::string()> self) {
@@ -230,6 +264,9 @@ class Api {
   const Fleet* fleet_ = nullptr;
   std::function<std::string()> self_status_;
   BackupFn backup_;
+  GcFn gc_;
+  std::vector<store::BlobGate*> gates_;
+  Response gc_route(const Caller& caller, const RequestHeader& req, std::string_view body) const;
   std::atomic<bool> ready_{false};
   std::vector<std::function<std::string()>> degraded_;
   ControlService* control_ = nullptr;

@@ -387,7 +387,7 @@ void BlobBackend::fill_recipe(const Sha256& id, RecipeDone done) {
   }
 }
 
-void BlobBackend::mirror(const Sha256& id, Done done) {
+void BlobBackend::mirror(const Sha256& id, Done done, bool refresh) {
   Done logged = [this, id, done = std::move(done)](error_code ec) {
     if (ec && ec != Errc::kShutdown && ec != Errc::kNotFound) {
       spdlog::warn("blob backend: blob {} not made durable in {}: {}", id.hex(),
@@ -396,10 +396,10 @@ void BlobBackend::mirror(const Sha256& id, Done done) {
     }
     done(ec);
   };
-  submit([this, id, logged = std::move(logged)] { run_mirror(id, logged); });
+  submit([this, id, refresh, logged = std::move(logged)] { run_mirror(id, logged, refresh); });
 }
 
-void BlobBackend::run_mirror(const Sha256& id, const Done& done) {
+void BlobBackend::run_mirror(const Sha256& id, const Done& done, bool refresh) {
   if (stopping())
     return done(make_error_code(Errc::kShutdown));
   auto recipe = blobs_.recipe(id);
@@ -410,6 +410,14 @@ void BlobBackend::run_mirror(const Sha256& id, const Done& done) {
   auto there = objects_.exists(rkey);
   if (!there)
     return done(there.error());
+  if (*there && refresh) {
+    // Its chunks are there (a recipe object is written only after them): the recipe is
+    // written again so that its age for garbage collection starts now.
+    const std::string encoded = (*recipe)->encode();
+    auto put = objects_.put(
+        rkey, std::span(reinterpret_cast<const std::uint8_t*>(encoded.data()), encoded.size()));
+    return done(put ? error_code() : put.error());
+  }
   if (*there)
     return done({});
   std::vector<Sha256> ids;

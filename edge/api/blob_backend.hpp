@@ -57,10 +57,12 @@ class BlobBackend final : public Filler {
 
   /// Makes blob `id`, stored here, durable in the bucket: each of its chunks the bucket
   /// lacks is written, then the recipe (so a recipe object never names a missing chunk).
+  /// `refresh`: the recipe object is written again when it is there already, so that its
+  /// LastModified (the blob's age for garbage collection) is now: an upload does this.
   /// `done({})` once all are written; Errc::kIo if the bucket failed (the reason is in
   /// ObjectStoreStats::last_error; logged), Errc::kNotFound if the blob is not stored
   /// here, Errc::kShutdown when stopping.
-  void mirror(const Sha256& id, Done done);
+  void mirror(const Sha256& id, Done done, bool refresh = false);
 
   /// Asks the bucket whether it answers (a HEAD of one key) every `every` while nothing
   /// else did, so that ObjectStoreStats::reachable (/readyz, edge_s3_up) follows the
@@ -91,7 +93,7 @@ class BlobBackend final : public Filler {
   }
   void fetch_blob(const Sha256& id);
   Result<std::shared_ptr<const store::Recipe>> fetch_recipe(const Sha256& id);
-  void run_mirror(const Sha256& id, const Done& done);
+  void run_mirror(const Sha256& id, const Done& done, bool refresh);
   /// Adds `waiter` to the waiters of `id`; true if the caller must start the work. A
   /// refusal (stopping, a recent miss) calls the waiter at once and returns false.
   template <class Waiter>

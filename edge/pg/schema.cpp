@@ -8,7 +8,7 @@ namespace {
 
 /// Step N brings the schema from version N to N+1. Never edit a step that has shipped: add
 /// one.
-constexpr std::array<std::string_view, 4> kSteps = {
+constexpr std::array<std::string_view, 5> kSteps = {
     // 1: control state. One row numbers every change (feed_head.seq, updated in each write
     // transaction, so commit order is sequence order), documents hold the current state,
     // changelog the numbered changes the feed serves.
@@ -156,6 +156,22 @@ CREATE TABLE be_pause_events (
   decision text NOT NULL
 );
 CREATE INDEX be_pause_events_added ON be_pause_events (added_ms, id);
+)sql",
+    // 5: the gate between garbage collection of the bucket and the writers that rely on its
+    // blobs (edge/pg/blob_gate.hpp). A writer bumps the generation (the row lock waits for a
+    // collector's round) and holds a lease until it is answered; a lease that outlives its
+    // origin expires.
+    R"sql(
+CREATE TABLE be_blob_gate (
+  id integer PRIMARY KEY CHECK (id = 1),
+  generation bigint NOT NULL
+);
+INSERT INTO be_blob_gate VALUES (1, 0);
+CREATE TABLE be_blob_leases (
+  id bigserial PRIMARY KEY,
+  origin text NOT NULL,
+  expires_at timestamptz NOT NULL
+);
 )sql",
 };
 

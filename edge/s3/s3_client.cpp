@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -228,6 +230,27 @@ std::string error_code_of(std::string_view xml_body) {
   return element(xml_body, "Code", at).value_or("");
 }
 
+std::int64_t parse_timestamp(std::string_view text) {
+  // "2026-12-07T01:02:03.000Z" (ListObjectsV2's LastModified); fractions are dropped.
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
+  char tail = 0;
+  const std::string copy(text.substr(0, 64));
+  if (std::sscanf(copy.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%c", &y, &mo, &d, &h, &mi, &s, &tail) < 6)
+    return -1;
+  if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 ||
+      h < 0 || mi < 0 || s < 0)
+    return -1;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = s;
+  const std::time_t t = ::timegm(&tm);
+  return t < 0 ? -1 : static_cast<std::int64_t>(t);
+}
+
 Result<store::ObjectListing> parse_listing(std::string_view xml) {
   if (xml.find("<ListBucketResult") == std::string_view::npos)
     return Errc::kCorrupt;
@@ -241,12 +264,15 @@ Result<store::ObjectListing> parse_listing(std::string_view xml) {
     if (b == std::string_view::npos)
       return Errc::kCorrupt;
     const std::string_view item = xml.substr(a, b - a);
-    std::size_t k = 0, s = 0;
+    std::size_t k = 0, s = 0, m = 0;
     auto key = element(item, "Key", k);
     auto size = element(item, "Size", s);
+    auto modified = element(item, "LastModified", m);
     if (!key)
       return Errc::kCorrupt;
-    store::ObjectListing::Entry e{std::move(*key), 0};
+    store::ObjectListing::Entry e{std::move(*key), 0, -1};
+    if (modified)
+      e.modified_s = parse_timestamp(*modified);
     if (size) {
       char* end = nullptr;
       e.size = std::strtoull(size->c_str(), &end, 10);

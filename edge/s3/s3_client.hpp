@@ -81,7 +81,10 @@ StatusMeaning map_status(long status, bool is_delete);
 /// The text of <Code> in an S3 XML error body ("" if none): "AccessDenied", "NoSuchBucket".
 std::string error_code_of(std::string_view xml_body);
 
-/// Parses a ListObjectsV2 answer (Contents/Key/Size, NextContinuationToken).
+/// Seconds since the epoch of an S3 timestamp ("2026-12-07T01:02:03.000Z"); -1 if it is not
+/// one.
+std::int64_t parse_timestamp(std::string_view text);
+/// Parses a ListObjectsV2 answer (Contents/Key/Size/LastModified, NextContinuationToken).
 Result<store::ObjectListing> parse_listing(std::string_view xml_body);
 
 /// One request as the client sends it; exposed so that tests can check the signature

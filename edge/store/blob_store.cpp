@@ -328,6 +328,16 @@ Result<std::shared_ptr<const Recipe>> BlobStore::recipe(const Sha256& id) const 
   return shared;
 }
 
+Result<GarbageReport> BlobStore::erase_garbage(std::vector<Sha256> blobs,
+                                               std::vector<Sha256> chunks) {
+  const std::vector<Sha256> gone = blobs;
+  auto r = chunks_.erase_garbage(std::move(blobs), std::move(chunks));
+  // Also after a failure: whatever was committed must not be answered from the cache.
+  for (const auto& id : gone)
+    cache_.erase(id);
+  return r;
+}
+
 Result<std::vector<Piece>> BlobStore::resolve(const Recipe& recipe, std::uint64_t first,
                                               std::uint64_t length, Sha256* missing) const {
   if (length == 0)

@@ -165,6 +165,10 @@ class BlobStore {
   Result<std::vector<Piece>> resolve(const Recipe& recipe, std::uint64_t first,
                                      std::uint64_t length, Sha256* missing = nullptr) const;
 
+  /// ChunkStore::erase_garbage, and the removed recipes leave the recipe cache (a lookup
+  /// that raced the removal does not put one back). Blocking.
+  Result<GarbageReport> erase_garbage(std::vector<Sha256> blobs, std::vector<Sha256> chunks);
+
   /// Reads the whole blob (verified chunk by chunk). For tests and tools.
   Result<std::vector<std::uint8_t>> read(const Sha256& id) const;
 

@@ -208,9 +208,12 @@ bool SegmentFile::cached(std::uint64_t offset, std::uint64_t length) const noexc
 
 // One unit of work for the commit thread.
 struct ChunkStore::Job {
-  enum class Kind { kPut, kBlob, kErase, kBarrier, kEvict };
+  enum class Kind { kPut, kBlob, kErase, kBarrier, kEvict, kGarbage, kCompact };
   Kind kind = Kind::kBarrier;
   Sha256 id;
+  std::vector<Sha256> blobs;         // kGarbage: recipes to remove (needs: chunks to remove)
+  std::uint64_t segment = 0;         // kCompact
+  GarbageReport* report = nullptr;   // kGarbage, kCompact: filled before done runs
   SharedBytes bytes;                 // chunk body
   std::string recipe;                // encoded recipe (kBlob)
   std::vector<Sha256> needs;         // chunks a recipe refers to
@@ -947,6 +950,44 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
         }
         break;
       }
+      case Job::Kind::kGarbage: {
+        // Collection (DESIGN §12.2): recipes first, then chunks; ids already gone are
+        // skipped, so a repeated or overlapping pass changes nothing more.
+        auto& db = db_.impl();
+        GarbageReport rep;
+        error_code ec;
+        for (const auto& id : job.blobs) {
+          std::string cur;
+          const auto s = db.db->Get({}, db.handle(kCfBlobs), id_slice(id), &cur);
+          if (s.IsNotFound() || b.blobs.contains(id))
+            continue;  // gone already, or stored again in this very batch
+          if (!s.ok()) {
+            ec = to_error(s);
+            break;
+          }
+          b.wb.Delete(db.handle(kCfBlobs), id_slice(id));
+          b.counters.blobs -= std::min<std::uint64_t>(b.counters.blobs, 1);
+          ++rep.blobs;
+        }
+        for (const auto& id : job.needs) {
+          if (ec)
+            break;
+          auto cur = staged_lookup(b, id);
+          if (!cur) {
+            ec = cur.error();
+          } else if (cur->has_value()) {
+            rep.bytes += (*cur)->length;
+            stage_erase(b, id, **cur);
+            ++rep.chunks;
+          }
+        }
+        if (!ec && job.report != nullptr)
+          *job.report = rep;
+        outcome[i] = {ec, !ec};
+        any_write = any_write || (!ec && (rep.blobs > 0 || rep.chunks > 0));
+        break;
+      }
+      case Job::Kind::kCompact:
       case Job::Kind::kEvict:
       case Job::Kind::kBarrier: break;
     }
@@ -963,6 +1004,17 @@ void ChunkStore::run_batch(std::vector<Job>& jobs) {
                                  [](const Job& j) { return j.kind == Job::Kind::kEvict; });
   if (evict)
     evict_over_budget();
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    if (jobs[i].kind != Job::Kind::kCompact || batch_ec)
+      continue;
+    auto r = compact_segment_now(jobs[i].segment);
+    if (!r)
+      outcome[i] = {r.error(), false};
+    else if (jobs[i].report != nullptr)
+      *jobs[i].report = *r;
+    if (r)
+      outcome[i] = {{}, true};
+  }
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     if (!jobs[i].done)
       continue;
@@ -1034,6 +1086,145 @@ void ChunkStore::evict_over_budget() {
     // SegmentFile keep a valid descriptor until they drop it.
     ::unlink(segment_path(seg).c_str());
   }
+}
+
+// --- collection ------------------------------------------------------------------------
+
+Result<GarbageReport> ChunkStore::compact_segment_now(std::uint64_t seg) {
+  BatchState b = begin_batch();
+  const auto it = b.segs.find(seg);
+  if (it == b.segs.end() || !it->second.sealed || seg == b.open_segment)
+    return make_error_code(Errc::kNotFound);
+  const auto file = it->second.file;
+  const std::uint64_t size = it->second.bytes;
+  auto& db = db_.impl();
+  std::vector<std::tuple<std::uint64_t, Sha256, std::uint32_t>> records;
+  if (auto r = for_each_in_segment(db, seg,
+                                   [&](std::uint64_t off, const Sha256& id, std::uint32_t len) {
+                                     records.emplace_back(off, id, len);
+                                   });
+      !r) {
+    return r.error();
+  }
+  GarbageReport rep;
+  std::uint64_t moved = 0;
+  for (const auto& [off, id, len] : records) {
+    const IndexEntry e{seg, off, len};
+    auto body = read_record(*file, e, id);
+    if (!body) {
+      if (body.error() != Errc::kCorrupt)
+        return body.error();  // an I/O error: the segment stays as it was
+      // Damaged bytes are never copied forward (scrub would have dropped them).
+      spdlog::error("store: compacting segment {}: chunk {} is damaged; dropped from the index",
+                    seg, id.hex());
+      stage_erase(b, id, e);
+      ++rep.chunks;
+      continue;
+    }
+    if (auto a = stage_append(b, id, *body); !a)
+      return a.error();
+    moved += kRecordHeaderBytes + body->size();
+    ++rep.relocated;
+    // Bound the staged bytes: write them out (the index commits once, at the end).
+    if (b.pending.size() >= options_.max_batch_bytes) {
+      if (auto f = flush_pending(b); !f)
+        return f.error();
+    }
+  }
+  b.wb.Delete(db.handle(kCfSegments), seg_key(seg));
+  b.segs.erase(seg);
+  if (auto c = commit(b); !c)
+    return c.error();
+  // The index no longer points into the segment. Readers holding its SegmentFile finish on
+  // their descriptor.
+  ::unlink(segment_path(seg).c_str());
+  rep.segments = 1;
+  rep.bytes = size > moved ? size - moved : 0;
+  return rep;
+}
+
+Result<GarbageReport> ChunkStore::erase_garbage(std::vector<Sha256> blobs,
+                                                std::vector<Sha256> chunks) {
+  std::promise<error_code> p;
+  auto f = p.get_future();
+  GarbageReport rep;
+  Job job;
+  job.kind = Job::Kind::kGarbage;
+  job.blobs = std::move(blobs);
+  job.needs = std::move(chunks);
+  job.report = &rep;
+  job.done = [&p](error_code ec, bool) { p.set_value(ec); };
+  enqueue(std::move(job));
+  if (auto ec = f.get())
+    return ec;
+  return rep;
+}
+
+Result<GarbageReport> ChunkStore::compact_segment(std::uint64_t id) {
+  std::promise<error_code> p;
+  auto f = p.get_future();
+  GarbageReport rep;
+  Job job;
+  job.kind = Job::Kind::kCompact;
+  job.segment = id;
+  job.report = &rep;
+  job.done = [&p](error_code ec, bool) { p.set_value(ec); };
+  enqueue(std::move(job));
+  if (auto ec = f.get())
+    return ec;
+  return rep;
+}
+
+std::vector<SegmentUse> ChunkStore::segment_use() const {
+  std::vector<SegmentUse> out;
+  std::shared_lock lock(state_mutex_);
+  for (const auto& [seg, m] : segments_) {
+    SegmentUse u;
+    u.id = seg;
+    u.sealed = m.sealed && seg != open_segment_;
+    u.bytes = m.bytes;
+    u.live_bytes = m.live_bytes;
+    struct stat st {};
+    if (m.file != nullptr && ::fstat(m.file->fd(), &st) == 0)
+      u.written_s = st.st_mtim.tv_sec;
+    out.push_back(u);
+  }
+  return out;
+}
+
+Result<void> ChunkStore::for_each_blob(
+    const std::function<void(const Sha256&, std::string_view)>& f) const {
+  auto& db = db_.impl();
+  std::unique_ptr<rocksdb::Iterator> it(db.db->NewIterator({}, db.handle(kCfBlobs)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().size() != Sha256::kSize)
+      continue;
+    Sha256 id;
+    std::memcpy(id.bytes.data(), it->key().data(), Sha256::kSize);
+    f(id, std::string_view(it->value().data(), it->value().size()));
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return {};
+}
+
+Result<void> ChunkStore::for_each_chunk(
+    const std::function<void(const Sha256&, const IndexEntry&)>& f) const {
+  auto& db = db_.impl();
+  std::unique_ptr<rocksdb::Iterator> it(db.db->NewIterator({}, db.handle(kCfChunks)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().size() != Sha256::kSize)
+      continue;
+    const auto e = decode_entry(std::string_view(it->value().data(), it->value().size()));
+    if (!e)
+      continue;
+    Sha256 id;
+    std::memcpy(id.bytes.data(), it->key().data(), Sha256::kSize);
+    f(id, *e);
+  }
+  if (auto ec = to_error(it->status()))
+    return ec;
+  return {};
 }
 
 // --- public API -------------------------------------------------------------------------

@@ -148,6 +148,24 @@ struct StoreStats {
   std::uint64_t direct_writes = 0;
 };
 
+/// What a collection step removed (ChunkStore::erase_garbage, compact_segment).
+struct GarbageReport {
+  std::uint64_t blobs = 0;      ///< recipes removed
+  std::uint64_t chunks = 0;     ///< chunks removed from the index (damaged ones too)
+  std::uint64_t bytes = 0;      ///< erase: chunk bytes unindexed; compact: bytes freed on disk
+  std::uint64_t relocated = 0;  ///< compact: live chunks copied forward
+  std::uint64_t segments = 0;   ///< compact: segment files removed
+};
+
+/// One segment's use, for choosing what to compact.
+struct SegmentUse {
+  std::uint64_t id = 0;
+  bool sealed = false;  ///< takes no more appends
+  std::uint64_t bytes = 0;
+  std::uint64_t live_bytes = 0;
+  std::int64_t written_s = 0;  ///< the file's last write (mtime), seconds since the epoch
+};
+
 /// What open() found and mended. `problems` has one human-readable line per damaged
 /// segment (missing file, bad magic, truncation) naming the segment and what was dropped.
 struct RecoveryReport {
@@ -242,6 +260,22 @@ class ChunkStore {
   /// Runs eviction now (it also runs after every commit while over budget). Blocking.
   Result<void> evict_now();
 
+  /// Garbage collection (origin role, DESIGN §12.2). Removes the recipes `blobs`, then the
+  /// chunks `chunks`, from the index in one commit; ids already absent are skipped. The
+  /// caller decides what is garbage: a recipe left must never name a removed chunk. The
+  /// bytes stay in their segments until compact_segment. Blocking.
+  Result<GarbageReport> erase_garbage(std::vector<Sha256> blobs, std::vector<Sha256> chunks);
+  /// Copies the indexed chunks of sealed segment `id` into the open segment (verified as
+  /// they are read: a damaged record is dropped, logged) and removes the segment file.
+  /// Errc::kNotFound if `id` is not a sealed segment. Blocking; runs on the commit thread
+  /// between batches.
+  Result<GarbageReport> compact_segment(std::uint64_t id);
+  std::vector<SegmentUse> segment_use() const;
+  /// Every stored recipe, f(blob id, encoded recipe), from one RocksDB iterator. Blocking.
+  Result<void> for_each_blob(const std::function<void(const Sha256&, std::string_view)>& f) const;
+  /// Every indexed chunk, f(id, entry). Blocking.
+  Result<void> for_each_chunk(const std::function<void(const Sha256&, const IndexEntry&)>& f) const;
+
   /// Re-verifies every record of sealed segment `id` (header CRC, id, XXH3), erasing
   /// damaged chunks from the index. Blocking; reads go through io_uring.
   Result<ScrubReport> scrub_segment(std::uint64_t id);
@@ -306,6 +340,7 @@ class ChunkStore {
   bool syncing_ = false;                // the syncer thread runs (or is about to); sync_mutex_
   std::thread syncer_;  // the last syncer thread (joined before the next); sync_mutex_
   void evict_over_budget();
+  Result<GarbageReport> compact_segment_now(std::uint64_t id);  // commit thread
   Result<std::optional<IndexEntry>> staged_lookup(BatchState& b, const Sha256& id) const;
   Result<IndexEntry> stage_append(BatchState& b, const Sha256& id,
                                   std::span<const std::uint8_t> body);

@@ -64,6 +64,9 @@ struct ObjectListing {
   struct Entry {
     std::string key;
     std::uint64_t size = 0;
+    /// LastModified, seconds since the epoch; -1 if the store did not say (or said
+    /// something unreadable): a collector must then treat the object as new.
+    std::int64_t modified_s = -1;
   };
   std::vector<Entry> objects;
   std::string next;  ///< continuation token for list()

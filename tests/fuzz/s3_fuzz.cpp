@@ -8,6 +8,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   (void)edge::s3::parse_listing(text);
+  (void)edge::s3::parse_timestamp(text);
   (void)edge::s3::error_code_of(text);
   (void)edge::s3::parse_endpoint(text);
   (void)edge::s3::uri_encode(text, true);

@@ -8,6 +8,7 @@ an upload answers 503 while cached blobs are still served; credentials appear no
 Usage: s3_test.py <path-to-bundle-edge>"""
 import os
 import secrets
+import time
 
 from harness import Node, TMP, admin, check, curl, run, sha, upload, wait_for
 import s3rver
@@ -200,6 +201,56 @@ def main():
             assert SECRET.encode() not in metrics
             assert SECRET not in open(n.log_path).read()
 
+    def t_garbage_collection_in_the_bucket():
+        # A bucket of its own: the other checks' origins do not share control state, and a
+        # bucket's collector keeps only what its own state names.
+        s3gc = s3rver.S3rver(TMP, bucket="gc")
+        try:
+            conf = config(s3gc.endpoint, bucket="gc") + "[gc]\ninterval_s = 0\ngrace_s = 0\n"
+            g = keep(Node(conf))
+            shared = secrets.token_bytes(1 << 20)
+            old, new, orphan = (shared + secrets.token_bytes(1 << 20),
+                                shared + secrets.token_bytes(1 << 20), secrets.token_bytes(600 << 10))
+            for i, data in enumerate((old, new, orphan)):
+                st, _, out = put_blob(g, data, "gc-%d.bin" % i)
+                assert st == 201, (st, out)
+            app = "/v1/admin/apps/com.example.gc"
+            assert admin(g, "PUT", app, {})[0] == 201
+            assert admin(g, "PUT", app + "/releases/1.0.0", {"zip": sha(old)})[0] == 201
+            assert admin(g, "PUT", app + "/releases/1.1.0", {"zip": sha(new)})[0] == 201
+            assert admin(g, "DELETE", app + "/releases/1.0.0")[0] == 200
+            chunks_before = set(s3gc.keys("chunks/"))
+            time.sleep(1.1)  # LastModified has a resolution of a second
+            st, doc = admin(g, "POST", "/v1/admin/gc", {})
+            assert st == 200, (st, doc)
+            rep = doc["bucket"]
+            assert rep["complete"] and rep["blobs_removed"] == 2, rep
+            assert rep["blobs_referenced"] == 1 and rep["chunks_removed"] > 0, rep
+            keys = s3gc.keys("recipes/")
+            assert keys == ["recipes/" + sha(new)], keys
+            gone = chunks_before - set(s3gc.keys("chunks/"))
+            assert len(gone) == rep["chunks_removed"], (len(gone), rep)
+            # What is left is whole: an origin with nothing cached serves it from the bucket.
+            fresh = keep(Node(config(s3gc.endpoint, bucket="gc") + "[gc]\ninterval_s = 0\n"))
+            st, _, body = get_blob(fresh, sha(new))
+            assert st == 200 and body == new, st
+            assert get_blob(fresh, sha(old))[0] == 404
+            m = g.metrics()
+            assert m['edge_gc_removed_blobs_total{where="bucket"}'] == 2, m
+            # Uploading the same bytes again writes the recipe again: a new grace period.
+            st, _, out = put_blob(g, new, "gc-again.bin")
+            assert st == 200, (st, out)
+            st, _, out = put_blob(g, orphan, "gc-orphan.bin")
+            assert st == 201, (st, out)  # its chunks and recipe are written again
+            st, doc = admin(g, "POST", "/v1/admin/gc", {})
+            assert doc["bucket"]["blobs_removed"] == 0, doc
+            assert "recipes/" + sha(orphan) in s3gc.keys("recipes/")
+        finally:
+            for n in list(nodes):
+                if n.conf and "gc" in open(n.conf).read() and n.proc.poll() is None:
+                    n.stop()
+            s3gc.stop()
+
     def t_missing_credentials_refused():
         env = dict(os.environ)
         env.pop("AWS_SECRET_ACCESS_KEY")
@@ -222,6 +273,7 @@ def main():
         check("s3: damaged chunk is never served", t_damaged_chunk_is_never_served)
         check("s3: bucket down: upload 503, cache served", t_bucket_down_upload_503_cache_served)
         check("s3: embedded origin moves to the bucket", t_embedded_origin_moves_to_the_bucket)
+        check("s3: garbage collection in the bucket", t_garbage_collection_in_the_bucket)
         check("s3: credentials appear nowhere", t_credentials_appear_nowhere)
         check("s3: missing credentials refused", t_missing_credentials_refused)
     finally:

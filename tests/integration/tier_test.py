@@ -5,6 +5,7 @@ numbered changelog; an edge following any of them; PostgreSQL down and back; a s
 than the binary refused.
 
 Usage: tier_test.py <path-to-bundle-edge>"""
+import http.client
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import time
 
 from harness import BINARY, Node, Skip, TMP, admin, check, curl, run, sha, stop_all, upload, wait_for
 from pgharness import Postgres
+import s3rver
 from sync_test import APP, ADMIN_APP, TOKEN, edge, updates
 
 DBS = iter(range(1000))
@@ -344,6 +346,83 @@ def main():
         finally:
             s3.stop()
 
+    def t_garbage_collection_of_the_shared_bucket():
+        need_pg()
+        if s3rver.find() is None:
+            raise Skip("s3rver not found (tools/setup.sh installs it)")
+        os.environ["AWS_ACCESS_KEY_ID"] = s3rver.ACCESS_KEY
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "tier-gc-secret"
+        s3 = s3rver.S3rver(TMP, bucket="tiergc")
+        try:
+            url = db()
+            extra = ('[blobs]\nbackend = "s3"\nendpoint = "%s"\nbucket = "tiergc"\n'
+                     '[gc]\ninterval_s = 0\ngrace_s = 0\n' % s3.endpoint)
+            a = keep(Node('[sync]\ntoken = "%s"\n[state]\nbackend = "postgres"\nurl = "%s"\n%s'
+                          % (TOKEN, url, extra)))
+            b = keep(Node('[sync]\ntoken = "%s"\n[state]\nbackend = "postgres"\nurl = "%s"\n%s'
+                          % (TOKEN, url, extra)))
+            held = lambda n: n.metrics().get("edge_tier_singleton_held", 0) == 1
+            wait_for("one origin holds the singleton lock", lambda: held(a) or held(b), timeout=10)
+            holder, other = (a, b) if held(a) else (b, a)
+
+            def put(node, data):
+                path = os.path.join(TMP, "tiergc-" + sha(data))
+                open(path, "wb").write(data)
+                st, _, out = upload(node, path)
+                assert st in (200, 201), (st, out)
+                return sha(data)
+
+            def gc(node):
+                st, doc = admin(node, "POST", "/v1/admin/gc", {})
+                assert st == 200, (st, doc)
+                return doc
+
+            make_app(holder)
+            old, new = put(holder, os.urandom(400_000)), put(other, os.urandom(400_000))
+            orphan = put(other, os.urandom(300_000))
+            for v, blob in (("1.0.0", old), ("1.1.0", new)):
+                st, doc = admin(holder, "PUT", ADMIN_APP + "/releases/" + v, {"zip": blob})
+                assert st == 201, (st, doc)
+            assert admin(other, "DELETE", ADMIN_APP + "/releases/1.0.0")[0] == 200
+            time.sleep(1.1)  # older than the grace period of 0 s, to S3's second
+            # Only the singleton holder collects the bucket.
+            doc = gc(other)
+            assert doc["bucket"] is None and "singleton" in doc["bucket_note"], doc
+            # An upload in progress on the other origin keeps the holder from removing anything.
+            conn = http.client.HTTPConnection("127.0.0.1", other.admin, timeout=30)
+            conn.putrequest("PUT", "/v1/admin/blobs")
+            conn.putheader("Authorization", "Bearer " + other.token)
+            conn.putheader("Content-Length", "200000")
+            conn.endheaders()
+            conn.send(os.urandom(100_000))
+            time.sleep(0.3)
+            rep = gc(holder)["bucket"]
+            assert rep["blobs_removed"] == 0 and "in progress" in rep["note"], rep
+            assert "recipes/" + old in s3.keys("recipes/")
+            conn.send(os.urandom(100_000))
+            r = conn.getresponse()
+            assert r.status == 201, r.status
+            slow = json.loads(r.read())["sha256"]
+            conn.close()
+            # A blob older than the grace period that a release on the other origin names just
+            # before the pass: the holder catches up with the log first, and keeps it.
+            late = put(other, os.urandom(200_000))
+            time.sleep(1.1)
+            st, doc = admin(other, "PUT", ADMIN_APP + "/releases/1.2.0", {"zip": late})
+            assert st == 201, (st, doc)
+            rep = gc(holder)["bucket"]
+            assert rep["complete"], rep
+            left = sorted(s3.keys("recipes/"))
+            assert left == sorted("recipes/" + x for x in (new, late)), (left, old, orphan, slow)
+            # Both origins serve what is left; an origin with nothing cached fills it whole.
+            c = keep(Node('[sync]\ntoken = "%s"\n[state]\nbackend = "postgres"\nurl = "%s"\n%s'
+                          % (TOKEN, url, extra)))
+            for blob in (new, late):
+                st, _, body = curl(c.url + "/v1/blobs/" + blob)
+                assert st == 200 and sha(body) == blob, st
+        finally:
+            s3.stop()
+
     def t_config_errors_name_the_value():
         r = subprocess.run([BINARY, "--role", "edge", "--upstream", "http://127.0.0.1:1",
                             "--sync-token", "x", "--state-url", "host=127.0.0.1"],
@@ -370,6 +449,7 @@ def main():
               t_primary_killed_standby_promoted_no_acknowledged_write_lost)
         check("migrate moves an embedded origin into the tier",
               t_migrate_moves_an_embedded_origin_into_the_tier)
+        check("garbage collection of the shared bucket", t_garbage_collection_of_the_shared_bucket)
         check("config errors name the value", t_config_errors_name_the_value)
     finally:
         stop_all(nodes)

@@ -399,5 +399,22 @@ TEST(S3Status, Mapping) {
                     "</ListBucketResult>"));  // more pages, no token
 }
 
+TEST(S3Listing, LastModified) {
+  auto page = parse_listing(
+      "<ListBucketResult><Contents><Key>chunks/a</Key><LastModified>2026-12-07T01:02:03.000Z"
+      "</LastModified><Size>5</Size></Contents><Contents><Key>chunks/b</Key><Size>1</Size>"
+      "</Contents><Contents><Key>chunks/c</Key><LastModified>yesterday</LastModified>"
+      "</Contents><IsTruncated>false</IsTruncated></ListBucketResult>");
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->objects.size(), 3U);
+  EXPECT_EQ(page->objects[0].modified_s, 1796605323);  // date -ud @1796605323
+  EXPECT_EQ(page->objects[0].size, 5U);
+  EXPECT_EQ(page->objects[1].modified_s, -1);  // not said: a collector keeps it
+  EXPECT_EQ(page->objects[2].modified_s, -1);
+  EXPECT_EQ(parse_timestamp("1970-01-01T00:00:00Z"), 0);
+  EXPECT_EQ(parse_timestamp("2026-13-01T00:00:00Z"), -1);
+  EXPECT_EQ(parse_timestamp(""), -1);
+}
+
 }  // namespace
 }  // namespace edge::s3
