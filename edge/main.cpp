@@ -244,8 +244,8 @@ class StateHealthPoller {
 class BackupRunner {
  public:
   BackupRunner(edge::store::Database& db, edge::store::StateStore& state,
-               std::filesystem::path data_dir)
-      : db_(db), state_(state), data_dir_(std::move(data_dir)) {}
+               edge::store::ChunkStore& chunks, std::filesystem::path data_dir)
+      : db_(db), state_(state), chunks_(chunks), data_dir_(std::move(data_dir)) {}
   ~BackupRunner() {
     if (thread_.joinable())
       thread_.join();
@@ -268,6 +268,9 @@ class BackupRunner {
       spdlog::info("backup to {}: started", to);
       std::string problem;
       const auto t0 = std::chrono::steady_clock::now();
+      // Garbage collection's compaction would move chunks out of segments the copied index
+      // names and remove those files: it waits until the copy is done.
+      auto files = chunks_.hold_segment_files();
       auto made = edge::store::make_backup(
           db_, state_, data_dir_, to,
           [&to](std::string_view p) { spdlog::info("backup to {}: {}", to, p); }, &problem);
@@ -304,6 +307,7 @@ class BackupRunner {
  private:
   edge::store::Database& db_;
   edge::store::StateStore& state_;
+  edge::store::ChunkStore& chunks_;
   std::filesystem::path data_dir_;
   std::mutex mutex_;
   bool busy_ = false;  // guarded by mutex_
@@ -688,7 +692,7 @@ int run(const edge::Config& c) {
   }
   auto& server = *server_slot;
   // Declared after the server: joined (a running backup finished) before the server goes.
-  BackupRunner backups(*db, state, c.data_dir);
+  BackupRunner backups(*db, state, *chunks, c.data_dir);
   api.set_backup([&backups](std::string to, std::function<void(edge::api::Response)> reply) {
     backups.start(std::move(to), std::move(reply));
   });

@@ -205,6 +205,11 @@ GcReport StoreCollector::run(const ReferencedBlobs& referenced, bool dry_run) {
     if (!u.sealed || static_cast<double>(u.live_bytes) >= options_.compact_below * body)
       continue;
     auto c = chunks.compact_segment(u.id);
+    if (!c && c.error() == Errc::kConflict) {
+      report.complete = false;
+      report.note = "a backup is copying the segments: compaction waits for the next pass";
+      break;
+    }
     if (!c) {
       if (c.error() != Errc::kNotFound) {
         report.complete = false;

@@ -1091,6 +1091,9 @@ void ChunkStore::evict_over_budget() {
 // --- collection ------------------------------------------------------------------------
 
 Result<GarbageReport> ChunkStore::compact_segment_now(std::uint64_t seg) {
+  std::unique_lock files(files_mutex_, std::try_to_lock);
+  if (!files.owns_lock())
+    return make_error_code(Errc::kConflict);  // a backup copies the segments now
   BatchState b = begin_batch();
   const auto it = b.segs.find(seg);
   if (it == b.segs.end() || !it->second.sealed || seg == b.open_segment)

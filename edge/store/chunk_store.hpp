@@ -271,6 +271,12 @@ class ChunkStore {
   /// between batches.
   Result<GarbageReport> compact_segment(std::uint64_t id);
   std::vector<SegmentUse> segment_use() const;
+  /// Keeps compaction from moving chunks and removing segment files while held (a backup of
+  /// the running node copies the index, then the segments it names). Waits for a compaction
+  /// that runs; compact_segment answers Errc::kConflict meanwhile.
+  std::unique_lock<std::mutex> hold_segment_files() {
+    return std::unique_lock<std::mutex>(files_mutex_);
+  }
   /// Every stored recipe, f(blob id, encoded recipe), from one RocksDB iterator. Blocking.
   Result<void> for_each_blob(const std::function<void(const Sha256&, std::string_view)>& f) const;
   /// Every indexed chunk, f(id, entry). Blocking.
@@ -369,6 +375,7 @@ class ChunkStore {
   std::uint64_t next_segment_id_ = 1;
   std::uint64_t open_segment_ = 0;  // 0: none yet; created on the first append
 
+  std::mutex files_mutex_;  // held by a compaction (try_lock) and by hold_segment_files()
   std::mutex queue_mutex_;
   std::condition_variable queue_cv_;
   std::deque<Job> queue_;

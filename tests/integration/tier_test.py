@@ -352,6 +352,9 @@ def main():
             raise Skip("s3rver not found (tools/setup.sh installs it)")
         os.environ["AWS_ACCESS_KEY_ID"] = s3rver.ACCESS_KEY
         os.environ["AWS_SECRET_ACCESS_KEY"] = "tier-gc-secret"
+        # The origins of the checks above hold PostgreSQL connections (max_connections 100).
+        stop_all(nodes)
+        nodes.clear()
         s3 = s3rver.S3rver(TMP, bucket="tiergc")
         try:
             url = db()

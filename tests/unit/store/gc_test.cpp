@@ -41,6 +41,14 @@ TEST(Garbage, EraseThenCompactKeepsLiveChunksWhole) {
   for (const auto& id : dead)
     EXPECT_FALSE(n.chunks->contains(id));
 
+  {
+    // A backup copying the segments keeps compaction out.
+    auto held = n.chunks->hold_segment_files();
+    const auto sealed = n.chunks->sealed_segments();
+    ASSERT_FALSE(sealed.empty());
+    EXPECT_EQ(n.chunks->compact_segment(sealed.front()).error(), Errc::kConflict);
+    EXPECT_TRUE(std::filesystem::exists(n.chunks->segment_path(sealed.front())));
+  }
   std::uint64_t freed = 0, moved = 0;
   for (const auto& u : n.chunks->segment_use()) {
     if (!u.sealed)
