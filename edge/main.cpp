@@ -605,7 +605,7 @@ int run(const edge::Config& c) {
             }
             auto_pause->check_now();
           });
-      singleton->add_task("auto-pause retention", std::chrono::minutes(10), [&pause_events] {
+      singleton->add_task("auto-pause retention", std::chrono::minutes(1), [&pause_events] {
         if (auto r = pause_events->sweep(); !r)
           spdlog::warn("tier: auto-pause event retention failed: {}", r.error().message());
       });

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
 namespace edge::pg {
 namespace {
 
@@ -65,13 +67,31 @@ Result<std::size_t> PauseEvents::poll(const std::function<void(const store::Chec
   return n;
 }
 
-Result<std::uint64_t> PauseEvents::sweep() {
+Result<std::uint64_t> PauseEvents::sweep(std::int64_t max_rows_per_app) {
   auto r =
       conn_.exec("DELETE FROM be_pause_events WHERE added_ms < " + std::string(kServerMs) + " - $1",
                  {std::to_string(kKeepMs)});
   if (!r)
     return r.error();
-  return r->affected();
+  std::uint64_t removed = r->affected();
+  // Apps past the cap (the index on (app_id, id) makes each count and cut a range scan).
+  auto over = conn_.exec("SELECT app_id FROM be_pause_events GROUP BY app_id HAVING count(*) > $1",
+                         {std::to_string(max_rows_per_app)});
+  if (!over)
+    return over.error();
+  for (int i = 0; i < over->size(); ++i) {
+    const std::string app(over->text(i, 0));
+    auto cut = conn_.exec(
+        "DELETE FROM be_pause_events WHERE app_id = $1 AND id <= (SELECT id FROM be_pause_events "
+        "WHERE app_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+        {app, std::to_string(max_rows_per_app)});
+    if (!cut)
+      return cut.error();
+    removed += cut->affected();
+    spdlog::warn("tier: auto-pause events of app {} past {} rows: the oldest {} removed", app,
+                 max_rows_per_app, cut->affected());
+  }
+  return removed;
 }
 
 }  // namespace edge::pg

@@ -28,13 +28,17 @@ namespace edge::pg {
 /// a try, a failure of a device the rollout selects) for at most a day: sweep() deletes rows
 /// older than the longest window, so the table holds at most a day of those events (about
 /// 100 bytes each): a device checking for updates 20 times a day in a watched rollout adds
-/// about 2 kB.
+/// about 2 kB. Devices that forge events under new ids add rows at their request rate, so
+/// sweep() also keeps at most kMaxRowsPerApp rows per app (the newest), twice what an
+/// AutoPauser keeps per rollout.
 class PauseEvents {
  public:
   /// Re-read before the previous poll's start.
   static constexpr std::int64_t kOverlapMs = 5'000;
   /// The longest auto-pause window: older rows are swept and not read back.
   static constexpr std::int64_t kKeepMs = 1440LL * 60'000;
+  /// Rows kept per app at most (the newest).
+  static constexpr std::int64_t kMaxRowsPerApp = 2'000'000;
 
   explicit PauseEvents(std::string url);
 
@@ -45,8 +49,9 @@ class PauseEvents {
   /// the last kKeepMs, up to `max_rows`), in id order. Returns how many.
   Result<std::size_t> poll(const std::function<void(const store::Checkin&)>& fn,
                            std::size_t max_rows = 5'000'000);
-  /// Deletes the rows older than kKeepMs (server clock).
-  Result<std::uint64_t> sweep();
+  /// Deletes the rows older than kKeepMs (server clock), and an app's oldest rows past
+  /// `max_rows_per_app`.
+  Result<std::uint64_t> sweep(std::int64_t max_rows_per_app = kMaxRowsPerApp);
 
  private:
   Connection conn_;

@@ -8,7 +8,7 @@ namespace {
 
 /// Step N brings the schema from version N to N+1. Never edit a step that has shipped: add
 /// one.
-constexpr std::array<std::string_view, 5> kSteps = {
+constexpr std::array<std::string_view, 6> kSteps = {
     // 1: control state. One row numbers every change (feed_head.seq, updated in each write
     // transaction, so commit order is sequence order), documents hold the current state,
     // changelog the numbered changes the feed serves.
@@ -172,6 +172,10 @@ CREATE TABLE be_blob_leases (
   origin text NOT NULL,
   expires_at timestamptz NOT NULL
 );
+)sql",
+    // 6: the auto-pause events per app, for the sweep's cap on rows per app.
+    R"sql(
+CREATE INDEX be_pause_events_app ON be_pause_events (app_id, id);
 )sql",
 };
 

@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 
-from harness import Node, Skip, TMP, admin, check, curl, run, sha, stop_all, upload, wait_for
+from harness import BINARY, Node, Skip, TMP, admin, check, curl, run, sha, stop_all, upload, wait_for
 from pgharness import Postgres
 
 TOKEN = "sync-secret-for-tests"
@@ -219,7 +219,21 @@ def main():
         wait_for("the auto-pause counting the late commit", lambda: rollout(h, base)["paused"], timeout=20)
         assert "2 of 4 devices" in rollout(h, base)["pause_reason"], rollout(h, base)
 
+    def t_the_sweep_keeps_at_most_the_cap_per_app():
+        # PauseEvents::sweep on this PostgreSQL, through the unit test binary built beside
+        # bundle-edge (a cap of 2,000,000 rows is too many to insert here).
+        need_pg()
+        exe = os.path.join(os.path.dirname(BINARY), "tests", "pg_test")
+        if not os.path.exists(exe):
+            raise Skip("%s not built" % exe)
+        url = pg.create_db("tpsweep")
+        r = subprocess.run([exe, "--gtest_filter=PauseEventsLive.*"], capture_output=True,
+                           text=True, timeout=120, env=dict(os.environ, BUNDLE_EDGE_TEST_PG_URL=url))
+        assert r.returncode == 0 and "[  PASSED  ] 1 test" in r.stdout, r.stdout + r.stderr
+
     try:
+        check("tier auto-pause: the sweep keeps at most the cap per app",
+              t_the_sweep_keeps_at_most_the_cap_per_app)
         check("tier auto-pause: halves that alone pass nothing pause once, by the lock holder",
               t_the_tier_pauses_once_on_the_whole_data)
         check("tier auto-pause: kill -9 of the holder, the other rebuilds and pauses",
