@@ -471,8 +471,10 @@ def device_uuid(i):
 # C_UNKNOWN: check-ins whose request may have reached the edge but whose answer never came
 # (a timeout or a cut connection after sending): the edge may have counted them, the device
 # cannot know. Exactly once means: none of the answered ones lost, and at most these extra.
-C_ACKED, C_REQ_OK, C_REQ_ERR, C_DL_BYTES, C_UNKNOWN = range(5)
-NC = 5
+# C_REQ_STATUS: of the failed requests (C_REQ_ERR), those answered with a status other than 200
+# (the rest timed out or met a network error).
+C_ACKED, C_REQ_OK, C_REQ_ERR, C_DL_BYTES, C_UNKNOWN, C_REQ_STATUS = range(6)
+NC = 6
 
 
 def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale_frac, counters, run_flag, lat_q):
@@ -514,6 +516,7 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale
                     doc = json.loads(body)
                 else:
                     counters[base + C_REQ_ERR] += 1
+                    counters[base + C_REQ_STATUS] += 1
                 events = [dict(info, action="app_moved_to_foreground" if k % 2 else "app_moved_to_background")
                           for k in range(batch)]
                 pending = batch
@@ -526,6 +529,7 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale
                     counters[base + C_REQ_OK] += 1
                 else:
                     counters[base + C_REQ_ERR] += 1
+                    counters[base + C_REQ_STATUS] += 1
                 lats.append((time.time(), e, time.monotonic() - t0))
                 if doc.get("url") and doc.get("version") not in (None, running):
                     path = doc["url"].split("%d" % PUBLIC_PORT, 1)[1]
@@ -535,6 +539,7 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale
                         running = doc["version"]
                     else:
                         counters[base + C_REQ_ERR] += 1
+                        counters[base + C_REQ_STATUS] += 1
             except (OSError, asyncio.TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
                 counters[base + C_REQ_ERR] += 1
                 counters[base + C_UNKNOWN] += pending
@@ -698,7 +703,7 @@ class Fleet:
         names = ["%s-e%d" % (PREFIX, i) for i in range(1, n + 1)]
         t0 = time.time()
         self.net.build(names)
-        log("network: %d namespaces on %s in %.1f s; shaping: %s" % (n + 2, BRIDGE, time.time() - t0,
+        log("network: %d namespaces on %s in %.1f s; shaping: %s" % (n + (4 if a.origin == "tier" else 2), BRIDGE, time.time() - t0,
                                                                        "; ".join(self.net.shaping)))
         setns(os.open("/var/run/netns/" + NS_DEV, os.O_RDONLY))  # this thread's clients speak from befleet-d
         if a.origin == "tier":
@@ -1116,16 +1121,33 @@ class Fleet:
         else:
             dev_rate = org_rate = float("nan")
         lags = [l for t, l in self.lag_from(s) if t >= self.t_load0 + 0.2 * a.load_s]
+        # What the outboxes of all edges hold while nothing fails (p90 over the steady window): in
+        # the tier a batch waits for PostgreSQL's synchronous commit, and the outboxes never get
+        # near empty under this load, so there rows 3 and 4 call them drained back at this level.
+        self.steady_outbox = pct([x[3] for x in s if x[0] >= self.t_load0 + 0.2 * a.load_s and x[3] is not None], 90)
         err, ok = self.errs()
         self.results["checkins"] = {"cpu": cpu, "offered_per_s": a.checkins_per_s, "acked_per_s": dev_rate, "origin_per_s": org_rate,
                                     "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags or [0]),
-                                    "device_errors": err, "device_ok": ok, "seconds": t_end - self.t_load0}
-        self.row("2. check-ins devices -> %d edges -> origin" % len(self.leaves),
-                 "offered %d/s; answered %.0f/s; counted at the origin %.0f/s; lag p50 %.2f s, p99 %.2f s, "
+                                    "device_errors": err, "device_ok": ok, "seconds": t_end - self.t_load0,
+                                    "steady_outbox_p90": self.steady_outbox}
+        self.row("2. check-ins devices -> %d edges -> origin%s" % (len(self.leaves), "" if self.tier is None else "s"),
+                 "offered %d/s; answered %.0f/s; counted at the origin%s %.0f/s; lag p50 %.2f s, p99 %.2f s, "
                  "max %.2f s; device requests failed %d of %d; devices downloaded %.0f MiB; CPU: %s" % (
-                     a.checkins_per_s, dev_rate, org_rate, pct(lags, 50), pct(lags, 99), max(lags or [0]), err,
+                     a.checkins_per_s, dev_rate, "" if self.tier is None else "s (PostgreSQL's count)", org_rate, pct(lags, 50), pct(lags, 99), max(lags or [0]), err,
                      ok + err, self.dl_bytes() / 1048576.0, cpu),
                  "≥ 10000/s, p99 lag ≤ 2 s")
+
+    def drained_level(self, n_edges):
+        """Outbox depth of `n_edges` edges at which a backlog counts as drained, besides the 2% of
+        its peak (or 50): in the tier, their share of the steady level (row 2); 0 embedded."""
+        if self.tier is None or not self.steady_outbox or self.steady_outbox != self.steady_outbox:
+            return 0
+        return self.steady_outbox * n_edges / float(len(self.leaves))
+
+    def errs_status(self, edges_idx=None):
+        """Failed device requests that were answered with a status other than 200."""
+        idx = range(len(self.leaves)) if edges_idx is None else edges_idx
+        return sum(self.counters[i * NC + C_REQ_STATUS] for i in idx)
 
     def s3_partition(self):
         a = self.args
@@ -1157,7 +1179,7 @@ class Fleet:
                 last = sum(m["edge_outbox_depth"] for m in ms)
                 peak = max(peak, last)
                 # devices keep checking in: drained = the backlog is gone (a few new ones may wait)
-                if last <= max(50, 0.02 * peak):
+                if last <= max(50, 0.02 * peak, self.drained_level(len(cut))):
                     drained = time.time() - t_heal
                     break
             time.sleep(0.25 if len(cut) <= 20 else 1.0)
@@ -1170,7 +1192,9 @@ class Fleet:
                  "drained %s after the heal (%s check-ins/s)" % (
                      err1 - err0, ok1 - ok0 + err1 - err0, acked_during, peak,
                      ("%.1f s" % drained) if drained is not None else "NOT within %d s (%d left)" % (a.drain_timeout, last),
-                     ("%.0f" % (peak / drained)) if drained else "-"),
+                     ("%.0f" % (peak / drained)) if drained else "-") + (
+                     "" if self.tier is None else "; drained = back to %.0f, their share of the outboxes' level under "
+                     "steady load (row 2, p90)" % self.drained_level(k)),
                  "devices answered, 0 lost (row 5)")
 
     def s4_origin_restart(self):
@@ -1231,6 +1255,7 @@ class Fleet:
         log("scenario 4: origin tier failover: kill -9 o1 and the PostgreSQL primary, promote the standby, "
             "o1 back after %d s" % a.origin_down_s)
         err0, ok0 = self.errs()
+        status0 = self.errs_status()
         watch = {"peak": 0, "stale": 0}
         stop = threading.Event()
 
@@ -1273,6 +1298,7 @@ class Fleet:
         time.sleep(max(0.0, t_kill + a.origin_down_s - time.time()))
         ready = self.readiness()
         err1, ok1 = self.errs()
+        status1 = self.errs_status()
         t_start = time.time()
         self.marks["t_restart"] = t_start
         o1.start()
@@ -1289,7 +1315,7 @@ class Fleet:
             ms = self.all_metrics(self.edges, ("edge_outbox_depth",))
             depth = sum(m.get("edge_outbox_depth", 0) for m in ms)
             peak = max(peak, depth)
-            if len(ms) == len(self.edges) and depth <= max(50, 0.02 * peak):
+            if len(ms) == len(self.edges) and depth <= max(50, 0.02 * peak, self.drained_level(len(self.leaves))):
                 drained = time.time() - t_promoted
                 break
             time.sleep(0.25 if len(self.edges) <= 20 else 1.0)
@@ -1304,22 +1330,25 @@ class Fleet:
             pass
         self.results["origin_restart"] = {
             "mode": "tier", "down_s": a.origin_down_s, "device_errors": err1 - err0, "device_ok": ok1 - ok0,
+            "device_errors_status": status1 - status0, "drained_level": self.drained_level(len(self.leaves)),
             "peak_outbox": peak, "origin_up_s": t_up, "edges_stale": stale, "readyz_at_end_of_outage": ready,
             "promote_s": promote_s, "admin_resume_s": admin_s, "admin_attempts": attempts,
             "edges_following": len(res), "follow_max_s": follow_max, "drain_s": drained,
             "o1_readyz_after_restart": o1_ready}
         self.row("4. origin tier failover: kill -9 o1 and the PostgreSQL primary, standby promoted, o1 back after "
                  "%d s" % a.origin_down_s,
-                 "devices: %d of %d requests failed until o1 was back; edges: %d marked stale, /readyz at the end of "
+                 "devices: %d of %d requests failed until o1 was back (%d answered with an error status, the rest "
+                 "timed out or lost their connection); edges: %d marked stale, /readyz at the end of "
                  "the outage %s; outboxes peaked at %d; pg_ctl promote took %.1f s; admin writes (a publish through "
                  "o3) worked again %s after the promotion; that release reached %d/%d edges in max %.2f s after "
                  "its acknowledgement; o1 started on the new primary, listening %.1f s after its start, /readyz "
-                 "%s; outboxes drained %s after the promotion" % (
-                     err1 - err0, ok1 - ok0 + err1 - err0, stale,
+                 "%s; outboxes drained %s after the promotion (back to %.0f, their level under steady load)" % (
+                     err1 - err0, ok1 - ok0 + err1 - err0, status1 - status0, stale,
                      ", ".join("%d %s" % (k, v) for v, k in sorted(ready.items())), peak, promote_s,
                      ("%.2f s" % admin_s) if admin_s is not None else "NOT within %d s" % a.drain_timeout,
                      len(res), len(self.edges), follow_max, t_up, o1_ready,
-                     ("%.1f s" % drained) if drained is not None else "NOT within %d s" % a.drain_timeout),
+                     ("%.1f s" % drained) if drained is not None else "NOT within %d s" % a.drain_timeout,
+                     self.drained_level(len(self.leaves))),
                  "devices answered throughout; admin writes ≤ 5 s after the promotion; 0 lost")
 
     def s5_exactly_once(self):
@@ -1413,10 +1442,12 @@ class Fleet:
                  ("t_restart", "origin restart"))
         if self.tier is not None:
             marks = marks[:2] + (("t_kill", "o1 kill -9"), ("t_promote", "PG promote"), ("t_restart", "o1 restart"))
-        for key, lab in marks:
+        for k, (key, lab) in enumerate(marks):
             if key in self.marks:
                 ax2.axvline(self.marks[key] - t0, color="grey", ls="--", lw=.8)
-                ax2.text(self.marks[key] - t0, ax2.get_ylim()[1] * .95, " " + lab, fontsize=8, va="top")
+                # the tier's three marks are seconds apart: their labels go one under the other
+                y = .95 - (.06 * (k - 2) if self.tier is not None and k >= 2 else 0)
+                ax2.text(self.marks[key] - t0, ax2.get_ylim()[1] * y, " " + lab, fontsize=8, va="top")
         ax3 = ax2.twinx()
         d = [(t - t0, x) for t, _, _, x in self.samples if x is not None]
         ax3.plot([x for x, _ in d], [y for _, y in d], color="tab:red", alpha=.6, label="outbox depth, all edges")
