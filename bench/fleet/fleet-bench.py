@@ -993,14 +993,25 @@ class Fleet:
                 "size": size, "edges_done": len(res), "missing": missing, "bad": bad, "p50": pct(wholes, 50),
                 "p99": pct(wholes, 99), "max": max(wholes) if wholes else float("nan"), "answer_p50": pct(answers, 50),
                 "answer_max": max(answers) if answers else float("nan"), "bound": depth * hop}
+            by_origin = ""
+            if self.tier is not None:
+                # the publish went through o1; edges that prefer o3 get the bytes through it (S3)
+                for o in self.origins:
+                    w = [r[1] for e in self.edges if e.upstream is o and e.name in res for r in [res[e.name]]]
+                    self.results["convergence"][label]["max_via_" + o.name] = max(w) if w else float("nan")
+                    self.results["convergence"][label]["p50_via_" + o.name] = pct(w, 50)
+                by_origin = "; edges preferring %s" % "; ".join(
+                    "%s p50 %.2f s, max %.2f s" % (o.name, self.results["convergence"][label]["p50_via_" + o.name],
+                                                  self.results["convergence"][label]["max_via_" + o.name])
+                    for o in self.origins)
             goal = "≤ %s s (%s)" % ("1" if depth == 1 else "2", "flat" if depth == 1 else "%d-level tree" % (depth + 1))
             self.current = version
             self.row("1. publish %s zip -> every edge serves it whole" % human(size),
-                     "p50 %.2f s, p99 %.2f s, max %.2f s over %d/%d edges (first answer max %.2f s)%s; "
+                     "p50 %.2f s, p99 %.2f s, max %.2f s over %d/%d edges (first answer max %.2f s)%s%s; "
                      "bound %s; CPU meanwhile: %s" % (
                          pct(wholes, 50), pct(wholes, 99), max(wholes) if wholes else float("nan"), len(res),
                          len(self.edges), max(answers) if answers else float("nan"),
-                         (", %d bad bytes" % bad if bad else ""), bound_txt, cpu),
+                         (", %d bad bytes" % bad if bad else ""), by_origin, bound_txt, cpu),
                      goal if label == "small" else "none set; compare with the bound")
 
     def start_devices(self):
@@ -1247,9 +1258,10 @@ class Fleet:
         """Row 4 of --origin tier: kill -9 origin o1, then (1 s later) kill -9 the PostgreSQL
         primary and promote the standby (pg_ctl promote, synchronous_standby_names cleared: no
         standby is left to wait for); publish through o3 until a publish is acknowledged (admin
-        writes work again), time that release to every edge, and start o1 again --origin-down-s
-        after its kill, on its data directory; its state URL names both servers, so it finds the
-        new primary."""
+        writes work again), time that release to every edge, and start o1 again on its data
+        directory --origin-down-s after its kill (or once the publish is through and the edges'
+        /readyz read, if that takes longer: the row says how long it was down); its state URL
+        names both servers, so it finds the new primary."""
         a = self.args
         o1, o3 = self.origins
         log("scenario 4: origin tier failover: kill -9 o1 and the PostgreSQL primary, promote the standby, "
@@ -1273,6 +1285,7 @@ class Fleet:
         wt = threading.Thread(target=watcher, daemon=True)
         wt.start()
         time.sleep(1.0)
+        t_pg_kill = time.time()
         promote_s = self.tier.fail_over()
         t_promoted = time.time()
         self.marks["t_promote"] = t_promoted
@@ -1331,19 +1344,19 @@ class Fleet:
         self.results["origin_restart"] = {
             "mode": "tier", "down_s": a.origin_down_s, "device_errors": err1 - err0, "device_ok": ok1 - ok0,
             "device_errors_status": status1 - status0, "drained_level": self.drained_level(len(self.leaves)),
+            "o1_down_s": t_start - t_kill, "pg_primary_killed_after_s": t_pg_kill - t_kill,
             "peak_outbox": peak, "origin_up_s": t_up, "edges_stale": stale, "readyz_at_end_of_outage": ready,
             "promote_s": promote_s, "admin_resume_s": admin_s, "admin_attempts": attempts,
             "edges_following": len(res), "follow_max_s": follow_max, "drain_s": drained,
             "o1_readyz_after_restart": o1_ready}
-        self.row("4. origin tier failover: kill -9 o1 and the PostgreSQL primary, standby promoted, o1 back after "
-                 "%d s" % a.origin_down_s,
-                 "devices: %d of %d requests failed until o1 was back (%d answered with an error status, the rest "
+        self.row("4. origin tier failover: kill -9 o1 and the PostgreSQL primary, standby promoted, o1 restarted",
+                 "o1 down %.1f s, the primary killed %.1f s after it; devices: %d of %d requests failed until o1 was back (%d answered with an error status, the rest "
                  "timed out or lost their connection); edges: %d marked stale, /readyz at the end of "
                  "the outage %s; outboxes peaked at %d; pg_ctl promote took %.1f s; admin writes (a publish through "
                  "o3) worked again %s after the promotion; that release reached %d/%d edges in max %.2f s after "
                  "its acknowledgement; o1 started on the new primary, listening %.1f s after its start, /readyz "
                  "%s; outboxes drained %s after the promotion (back to %.0f, their level under steady load)" % (
-                     err1 - err0, ok1 - ok0 + err1 - err0, status1 - status0, stale,
+                     t_start - t_kill, t_pg_kill - t_kill, err1 - err0, ok1 - ok0 + err1 - err0, status1 - status0, stale,
                      ", ".join("%d %s" % (k, v) for v, k in sorted(ready.items())), peak, promote_s,
                      ("%.2f s" % admin_s) if admin_s is not None else "NOT within %d s" % a.drain_timeout,
                      len(res), len(self.edges), follow_max, t_up, o1_ready,
