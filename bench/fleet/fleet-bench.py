@@ -703,7 +703,8 @@ class Fleet:
         names = ["%s-e%d" % (PREFIX, i) for i in range(1, n + 1)]
         t0 = time.time()
         self.net.build(names)
-        log("network: %d namespaces on %s in %.1f s; shaping: %s" % (n + (4 if a.origin == "tier" else 2), BRIDGE, time.time() - t0,
+        log("network: %d namespaces on %s in %.1f s; shaping: %s" % (n + (4 if a.origin == "tier" else 2), BRIDGE,
+                                                                       time.time() - t0,
                                                                        "; ".join(self.net.shaping)))
         setns(os.open("/var/run/netns/" + NS_DEV, os.O_RDONLY))  # this thread's clients speak from befleet-d
         if a.origin == "tier":
@@ -1144,7 +1145,8 @@ class Fleet:
         self.row("2. check-ins devices -> %d edges -> origin%s" % (len(self.leaves), "" if self.tier is None else "s"),
                  "offered %d/s; answered %.0f/s; counted at the origin%s %.0f/s; lag p50 %.2f s, p99 %.2f s, "
                  "max %.2f s; device requests failed %d of %d; devices downloaded %.0f MiB; CPU: %s" % (
-                     a.checkins_per_s, dev_rate, "" if self.tier is None else "s (PostgreSQL's count)", org_rate, pct(lags, 50), pct(lags, 99), max(lags or [0]), err,
+                     a.checkins_per_s, dev_rate, "" if self.tier is None else "s (PostgreSQL's count)", org_rate,
+                     pct(lags, 50), pct(lags, 99), max(lags or [0]), err,
                      ok + err, self.dl_bytes() / 1048576.0, cpu),
                  "≥ 10000/s, p99 lag ≤ 2 s")
 
@@ -1350,13 +1352,15 @@ class Fleet:
             "edges_following": len(res), "follow_max_s": follow_max, "drain_s": drained,
             "o1_readyz_after_restart": o1_ready}
         self.row("4. origin tier failover: kill -9 o1 and the PostgreSQL primary, standby promoted, o1 restarted",
-                 "o1 down %.1f s, the primary killed %.1f s after it; devices: %d of %d requests failed until o1 was back (%d answered with an error status, the rest "
+                 "o1 down %.1f s, the primary killed %.1f s after it; devices: %d of %d requests failed until o1 "
+                 "was back (%d answered with an error status, the rest "
                  "timed out or lost their connection); edges: %d marked stale, /readyz at the end of "
                  "the outage %s; outboxes peaked at %d; pg_ctl promote took %.1f s; admin writes (a publish through "
                  "o3) worked again %s after the promotion; that release reached %d/%d edges in max %.2f s after "
                  "its acknowledgement; o1 started on the new primary, listening %.1f s after its start, /readyz "
                  "%s; outboxes drained %s after the promotion (back to %.0f, their level under steady load)" % (
-                     t_start - t_kill, t_pg_kill - t_kill, err1 - err0, ok1 - ok0 + err1 - err0, status1 - status0, stale,
+                     t_start - t_kill, t_pg_kill - t_kill, err1 - err0, ok1 - ok0 + err1 - err0, status1 - status0,
+                     stale,
                      ", ".join("%d %s" % (k, v) for v, k in sorted(ready.items())), peak, promote_s,
                      ("%.2f s" % admin_s) if admin_s is not None else "NOT within %d s" % a.drain_timeout,
                      len(res), len(self.edges), follow_max, t_up, o1_ready,
@@ -1618,7 +1622,8 @@ def main():
               "average %.1f; shaping: %s" % (fleet.results["rtt_ms"], fleet.results["device_latency_ms"]["p50"],
                                              fleet.results["device_latency_ms"]["p99"], steal, la[0],
                                              "; ".join(fleet.net.shaping)), flush=True)
-        fleet.results.update(origin_mode=args.origin, edges=args.edges, topology=args.topology, regions=fleet.regions, steal_pct=steal,
+        fleet.results.update(origin_mode=args.origin, edges=args.edges, topology=args.topology, regions=fleet.regions,
+                             steal_pct=steal,
                              shaping=fleet.net.shaping, netem=fleet.net.netem, rows=fleet.rows)
         if args.png and fleet.plot(args.png):
             print("plot: %s" % args.png, flush=True)
