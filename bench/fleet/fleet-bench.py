@@ -595,20 +595,20 @@ class TierBackends:
     """What the origins of --origin tier share, in namespace befleet-p (10.77.0.4): a PostgreSQL 15
     primary (port 5432) with a synchronous streaming standby (5433), run as the postgres user
     through tests/integration/pgharness.py, and s3rver (4569) through tests/integration/s3rver.py,
-    with their files under the run's work directory. Stopped by pid in close(); the leftover sweep
-    finds them too (processes in befleet-* namespaces, /var/tmp/befleet-*)."""
+    with their files in /var/tmp/befleet-tier-*: a directory of its own, which the postgres user
+    may enter, while the work directory (the nodes' tokens) stays root's alone. Stopped by pid
+    and removed in close(); the leftover sweep finds them too (processes in befleet-* namespaces,
+    /var/tmp/befleet-*)."""
 
-    def __init__(self, work):
+    def __init__(self):
         import harness  # pgharness's base; it makes a temp dir on import that nothing here uses
         shutil.rmtree(harness.TMP, ignore_errors=True)
         import pgharness
         import s3rver
         self.pgs = []  # every server started (the killed primary too), removed at close()
         self.primary = self.standby = self.s3 = None
-        self.root = os.path.join(work, "tier")
-        os.makedirs(self.root)
-        os.chmod(work, 0o711)  # the postgres user reaches its directories under it
-        os.chmod(self.root, 0o711)
+        self.root = tempfile.mkdtemp(prefix=PREFIX + "-tier-", dir=WORK_PARENT)
+        os.chmod(self.root, 0o711)  # the postgres user reaches its directories under it
         pg = dict(host=IP_PG, netns=NS_PG, parent=self.root, allow="10.77.0.0/16")
         self.primary = pgharness.Postgres(port=PG_PORTS[0], **pg)
         self.pgs.append(self.primary)
@@ -665,6 +665,7 @@ class TierBackends:
             self.s3.stop()
         for pg in self.pgs:
             pg.remove()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the fleet
@@ -709,7 +710,7 @@ class Fleet:
         setns(os.open("/var/run/netns/" + NS_DEV, os.O_RDONLY))  # this thread's clients speak from befleet-d
         if a.origin == "tier":
             t0 = time.time()
-            self.tier = TierBackends(self.work)
+            self.tier = TierBackends()
             self.tier_conf = self.tier.origin_conf()
             log("PostgreSQL primary + synchronous standby and s3rver up in %s in %.1f s" % (NS_PG, time.time() - t0))
             self.origins = [Node(self, "o1", NS_O1, IP_O1, "origin"), Node(self, "o3", NS_O3, IP_O3, "origin")]

@@ -175,7 +175,8 @@ def embedded(python, binary):
 
 def tier(python, binary):
     """--origin tier, 3 edges: every row (row 4 the failover), 0 lost, nothing left behind:
-    also after a Ctrl-C once the PostgreSQL servers and s3rver run."""
+    also after a Ctrl-C once the PostgreSQL servers and s3rver run, and after a kill -9 of the
+    script once the next run's sweep (--cleanup-only) is through."""
     why = tier_missing()
     if why:
         print("SKIP: fleet_bench tier: " + why, flush=True)
@@ -247,6 +248,25 @@ def tier(python, binary):
         left = leftovers()
         if left:
             failures.append("left behind after Ctrl-C: %s" % left)
+
+        # kill -9 of the script (no teardown at all): the next run's sweep, here --cleanup-only,
+        # finds PostgreSQL, s3rver and their files by the befleet- names.
+        proc = subprocess.Popen([python, SCRIPT, "--origin", "tier", "--binary", binary, "--edges", "1",
+                                 "--load-s", "60", "--timeout", "100", "--png", ""], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 60
+        for line in proc.stdout:
+            if line.startswith("|---") or time.time() > deadline:
+                break
+        proc.kill()
+        proc.communicate(timeout=30)
+        left = leftovers()
+        if not any("postgres" in x for x in left) or not any(x.startswith("dir befleet-tier-") for x in left):
+            failures.append("kill -9 left no PostgreSQL or no tier directory to sweep (the check is blind): %s" % left)
+        r = subprocess.run([python, SCRIPT, "--cleanup-only"], capture_output=True, text=True, timeout=60)
+        left = leftovers()
+        if r.returncode != 0 or left:
+            failures.append("left behind after kill -9 and --cleanup-only (exit %d): %s" % (r.returncode, left))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return failures
