@@ -11,6 +11,12 @@ operator's fleet questions, one markdown table row each:
   4. the origin killed (kill -9) and restarted: what edges and devices saw;
   5. resources per edge, idle and under load (RSS, CPU, threads, fds, disk).
 
+With --origin tier, the origin is the tier of DESIGN.md §12 instead: two origins (`befleet-o1`
+10.77.0.1, `befleet-o3` 10.77.0.3) sharing a PostgreSQL 15 primary + synchronous standby and
+s3rver, all three in `befleet-p` (10.77.0.4; PostgreSQL runs as the postgres user); every edge
+lists both origins (half of them o1 first, half o3 first), and row 4 becomes the tier's
+failover: o1 and the database primary killed with -9, the standby promoted, o1 started again.
+
 Network: bridge `befleet0` (no address), namespaces `befleet-o` (origin, 10.77.0.1),
 `befleet-d` (devices and this script's HTTP clients, 10.77.0.2) and `befleet-e<i>` (edges,
 10.77.1.1 ...); every address lives inside a namespace this script made, in 10.77.0.0/16,
@@ -24,6 +30,7 @@ Root only. Usage:
       [--rate 100mbit] [--delay-ms 10] [--checkins-per-s 10000] [--load-s 30]
       [--partition-s 60] [--partition-frac 0.25] [--origin-down-s 10]
       [--small-kib 1024] [--large-mib 16] [--png fleet.png] [--json out.json] [--timeout 900]
+      [--origin embedded|tier]
 """
 import argparse
 import asyncio
@@ -48,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "bench", "load"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))  # --origin tier: pgharness, s3rver
 from benchnode import cpu_times, steal_pct  # noqa: E402
 
 PREFIX = "befleet"
@@ -57,6 +65,11 @@ IP_ORIGIN, IP_DEV = "10.77.0.1", "10.77.0.2"
 WORK_PARENT = "/var/tmp"
 APP = "com.bench.fleet"
 PUBLIC_PORT, ADMIN_PORT = 8080, 9090
+# --origin tier: two origins and, in one more namespace, PostgreSQL (primary and standby) and s3rver.
+NS_O1, IP_O1 = PREFIX + "-o1", "10.77.0.1"
+NS_O3, IP_O3 = PREFIX + "-o3", "10.77.0.3"
+NS_PG, IP_PG = PREFIX + "-p", "10.77.0.4"
+PG_PORTS, S3_PORT, S3_BUCKET = (5432, 5433), 4569, "bundles"
 CLONE_NEWNET = 0x40000000
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -139,7 +152,14 @@ class Net:
     def build(self, edge_names):
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
         sh("ip", "link", "set", BRIDGE, "up")
-        self.add_ns(NS_ORIGIN, IP_ORIGIN)
+        if self.args.origin == "tier":
+            origin_ns = [NS_O1, NS_O3]
+            self.add_ns(NS_O1, IP_O1)
+            self.add_ns(NS_O3, IP_O3)
+            self.add_ns(NS_PG, IP_PG)
+        else:
+            origin_ns = [NS_ORIGIN]
+            self.add_ns(NS_ORIGIN, IP_ORIGIN)
         self.add_ns(NS_DEV, IP_DEV)
         for i, ns in enumerate(edge_names, 1):
             self.add_ns(ns, edge_ip(i))
@@ -150,8 +170,10 @@ class Net:
                 self.tbf(ns, a.rate)
             self.shaping.append("TBF %s each way on every edge link" % a.rate)
         if a.origin_rate:
-            self.tbf(NS_ORIGIN, a.origin_rate)
-            self.shaping.append("TBF %s each way on the origin's link" % a.origin_rate)
+            for ns in origin_ns:
+                self.tbf(ns, a.origin_rate)
+            self.shaping.append("TBF %s each way on the origin's link%s" % (a.origin_rate,
+                                                                          "s" if len(origin_ns) > 1 else ""))
         if a.delay_ms or a.loss_pct:
             if self.netem and not a.rate:
                 for ns in edge_names:
@@ -179,29 +201,34 @@ class Net:
             return True
         return False
 
-    def cut(self, ns, ip, peer_ns, peer_ip):
-        """Partitions edge `ns` from its upstream: tc u32 drop both ways where the kernel has the
-        drop action, else blackhole routes both ways (connects fail at once instead of timing out)."""
+    def cut(self, ns, ip, peers):
+        """Partitions edge `ns` from its upstreams `peers` [(ns, ip)]: tc u32 drop both ways where
+        the kernel has the drop action, else blackhole routes both ways (connects fail at once
+        instead of timing out)."""
         if self.partition_mode in (None, "tc"):
-            ok = sh("tc", "-n", ns, "qdisc", "add", "dev", "eth0", "clsact", check=False).returncode == 0 and \
-                sh("tc", "-n", ns, "filter", "add", "dev", "eth0", "egress", "protocol", "ip", "u32", "match", "ip",
-                   "dst", peer_ip + "/32", "action", "drop", check=False).returncode == 0 and \
-                sh("tc", "-n", ns, "filter", "add", "dev", "eth0", "ingress", "protocol", "ip", "u32", "match", "ip",
-                   "src", peer_ip + "/32", "action", "drop", check=False).returncode == 0
+            ok = sh("tc", "-n", ns, "qdisc", "add", "dev", "eth0", "clsact", check=False).returncode == 0
+            for _, peer_ip in peers:
+                ok = ok and \
+                    sh("tc", "-n", ns, "filter", "add", "dev", "eth0", "egress", "protocol", "ip", "u32", "match",
+                       "ip", "dst", peer_ip + "/32", "action", "drop", check=False).returncode == 0 and \
+                    sh("tc", "-n", ns, "filter", "add", "dev", "eth0", "ingress", "protocol", "ip", "u32", "match",
+                       "ip", "src", peer_ip + "/32", "action", "drop", check=False).returncode == 0
             if ok:
                 self.partition_mode = "tc"
                 return
             sh("tc", "-n", ns, "qdisc", "del", "dev", "eth0", "clsact", check=False)
             self.partition_mode = "route"
-        sh("ip", "-n", ns, "route", "add", "blackhole", peer_ip + "/32")
-        sh("ip", "-n", peer_ns, "route", "add", "blackhole", ip + "/32")
+        for peer_ns, peer_ip in peers:
+            sh("ip", "-n", ns, "route", "add", "blackhole", peer_ip + "/32")
+            sh("ip", "-n", peer_ns, "route", "add", "blackhole", ip + "/32")
 
-    def heal(self, ns, ip, peer_ns, peer_ip):
+    def heal(self, ns, ip, peers):
         if self.partition_mode == "tc":
             sh("tc", "-n", ns, "qdisc", "del", "dev", "eth0", "clsact", check=False)
         else:
-            sh("ip", "-n", ns, "route", "del", "blackhole", peer_ip + "/32", check=False)
-            sh("ip", "-n", peer_ns, "route", "del", "blackhole", ip + "/32", check=False)
+            for peer_ns, peer_ip in peers:
+                sh("ip", "-n", ns, "route", "del", "blackhole", peer_ip + "/32", check=False)
+                sh("ip", "-n", peer_ns, "route", "del", "blackhole", ip + "/32", check=False)
 
 
 # --------------------------------------------------------------------------- nodes
@@ -220,9 +247,10 @@ class Node:
     """One bundle-edge process inside namespace `ns`, listening on ip:8080 (public) and
     ip:9090 (admin), stopped by pid."""
 
-    def __init__(self, fleet, name, ns, ip, role, upstream=None, depth=0):
+    def __init__(self, fleet, name, ns, ip, role, upstream=None, depth=0, more_upstreams=()):
         self.fleet, self.name, self.ns, self.ip, self.role = fleet, name, ns, ip, role
         self.upstream, self.depth = upstream, depth
+        self.upstreams = [upstream] + list(more_upstreams) if upstream is not None else []
         self.dir = os.path.join(fleet.work, name)
         os.makedirs(self.dir)
         self.proc = None
@@ -230,13 +258,17 @@ class Node:
         conf = ['[node]', 'role = "%s"' % role, 'id = "%s"' % name, 'public_url = "http://%s:%d"' % (ip, PUBLIC_PORT),
                 '[log]', 'level = "warn"', '[sync]', 'token = "%s"' % fleet.sync_token]
         if role == "edge":
-            conf += ['[upstream]', 'url = "http://%s:%d"' % (upstream.ip, PUBLIC_PORT),
-                     'backoff_max_ms = %d' % a.backoff_max_ms]
+            if more_upstreams:  # the tier's origins, in this edge's order of preference
+                url = "[%s]" % ", ".join('"http://%s:%d"' % (u.ip, PUBLIC_PORT) for u in self.upstreams)
+            else:
+                url = '"http://%s:%d"' % (upstream.ip, PUBLIC_PORT)
+            conf += ['[upstream]', 'url = %s' % url, 'backoff_max_ms = %d' % a.backoff_max_ms]
             conf_text = merge_toml(merge_toml(open(a.edge_config).read(), BENCH_EDGE, drop=("[tls]",)),
                                    "\n".join(conf) + "\n")
         else:
             conf_text = "\n".join(conf) + "\n" + \
-                "[server]\nthreads = %d\nmax_connections_per_ip = 0\n[store]\nreserve = 0\n" % a.origin_threads
+                "[server]\nthreads = %d\nmax_connections_per_ip = 0\n[store]\nreserve = 0\n" % a.origin_threads + \
+                fleet.tier_conf
         self.conf = os.path.join(self.dir, "node.toml")
         open(self.conf, "w").write(conf_text)
 
@@ -439,8 +471,10 @@ def device_uuid(i):
 # C_UNKNOWN: check-ins whose request may have reached the edge but whose answer never came
 # (a timeout or a cut connection after sending): the edge may have counted them, the device
 # cannot know. Exactly once means: none of the answered ones lost, and at most these extra.
-C_ACKED, C_REQ_OK, C_REQ_ERR, C_DL_BYTES, C_UNKNOWN = range(5)
-NC = 5
+# C_REQ_STATUS: of the failed requests (C_REQ_ERR), those answered with a status other than 200
+# (the rest timed out or met a network error).
+C_ACKED, C_REQ_OK, C_REQ_ERR, C_DL_BYTES, C_UNKNOWN, C_REQ_STATUS = range(6)
+NC = 6
 
 
 def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale_frac, counters, run_flag, lat_q):
@@ -482,6 +516,7 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale
                     doc = json.loads(body)
                 else:
                     counters[base + C_REQ_ERR] += 1
+                    counters[base + C_REQ_STATUS] += 1
                 events = [dict(info, action="app_moved_to_foreground" if k % 2 else "app_moved_to_background")
                           for k in range(batch)]
                 pending = batch
@@ -494,6 +529,7 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale
                     counters[base + C_REQ_OK] += 1
                 else:
                     counters[base + C_REQ_ERR] += 1
+                    counters[base + C_REQ_STATUS] += 1
                 lats.append((time.time(), e, time.monotonic() - t0))
                 if doc.get("url") and doc.get("version") not in (None, running):
                     path = doc["url"].split("%d" % PUBLIC_PORT, 1)[1]
@@ -503,6 +539,7 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale
                         running = doc["version"]
                     else:
                         counters[base + C_REQ_ERR] += 1
+                        counters[base + C_REQ_STATUS] += 1
             except (OSError, asyncio.TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
                 counters[base + C_REQ_ERR] += 1
                 counters[base + C_UNKNOWN] += pending
@@ -521,6 +558,114 @@ def device_worker(wid, nworkers, edges_ips, devices, rate, batch, current, stale
     except KeyboardInterrupt:
         pass
     lat_q.put(lats)
+
+
+# --------------------------------------------------------------------------- the origin tier's backends
+
+
+def tier_missing():
+    """None if --origin tier can run here (PostgreSQL 15 and s3rver installed), else why not."""
+    import pgharness
+    import s3rver
+    why = pgharness.available()
+    if why:
+        return why
+    if s3rver.find() is None:
+        return "s3rver is not installed (tools/setup.sh installs it under ~/.cache/bundle-edge/s3rver)"
+    return None
+
+
+def pid_usage(pid, reaped=False):
+    """(RSS KiB, PSS KiB, CPU seconds) of one process from /proc; with `reaped`, the CPU of its
+    children that have exited is counted too (a postmaster's backends come and go)."""
+    rss = pss = 0
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k == "Rss":
+                rss = int(v.split()[0])
+            elif k == "Pss":
+                pss = int(v.split()[0])
+    f = open("/proc/%d/stat" % pid).read().rpartition(")")[2].split()
+    ticks = int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if reaped else 0)
+    return rss, pss, ticks / os.sysconf("SC_CLK_TCK")
+
+
+class TierBackends:
+    """What the origins of --origin tier share, in namespace befleet-p (10.77.0.4): a PostgreSQL 15
+    primary (port 5432) with a synchronous streaming standby (5433), run as the postgres user
+    through tests/integration/pgharness.py, and s3rver (4569) through tests/integration/s3rver.py,
+    with their files in /var/tmp/befleet-tier-*: a directory of its own, which the postgres user
+    may enter, while the work directory (the nodes' tokens) stays root's alone. Stopped by pid
+    and removed in close(); the leftover sweep finds them too (processes in befleet-* namespaces,
+    /var/tmp/befleet-*)."""
+
+    def __init__(self):
+        import harness  # pgharness's base; it makes a temp dir on import that nothing here uses
+        shutil.rmtree(harness.TMP, ignore_errors=True)
+        import pgharness
+        import s3rver
+        self.pgs = []  # every server started (the killed primary too), removed at close()
+        self.primary = self.standby = self.s3 = None
+        self.root = tempfile.mkdtemp(prefix=PREFIX + "-tier-", dir=WORK_PARENT)
+        os.chmod(self.root, 0o711)  # the postgres user reaches its directories under it
+        pg = dict(host=IP_PG, netns=NS_PG, parent=self.root, allow="10.77.0.0/16")
+        self.primary = pgharness.Postgres(port=PG_PORTS[0], **pg)
+        self.pgs.append(self.primary)
+        self.primary.sql("CREATE DATABASE tier")
+        self.standby = pgharness.Postgres(standby_of=self.primary, sync_standby=True, port=PG_PORTS[1], **pg)
+        self.pgs.append(self.standby)
+        self.s3 = s3rver.S3rver(self.root, bucket=S3_BUCKET, port=S3_PORT, address=IP_PG, netns=NS_PG)
+        os.environ["AWS_ACCESS_KEY_ID"] = s3rver.ACCESS_KEY  # the origins' S3 credentials
+        os.environ["AWS_SECRET_ACCESS_KEY"] = s3rver.SECRET_KEY
+        # Both servers in the URL: an origin finds the primary (read-write) after a promotion.
+        self.state_url = ("host=%s,%s port=%d,%d dbname=tier user=postgres target_session_attrs=read-write "
+                          "connect_timeout=2" % (IP_PG, IP_PG, PG_PORTS[0], PG_PORTS[1]))
+
+    def origin_conf(self):
+        return ('[state]\nbackend = "postgres"\nurl = "%s"\n[blobs]\nbackend = "s3"\nendpoint = "%s"\n'
+                'bucket = "%s"\nregion = "us-east-1"\npath_style = true\ntimeout_ms = 3000\n' % (
+                    self.state_url, self.s3.endpoint, S3_BUCKET))
+
+    def fail_over(self):
+        """kill -9 the primary, then pg_ctl promote the standby and clear its
+        synchronous_standby_names (pgharness.Postgres.promote). Returns the seconds promote took."""
+        self.primary.kill9()
+        t = time.time()
+        self.standby.promote()
+        took = time.time() - t
+        self.primary, self.standby = self.standby, None
+        return took
+
+    def usage(self):
+        """{"pg": (RSS KiB, PSS KiB, CPU s), "s3": (...)}: PostgreSQL is every server's postmaster
+        and its processes (shared buffers counted once in PSS), s3rver its one process."""
+        rss = pss = cpu = 0
+        for pg in (self.primary, self.standby):
+            pid = pg.pid() if pg is not None else None
+            if pid is None:
+                continue
+            kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+            for p, reaped in [(pid, True)] + [(int(k), False) for k in kids]:
+                try:
+                    r, ps, c = pid_usage(p, reaped)
+                except (OSError, IndexError, ValueError):
+                    continue
+                rss, pss, cpu = rss + r, pss + ps, cpu + c
+        out = {"pg": (rss, pss, cpu), "s3": (0, 0, 0.0)}
+        if self.s3 is not None and self.s3.proc is not None:
+            try:
+                out["s3"] = pid_usage(self.s3.proc.pid)
+            except (OSError, IndexError, ValueError):
+                pass
+        return out
+
+    def close(self):
+        if self.s3 is not None:
+            self.s3.stop()
+        for pg in self.pgs:
+            pg.remove()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the fleet
@@ -548,6 +693,9 @@ class Fleet:
         self.run_flag = None
         self.probe_acked = 0
         self.probe_unknown = 0  # probe check-ins sent whose answers never came
+        self.tier = None  # --origin tier: TierBackends
+        self.tier_conf = ""  # what each origin's config gets on top ([state], [blobs])
+        self.origins = []
 
     # ---- set-up
     def build(self):
@@ -556,51 +704,90 @@ class Fleet:
         names = ["%s-e%d" % (PREFIX, i) for i in range(1, n + 1)]
         t0 = time.time()
         self.net.build(names)
-        log("network: %d namespaces on %s in %.1f s; shaping: %s" % (n + 2, BRIDGE, time.time() - t0,
+        log("network: %d namespaces on %s in %.1f s; shaping: %s" % (n + (4 if a.origin == "tier" else 2), BRIDGE,
+                                                                       time.time() - t0,
                                                                        "; ".join(self.net.shaping)))
         setns(os.open("/var/run/netns/" + NS_DEV, os.O_RDONLY))  # this thread's clients speak from befleet-d
-        self.origin = Node(self, "origin", NS_ORIGIN, IP_ORIGIN, "origin")
+        if a.origin == "tier":
+            t0 = time.time()
+            self.tier = TierBackends()
+            self.tier_conf = self.tier.origin_conf()
+            log("PostgreSQL primary + synchronous standby and s3rver up in %s in %.1f s" % (NS_PG, time.time() - t0))
+            self.origins = [Node(self, "o1", NS_O1, IP_O1, "origin"), Node(self, "o3", NS_O3, IP_O3, "origin")]
+        else:
+            self.origins = [Node(self, "origin", NS_ORIGIN, IP_ORIGIN, "origin")]
+        self.origin = self.origins[0]
         self.edges = []
         regions = 0 if a.topology == "flat" else (a.regions or max(1, int(round(math.sqrt(n)))))
+
+        def to_origins(i):
+            """Edge i's upstreams when it follows the origins: (first, [others]); in the tier,
+            odd edges prefer o1 and even ones o3, so both origins take load."""
+            first = self.origins[(i - 1) % len(self.origins)]
+            return first, [o for o in self.origins if o is not first]
+
         for i, ns in enumerate(names, 1):
             if i <= regions:
-                e = Node(self, "e%d" % i, ns, edge_ip(i), "edge", self.origin, 1)
+                e = Node(self, "e%d" % i, ns, edge_ip(i), "edge", to_origins(i)[0], 1, to_origins(i)[1])
             elif regions:
                 parent = self.edges[(i - 1) % regions]
                 e = Node(self, "e%d" % i, ns, edge_ip(i), "edge", parent, 2)
             else:
-                e = Node(self, "e%d" % i, ns, edge_ip(i), "edge", self.origin, 1)
+                e = Node(self, "e%d" % i, ns, edge_ip(i), "edge", to_origins(i)[0], 1, to_origins(i)[1])
             self.edges.append(e)
         self.regions = regions
         self.leaves = [e for e in self.edges if e.depth == max(x.depth for x in self.edges)]
         t0 = time.time()
-        self.origin.start()
-        self.origin.wait_ready()
+        for o in self.origins:
+            o.start()
+            o.wait_ready()
         for e in self.edges:
             e.start()
         for e in self.edges:
             e.wait_ready()
-        log("origin + %d edges (%s) up in %.1f s" % (n, a.topology + (" %d regions" % regions if regions else ""),
-                                                       time.time() - t0))
+        log("%s + %d edges (%s) up in %.1f s" % ("origin" if len(self.origins) == 1 else "origins",
+                                                 n, a.topology + (" %d regions" % regions if regions else ""),
+                                                 time.time() - t0))
 
     # ---- helpers
-    def publish(self, version, data):
-        o = self.origin
-        st, doc = o.admin("PUT", "/v1/admin/blobs", data, raw=True, timeout=120)
+    def publish(self, version, data, o=None, timeout=120):
+        """Uploads `data`, makes it release `version` and points the channel at it, through origin
+        `o` (the first one unless told); asserts every step was acknowledged."""
+        o = o or self.origin
+        st, doc = o.admin("PUT", "/v1/admin/blobs", data, raw=True, timeout=timeout)
         assert st in (200, 201), (st, doc)
         blob = hashlib.sha256(data).hexdigest()
-        if o.admin("GET", "/v1/admin/apps/" + APP)[0] != 200:
-            st, doc = o.admin("PUT", "/v1/admin/apps/" + APP, {})
+        if o.admin("GET", "/v1/admin/apps/" + APP, timeout=min(timeout, 30))[0] != 200:
+            st, doc = o.admin("PUT", "/v1/admin/apps/" + APP, {}, timeout=min(timeout, 30))
             assert st == 201, (st, doc)
-        st, doc = o.admin("PUT", "/v1/admin/apps/%s/releases/%s" % (APP, version), {"zip": blob})
-        assert st == 201, (st, doc)
+        st, doc = o.admin("PUT", "/v1/admin/apps/%s/releases/%s" % (APP, version), {"zip": blob},
+                          timeout=min(timeout, 30))
+        assert st in ((200, 201) if self.tier else (201,)), (st, doc)  # a retried publish finds it made
         st, doc = o.admin("PUT", "/v1/admin/apps/%s/channels/production" % APP,
-                          {"release": version, "public": True, "disable_auto_update": "none"})
+                          {"release": version, "public": True, "disable_auto_update": "none"},
+                          timeout=min(timeout, 30))
         assert st in (200, 201), (st, doc)
         return time.time(), blob
 
     def origin_checkins(self):
-        st, doc = self.origin.admin("GET", "/v1/admin/apps/%s/stats" % APP, timeout=30)
+        """Check-ins the origin counted; in the tier, the count of the first origin that answers
+        (they share it in PostgreSQL)."""
+        if self.tier is None:
+            st, doc = self.origin.admin("GET", "/v1/admin/apps/%s/stats" % APP, timeout=30)
+        else:
+            err = None
+            for o in self.origins:
+                if o.proc is None or o.proc.poll() is not None:
+                    continue
+                try:
+                    st, doc = o.admin("GET", "/v1/admin/apps/%s/stats" % APP, timeout=10)
+                    if st in (200, 404):
+                        break
+                    err = AssertionError((o.name, st, doc))
+                except (OSError, http.client.HTTPException) as e:
+                    err = e
+            else:
+                raise err or OSError("no origin is running")
         if st == 404:
             return 0
         assert st == 200, (st, doc)
@@ -672,8 +859,9 @@ class Fleet:
         return min(times)
 
     def cpu_split(self):
-        """CPU seconds so far: (the nodes, the device processes, this script), from /proc."""
-        nodes = sum(n.proc_stats()["cpu_s"] for n in [self.origin] + self.edges if n.proc.poll() is None)
+        """CPU seconds so far: (the nodes, the device processes, this script, the tier's
+        PostgreSQL + s3rver), from /proc."""
+        nodes = sum(n.proc_stats()["cpu_s"] for n in self.origins + self.edges if n.proc.poll() is None)
         devs = 0.0
         for p in self.workers:
             try:
@@ -682,12 +870,16 @@ class Fleet:
             except OSError:
                 pass
         t = os.times()
-        return nodes, devs, t.user + t.system
+        backends = 0.0
+        if self.tier is not None:
+            u = self.tier.usage()
+            backends = u["pg"][2] + u["s3"][2]
+        return nodes, devs, t.user + t.system, backends
 
-    @staticmethod
-    def cores(before, after, seconds):
-        return "nodes %.2f, devices %.2f, this script %.2f cores of %d" % (
+    def cores(self, before, after, seconds):
+        return "nodes %.2f, devices %.2f, this script %.2f%s cores of %d" % (
             (after[0] - before[0]) / seconds, (after[1] - before[1]) / seconds, (after[2] - before[2]) / seconds,
+            (", PostgreSQL + s3rver %.2f" % ((after[3] - before[3]) / seconds)) if self.tier is not None else "",
             os.cpu_count())
 
     def readiness(self):
@@ -731,7 +923,11 @@ class Fleet:
         thr = [s["threads"] for s in stats]
         fds = [s["fds"] for s in stats]
         o = self.origin.proc_stats()
-        total_pss = (sum(s["pss_kib"] for s in stats) + o["pss_kib"]) / 1024.0
+        os_ = [x.proc_stats() for x in self.origins]
+        total_pss = (sum(s["pss_kib"] for s in stats) + sum(x["pss_kib"] for x in os_)) / 1024.0
+        backends = self.tier.usage() if self.tier is not None else None
+        if backends:
+            total_pss += (backends["pg"][1] + backends["s3"][1]) / 1024.0
         for p in self.workers:
             try:
                 total_pss += int(open("/proc/%d/smaps_rollup" % p.pid).read().split("Pss:")[1].split()[0]) / 1024.0
@@ -742,11 +938,22 @@ class Fleet:
                "fds_p50": pct(fds, 50), "fds_max": max(fds),
                "threads_max": max(thr), "origin_rss_mib": o["rss_kib"] / 1024.0,
                "cpu_s": [s["cpu_s"] for s in stats], "origin_cpu_s": o["cpu_s"]}
+        if backends:
+            out["origins_rss_mib"] = [x["rss_kib"] / 1024.0 for x in os_]
+            out["origins_cpu_s"] = [x["cpu_s"] for x in os_]
+            out["pg_rss_mib"], out["pg_pss_mib"], out["pg_cpu_s"] = (backends["pg"][0] / 1024.0,
+                                                                     backends["pg"][1] / 1024.0, backends["pg"][2])
+            out["s3_rss_mib"], out["s3_cpu_s"] = backends["s3"][0] / 1024.0, backends["s3"][2]
         if cpu_window:
             before, seconds = cpu_window
             cpu = [100.0 * (s["cpu_s"] - b) / seconds for s, b in zip(stats, before["cpu_s"])]
             out["cpu_pct_p50"], out["cpu_pct_max"] = pct(cpu, 50), max(cpu)
             out["origin_cpu_pct"] = 100.0 * (o["cpu_s"] - before["origin_cpu_s"]) / seconds
+            if backends:
+                out["origins_cpu_pct"] = [100.0 * (x - b) / seconds for x, b in zip(out["origins_cpu_s"],
+                                                                                    before["origins_cpu_s"])]
+                out["pg_cpu_pct"] = 100.0 * (out["pg_cpu_s"] - before["pg_cpu_s"]) / seconds
+                out["s3_cpu_pct"] = 100.0 * (out["s3_cpu_s"] - before["s3_cpu_s"]) / seconds
         return out
 
     # ---- scenarios
@@ -788,14 +995,25 @@ class Fleet:
                 "size": size, "edges_done": len(res), "missing": missing, "bad": bad, "p50": pct(wholes, 50),
                 "p99": pct(wholes, 99), "max": max(wholes) if wholes else float("nan"), "answer_p50": pct(answers, 50),
                 "answer_max": max(answers) if answers else float("nan"), "bound": depth * hop}
+            by_origin = ""
+            if self.tier is not None:
+                # the publish went through o1; edges that prefer o3 get the bytes through it (S3)
+                for o in self.origins:
+                    w = [r[1] for e in self.edges if e.upstream is o and e.name in res for r in [res[e.name]]]
+                    self.results["convergence"][label]["max_via_" + o.name] = max(w) if w else float("nan")
+                    self.results["convergence"][label]["p50_via_" + o.name] = pct(w, 50)
+                by_origin = "; edges preferring %s" % "; ".join(
+                    "%s p50 %.2f s, max %.2f s" % (o.name, self.results["convergence"][label]["p50_via_" + o.name],
+                                                  self.results["convergence"][label]["max_via_" + o.name])
+                    for o in self.origins)
             goal = "≤ %s s (%s)" % ("1" if depth == 1 else "2", "flat" if depth == 1 else "%d-level tree" % (depth + 1))
             self.current = version
             self.row("1. publish %s zip -> every edge serves it whole" % human(size),
-                     "p50 %.2f s, p99 %.2f s, max %.2f s over %d/%d edges (first answer max %.2f s)%s; "
+                     "p50 %.2f s, p99 %.2f s, max %.2f s over %d/%d edges (first answer max %.2f s)%s%s; "
                      "bound %s; CPU meanwhile: %s" % (
                          pct(wholes, 50), pct(wholes, 99), max(wholes) if wholes else float("nan"), len(res),
                          len(self.edges), max(answers) if answers else float("nan"),
-                         (", %d bad bytes" % bad if bad else ""), bound_txt, cpu),
+                         (", %d bad bytes" % bad if bad else ""), by_origin, bound_txt, cpu),
                      goal if label == "small" else "none set; compare with the bound")
 
     def start_devices(self):
@@ -916,16 +1134,34 @@ class Fleet:
         else:
             dev_rate = org_rate = float("nan")
         lags = [l for t, l in self.lag_from(s) if t >= self.t_load0 + 0.2 * a.load_s]
+        # What the outboxes of all edges hold while nothing fails (p90 over the steady window): in
+        # the tier a batch waits for PostgreSQL's synchronous commit, and the outboxes never get
+        # near empty under this load, so there rows 3 and 4 call them drained back at this level.
+        self.steady_outbox = pct([x[3] for x in s if x[0] >= self.t_load0 + 0.2 * a.load_s and x[3] is not None], 90)
         err, ok = self.errs()
         self.results["checkins"] = {"cpu": cpu, "offered_per_s": a.checkins_per_s, "acked_per_s": dev_rate, "origin_per_s": org_rate,
                                     "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags or [0]),
-                                    "device_errors": err, "device_ok": ok, "seconds": t_end - self.t_load0}
-        self.row("2. check-ins devices -> %d edges -> origin" % len(self.leaves),
-                 "offered %d/s; answered %.0f/s; counted at the origin %.0f/s; lag p50 %.2f s, p99 %.2f s, "
+                                    "device_errors": err, "device_ok": ok, "seconds": t_end - self.t_load0,
+                                    "steady_outbox_p90": self.steady_outbox}
+        self.row("2. check-ins devices -> %d edges -> origin%s" % (len(self.leaves), "" if self.tier is None else "s"),
+                 "offered %d/s; answered %.0f/s; counted at the origin%s %.0f/s; lag p50 %.2f s, p99 %.2f s, "
                  "max %.2f s; device requests failed %d of %d; devices downloaded %.0f MiB; CPU: %s" % (
-                     a.checkins_per_s, dev_rate, org_rate, pct(lags, 50), pct(lags, 99), max(lags or [0]), err,
+                     a.checkins_per_s, dev_rate, "" if self.tier is None else "s (PostgreSQL's count)", org_rate,
+                     pct(lags, 50), pct(lags, 99), max(lags or [0]), err,
                      ok + err, self.dl_bytes() / 1048576.0, cpu),
                  "≥ 10000/s, p99 lag ≤ 2 s")
+
+    def drained_level(self, n_edges):
+        """Outbox depth of `n_edges` edges at which a backlog counts as drained, besides the 2% of
+        its peak (or 50): in the tier, their share of the steady level (row 2); 0 embedded."""
+        if self.tier is None or not self.steady_outbox or self.steady_outbox != self.steady_outbox:
+            return 0
+        return self.steady_outbox * n_edges / float(len(self.leaves))
+
+    def errs_status(self, edges_idx=None):
+        """Failed device requests that were answered with a status other than 200."""
+        idx = range(len(self.leaves)) if edges_idx is None else edges_idx
+        return sum(self.counters[i * NC + C_REQ_STATUS] for i in idx)
 
     def s3_partition(self):
         a = self.args
@@ -937,8 +1173,7 @@ class Fleet:
         acked0 = self.acked(idx)
         t0 = time.time()
         for e in cut:
-            up = e.upstream
-            self.net.cut(e.ns, e.ip, up.ns, up.ip)
+            self.net.cut(e.ns, e.ip, [(up.ns, up.ip) for up in e.upstreams])
         self.results["partition_mode"] = self.net.partition_mode
         peak = 0
         while time.time() < t0 + a.partition_s:
@@ -949,8 +1184,7 @@ class Fleet:
         acked_during = self.acked(idx) - acked0
         t_heal = time.time()
         for e in cut:
-            up = e.upstream
-            self.net.heal(e.ns, e.ip, up.ns, up.ip)
+            self.net.heal(e.ns, e.ip, [(up.ns, up.ip) for up in e.upstreams])
         drained = None
         last = peak
         while time.time() < t_heal + a.drain_timeout:
@@ -959,7 +1193,7 @@ class Fleet:
                 last = sum(m["edge_outbox_depth"] for m in ms)
                 peak = max(peak, last)
                 # devices keep checking in: drained = the backlog is gone (a few new ones may wait)
-                if last <= max(50, 0.02 * peak):
+                if last <= max(50, 0.02 * peak, self.drained_level(len(cut))):
                     drained = time.time() - t_heal
                     break
             time.sleep(0.25 if len(cut) <= 20 else 1.0)
@@ -972,7 +1206,9 @@ class Fleet:
                  "drained %s after the heal (%s check-ins/s)" % (
                      err1 - err0, ok1 - ok0 + err1 - err0, acked_during, peak,
                      ("%.1f s" % drained) if drained is not None else "NOT within %d s (%d left)" % (a.drain_timeout, last),
-                     ("%.0f" % (peak / drained)) if drained else "-"),
+                     ("%.0f" % (peak / drained)) if drained else "-") + (
+                     "" if self.tier is None else "; drained = back to %.0f, their share of the outboxes' level under "
+                     "steady load (row 2, p90)" % self.drained_level(k)),
                  "devices answered, 0 lost (row 5)")
 
     def s4_origin_restart(self):
@@ -1021,6 +1257,118 @@ class Fleet:
                      ("%.1f s" % drained) if drained is not None else "NOT within %d s" % a.drain_timeout),
                  "devices answered throughout, 0 lost")
 
+    def s4_tier_failover(self):
+        """Row 4 of --origin tier: kill -9 origin o1, then (1 s later) kill -9 the PostgreSQL
+        primary and promote the standby (pg_ctl promote, synchronous_standby_names cleared: no
+        standby is left to wait for); publish through o3 until a publish is acknowledged (admin
+        writes work again), time that release to every edge, and start o1 again on its data
+        directory --origin-down-s after its kill (or once the publish is through and the edges'
+        /readyz read, if that takes longer: the row says how long it was down); its state URL
+        names both servers, so it finds the new primary."""
+        a = self.args
+        o1, o3 = self.origins
+        log("scenario 4: origin tier failover: kill -9 o1 and the PostgreSQL primary, promote the standby, "
+            "o1 back after %d s" % a.origin_down_s)
+        err0, ok0 = self.errs()
+        status0 = self.errs_status()
+        watch = {"peak": 0, "stale": 0}
+        stop = threading.Event()
+
+        def watcher():
+            while not stop.is_set():
+                ms = self.all_metrics(self.edges, ("edge_outbox_depth", "edge_sync_stale"))
+                watch["peak"] = max(watch["peak"], sum(m.get("edge_outbox_depth", 0) for m in ms))
+                watch["stale"] = max(watch["stale"], sum(m.get("edge_sync_stale", 0) for m in ms))
+                stop.wait(2.0)
+
+        t_kill = time.time()
+        self.marks["t_kill"] = t_kill
+        o1.proc.send_signal(signal.SIGKILL)
+        o1.proc.wait()
+        wt = threading.Thread(target=watcher, daemon=True)
+        wt.start()
+        time.sleep(1.0)
+        t_pg_kill = time.time()
+        promote_s = self.tier.fail_over()
+        t_promoted = time.time()
+        self.marks["t_promote"] = t_promoted
+        # Admin writes: a publish through o3, retried until every step is acknowledged.
+        data = os.urandom(64 * 1024)
+        t_ack = blob = None
+        attempts = 0
+        while time.time() < t_promoted + a.drain_timeout:
+            attempts += 1
+            try:
+                t_ack, blob = self.publish("2.0.3", data, o=o3, timeout=10)
+                break
+            except (OSError, http.client.HTTPException, AssertionError, ValueError):
+                time.sleep(0.1)
+        admin_s = (t_ack - t_promoted) if t_ack else None
+        res = {}
+        conv = None
+        if t_ack:
+            def follow():
+                res.update(self.converge("2.0.3", blob, 64 * 1024, t_ack, a.converge_timeout))
+            conv = threading.Thread(target=follow, daemon=True)
+            conv.start()
+        time.sleep(max(0.0, t_kill + a.origin_down_s - time.time()))
+        ready = self.readiness()
+        err1, ok1 = self.errs()
+        status1 = self.errs_status()
+        t_start = time.time()
+        self.marks["t_restart"] = t_start
+        o1.start()
+        o1.wait_ready()
+        t_up = time.time() - t_start
+        if conv is not None:
+            conv.join()
+        follow_max = max([r[1] for r in res.values()] or [float("nan")])
+        stop.set()
+        wt.join()
+        peak, stale = watch["peak"], watch["stale"]
+        drained = None
+        while time.time() < t_promoted + a.drain_timeout:
+            ms = self.all_metrics(self.edges, ("edge_outbox_depth",))
+            depth = sum(m.get("edge_outbox_depth", 0) for m in ms)
+            peak = max(peak, depth)
+            if len(ms) == len(self.edges) and depth <= max(50, 0.02 * peak, self.drained_level(len(self.leaves))):
+                drained = time.time() - t_promoted
+                break
+            time.sleep(0.25 if len(self.edges) <= 20 else 1.0)
+        o1_ready = "no answer"
+        try:
+            c = http.client.HTTPConnection(o1.ip, PUBLIC_PORT, timeout=5)
+            c.request("GET", "/readyz")
+            r = c.getresponse()
+            o1_ready = "%d %s" % (r.status, json.loads(r.read() or b"{}").get("status", ""))
+            c.close()
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
+        self.results["origin_restart"] = {
+            "mode": "tier", "down_s": a.origin_down_s, "device_errors": err1 - err0, "device_ok": ok1 - ok0,
+            "device_errors_status": status1 - status0, "drained_level": self.drained_level(len(self.leaves)),
+            "o1_down_s": t_start - t_kill, "pg_primary_killed_after_s": t_pg_kill - t_kill,
+            "peak_outbox": peak, "origin_up_s": t_up, "edges_stale": stale, "readyz_at_end_of_outage": ready,
+            "promote_s": promote_s, "admin_resume_s": admin_s, "admin_attempts": attempts,
+            "edges_following": len(res), "follow_max_s": follow_max, "drain_s": drained,
+            "o1_readyz_after_restart": o1_ready}
+        self.row("4. origin tier failover: kill -9 o1 and the PostgreSQL primary, standby promoted, o1 restarted",
+                 "o1 down %.1f s, the primary killed %.1f s after it; devices: %d of %d requests failed until o1 "
+                 "was back (%d answered with an error status, the rest "
+                 "timed out or lost their connection); edges: %d marked stale, /readyz at the end of "
+                 "the outage %s; outboxes peaked at %d; pg_ctl promote took %.1f s; admin writes (a publish through "
+                 "o3) worked again %s after the promotion; that release reached %d/%d edges in max %.2f s after "
+                 "its acknowledgement; o1 started on the new primary, listening %.1f s after its start, /readyz "
+                 "%s; outboxes drained %s after the promotion (back to %.0f, their level under steady load)" % (
+                     t_start - t_kill, t_pg_kill - t_kill, err1 - err0, ok1 - ok0 + err1 - err0, status1 - status0,
+                     stale,
+                     ", ".join("%d %s" % (k, v) for v, k in sorted(ready.items())), peak, promote_s,
+                     ("%.2f s" % admin_s) if admin_s is not None else "NOT within %d s" % a.drain_timeout,
+                     len(res), len(self.edges), follow_max, t_up, o1_ready,
+                     ("%.1f s" % drained) if drained is not None else "NOT within %d s" % a.drain_timeout,
+                     self.drained_level(len(self.leaves))),
+                 "devices answered throughout; admin writes ≤ 5 s after the promotion; 0 lost")
+
     def s5_exactly_once(self):
         a = self.args
         lats = self.stop_devices()
@@ -1065,10 +1413,22 @@ class Fleet:
                  "(max %d); disk p50 %.1f MiB (max %.1f)" % (
                      l["rss_mib_p50"], l["rss_mib_max"], l["cpu_pct_p50"], l["cpu_pct_max"], l["threads_p50"],
                      l["threads_max"], l["fds_p50"], l["fds_max"], pct(disks, 50), max(disks)), "-")
-        self.row("6. whole fleet", "memory (PSS) of origin + %d edges + device processes: idle %.0f MiB, under "
-                 "load %.0f MiB; origin under load %.0f MiB RSS, %.0f%% of a core" % (
-                     len(self.edges), i["total_pss_mib"], l["total_pss_mib"], l["origin_rss_mib"],
-                     l["origin_cpu_pct"]), "≤ 8 GiB")
+        if self.tier is None:
+            self.row("6. whole fleet", "memory (PSS) of origin + %d edges + device processes: idle %.0f MiB, under "
+                     "load %.0f MiB; origin under load %.0f MiB RSS, %.0f%% of a core" % (
+                         len(self.edges), i["total_pss_mib"], l["total_pss_mib"], l["origin_rss_mib"],
+                         l["origin_cpu_pct"]), "≤ 8 GiB")
+            return
+        self.row("6. whole fleet", "memory (PSS) of 2 origins + %d edges + PostgreSQL + s3rver + device processes: "
+                 "idle %.0f MiB, under load %.0f MiB" % (len(self.edges), i["total_pss_mib"], l["total_pss_mib"]),
+                 "≤ 8 GiB")
+        self.row("6. the origin tier, under load (row 2)",
+                 "origins: %s; PostgreSQL (primary + standby, every process): RSS %.0f MiB, PSS %.0f MiB, %.0f%% "
+                 "of a core; s3rver %.0f MiB RSS, %.0f%% of a core; idle: origins %s MiB RSS, PostgreSQL PSS %.0f MiB" % (
+                     ", ".join("%s %.0f MiB RSS, %.0f%% of a core" % (o.name, r, c) for o, r, c in zip(
+                         self.origins, l["origins_rss_mib"], l["origins_cpu_pct"])),
+                     l["pg_rss_mib"], l["pg_pss_mib"], l["pg_cpu_pct"], l["s3_rss_mib"], l["s3_cpu_pct"],
+                     "/".join("%.0f" % r for r in i["origins_rss_mib"]), i["pg_pss_mib"]), "-")
 
     def plot(self, path):
         try:
@@ -1096,11 +1456,16 @@ class Fleet:
         ax2.plot([t - t0 for t, _ in lags], [l for _, l in lags], label="check-in lag (s)")
         ax2.set_xlabel("seconds since devices started")
         ax2.set_ylabel("lag at the origin (s)")
-        for key, lab in (("t_cut", "partition"), ("t_heal", "heal"), ("t_kill", "origin kill -9"),
-                         ("t_restart", "origin restart")):
+        marks = (("t_cut", "partition"), ("t_heal", "heal"), ("t_kill", "origin kill -9"),
+                 ("t_restart", "origin restart"))
+        if self.tier is not None:
+            marks = marks[:2] + (("t_kill", "o1 kill -9"), ("t_promote", "PG promote"), ("t_restart", "o1 restart"))
+        for k, (key, lab) in enumerate(marks):
             if key in self.marks:
                 ax2.axvline(self.marks[key] - t0, color="grey", ls="--", lw=.8)
-                ax2.text(self.marks[key] - t0, ax2.get_ylim()[1] * .95, " " + lab, fontsize=8, va="top")
+                # the tier's three marks are seconds apart: their labels go one under the other
+                y = .95 - (.06 * (k - 2) if self.tier is not None and k >= 2 else 0)
+                ax2.text(self.marks[key] - t0, ax2.get_ylim()[1] * y, " " + lab, fontsize=8, va="top")
         ax3 = ax2.twinx()
         d = [(t - t0, x) for t, _, _, x in self.samples if x is not None]
         ax3.plot([x for x, _ in d], [y for _, y in d], color="tab:red", alpha=.6, label="outbox depth, all edges")
@@ -1123,7 +1488,7 @@ class Fleet:
             if p.is_alive():
                 p.kill()
                 p.join()
-        nodes = [n for n in ([getattr(self, "origin", None)] + getattr(self, "edges", [])) if n is not None]
+        nodes = [n for n in (self.origins + getattr(self, "edges", [])) if n is not None]
         for n in nodes:
             if n.proc is not None and n.proc.poll() is None:
                 n.proc.send_signal(signal.SIGTERM)
@@ -1135,6 +1500,8 @@ class Fleet:
                 except subprocess.TimeoutExpired:
                     n.proc.kill()
                     n.proc.wait()
+        if self.tier is not None:
+            self.tier.close()
         setns(self.net.root_fd)
         cleanup_leftovers(quiet=True)
         shutil.rmtree(self.work, ignore_errors=True)
@@ -1155,6 +1522,9 @@ def human(n):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", default=os.path.join(ROOT, "build/release/bundle-edge"))
+    ap.add_argument("--origin", choices=("embedded", "tier"), default="embedded",
+                    help="embedded: one origin with its own state; tier: two origins on PostgreSQL 15 (primary + "
+                         "synchronous standby) and s3rver")
     ap.add_argument("--edges", type=int, default=100)
     ap.add_argument("--topology", choices=("flat", "tree"), default="flat")
     ap.add_argument("--regions", type=int, default=0, help="tree: regional edges (default sqrt(edges))")
@@ -1200,6 +1570,10 @@ def main():
         return 0
     if not os.access(args.binary, os.X_OK):
         raise SystemExit("fleet-bench: no binary at %s (cmake --build --preset release)" % args.binary)
+    if args.origin == "tier":
+        why = tier_missing()
+        if why:
+            raise SystemExit("fleet-bench: --origin tier: " + why)
 
     fleet = Fleet(args)
 
@@ -1215,8 +1589,13 @@ def main():
     rc = 0
     s0 = cpu_times()
     try:
-        fleet.build()
         fleet.marks = {}
+        fleet.build()
+        print("\norigin mode: %s\n" % (
+            "embedded (one origin, %s, with its own state)" % NS_ORIGIN if fleet.tier is None else
+            "tier (origins o1 %s and o3 %s on PostgreSQL 15 primary %s:%d + synchronous standby :%d and s3rver "
+            ":%d, all in %s; odd edges list o1 first, even ones o3)" % (
+                IP_O1, IP_O3, IP_PG, PG_PORTS[0], PG_PORTS[1], S3_PORT, NS_PG)), end="", flush=True)
         print("\nfleet-bench: %d edges, %s%s; %d devices at %d edges offering %d check-ins/s (an /updates and a "
               "/stats batch of %d events per loop); convergence polled every %d ms; edges' config %s; shaping: %s; "
               "binary %s\n" % (
@@ -1230,9 +1609,12 @@ def main():
         fleet.marks["t_cut"] = time.time()
         fleet.s3_partition()
         fleet.marks["t_heal"] = fleet.marks["t_cut"] + args.partition_s
-        fleet.marks["t_kill"] = time.time()
-        fleet.s4_origin_restart()
-        fleet.marks["t_restart"] = fleet.marks["t_kill"] + args.origin_down_s
+        if fleet.tier is None:
+            fleet.marks["t_kill"] = time.time()
+            fleet.s4_origin_restart()
+            fleet.marks["t_restart"] = fleet.marks["t_kill"] + args.origin_down_s
+        else:
+            fleet.s4_tier_failover()
         fleet.s5_exactly_once()
         fleet.s6_resources()
         steal = steal_pct(s0, cpu_times())
@@ -1241,7 +1623,8 @@ def main():
               "average %.1f; shaping: %s" % (fleet.results["rtt_ms"], fleet.results["device_latency_ms"]["p50"],
                                              fleet.results["device_latency_ms"]["p99"], steal, la[0],
                                              "; ".join(fleet.net.shaping)), flush=True)
-        fleet.results.update(edges=args.edges, topology=args.topology, regions=fleet.regions, steal_pct=steal,
+        fleet.results.update(origin_mode=args.origin, edges=args.edges, topology=args.topology, regions=fleet.regions,
+                             steal_pct=steal,
                              shaping=fleet.net.shaping, netem=fleet.net.netem, rows=fleet.rows)
         if args.png and fleet.plot(args.png):
             print("plot: %s" % args.png, flush=True)

@@ -37,12 +37,15 @@ def _free_port():
 
 
 class S3rver:
-    """s3rver serving `bucket` from a new directory under `parent`; .endpoint is its URL."""
+    """s3rver serving `bucket` from a new directory under `parent`; .endpoint is its URL. It
+    listens on `address` (127.0.0.1 unless told), inside network namespace `netns` if given;
+    the caller must then be able to reach that address to see it start."""
 
-    def __init__(self, parent, bucket="bundles", port=None):
+    def __init__(self, parent, bucket="bundles", port=None, address="127.0.0.1", netns=None):
         self.exe = find()
         assert self.exe, "s3rver not found (tools/setup.sh installs it)"
         self.bucket = bucket
+        self.address, self.netns = address, netns
         self.dir = tempfile.mkdtemp(prefix="s3rver-", dir=parent)
         self.port = port or _free_port()
         self.proc = None
@@ -50,13 +53,16 @@ class S3rver:
 
     @property
     def endpoint(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "http://%s:%d" % (self.address, self.port)
 
     def start(self):
         self.log = open(os.path.join(os.path.dirname(self.dir), "s3rver-%d.log" % self.port), "a")
+        cmd = [self.exe, "--directory", self.dir, "--port", str(self.port), "--address", self.address,
+               "--configure-bucket", self.bucket, "--silent"]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]  # it execs s3rver: the pid stays s3rver's
         self.proc = subprocess.Popen(
-            [self.exe, "--directory", self.dir, "--port", str(self.port), "--address", "127.0.0.1",
-             "--configure-bucket", self.bucket, "--silent"],
+            cmd,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 30
         while time.time() < deadline:
