@@ -963,7 +963,8 @@ class Fleet:
         _, base_blob = self.publish("2.0.0", os.urandom(64 * 1024))
         res = self.converge("2.0.0", base_blob, 64 * 1024, time.time(), 120)
         assert len(res) == len(self.edges), "only %d of %d edges took the first release" % (len(res), len(self.edges))
-        time.sleep(2)
+        # Idle means idle: the threads an edge starts for fills end after 10 s without work.
+        time.sleep(12)
         self.idle = self.resources("idle")
         self.idle["thread_names"] = self.edges[-1].thread_names()
         rtt = self.rtt()
