@@ -4,12 +4,14 @@
 // their own, bundle-edge-tier.so next to the executable, loaded only by a node whose config
 // asks for them ([state] backend = "postgres", [blobs] backend = "s3") and by `bundle-edge
 // migrate`: every other process (an edge, an embedded origin) never maps libpq, libcurl and
-// the ~27 libraries they bring (Kerberos, LDAP, GnuTLS, ...), about 3.7 MiB of RSS each.
+// the ~27 libraries they bring (Kerberos, LDAP, GnuTLS, ...): 4 MiB of RSS on an idle edge
+// (bench/load/edge-idle-rss.py).
 //
 // main.cpp sees the tier through the interfaces below; the module implements them over the
 // edge::pg and edge::s3 classes and resolves what it uses of edge/core and edge/store from the
-// executable (which exports its symbols for it), so that state such as spdlog's logger exists
-// once. The headers of edge/pg and edge/s3 are included for their option structs only.
+// executable, which exports just those symbols (cmake/tier_exports.cmake): their code and
+// static state (edge_category(), ...) exist once; spdlog and fmt are shared libraries of both.
+// The headers of edge/pg and edge/s3 are included here for their option structs only.
 
 #include <cstdint>
 #include <filesystem>
