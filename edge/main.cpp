@@ -17,14 +17,6 @@
 #include "edge/config.hpp"
 #include "edge/core/clock.hpp"
 #include "edge/core/sched.hpp"
-#include "edge/pg/access.hpp"
-#include "edge/pg/blob_gate.hpp"
-#include "edge/pg/checkins.hpp"
-#include "edge/pg/fleet.hpp"
-#include "edge/pg/pause_events.hpp"
-#include "edge/pg/singleton.hpp"
-#include "edge/pg/state_log.hpp"
-#include "edge/s3/s3_client.hpp"
 #include "edge/server/server.hpp"
 #include "edge/store/access_store.hpp"
 #include "edge/store/backup.hpp"
@@ -32,6 +24,7 @@
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/database.hpp"
 #include "edge/store/state_store.hpp"
+#include "edge/tier_loader.hpp"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -169,7 +162,7 @@ class BackgroundSlice {
 /// and /readyz never wait on the database.
 class StateHealthPoller {
  public:
-  explicit StateHealthPoller(edge::pg::StateLog& log) : log_(log) {
+  explicit StateHealthPoller(edge::tier::StateLog& log) : log_(log) {
     thread_ = edge::named_thread("state-health", [this] { run(); });
   }
   ~StateHealthPoller() {
@@ -232,7 +225,7 @@ class StateHealthPoller {
     }
   }
 
-  edge::pg::StateLog& log_;
+  edge::tier::StateLog& log_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   edge::pg::StateHealth health_;
@@ -343,9 +336,9 @@ int run(const edge::Config& c) {
   state.set_channel_history_keep(c.channel_history_keep);
   // The origin tier: control state shared with other origins in PostgreSQL; the local
   // StateStore follows it (DESIGN §12.2).
-  std::unique_ptr<edge::pg::StateLog> state_log;
+  std::unique_ptr<edge::tier::StateLog> state_log;
   if (c.state_backend == "postgres") {
-    state_log = std::make_unique<edge::pg::StateLog>(c.state_url, state);
+    state_log = edge::tier::load("state.backend = \"postgres\"").state_log(c.state_url, state);
     std::string why;
     if (auto opened = state_log->open(&why); !opened) {
       if (opened.error() != edge::Errc::kUnavailable)
@@ -373,7 +366,7 @@ int run(const edge::Config& c) {
   edge::api::ControlService control(state, blobs);
   control.set_read_only(is_edge);
   if (state_log) {
-    control.set_log(*state_log);
+    control.set_log(state_log->log());
     if (auto caught = control.catch_up(); caught) {
       spdlog::info("state: following {} from seq {} (epoch {})", state_log->where(),
                    state.last_seq(), state.epoch());
@@ -409,14 +402,13 @@ int run(const edge::Config& c) {
   // the origins of a tier, shared in PostgreSQL, each record naming its origin (the
   // bootstrap token stays each origin's own).
   edge::store::AccessStore access_store(*db, c.audit_keep);
-  std::unique_ptr<edge::pg::AccessTable> access_table;
+  std::unique_ptr<edge::store::AccessBackend> access_table;
   if (state_log)
-    access_table = std::make_unique<edge::pg::AccessTable>(c.state_url, c.audit_keep);
-  edge::api::Access access(
-      access_table ? static_cast<edge::store::AccessBackend*>(access_table.get()) : &access_store,
-      token,
-      {std::int64_t{c.audit_keep_days} * 86'400'000, c.refusals_keep, c.refusals_per_minute,
-       access_table ? node_id(c) : std::string()});
+    access_table =
+        edge::tier::load("state.backend = \"postgres\"").access_table(c.state_url, c.audit_keep);
+  edge::api::Access access(access_table ? access_table.get() : &access_store, token,
+                           {std::int64_t{c.audit_keep_days} * 86'400'000, c.refusals_keep,
+                            c.refusals_per_minute, access_table ? node_id(c) : std::string()});
   api.set_access(&access);
   control.set_access(&access);
   metrics.add_section([&access](std::string& out) {
@@ -476,18 +468,18 @@ int run(const edge::Config& c) {
   // [blobs] backend = "s3" (DESIGN §12.2): the segment store becomes a verified cache of a
   // bucket that several origins share; a miss fills from it, an upload is acknowledged once
   // durable in it. Credentials come from the environment only and are never logged.
-  std::unique_ptr<edge::s3::S3Client> bucket;
+  std::unique_ptr<edge::store::ObjectStore> bucket;
   std::unique_ptr<edge::api::BlobBackend> blob_backend;
   if (c.blobs.backend == "s3") {
-    auto credentials = edge::s3::Credentials::from_env();
+    auto& tier = edge::tier::load("blobs.backend = \"s3\"");
+    auto credentials = tier.s3_credentials();
     if (!credentials) {
       throw std::runtime_error(
           "blobs.backend = \"s3\": set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
           "AWS_SESSION_TOKEN for temporary credentials) in the environment");
     }
-    bucket = std::make_unique<edge::s3::S3Client>(
-        edge::s3::S3Options{c.blobs.endpoint, c.blobs.bucket, c.blobs.region, c.blobs.path_style,
-                            c.blobs.timeout_ms},
+    bucket = tier.s3_client(
+        {c.blobs.endpoint, c.blobs.bucket, c.blobs.region, c.blobs.path_style, c.blobs.timeout_ms},
         std::move(*credentials));
     blob_backend =
         std::make_unique<edge::api::BlobBackend>(*bucket, *chunks, blobs, c.blobs.concurrency);
@@ -522,10 +514,10 @@ int run(const edge::Config& c) {
   // The tier's singleton work runs on the origin holding PostgreSQL's advisory lock: pushes
   // to sync.push_to (every origin would push the same changes otherwise) and the shared
   // changelog's retention.
-  std::unique_ptr<edge::pg::PauseEvents> pause_events;
-  std::unique_ptr<edge::pg::Singleton> singleton;
+  std::unique_ptr<edge::tier::PauseEvents> pause_events;
+  std::unique_ptr<edge::tier::Singleton> singleton;
   if (state_log) {
-    singleton = std::make_unique<edge::pg::Singleton>(c.state_url);
+    singleton = edge::tier::load("state.backend = \"postgres\"").singleton(c.state_url);
     singleton->add_task(
         "changelog retention", std::chrono::seconds(10), [&state_log, keep = c.changelog_keep] {
           auto n = state_log->trim_changelog(keep);
@@ -543,9 +535,9 @@ int run(const edge::Config& c) {
   // or revoked through another origin are seen here within a second (reload); audit records
   // the database refused wait in memory and are appended once it is back; the fleet reports
   // go to one shared table; retention of all three is singleton work.
-  std::unique_ptr<edge::pg::FleetTable> fleet_table;
+  std::unique_ptr<edge::store::FleetBackend> fleet_table;
   if (state_log) {
-    fleet_table = std::make_unique<edge::pg::FleetTable>(c.state_url);
+    fleet_table = edge::tier::load("state.backend = \"postgres\"").fleet_table(c.state_url);
     fleet.set_backend(fleet_table.get());
     singleton->add_task("access retention", std::chrono::seconds(10),
                         [&access] { access.sweep_shared(edge::wall_clock_ms()); });
@@ -561,7 +553,7 @@ int run(const edge::Config& c) {
   // counts to be_pause_events (edge/pg/pause_events.hpp); the origin holding the lock feeds
   // its AutoPauser from there every second (the last 24 h again when it takes the lock) and
   // runs the checks; the others neither count nor pause.
-  std::unique_ptr<edge::pg::PgCheckins> pg_checkins;
+  std::unique_ptr<edge::tier::Checkins> pg_checkins;
   edge::store::CheckinIngest* ingest = &checkins;
   if (state_log) {
     auto is_release = [&control](std::string_view app_id, std::string_view release) {
@@ -575,9 +567,10 @@ int run(const edge::Config& c) {
         return auto_pause->counts(ci);
       };
     }
-    pg_checkins = std::make_unique<edge::pg::PgCheckins>(c.state_url, std::move(pg_options));
+    pg_checkins = edge::tier::load("state.backend = \"postgres\"")
+                      .checkins(c.state_url, std::move(pg_options));
     if (auto_pause) {
-      pause_events = std::make_unique<edge::pg::PauseEvents>(c.state_url);
+      pause_events = edge::tier::load("state.backend = \"postgres\"").pause_events(c.state_url);
       singleton->add_task(
           "auto-pause", std::chrono::seconds(1),
           [&auto_pause, &pause_events, &singleton, taken = std::uint64_t{0}]() mutable {
@@ -610,9 +603,9 @@ int run(const edge::Config& c) {
           spdlog::warn("tier: auto-pause event retention failed: {}", r.error().message());
       });
     }
-    ingest = pg_checkins.get();
-    control.set_checkins(pg_checkins.get());
-    sync.set_ingest(pg_checkins.get());
+    ingest = &pg_checkins->ingest();
+    control.set_checkins(&pg_checkins->queries());
+    sync.set_ingest(&pg_checkins->ingest());
     metrics.add_section([p = pg_checkins.get()](std::string& out) { p->render(out); });
     singleton->add_task("check-in retention", std::chrono::hours(1), [p = pg_checkins.get()] {
       if (auto r = p->sweep_retention(edge::wall_clock_ms()); !r)
@@ -624,7 +617,7 @@ int run(const edge::Config& c) {
   // bucket on the tier's singleton holder. Uploads and release writes pass the gates, so a
   // pass never removes what one of them relies on.
   edge::store::LocalBlobGate local_gate;
-  std::unique_ptr<edge::pg::PgBlobGate> pg_gate;
+  std::unique_ptr<edge::store::BlobGate> pg_gate;
   std::optional<edge::api::StoreCollector> store_gc;
   std::optional<edge::api::BucketCollector> bucket_gc;
   std::optional<edge::api::GcRunner> gc_runner;
@@ -636,7 +629,8 @@ int run(const edge::Config& c) {
     if (bucket) {
       edge::store::BlobGate* shared = &local_gate;
       if (state_log) {
-        pg_gate = std::make_unique<edge::pg::PgBlobGate>(c.state_url, node_id(c));
+        pg_gate =
+            edge::tier::load("state.backend = \"postgres\"").blob_gate(c.state_url, node_id(c));
         gates.push_back(pg_gate.get());
         shared = pg_gate.get();
       }
@@ -785,7 +779,7 @@ int run(const edge::Config& c) {
   // Deferred answers (durable check-ins) reach their sessions while the server still exists.
   checkins.flush();
   if (pg_checkins) {
-    pg_checkins->flush();
+    pg_checkins->ingest().flush();
     pg_checkins.reset();  // its writers stop before what they call (auto-pause) does
   }
   if (auto_pause)
@@ -937,7 +931,14 @@ int backup_command(int argc, char** argv) {
 int migrate_blobs(const std::filesystem::path& data, edge::store::Database& db,
                   edge::store::StateStore& state, const std::string& bucket_name,
                   const std::string& endpoint, const std::string& region, bool path_style) {
-  auto credentials = edge::s3::Credentials::from_env();
+  edge::tier::Module* tier = nullptr;
+  try {
+    tier = &edge::tier::load("bundle-edge migrate --to-blobs");
+  } catch (const std::runtime_error& e) {
+    std::cerr << "bundle-edge migrate: " << e.what() << "\n";
+    return 1;
+  }
+  auto credentials = tier->s3_credentials();
   if (!credentials) {
     std::cerr << "bundle-edge migrate: --to-blobs: set AWS_ACCESS_KEY_ID and "
                  "AWS_SECRET_ACCESS_KEY in the environment\n";
@@ -962,11 +963,10 @@ int migrate_blobs(const std::filesystem::path& data, edge::store::Database& db,
     return 1;
   }
   edge::store::BlobStore blobs(*chunks);
-  std::unique_ptr<edge::s3::S3Client> bucket_ptr;
+  std::unique_ptr<edge::store::ObjectStore> bucket_ptr;
   try {
-    bucket_ptr = std::make_unique<edge::s3::S3Client>(
-        edge::s3::S3Options{endpoint, bucket_name, region, path_style, 30'000},
-        std::move(*credentials));
+    bucket_ptr = tier->s3_client({endpoint, bucket_name, region, path_style, 30'000},
+                                 std::move(*credentials));
   } catch (const std::invalid_argument& e) {
     std::cerr << "bundle-edge migrate: " << e.what() << "\n";
     return 2;
@@ -1102,7 +1102,14 @@ int migrate_command(int argc, char** argv) {
   }
   std::cerr << "\n";
   // The tier's StateLog wants a local store to follow into; this one is not written.
-  edge::pg::StateLog target(to_state, state);
+  std::unique_ptr<edge::tier::StateLog> target_ptr;
+  try {
+    target_ptr = edge::tier::load("bundle-edge migrate").state_log(to_state, state);
+  } catch (const std::runtime_error& e) {
+    std::cerr << "bundle-edge migrate: " << e.what() << "\n";
+    return 1;
+  }
+  auto& target = *target_ptr;
   std::string why;
   if (auto opened = target.open(&why); !opened) {
     std::cerr << "bundle-edge migrate: state database " << target.where() << ": " << why << "\n";
