@@ -103,6 +103,22 @@ std::optional<std::string> framing_error(const RequestHeader& req) {
   return http::check_request_head(head);
 }
 
+namespace {
+
+// An upload or release write refused because its gate could not be entered.
+Response gate_refusal(std::string_view what, Route route) {
+  Response r = error_response(503, "state_backend_unavailable",
+                              std::string(what) +
+                                  " could not be registered against garbage collection (the "
+                                  "state backend did not answer); retry",
+                              route);
+  r.set("Retry-After", "5");
+  set_api_headers(r);
+  return r;
+}
+
+}  // namespace
+
 GateTicket::~GateTicket() {
   std::lock_guard lock(mutex_);
   for (auto it = held_.rbegin(); it != held_.rend(); ++it)
@@ -384,15 +400,8 @@ Response Api::handle_admin(const RequestHeader& req, std::string_view body) cons
     const std::string_view path = http::path_of(target);
     if (path.starts_with("/v1/admin/apps/") && path.find("/releases/") != std::string_view::npos) {
       auto t = GateTicket::enter(gates_);
-      if (!t) {
-        Response r = error_response(503, "state_backend_unavailable",
-                                    "the release write could not be registered against garbage "
-                                    "collection (the state backend did not answer); retry",
-                                    Route::kAdmin);
-        r.set("Retry-After", "5");
-        set_api_headers(r);
-        return r;
-      }
+      if (!t)
+        return gate_refusal("the release write", Route::kAdmin);
       ticket = std::move(*t);
     }
   }
@@ -791,13 +800,8 @@ std::variant<Response, std::unique_ptr<Upload>> Api::begin_upload(
   if (!gates_.empty()) {
     auto t = GateTicket::enter(gates_);
     if (!t) {
-      Response r = error_response(503, "state_backend_unavailable",
-                                  "the upload could not be registered against garbage "
-                                  "collection (the state backend did not answer); retry",
-                                  Route::kUpload);
-      r.set("Retry-After", "5");
-      r.close = true;
-      set_api_headers(r);
+      Response r = gate_refusal("the upload", Route::kUpload);
+      r.close = true;  // the body was not read
       return r;
     }
     ticket = std::move(*t);

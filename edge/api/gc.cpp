@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include <boost/json.hpp>
@@ -24,9 +25,29 @@ bool has(const std::vector<Sha256>& sorted_ids, const Sha256& id) {
   return std::binary_search(sorted_ids.begin(), sorted_ids.end(), id);
 }
 
-double since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+// The start of a pass: its report, and the gate's generation if no writer is inside (else
+// the report says why nothing is collected). finish() stamps the time taken.
+struct Pass {
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  GcReport report;
+  std::optional<std::uint64_t> generation;
+
+  Pass(const char* where, bool dry_run, store::BlobGate& gate) {
+    report.where = where;
+    report.dry_run = dry_run;
+    auto g = gate.quiet();
+    if (g)
+      generation = *g;
+    else if (g.error() == Errc::kConflict)
+      report.note = "an upload or release write is in progress; nothing was collected";
+    else
+      report.note = "the gate could not be read: " + g.error().message();
+  }
+  GcReport finish() {
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return report;
+  }
+};
 
 // Removes `blobs` then `chunks` in rounds of `round` ids, each through the gate: stops when a
 // writer entered since the listing (the rest waits for the next pass) or a round fails.
@@ -94,19 +115,12 @@ std::string GcReport::to_json() const {
 }
 
 GcReport StoreCollector::run(const ReferencedBlobs& referenced, bool dry_run) {
-  const auto t0 = std::chrono::steady_clock::now();
-  GcReport report;
-  report.where = "store";
-  report.dry_run = dry_run;
-  const auto done = [&] {
-    report.seconds = since(t0);
-    return report;
-  };
-  auto generation = gate_.quiet();
-  if (!generation) {
-    report.note = "an upload or release write is in progress; nothing was collected";
+  Pass pass("store", dry_run, gate_);
+  GcReport& report = pass.report;
+  const auto done = [&] { return pass.finish(); };
+  const auto& generation = pass.generation;
+  if (!generation)
     return done();
-  }
   const auto now = Clock::now();
   const auto cutoff = now - options_.grace;
   const std::int64_t cutoff_s =
@@ -227,21 +241,12 @@ GcReport StoreCollector::run(const ReferencedBlobs& referenced, bool dry_run) {
 }
 
 GcReport BucketCollector::run(const ReferencedBlobs& referenced, bool dry_run) {
-  const auto t0 = std::chrono::steady_clock::now();
-  GcReport report;
-  report.where = "bucket";
-  report.dry_run = dry_run;
-  const auto done = [&] {
-    report.seconds = since(t0);
-    return report;
-  };
-  auto generation = gate_.quiet();
-  if (!generation) {
-    report.note = generation.error() == Errc::kConflict
-                      ? "an upload or release write is in progress; nothing was collected"
-                      : "the gate could not be read: " + generation.error().message();
+  Pass pass("bucket", dry_run, gate_);
+  GcReport& report = pass.report;
+  const auto done = [&] { return pass.finish(); };
+  const auto& generation = pass.generation;
+  if (!generation)
     return done();
-  }
   const std::int64_t cutoff_s = std::chrono::duration_cast<std::chrono::seconds>(
                                     (Clock::now() - options_.grace).time_since_epoch())
                                     .count();

@@ -1146,15 +1146,10 @@ Result<GarbageReport> ChunkStore::compact_segment_now(std::uint64_t seg) {
   return rep;
 }
 
-Result<GarbageReport> ChunkStore::erase_garbage(std::vector<Sha256> blobs,
-                                                std::vector<Sha256> chunks) {
+Result<GarbageReport> ChunkStore::run_collection_job(Job job) {
   std::promise<error_code> p;
   auto f = p.get_future();
   GarbageReport rep;
-  Job job;
-  job.kind = Job::Kind::kGarbage;
-  job.blobs = std::move(blobs);
-  job.needs = std::move(chunks);
   job.report = &rep;
   job.done = [&p](error_code ec, bool) { p.set_value(ec); };
   enqueue(std::move(job));
@@ -1163,19 +1158,20 @@ Result<GarbageReport> ChunkStore::erase_garbage(std::vector<Sha256> blobs,
   return rep;
 }
 
+Result<GarbageReport> ChunkStore::erase_garbage(std::vector<Sha256> blobs,
+                                                std::vector<Sha256> chunks) {
+  Job job;
+  job.kind = Job::Kind::kGarbage;
+  job.blobs = std::move(blobs);
+  job.needs = std::move(chunks);
+  return run_collection_job(std::move(job));
+}
+
 Result<GarbageReport> ChunkStore::compact_segment(std::uint64_t id) {
-  std::promise<error_code> p;
-  auto f = p.get_future();
-  GarbageReport rep;
   Job job;
   job.kind = Job::Kind::kCompact;
   job.segment = id;
-  job.report = &rep;
-  job.done = [&p](error_code ec, bool) { p.set_value(ec); };
-  enqueue(std::move(job));
-  if (auto ec = f.get())
-    return ec;
-  return rep;
+  return run_collection_job(std::move(job));
 }
 
 std::vector<SegmentUse> ChunkStore::segment_use() const {

@@ -347,6 +347,7 @@ class ChunkStore {
   std::thread syncer_;  // the last syncer thread (joined before the next); sync_mutex_
   void evict_over_budget();
   Result<GarbageReport> compact_segment_now(std::uint64_t id);  // commit thread
+  Result<GarbageReport> run_collection_job(Job job);  // enqueues it and waits for its report
   Result<std::optional<IndexEntry>> staged_lookup(BatchState& b, const Sha256& id) const;
   Result<IndexEntry> stage_append(BatchState& b, const Sha256& id,
                                   std::span<const std::uint8_t> body);
