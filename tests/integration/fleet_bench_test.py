@@ -62,6 +62,19 @@ def tier_missing():
     return pgharness.available() or (None if s3rver.find() else "s3rver is not installed (tools/setup.sh)")
 
 
+
+def tier_run_up(python, binary, edges):
+    """A tier run of the bench with `edges` edges, once its tier and fleet are up (the table
+    has started; at most 60 s): the running process."""
+    proc = subprocess.Popen([python, SCRIPT, "--origin", "tier", "--binary", binary, "--edges", str(edges),
+                             "--load-s", "60", "--timeout", "100", "--png", ""], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    for line in proc.stdout:
+        if line.startswith("|---") or time.time() > deadline:
+            break
+    return proc
+
 def main():
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
@@ -233,13 +246,7 @@ def tier(python, binary):
             failures.append("left behind after a run: %s" % left)
 
         # Ctrl-C once the tier and the fleet are up: PostgreSQL and s3rver go too.
-        proc = subprocess.Popen([python, SCRIPT, "--origin", "tier", "--binary", binary, "--edges", "2",
-                                 "--load-s", "60", "--timeout", "100", "--png", ""], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
-        for line in proc.stdout:
-            if line.startswith("|---") or time.time() > deadline:
-                break
+        proc = tier_run_up(python, binary, 2)
         time.sleep(1)
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]
@@ -251,13 +258,7 @@ def tier(python, binary):
 
         # kill -9 of the script (no teardown at all): the next run's sweep, here --cleanup-only,
         # finds PostgreSQL, s3rver and their files by the befleet- names.
-        proc = subprocess.Popen([python, SCRIPT, "--origin", "tier", "--binary", binary, "--edges", "1",
-                                 "--load-s", "60", "--timeout", "100", "--png", ""], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
-        for line in proc.stdout:
-            if line.startswith("|---") or time.time() > deadline:
-                break
+        proc = tier_run_up(python, binary, 1)
         proc.kill()
         proc.communicate(timeout=30)
         left = leftovers()

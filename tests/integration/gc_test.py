@@ -5,12 +5,11 @@ period, chunks another release shares stay, sparse segments are compacted, nothi
 while an upload is in progress, and what is left is served byte for byte after a restart.
 
 Usage: gc_test.py <path-to-bundle-edge>"""
-import http.client
 import json
 import os
 import time
 
-from harness import TMP, admin, check, curl, run, upload, wait_for
+from harness import TMP, admin, check, curl, half_sent_upload, run, upload
 from sync_test import ADMIN_APP, origin, sha
 
 GC_CONF = '[gc]\ninterval_s = 0\ngrace_s = %d\ncompact_below_pct = 90\n[store]\nsegment_size = "4MiB"\n'
@@ -110,13 +109,7 @@ def main():
         ido = put_blob(o, os.urandom(500_000), "orphan")
         time.sleep(1.1)
         # An upload that has sent part of its body and waits.
-        conn = http.client.HTTPConnection("127.0.0.1", o.admin, timeout=30)
-        conn.putrequest("PUT", "/v1/admin/blobs")
-        conn.putheader("Authorization", "Bearer " + o.token)
-        conn.putheader("Content-Length", "200000")
-        conn.endheaders()
-        conn.send(os.urandom(100_000))
-        time.sleep(0.3)
+        conn = half_sent_upload(o)
         rep = gc(o)
         assert rep["blobs_removed"] == 0 and not rep["complete"], rep
         assert "in progress" in rep["note"], rep

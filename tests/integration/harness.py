@@ -139,6 +139,20 @@ def upload(node, path, extra=()):
                 "Authorization: Bearer " + node.token, *extra, node.admin_url + "/v1/admin/blobs")
 
 
+def half_sent_upload(node, size=200_000):
+    """A blob upload that has sent half of its body and waits: the open connection. Send the
+    other half (conn.send) and read the answer (conn.getresponse()) to finish it."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", node.admin, timeout=30)
+    conn.putrequest("PUT", "/v1/admin/blobs")
+    conn.putheader("Authorization", "Bearer " + node.token)
+    conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    conn.send(os.urandom(size // 2))
+    time.sleep(0.3)
+    return conn
+
+
 def sha(b):
     return hashlib.sha256(b).hexdigest()
 

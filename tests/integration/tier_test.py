@@ -5,14 +5,14 @@ numbered changelog; an edge following any of them; PostgreSQL down and back; a s
 than the binary refused.
 
 Usage: tier_test.py <path-to-bundle-edge>"""
-import http.client
 import json
 import os
 import subprocess
 import threading
 import time
 
-from harness import BINARY, Node, Skip, TMP, admin, check, curl, run, sha, stop_all, upload, wait_for
+from harness import (BINARY, Node, Skip, TMP, admin, check, curl, half_sent_upload, run, sha,
+                     stop_all, upload, wait_for)
 from pgharness import Postgres
 import s3rver
 from sync_test import APP, ADMIN_APP, TOKEN, edge, updates
@@ -392,13 +392,7 @@ def main():
             doc = gc(other)
             assert doc["bucket"] is None and "singleton" in doc["bucket_note"], doc
             # An upload in progress on the other origin keeps the holder from removing anything.
-            conn = http.client.HTTPConnection("127.0.0.1", other.admin, timeout=30)
-            conn.putrequest("PUT", "/v1/admin/blobs")
-            conn.putheader("Authorization", "Bearer " + other.token)
-            conn.putheader("Content-Length", "200000")
-            conn.endheaders()
-            conn.send(os.urandom(100_000))
-            time.sleep(0.3)
+            conn = half_sent_upload(other)
             rep = gc(holder)["bucket"]
             assert rep["blobs_removed"] == 0 and "in progress" in rep["note"], rep
             assert "recipes/" + old in s3.keys("recipes/")
