@@ -63,17 +63,29 @@ def tier_missing():
 
 
 
-def tier_run_up(python, binary, edges):
-    """A tier run of the bench with `edges` edges, once its tier and fleet are up (the table
-    has started; at most 60 s): the running process."""
-    proc = subprocess.Popen([python, SCRIPT, "--origin", "tier", "--binary", binary, "--edges", str(edges),
-                             "--load-s", "60", "--timeout", "100", "--png", ""], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def run_up(python, binary, edges, tier=False):
+    """A run of the bench with `edges` edges, once its fleet (and tier) are up: the table has
+    started, or 60 s passed. The running process."""
+    proc = subprocess.Popen([python, SCRIPT, *(["--origin", "tier"] if tier else []), "--binary", binary,
+                             "--edges", str(edges), "--load-s", "60", "--timeout", "100", "--png", ""],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     for line in proc.stdout:
         if line.startswith("|---") or time.time() > deadline:
             break
     return proc
+
+
+def interrupted_leaves_nothing(proc, failures):
+    """Ctrl-C to a running bench: it must exit 3 and leave nothing behind."""
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0]
+    if proc.returncode != 3:
+        failures.append("Ctrl-C: exit %s (want 3): %s" % (proc.returncode, rest[-1000:]))
+    left = leftovers()
+    if left:
+        failures.append("left behind after Ctrl-C: %s" % left)
 
 def main():
     if len(sys.argv) < 2:
@@ -166,21 +178,7 @@ def embedded(python, binary):
             failures.append("left behind after a run: %s" % left)
 
         # Ctrl-C once the fleet is up: everything still goes.
-        proc = subprocess.Popen([python, SCRIPT, "--binary", binary, "--edges", "2", "--load-s", "60",
-                                 "--timeout", "100", "--png", ""], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-        deadline = time.time() + 60
-        for line in proc.stdout:
-            if line.startswith("|---") or time.time() > deadline:
-                break
-        time.sleep(1)
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=60)[0]
-        if proc.returncode != 3:
-            failures.append("Ctrl-C: exit %s (want 3): %s" % (proc.returncode, rest[-1000:]))
-        left = leftovers()
-        if left:
-            failures.append("left behind after Ctrl-C: %s" % left)
+        interrupted_leaves_nothing(run_up(python, binary, 2), failures)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return failures
@@ -246,19 +244,11 @@ def tier(python, binary):
             failures.append("left behind after a run: %s" % left)
 
         # Ctrl-C once the tier and the fleet are up: PostgreSQL and s3rver go too.
-        proc = tier_run_up(python, binary, 2)
-        time.sleep(1)
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=60)[0]
-        if proc.returncode != 3:
-            failures.append("Ctrl-C: exit %s (want 3): %s" % (proc.returncode, rest[-1000:]))
-        left = leftovers()
-        if left:
-            failures.append("left behind after Ctrl-C: %s" % left)
+        interrupted_leaves_nothing(run_up(python, binary, 2, tier=True), failures)
 
         # kill -9 of the script (no teardown at all): the next run's sweep, here --cleanup-only,
         # finds PostgreSQL, s3rver and their files by the befleet- names.
-        proc = tier_run_up(python, binary, 1)
+        proc = run_up(python, binary, 1, tier=True)
         proc.kill()
         proc.communicate(timeout=30)
         left = leftovers()
