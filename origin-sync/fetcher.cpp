@@ -170,9 +170,7 @@ void Fetcher::complete(std::unordered_map<Sha256, std::vector<Done>, Sha256Hash>
 }
 
 void Fetcher::trust_recipes(const std::vector<std::pair<Sha256, Sha256>>& pins) {
-  std::lock_guard lock(mutex_);
-  for (const auto& [blob, digest] : pins)
-    trusted_[blob] = digest;
+  pins_.trust(pins);
 }
 
 bool Fetcher::present(const Sha256& blob) const {
@@ -454,14 +452,9 @@ Result<std::shared_ptr<const store::Recipe>> Fetcher::get_recipe(FailoverClient&
                                                                  const Sha256& id) {
   if (auto local = blobs_.recipe(id))
     return *local;  // a chunk of a known blob went missing (eviction, scrub)
-  std::optional<Sha256> pin;
-  {
-    std::lock_guard lock(mutex_);
-    if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
-      return it->second;
-    if (const auto it = trusted_.find(id); it != trusted_.end())
-      pin = it->second;
-  }
+  auto [fetched, pin] = pins_.lookup(id);
+  if (fetched)
+    return fetched;
   auto reply = get(client, "/v1/recipes/" + id.hex(), kMaxRecipeBody);
   if (!reply)
     return reply.error();
@@ -486,31 +479,18 @@ Result<std::shared_ptr<const store::Recipe>> Fetcher::get_recipe(FailoverClient&
     return Errc::kChecksumMismatch;
   }
   auto recipe = std::make_shared<const store::Recipe>(std::move(*parsed));
-  if (pin) {
-    // Only a pinned recipe is kept for streams: an unpinned one is trusted only once its
-    // blob verified whole (and then it is stored).
-    std::lock_guard lock(mutex_);
-    if (fetched_recipes_.size() >= kFetchedRecipes)
-      fetched_recipes_.clear();
-    fetched_recipes_[id] = recipe;
-  }
+  if (pin)
+    pins_.keep(id, recipe);  // an unpinned one is trusted once its blob verified whole
   return recipe;
 }
 
 void Fetcher::fill_recipe(const Sha256& id, RecipeDone done) {
   if (auto local = blobs_.recipe(id))
     return done({}, *local);
-  std::shared_ptr<const store::Recipe> cached;
-  bool pinned = false;
-  {
-    std::lock_guard lock(mutex_);
-    if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
-      cached = it->second;
-    pinned = trusted_.contains(id);
-  }
+  auto [cached, pin] = pins_.lookup(id);
   if (cached)
     return done({}, std::move(cached));
-  if (!pinned) {
+  if (!pin) {
     // Nothing to check a fetched recipe against before the blob's own SHA-256: the whole
     // blob first, as before recipe pins existed.
     return fill_blob(id, [this, id, done = std::move(done)](error_code ec) {
@@ -522,19 +502,11 @@ void Fetcher::fill_recipe(const Sha256& id, RecipeDone done) {
   }
   // Single flight, with the negative cache and stop rules of the other fills.
   Done relay = [this, id, done](error_code ec) mutable {
-    std::shared_ptr<const store::Recipe> recipe;
-    if (!ec) {
-      std::lock_guard lock(mutex_);
-      if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
-        recipe = it->second;
-    }
-    if (!ec && recipe == nullptr) {
-      if (auto local = blobs_.recipe(id))
-        recipe = *local;
-      else
-        ec = make_error_code(Errc::kIo);
-    }
-    done(ec, std::move(recipe));
+    auto recipe =
+        ec ? Result<std::shared_ptr<const store::Recipe>>(ec) : pins_.after_fill(blobs_, id);
+    if (!recipe)
+      return done(recipe.error(), nullptr);
+    done({}, std::move(*recipe));
   };
   if (wait_for(recipe_done_, id, relay)) {
     submit(Priority::kDevice, [this, id](FailoverClient& client) {
@@ -578,13 +550,7 @@ void Fetcher::fetch_blob(FailoverClient& client, const Sha256& id, Priority prio
 void Fetcher::finish_blob(const Sha256& id, std::shared_ptr<const store::Recipe> recipe,
                           error_code ec) {
   if (!ec) {
-    bool pinned = false;
-    {
-      std::lock_guard lock(mutex_);
-      const auto it = trusted_.find(id);
-      pinned = it != trusted_.end() && it->second == recipe->digest();
-    }
-    auto put = blobs_.put_recipe(*recipe, pinned);
+    auto put = blobs_.put_recipe(*recipe, pins_.matches(id, *recipe));
     if (!put) {
       ec = put.error();
       if (ec == Errc::kChecksumMismatch) {

@@ -153,13 +153,9 @@ class Fetcher final : public api::Filler {
   static constexpr std::chrono::seconds kMissingTtl{5};
   static constexpr std::size_t kMissingEntries = 65536;
   std::unordered_map<Sha256, std::chrono::steady_clock::time_point, Sha256Hash>
-      missing_;                                             // guarded by mutex_
-  std::unordered_map<Sha256, Sha256, Sha256Hash> trusted_;  // blob -> recipe digest; mutex_
+      missing_;                                                            // guarded by mutex_
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> recipe_done_;  // fill_recipe
-  /// Recipes fetched for blobs not whole yet (streams of one blob share one fetch); bounded.
-  std::unordered_map<Sha256, std::shared_ptr<const store::Recipe>, Sha256Hash>
-      fetched_recipes_;  // guarded by mutex_
-  static constexpr std::size_t kFetchedRecipes = 1024;
+  api::RecipePins pins_;  ///< what releases pin, and pinned recipes fetched for streams
   std::vector<std::unique_ptr<FailoverClient>> clients_;  // every one made; guarded by mutex_
   std::vector<FailoverClient*> free_clients_;             // not held by a thread; mutex_
   std::vector<std::thread> threads_;                      // live pool threads; mutex_

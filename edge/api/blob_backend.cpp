@@ -242,22 +242,15 @@ void BlobBackend::fill_chunks(std::shared_ptr<const store::Recipe> recipe,
 }
 
 void BlobBackend::trust_recipes(const std::vector<std::pair<Sha256, Sha256>>& pins) {
-  std::lock_guard lock(mutex_);
-  for (const auto& [blob, digest] : pins)
-    trusted_[blob] = digest;
+  pins_.trust(pins);
 }
 
 Result<std::shared_ptr<const store::Recipe>> BlobBackend::fetch_recipe(const Sha256& id) {
   if (auto local = blobs_.recipe(id))
     return *local;  // a chunk of a known blob went missing here (scrub, a wiped segment)
-  std::optional<Sha256> pin;
-  {
-    std::lock_guard lock(mutex_);
-    if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
-      return it->second;
-    if (const auto it = trusted_.find(id); it != trusted_.end())
-      pin = it->second;
-  }
+  auto [fetched, pin] = pins_.lookup(id);
+  if (fetched)
+    return fetched;
   const std::string key = store::recipe_key(id.hex());
   auto bytes = objects_.get(key, kMaxRecipeBytes);
   if (!bytes)
@@ -280,12 +273,8 @@ Result<std::shared_ptr<const store::Recipe>> BlobBackend::fetch_recipe(const Sha
     return Errc::kChecksumMismatch;
   }
   auto shared = std::make_shared<const store::Recipe>(std::move(*recipe));
-  if (pin) {
-    std::lock_guard lock(mutex_);
-    if (fetched_recipes_.size() >= kFetchedRecipes)
-      fetched_recipes_.clear();
-    fetched_recipes_[id] = shared;
-  }
+  if (pin)
+    pins_.keep(id, shared);
   return shared;
 }
 
@@ -312,13 +301,8 @@ void BlobBackend::fetch_blob(const Sha256& id) {
     if (!ec && stopping())
       ec = make_error_code(Errc::kShutdown);
     if (!ec) {
-      bool pinned = false;
-      {
-        std::lock_guard lock(mutex_);
-        const auto it = trusted_.find(id);
-        pinned = it != trusted_.end() && it->second == recipe->digest();
-        fetched_recipes_.erase(id);
-      }
+      const bool pinned = pins_.matches(id, *recipe);
+      pins_.forget(id);
       if (auto put = blobs_.put_recipe(*recipe, pinned); !put) {
         ec = put.error();
         if (ec == Errc::kChecksumMismatch) {
@@ -348,30 +332,16 @@ void BlobBackend::fetch_blob(const Sha256& id) {
 void BlobBackend::fill_recipe(const Sha256& id, RecipeDone done) {
   if (auto local = blobs_.recipe(id))
     return done({}, *local);
-  std::shared_ptr<const store::Recipe> cached;
-  bool pinned = false;
-  {
-    std::lock_guard lock(mutex_);
-    if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
-      cached = it->second;
-    pinned = trusted_.contains(id);
-  }
+  auto [cached, pin] = pins_.lookup(id);
   if (cached)
     return done({}, std::move(cached));
+  const bool pinned = pin.has_value();
   const auto stored = [this, id, done](error_code ec) {
-    std::shared_ptr<const store::Recipe> recipe;
-    if (!ec) {
-      std::lock_guard lock(mutex_);
-      if (const auto it = fetched_recipes_.find(id); it != fetched_recipes_.end())
-        recipe = it->second;
-    }
-    if (!ec && recipe == nullptr) {
-      if (auto local = blobs_.recipe(id))
-        recipe = *local;
-      else
-        ec = make_error_code(Errc::kIo);
-    }
-    done(ec, std::move(recipe));
+    auto recipe =
+        ec ? Result<std::shared_ptr<const store::Recipe>>(ec) : pins_.after_fill(blobs_, id);
+    if (!recipe)
+      return done(recipe.error(), nullptr);
+    done({}, std::move(*recipe));
   };
   if (!pinned) {
     // Nothing to check a recipe object against but the blob's own SHA-256: the whole blob
@@ -407,17 +377,18 @@ void BlobBackend::run_mirror(const Sha256& id, const Done& done, bool refresh) {
     return done(recipe.error());
   // A recipe object exists only once all its chunks do: nothing more to write.
   const std::string rkey = store::recipe_key(id.hex());
+  const auto put_recipe = [this, rkey, encoded = (*recipe)->encode(), done]() {
+    auto put = objects_.put(
+        rkey, std::span(reinterpret_cast<const std::uint8_t*>(encoded.data()), encoded.size()));
+    done(put ? error_code() : put.error());
+  };
   auto there = objects_.exists(rkey);
   if (!there)
     return done(there.error());
-  if (*there && refresh) {
-    // Its chunks are there (a recipe object is written only after them): the recipe is
-    // written again so that its age for garbage collection starts now.
-    const std::string encoded = (*recipe)->encode();
-    auto put = objects_.put(
-        rkey, std::span(reinterpret_cast<const std::uint8_t*>(encoded.data()), encoded.size()));
-    return done(put ? error_code() : put.error());
-  }
+  // Its chunks are there (a recipe object is written only after them): the recipe is
+  // written again so that its age for garbage collection starts now.
+  if (*there && refresh)
+    return put_recipe();
   if (*there)
     return done({});
   std::vector<Sha256> ids;
@@ -428,12 +399,10 @@ void BlobBackend::run_mirror(const Sha256& id, const Done& done, bool refresh) {
   }
   auto batch = std::make_shared<Batch>();
   batch->left = ids.size();
-  batch->then = [this, rkey, encoded = (*recipe)->encode(), done](error_code ec) {
+  batch->then = [done, put_recipe](error_code ec) {
     if (ec)
       return done(ec);
-    auto put = objects_.put(
-        rkey, std::span(reinterpret_cast<const std::uint8_t*>(encoded.data()), encoded.size()));
-    done(put ? error_code() : put.error());
+    put_recipe();
   };
   if (ids.empty())
     return batch->then({});

@@ -113,11 +113,7 @@ class BlobBackend final : public Filler {
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> blob_waiters_;  // mutex_
   std::unordered_map<Sha256, std::vector<ChunkWaiter>, Sha256Hash> chunk_waiters_;  // mutex_
   std::unordered_map<Sha256, std::vector<Done>, Sha256Hash> recipe_waiters_;        // mutex_
-  std::unordered_map<Sha256, Sha256, Sha256Hash> trusted_;  // blob -> recipe digest; mutex_
-  /// Pinned recipes fetched for streams, until the blob is whole here; bounded.
-  std::unordered_map<Sha256, std::shared_ptr<const store::Recipe>, Sha256Hash>
-      fetched_recipes_;  // guarded by mutex_
-  static constexpr std::size_t kFetchedRecipes = 1024;
+  RecipePins pins_;  ///< what releases pin, and pinned recipes fetched for streams
   /// Chunk bytes handed to the store and not yet durable: a fill does not wait for each
   /// chunk's write, but memory stays bounded.
   static constexpr std::uint64_t kPutBudget = 64ULL << 20;

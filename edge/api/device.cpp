@@ -15,6 +15,7 @@
 #include "edge/api/device_info.hpp"
 #include "edge/control/decision.hpp"
 #include "edge/core/clock.hpp"
+#include "edge/core/uri.hpp"
 #include "edge/core/utf8.hpp"
 #include "edge/http/encoding.hpp"
 
@@ -83,22 +84,6 @@ std::string_view checkin_decision(const Decision& d) {
 }
 
 }  // namespace
-
-std::string encode_path(std::string_view path) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const char ch : path) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
-      out += ch;
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
 
 namespace {
 
@@ -288,7 +273,7 @@ std::string build_update_answer(const control::ReleaseDoc& doc, const std::strin
   // valid one, as plugins require (§2.4 item 6).
   std::string url = public_url;
   if (send_zip) {
-    url += "/v1/blobs/" + doc.zip->hex() + "/" + encode_path(name) + ".zip";
+    url += "/v1/blobs/" + doc.zip->hex() + "/" + percent_encode(name, true) + ".zip";
   } else {
     url += "/v1/blobs/no-zip/no.zip";
   }
@@ -303,8 +288,8 @@ std::string build_update_answer(const control::ReleaseDoc& doc, const std::strin
       JsonObjectWriter entry;
       entry.string("file_name", m.file_name)
           .string("file_hash", m.file_hash)
-          .string("download_url",
-                  public_url + "/v1/blobs/" + m.blob.hex() + "/" + encode_path(m.file_name));
+          .string("download_url", public_url + "/v1/blobs/" + m.blob.hex() + "/" +
+                                      percent_encode(m.file_name, true));
       manifest += std::move(entry).finish();
     }
     manifest += ']';

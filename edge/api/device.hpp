@@ -104,9 +104,6 @@ std::string build_update_answer(const control::ReleaseDoc& doc, const std::strin
 std::uint64_t largest_update_answer_bytes(const control::ReleaseDoc& doc, const std::string& name,
                                           std::size_t public_url_bytes);
 
-/// Percent-encodes a manifest file name for a URL path, keeping '/' and RFC 3986 unreserved.
-std::string encode_path(std::string_view path);
-
 /// An app's privacy settings applied to one of its check-ins before it is stored (at the
 /// first node that records it, so dropped data never travels upstream): false when
 /// `stats_mode` drops the event; otherwise the device fields the app does not collect are

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "edge/api/control_service.hpp"
 #include "edge/api/fleet.hpp"
 #include "edge/api/response.hpp"
+#include "edge/store/blob_store.hpp"
 #include "edge/store/checkin_store.hpp"
 #include "edge/store/chunk_store.hpp"
 #include "edge/store/state_store.hpp"
@@ -170,6 +172,67 @@ class VerifiedChunkPuts {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::uint64_t in_flight_ = 0;  // guarded by mutex_
+};
+
+/// For a filler: the recipe digests releases pin (control::pinned_recipes), and the pinned
+/// recipes it fetched, kept for streams until their blob is whole here (at most kKept; a
+/// recipe not pinned is trusted only once its blob verified whole, and is not kept). Any
+/// thread.
+class RecipePins {
+ public:
+  static constexpr std::size_t kKept = 1024;
+  /// Merges `pins` (blob -> recipe digest) into what is trusted already.
+  void trust(const std::vector<std::pair<Sha256, Sha256>>& pins) {
+    std::lock_guard lock(mutex_);
+    for (const auto& [blob, digest] : pins)
+      pins_[blob] = digest;
+  }
+  /// A fetched recipe of `id`, if one is kept; else the digest its release pins, if any.
+  struct Lookup {
+    std::shared_ptr<const store::Recipe> fetched;
+    std::optional<Sha256> pin;
+  };
+  Lookup lookup(const Sha256& id) const {
+    std::lock_guard lock(mutex_);
+    Lookup out;
+    if (const auto it = kept_.find(id); it != kept_.end())
+      out.fetched = it->second;
+    if (const auto it = pins_.find(id); it != pins_.end())
+      out.pin = it->second;
+    return out;
+  }
+  /// Keeps a fetched recipe that matched its pin.
+  void keep(const Sha256& id, std::shared_ptr<const store::Recipe> recipe) {
+    std::lock_guard lock(mutex_);
+    if (kept_.size() >= kKept)
+      kept_.clear();
+    kept_[id] = std::move(recipe);
+  }
+  void forget(const Sha256& id) {
+    std::lock_guard lock(mutex_);
+    kept_.erase(id);
+  }
+  /// Whether `recipe` is the one its release pins (BlobStore::put_recipe's `pinned`).
+  bool matches(const Sha256& id, const store::Recipe& recipe) const {
+    std::lock_guard lock(mutex_);
+    const auto it = pins_.find(id);
+    return it != pins_.end() && it->second == recipe.digest();
+  }
+  /// After a fill of `id` succeeded: the kept recipe, else the one now stored in `blobs`
+  /// (Errc::kIo if neither is there).
+  Result<std::shared_ptr<const store::Recipe>> after_fill(const store::BlobStore& blobs,
+                                                          const Sha256& id) const {
+    if (auto kept = lookup(id).fetched)
+      return kept;
+    if (auto local = blobs.recipe(id))
+      return *local;
+    return make_error_code(Errc::kIo);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_map<Sha256, Sha256, Sha256Hash> pins_;                                // mutex_
+  std::unordered_map<Sha256, std::shared_ptr<const store::Recipe>, Sha256Hash> kept_;  // mutex_
 };
 
 /// Receives changes the upstream pushes (POST /v1/sync/changes): origin-sync's follower.

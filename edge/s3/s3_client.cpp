@@ -10,16 +10,12 @@
 #include <thread>
 
 #include "edge/core/sha256.hpp"
+#include "edge/core/uri.hpp"
 
 #include <curl/curl.h>
 
 namespace edge::s3 {
 namespace {
-
-bool unreserved(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '_' || c == '.' || c == '~';
-}
 
 void global_init() {
   static std::once_flag once;
@@ -169,23 +165,6 @@ Result<Endpoint> parse_endpoint(std::string_view e) {
   return out;
 }
 
-std::string uri_encode(std::string_view text, bool keep_slash) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(text.size());
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (unreserved(c) || (keep_slash && c == '/')) {
-      out += ch;
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 Target object_target(const Endpoint& endpoint, const S3Options& options, std::string_view key,
                      std::string_view query) {
   const std::string port = endpoint.port.empty() ? "" : ":" + endpoint.port;
@@ -193,12 +172,12 @@ Target object_target(const Endpoint& endpoint, const S3Options& options, std::st
   std::string path;
   if (options.path_style) {
     t.host = endpoint.host + port;
-    path = "/" + uri_encode(options.bucket, false);
+    path = "/" + percent_encode(options.bucket, false);
     if (!key.empty())
-      path += "/" + uri_encode(key, true);
+      path += "/" + percent_encode(key, true);
   } else {
     t.host = options.bucket + "." + endpoint.host + port;
-    path = "/" + uri_encode(key, true);
+    path = "/" + percent_encode(key, true);
   }
   t.url = endpoint.scheme + "://" + t.host + path;
   if (!query.empty())
@@ -210,8 +189,8 @@ std::string list_query(std::string_view prefix, std::string_view continuation) {
   // SigV4 signs the query sorted by name: continuation-token < list-type < prefix.
   std::string q;
   if (!continuation.empty())
-    q = "continuation-token=" + uri_encode(continuation, false) + "&";
-  q += "list-type=2&prefix=" + uri_encode(prefix, false);
+    q = "continuation-token=" + percent_encode(continuation, false) + "&";
+  q += "list-type=2&prefix=" + percent_encode(prefix, false);
   return q;
 }
 

@@ -52,10 +52,6 @@ struct Endpoint {
 };
 Result<Endpoint> parse_endpoint(std::string_view endpoint);
 
-/// Percent-encodes as SigV4 wants (RFC 3986 unreserved characters stay): every byte but
-/// A-Z a-z 0-9 - _ . ~, and '/' too unless `keep_slash` (object keys keep their slashes).
-std::string uri_encode(std::string_view text, bool keep_slash);
-
 /// A request target: the URL libcurl is given and the Host header sent (and signed) with
 /// it.
 struct Target {

@@ -9,6 +9,7 @@
 
 #include "edge/api/device.hpp"
 #include "edge/api/device_info.hpp"
+#include "edge/core/uri.hpp"
 
 namespace {
 
@@ -65,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (auto v = edge::api::coerce_version_build(text))
     (void)v->to_string();
-  (void)edge::api::encode_path(text);
+  (void)edge::percent_encode(text, true);
   (void)edge::api::valid_app_id(text);
   (void)edge::api::valid_device_id(text);
   (void)edge::api::allowed_stats_action(text);

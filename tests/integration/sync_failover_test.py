@@ -13,7 +13,7 @@ import struct
 import threading
 import time
 
-from harness import run, TMP, admin, check, curl, free_port, sha, upload
+from harness import run, TMP, admin, check, curl, free_port, sha, stop_all, upload
 from sync_test import (TOKEN, UpstreamHandler, edge, get_blob, metric, name_blob, origin,
                        origin_checkins, publish, serve, updates, wait_for, wait_version)
 
@@ -260,14 +260,10 @@ def main():
                          ("check-in batch failed with 5xx: resent with the same key", t_5xx_resent_with_same_key),
                          ("a fill cut mid-blob carries on at the next upstream", t_fill_moves_on_mid_blob)]:
             check(name, fn)
-            for n in nodes:
-                if n.proc.poll() is None:
-                    n.stop()
+            stop_all(nodes)
             nodes.clear()
     finally:
-        for n in nodes:
-            if n.proc.poll() is None:
-                n.stop()
+        stop_all(nodes)
 
 
 if __name__ == "__main__":

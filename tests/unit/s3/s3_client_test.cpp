@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "edge/core/sha256.hpp"
+#include "edge/core/uri.hpp"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -353,10 +354,10 @@ TEST(S3Url, PathAndVirtualHostStyle) {
 }
 
 TEST(S3Url, KeysAreEncodedAsSigV4Wants) {
-  EXPECT_EQ(uri_encode("chunks/abc-DEF_1.2~3", true), "chunks/abc-DEF_1.2~3");
-  EXPECT_EQ(uri_encode("a b+c/d", true), "a%20b%2Bc/d");
-  EXPECT_EQ(uri_encode("a b+c/d", false), "a%20b%2Bc%2Fd");
-  EXPECT_EQ(uri_encode("\xc3\xa9*", true), "%C3%A9%2A");
+  EXPECT_EQ(percent_encode("chunks/abc-DEF_1.2~3", true), "chunks/abc-DEF_1.2~3");
+  EXPECT_EQ(percent_encode("a b+c/d", true), "a%20b%2Bc/d");
+  EXPECT_EQ(percent_encode("a b+c/d", false), "a%20b%2Bc%2Fd");
+  EXPECT_EQ(percent_encode("\xc3\xa9*", true), "%C3%A9%2A");
   EXPECT_EQ(list_query("chunks/", ""), "list-type=2&prefix=chunks%2F");
   EXPECT_EQ(list_query("", "a=b"), "continuation-token=a%3Db&list-type=2&prefix=");
 }
