@@ -5,7 +5,8 @@
 // request-head handling (smuggling rules, absolute-form targets), the device JSON handlers
 // end to end (/updates, /stats single and batch, /channel_self bodies and queries,
 // /updates/manifest_size), the blob/chunk/recipe and admin route and path parsing, the sync
-// query numbers, the upload stream (PUT /v1/admin/blobs through an Upload), and the
+// query numbers, the upload stream (PUT /v1/admin/blobs through an Upload, past the blob
+// gate), POST /v1/admin/gc's body, and the
 // percent-decoding of admin path segments ahead of the admin routes.
 //
 // The store is opened once with store.min_free set beyond any disk, so every write is
@@ -55,6 +56,7 @@ struct Stack {
   std::unique_ptr<api::SyncApi> sync;
   std::unique_ptr<store::AccessStore> access_store;
   std::unique_ptr<api::Access> access;
+  store::LocalBlobGate gate;
   boost::asio::io_context io;
 
   Stack() {
@@ -104,6 +106,12 @@ struct Stack {
     api->set_backup([](std::string, std::function<void(api::Response)> reply) {
       reply(api::error_response(503, "fuzz", "no backups in the fuzz target", api::Route::kAdmin));
     });
+    // POST /v1/admin/gc's body likewise; uploads and release writes pass a blob gate.
+    api->set_gc([](bool, std::function<void(api::Response)> reply) {
+      reply(
+          api::error_response(503, "fuzz", "no collection in the fuzz target", api::Route::kAdmin));
+    });
+    api->set_blob_gates({&gate});
     api->set_ready(true);
   }
 };
