@@ -417,6 +417,18 @@ def main():
             for blob in (new, late):
                 st, _, body = curl(c.url + "/v1/blobs/" + blob)
                 assert st == 200 and sha(body) == blob, st
+            # PostgreSQL down: an upload cannot take its lease, so it is refused with 503 (and
+            # nothing is acknowledged); cached blobs are still served.
+            pg.stop()
+            try:
+                path = os.path.join(TMP, "tiergc-down")
+                open(path, "wb").write(os.urandom(50_000))
+                st, _, out = upload(holder, path)
+                assert st == 503 and b"state_backend_unavailable" in out, (st, out)
+                st, _, body = curl(holder.url + "/v1/blobs/" + new)
+                assert st == 200 and sha(body) == new, st
+            finally:
+                pg.start()
         finally:
             s3.stop()
 
